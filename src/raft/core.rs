@@ -1,0 +1,603 @@
+//! The Raft state machine: roles, terms, elections and the follower side of replication.
+//! The leader side lives in `leader.rs`. Everything here is deterministic: time is `tick`,
+//! randomness comes from the node's seeded generator, and output is queued messages.
+
+use std::collections::VecDeque;
+
+use super::confchange;
+use super::config::{Config, ReadOnlyOption, limit};
+use super::errors::{DropReason, RaftError, Result, invalid};
+use super::log::RaftLog;
+use super::message::{TRANSFER_CONTEXT, msg, validate};
+use super::pb::{EntryType, HardState, Message, MessageType};
+use super::progress::ProgressTracker;
+use super::quorum::VoteResult;
+use super::read_only::{ReadOnly, ReadState};
+use super::rng::Rng;
+use super::storage::LogStorage;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+/// Volatile state the application may want to observe (not persisted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SoftState {
+    pub leader_id: u64,
+    pub role: Role,
+}
+
+pub struct Raft<S: LogStorage> {
+    pub id: u64,
+    pub term: u64,
+    pub vote: u64,
+    pub log: RaftLog<S>,
+    pub tracker: ProgressTracker,
+    pub role: Role,
+    pub leader_id: u64,
+    pub lead_transferee: Option<u64>,
+    /// Index of the last conf change appended by this leader; no new one until applied.
+    pub pending_conf_index: u64,
+    /// Payload bytes of this leader's uncommitted entries, with their indices.
+    pub(super) uncommitted: VecDeque<(u64, u64)>,
+    pub uncommitted_size: u64,
+    pub(super) read_only: ReadOnly,
+    pub read_states: Vec<ReadState>,
+    /// Messages that may be sent at once.
+    pub msgs: Vec<Message>,
+    /// Messages that may only be sent once everything handed out for persistence so far is
+    /// durable (votes, append acknowledgements).
+    pub msgs_after_append: Vec<Message>,
+    pub(super) election_elapsed: usize,
+    pub(super) heartbeat_elapsed: usize,
+    randomized_election_timeout: usize,
+    /// Ticks since the node started; the leader's lease clock.
+    pub(super) now: u64,
+    /// Leader: reads may be served locally before this tick.
+    pub(super) lease_until: u64,
+    /// With check-quorum, a freshly started node refuses votes for one election timeout:
+    /// it may have acknowledged a leader (granting it a lease) before a restart.
+    boot_guard: bool,
+    rng: Rng,
+    pub(super) cfg: Config,
+}
+
+impl<S: LogStorage> Raft<S> {
+    pub fn new(cfg: Config, store: S) -> Result<Self> {
+        cfg.validate()?;
+        let state = store.initial_state()?;
+        let log = RaftLog::new(store, cfg.applied, limit(cfg.max_committed_size_per_ready))?;
+        let mut tracker =
+            ProgressTracker::new(cfg.max_inflight_msgs, limit(cfg.max_inflight_bytes));
+        let (config, progress) =
+            confchange::restore(&tracker, &state.conf_state, log.last_index())?;
+        tracker.config = config;
+        tracker.progress = progress;
+        let mut r = Raft {
+            id: cfg.id,
+            term: state.hard_state.term,
+            vote: state.hard_state.vote,
+            log,
+            tracker,
+            role: Role::Follower,
+            leader_id: 0,
+            lead_transferee: None,
+            pending_conf_index: 0,
+            uncommitted: VecDeque::new(),
+            uncommitted_size: 0,
+            read_only: ReadOnly::new(),
+            read_states: Vec::new(),
+            msgs: Vec::new(),
+            msgs_after_append: Vec::new(),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_timeout: cfg.election_tick,
+            now: 0,
+            lease_until: 0,
+            boot_guard: cfg.check_quorum,
+            rng: Rng::new(cfg.seed ^ cfg.id.rotate_left(32)),
+            cfg,
+        };
+        r.become_follower(r.term, 0);
+        Ok(r)
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
+    }
+
+    pub fn soft_state(&self) -> SoftState {
+        SoftState {
+            leader_id: self.leader_id,
+            role: self.role,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// A voter may campaign; learners and removed nodes may not.
+    pub fn promotable(&self) -> bool {
+        self.tracker.is_voter(self.id)
+    }
+
+    pub(super) fn send(&mut self, mut m: Message) {
+        m.from = self.id;
+        if m.term == 0 {
+            m.term = self.term;
+        }
+        self.msgs.push(m);
+    }
+
+    /// Queues a message that claims durability of our log or vote.
+    pub(super) fn send_after_persist(&mut self, mut m: Message) {
+        m.from = self.id;
+        self.msgs_after_append.push(m);
+    }
+
+    // ---- roles ------------------------------------------------------------------------
+
+    fn reset(&mut self, term: u64) {
+        if term != self.term {
+            self.term = term;
+            self.vote = 0;
+        }
+        self.leader_id = 0;
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.randomized_election_timeout = self.rng.range(
+            self.cfg.election_tick as u64,
+            2 * self.cfg.election_tick as u64,
+        ) as usize;
+        self.lead_transferee = None;
+        self.lease_until = 0;
+        self.tracker.reset_votes();
+        let next = self.log.last_index() + 1;
+        for pr in self.tracker.progress.values_mut() {
+            let learner = pr.is_learner;
+            *pr = super::progress::Progress::new(
+                next,
+                self.tracker.max_inflight,
+                self.tracker.max_inflight_bytes,
+                learner,
+            );
+        }
+        self.pending_conf_index = 0;
+        self.uncommitted.clear();
+        self.uncommitted_size = 0;
+        self.read_only.clear();
+    }
+
+    pub fn become_follower(&mut self, term: u64, leader_id: u64) {
+        self.reset(term);
+        self.role = Role::Follower;
+        self.leader_id = leader_id;
+    }
+
+    fn become_pre_candidate(&mut self) {
+        // Neither the term nor the vote changes: a pre-vote round disturbs nobody.
+        self.role = Role::PreCandidate;
+        self.leader_id = 0;
+        self.tracker.reset_votes();
+    }
+
+    fn become_candidate(&mut self) {
+        self.reset(self.term + 1);
+        self.vote = self.id;
+        self.role = Role::Candidate;
+    }
+
+    pub(super) fn become_leader(&mut self) {
+        self.reset(self.term);
+        self.role = Role::Leader;
+        self.leader_id = self.id;
+        let persisted = self.log.persisted_index();
+        if let Some(pr) = self.tracker.progress.get_mut(&self.id) {
+            pr.matched = persisted;
+            pr.become_replicate();
+        }
+        // Conf changes proposed by an earlier leader may be uncommitted; wait for them.
+        self.pending_conf_index = self.log.last_index();
+        // The no-op entry lets this leader commit (and so learn) everything before it.
+        let noop = super::pb::Entry {
+            entry_type: EntryType::EntryNormal as i32,
+            ..Default::default()
+        };
+        self.append_entries(vec![noop], true).ok();
+    }
+
+    // ---- time -------------------------------------------------------------------------
+
+    pub fn tick(&mut self) {
+        self.now += 1;
+        match self.role {
+            Role::Leader => self.tick_heartbeat(),
+            _ => self.tick_election(),
+        }
+    }
+
+    fn tick_election(&mut self) {
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.cfg.election_tick {
+            self.boot_guard = false;
+        }
+        if self.promotable() && self.election_elapsed >= self.randomized_election_timeout {
+            self.election_elapsed = 0;
+            self.hup(false);
+        }
+    }
+
+    fn tick_heartbeat(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.cfg.election_tick {
+            self.election_elapsed = 0;
+            if self.cfg.check_quorum && !self.tracker.quorum_active(self.id) {
+                self.become_follower(self.term, 0);
+                return;
+            }
+            // A transfer that did not finish within an election timeout is abandoned.
+            self.lead_transferee = None;
+        }
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_tick {
+            self.heartbeat_elapsed = 0;
+            self.bcast_heartbeat();
+        }
+    }
+
+    pub fn randomized_election_timeout(&self) -> usize {
+        self.randomized_election_timeout
+    }
+
+    // ---- elections --------------------------------------------------------------------
+
+    /// Starts an election (after a timeout, `campaign()` or `TimeoutNow`).
+    pub fn hup(&mut self, transfer: bool) {
+        if self.role == Role::Leader || !self.promotable() || self.has_unapplied_conf_change() {
+            return;
+        }
+        if self.cfg.pre_vote && !transfer {
+            self.campaign_pre_vote();
+        } else {
+            self.campaign(transfer);
+        }
+    }
+
+    /// A node that has not applied a committed conf change may count votes with the wrong
+    /// configuration, so it waits.
+    fn has_unapplied_conf_change(&self) -> bool {
+        let (lo, hi) = (self.log.applied + 1, self.log.committed + 1);
+        if lo >= hi {
+            return false;
+        }
+        match self.log.slice(lo, hi, u64::MAX) {
+            Ok(ents) => ents
+                .iter()
+                .any(|e| e.entry_type != EntryType::EntryNormal as i32),
+            Err(_) => true,
+        }
+    }
+
+    fn vote_request(&self, t: MessageType, to: u64, term: u64, transfer: bool) -> Message {
+        let mut m = msg(t, to, term);
+        m.index = self.log.last_index();
+        m.log_term = self.log.last_term();
+        if transfer {
+            m.context = TRANSFER_CONTEXT.to_vec();
+        }
+        m
+    }
+
+    fn campaign_pre_vote(&mut self) {
+        self.become_pre_candidate();
+        if self.tracker.record_vote(self.id, true) == VoteResult::Won {
+            self.campaign(false);
+            return;
+        }
+        let term = self.term + 1;
+        for id in self.tracker.voter_ids() {
+            if id != self.id {
+                let m = self.vote_request(MessageType::MsgRequestPreVote, id, term, false);
+                self.send(m);
+            }
+        }
+    }
+
+    fn campaign(&mut self, transfer: bool) {
+        self.become_candidate();
+        // Our own vote counts only once it is durable: it comes back as a message after the
+        // Ready that persists it.
+        let mut own = msg(MessageType::MsgRequestVoteResponse, self.id, self.term);
+        own.from = self.id;
+        self.send_after_persist(own);
+        for id in self.tracker.voter_ids() {
+            if id != self.id {
+                let m = self.vote_request(MessageType::MsgRequestVote, id, self.term, transfer);
+                self.send(m);
+            }
+        }
+    }
+
+    /// Recently heard from a leader (or just started) with check-quorum: votes are refused.
+    fn in_lease(&self) -> bool {
+        self.cfg.check_quorum
+            && (self.leader_id != 0 || self.boot_guard)
+            && self.election_elapsed < self.cfg.election_tick
+    }
+
+    fn handle_vote_request(&mut self, m: &Message, t: MessageType) {
+        let pre = t == MessageType::MsgRequestPreVote;
+        let can_vote = self.vote == m.from
+            || (self.vote == 0 && self.leader_id == 0)
+            || (pre && m.term > self.term);
+        let resp_type = if pre {
+            MessageType::MsgRequestPreVoteResponse
+        } else {
+            MessageType::MsgRequestVoteResponse
+        };
+        if can_vote && self.log.is_up_to_date(m.index, m.log_term) {
+            // Answer with the candidate's term: a pre-vote grant must not look stale to it.
+            let resp = msg(resp_type, m.from, m.term);
+            if pre {
+                self.send(resp);
+            } else {
+                self.election_elapsed = 0;
+                self.vote = m.from;
+                self.send_after_persist(resp);
+            }
+        } else {
+            let mut resp = msg(resp_type, m.from, self.term);
+            resp.reject = true;
+            self.send(resp);
+        }
+    }
+
+    fn handle_vote_response(&mut self, m: &Message) {
+        match self.tracker.record_vote(m.from, !m.reject) {
+            VoteResult::Won if self.role == Role::PreCandidate => self.campaign(false),
+            VoteResult::Won => {
+                self.become_leader();
+                self.bcast_append();
+            }
+            VoteResult::Lost => self.become_follower(self.term, 0),
+            VoteResult::Pending => {}
+        }
+    }
+
+    // ---- step -------------------------------------------------------------------------
+
+    /// Feeds a message from the network.
+    pub fn step(&mut self, m: Message) -> Result<()> {
+        let t = validate(&m, self.id)?;
+        if m.term > self.term {
+            if matches!(
+                t,
+                MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+            ) {
+                let force = m.context == TRANSFER_CONTEXT;
+                if !force && self.in_lease() {
+                    return Ok(());
+                }
+            }
+            let keep_term = t == MessageType::MsgRequestPreVote
+                || (t == MessageType::MsgRequestPreVoteResponse && !m.reject);
+            if !keep_term {
+                let from_leader = matches!(
+                    t,
+                    MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
+                );
+                self.become_follower(m.term, if from_leader { m.from } else { 0 });
+            }
+        } else if m.term != 0 && m.term < self.term {
+            self.step_stale(&m, t);
+            return Ok(());
+        }
+        match t {
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote => {
+                self.handle_vote_request(&m, t);
+                Ok(())
+            }
+            _ => match self.role {
+                Role::Leader => self.step_leader(m, t),
+                Role::Candidate | Role::PreCandidate => self.step_candidate(m, t),
+                Role::Follower => self.step_follower(m, t),
+            },
+        }
+    }
+
+    /// A message from an older term.
+    fn step_stale(&mut self, m: &Message, t: MessageType) {
+        match t {
+            // A stale leader (partitioned, or removed from the group) learns the newer term
+            // and steps down. With pre-vote and check-quorum nothing else would tell it.
+            MessageType::MsgAppend | MessageType::MsgHeartbeat => {
+                self.send(msg(MessageType::MsgAppendResponse, m.from, self.term));
+            }
+            MessageType::MsgRequestPreVote => {
+                let mut resp = msg(MessageType::MsgRequestPreVoteResponse, m.from, self.term);
+                resp.reject = true;
+                self.send(resp);
+            }
+            _ => {}
+        }
+    }
+
+    fn step_candidate(&mut self, m: Message, t: MessageType) -> Result<()> {
+        let my_response = if self.role == Role::PreCandidate {
+            MessageType::MsgRequestPreVoteResponse
+        } else {
+            MessageType::MsgRequestVoteResponse
+        };
+        match t {
+            MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot => {
+                // A leader of our term exists.
+                self.become_follower(m.term, m.from);
+                self.step_follower(m, t)
+            }
+            _ if t == my_response => {
+                self.handle_vote_response(&m);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn step_follower(&mut self, m: Message, t: MessageType) -> Result<()> {
+        match t {
+            MessageType::MsgAppend => {
+                self.heard_from_leader(m.from);
+                self.handle_append(m);
+            }
+            MessageType::MsgHeartbeat => {
+                self.heard_from_leader(m.from);
+                self.handle_heartbeat(m)?;
+            }
+            MessageType::MsgSnapshot => {
+                self.heard_from_leader(m.from);
+                self.handle_snapshot(m)?;
+            }
+            MessageType::MsgTimeoutNow => self.hup(true),
+            // A request forwarded to us by a node that took us for the leader: forwarding it
+            // again could bounce it between stale nodes, so it is dropped (the requester
+            // retries).
+            MessageType::MsgReadIndex | MessageType::MsgTransferLeader => {}
+            MessageType::MsgReadIndexResponse if m.from == self.leader_id => {
+                self.read_states.push(ReadState {
+                    index: m.index,
+                    request_ctx: m.context,
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn heard_from_leader(&mut self, leader: u64) {
+        self.election_elapsed = 0;
+        self.leader_id = leader;
+    }
+
+    fn handle_append(&mut self, m: Message) {
+        let mut resp = msg(MessageType::MsgAppendResponse, m.from, self.term);
+        if m.index < self.log.committed {
+            resp.index = self.log.committed;
+        } else if let Some(last) = self
+            .log
+            .maybe_append(m.index, m.log_term, m.commit, &m.entries)
+        {
+            resp.index = last;
+        } else {
+            // Tell the leader where our log may match so it can skip a whole term at once.
+            let probe = m.index.min(self.log.last_index());
+            let (hint_index, hint_term) = self.log.find_conflict_by_term(probe, m.log_term);
+            resp.index = m.index;
+            resp.reject = true;
+            resp.reject_hint = hint_index;
+            resp.log_term = hint_term;
+        }
+        resp.commit = self.log.committed;
+        self.send_after_persist(resp);
+    }
+
+    fn handle_heartbeat(&mut self, m: Message) -> Result<()> {
+        if m.commit > self.log.last_index() {
+            return Err(invalid(format!(
+                "heartbeat commit {} beyond last index {}",
+                m.commit,
+                self.log.last_index()
+            )));
+        }
+        self.log.commit_to(m.commit);
+        let mut resp = msg(MessageType::MsgHeartbeatResponse, m.from, self.term);
+        resp.read_round = m.read_round;
+        resp.commit = self.log.committed;
+        self.send(resp);
+        Ok(())
+    }
+
+    fn handle_snapshot(&mut self, m: Message) -> Result<()> {
+        let mut resp = msg(MessageType::MsgAppendResponse, m.from, self.term);
+        let snap = m.snapshot.unwrap_or_default();
+        resp.index = if self.restore(snap)? {
+            self.log.last_index()
+        } else {
+            self.log.committed
+        };
+        resp.commit = self.log.committed;
+        self.send_after_persist(resp);
+        Ok(())
+    }
+
+    /// Installs a snapshot if it is newer than what we have; false if it was stale (or
+    /// already covered by our log, in which case only the commit index moves).
+    fn restore(&mut self, snap: super::pb::Snapshot) -> Result<bool> {
+        let meta = snap.metadata.clone().unwrap_or_default();
+        if meta.index <= self.log.committed {
+            return Ok(false);
+        }
+        // A node added after the snapshot was taken is not in its configuration; it learns
+        // of its membership from the conf-change entries that follow.
+        let cs = meta.conf_state.clone().unwrap_or_default();
+        if self.log.match_term(meta.index, meta.term) {
+            self.log.commit_to(meta.index);
+            return Ok(false);
+        }
+        let (config, progress) = confchange::restore(&self.tracker, &cs, meta.index)?;
+        self.log.restore(snap);
+        self.tracker.config = config;
+        self.tracker.progress = progress;
+        Ok(true)
+    }
+
+    // ---- local requests ---------------------------------------------------------------
+
+    pub fn read_index(&mut self, ctx: Vec<u8>) -> Result<()> {
+        match self.role {
+            Role::Leader => {
+                self.handle_read_index(self.id, ctx);
+                Ok(())
+            }
+            Role::Follower if self.leader_id != 0 => {
+                // Term-less, so a leader of a newer term still answers it.
+                let mut m = msg(MessageType::MsgReadIndex, self.leader_id, 0);
+                m.from = self.id;
+                m.context = ctx;
+                self.msgs.push(m);
+                Ok(())
+            }
+            _ => Err(RaftError::ProposalDropped(DropReason::NotLeader {
+                leader: self.leader_id,
+            })),
+        }
+    }
+
+    pub fn transfer_leader(&mut self, to: u64) -> Result<()> {
+        match self.role {
+            Role::Leader => self.handle_transfer_leader(to),
+            Role::Follower if self.leader_id != 0 => {
+                // Forwarded on behalf of the transferee, as if it asked itself.
+                let mut m = msg(MessageType::MsgTransferLeader, self.leader_id, 0);
+                m.from = to;
+                self.msgs.push(m);
+                Ok(())
+            }
+            _ => Err(RaftError::ProposalDropped(DropReason::NotLeader {
+                leader: self.leader_id,
+            })),
+        }
+    }
+
+    /// Whether the lease-read fast path is configured.
+    pub(super) fn lease_reads(&self) -> bool {
+        self.cfg.read_only_option == ReadOnlyOption::LeaseBased
+    }
+}

@@ -1,0 +1,574 @@
+//! The leader side: proposals, replication (per-follower progress, pipelining, fast
+//! backtracking, snapshots), heartbeats and read rounds, leases, leader transfer, and
+//! membership changes.
+
+use prost::Message as _;
+
+use super::confchange::{self, Changer};
+use super::config::limit;
+use super::core::{Raft, Role};
+use super::errors::{DropReason, RaftError, Result, StorageError, invalid};
+use super::log::RaftLog;
+use super::message::msg;
+use super::pb::{ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType};
+use super::progress::{ProgressMap, ProgressState, TrackerConfig};
+use super::read_only::ReadState;
+use super::storage::LogStorage;
+
+impl<S: LogStorage> Raft<S> {
+    pub(super) fn step_leader(&mut self, m: Message, t: MessageType) -> Result<()> {
+        if !self.tracker.progress.contains_key(&m.from)
+            && !matches!(
+                t,
+                MessageType::MsgReadIndex | MessageType::MsgTransferLeader
+            )
+        {
+            return Ok(()); // Not a member (any more): nothing to track.
+        }
+        match t {
+            MessageType::MsgAppendResponse => self.handle_append_response(&m)?,
+            MessageType::MsgHeartbeatResponse => self.handle_heartbeat_response(&m)?,
+            MessageType::MsgReadIndex => self.handle_read_index(m.from, m.context),
+            MessageType::MsgTransferLeader => self.handle_transfer_leader(m.from)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    // ---- proposals --------------------------------------------------------------------
+
+    fn check_can_propose(&self) -> Result<()> {
+        if self.role != Role::Leader {
+            return Err(RaftError::ProposalDropped(DropReason::NotLeader {
+                leader: self.leader_id,
+            }));
+        }
+        if let Some(transferee) = self.lead_transferee {
+            return Err(RaftError::ProposalDropped(
+                DropReason::LeaderTransferInProgress { transferee },
+            ));
+        }
+        Ok(())
+    }
+
+    /// Appends a batch of normal entries (data, context); returns the last index.
+    pub fn propose_batch(&mut self, batch: Vec<(Vec<u8>, Vec<u8>)>) -> Result<u64> {
+        self.check_can_propose()?;
+        let max = limit(self.cfg.max_entry_size);
+        let mut ents = Vec::with_capacity(batch.len());
+        for (data, context) in batch {
+            if data.len() as u64 > max {
+                return Err(RaftError::EntryTooLarge {
+                    size: data.len() as u64,
+                    max,
+                });
+            }
+            ents.push(Entry {
+                entry_type: EntryType::EntryNormal as i32,
+                data,
+                context,
+                ..Default::default()
+            });
+        }
+        let last = self.append_entries(ents, false)?;
+        self.bcast_append();
+        Ok(last)
+    }
+
+    pub fn propose_conf_change(&mut self, cc: ConfChangeV2) -> Result<u64> {
+        self.check_can_propose()?;
+        if self.pending_conf_index > self.log.applied {
+            let pending_index = self.pending_conf_index;
+            return Err(RaftError::ProposalDropped(DropReason::ConfChangePending {
+                pending_index,
+            }));
+        }
+        let joint = self.tracker.config.voters.is_joint();
+        let leave = confchange::is_leave_joint(&cc);
+        if joint && !leave {
+            return Err(RaftError::ProposalDropped(DropReason::ConfChangeRejected(
+                "the configuration is joint; leave it first".into(),
+            )));
+        }
+        if !joint && leave {
+            return Err(RaftError::ProposalDropped(DropReason::ConfChangeRejected(
+                "the configuration is not joint; nothing to leave".into(),
+            )));
+        }
+        let e = Entry {
+            entry_type: EntryType::EntryConfChangeV2 as i32,
+            data: cc.encode_to_vec(),
+            ..Default::default()
+        };
+        let index = self.append_entries(vec![e], false)?;
+        self.pending_conf_index = index;
+        self.bcast_append();
+        Ok(index)
+    }
+
+    /// Assigns term and indices and appends to our log. `force` skips the uncommitted-size
+    /// limit (the no-op and the automatic leave-joint entry must always go in).
+    pub(super) fn append_entries(&mut self, mut ents: Vec<Entry>, force: bool) -> Result<u64> {
+        let size = RaftLog::<S>::payload_size(&ents);
+        let max = limit(self.cfg.max_uncommitted_size);
+        if !force
+            && self.uncommitted_size > 0
+            && size > 0
+            && self.uncommitted_size.saturating_add(size) > max
+        {
+            return Err(RaftError::ProposalDropped(
+                DropReason::UncommittedSizeLimit { limit: max },
+            ));
+        }
+        let mut index = self.log.last_index();
+        for e in ents.iter_mut() {
+            index += 1;
+            e.term = self.term;
+            e.index = index;
+        }
+        self.log.append(&ents);
+        if size > 0 {
+            self.uncommitted.push_back((index, size));
+            self.uncommitted_size += size;
+        }
+        Ok(index)
+    }
+
+    /// Advances the commit index from the quorum's matched indices.
+    pub(super) fn maybe_commit(&mut self) -> bool {
+        let quorum = self.tracker.committed();
+        if !self.log.maybe_commit(quorum, self.term) {
+            return false;
+        }
+        let committed = self.log.committed;
+        while let Some(&(index, size)) = self.uncommitted.front() {
+            if index > committed {
+                break;
+            }
+            self.uncommitted.pop_front();
+            self.uncommitted_size -= size;
+        }
+        if !self.read_only.awaiting_commit.is_empty() && self.committed_in_current_term() {
+            for (ctx, from) in std::mem::take(&mut self.read_only.awaiting_commit) {
+                self.handle_read_index(from, ctx);
+            }
+        }
+        true
+    }
+
+    /// Our own persistence acts as our acknowledgement.
+    pub(super) fn self_persisted(&mut self) {
+        let persisted = self.log.persisted_index();
+        if self.role != Role::Leader {
+            return;
+        }
+        let updated = self
+            .tracker
+            .progress
+            .get_mut(&self.id)
+            .is_some_and(|pr| pr.maybe_update(persisted));
+        if updated && self.maybe_commit() {
+            self.bcast_append();
+        }
+    }
+
+    // ---- replication ------------------------------------------------------------------
+
+    pub(super) fn bcast_append(&mut self) {
+        let ids: Vec<u64> = self
+            .tracker
+            .progress
+            .keys()
+            .copied()
+            .filter(|&id| id != self.id)
+            .collect();
+        for id in ids {
+            self.send_append(id, true);
+        }
+    }
+
+    /// Sends entries (or a snapshot) to `to` if its window allows; returns whether a
+    /// message went out. Empty appends carry the commit index (and probe in `Probe`).
+    pub(super) fn send_append(&mut self, to: u64, send_if_empty: bool) -> bool {
+        let Some(pr) = self.tracker.progress.get(&to) else {
+            return false;
+        };
+        if pr.is_paused() {
+            return false;
+        }
+        let next = pr.next_idx;
+        let prev = next - 1;
+        let (log_term, ents) = match (
+            self.log.term(prev),
+            self.log.entries_from(next, self.cfg.max_size_per_msg),
+        ) {
+            (Ok(t), Ok(e)) => (t, e),
+            (Err(StorageError::Compacted), _) | (_, Err(StorageError::Compacted)) => {
+                return self.send_snapshot(to);
+            }
+            _ => return false,
+        };
+        if ents.is_empty() && !send_if_empty {
+            return false;
+        }
+        let (count, bytes) = (ents.len(), RaftLog::<S>::encoded_size(&ents));
+        let last = ents.last().map_or(prev, |e| e.index);
+        let mut m = msg(MessageType::MsgAppend, to, self.term);
+        m.index = prev;
+        m.log_term = log_term;
+        m.entries = ents;
+        m.commit = self.log.committed;
+        self.send(m);
+        if let Some(pr) = self.tracker.progress.get_mut(&to) {
+            pr.sent_entries(last, count, bytes);
+        }
+        true
+    }
+
+    fn send_snapshot(&mut self, to: u64) -> bool {
+        let Some(pr) = self.tracker.progress.get(&to) else {
+            return false;
+        };
+        if !pr.recent_active {
+            return false;
+        }
+        let snap = match self.log.snapshot(pr.next_idx) {
+            Ok(s) => s,
+            Err(_) => return false, // Being generated, or unavailable: retried later.
+        };
+        let index = snap.metadata.as_ref().map_or(0, |m| m.index);
+        if index == 0 {
+            return false;
+        }
+        if let Some(pr) = self.tracker.progress.get_mut(&to) {
+            pr.become_snapshot(index);
+        }
+        let mut m = msg(MessageType::MsgSnapshot, to, self.term);
+        m.snapshot = Some(snap);
+        self.send(m);
+        true
+    }
+
+    fn handle_append_response(&mut self, m: &Message) -> Result<()> {
+        let last_index = self.log.last_index();
+        if !m.reject && m.index > last_index {
+            return Err(invalid(format!(
+                "ack of index {} beyond last index {last_index}",
+                m.index
+            )));
+        }
+        let from = m.from;
+        let next_probe = if m.reject && m.log_term > 0 {
+            self.log.find_conflict_by_term(m.reject_hint, m.log_term).0
+        } else {
+            m.reject_hint
+        };
+        let Some(pr) = self.tracker.progress.get_mut(&from) else {
+            return Ok(());
+        };
+        pr.recent_active = true;
+        pr.committed_index = pr.committed_index.max(m.commit);
+        if m.reject {
+            if pr.maybe_decr_to(m.index, next_probe) {
+                if pr.state == ProgressState::Replicate {
+                    pr.become_probe();
+                }
+                self.send_append(from, true);
+            }
+            return Ok(());
+        }
+        let was_paused = pr.is_paused();
+        if !pr.maybe_update(m.index) {
+            return Ok(());
+        }
+        match pr.state {
+            ProgressState::Probe => pr.become_replicate(),
+            ProgressState::Snapshot if pr.matched + 1 >= self.log.first_index() => {
+                pr.become_probe();
+                pr.become_replicate();
+            }
+            ProgressState::Snapshot => {}
+            ProgressState::Replicate => pr.inflights.free_le(m.index),
+        }
+        let matched = pr.matched;
+        if self.maybe_commit() {
+            self.bcast_append();
+        } else if was_paused {
+            self.send_append(from, true);
+        }
+        while self.send_append(from, false) {}
+        if self.lead_transferee == Some(from) && matched == self.log.last_index() {
+            self.send_timeout_now(from);
+        }
+        Ok(())
+    }
+
+    // ---- heartbeats, reads and the lease ----------------------------------------------
+
+    /// Broadcasts a heartbeat round; its acknowledgements confirm leadership for every read
+    /// that joined it and renew the lease.
+    pub(super) fn bcast_heartbeat(&mut self) {
+        let round = self.read_only.start_round(self.now);
+        let committed = self.log.committed;
+        let targets: Vec<(u64, u64)> = self
+            .tracker
+            .progress
+            .iter()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(id, pr)| (*id, pr.matched.min(committed)))
+            .collect();
+        for (to, commit) in targets {
+            let mut m = msg(MessageType::MsgHeartbeat, to, self.term);
+            m.commit = commit;
+            m.read_round = round;
+            self.send(m);
+        }
+        self.on_read_round_acked();
+    }
+
+    /// Starts a round if reads are waiting for one; called once per Ready so that all reads
+    /// that arrived in between share it.
+    pub(super) fn flush_read_round(&mut self) {
+        if self.role == Role::Leader && self.read_only.needs_round() {
+            self.bcast_heartbeat();
+        }
+    }
+
+    fn handle_heartbeat_response(&mut self, m: &Message) -> Result<()> {
+        if m.read_round > self.read_only.last_sent_round() {
+            return Err(invalid(format!(
+                "ack of read round {} that was never sent",
+                m.read_round
+            )));
+        }
+        let last_index = self.log.last_index();
+        let Some(pr) = self.tracker.progress.get_mut(&m.from) else {
+            return Ok(());
+        };
+        pr.recent_active = true;
+        pr.probe_sent = false;
+        pr.read_round = pr.read_round.max(m.read_round);
+        pr.committed_index = pr.committed_index.max(m.commit);
+        if pr.state == ProgressState::Replicate && pr.inflights.full() {
+            pr.inflights.free_first_one();
+        }
+        if pr.matched < last_index {
+            self.send_append(m.from, true);
+        }
+        self.on_read_round_acked();
+        Ok(())
+    }
+
+    fn on_read_round_acked(&mut self) {
+        let round = self
+            .tracker
+            .quorum_read_round(self.id, self.read_only.last_sent_round());
+        if let Some(sent) = self.read_only.sent_tick(round) {
+            let margin = self.cfg.lease_margin_ticks as u64;
+            self.lease_until = self
+                .lease_until
+                .max(sent + self.cfg.election_tick as u64 - margin);
+        }
+        for read in self.read_only.release(round) {
+            self.respond_read(read.from, read.ctx, read.index);
+        }
+    }
+
+    pub(super) fn committed_in_current_term(&self) -> bool {
+        self.log.term_or_zero(self.log.committed) == self.term
+    }
+
+    /// Whether the leader may answer reads from its lease without a round.
+    pub fn lease_valid(&self) -> bool {
+        self.role == Role::Leader
+            && self.lease_reads()
+            && self.lead_transferee.is_none()
+            && self.now < self.lease_until
+            && self.committed_in_current_term()
+    }
+
+    pub(super) fn handle_read_index(&mut self, from: u64, ctx: Vec<u8>) {
+        if !self.committed_in_current_term() {
+            // Our commit index may lag the true one until our no-op commits.
+            self.read_only.awaiting_commit.push((ctx, from));
+            return;
+        }
+        let index = self.log.committed;
+        if (self.tracker.is_singleton() && self.promotable()) || self.lease_valid() {
+            self.respond_read(from, ctx, index);
+        } else {
+            self.read_only.push(ctx, from, index);
+        }
+    }
+
+    fn respond_read(&mut self, from: u64, ctx: Vec<u8>, index: u64) {
+        if from == self.id {
+            self.read_states.push(ReadState {
+                index,
+                request_ctx: ctx,
+            });
+        } else {
+            let mut m = msg(MessageType::MsgReadIndexResponse, from, self.term);
+            m.index = index;
+            m.context = ctx;
+            self.send(m);
+        }
+    }
+
+    // ---- leader transfer --------------------------------------------------------------
+
+    pub(super) fn handle_transfer_leader(&mut self, target: u64) -> Result<()> {
+        if target == self.id {
+            return Ok(());
+        }
+        let Some(pr) = self.tracker.progress.get(&target) else {
+            return Err(RaftError::ProposalDropped(DropReason::ConfChangeRejected(
+                format!("transfer target {target} is not a member"),
+            )));
+        };
+        if pr.is_learner {
+            return Err(RaftError::ProposalDropped(DropReason::ConfChangeRejected(
+                format!("transfer target {target} is a learner"),
+            )));
+        }
+        if self.lead_transferee == Some(target) {
+            return Ok(());
+        }
+        let caught_up = pr.matched == self.log.last_index();
+        // The transfer must finish within one election timeout or it is abandoned.
+        self.election_elapsed = 0;
+        self.lead_transferee = Some(target);
+        if caught_up {
+            self.send_timeout_now(target);
+        } else {
+            self.send_append(target, true);
+        }
+        Ok(())
+    }
+
+    fn send_timeout_now(&mut self, to: u64) {
+        self.send(msg(MessageType::MsgTimeoutNow, to, self.term));
+    }
+
+    // ---- snapshots and reachability ---------------------------------------------------
+
+    pub fn report_snapshot(&mut self, to: u64, success: bool) {
+        let Some(pr) = self.tracker.progress.get_mut(&to) else {
+            return;
+        };
+        if self.role != Role::Leader || pr.state != ProgressState::Snapshot {
+            return;
+        }
+        if !success {
+            pr.pending_snapshot = 0;
+        }
+        // Wait for the follower's append response (or the next heartbeat) before sending.
+        pr.become_probe();
+        pr.probe_sent = true;
+    }
+
+    pub fn report_unreachable(&mut self, to: u64) {
+        if self.role != Role::Leader {
+            return;
+        }
+        if let Some(pr) = self.tracker.progress.get_mut(&to)
+            && pr.state == ProgressState::Replicate
+        {
+            pr.become_probe();
+        }
+    }
+
+    // ---- membership -------------------------------------------------------------------
+
+    /// Applies a committed conf change (called by the application when it applies the
+    /// entry) and returns the new configuration.
+    pub fn apply_conf_change(&mut self, cc: &ConfChangeV2) -> Result<ConfState> {
+        let changer = Changer::new(&self.tracker, self.log.last_index());
+        let (config, progress) = if confchange::is_leave_joint(cc) {
+            changer.leave_joint()?
+        } else if let Some(auto_leave) = confchange::enters_joint(cc) {
+            changer.enter_joint(auto_leave, &cc.changes)?
+        } else {
+            changer.simple(&cc.changes)?
+        };
+        Ok(self.switch_to_config(config, progress))
+    }
+
+    fn switch_to_config(&mut self, config: TrackerConfig, progress: ProgressMap) -> ConfState {
+        self.tracker.config = config;
+        self.tracker.progress = progress;
+        let cs = self.tracker.config.to_conf_state();
+        if self.role != Role::Leader {
+            return cs;
+        }
+        if !self.promotable() {
+            // Removed (or demoted): stop leading; the others elect among themselves.
+            self.become_follower(self.term, 0);
+            return cs;
+        }
+        if self
+            .lead_transferee
+            .is_some_and(|t| !self.tracker.is_voter(t))
+        {
+            self.lead_transferee = None;
+        }
+        if self.maybe_commit() {
+            self.bcast_append();
+        } else {
+            let ids: Vec<u64> = self
+                .tracker
+                .progress
+                .keys()
+                .copied()
+                .filter(|&id| id != self.id)
+                .collect();
+            for id in ids {
+                self.send_append(id, false);
+            }
+        }
+        cs
+    }
+
+    /// The application applied up to `index`. A leader in an auto-leave joint configuration
+    /// proposes leaving it once the entry that entered it is applied.
+    pub fn applied_to(&mut self, index: u64) {
+        self.log.applied_to(index);
+        let cfg = &self.tracker.config;
+        if self.role == Role::Leader
+            && cfg.voters.is_joint()
+            && cfg.auto_leave
+            && self.pending_conf_index <= self.log.applied
+        {
+            let leave = Entry {
+                entry_type: EntryType::EntryConfChangeV2 as i32,
+                data: ConfChangeV2::default().encode_to_vec(),
+                ..Default::default()
+            };
+            if let Ok(index) = self.append_entries(vec![leave], true) {
+                self.pending_conf_index = index;
+                self.bcast_append();
+            }
+        }
+    }
+
+    /// Leader: everyone has everything and nothing is pending. Follower: a leader is known
+    /// and was heard from within the election timeout. A quiescent group may stop ticking.
+    pub fn is_quiescent(&self) -> bool {
+        match self.role {
+            Role::Leader => {
+                let last = self.log.last_index();
+                let committed = self.log.committed;
+                committed == last
+                    && self.log.persisted_index() == last
+                    && self.lead_transferee.is_none()
+                    && self.read_only.is_empty()
+                    && self.pending_conf_index <= self.log.applied
+                    && self.tracker.progress.iter().all(|(&id, pr)| {
+                        id == self.id || (pr.matched == last && pr.committed_index == committed)
+                    })
+            }
+            Role::Follower => self.leader_id != 0 && self.election_elapsed < self.cfg.election_tick,
+            _ => false,
+        }
+    }
+}

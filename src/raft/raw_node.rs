@@ -1,0 +1,279 @@
+//! The API a store drives: feed input, take a `Ready`, act on it, acknowledge.
+//!
+//! ```text
+//! loop {
+//!     node.tick() / node.step(msg) / node.propose(..) / node.read_index(..)
+//!     if node.has_ready() {
+//!         let rd = node.ready();
+//!         send(rd.messages)                         // at once, in parallel with the write
+//!         write(rd.snapshot, rd.entries, rd.hard_state)   // may be batched with other groups
+//!         // ...once durable:
+//!         send(rd.persisted_messages)
+//!         if let Some((index, term)) = rd.persisted_up_to() { node.on_persisted(index, term) }
+//!         apply(rd.committed_entries); node.on_applied(last applied index)
+//!     }
+//! }
+//! ```
+
+use std::collections::BTreeMap;
+
+use super::confchange;
+use super::config::Config;
+use super::core::{Raft, Role, SoftState};
+use super::errors::{RaftError, Result};
+use super::message::{is_local, msg_type};
+use super::pb::{ConfChangeV2, ConfState, Entry, HardState, Message, Snapshot};
+use super::progress::ProgressState;
+use super::read_only::ReadState;
+use super::storage::LogStorage;
+
+/// Everything the application must do after feeding input to the node.
+#[derive(Debug, Default, Clone, PartialEq)]
+#[must_use = "a Ready carries entries to persist and messages to send"]
+pub struct Ready {
+    /// Leader or role changed.
+    pub soft_state: Option<SoftState>,
+    /// Term, vote or commit changed: persist with the entries.
+    pub hard_state: Option<HardState>,
+    /// Confirmed reads: serve each once `index` is applied.
+    pub read_states: Vec<ReadState>,
+    /// Entries to append to the log (replacing any suffix from their first index).
+    pub entries: Vec<Entry>,
+    /// A snapshot to persist and apply before `entries`.
+    pub snapshot: Option<Snapshot>,
+    /// Messages that may be sent at once, before the write completes.
+    pub messages: Vec<Message>,
+    /// Messages to send only after this Ready's writes (and all earlier ones) are durable.
+    /// A message addressed to this node itself must be stepped back into it.
+    pub persisted_messages: Vec<Message>,
+    /// Committed entries to apply, in order.
+    pub committed_entries: Vec<Entry>,
+}
+
+impl Ready {
+    /// Whether the write must be fsynced: entries, a snapshot, or a new term or vote.
+    pub fn must_sync(&self, prev: &HardState) -> bool {
+        !self.entries.is_empty()
+            || self.snapshot.is_some()
+            || self
+                .hard_state
+                .as_ref()
+                .is_some_and(|hs| hs.term != prev.term || hs.vote != prev.vote)
+    }
+
+    /// The (index, term) to acknowledge with `on_persisted` once this Ready is written.
+    pub fn persisted_up_to(&self) -> Option<(u64, u64)> {
+        if let Some(e) = self.entries.last() {
+            return Some((e.index, e.term));
+        }
+        let meta = self.snapshot.as_ref()?.metadata.as_ref()?;
+        Some((meta.index, meta.term))
+    }
+}
+
+/// A follower's replication state as seen by the leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgressStatus {
+    pub matched: u64,
+    pub next_idx: u64,
+    pub state: ProgressState,
+    pub is_learner: bool,
+    pub inflight_msgs: usize,
+    pub inflight_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    pub id: u64,
+    pub hard_state: HardState,
+    pub soft_state: SoftState,
+    pub applied: u64,
+    pub last_index: u64,
+    pub persisted_index: u64,
+    pub conf_state: ConfState,
+    /// Leader only.
+    pub progress: BTreeMap<u64, ProgressStatus>,
+    pub lead_transferee: Option<u64>,
+    pub quiescent: bool,
+    pub lease_valid: bool,
+    pub uncommitted_bytes: u64,
+}
+
+pub struct RawNode<S: LogStorage> {
+    raft: Raft<S>,
+    prev_soft: SoftState,
+    prev_hard: HardState,
+}
+
+impl<S: LogStorage> RawNode<S> {
+    pub fn new(cfg: Config, store: S) -> Result<Self> {
+        let raft = Raft::new(cfg, store)?;
+        let prev_hard = raft.hard_state();
+        let prev_soft = raft.soft_state();
+        Ok(RawNode {
+            raft,
+            prev_soft,
+            prev_hard,
+        })
+    }
+
+    /// Read access to the state machine, for tests and diagnostics.
+    pub fn raft(&self) -> &Raft<S> {
+        &self.raft
+    }
+
+    pub fn store(&self) -> &S {
+        &self.raft.log.store
+    }
+
+    pub fn tick(&mut self) {
+        self.raft.tick();
+    }
+
+    /// Starts an election now (pre-vote first if configured).
+    pub fn campaign(&mut self) {
+        self.raft.hup(false);
+    }
+
+    /// Proposes one entry; returns its index.
+    pub fn propose(&mut self, data: Vec<u8>, context: Vec<u8>) -> Result<u64> {
+        self.raft.propose_batch(vec![(data, context)])
+    }
+
+    /// Proposes entries as one append; returns the last index.
+    pub fn propose_batch(&mut self, batch: Vec<(Vec<u8>, Vec<u8>)>) -> Result<u64> {
+        self.raft.propose_batch(batch)
+    }
+
+    /// Proposes a membership change (a V1 `ConfChange` converts with `.into()`). An empty
+    /// `ConfChangeV2` leaves a joint configuration.
+    pub fn propose_conf_change(&mut self, cc: impl Into<ConfChangeV2>) -> Result<u64> {
+        self.raft.propose_conf_change(cc.into())
+    }
+
+    /// Applies a committed conf-change entry; returns the new configuration.
+    pub fn apply_conf_change(&mut self, entry: &Entry) -> Result<ConfState> {
+        let cc = confchange::decode_entry(entry)?;
+        self.raft.apply_conf_change(&cc)
+    }
+
+    /// Feeds a message from the network. Local-only message types are refused.
+    pub fn step(&mut self, m: Message) -> Result<()> {
+        let t = msg_type(&m)?;
+        if is_local(t) {
+            return Err(RaftError::InvalidMessage(format!("{t:?} is local-only")));
+        }
+        self.raft.step(m)
+    }
+
+    /// Requests a linearizable read; the answer arrives as a `ReadState` with this context.
+    pub fn read_index(&mut self, ctx: Vec<u8>) -> Result<()> {
+        self.raft.read_index(ctx)
+    }
+
+    pub fn transfer_leader(&mut self, to: u64) -> Result<()> {
+        self.raft.transfer_leader(to)
+    }
+
+    pub fn report_snapshot(&mut self, to: u64, success: bool) {
+        self.raft.report_snapshot(to, success);
+    }
+
+    pub fn report_unreachable(&mut self, to: u64) {
+        self.raft.report_unreachable(to);
+    }
+
+    pub fn has_ready(&self) -> bool {
+        let r = &self.raft;
+        r.soft_state() != self.prev_soft
+            || r.hard_state() != self.prev_hard
+            || !r.read_states.is_empty()
+            || !r.msgs.is_empty()
+            || !r.msgs_after_append.is_empty()
+            || r.log.unstable.next_snapshot().is_some()
+            || r.log.unstable.has_next_entries()
+            || r.log.has_next_committed_entries()
+            || (r.role == Role::Leader && r.read_only.needs_round())
+    }
+
+    /// Takes everything there is to do. Entries and snapshot handed out here are not handed
+    /// out again; acknowledge them with `on_persisted`.
+    pub fn ready(&mut self) -> Ready {
+        self.raft.flush_read_round();
+        let r = &mut self.raft;
+        let mut rd = Ready::default();
+        let soft = r.soft_state();
+        if soft != self.prev_soft {
+            rd.soft_state = Some(soft);
+            self.prev_soft = soft;
+        }
+        let hard = r.hard_state();
+        if hard != self.prev_hard {
+            rd.hard_state = Some(hard);
+            self.prev_hard = hard;
+        }
+        rd.read_states = std::mem::take(&mut r.read_states);
+        rd.snapshot = r.log.unstable.next_snapshot().cloned();
+        rd.entries = r.log.unstable.next_entries().to_vec();
+        r.log.unstable.accept_in_progress();
+        rd.messages = std::mem::take(&mut r.msgs);
+        rd.persisted_messages = std::mem::take(&mut r.msgs_after_append);
+        // A storage error leaves `applying` unchanged: the entries come in a later Ready.
+        rd.committed_entries = r.log.take_committed_entries().unwrap_or_default();
+        rd
+    }
+
+    /// The log is durable up to `(index, term)` (as given by `Ready::persisted_up_to`).
+    /// Acknowledgements may be batched: one call covers every earlier Ready.
+    pub fn on_persisted(&mut self, index: u64, term: u64) {
+        if self.raft.log.unstable.stable_to(index, term) {
+            self.raft.self_persisted();
+        }
+    }
+
+    /// The application has applied committed entries up to `index`.
+    pub fn on_applied(&mut self, index: u64) {
+        self.raft.applied_to(index);
+    }
+
+    pub fn is_quiescent(&self) -> bool {
+        self.raft.is_quiescent()
+    }
+
+    pub fn status(&self) -> Status {
+        let r = &self.raft;
+        let progress = if r.role == Role::Leader {
+            r.tracker
+                .progress
+                .iter()
+                .map(|(&id, pr)| {
+                    let st = ProgressStatus {
+                        matched: pr.matched,
+                        next_idx: pr.next_idx,
+                        state: pr.state,
+                        is_learner: pr.is_learner,
+                        inflight_msgs: pr.inflights.count(),
+                        inflight_bytes: pr.inflights.bytes(),
+                    };
+                    (id, st)
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        Status {
+            id: r.id,
+            hard_state: r.hard_state(),
+            soft_state: r.soft_state(),
+            applied: r.log.applied,
+            last_index: r.log.last_index(),
+            persisted_index: r.log.persisted_index(),
+            conf_state: r.tracker.config.to_conf_state(),
+            progress,
+            lead_transferee: r.lead_transferee,
+            quiescent: r.is_quiescent(),
+            lease_valid: r.lease_valid(),
+            uncommitted_bytes: r.uncommitted_size,
+        }
+    }
+}

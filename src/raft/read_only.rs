@@ -1,0 +1,131 @@
+//! The leader's queue of linearizable reads. Reads join the next heartbeat *round*; one
+//! round (a heartbeat broadcast stamped with the round number) confirms leadership for all
+//! reads that joined it, so any number of reads costs one message per follower. Reads are
+//! released in arrival order once a quorum has acknowledged their round.
+
+use std::collections::VecDeque;
+
+/// A read confirmed at `index`: once the state machine has applied `index`, a read
+/// started by `request_ctx` is linearizable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadState {
+    pub index: u64,
+    pub request_ctx: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PendingRead {
+    pub ctx: Vec<u8>,
+    /// The follower that forwarded the read (0: this node).
+    pub from: u64,
+    pub index: u64,
+    pub round: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct ReadOnly {
+    /// Reads waiting for their round's quorum, in order of rounds.
+    queue: VecDeque<PendingRead>,
+    /// Reads that arrived before the leader committed an entry of its term.
+    pub awaiting_commit: Vec<(Vec<u8>, u64)>,
+    /// The round that new reads join; it has not been broadcast yet.
+    next_round: u64,
+    /// Send ticks of recent rounds, for the lease.
+    sent: VecDeque<(u64, u64)>,
+}
+
+impl ReadOnly {
+    pub fn new() -> Self {
+        ReadOnly {
+            next_round: 1,
+            ..Default::default()
+        }
+    }
+
+    pub fn push(&mut self, ctx: Vec<u8>, from: u64, index: u64) {
+        let round = self.next_round;
+        self.queue.push_back(PendingRead {
+            ctx,
+            from,
+            index,
+            round,
+        });
+    }
+
+    /// Whether reads are waiting for a round that has not been sent yet.
+    pub fn needs_round(&self) -> bool {
+        self.queue
+            .back()
+            .is_some_and(|r| r.round == self.next_round)
+    }
+
+    /// Starts the next round at `now` (ticks); returns its number.
+    pub fn start_round(&mut self, now: u64) -> u64 {
+        let round = self.next_round;
+        self.next_round += 1;
+        self.sent.push_back((round, now));
+        // Only rounds that may still become the quorum round matter; a few suffice.
+        while self.sent.len() > 64 {
+            self.sent.pop_front();
+        }
+        round
+    }
+
+    /// The latest round sent so far (0 if none).
+    pub fn last_sent_round(&self) -> u64 {
+        self.next_round - 1
+    }
+
+    /// Tick at which `round` was sent, if still remembered.
+    pub fn sent_tick(&self, round: u64) -> Option<u64> {
+        self.sent
+            .iter()
+            .rev()
+            .find(|(r, _)| *r == round)
+            .map(|(_, t)| *t)
+    }
+
+    /// Removes and returns the reads whose round is at or below `quorum_round`, in order.
+    pub fn release(&mut self, quorum_round: u64) -> Vec<PendingRead> {
+        let n = self
+            .queue
+            .iter()
+            .take_while(|r| r.round <= quorum_round)
+            .count();
+        self.queue.drain(..n).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.awaiting_commit.is_empty()
+    }
+
+    /// Drops every pending read (leadership lost); the callers retry elsewhere.
+    pub fn clear(&mut self) {
+        self.queue.clear();
+        self.awaiting_commit.clear();
+        self.sent.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_share_a_round_and_release_in_order() {
+        let mut ro = ReadOnly::new();
+        ro.push(b"a".to_vec(), 0, 5);
+        ro.push(b"b".to_vec(), 2, 5);
+        assert!(ro.needs_round());
+        let r1 = ro.start_round(100);
+        assert!(!ro.needs_round());
+        ro.push(b"c".to_vec(), 0, 6);
+        let r2 = ro.start_round(101);
+        assert_eq!(ro.sent_tick(r1), Some(100));
+        assert!(ro.release(r1 - 1).is_empty());
+        let got: Vec<_> = ro.release(r1).into_iter().map(|r| r.ctx).collect();
+        assert_eq!(got, vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(ro.release(r2).len(), 1);
+        assert!(ro.is_empty());
+    }
+}

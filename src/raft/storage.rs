@@ -1,0 +1,325 @@
+//! The core reads its persisted log through `LogStorage`; `MemStorage` is the in-memory
+//! implementation used by tests, the simulator and benchmarks.
+
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use prost::Message as _;
+
+use super::errors::StorageError;
+use super::pb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+
+pub type StorageResult<T> = std::result::Result<T, StorageError>;
+
+/// What a node finds on restart.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RaftState {
+    pub hard_state: HardState,
+    /// The configuration as of the state machine's applied index.
+    pub conf_state: ConfState,
+}
+
+/// Read access to the persisted part of one group's log. Entries that are not yet persisted
+/// stay in the core (`Unstable`), so an implementation only ever sees durable data.
+pub trait LogStorage {
+    fn initial_state(&self) -> StorageResult<RaftState>;
+    /// Entries in `[low, high)`, stopping once `max_bytes` would be exceeded but always
+    /// returning at least one entry.
+    fn entries(&self, low: u64, high: u64, max_bytes: u64) -> StorageResult<Vec<Entry>>;
+    /// Term of `index`, valid from `first_index() - 1` (the snapshot's index) to `last_index()`.
+    fn term(&self, index: u64) -> StorageResult<u64>;
+    /// The first index held as an entry (snapshot index + 1).
+    fn first_index(&self) -> StorageResult<u64>;
+    fn last_index(&self) -> StorageResult<u64>;
+    /// A snapshot to send to a follower that needs entries from `request_index` on.
+    fn snapshot(&self, request_index: u64) -> StorageResult<Snapshot>;
+}
+
+/// Encoded size of an entry, the unit of every byte limit in the core.
+pub fn entry_size(e: &Entry) -> u64 {
+    e.encoded_len() as u64
+}
+
+/// Truncates `entries` so their total size stays within `max_bytes`, keeping at least one.
+pub fn limit_size(entries: &mut Vec<Entry>, max_bytes: u64) {
+    let mut total = 0u64;
+    let keep = entries
+        .iter()
+        .position(|e| {
+            total = total.saturating_add(entry_size(e));
+            total > max_bytes
+        })
+        .unwrap_or(entries.len())
+        .max(1);
+    entries.truncate(keep);
+}
+
+#[derive(Debug, Default)]
+pub struct MemStorageCore {
+    hard_state: HardState,
+    conf_state: ConfState,
+    snapshot_meta: SnapshotMetadata,
+    snapshot_data: Vec<u8>,
+    /// Entries after the snapshot: `entries[0].index == snapshot_meta.index + 1`.
+    entries: Vec<Entry>,
+    /// Tests set this to make `snapshot()` report that generation is in progress.
+    pub snapshot_unavailable: bool,
+}
+
+impl MemStorageCore {
+    fn first_index(&self) -> u64 {
+        self.snapshot_meta.index + 1
+    }
+
+    fn last_index(&self) -> u64 {
+        self.snapshot_meta.index + self.entries.len() as u64
+    }
+
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    pub fn set_hard_state(&mut self, hs: HardState) {
+        self.hard_state = hs;
+    }
+
+    pub fn set_conf_state(&mut self, cs: ConfState) {
+        self.conf_state = cs;
+    }
+
+    /// Appends entries, replacing any existing suffix they overlap.
+    pub fn append(&mut self, ents: &[Entry]) -> StorageResult<()> {
+        let Some(first) = ents.first() else {
+            return Ok(());
+        };
+        if first.index > self.last_index() + 1 {
+            return Err(StorageError::Other(format!(
+                "append at {} leaves a gap after {}",
+                first.index,
+                self.last_index()
+            )));
+        }
+        // Entries at or below the snapshot are already covered by it.
+        let skip = self.first_index().saturating_sub(first.index) as usize;
+        let Some(ents) = ents.get(skip..).filter(|e| !e.is_empty()) else {
+            return Ok(());
+        };
+        let keep = (ents[0].index - self.first_index()) as usize;
+        self.entries.truncate(keep);
+        self.entries.extend_from_slice(ents);
+        Ok(())
+    }
+
+    /// Replaces the log with a snapshot.
+    pub fn apply_snapshot(&mut self, snap: Snapshot) -> StorageResult<()> {
+        let meta = snap.metadata.unwrap_or_default();
+        if meta.index < self.snapshot_meta.index {
+            return Err(StorageError::SnapshotOutOfDate);
+        }
+        self.hard_state.term = self.hard_state.term.max(meta.term);
+        self.hard_state.commit = self.hard_state.commit.max(meta.index);
+        self.conf_state = meta.conf_state.clone().unwrap_or_default();
+        self.entries.clear();
+        self.snapshot_meta = meta;
+        self.snapshot_data = snap.data;
+        Ok(())
+    }
+
+    /// Records a snapshot of the state machine at `index` (≤ last index) and drops the
+    /// entries it covers.
+    pub fn create_snapshot(
+        &mut self,
+        index: u64,
+        cs: ConfState,
+        data: Vec<u8>,
+    ) -> StorageResult<()> {
+        if index <= self.snapshot_meta.index {
+            return Err(StorageError::SnapshotOutOfDate);
+        }
+        if index > self.last_index() {
+            return Err(StorageError::Unavailable);
+        }
+        let term = self.term(index)?;
+        self.compact(index)?;
+        // After compact(index) the entry at `index` is gone; the snapshot stands for it.
+        self.snapshot_meta = SnapshotMetadata {
+            conf_state: Some(cs),
+            index,
+            term,
+        };
+        self.snapshot_data = data;
+        Ok(())
+    }
+
+    /// Drops entries up to and including `index` (keeping the term of `index` available).
+    pub fn compact(&mut self, index: u64) -> StorageResult<()> {
+        if index <= self.snapshot_meta.index {
+            return Ok(());
+        }
+        if index > self.last_index() {
+            return Err(StorageError::Unavailable);
+        }
+        let term = self.term(index)?;
+        let drop = (index - self.snapshot_meta.index) as usize;
+        self.entries.drain(..drop);
+        self.snapshot_meta.index = index;
+        self.snapshot_meta.term = term;
+        Ok(())
+    }
+
+    fn term(&self, index: u64) -> StorageResult<u64> {
+        if index == self.snapshot_meta.index {
+            return Ok(self.snapshot_meta.term);
+        }
+        if index < self.snapshot_meta.index {
+            return Err(StorageError::Compacted);
+        }
+        self.entries
+            .get((index - self.first_index()) as usize)
+            .map(|e| e.term)
+            .ok_or(StorageError::Unavailable)
+    }
+}
+
+/// In-memory `LogStorage`; clones share the same log (one handle for the core, one for the
+/// code that persists Ready output).
+#[derive(Debug, Clone, Default)]
+pub struct MemStorage {
+    core: Arc<RwLock<MemStorageCore>>,
+}
+
+impl MemStorage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A storage bootstrapped with the given voters at index 0.
+    pub fn with_voters(voters: &[u64]) -> Self {
+        let s = Self::new();
+        s.wl().conf_state = ConfState {
+            voters: voters.to_vec(),
+            ..Default::default()
+        };
+        s
+    }
+
+    pub fn rl(&self) -> RwLockReadGuard<'_, MemStorageCore> {
+        self.core.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn wl(&self) -> RwLockWriteGuard<'_, MemStorageCore> {
+        self.core.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl LogStorage for MemStorage {
+    fn initial_state(&self) -> StorageResult<RaftState> {
+        let c = self.rl();
+        Ok(RaftState {
+            hard_state: c.hard_state,
+            conf_state: c.conf_state.clone(),
+        })
+    }
+
+    fn entries(&self, low: u64, high: u64, max_bytes: u64) -> StorageResult<Vec<Entry>> {
+        let c = self.rl();
+        if low < c.first_index() {
+            return Err(StorageError::Compacted);
+        }
+        if high > c.last_index() + 1 || low > high {
+            return Err(StorageError::Unavailable);
+        }
+        let off = c.first_index();
+        let mut ents = c.entries[(low - off) as usize..(high - off) as usize].to_vec();
+        limit_size(&mut ents, max_bytes);
+        Ok(ents)
+    }
+
+    fn term(&self, index: u64) -> StorageResult<u64> {
+        self.rl().term(index)
+    }
+
+    fn first_index(&self) -> StorageResult<u64> {
+        Ok(self.rl().first_index())
+    }
+
+    fn last_index(&self) -> StorageResult<u64> {
+        Ok(self.rl().last_index())
+    }
+
+    fn snapshot(&self, _request_index: u64) -> StorageResult<Snapshot> {
+        let c = self.rl();
+        if c.snapshot_unavailable {
+            return Err(StorageError::SnapshotTemporarilyUnavailable);
+        }
+        Ok(Snapshot {
+            data: c.snapshot_data.clone(),
+            metadata: Some(c.snapshot_meta.clone()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ent(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn append_truncates_conflicting_suffix_and_rejects_gaps() {
+        let s = MemStorage::new();
+        s.wl().append(&[ent(1, 1), ent(2, 1), ent(3, 1)]).unwrap();
+        s.wl().append(&[ent(2, 2)]).unwrap();
+        assert_eq!(s.last_index().unwrap(), 2);
+        assert_eq!(s.term(2).unwrap(), 2);
+        assert!(s.wl().append(&[ent(5, 2)]).is_err());
+    }
+
+    #[test]
+    fn compact_keeps_term_of_compacted_index() {
+        let s = MemStorage::new();
+        s.wl().append(&[ent(1, 1), ent(2, 2), ent(3, 3)]).unwrap();
+        s.wl().compact(2).unwrap();
+        assert_eq!(s.first_index().unwrap(), 3);
+        assert_eq!(s.term(2).unwrap(), 2);
+        assert_eq!(s.term(1), Err(StorageError::Compacted));
+        assert_eq!(s.entries(2, 3, u64::MAX), Err(StorageError::Compacted));
+        assert_eq!(s.entries(3, 4, u64::MAX).unwrap(), vec![ent(3, 3)]);
+        // Appending below the snapshot keeps only the part after it.
+        s.wl().append(&[ent(2, 2), ent(3, 3), ent(4, 3)]).unwrap();
+        assert_eq!(s.last_index().unwrap(), 4);
+    }
+
+    #[test]
+    fn entries_respect_byte_limit_but_return_one() {
+        let s = MemStorage::new();
+        s.wl().append(&[ent(1, 1), ent(2, 1), ent(3, 1)]).unwrap();
+        assert_eq!(s.entries(1, 4, 0).unwrap().len(), 1);
+        let one = entry_size(&ent(1, 1));
+        assert_eq!(s.entries(1, 4, 2 * one).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn older_snapshot_is_refused() {
+        let s = MemStorage::new();
+        let snap = |i| Snapshot {
+            data: vec![],
+            metadata: Some(SnapshotMetadata {
+                index: i,
+                term: 1,
+                conf_state: None,
+            }),
+        };
+        s.wl().apply_snapshot(snap(5)).unwrap();
+        assert_eq!(
+            s.wl().apply_snapshot(snap(4)),
+            Err(StorageError::SnapshotOutOfDate)
+        );
+        assert_eq!(s.first_index().unwrap(), 6);
+    }
+}
