@@ -59,6 +59,10 @@ pub struct Raft<S: LogStorage> {
     pub(super) now: u64,
     /// Leader: reads may be served locally before this tick.
     pub(super) lease_until: u64,
+    /// Leader: a TimeoutNow went out this term. It may arrive arbitrarily late, even after
+    /// the transfer was abandoned, and its forced campaign ignores followers' leases, so no
+    /// lease read is safe for the rest of the term.
+    pub(super) timeout_now_sent: bool,
     /// With check-quorum, a freshly started node refuses votes for one election timeout:
     /// it may have acknowledged a leader (granting it a lease) before a restart.
     boot_guard: bool,
@@ -98,6 +102,7 @@ impl<S: LogStorage> Raft<S> {
             randomized_election_timeout: cfg.election_tick,
             now: 0,
             lease_until: 0,
+            timeout_now_sent: false,
             boot_guard: cfg.check_quorum,
             rng: Rng::new(cfg.seed ^ cfg.id.rotate_left(32)),
             cfg,
@@ -160,6 +165,7 @@ impl<S: LogStorage> Raft<S> {
         ) as usize;
         self.lead_transferee = None;
         self.lease_until = 0;
+        self.timeout_now_sent = false;
         self.tracker.reset_votes();
         let next = self.log.last_index() + 1;
         for pr in self.tracker.progress.values_mut() {
@@ -378,6 +384,7 @@ impl<S: LogStorage> Raft<S> {
     /// Feeds a message from the network.
     pub fn step(&mut self, m: Message) -> Result<()> {
         let t = validate(&m, self.id)?;
+        self.check_against_state(&m, t)?;
         if m.term > self.term {
             if matches!(
                 t,
@@ -411,6 +418,25 @@ impl<S: LogStorage> Raft<S> {
                 Role::Candidate | Role::PreCandidate => self.step_candidate(m, t),
                 Role::Follower => self.step_follower(m, t),
             },
+        }
+    }
+
+    /// Checks that need our state, done before anything changes (even the term), so that a
+    /// refused message leaves no trace.
+    fn check_against_state(&self, m: &Message, t: MessageType) -> Result<()> {
+        match t {
+            // A leader sends min(our acknowledged match, its commit): never beyond our log.
+            MessageType::MsgHeartbeat if m.commit > self.log.last_index() => Err(invalid(format!(
+                "heartbeat commit {} beyond last index {}",
+                m.commit,
+                self.log.last_index()
+            ))),
+            MessageType::MsgSnapshot => {
+                let meta = m.snapshot.as_ref().and_then(|s| s.metadata.as_ref());
+                let cs = meta.and_then(|m| m.conf_state.clone()).unwrap_or_default();
+                confchange::restore(&self.tracker, &cs, 0).map(|_| ())
+            }
+            _ => Ok(()),
         }
     }
 
@@ -509,13 +535,6 @@ impl<S: LogStorage> Raft<S> {
     }
 
     fn handle_heartbeat(&mut self, m: Message) -> Result<()> {
-        if m.commit > self.log.last_index() {
-            return Err(invalid(format!(
-                "heartbeat commit {} beyond last index {}",
-                m.commit,
-                self.log.last_index()
-            )));
-        }
         self.log.commit_to(m.commit);
         let mut resp = msg(MessageType::MsgHeartbeatResponse, m.from, self.term);
         resp.read_round = m.read_round;

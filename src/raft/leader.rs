@@ -383,6 +383,7 @@ impl<S: LogStorage> Raft<S> {
         self.role == Role::Leader
             && self.lease_reads()
             && self.lead_transferee.is_none()
+            && !self.timeout_now_sent
             && self.now < self.lease_until
             && self.committed_in_current_term()
     }
@@ -447,6 +448,7 @@ impl<S: LogStorage> Raft<S> {
     }
 
     fn send_timeout_now(&mut self, to: u64) {
+        self.timeout_now_sent = true;
         self.send(msg(MessageType::MsgTimeoutNow, to, self.term));
     }
 

@@ -23,7 +23,7 @@ impl<S: LogStorage> RaftLog<S> {
         let last = store.last_index()?;
         // Whatever the snapshot covers is applied; applied entries are committed even if
         // the hard state's commit index was not persisted that far.
-        let applied = applied.max(first - 1);
+        let applied = applied.max(first.saturating_sub(1));
         if applied > last {
             return Err(StorageError::Other(format!(
                 "applied index {applied} is beyond the last log index {last}"
@@ -62,18 +62,19 @@ impl<S: LogStorage> RaftLog<S> {
     /// Highest index known durable on this node.
     pub fn persisted_index(&self) -> u64 {
         match &self.unstable.snapshot {
-            // Nothing beyond the old log is durable until the snapshot is.
-            Some(_) => self
-                .store
-                .last_index()
-                .unwrap_or(0)
-                .min(self.unstable.offset - 1),
+            // Until the snapshot is durable, the old log below it is all we have, and it
+            // may disagree with the snapshot: claim nothing at or above the snapshot.
+            Some(_) => {
+                let snap_index = self.unstable.offset - 1;
+                let stored = self.store.last_index().unwrap_or(0);
+                stored.min(snap_index.saturating_sub(1))
+            }
             None => self.unstable.offset - 1,
         }
     }
 
     pub fn term(&self, index: u64) -> Result<u64, StorageError> {
-        let dummy = self.first_index() - 1;
+        let dummy = self.first_index().saturating_sub(1);
         if index < dummy {
             return Err(StorageError::Compacted);
         }
@@ -217,7 +218,7 @@ impl<S: LogStorage> RaftLog<S> {
     }
 
     pub fn has_next_committed_entries(&self) -> bool {
-        self.apply_limit() > self.applying && self.applying >= self.first_index() - 1
+        self.apply_limit() > self.applying && self.applying >= self.first_index().saturating_sub(1)
     }
 
     /// Hands out the next committed entries and advances `applying`.

@@ -48,19 +48,12 @@ pub struct Ready {
     pub persisted_messages: Vec<Message>,
     /// Committed entries to apply, in order.
     pub committed_entries: Vec<Entry>,
+    /// The write must be fsynced before `persisted_messages` go out: it holds entries, a
+    /// snapshot, or a new term or vote. A commit-index change alone need not be synced.
+    pub must_sync: bool,
 }
 
 impl Ready {
-    /// Whether the write must be fsynced: entries, a snapshot, or a new term or vote.
-    pub fn must_sync(&self, prev: &HardState) -> bool {
-        !self.entries.is_empty()
-            || self.snapshot.is_some()
-            || self
-                .hard_state
-                .as_ref()
-                .is_some_and(|hs| hs.term != prev.term || hs.vote != prev.vote)
-    }
-
     /// The (index, term) to acknowledge with `on_persisted` once this Ready is written.
     pub fn persisted_up_to(&self) -> Option<(u64, u64)> {
         if let Some(e) = self.entries.last() {
@@ -209,6 +202,7 @@ impl<S: LogStorage> RawNode<S> {
         }
         let hard = r.hard_state();
         if hard != self.prev_hard {
+            rd.must_sync = hard.term != self.prev_hard.term || hard.vote != self.prev_hard.vote;
             rd.hard_state = Some(hard);
             self.prev_hard = hard;
         }
@@ -216,6 +210,7 @@ impl<S: LogStorage> RawNode<S> {
         rd.snapshot = r.log.unstable.next_snapshot().cloned();
         rd.entries = r.log.unstable.next_entries().to_vec();
         r.log.unstable.accept_in_progress();
+        rd.must_sync |= !rd.entries.is_empty() || rd.snapshot.is_some();
         rd.messages = std::mem::take(&mut r.msgs);
         rd.persisted_messages = std::mem::take(&mut r.msgs_after_append);
         // A storage error leaves `applying` unchanged: the entries come in a later Ready.

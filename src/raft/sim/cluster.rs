@@ -116,6 +116,9 @@ pub struct Cluster {
     pub checker: super::invariants::Checker,
     /// Run the invariant checks in `stabilize` (benchmarks turn them off).
     pub checks_enabled: bool,
+    /// Print every delivered message to stderr (the simulator sets it from
+    /// `FLOTILLA_SIM_TRACE`).
+    pub trace: bool,
     /// Errors nodes returned when stepping messages from other nodes (a correct node's
     /// messages must never be rejected; the simulator fails on any).
     pub step_errors: Vec<String>,
@@ -145,6 +148,7 @@ impl Cluster {
             sync: true,
             checker: Default::default(),
             checks_enabled: true,
+            trace: false,
             step_errors: Vec::new(),
         };
         for &id in ids {
@@ -471,6 +475,20 @@ impl Cluster {
         }
         let t = MessageType::try_from(m.msg_type).unwrap_or(MessageType::MsgHup);
         *self.delivered.entry(t).or_default() += 1;
+        if self.trace {
+            eprintln!(
+                "[{}] {t:?} {}->{} term {} index {} log_term {} commit {} reject {} entries {}",
+                self.now,
+                m.from,
+                m.to,
+                m.term,
+                m.index,
+                m.log_term,
+                m.commit,
+                m.reject,
+                m.entries.len()
+            );
+        }
         let to = m.to;
         let Some(raw) = self.nodes.get_mut(&to).and_then(|n| n.raw.as_mut()) else {
             self.lost(&m);

@@ -116,6 +116,7 @@ pub fn run(opts: &SimOptions) -> Result<SimReport, SimFailure> {
         period_ends: 0,
     };
     sim.c.sync = false;
+    sim.c.trace = std::env::var_os("FLOTILLA_SIM_TRACE").is_some();
     for step in 0..opts.steps {
         if step >= sim.period_ends {
             sim.next_period(step);
@@ -168,6 +169,13 @@ impl Sim {
                     continue;
                 };
                 let read = self.reads.swap_remove(pos);
+                if self.c.trace {
+                    eprintln!(
+                        "readstate {} on {id}: {}",
+                        String::from_utf8_lossy(&rs.request_ctx),
+                        rs.index
+                    );
+                }
                 self.report.reads_confirmed += 1;
                 if rs.index < read.min_index {
                     self.c.checker.fail(format!(
@@ -283,6 +291,17 @@ impl Sim {
         let ctx = format!("r{}", self.next_payload).into_bytes();
         if self.c.raw_mut(id).read_index(ctx.clone()).is_ok() {
             let min_index = self.c.checker.max_committed();
+            if self.c.trace {
+                let st = self.c.node(id).raw().status();
+                eprintln!(
+                    "read {} on {id} ({:?} term {} commit {}) min {min_index} lease {}",
+                    String::from_utf8_lossy(&ctx),
+                    st.soft_state,
+                    st.hard_state.term,
+                    st.hard_state.commit,
+                    st.lease_valid
+                );
+            }
             self.reads.push(PendingRead {
                 node: id,
                 ctx,
@@ -319,6 +338,9 @@ impl Sim {
         }
         if let Some(id) = self.pick(&self.c.up_ids()) {
             self.report.crashes += 1;
+            if self.c.trace {
+                eprintln!("crash {id}");
+            }
             self.c.crash(id);
             self.reads.retain(|r| r.node != id);
         }
@@ -403,6 +425,9 @@ impl Sim {
             && self.c.raw_mut(leader).transfer_leader(to).is_ok()
         {
             self.report.transfers += 1;
+            if self.c.trace {
+                eprintln!("transfer {leader} -> {to}");
+            }
         }
     }
 
