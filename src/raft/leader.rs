@@ -553,8 +553,26 @@ impl<S: LogStorage> Raft<S> {
         }
     }
 
+    /// The store resumes ticking after a pause (hibernation). Real time passed that the tick
+    /// clock did not see, so the lease — and any lease a round sent before the pause could
+    /// grant — is void; timers restart, and a leader does not count the pause against its
+    /// followers in the next quorum check.
+    pub fn wake(&mut self) {
+        // Jumping the clock by an election timeout expires every earlier round's lease.
+        self.now += self.cfg.election_tick as u64;
+        self.lease_until = 0;
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        if self.role == Role::Leader {
+            for pr in self.tracker.progress.values_mut() {
+                pr.recent_active = true;
+            }
+        }
+    }
+
     /// Leader: everyone has everything and nothing is pending. Follower: a leader is known
-    /// and was heard from within the election timeout. A quiescent group may stop ticking.
+    /// and was heard from within the election timeout. A quiescent group may stop ticking
+    /// (call `wake` before ticking it again).
     pub fn is_quiescent(&self) -> bool {
         match self.role {
             Role::Leader => {

@@ -231,8 +231,14 @@ impl<S: LogStorage> RawNode<S> {
         self.raft.applied_to(index);
     }
 
+    /// Whether the group may stop ticking (hibernate): see `Raft::is_quiescent`.
     pub fn is_quiescent(&self) -> bool {
         self.raft.is_quiescent()
+    }
+
+    /// Call before ticking a group again after it stopped ticking; see `Raft::wake`.
+    pub fn wake(&mut self) {
+        self.raft.wake();
     }
 
     pub fn status(&self) -> Status {

@@ -1,0 +1,85 @@
+//! The quiescence hooks the store's hibernation builds on.
+
+use flotilla::raft::ReadOnlyOption;
+use flotilla::raft::sim::cluster::Cluster;
+
+fn lease_cluster() -> (Cluster, usize) {
+    let mut c = Cluster::new(&[1, 2, 3], |cfg| {
+        cfg.read_only_option = ReadOnlyOption::LeaseBased
+    });
+    let et = c.node(1).raw().raft().config().election_tick;
+    c.tick_all(et); // past the boot guard
+    c.elect(1);
+    (c, et)
+}
+
+#[test]
+fn settled_group_is_quiescent_and_a_proposal_ends_it() {
+    let (mut c, _) = lease_cluster();
+    c.propose(1, b"a").unwrap();
+    c.tick_all(2); // a heartbeat round tells followers the final commit index
+    for id in [1, 2, 3] {
+        assert!(c.node(id).raw().is_quiescent(), "node {id}");
+    }
+    c.raw_mut(1).propose(b"b".to_vec(), Vec::new()).unwrap();
+    assert!(!c.node(1).raw().is_quiescent(), "an uncommitted proposal");
+    c.stabilize();
+    c.tick_all(2);
+    assert!(c.node(1).raw().is_quiescent());
+}
+
+#[test]
+fn follower_stops_being_quiescent_when_the_leader_goes_silent() {
+    let (mut c, et) = lease_cluster();
+    c.propose(1, b"a").unwrap();
+    assert!(c.node(2).raw().is_quiescent());
+    c.isolate(1);
+    for _ in 0..et {
+        c.tick(2);
+    }
+    assert!(!c.node(2).raw().is_quiescent());
+}
+
+#[test]
+fn waking_voids_the_lease_until_a_new_round_is_acknowledged() {
+    let (mut c, _) = lease_cluster();
+    c.tick_all(2);
+    assert!(c.node(1).raw().status().lease_valid);
+    // Hibernate: no ticks for a while (the core cannot see how long), then wake.
+    c.raw_mut(1).wake();
+    assert!(
+        !c.node(1).raw().status().lease_valid,
+        "the pause may have outlasted the lease"
+    );
+    // A read now needs a heartbeat round instead of the lease.
+    c.raw_mut(1).read_index(b"r".to_vec()).unwrap();
+    assert!(c.node(1).read_states.is_empty());
+    c.stabilize();
+    assert_eq!(c.node(1).read_states.len(), 1);
+    assert!(
+        c.node(1).raw().status().lease_valid,
+        "renewed by the read's round"
+    );
+}
+
+#[test]
+fn woken_leader_does_not_step_down_for_the_pause() {
+    let (mut c, et) = lease_cluster();
+    c.tick_all(et - 1);
+    c.tick(1); // the quorum check runs and clears the activity flags
+    // Hibernation: followers stop answering, the leader stops ticking just short of its
+    // next quorum check.
+    c.isolate(2);
+    c.isolate(3);
+    c.stabilize();
+    for _ in 0..et - 1 {
+        c.tick(1);
+        c.stabilize();
+    }
+    c.heal();
+    c.raw_mut(1).wake();
+    // The first check after waking must not count the pause against the followers.
+    c.tick(1);
+    c.stabilize();
+    assert_eq!(c.leader(), Some(1));
+}
