@@ -10,7 +10,9 @@ pub mod invariants;
 use prost::Message as _;
 
 use crate::raft::ReadOnlyOption;
-use crate::raft::pb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
+use crate::raft::pb::{
+    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, MessageType,
+};
 use crate::raft::rng::Rng;
 use cluster::Cluster;
 
@@ -33,6 +35,7 @@ pub struct SimReport {
     pub transfers: u64,
     pub reads_confirmed: u64,
     pub messages_delivered: u64,
+    pub snapshots_delivered: u64,
     pub lease_reads: bool,
 }
 
@@ -126,6 +129,12 @@ pub fn run(opts: &SimOptions) -> Result<SimReport, SimFailure> {
     }
     sim.heal_and_converge(opts.steps)?;
     sim.report.committed = sim.c.checker.committed_len();
+    sim.report.snapshots_delivered = sim
+        .c
+        .delivered
+        .get(&MessageType::MsgSnapshot)
+        .copied()
+        .unwrap_or(0);
     Ok(sim.report)
 }
 
