@@ -89,7 +89,19 @@ pub fn run(opts: &SimOptions) -> Result<SimReport, SimFailure> {
     let lease = check_quorum && rng.chance(50);
     let max_size_per_msg = [64, 256, 1 << 20][rng.range(0, 3) as usize];
     let max_inflight = rng.range(1, 8) as usize;
+    // Byte limits, when set, are small enough to bite (payloads are a few bytes each).
+    let mut some_limit = |choices: [u64; 3]| choices[rng.range(0, 3) as usize];
+    let max_inflight_bytes = some_limit([0, 40, 200]);
+    let max_uncommitted_size = some_limit([0, 30, 100]);
+    let max_committed_size_per_ready = some_limit([0, 20, 100]);
+    let heartbeat_tick = rng.range(1, 4) as usize;
+    let election_tick = heartbeat_tick * rng.range(3, 8) as usize;
     let c = Cluster::with_members(&ids, &voters, &[], |cfg| {
+        cfg.max_inflight_bytes = max_inflight_bytes;
+        cfg.max_uncommitted_size = max_uncommitted_size;
+        cfg.max_committed_size_per_ready = max_committed_size_per_ready;
+        cfg.heartbeat_tick = heartbeat_tick;
+        cfg.election_tick = election_tick;
         cfg.pre_vote = pre_vote;
         cfg.check_quorum = check_quorum;
         cfg.read_only_option = if lease {
