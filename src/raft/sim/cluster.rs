@@ -456,14 +456,14 @@ impl Cluster {
     /// A message that will never arrive. Like a real transport, tell the sender when it was
     /// a snapshot, so the leader stops waiting for it.
     pub fn lost(&mut self, m: &Message) {
-        self.snapshot_outcome(m, false);
+        if m.msg_type == MessageType::MsgSnapshot as i32 {
+            self.snapshot_outcome(m.from, m.to, false);
+        }
     }
 
-    fn snapshot_outcome(&mut self, m: &Message, delivered: bool) {
-        if m.msg_type == MessageType::MsgSnapshot as i32
-            && let Some(raw) = self.nodes.get_mut(&m.from).and_then(|n| n.raw.as_mut())
-        {
-            raw.report_snapshot(m.to, delivered);
+    fn snapshot_outcome(&mut self, from: u64, to: u64, delivered: bool) {
+        if let Some(raw) = self.nodes.get_mut(&from).and_then(|n| n.raw.as_mut()) {
+            raw.report_snapshot(to, delivered);
         }
     }
 
@@ -489,19 +489,21 @@ impl Cluster {
                 m.entries.len()
             );
         }
-        let to = m.to;
+        let (from, to) = (m.from, m.to);
         let Some(raw) = self.nodes.get_mut(&to).and_then(|n| n.raw.as_mut()) else {
             self.lost(&m);
             return;
         };
-        if let Err(e) = raw.step(m.clone()) {
+        if let Err(e) = raw.step(m) {
             // Dropped requests to a non-leader are expected; anything else is a bug.
             if !matches!(e, crate::raft::RaftError::ProposalDropped(_)) {
                 self.step_errors
-                    .push(format!("node {to} rejected {m:?}: {e}"));
+                    .push(format!("node {to} rejected {t:?} from {from}: {e}"));
             }
         }
-        self.snapshot_outcome(&m, true);
+        if t == MessageType::MsgSnapshot {
+            self.snapshot_outcome(from, to, true);
+        }
     }
 
     /// Runs until no node has output, nothing is in flight and every write is persisted.
