@@ -473,4 +473,41 @@ mod tests {
         );
         assert!(is_leave_joint(&v2(ConfChangeTransition::Auto, 0)));
     }
+
+    #[test]
+    fn decodes_both_entry_versions_and_refuses_garbage() {
+        let v1 = ConfChange {
+            change_type: ConfChangeType::AddLearnerNode as i32,
+            node_id: 7,
+            context: b"c".to_vec(),
+        };
+        let e1 = Entry {
+            index: 3,
+            entry_type: EntryType::EntryConfChange as i32,
+            data: v1.encode_to_vec(),
+            ..Default::default()
+        };
+        let cc = decode_entry(&e1).unwrap();
+        assert_eq!(cc.changes, vec![change(ConfChangeType::AddLearnerNode, 7)]);
+        assert_eq!(cc.context, b"c".to_vec());
+        let e2 = Entry {
+            entry_type: EntryType::EntryConfChangeV2 as i32,
+            data: cc.encode_to_vec(),
+            ..e1.clone()
+        };
+        assert_eq!(decode_entry(&e2).unwrap(), cc);
+        let garbage = Entry {
+            data: vec![0xff, 0xff, 0xff],
+            ..e2
+        };
+        assert!(matches!(
+            decode_entry(&garbage),
+            Err(RaftError::InvalidConfChange(_))
+        ));
+        let normal = Entry {
+            entry_type: EntryType::EntryNormal as i32,
+            ..e1
+        };
+        assert!(decode_entry(&normal).is_err());
+    }
 }
