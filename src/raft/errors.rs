@@ -31,6 +31,8 @@ pub enum DropReason {
     ConfChangePending { pending_index: u64 },
     #[error("configuration change is not allowed: {0}")]
     ConfChangeRejected(String),
+    #[error("cannot transfer leadership to {target}: {reason}")]
+    InvalidTransferTarget { target: u64, reason: &'static str },
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

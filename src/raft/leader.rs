@@ -422,15 +422,14 @@ impl<S: LogStorage> Raft<S> {
         if target == self.id {
             return Ok(());
         }
+        let refuse = |reason| {
+            RaftError::ProposalDropped(DropReason::InvalidTransferTarget { target, reason })
+        };
         let Some(pr) = self.tracker.progress.get(&target) else {
-            return Err(RaftError::ProposalDropped(DropReason::ConfChangeRejected(
-                format!("transfer target {target} is not a member"),
-            )));
+            return Err(refuse("not a member"));
         };
         if pr.is_learner {
-            return Err(RaftError::ProposalDropped(DropReason::ConfChangeRejected(
-                format!("transfer target {target} is a learner"),
-            )));
+            return Err(refuse("a learner cannot lead"));
         }
         if self.lead_transferee == Some(target) {
             return Ok(());
