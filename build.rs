@@ -11,6 +11,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(false)
         .build_client(false)
+        // Payloads are shared, not copied, as they travel from proposal to log, messages
+        // and apply.
+        .bytes(".raftpb.Entry.data")
+        .bytes(".raftpb.Snapshot.data")
         .compile_protos(&protos, &["proto"])?;
     Ok(())
 }

@@ -584,7 +584,7 @@ fn follower_rejects_a_stale_snapshot() {
             term: snap_term,
         };
         let snapshot = Some(Snapshot {
-            data: vec![],
+            data: Default::default(),
             metadata: Some(meta),
         });
         let m = with(msg(MsgSnapshot, 1, 2, t), |m| m.snapshot = snapshot);

@@ -43,7 +43,7 @@ fn random_message(rng: &mut Rng, to: u64) -> Message {
             },
             term: pick(12),
             entry_type: pick(4) as i32,
-            data: vec![1; pick(8) as usize % 64],
+            data: vec![1; pick(8) as usize % 64].into(),
             context: Vec::new(),
         });
     }
@@ -65,7 +65,7 @@ fn random_message(rng: &mut Rng, to: u64) -> Message {
             term: pick(12),
         };
         m.snapshot = Some(Snapshot {
-            data: Vec::new(),
+            data: Default::default(),
             metadata: Some(meta),
         });
     }

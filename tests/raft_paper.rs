@@ -197,8 +197,13 @@ impl Safety {
             let ents = log.slice(log.first_index(), log.committed + 1, u64::MAX);
             for e in ents.unwrap() {
                 let seen = self.committed.entry(e.index);
-                let seen = seen.or_insert_with(|| (e.term, e.data.clone()));
-                assert_eq!(*seen, (e.term, e.data), "{ctx}: {id} at {}", e.index);
+                let seen = seen.or_insert_with(|| (e.term, e.data.to_vec()));
+                assert_eq!(
+                    *seen,
+                    (e.term, e.data.to_vec()),
+                    "{ctx}: {id} at {}",
+                    e.index
+                );
             }
         }
         for id in c.up_ids() {

@@ -41,9 +41,9 @@ pub fn decode_entry(e: &Entry) -> Result<ConfChangeV2> {
         |err: prost::DecodeError| RaftError::InvalidConfChange(format!("entry {}: {err}", e.index));
     match EntryType::try_from(e.entry_type) {
         Ok(EntryType::EntryConfChange) => {
-            Ok(to_v2(&ConfChange::decode(e.data.as_slice()).map_err(bad)?))
+            Ok(to_v2(&ConfChange::decode(e.data.clone()).map_err(bad)?))
         }
-        Ok(EntryType::EntryConfChangeV2) => ConfChangeV2::decode(e.data.as_slice()).map_err(bad),
+        Ok(EntryType::EntryConfChangeV2) => ConfChangeV2::decode(e.data.clone()).map_err(bad),
         _ => err(format!("entry {} is not a conf change", e.index)),
     }
 }
@@ -484,7 +484,7 @@ mod tests {
         let e1 = Entry {
             index: 3,
             entry_type: EntryType::EntryConfChange as i32,
-            data: v1.encode_to_vec(),
+            data: v1.encode_to_vec().into(),
             ..Default::default()
         };
         let cc = decode_entry(&e1).unwrap();
@@ -492,12 +492,12 @@ mod tests {
         assert_eq!(cc.context, b"c".to_vec());
         let e2 = Entry {
             entry_type: EntryType::EntryConfChangeV2 as i32,
-            data: cc.encode_to_vec(),
+            data: cc.encode_to_vec().into(),
             ..e1.clone()
         };
         assert_eq!(decode_entry(&e2).unwrap(), cc);
         let garbage = Entry {
-            data: vec![0xff, 0xff, 0xff],
+            data: vec![0xff, 0xff, 0xff].into(),
             ..e2
         };
         assert!(matches!(

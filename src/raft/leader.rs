@@ -2,6 +2,7 @@
 //! backtracking, snapshots), heartbeats and read rounds, leases, leader transfer, and
 //! membership changes.
 
+use bytes::Bytes;
 use prost::Message as _;
 
 use super::confchange::{self, Changer};
@@ -52,11 +53,15 @@ impl<S: LogStorage> Raft<S> {
     }
 
     /// Appends a batch of normal entries (data, context); returns the last index.
-    pub fn propose_batch(&mut self, batch: Vec<(Vec<u8>, Vec<u8>)>) -> Result<u64> {
+    pub fn propose_batch<D: Into<Bytes>>(
+        &mut self,
+        batch: impl IntoIterator<Item = (D, Vec<u8>)>,
+    ) -> Result<u64> {
         self.check_can_propose()?;
         let max = limit(self.cfg.max_entry_size);
-        let mut ents = Vec::with_capacity(batch.len());
+        let mut ents = Vec::new();
         for (data, context) in batch {
+            let data = data.into();
             if data.len() as u64 > max {
                 return Err(RaftError::EntryTooLarge {
                     size: data.len() as u64,
@@ -97,7 +102,7 @@ impl<S: LogStorage> Raft<S> {
         }
         let e = Entry {
             entry_type: EntryType::EntryConfChangeV2 as i32,
-            data: cc.encode_to_vec(),
+            data: cc.encode_to_vec().into(),
             ..Default::default()
         };
         let index = self.append_entries(vec![e], false)?;
@@ -542,7 +547,7 @@ impl<S: LogStorage> Raft<S> {
         {
             let leave = Entry {
                 entry_type: EntryType::EntryConfChangeV2 as i32,
-                data: ConfChangeV2::default().encode_to_vec(),
+                data: ConfChangeV2::default().encode_to_vec().into(),
                 ..Default::default()
             };
             if let Ok(index) = self.append_entries(vec![leave], true) {

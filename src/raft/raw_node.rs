@@ -17,6 +17,8 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
+
 use super::confchange;
 use super::config::Config;
 use super::core::{Raft, Role, SoftState};
@@ -129,12 +131,15 @@ impl<S: LogStorage> RawNode<S> {
     }
 
     /// Proposes one entry; returns its index.
-    pub fn propose(&mut self, data: Vec<u8>, context: Vec<u8>) -> Result<u64> {
-        self.raft.propose_batch(vec![(data, context)])
+    pub fn propose(&mut self, data: impl Into<Bytes>, context: Vec<u8>) -> Result<u64> {
+        self.raft.propose_batch([(data.into(), context)])
     }
 
-    /// Proposes entries as one append; returns the last index.
-    pub fn propose_batch(&mut self, batch: Vec<(Vec<u8>, Vec<u8>)>) -> Result<u64> {
+    /// Proposes entries (data, context) as one append; returns the last index.
+    pub fn propose_batch<D: Into<Bytes>>(
+        &mut self,
+        batch: impl IntoIterator<Item = (D, Vec<u8>)>,
+    ) -> Result<u64> {
         self.raft.propose_batch(batch)
     }
 

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use bytes::Bytes;
 use prost::Message as _;
 
 use super::errors::StorageError;
@@ -58,7 +59,7 @@ pub struct MemStorageCore {
     hard_state: HardState,
     conf_state: ConfState,
     snapshot_meta: SnapshotMetadata,
-    snapshot_data: Vec<u8>,
+    snapshot_data: Bytes,
     /// Entries after the snapshot: `entries[0].index == snapshot_meta.index + 1`.
     entries: Vec<Entry>,
     /// Tests set this to make `snapshot()` report that generation is in progress.
@@ -130,7 +131,7 @@ impl MemStorageCore {
         &mut self,
         index: u64,
         cs: ConfState,
-        data: Vec<u8>,
+        data: impl Into<Bytes>,
     ) -> StorageResult<()> {
         if index <= self.snapshot_meta.index {
             return Err(StorageError::SnapshotOutOfDate);
@@ -146,7 +147,7 @@ impl MemStorageCore {
             index,
             term,
         };
-        self.snapshot_data = data;
+        self.snapshot_data = data.into();
         Ok(())
     }
 
@@ -308,7 +309,7 @@ mod tests {
     fn older_snapshot_is_refused() {
         let s = MemStorage::new();
         let snap = |i| Snapshot {
-            data: vec![],
+            data: Bytes::new(),
             metadata: Some(SnapshotMetadata {
                 index: i,
                 term: 1,

@@ -97,7 +97,11 @@ impl Unstable {
         let n = (index + 1 - self.offset) as usize;
         self.entries.drain(..n);
         self.offset = index + 1;
-        self.entries.shrink_to(self.entries.len().max(64));
+        // Give memory back after a burst, without reallocating on every acknowledgement.
+        let keep = self.entries.len().max(64);
+        if self.entries.capacity() > 4 * keep {
+            self.entries.shrink_to(keep);
+        }
         true
     }
 
@@ -184,7 +188,7 @@ mod tests {
             conf_state: None,
         };
         u.restore(Snapshot {
-            data: vec![],
+            data: Default::default(),
             metadata: Some(meta),
         });
         u.truncate_and_append(&[ent(11, 3)]);

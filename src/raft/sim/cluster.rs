@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use bytes::Bytes;
 use prost::Message as _;
 
 use crate::raft::pb::{
@@ -25,7 +26,7 @@ pub const BOOTSTRAP_TERM: u64 = 5;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StateMachine {
     pub applied_index: u64,
-    pub applied: Vec<(u64, u64, Vec<u8>)>,
+    pub applied: Vec<(u64, u64, Bytes)>,
     pub conf_state: ConfState,
 }
 
@@ -50,7 +51,7 @@ impl StateMachine {
         .encode_to_vec()
     }
 
-    fn decode(data: &[u8]) -> Vec<(u64, u64, Vec<u8>)> {
+    fn decode(data: Bytes) -> Vec<(u64, u64, Bytes)> {
         let m = Message::decode(data).unwrap_or_default();
         m.entries
             .into_iter()
@@ -170,7 +171,7 @@ impl Cluster {
                     term: BOOTSTRAP_TERM,
                 };
                 let snap = Snapshot {
-                    data: sm.encode(),
+                    data: sm.encode().into(),
                     metadata: Some(meta),
                 };
                 storage.wl().apply_snapshot(snap).expect("fresh storage");
@@ -383,7 +384,7 @@ impl Cluster {
             let meta = snap.metadata.clone().unwrap_or_default();
             n.sm = StateMachine {
                 applied_index: meta.index,
-                applied: StateMachine::decode(&snap.data),
+                applied: StateMachine::decode(snap.data.clone()),
                 conf_state: meta.conf_state.unwrap_or_default(),
             };
         }
@@ -543,7 +544,7 @@ impl Cluster {
             .sm
             .applied
             .iter()
-            .map(|(_, _, d)| d.clone())
+            .map(|(_, _, d)| d.to_vec())
             .collect()
     }
 

@@ -4,11 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::Bytes;
+
 use super::cluster::SimNode;
 use crate::raft::Role;
 
 /// index → (term, data)
-type EntryMap = BTreeMap<u64, (u64, Vec<u8>)>;
+type EntryMap = BTreeMap<u64, (u64, Bytes)>;
 
 #[derive(Debug, Default)]
 pub struct Checker {
@@ -63,9 +65,9 @@ impl Checker {
         }
     }
 
-    fn record(&mut self, node: u64, index: u64, term: u64, data: &[u8], what: &str) {
+    fn record(&mut self, node: u64, index: u64, term: u64, data: &Bytes, what: &str) {
         match self.committed.get(&index) {
-            Some((t, d)) if *t != term || d.as_slice() != data => {
+            Some((t, d)) if *t != term || d != data => {
                 let msg = format!(
                     "node {node}: {what} entry {index} (term {term}) differs from committed term {t}"
                 );
@@ -73,7 +75,7 @@ impl Checker {
             }
             Some(_) => {}
             None => {
-                self.committed.insert(index, (term, data.to_vec()));
+                self.committed.insert(index, (term, data.clone()));
             }
         }
     }
@@ -106,7 +108,7 @@ impl Checker {
         self.checked_commit.insert(id, commit);
     }
 
-    fn check_applied(&mut self, id: u64, applied: &[(u64, u64, Vec<u8>)]) {
+    fn check_applied(&mut self, id: u64, applied: &[(u64, u64, Bytes)]) {
         let mut from = self.checked_applied.get(&id).copied().unwrap_or(0);
         if from > applied.len() {
             from = 0; // replaced by a snapshot
