@@ -1,1 +1,486 @@
+//! The raft log of every region of a store in one raft-engine instance (raft group id =
+//! region id): entries, and under each group a `RaftLocalState` (hard state, last index).
+//! Many regions' writes merge into one `LogWriteBatch` and reach the disk with one engine
+//! write and at most one fsync. `RegionLog` is the core's `LogStorage` view of one region,
+//! with a cache of recent entries so a leader's replication rarely reads the disk.
 
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use prost::Message as _;
+use raft_engine::{Command, LogBatch, ReadableSize, RecoveryMode};
+
+use super::pb::RaftLocalState;
+use super::wal_entry::{WalEntry, WalEntryExt};
+use crate::raft::StorageError;
+use crate::raft::pb::{ConfState, Entry, Snapshot};
+use crate::raft::storage::{LogStorage, RaftState, StorageResult, entry_size, limit_size};
+
+/// Key of a region's `RaftLocalState` inside its raft-engine group.
+const STATE_KEY: &[u8] = b"raft_local_state";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("raft log engine: {0}")]
+    Engine(#[from] raft_engine::Error),
+    #[error("raft log of region {region} is corrupt: {what}")]
+    Corrupt { region: u64, what: String },
+    #[error("refused write to the raft log of region {region}: {what}")]
+    InvalidWrite { region: u64, what: String },
+}
+
+/// Settings of the store's raft log.
+#[derive(Debug, Clone)]
+pub struct RaftLogConfig {
+    pub dir: PathBuf,
+    /// Log files rotate at this size. Default 128 MiB.
+    pub target_file_size: u64,
+    /// Total size of log files above which `purge_expired_files` asks for compaction of
+    /// the regions holding the oldest files. Default 10 GiB.
+    pub purge_threshold: u64,
+    /// Threads replaying the log on open. Default 4.
+    pub recovery_threads: usize,
+    /// Write batches larger than this are LZ4-compressed (0 = never). Default 8 KiB.
+    pub batch_compression_threshold: u64,
+}
+
+impl RaftLogConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        RaftLogConfig {
+            dir: dir.into(),
+            target_file_size: 128 << 20,
+            purge_threshold: 10 << 30,
+            recovery_threads: 4,
+            batch_compression_threshold: 8 << 10,
+        }
+    }
+
+    fn engine_config(&self) -> raft_engine::Config {
+        raft_engine::Config {
+            dir: self.dir.to_string_lossy().into_owned(),
+            target_file_size: ReadableSize(self.target_file_size),
+            purge_threshold: ReadableSize(self.purge_threshold),
+            recovery_threads: self.recovery_threads.max(1),
+            batch_compression_threshold: ReadableSize(self.batch_compression_threshold),
+            // A torn tail (a crash mid-write) is cut off; damage elsewhere refuses to open.
+            recovery_mode: RecoveryMode::TolerateTailCorruption,
+            ..Default::default()
+        }
+    }
+}
+
+/// What a batch does to one region's log, in order, checked against the engine before the
+/// write: raft-engine itself cannot take a hole or an overwrite of compacted entries.
+#[derive(Debug, Clone, Copy)]
+enum PlannedOp {
+    Append {
+        first: u64,
+        last: u64,
+    },
+    /// Drop every entry below `index` (a snapshot install resets the log to start there).
+    CompactTo {
+        index: u64,
+    },
+}
+
+/// Many regions' entries and states, written together.
+#[derive(Default)]
+pub struct LogWriteBatch {
+    batch: LogBatch,
+    planned: BTreeMap<u64, Vec<PlannedOp>>,
+    entries: usize,
+}
+
+impl LogWriteBatch {
+    /// Appends entries (consecutive indices) to a region's log, replacing any suffix from
+    /// the first one's index.
+    pub fn append(&mut self, region: u64, entries: &[Entry]) -> Result<(), LogError> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(());
+        };
+        let consecutive = entries.windows(2).all(|w| w[1].index == w[0].index + 1);
+        if !consecutive || first.index == 0 {
+            let what = "entries are not consecutive from a positive index".to_string();
+            return Err(LogError::InvalidWrite { region, what });
+        }
+        let wal: Vec<WalEntry> = entries.iter().map(WalEntry::from_entry).collect();
+        self.batch.add_entries::<WalEntryExt>(region, &wal)?;
+        self.planned
+            .entry(region)
+            .or_default()
+            .push(PlannedOp::Append {
+                first: first.index,
+                last: last.index,
+            });
+        self.entries += entries.len();
+        Ok(())
+    }
+
+    /// Drops every entry of the region below `index`.
+    pub fn compact_to(&mut self, region: u64, index: u64) {
+        self.batch.add_command(region, Command::Compact { index });
+        self.planned
+            .entry(region)
+            .or_default()
+            .push(PlannedOp::CompactTo { index });
+    }
+
+    pub fn put_state(&mut self, region: u64, state: &RaftLocalState) -> Result<(), LogError> {
+        self.batch
+            .put(region, STATE_KEY.to_vec(), state.encode_to_vec())?;
+        self.planned.entry(region).or_default();
+        Ok(())
+    }
+
+    pub fn region_count(&self) -> usize {
+        self.planned.len()
+    }
+
+    pub fn entry_count(&self) -> usize {
+        self.entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.planned.is_empty()
+    }
+}
+
+pub struct RaftLogEngine {
+    engine: raft_engine::Engine,
+}
+
+impl RaftLogEngine {
+    /// Opens (recovering) the log in `cfg.dir`, creating it if needed.
+    pub fn open(cfg: &RaftLogConfig) -> Result<Self, LogError> {
+        Ok(RaftLogEngine {
+            engine: raft_engine::Engine::open(cfg.engine_config())?,
+        })
+    }
+
+    /// Every region with a log or a state, with its state (default if none was written).
+    pub fn recover(&self) -> Result<Vec<(u64, RaftLocalState)>, LogError> {
+        let mut ids = self.engine.raft_groups();
+        ids.sort_unstable();
+        ids.into_iter()
+            .map(|id| Ok((id, self.local_state(id)?.unwrap_or_default())))
+            .collect()
+    }
+
+    pub fn local_state(&self, region: u64) -> Result<Option<RaftLocalState>, LogError> {
+        let Some(raw) = self.engine.get(region, STATE_KEY) else {
+            return Ok(None);
+        };
+        RaftLocalState::decode(raw.as_slice())
+            .map(Some)
+            .map_err(|e| LogError::Corrupt {
+                region,
+                what: format!("local state: {e}"),
+            })
+    }
+
+    /// Writes the batch with one engine write (and one fsync if `sync`); returns the bytes
+    /// written. A batch that would leave a hole or overwrite compacted entries is refused
+    /// whole, before anything is written.
+    pub fn write(&self, batch: &mut LogWriteBatch, sync: bool) -> Result<usize, LogError> {
+        for (&region, ops) in &batch.planned {
+            self.check_plan(region, ops)?;
+        }
+        let written = self.engine.write(&mut batch.batch, sync)?;
+        batch.planned.clear();
+        batch.entries = 0;
+        Ok(written)
+    }
+
+    fn check_plan(&self, region: u64, ops: &[PlannedOp]) -> Result<(), LogError> {
+        let mut span = self
+            .engine
+            .first_index(region)
+            .zip(self.engine.last_index(region));
+        for op in ops {
+            match *op {
+                PlannedOp::CompactTo { index } => {
+                    span = span
+                        .filter(|&(_, last)| last >= index)
+                        .map(|(first, last)| (first.max(index), last));
+                }
+                PlannedOp::Append { first, last } => {
+                    if let Some((lo, hi)) = span
+                        && (first < lo || first > hi + 1)
+                    {
+                        let what = format!("append at {first} to a log spanning {lo}..={hi}");
+                        return Err(LogError::InvalidWrite { region, what });
+                    }
+                    span = Some((span.map_or(first, |(lo, _)| lo), last));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn entry(&self, region: u64, index: u64) -> Result<Option<Entry>, LogError> {
+        let Some(w) = self.engine.get_entry::<WalEntryExt>(region, index)? else {
+            return Ok(None);
+        };
+        decode(region, &w).map(Some)
+    }
+
+    /// Entries in `[low, high)`, stopping after `max_bytes` (at least one).
+    pub fn entries(
+        &self,
+        region: u64,
+        low: u64,
+        high: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, LogError> {
+        let mut wal = Vec::new();
+        let max = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+        self.engine
+            .fetch_entries_to::<WalEntryExt>(region, low, high, Some(max), &mut wal)?;
+        wal.iter().map(|w| decode(region, w)).collect()
+    }
+
+    pub fn first_index(&self, region: u64) -> Option<u64> {
+        self.engine.first_index(region)
+    }
+
+    pub fn last_index(&self, region: u64) -> Option<u64> {
+        self.engine.last_index(region)
+    }
+
+    /// Drops the region's entries below `index` (log GC).
+    pub fn compact_to(&self, region: u64, index: u64) -> u64 {
+        self.engine.compact_to(region, index)
+    }
+
+    /// Deletes log files whose entries were all compacted; returns the regions whose old
+    /// entries keep the oldest files alive (to be force-compacted, or to have lagging
+    /// followers sent a snapshot).
+    pub fn purge_expired_files(&self) -> Result<Vec<u64>, LogError> {
+        Ok(self.engine.purge_expired_files()?)
+    }
+}
+
+fn decode(region: u64, w: &WalEntry) -> Result<Entry, LogError> {
+    let e = w.to_entry().map_err(|e| LogError::Corrupt {
+        region,
+        what: format!("entry {}: {e}", w.index),
+    })?;
+    if e.index != w.index {
+        let what = format!("entry recorded at {} claims index {}", w.index, e.index);
+        return Err(LogError::Corrupt { region, what });
+    }
+    Ok(e)
+}
+
+/// Recent entries of one region, newest last, bounded in bytes.
+#[derive(Debug, Default)]
+struct EntryCache {
+    entries: VecDeque<Entry>,
+    bytes: u64,
+}
+
+impl EntryCache {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.index)
+    }
+
+    fn append(&mut self, ents: &[Entry], max_bytes: u64) {
+        let Some(first) = ents.first() else { return };
+        let contiguous = self
+            .entries
+            .back()
+            .is_none_or(|b| first.index <= b.index + 1)
+            && self.first_index().is_none_or(|f| first.index >= f);
+        if !contiguous {
+            self.clear();
+        }
+        while self.entries.back().is_some_and(|b| b.index >= first.index) {
+            let e = self.entries.pop_back().expect("checked non-empty");
+            self.bytes -= entry_size(&e);
+        }
+        for e in ents {
+            self.bytes += entry_size(e);
+            self.entries.push_back(e.clone());
+        }
+        while self.bytes > max_bytes && self.entries.len() > 1 {
+            let e = self.entries.pop_front().expect("more than one entry");
+            self.bytes -= entry_size(&e);
+        }
+    }
+
+    fn drop_below(&mut self, index: u64) {
+        while self.entries.front().is_some_and(|e| e.index < index) {
+            let e = self.entries.pop_front().expect("checked non-empty");
+            self.bytes -= entry_size(&e);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    fn get(&self, index: u64) -> Option<&Entry> {
+        let first = self.first_index()?;
+        self.entries
+            .get(usize::try_from(index.checked_sub(first)?).ok()?)
+    }
+}
+
+struct RegionLogState {
+    local: RaftLocalState,
+    conf_state: ConfState,
+    /// The last entry dropped from the log (by compaction or a snapshot): index and term.
+    truncated: (u64, u64),
+    cache: EntryCache,
+}
+
+/// One region's log as the consensus core reads it.
+pub struct RegionLog {
+    region: u64,
+    engine: Arc<RaftLogEngine>,
+    cache_bytes: u64,
+    state: RwLock<RegionLogState>,
+}
+
+impl RegionLog {
+    /// `truncated` is the (index, term) the log starts after — from the region's apply state
+    /// — and `conf_state` the configuration as of the applied index.
+    pub fn new(
+        region: u64,
+        engine: Arc<RaftLogEngine>,
+        local: RaftLocalState,
+        truncated: (u64, u64),
+        conf_state: ConfState,
+        cache_bytes: u64,
+    ) -> Self {
+        let state = RegionLogState {
+            local,
+            conf_state,
+            truncated,
+            cache: EntryCache::default(),
+        };
+        RegionLog {
+            region,
+            engine,
+            cache_bytes,
+            state: RwLock::new(state),
+        }
+    }
+
+    pub fn region(&self) -> u64 {
+        self.region
+    }
+
+    /// A write holding these entries and this state is durable: remember them.
+    pub fn on_written(&self, entries: &[Entry], local: &RaftLocalState) {
+        let mut st = self.state.write();
+        st.cache.append(entries, self.cache_bytes);
+        st.local = *local;
+    }
+
+    /// The log now starts after `(index, term)` (compaction or snapshot).
+    pub fn on_truncated(&self, index: u64, term: u64) {
+        let mut st = self.state.write();
+        if index > st.truncated.0 {
+            st.truncated = (index, term);
+            st.cache.drop_below(index + 1);
+        }
+    }
+
+    pub fn set_conf_state(&self, cs: ConfState) {
+        self.state.write().conf_state = cs;
+    }
+
+    fn engine_error(&self, e: LogError) -> StorageError {
+        StorageError::Other(format!("region {}: {e}", self.region))
+    }
+}
+
+impl LogStorage for RegionLog {
+    fn initial_state(&self) -> StorageResult<RaftState> {
+        let st = self.state.read();
+        Ok(RaftState {
+            hard_state: st.local.hard_state.unwrap_or_default(),
+            conf_state: st.conf_state.clone(),
+        })
+    }
+
+    fn entries(&self, low: u64, high: u64, max_bytes: u64) -> StorageResult<Vec<Entry>> {
+        let st = self.state.read();
+        let last = st.local.last_index.max(st.truncated.0);
+        if low <= st.truncated.0 {
+            return Err(StorageError::Compacted);
+        }
+        if high > last + 1 || low > high {
+            return Err(StorageError::Unavailable);
+        }
+        if low == high {
+            return Ok(Vec::new());
+        }
+        let cached_from = st.cache.first_index().unwrap_or(u64::MAX);
+        let mut out = if low < cached_from {
+            let end = high.min(cached_from);
+            let stored = self
+                .engine
+                .entries(self.region, low, end, max_bytes)
+                .map_err(|e| self.engine_error(e))?;
+            if (stored.len() as u64) < end - low {
+                if stored.is_empty() {
+                    return Err(StorageError::Unavailable);
+                }
+                return Ok(stored);
+            }
+            stored
+        } else {
+            Vec::new()
+        };
+        let from = low.max(cached_from);
+        for index in from..high {
+            match st.cache.get(index) {
+                Some(e) => out.push(e.clone()),
+                None => return Err(StorageError::Unavailable),
+            }
+        }
+        limit_size(&mut out, max_bytes);
+        Ok(out)
+    }
+
+    fn term(&self, index: u64) -> StorageResult<u64> {
+        let st = self.state.read();
+        let (t_index, t_term) = st.truncated;
+        if index == t_index {
+            return Ok(t_term);
+        }
+        if index < t_index {
+            return Err(StorageError::Compacted);
+        }
+        if index > st.local.last_index {
+            return Err(StorageError::Unavailable);
+        }
+        if let Some(e) = st.cache.get(index) {
+            return Ok(e.term);
+        }
+        match self.engine.entry(self.region, index) {
+            Ok(Some(e)) => Ok(e.term),
+            Ok(None) => Err(StorageError::Unavailable),
+            Err(e) => Err(self.engine_error(e)),
+        }
+    }
+
+    fn first_index(&self) -> StorageResult<u64> {
+        Ok(self.state.read().truncated.0 + 1)
+    }
+
+    fn last_index(&self) -> StorageResult<u64> {
+        let st = self.state.read();
+        Ok(st.local.last_index.max(st.truncated.0))
+    }
+
+    /// Snapshot generation comes with the KV engine; until then a leader retries later.
+    fn snapshot(&self, _request_index: u64) -> StorageResult<Snapshot> {
+        Err(StorageError::SnapshotTemporarilyUnavailable)
+    }
+}

@@ -1,0 +1,217 @@
+//! The store's raft log over raft-engine: batched multi-region writes, recovery, suffix
+//! replacement, refused writes, and the `LogStorage` view with its cache.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use flotilla::raft::pb::{ConfState, Entry, HardState};
+use flotilla::raft::{LogStorage, MemStorage, StorageError};
+use flotilla::storage::pb::RaftLocalState;
+use flotilla::storage::raft_log::{
+    LogError, LogWriteBatch, RaftLogConfig, RaftLogEngine, RegionLog,
+};
+
+fn ents(first: u64, last: u64, term: u64) -> Vec<Entry> {
+    (first..=last)
+        .map(|index| Entry {
+            index,
+            term,
+            data: Bytes::from(format!("e{index}t{term}")),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn state(term: u64, commit: u64, last_index: u64) -> RaftLocalState {
+    RaftLocalState {
+        hard_state: Some(HardState {
+            term,
+            vote: 1,
+            commit,
+        }),
+        last_index,
+    }
+}
+
+fn open(dir: &std::path::Path) -> RaftLogEngine {
+    RaftLogEngine::open(&RaftLogConfig::new(dir)).expect("open raft log")
+}
+
+#[test]
+fn many_regions_in_one_batch_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path());
+        let mut batch = LogWriteBatch::default();
+        for region in 1..=100u64 {
+            batch.append(region, &ents(1, region % 7 + 1, 2)).unwrap();
+            batch
+                .put_state(region, &state(2, 1, region % 7 + 1))
+                .unwrap();
+        }
+        assert_eq!(
+            (batch.region_count(), batch.entry_count()),
+            (100, (1..=100u64).map(|r| r % 7 + 1).sum::<u64>() as usize)
+        );
+        assert!(log.write(&mut batch, true).unwrap() > 0);
+        assert!(batch.is_empty());
+    }
+    let log = open(dir.path());
+    let regions = log.recover().unwrap();
+    assert_eq!(regions.len(), 100);
+    for (region, st) in regions {
+        let last = region % 7 + 1;
+        assert_eq!(st, state(2, 1, last), "region {region}");
+        assert_eq!(
+            log.entries(region, 1, last + 1, u64::MAX).unwrap(),
+            ents(1, last, 2)
+        );
+    }
+}
+
+#[test]
+fn appending_inside_the_log_replaces_the_suffix() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let mut batch = LogWriteBatch::default();
+    batch.append(9, &ents(1, 10, 1)).unwrap();
+    log.write(&mut batch, false).unwrap();
+    batch.append(9, &ents(6, 8, 2)).unwrap();
+    log.write(&mut batch, true).unwrap();
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!(log.last_index(9), Some(8));
+    let got = log.entries(9, 1, 9, u64::MAX).unwrap();
+    let mut want = ents(1, 5, 1);
+    want.extend(ents(6, 8, 2));
+    assert_eq!(got, want);
+}
+
+#[test]
+fn holes_and_overwrites_of_compacted_entries_are_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let mut batch = LogWriteBatch::default();
+    batch.append(1, &ents(1, 5, 1)).unwrap();
+    log.write(&mut batch, false).unwrap();
+    log.compact_to(1, 3);
+    assert_eq!(log.first_index(1), Some(3));
+
+    for bad in [ents(2, 4, 2), ents(7, 8, 2)] {
+        let mut batch = LogWriteBatch::default();
+        batch.append(2, &ents(1, 1, 1)).unwrap(); // another region in the same batch
+        batch.append(1, &bad).unwrap();
+        assert!(matches!(
+            log.write(&mut batch, false),
+            Err(LogError::InvalidWrite { region: 1, .. })
+        ));
+        assert_eq!(
+            log.last_index(2),
+            None,
+            "nothing of a refused batch is written"
+        );
+    }
+    // Not consecutive.
+    let mut gap = ents(6, 7, 2);
+    gap[1].index = 9;
+    assert!(LogWriteBatch::default().append(1, &gap).is_err());
+
+    // A snapshot at 10 resets the log: compact everything, then append after it.
+    let mut batch = LogWriteBatch::default();
+    batch.compact_to(1, 11);
+    batch.append(1, &ents(11, 12, 3)).unwrap();
+    log.write(&mut batch, true).unwrap();
+    assert_eq!(
+        (log.first_index(1), log.last_index(1)),
+        (Some(11), Some(12))
+    );
+}
+
+/// The same operations through `RegionLog` (raft-engine + cache) and `MemStorage` must
+/// read back identically through the core's `LogStorage` trait.
+#[test]
+fn region_log_reads_like_mem_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(open(dir.path()));
+    let cs = ConfState {
+        voters: vec![1, 2, 3],
+        ..Default::default()
+    };
+    // A small cache, so reads mix cached and on-disk entries.
+    let region = RegionLog::new(
+        5,
+        engine.clone(),
+        RaftLocalState::default(),
+        (0, 0),
+        cs.clone(),
+        300,
+    );
+    let mem = MemStorage::new();
+    mem.wl().set_conf_state(cs);
+
+    let mut write = |entries: Vec<Entry>, hs: HardState| {
+        let mut batch = LogWriteBatch::default();
+        batch.append(5, &entries).unwrap();
+        let last = entries.last().unwrap().index;
+        let local = RaftLocalState {
+            hard_state: Some(hs),
+            last_index: last,
+        };
+        batch.put_state(5, &local).unwrap();
+        engine.write(&mut batch, true).unwrap();
+        region.on_written(&entries, &local);
+        mem.wl().append(&entries).unwrap();
+        mem.wl().set_hard_state(hs);
+    };
+    write(
+        ents(1, 20, 1),
+        HardState {
+            term: 1,
+            vote: 1,
+            commit: 10,
+        },
+    );
+    write(
+        ents(15, 25, 2),
+        HardState {
+            term: 2,
+            vote: 2,
+            commit: 14,
+        },
+    );
+    check_same(&region, &mem);
+
+    engine.compact_to(5, 8);
+    region.on_truncated(7, 1);
+    mem.wl().compact(7).unwrap();
+    check_same(&region, &mem);
+    assert_eq!(region.term(6), Err(StorageError::Compacted));
+    assert_eq!(region.entries(7, 9, u64::MAX), Err(StorageError::Compacted));
+}
+
+fn check_same(a: &impl LogStorage, b: &impl LogStorage) {
+    assert_eq!(a.initial_state().unwrap(), b.initial_state().unwrap());
+    let (first, last) = (b.first_index().unwrap(), b.last_index().unwrap());
+    assert_eq!(
+        (a.first_index().unwrap(), a.last_index().unwrap()),
+        (first, last)
+    );
+    for i in first - 1..=last + 1 {
+        assert_eq!(a.term(i), b.term(i), "term({i})");
+    }
+    for lo in first..=last {
+        for hi in lo..=last + 1 {
+            for max in [0, 40, 200, u64::MAX] {
+                assert_eq!(
+                    a.entries(lo, hi, max),
+                    b.entries(lo, hi, max),
+                    "entries({lo}, {hi}, {max})"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        a.entries(first, last + 2, u64::MAX),
+        Err(StorageError::Unavailable)
+    );
+}
