@@ -149,7 +149,7 @@ fn region_log_reads_like_mem_storage() {
     let mem = MemStorage::new();
     mem.wl().set_conf_state(cs);
 
-    let mut write = |entries: Vec<Entry>, hs: HardState| {
+    let write = |entries: Vec<Entry>, hs: HardState| {
         let mut batch = LogWriteBatch::default();
         batch.append(5, &entries).unwrap();
         let last = entries.last().unwrap().index;
