@@ -5,7 +5,7 @@
 //! with a cache of recent entries so a leader's replication rarely reads the disk.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -25,6 +25,8 @@ const STATE_KEY: &[u8] = b"raft_local_state";
 pub enum LogError {
     #[error("raft log engine: {0}")]
     Engine(#[from] raft_engine::Error),
+    #[error("raft log file {} is corrupt ({detail}); refusing to start", file.display())]
+    CorruptFile { file: PathBuf, detail: String },
     #[error("raft log of region {region} is corrupt: {what}")]
     Corrupt { region: u64, what: String },
     #[error("refused write to the raft log of region {region}: {what}")]
@@ -154,9 +156,15 @@ pub struct RaftLogEngine {
 impl RaftLogEngine {
     /// Opens (recovering) the log in `cfg.dir`, creating it if needed.
     pub fn open(cfg: &RaftLogConfig) -> Result<Self, LogError> {
-        Ok(RaftLogEngine {
-            engine: raft_engine::Engine::open(cfg.engine_config())?,
-        })
+        match raft_engine::Engine::open(cfg.engine_config()) {
+            Ok(engine) => Ok(RaftLogEngine { engine }),
+            // raft-engine does not say where; find the file so the operator knows.
+            Err(raft_engine::Error::Corruption(detail)) => {
+                let file = find_corrupt_file(&cfg.dir).unwrap_or_else(|| cfg.dir.clone());
+                Err(LogError::CorruptFile { file, detail })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Every region with a log or a state, with its state (default if none was written).
@@ -260,6 +268,25 @@ impl RaftLogEngine {
     pub fn purge_expired_files(&self) -> Result<Vec<u64>, LogError> {
         Ok(self.engine.purge_expired_files()?)
     }
+}
+
+/// The first log file (in file order) that does not read back cleanly.
+fn find_corrupt_file(dir: &Path) -> Option<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "raftlog" || x == "rewrite")
+        })
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .find(|f| match raft_engine::Engine::dump(f) {
+            Ok(mut items) => items.any(|item| item.is_err()),
+            Err(_) => true,
+        })
 }
 
 fn decode(region: u64, w: &WalEntry) -> Result<Entry, LogError> {
