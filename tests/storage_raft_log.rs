@@ -295,3 +295,51 @@ fn damage_in_the_middle_refuses_to_open_and_names_the_file() {
     let name = victim.file_name().unwrap().to_string_lossy().into_owned();
     assert!(err.contains(&name), "error should name {name}: {err}");
 }
+
+#[test]
+fn purge_names_regions_pinning_old_files_and_compacting_them_frees_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = RaftLogConfig::new(dir.path());
+    cfg.target_file_size = 4096;
+    cfg.purge_threshold = 8192;
+    let log = RaftLogEngine::open(&cfg).unwrap();
+    // Region 2 writes early (more entries than raft-engine would quietly rewrite itself);
+    // region 1 keeps writing into many files.
+    let mut batch = LogWriteBatch::default();
+    batch.append(2, &ents(1, 60, 1)).unwrap();
+    log.write(&mut batch, true).unwrap();
+    for i in 0..40u64 {
+        let big: Vec<Entry> = (i * 10 + 1..=i * 10 + 10)
+            .map(|index| Entry {
+                index,
+                term: 1,
+                data: Bytes::from(vec![1u8; 200]),
+                ..Default::default()
+            })
+            .collect();
+        batch.append(1, &big).unwrap();
+        log.write(&mut batch, true).unwrap();
+    }
+    let files_before = log_files(dir.path()).len();
+    // Region 1 applied and compacted everything; region 2 did not.
+    log.compact_to(1, 400);
+    let mut pinning = Vec::new();
+    for _ in 0..3 {
+        pinning = log.purge_expired_files().unwrap();
+        if !pinning.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        pinning,
+        vec![2],
+        "region 2's old entries keep the oldest file alive"
+    );
+    log.compact_to(2, 61);
+    log.purge_expired_files().unwrap();
+    let files_after = log_files(dir.path()).len();
+    assert!(
+        files_after < files_before / 2,
+        "files {files_before} -> {files_after}"
+    );
+}
