@@ -4,7 +4,7 @@
 //! write and at most one fsync. `RegionLog` is the core's `LogStorage` view of one region,
 //! with a cache of recent entries so a leader's replication rarely reads the disk.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -91,7 +91,8 @@ enum PlannedOp {
 #[derive(Default)]
 pub struct LogWriteBatch {
     batch: LogBatch,
-    planned: BTreeMap<u64, Vec<PlannedOp>>,
+    /// Each region touched, in order, with what the batch does to its log (if anything).
+    planned: Vec<(u64, Option<PlannedOp>)>,
     entries: usize,
 }
 
@@ -109,13 +110,11 @@ impl LogWriteBatch {
         }
         let wal: Vec<WalEntry> = entries.iter().map(WalEntry::from_entry).collect();
         self.batch.add_entries::<WalEntryExt>(region, &wal)?;
-        self.planned
-            .entry(region)
-            .or_default()
-            .push(PlannedOp::Append {
-                first: first.index,
-                last: last.index,
-            });
+        let op = PlannedOp::Append {
+            first: first.index,
+            last: last.index,
+        };
+        self.planned.push((region, Some(op)));
         self.entries += entries.len();
         Ok(())
     }
@@ -124,20 +123,22 @@ impl LogWriteBatch {
     pub fn compact_to(&mut self, region: u64, index: u64) {
         self.batch.add_command(region, Command::Compact { index });
         self.planned
-            .entry(region)
-            .or_default()
-            .push(PlannedOp::CompactTo { index });
+            .push((region, Some(PlannedOp::CompactTo { index })));
     }
 
     pub fn put_state(&mut self, region: u64, state: &RaftLocalState) -> Result<(), LogError> {
         self.batch
             .put(region, STATE_KEY.to_vec(), state.encode_to_vec())?;
-        self.planned.entry(region).or_default();
+        self.planned.push((region, None));
         Ok(())
     }
 
+    /// How many distinct regions the batch writes to.
     pub fn region_count(&self) -> usize {
-        self.planned.len()
+        let mut ids: Vec<u64> = self.planned.iter().map(|(r, _)| *r).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.len()
     }
 
     pub fn entry_count(&self) -> usize {
@@ -192,8 +193,15 @@ impl RaftLogEngine {
     /// written. A batch that would leave a hole or overwrite compacted entries is refused
     /// whole, before anything is written.
     pub fn write(&self, batch: &mut LogWriteBatch, sync: bool) -> Result<usize, LogError> {
-        for (&region, ops) in &batch.planned {
-            self.check_plan(region, ops)?;
+        // Group each region's operations, keeping their order (the sort is stable).
+        let mut ops: Vec<(u64, PlannedOp)> = batch
+            .planned
+            .iter()
+            .filter_map(|&(r, op)| Some((r, op?)))
+            .collect();
+        ops.sort_by_key(|&(region, _)| region);
+        for group in ops.chunk_by(|a, b| a.0 == b.0) {
+            self.check_plan(group[0].0, group.iter().map(|(_, op)| *op))?;
         }
         let written = self.engine.write(&mut batch.batch, sync)?;
         batch.planned.clear();
@@ -201,13 +209,17 @@ impl RaftLogEngine {
         Ok(written)
     }
 
-    fn check_plan(&self, region: u64, ops: &[PlannedOp]) -> Result<(), LogError> {
+    fn check_plan(
+        &self,
+        region: u64,
+        ops: impl Iterator<Item = PlannedOp>,
+    ) -> Result<(), LogError> {
         let mut span = self
             .engine
             .first_index(region)
             .zip(self.engine.last_index(region));
         for op in ops {
-            match *op {
+            match op {
                 PlannedOp::CompactTo { index } => {
                     span = span
                         .filter(|&(_, last)| last >= index)
@@ -228,10 +240,8 @@ impl RaftLogEngine {
     }
 
     pub fn entry(&self, region: u64, index: u64) -> Result<Option<Entry>, LogError> {
-        let Some(w) = self.engine.get_entry::<WalEntryExt>(region, index)? else {
-            return Ok(None);
-        };
-        decode(region, &w).map(Some)
+        let entry = self.engine.get_entry::<WalEntryExt>(region, index)?;
+        Ok(entry.map(WalEntry::into_entry))
     }
 
     /// Entries in `[low, high)`, stopping after `max_bytes` (at least one).
@@ -246,7 +256,7 @@ impl RaftLogEngine {
         let max = usize::try_from(max_bytes).unwrap_or(usize::MAX);
         self.engine
             .fetch_entries_to::<WalEntryExt>(region, low, high, Some(max), &mut wal)?;
-        wal.iter().map(|w| decode(region, w)).collect()
+        Ok(wal.into_iter().map(WalEntry::into_entry).collect())
     }
 
     pub fn first_index(&self, region: u64) -> Option<u64> {
@@ -287,18 +297,6 @@ fn find_corrupt_file(dir: &Path) -> Option<PathBuf> {
             Ok(mut items) => items.any(|item| item.is_err()),
             Err(_) => true,
         })
-}
-
-fn decode(region: u64, w: &WalEntry) -> Result<Entry, LogError> {
-    let e = w.to_entry().map_err(|e| LogError::Corrupt {
-        region,
-        what: format!("entry {}: {e}", w.index),
-    })?;
-    if e.index != w.index {
-        let what = format!("entry recorded at {} claims index {}", w.index, e.index);
-        return Err(LogError::Corrupt { region, what });
-    }
-    Ok(e)
 }
 
 /// Recent entries of one region, newest last, bounded in bytes.

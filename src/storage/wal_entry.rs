@@ -1,12 +1,15 @@
 //! raft-engine stores entries of a protobuf v2 `Message` type. flotilla's entries are prost
-//! types, so each entry travels as a tiny hand-written protobuf v2 message wrapping the
-//! prost encoding: field 1 = the encoded `Entry`, field 2 = its index (raft-engine asks for
-//! the index of every entry it is given, and decoding the whole entry for that would waste
-//! work).
+//! types, so each travels inside a tiny hand-written protobuf v2 message whose only field
+//! (1, length-delimited) is the prost encoding of the `Entry`. The wrapper holds the
+//! decoded `Entry`: writing encodes it straight into raft-engine's buffer (through one
+//! reused scratch buffer per thread), reading decodes it once, and the payload stays
+//! shared `Bytes` throughout.
 
 use std::any::Any;
+use std::cell::RefCell;
 
 use bytes::Bytes;
+use prost::Message as _;
 use protobuf::reflect::MessageDescriptor;
 use protobuf::{
     CachedSize, Clear, CodedInputStream, CodedOutputStream, ProtobufError, ProtobufResult,
@@ -16,13 +19,14 @@ use protobuf::{
 use crate::raft::pb::Entry;
 
 const ENTRY_FIELD: u32 = 1;
-const INDEX_FIELD: u32 = 2;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WalEntry {
-    /// The prost encoding of one `Entry`.
-    pub encoded: Vec<u8>,
-    pub index: u64,
+    pub entry: Entry,
     cached_size: CachedSize,
     unknown_fields: UnknownFields,
 }
@@ -30,15 +34,13 @@ pub struct WalEntry {
 impl WalEntry {
     pub fn from_entry(e: &Entry) -> Self {
         WalEntry {
-            encoded: prost::Message::encode_to_vec(e),
-            index: e.index,
+            entry: e.clone(),
             ..Default::default()
         }
     }
 
-    /// Decodes the wrapped entry; a corrupt record is an error, never a panic.
-    pub fn to_entry(&self) -> Result<Entry, prost::DecodeError> {
-        <Entry as prost::Message>::decode(Bytes::copy_from_slice(&self.encoded))
+    pub fn into_entry(self) -> Entry {
+        self.entry
     }
 }
 
@@ -49,14 +51,17 @@ impl raft_engine::MessageExt for WalEntryExt {
     type Entry = WalEntry;
 
     fn index(e: &WalEntry) -> u64 {
-        e.index
+        e.entry.index
     }
+}
+
+fn corrupt(what: String) -> ProtobufError {
+    ProtobufError::IoError(std::io::Error::new(std::io::ErrorKind::InvalidData, what))
 }
 
 impl Clear for WalEntry {
     fn clear(&mut self) {
-        self.encoded.clear();
-        self.index = 0;
+        self.entry = Entry::default();
         self.unknown_fields.clear();
     }
 }
@@ -77,10 +82,10 @@ impl protobuf::Message for WalEntry {
             let (field, wire_type) = is.read_tag_unpack()?;
             match (field, wire_type) {
                 (ENTRY_FIELD, wire_format::WireTypeLengthDelimited) => {
-                    self.encoded = is.read_bytes()?
+                    let raw = Bytes::from(is.read_bytes()?);
+                    self.entry = Entry::decode(raw).map_err(|e| corrupt(format!("entry: {e}")))?;
                 }
-                (INDEX_FIELD, wire_format::WireTypeVarint) => self.index = is.read_uint64()?,
-                (ENTRY_FIELD | INDEX_FIELD, _) => {
+                (ENTRY_FIELD, _) => {
                     return Err(ProtobufError::WireError(
                         protobuf::error::WireError::UnexpectedWireType(wire_type),
                     ));
@@ -92,14 +97,23 @@ impl protobuf::Message for WalEntry {
     }
 
     fn write_to_with_cached_sizes(&self, os: &mut CodedOutputStream) -> ProtobufResult<()> {
-        os.write_bytes(ENTRY_FIELD, &self.encoded)?;
-        os.write_uint64(INDEX_FIELD, self.index)?;
-        Ok(())
+        SCRATCH.with(|scratch| {
+            let mut buf = scratch.borrow_mut();
+            buf.clear();
+            self.entry
+                .encode(&mut *buf)
+                .map_err(|e| corrupt(format!("encode: {e}")))?;
+            os.write_tag(ENTRY_FIELD, wire_format::WireTypeLengthDelimited)?;
+            os.write_raw_varint32(buf.len() as u32)?;
+            os.write_raw_bytes(&buf)
+        })
     }
 
     fn compute_size(&self) -> u32 {
-        let size = protobuf::rt::bytes_size(ENTRY_FIELD, &self.encoded)
-            + protobuf::rt::value_size(INDEX_FIELD, self.index, wire_format::WireTypeVarint);
+        let len = self.entry.encoded_len() as u32;
+        let size = protobuf::rt::tag_size(ENTRY_FIELD)
+            + protobuf::rt::compute_raw_varint32_size(len)
+            + len;
         self.cached_size.set(size);
         size
     }
@@ -155,11 +169,14 @@ mod tests {
         };
         let w = WalEntry::from_entry(&e);
         let bytes = w.write_to_bytes().unwrap();
+        assert_eq!(w.compute_size() as usize, bytes.len());
         let back = WalEntry::parse_from_bytes(&bytes).unwrap();
         assert_eq!(back, w);
-        assert_eq!(back.index, 12345);
-        assert_eq!(back.to_entry().unwrap(), e);
-        assert_eq!(w.compute_size() as usize, bytes.len());
+        assert_eq!(
+            <WalEntryExt as raft_engine::MessageExt>::index(&back),
+            12345
+        );
+        assert_eq!(back.into_entry(), e);
     }
 
     #[test]
@@ -174,12 +191,7 @@ mod tests {
         assert!(WalEntry::parse_from_bytes(&bytes[..bytes.len() - 1]).is_err());
         // Field 1 with the wrong wire type.
         assert!(WalEntry::parse_from_bytes(&[0x08, 0x01]).is_err());
-        // A well-formed wrapper around garbage: the inner decode fails, without panicking.
-        let garbage = WalEntry {
-            encoded: vec![0xff; 5],
-            index: 1,
-            ..Default::default()
-        };
-        assert!(garbage.to_entry().is_err());
+        // A well-formed wrapper around garbage: an error, not a panic.
+        assert!(WalEntry::parse_from_bytes(&[0x0a, 0x03, 0xff, 0xff, 0xff]).is_err());
     }
 }
