@@ -16,7 +16,7 @@ use super::pb::RaftLocalState;
 use super::wal_entry::{WalEntry, WalEntryExt};
 use crate::raft::StorageError;
 use crate::raft::pb::{ConfState, Entry, Snapshot};
-use crate::raft::storage::{LogStorage, RaftState, StorageResult, entry_size, limit_size};
+use crate::raft::storage::{LogStorage, RaftState, StorageResult, entry_size};
 
 /// Key of a region's `RaftLocalState` inside its raft-engine group.
 const STATE_KEY: &[u8] = b"raft_local_state";
@@ -462,14 +462,17 @@ impl LogStorage for RegionLog {
         } else {
             Vec::new()
         };
-        let from = low.max(cached_from);
-        for index in from..high {
-            match st.cache.get(index) {
-                Some(e) => out.push(e.clone()),
-                None => return Err(StorageError::Unavailable),
+        let mut size: u64 = out.iter().map(entry_size).sum();
+        for index in low.max(cached_from)..high {
+            let Some(e) = st.cache.get(index) else {
+                return Err(StorageError::Unavailable);
+            };
+            size = size.saturating_add(entry_size(e));
+            if size > max_bytes && !out.is_empty() {
+                break; // The byte limit, but never an empty answer.
             }
+            out.push(e.clone());
         }
-        limit_size(&mut out, max_bytes);
         Ok(out)
     }
 
