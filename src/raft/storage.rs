@@ -35,6 +35,29 @@ pub trait LogStorage {
     fn snapshot(&self, request_index: u64) -> StorageResult<Snapshot>;
 }
 
+/// A log shared between the core and the code that writes it (the store's WAL writer
+/// updates a region's log while the core reads it).
+impl<T: LogStorage + ?Sized> LogStorage for Arc<T> {
+    fn initial_state(&self) -> StorageResult<RaftState> {
+        (**self).initial_state()
+    }
+    fn entries(&self, low: u64, high: u64, max_bytes: u64) -> StorageResult<Vec<Entry>> {
+        (**self).entries(low, high, max_bytes)
+    }
+    fn term(&self, index: u64) -> StorageResult<u64> {
+        (**self).term(index)
+    }
+    fn first_index(&self) -> StorageResult<u64> {
+        (**self).first_index()
+    }
+    fn last_index(&self) -> StorageResult<u64> {
+        (**self).last_index()
+    }
+    fn snapshot(&self, request_index: u64) -> StorageResult<Snapshot> {
+        (**self).snapshot(request_index)
+    }
+}
+
 /// Encoded size of an entry, the unit of every byte limit in the core.
 pub fn entry_size(e: &Entry) -> u64 {
     e.encoded_len() as u64
