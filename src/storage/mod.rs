@@ -1,11 +1,15 @@
-//! Storage: one raft-engine log for every region of a store (`raft_log`), with the adapter
-//! raft-engine's protobuf v2 entry trait needs (`wal_entry`). The KV engine, region
-//! snapshots and the in-memory simulation engines are still to come (issue 3).
+//! Storage: one raft-engine log for every region of a store (`raft_log`, with the adapter
+//! raft-engine's protobuf v2 entry trait needs in `wal_entry`), and the KV engine (`kv`:
+//! the trait; `fjall_kv` on disk; `mem_kv` in memory with explicit durability). Region
+//! snapshots are still to come (issue 3).
 
 pub mod pb {
     //! Wire types generated from proto/storage.proto.
     include!(concat!(env!("OUT_DIR"), "/storagepb.rs"));
 }
 
+pub mod fjall_kv;
+pub mod kv;
+pub mod mem_kv;
 pub mod raft_log;
 pub mod wal_entry;

@@ -1,0 +1,160 @@
+//! An in-memory `KvEngine` with explicit durability for deterministic tests: `persist`
+//! marks what is durable, and `crash` forgets everything written after it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use super::kv::{Keyspace, KvEngine, KvError, KvIter, KvRead, KvWriteBatch, WriteOp, bounds};
+
+type Tables = BTreeMap<Keyspace, BTreeMap<Bytes, Bytes>>;
+
+#[derive(Default)]
+struct State {
+    live: Arc<Tables>,
+    durable: Arc<Tables>,
+}
+
+#[derive(Default)]
+pub struct MemKvEngine {
+    state: Mutex<State>,
+}
+
+/// A point-in-time view: an immutable share of the tables (writes copy on write).
+#[derive(Clone)]
+pub struct MemKvView(Arc<Tables>);
+
+impl MemKvEngine {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A simulated crash: everything not persisted is lost.
+    pub fn crash(&self) {
+        let mut st = self.state.lock();
+        st.live = st.durable.clone();
+    }
+
+    fn snapshot(&self) -> MemKvView {
+        MemKvView(self.state.lock().live.clone())
+    }
+}
+
+fn apply(tables: &mut Tables, op: &WriteOp) {
+    match op {
+        WriteOp::Put { ks, key, value } => {
+            tables
+                .entry(*ks)
+                .or_default()
+                .insert(key.clone(), value.clone());
+        }
+        WriteOp::Delete { ks, key } => {
+            if let Some(t) = tables.get_mut(ks) {
+                t.remove(key);
+            }
+        }
+        WriteOp::DeleteRange { ks, start, end } => {
+            if let Some(t) = tables.get_mut(ks)
+                && start < end
+            {
+                let doomed: Vec<Bytes> = t
+                    .range(start.clone()..end.clone())
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in doomed {
+                    t.remove(&k);
+                }
+            }
+        }
+    }
+}
+
+impl KvRead for MemKvView {
+    fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Bytes>, KvError> {
+        Ok(self.0.get(&ks).and_then(|t| t.get(key)).cloned())
+    }
+
+    fn scan<'a>(
+        &'a self,
+        ks: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        reverse: bool,
+    ) -> KvIter<'a> {
+        let Some(t) = self.0.get(&ks) else {
+            return Box::new(std::iter::empty());
+        };
+        if end.is_some_and(|e| e <= start) {
+            return Box::new(std::iter::empty());
+        }
+        let (lo, hi) = bounds(start, end);
+        let range = t.range::<[u8], _>((
+            lo.as_ref().map(Vec::as_slice),
+            hi.as_ref().map(Vec::as_slice),
+        ));
+        let pairs = range.map(|(k, v)| Ok((k.clone(), v.clone())));
+        if reverse {
+            Box::new(pairs.rev())
+        } else {
+            Box::new(pairs)
+        }
+    }
+}
+
+impl KvRead for MemKvEngine {
+    fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Bytes>, KvError> {
+        self.snapshot().get(ks, key)
+    }
+
+    fn scan<'a>(
+        &'a self,
+        ks: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        reverse: bool,
+    ) -> KvIter<'a> {
+        let view = self.snapshot();
+        let pairs: Vec<_> = view.scan(ks, start, end, reverse).collect();
+        Box::new(pairs.into_iter())
+    }
+}
+
+impl KvEngine for MemKvEngine {
+    type View = MemKvView;
+
+    fn write(&self, batch: &KvWriteBatch) -> Result<(), KvError> {
+        let mut st = self.state.lock();
+        let tables = Arc::make_mut(&mut st.live);
+        for op in batch.ops() {
+            apply(tables, op);
+        }
+        Ok(())
+    }
+
+    fn view(&self) -> MemKvView {
+        self.snapshot()
+    }
+
+    fn approximate_size(
+        &self,
+        ks: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+    ) -> Result<u64, KvError> {
+        let view = self.snapshot();
+        let mut total = 0u64;
+        for pair in view.scan(ks, start, end, false) {
+            let (k, v) = pair?;
+            total += (k.len() + v.len()) as u64;
+        }
+        Ok(total)
+    }
+
+    fn persist(&self) -> Result<(), KvError> {
+        let mut st = self.state.lock();
+        st.durable = st.live.clone();
+        Ok(())
+    }
+}
