@@ -4,7 +4,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY: build scripts are single-threaded; nothing else reads the environment here.
     unsafe { std::env::set_var("PROTOC", protoc) };
-    for proto in ["proto/raft.proto", "proto/storage.proto"] {
+    for proto in [
+        "proto/raft.proto",
+        "proto/meta.proto",
+        "proto/storage.proto",
+    ] {
         println!("cargo:rerun-if-changed={proto}");
     }
     tonic_prost_build::configure()
@@ -14,12 +18,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // and apply.
         .bytes(".raftpb.Entry.data")
         .bytes(".raftpb.Snapshot.data")
-        .compile_protos(&["proto/raft.proto"], &["proto"])?;
+        .compile_protos(&["proto/raft.proto", "proto/meta.proto"], &["proto"])?;
     // Files that import raft.proto refer to its types where the crate keeps them.
     tonic_prost_build::configure()
         .build_server(false)
         .build_client(false)
         .extern_path(".raftpb", "crate::raft::pb")
+        .extern_path(".metapb", "crate::metapb")
         .compile_protos(&["proto/storage.proto"], &["proto"])?;
     Ok(())
 }

@@ -12,4 +12,5 @@ pub mod fjall_kv;
 pub mod kv;
 pub mod mem_kv;
 pub mod raft_log;
+pub mod region_meta;
 pub mod wal_entry;

@@ -1,0 +1,126 @@
+//! Per-region metadata in the KV engine's `meta` keyspace: `RegionLocalState` (range,
+//! epoch, peers, Normal/Merging/Tombstone) and `RaftApplyState` (applied and truncated
+//! index and term). The apply state goes into the same write batch as the data it
+//! describes, so after a crash the data and the applied index agree, and the raft log is
+//! replayed from there.
+//!
+//! KV writes are not synced on apply; `ApplyTracker` knows which applied index is durable
+//! (persisted), because raft log GC may only drop entries at or below it.
+
+use std::collections::HashMap;
+
+use prost::Message as _;
+
+use super::kv::{Keyspace, KvEngine, KvError, KvRead, KvWriteBatch};
+use super::pb::{RaftApplyState, RegionLocalState};
+
+const REGION_PREFIX: u8 = b'r';
+const REGION_STATE_SUFFIX: u8 = 1;
+const APPLY_STATE_SUFFIX: u8 = 2;
+
+/// `r` + region id (big-endian, so regions sort by id) + which state.
+fn key(region: u64, suffix: u8) -> Vec<u8> {
+    let mut k = Vec::with_capacity(10);
+    k.push(REGION_PREFIX);
+    k.extend_from_slice(&region.to_be_bytes());
+    k.push(suffix);
+    k
+}
+
+fn corrupt(region: u64, what: &str, e: prost::DecodeError) -> KvError {
+    KvError::Engine(format!("region {region}: corrupt {what}: {e}"))
+}
+
+pub fn put_region_state(batch: &mut KvWriteBatch, state: &RegionLocalState) {
+    let region = state.region.as_ref().map_or(0, |r| r.id);
+    batch.put(
+        Keyspace::Meta,
+        key(region, REGION_STATE_SUFFIX),
+        state.encode_to_vec(),
+    );
+}
+
+pub fn put_apply_state(batch: &mut KvWriteBatch, region: u64, state: &RaftApplyState) {
+    batch.put(
+        Keyspace::Meta,
+        key(region, APPLY_STATE_SUFFIX),
+        state.encode_to_vec(),
+    );
+}
+
+pub fn region_state(kv: &impl KvRead, region: u64) -> Result<Option<RegionLocalState>, KvError> {
+    let Some(raw) = kv.get(Keyspace::Meta, &key(region, REGION_STATE_SUFFIX))? else {
+        return Ok(None);
+    };
+    RegionLocalState::decode(raw)
+        .map(Some)
+        .map_err(|e| corrupt(region, "region state", e))
+}
+
+pub fn apply_state(kv: &impl KvRead, region: u64) -> Result<Option<RaftApplyState>, KvError> {
+    let Some(raw) = kv.get(Keyspace::Meta, &key(region, APPLY_STATE_SUFFIX))? else {
+        return Ok(None);
+    };
+    RaftApplyState::decode(raw)
+        .map(Some)
+        .map_err(|e| corrupt(region, "apply state", e))
+}
+
+/// Every region with a region state, in id order (what a store loads on start).
+pub fn all_region_states(kv: &impl KvRead) -> Result<Vec<RegionLocalState>, KvError> {
+    let mut out = Vec::new();
+    for pair in kv.scan(
+        Keyspace::Meta,
+        &[REGION_PREFIX],
+        Some(&[REGION_PREFIX + 1]),
+        false,
+    ) {
+        let (k, v) = pair?;
+        if k.len() == 10 && k[9] == REGION_STATE_SUFFIX {
+            let region = u64::from_be_bytes(k[1..9].try_into().expect("length checked"));
+            out.push(RegionLocalState::decode(v).map_err(|e| corrupt(region, "region state", e))?);
+        }
+    }
+    Ok(out)
+}
+
+/// Which applied index of each region is durable. `on_written` records what apply wrote;
+/// `persist` syncs the engine and only then promotes those indices to durable.
+#[derive(Debug, Default)]
+pub struct ApplyTracker {
+    written: HashMap<u64, u64>,
+    durable: HashMap<u64, u64>,
+}
+
+impl ApplyTracker {
+    /// Starts from the apply states found on open (they are durable by definition).
+    pub fn recovered(states: impl IntoIterator<Item = (u64, u64)>) -> Self {
+        let durable: HashMap<u64, u64> = states.into_iter().collect();
+        ApplyTracker {
+            written: durable.clone(),
+            durable,
+        }
+    }
+
+    pub fn on_written(&mut self, region: u64, applied_index: u64) {
+        let w = self.written.entry(region).or_default();
+        *w = (*w).max(applied_index);
+    }
+
+    pub fn persist(&mut self, kv: &impl KvEngine) -> Result<(), KvError> {
+        let snapshot = self.written.clone();
+        kv.persist()?;
+        self.durable = snapshot;
+        Ok(())
+    }
+
+    /// Raft log entries at or below this index may be compacted.
+    pub fn durable_applied(&self, region: u64) -> u64 {
+        self.durable.get(&region).copied().unwrap_or(0)
+    }
+
+    pub fn forget(&mut self, region: u64) {
+        self.written.remove(&region);
+        self.durable.remove(&region);
+    }
+}
