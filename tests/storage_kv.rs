@@ -79,7 +79,7 @@ fn suite<E: KvEngine>(e: &E) {
     // put earlier in the batch is deleted, a key put after it survives.
     let mut b = KvWriteBatch::default();
     b.put(Keyspace::Data, "bb", "x");
-    b.delete_range(Keyspace::Data, "b", "d");
+    b.delete_range(Keyspace::Data, "b", Some(Bytes::from("d")));
     b.put(Keyspace::Data, "c", "again");
     e.write(&b).unwrap();
     assert_eq!(

@@ -62,15 +62,15 @@ impl FjallKvEngine {
                     effects.insert((*ks, key.clone()), None);
                 }
                 WriteOp::DeleteRange { ks, start, end } => {
-                    if start >= end {
-                        continue;
-                    }
-                    for pair in self.scan(*ks, start, Some(end), false) {
+                    for pair in self.scan(*ks, start, end.as_deref(), false) {
                         effects.insert((*ks, pair?.0), None);
                     }
-                    let earlier = (*ks, start.clone())..(*ks, end.clone());
-                    for (_, v) in effects.range_mut(earlier) {
-                        *v = None;
+                    // Keys this batch put earlier in the range go too.
+                    let in_range = |k: &Bytes| k >= start && end.as_ref().is_none_or(|e| k < e);
+                    for ((k_ks, k), v) in effects.iter_mut() {
+                        if k_ks == ks && in_range(k) {
+                            *v = None;
+                        }
                     }
                 }
             }

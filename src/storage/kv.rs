@@ -36,11 +36,11 @@ pub enum WriteOp {
         ks: Keyspace,
         key: Bytes,
     },
-    /// Every key in `[start, end)`.
+    /// Every key in `[start, end)`; `end` None: to the end of the keyspace.
     DeleteRange {
         ks: Keyspace,
         start: Bytes,
-        end: Bytes,
+        end: Option<Bytes>,
     },
 }
 
@@ -64,9 +64,10 @@ impl KvWriteBatch {
         self.ops.push(WriteOp::Delete { ks, key });
     }
 
-    pub fn delete_range(&mut self, ks: Keyspace, start: impl Into<Bytes>, end: impl Into<Bytes>) {
-        let (start, end) = (start.into(), end.into());
-        self.bytes += start.len() + end.len();
+    /// Deletes every key in `[start, end)`; `end` None: to the end of the keyspace.
+    pub fn delete_range(&mut self, ks: Keyspace, start: impl Into<Bytes>, end: Option<Bytes>) {
+        let start = start.into();
+        self.bytes += start.len() + end.as_ref().map_or(0, Bytes::len);
         self.ops.push(WriteOp::DeleteRange { ks, start, end });
     }
 

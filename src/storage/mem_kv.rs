@@ -15,6 +15,8 @@ type Tables = BTreeMap<Keyspace, BTreeMap<Bytes, Bytes>>;
 struct State {
     live: Arc<Tables>,
     durable: Arc<Tables>,
+    /// Batches written since the last persist, in order (a crash may keep a prefix).
+    unsynced: Vec<KvWriteBatch>,
 }
 
 #[derive(Default)]
@@ -33,8 +35,27 @@ impl MemKvEngine {
 
     /// A simulated crash: everything not persisted is lost.
     pub fn crash(&self) {
+        self.crash_keeping(0);
+    }
+
+    /// A crash after which the first `kept` batches written since the last persist
+    /// survive (a real engine's journal may reach the disk on its own, but in order).
+    pub fn crash_keeping(&self, kept: usize) {
         let mut st = self.state.lock();
-        st.live = st.durable.clone();
+        let mut tables = (*st.durable).clone();
+        for batch in st.unsynced.iter().take(kept) {
+            for op in batch.ops() {
+                apply(&mut tables, op);
+            }
+        }
+        st.live = Arc::new(tables);
+        st.durable = st.live.clone();
+        st.unsynced.clear();
+    }
+
+    /// Batches written since the last persist.
+    pub fn unsynced_batches(&self) -> usize {
+        self.state.lock().unsynced.len()
     }
 
     fn snapshot(&self) -> MemKvView {
@@ -57,12 +78,14 @@ fn apply(tables: &mut Tables, op: &WriteOp) {
         }
         WriteOp::DeleteRange { ks, start, end } => {
             if let Some(t) = tables.get_mut(ks)
-                && start < end
+                && end.as_ref().is_none_or(|e| start < e)
             {
-                let doomed: Vec<Bytes> = t
-                    .range(start.clone()..end.clone())
-                    .map(|(k, _)| k.clone())
-                    .collect();
+                let (lo, hi) = bounds(start, end.as_deref());
+                let range = t.range::<[u8], _>((
+                    lo.as_ref().map(Vec::as_slice),
+                    hi.as_ref().map(Vec::as_slice),
+                ));
+                let doomed: Vec<Bytes> = range.map(|(k, _)| k.clone()).collect();
                 for k in doomed {
                     t.remove(&k);
                 }
@@ -130,6 +153,7 @@ impl KvEngine for MemKvEngine {
         for op in batch.ops() {
             apply(tables, op);
         }
+        st.unsynced.push(batch.clone());
         Ok(())
     }
 
@@ -155,6 +179,7 @@ impl KvEngine for MemKvEngine {
     fn persist(&self) -> Result<(), KvError> {
         let mut st = self.state.lock();
         st.durable = st.live.clone();
+        st.unsynced.clear();
         Ok(())
     }
 }

@@ -13,4 +13,5 @@ pub mod kv;
 pub mod mem_kv;
 pub mod raft_log;
 pub mod region_meta;
+pub mod snapshot;
 pub mod wal_entry;

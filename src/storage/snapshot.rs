@@ -1,0 +1,420 @@
+//! Region snapshots on disk.
+//!
+//! Generation streams a read view of the region's range (taken right after applying the
+//! snapshot's index) into chunk files of bounded size, each with a CRC32, under a temporary
+//! directory that is renamed into place once complete: a region of any size is never held
+//! in memory. Layout: `<dir>/<region>_<term>_<index>/{meta, chunk-NNNNN}`; a chunk is a
+//! sequence of `u32 key length, key, u32 value length, value` (little-endian).
+//!
+//! Applying first verifies every chunk and the metadata (a bad one changes nothing), then
+//! marks the region `Applying` and clears its range in one batch, ingests the chunks in
+//! bounded batches, and writes the apply and region states last. A crash in between leaves
+//! the region marked `Applying`; `resume_interrupted` finishes the job on restart (the
+//! files are kept until the apply completes). Leftover temporary directories of
+//! interrupted generations are removed on restart.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use prost::Message as _;
+
+use super::kv::{Keyspace, KvEngine, KvError, KvRead, KvWriteBatch};
+use super::pb::{ChunkMeta, PeerState, RaftApplyState, RegionLocalState, SnapshotMeta};
+use super::region_meta::{all_region_states, apply_state, put_apply_state, put_region_state};
+use crate::metapb::Region;
+
+const META_FILE: &str = "meta";
+const TMP_SUFFIX: &str = ".tmp";
+/// Keys and values are bounded far below this; a larger length field means corruption.
+const MAX_RECORD_FIELD: u32 = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot i/o at {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("snapshot chunk {} fails its checksum", path.display())]
+    Checksum { path: PathBuf },
+    #[error("snapshot {}: {what}", path.display())]
+    Corrupt { path: PathBuf, what: String },
+    #[error("snapshot does not match what was expected: {0}")]
+    Mismatch(String),
+    #[error(transparent)]
+    Kv(#[from] KvError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Directory of the snapshot of `region` at (`term`, `index`).
+pub fn snapshot_dir(root: &Path, region: u64, term: u64, index: u64) -> PathBuf {
+    root.join(format!("{region}_{term}_{index}"))
+}
+
+fn chunk_path(dir: &Path, n: usize) -> PathBuf {
+    dir.join(format!("chunk-{n:05}"))
+}
+
+/// Writes records into the current chunk, rolling to a new one past `chunk_bytes`.
+struct ChunkWriter {
+    dir: PathBuf,
+    chunk_bytes: u64,
+    file: Option<(BufWriter<File>, crc32fast::Hasher, ChunkMeta)>,
+    done: Vec<ChunkMeta>,
+}
+
+impl ChunkWriter {
+    fn add(&mut self, key: &[u8], value: &[u8]) -> Result<(), SnapshotError> {
+        if self.file.is_none() {
+            let path = chunk_path(&self.dir, self.done.len());
+            let f = File::create(&path).map_err(io_err(&path))?;
+            self.file = Some((
+                BufWriter::new(f),
+                crc32fast::Hasher::new(),
+                ChunkMeta::default(),
+            ));
+        }
+        let path = chunk_path(&self.dir, self.done.len());
+        let (w, crc, meta) = self.file.as_mut().expect("opened above");
+        for field in [key, value] {
+            let len = (field.len() as u32).to_le_bytes();
+            for part in [&len[..], field] {
+                w.write_all(part).map_err(io_err(&path))?;
+                crc.update(part);
+                meta.bytes += part.len() as u64;
+            }
+        }
+        meta.pairs += 1;
+        if meta.bytes >= self.chunk_bytes {
+            self.finish_chunk()?;
+        }
+        Ok(())
+    }
+
+    fn finish_chunk(&mut self) -> Result<(), SnapshotError> {
+        let Some((w, crc, mut meta)) = self.file.take() else {
+            return Ok(());
+        };
+        let path = chunk_path(&self.dir, self.done.len());
+        let f = w.into_inner().map_err(|e| SnapshotError::Io {
+            path: path.clone(),
+            source: e.into_error(),
+        })?;
+        f.sync_all().map_err(io_err(&path))?;
+        meta.crc32 = crc.finalize();
+        self.done.push(meta);
+        Ok(())
+    }
+}
+
+/// Streams the region's data from `view` into a snapshot at (`term`, `index`) under `root`.
+pub fn generate(
+    view: &impl KvRead,
+    region: &Region,
+    term: u64,
+    index: u64,
+    root: &Path,
+    chunk_bytes: u64,
+) -> Result<SnapshotMeta, SnapshotError> {
+    let dir = snapshot_dir(root, region.id, term, index);
+    let tmp = dir.with_extension(TMP_SUFFIX.trim_start_matches('.'));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    let mut writer = ChunkWriter {
+        dir: tmp.clone(),
+        chunk_bytes: chunk_bytes.max(1),
+        file: None,
+        done: Vec::new(),
+    };
+    let end = (!region.end_key.is_empty()).then_some(region.end_key.as_slice());
+    for pair in view.scan(Keyspace::Data, &region.start_key, end, false) {
+        let (k, v) = pair?;
+        writer.add(&k, &v)?;
+    }
+    writer.finish_chunk()?;
+    let meta = SnapshotMeta {
+        region: Some(region.clone()),
+        index,
+        term,
+        chunks: writer.done,
+    };
+    let meta_path = tmp.join(META_FILE);
+    let mut f = File::create(&meta_path).map_err(io_err(&meta_path))?;
+    f.write_all(&meta.encode_to_vec())
+        .map_err(io_err(&meta_path))?;
+    f.sync_all().map_err(io_err(&meta_path))?;
+    let _ = fs::remove_dir_all(&dir);
+    fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
+    File::open(root)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(root))?;
+    Ok(meta)
+}
+
+pub fn read_meta(dir: &Path) -> Result<SnapshotMeta, SnapshotError> {
+    let path = dir.join(META_FILE);
+    let raw = fs::read(&path).map_err(io_err(&path))?;
+    SnapshotMeta::decode(raw.as_slice()).map_err(|e| SnapshotError::Corrupt {
+        path,
+        what: e.to_string(),
+    })
+}
+
+/// A key and value as read from a chunk.
+type RawPair = (Vec<u8>, Vec<u8>);
+
+/// Reads the records of one chunk, checking its length and CRC as it goes.
+struct ChunkReader {
+    path: PathBuf,
+    reader: BufReader<File>,
+    crc: crc32fast::Hasher,
+    left_bytes: u64,
+    left_pairs: u64,
+    expected_crc: u32,
+}
+
+impl ChunkReader {
+    fn open(dir: &Path, n: usize, meta: &ChunkMeta) -> Result<Self, SnapshotError> {
+        let path = chunk_path(dir, n);
+        let f = File::open(&path).map_err(io_err(&path))?;
+        let len = f.metadata().map_err(io_err(&path))?.len();
+        if len != meta.bytes {
+            let what = format!("{len} bytes, metadata says {}", meta.bytes);
+            return Err(SnapshotError::Corrupt { path, what });
+        }
+        Ok(ChunkReader {
+            path,
+            reader: BufReader::new(f),
+            crc: crc32fast::Hasher::new(),
+            left_bytes: meta.bytes,
+            left_pairs: meta.pairs,
+            expected_crc: meta.crc32,
+        })
+    }
+
+    fn read_field(&mut self) -> Result<Vec<u8>, SnapshotError> {
+        let mut len = [0u8; 4];
+        self.read_exact(&mut len)?;
+        let n = u32::from_le_bytes(len);
+        if n > MAX_RECORD_FIELD || u64::from(n) > self.left_bytes {
+            let what = format!("record field of {n} bytes");
+            return Err(SnapshotError::Corrupt {
+                path: self.path.clone(),
+                what,
+            });
+        }
+        let mut buf = vec![0u8; n as usize];
+        self.read_exact(&mut buf)?;
+        Ok(buf)
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), SnapshotError> {
+        if buf.len() as u64 > self.left_bytes {
+            return Err(SnapshotError::Corrupt {
+                path: self.path.clone(),
+                what: "truncated record".into(),
+            });
+        }
+        self.reader.read_exact(buf).map_err(io_err(&self.path))?;
+        self.crc.update(buf);
+        self.left_bytes -= buf.len() as u64;
+        Ok(())
+    }
+
+    /// The next (key, value), or None at the end of a chunk whose checksum matched.
+    fn next_pair(&mut self) -> Result<Option<RawPair>, SnapshotError> {
+        if self.left_pairs == 0 {
+            if self.left_bytes != 0 {
+                return Err(SnapshotError::Corrupt {
+                    path: self.path.clone(),
+                    what: "trailing bytes".into(),
+                });
+            }
+            if self.crc.clone().finalize() != self.expected_crc {
+                return Err(SnapshotError::Checksum {
+                    path: self.path.clone(),
+                });
+            }
+            return Ok(None);
+        }
+        let key = self.read_field()?;
+        let value = self.read_field()?;
+        self.left_pairs -= 1;
+        Ok(Some((key, value)))
+    }
+}
+
+/// Visits every pair of every chunk in order; fails on the first bad chunk.
+fn for_each_pair(
+    dir: &Path,
+    meta: &SnapshotMeta,
+    mut visit: impl FnMut(Vec<u8>, Vec<u8>) -> Result<(), SnapshotError>,
+) -> Result<(), SnapshotError> {
+    for (n, chunk) in meta.chunks.iter().enumerate() {
+        let mut reader = ChunkReader::open(dir, n, chunk)?;
+        while let Some((k, v)) = reader.next_pair()? {
+            visit(k, v)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks the snapshot's metadata against what the leader said it sent, and every chunk's
+/// checksum, reading each chunk once. Nothing is changed.
+pub fn verify(
+    dir: &Path,
+    region_id: u64,
+    term: u64,
+    index: u64,
+) -> Result<SnapshotMeta, SnapshotError> {
+    let meta = read_meta(dir)?;
+    let got = (
+        meta.region.as_ref().map_or(0, |r| r.id),
+        meta.term,
+        meta.index,
+    );
+    if got != (region_id, term, index) {
+        return Err(SnapshotError::Mismatch(format!(
+            "expected region {region_id} at term {term} index {index}, found {got:?}"
+        )));
+    }
+    let region = meta.region.clone().unwrap_or_default();
+    let in_range = |k: &[u8]| {
+        k >= region.start_key.as_slice()
+            && (region.end_key.is_empty() || k < region.end_key.as_slice())
+    };
+    for_each_pair(dir, &meta, |k, _| {
+        if in_range(&k) {
+            Ok(())
+        } else {
+            Err(SnapshotError::Mismatch(format!(
+                "key {k:?} is outside the region's range"
+            )))
+        }
+    })?;
+    Ok(meta)
+}
+
+/// Applies a verified snapshot: mark and clear, ingest in batches of about `batch_bytes`,
+/// then the apply and region states. The caller makes the result durable (`persist`).
+pub fn apply(
+    kv: &impl KvEngine,
+    dir: &Path,
+    meta: &SnapshotMeta,
+    batch_bytes: usize,
+) -> Result<(), SnapshotError> {
+    let region = meta.region.clone().unwrap_or_default();
+    let mut batch = KvWriteBatch::default();
+    put_region_state(
+        &mut batch,
+        &RegionLocalState {
+            region: Some(region.clone()),
+            state: PeerState::Applying as i32,
+        },
+    );
+    clear_range(&mut batch, &region);
+    kv.write(&batch)?;
+    kv.persist()?;
+    let mut batch = KvWriteBatch::default();
+    for_each_pair(dir, meta, |k, v| {
+        batch.put(Keyspace::Data, Bytes::from(k), Bytes::from(v));
+        if batch.size_bytes() >= batch_bytes {
+            kv.write(&std::mem::take(&mut batch))?;
+        }
+        Ok(())
+    })?;
+    let done = RaftApplyState {
+        applied_index: meta.index,
+        applied_term: meta.term,
+        truncated_index: meta.index,
+        truncated_term: meta.term,
+    };
+    put_apply_state(&mut batch, region.id, &done);
+    put_region_state(
+        &mut batch,
+        &RegionLocalState {
+            region: Some(region),
+            state: PeerState::Normal as i32,
+        },
+    );
+    kv.write(&batch)?;
+    Ok(())
+}
+
+fn clear_range(batch: &mut KvWriteBatch, region: &Region) {
+    let end = (!region.end_key.is_empty()).then(|| Bytes::from(region.end_key.clone()));
+    batch.delete_range(Keyspace::Data, region.start_key.clone(), end);
+}
+
+/// Removes a snapshot's files (after its apply is durable, or once it was sent).
+pub fn remove(dir: &Path) -> Result<(), SnapshotError> {
+    fs::remove_dir_all(dir).map_err(io_err(dir))
+}
+
+/// On restart: removes temporary directories of interrupted generations, and finishes
+/// every snapshot apply that a crash interrupted (its files are kept until it completes).
+/// Returns the regions whose apply was resumed.
+pub fn recover(
+    kv: &impl KvEngine,
+    root: &Path,
+    batch_bytes: usize,
+) -> Result<Vec<u64>, SnapshotError> {
+    if let Ok(entries) = fs::read_dir(root) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path
+                .extension()
+                .is_some_and(|x| x == TMP_SUFFIX.trim_start_matches('.'))
+            {
+                fs::remove_dir_all(&path).map_err(io_err(&path))?;
+            }
+        }
+    }
+    let mut resumed = Vec::new();
+    for state in all_region_states(kv)? {
+        if state.state != PeerState::Applying as i32 {
+            continue;
+        }
+        let id = state.region.as_ref().map_or(0, |r| r.id);
+        let dir = pending_snapshot_dir(kv, root, id)?;
+        let meta = read_meta(&dir)?;
+        let meta = verify(&dir, id, meta.term, meta.index)?;
+        apply(kv, &dir, &meta, batch_bytes)?;
+        kv.persist()?;
+        resumed.push(id);
+    }
+    Ok(resumed)
+}
+
+/// The newest snapshot directory of `region` beyond its current apply state.
+fn pending_snapshot_dir(
+    kv: &impl KvRead,
+    root: &Path,
+    region: u64,
+) -> Result<PathBuf, SnapshotError> {
+    let applied = apply_state(kv, region)?.map_or(0, |s| s.applied_index);
+    let prefix = format!("{region}_");
+    let mut best: Option<(u64, PathBuf)> = None;
+    for entry in fs::read_dir(root).map_err(io_err(root))?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(index) = rest.rsplit('_').next().and_then(|i| i.parse::<u64>().ok()) else {
+            continue;
+        };
+        if index > applied && best.as_ref().is_none_or(|(b, _)| index > *b) {
+            best = Some((index, entry.path()));
+        }
+    }
+    best.map(|(_, p)| p).ok_or_else(|| {
+        SnapshotError::Mismatch(format!(
+            "region {region} was applying a snapshot whose files are gone"
+        ))
+    })
+}

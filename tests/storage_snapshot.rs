@@ -1,0 +1,268 @@
+//! Region snapshots: generation from a read view into checksummed chunks, verification,
+//! apply (clear, ingest, states last), rejection of bad chunks and mismatched metadata
+//! without changes, and recovery from a crash at every step of an apply.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use flotilla::metapb::{Region, RegionEpoch};
+use flotilla::storage::fjall_kv::FjallKvEngine;
+use flotilla::storage::kv::{Keyspace, KvEngine, KvError, KvIter, KvRead, KvWriteBatch};
+use flotilla::storage::mem_kv::{MemKvEngine, MemKvView};
+use flotilla::storage::pb::{PeerState, RaftApplyState};
+use flotilla::storage::region_meta::{apply_state, put_apply_state, region_state};
+use flotilla::storage::snapshot::{self, SnapshotError};
+
+fn region() -> Region {
+    Region {
+        id: 7,
+        start_key: b"k100".to_vec(),
+        end_key: b"k600".to_vec(),
+        epoch: Some(RegionEpoch {
+            conf_ver: 2,
+            version: 3,
+        }),
+        peers: Vec::new(),
+    }
+}
+
+fn fill(kv: &impl KvEngine, keys: impl Iterator<Item = u32>, tag: &str) {
+    let mut b = KvWriteBatch::default();
+    for i in keys {
+        b.put(Keyspace::Data, format!("k{i:03}"), format!("{tag}{i}"));
+    }
+    kv.write(&b).unwrap();
+}
+
+fn data(kv: &impl KvRead) -> Vec<(Bytes, Bytes)> {
+    kv.scan(Keyspace::Data, b"", None, false)
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// A leader-side engine with the region's data (and neighbours'), snapshotted at index 40.
+fn make_snapshot(root: &Path) -> (Vec<(Bytes, Bytes)>, flotilla::storage::pb::SnapshotMeta) {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = FjallKvEngine::open(dir.path()).unwrap();
+    fill(&leader, 0..1000, "new");
+    let view = leader.view();
+    fill(&leader, 0..1000, "later"); // not in the snapshot
+    let meta = snapshot::generate(&view, &region(), 4, 40, root, 512).unwrap();
+    let expected = data(&view)
+        .into_iter()
+        .filter(|(k, _)| k.as_ref() >= b"k100".as_ref() && k.as_ref() < b"k600".as_ref())
+        .collect();
+    (expected, meta)
+}
+
+/// A follower with stale data in the region's range and unrelated data around it.
+fn follower() -> MemKvEngine {
+    let kv = MemKvEngine::new();
+    fill(&kv, (0..1000).step_by(3), "old");
+    let mut b = KvWriteBatch::default();
+    put_apply_state(
+        &mut b,
+        7,
+        &RaftApplyState {
+            applied_index: 10,
+            applied_term: 2,
+            truncated_index: 5,
+            truncated_term: 1,
+        },
+    );
+    kv.write(&b).unwrap();
+    kv.persist().unwrap();
+    kv
+}
+
+fn in_region(k: &[u8]) -> bool {
+    k >= b"k100".as_ref() && k < b"k600".as_ref()
+}
+
+#[test]
+fn generate_verify_apply() {
+    let root = tempfile::tempdir().unwrap();
+    let (expected, meta) = make_snapshot(root.path());
+    assert_eq!(expected.len(), 500);
+    assert!(
+        meta.chunks.len() > 10,
+        "512-byte chunks: {}",
+        meta.chunks.len()
+    );
+    let dir = snapshot::snapshot_dir(root.path(), 7, 4, 40);
+    let verified = snapshot::verify(&dir, 7, 4, 40).unwrap();
+    assert_eq!(verified, meta);
+
+    let kv = follower();
+    let outside_before: Vec<_> = data(&kv)
+        .into_iter()
+        .filter(|(k, _)| !in_region(k))
+        .collect();
+    snapshot::apply(&kv, &dir, &verified, 4096).unwrap();
+    let after = data(&kv);
+    let inside: Vec<_> = after
+        .iter()
+        .filter(|(k, _)| in_region(k))
+        .cloned()
+        .collect();
+    let outside: Vec<_> = after.into_iter().filter(|(k, _)| !in_region(k)).collect();
+    assert_eq!(inside, expected, "the range holds exactly the snapshot");
+    assert_eq!(outside, outside_before, "other regions untouched");
+    let st = apply_state(&kv, 7).unwrap().unwrap();
+    assert_eq!(
+        (st.applied_index, st.applied_term, st.truncated_index),
+        (40, 4, 40)
+    );
+    let rs = region_state(&kv, 7).unwrap().unwrap();
+    assert_eq!(
+        (rs.state, rs.region),
+        (PeerState::Normal as i32, Some(region()))
+    );
+}
+
+#[test]
+fn bad_chunks_and_mismatched_metadata_are_refused_and_change_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let (_, _) = make_snapshot(root.path());
+    let dir = snapshot::snapshot_dir(root.path(), 7, 4, 40);
+    assert!(matches!(
+        snapshot::verify(&dir, 7, 4, 41),
+        Err(SnapshotError::Mismatch(_))
+    ));
+    assert!(matches!(
+        snapshot::verify(&dir, 8, 4, 40),
+        Err(SnapshotError::Mismatch(_))
+    ));
+
+    let chunk = dir.join("chunk-00003");
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&chunk, &bytes).unwrap();
+    let kv = follower();
+    let before = data(&kv);
+    match snapshot::verify(&dir, 7, 4, 40) {
+        Err(SnapshotError::Checksum { path }) | Err(SnapshotError::Corrupt { path, .. }) => {
+            assert_eq!(path, chunk)
+        }
+        other => panic!("expected a checksum error, got {other:?}"),
+    }
+    assert_eq!(data(&kv), before);
+    assert_eq!(apply_state(&kv, 7).unwrap().unwrap().applied_index, 10);
+}
+
+/// An engine that crashes at its n-th write or persist, keeping the first `kept` batches
+/// written since the last persist (any prefix may have reached the disk).
+struct Crashing {
+    inner: MemKvEngine,
+    steps: AtomicUsize,
+    crash_at: usize,
+    kept: usize,
+}
+
+impl Crashing {
+    fn step(&self) -> Result<(), KvError> {
+        let n = self.steps.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.crash_at {
+            self.inner.crash_keeping(self.kept);
+            return Err(KvError::Engine("simulated crash".into()));
+        }
+        Ok(())
+    }
+}
+
+impl KvRead for Crashing {
+    fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Bytes>, KvError> {
+        self.inner.get(ks, key)
+    }
+    fn scan<'a>(
+        &'a self,
+        ks: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        reverse: bool,
+    ) -> KvIter<'a> {
+        self.inner.scan(ks, start, end, reverse)
+    }
+}
+
+impl KvEngine for Crashing {
+    type View = MemKvView;
+    fn write(&self, batch: &KvWriteBatch) -> Result<(), KvError> {
+        self.step()?;
+        self.inner.write(batch)
+    }
+    fn view(&self) -> MemKvView {
+        self.inner.view()
+    }
+    fn approximate_size(
+        &self,
+        ks: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+    ) -> Result<u64, KvError> {
+        self.inner.approximate_size(ks, start, end)
+    }
+    fn persist(&self) -> Result<(), KvError> {
+        self.step()?;
+        self.inner.persist()
+    }
+}
+
+#[test]
+fn a_crash_at_any_step_of_an_apply_restarts_cleanly() {
+    let root = tempfile::tempdir().unwrap();
+    let (expected, meta) = make_snapshot(root.path());
+    let dir = snapshot::snapshot_dir(root.path(), 7, 4, 40);
+    let old = data(&follower());
+    let mut crashes = 0;
+    'points: for crash_at in 1.. {
+        for kept in 0..8 {
+            let kv = Crashing {
+                inner: follower(),
+                steps: AtomicUsize::new(0),
+                crash_at,
+                kept,
+            };
+            let applied = snapshot::apply(&kv, &dir, &meta, 2048).and_then(|()| Ok(kv.persist()?));
+            if applied.is_ok() {
+                assert!(crash_at > 3, "an apply takes several steps");
+                break 'points;
+            }
+            crashes += 1;
+            // Restart: recovery finishes an interrupted apply, or there is nothing to do.
+            let resumed = snapshot::recover(&kv.inner, root.path(), 2048).unwrap();
+            let st = apply_state(&kv.inner, 7).unwrap().unwrap();
+            let rs = region_state(&kv.inner, 7).unwrap();
+            let now = data(&kv.inner);
+            let at =
+                format!("crash at step {crash_at} keeping {kept} batches, resumed {resumed:?}");
+            if st.applied_index == 40 {
+                assert_eq!(rs.unwrap().state, PeerState::Normal as i32, "{at}");
+                let inside: Vec<_> = now.into_iter().filter(|(k, _)| in_region(k)).collect();
+                assert_eq!(inside, expected, "{at}");
+            } else {
+                assert_eq!(st.applied_index, 10, "{at}");
+                assert!(rs.is_none(), "{at}: no marker means nothing began");
+                assert_eq!(now, old, "{at}: untouched");
+            }
+        }
+    }
+    assert!(crashes >= 20, "crashes injected: {crashes}");
+}
+
+#[test]
+fn leftover_temporary_files_are_removed_on_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let tmp = root.path().join("7_4_41.tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::write(tmp.join("chunk-00000"), b"half written").unwrap();
+    let kv = MemKvEngine::new();
+    assert!(
+        snapshot::recover(&kv, root.path(), 1024)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!tmp.exists());
+}
