@@ -343,3 +343,77 @@ fn purge_names_regions_pinning_old_files_and_compacting_them_frees_the_files() {
         "files {files_before} -> {files_after}"
     );
 }
+
+#[test]
+fn gc_round_force_compacts_pinning_regions_and_frees_files() {
+    use flotilla::storage::log_gc::{GcInput, GcPolicy, run_gc};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = RaftLogConfig::new(dir.path());
+    cfg.target_file_size = 4096;
+    cfg.purge_threshold = 8192;
+    let log = RaftLogEngine::open(&cfg).unwrap();
+    let mut batch = LogWriteBatch::default();
+    batch.append(2, &ents(1, 60, 1)).unwrap();
+    log.write(&mut batch, true).unwrap();
+    for i in 0..40u64 {
+        let big: Vec<Entry> = (i * 10 + 1..=i * 10 + 10)
+            .map(|index| Entry {
+                index,
+                term: 1,
+                data: Bytes::from(vec![1u8; 200]),
+                ..Default::default()
+            })
+            .collect();
+        batch.append(1, &big).unwrap();
+        log.write(&mut batch, true).unwrap();
+    }
+    let files_before = log_files(dir.path()).len();
+    // Region 1 is fully applied and durable; region 2 applied 60 but a follower is at 3.
+    let input = |region| {
+        let first_index = log.first_index(region)?;
+        Some(match region {
+            1 => GcInput {
+                region,
+                durable_applied: 400,
+                slowest_follower: None,
+                first_index,
+            },
+            _ => GcInput {
+                region,
+                durable_applied: 60,
+                slowest_follower: Some(3),
+                first_index,
+            },
+        })
+    };
+    let policy = GcPolicy {
+        max_follower_lag: 1_000,
+        min_entries: 1,
+    };
+    // Purge names region 2 (60 old entries pin the oldest file): it is force-compacted
+    // past its follower, who will need a snapshot. Region 1 is compacted regularly.
+    let done = run_gc(&log, &policy, &[1, 2], input).unwrap();
+    let got: Vec<(u64, u64, bool)> = done
+        .iter()
+        .map(|(r, d)| (*r, d.compact_to, d.strands_follower))
+        .collect();
+    assert_eq!(got, [(1, 401, false), (2, 61, true)]);
+    assert_eq!(
+        log.first_index(2),
+        None,
+        "all of region 2's entries are gone"
+    );
+    // Without the pinning, the same follower would have held region 2 back.
+    let regular = policy.regular(&GcInput {
+        region: 2,
+        durable_applied: 60,
+        slowest_follower: Some(3),
+        first_index: 1,
+    });
+    assert_eq!(regular.map(|d| d.compact_to), Some(4));
+    let files_after = log_files(dir.path()).len();
+    assert!(
+        files_after < files_before / 2,
+        "files {files_before} -> {files_after}"
+    );
+}

@@ -10,6 +10,7 @@ pub mod pb {
 
 pub mod fjall_kv;
 pub mod kv;
+pub mod log_gc;
 pub mod mem_kv;
 pub mod raft_log;
 pub mod region_meta;
