@@ -14,7 +14,7 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use flotilla::raft::pb::{Entry, HardState};
 use flotilla::storage::pb::RaftLocalState;
-use flotilla::storage::raft_log::{LogWriteBatch, RaftLogConfig, RaftLogEngine};
+use flotilla::storage::raft_log::{LogWriteBatch, RaftLogConfig, RaftLogEngine, RaftLogStore};
 use flotilla::storage::wal_entry::{WalEntry, WalEntryExt};
 use prost::Message as _;
 
@@ -60,7 +60,7 @@ fn append_sync(c: &mut Criterion) {
                     let mut batch = LogWriteBatch::default();
                     for region in 1..=regions {
                         batch.append(region, &e).expect("append");
-                        batch.put_state(region, &local_state(index)).expect("state");
+                        batch.put_state(region, &local_state(index));
                     }
                     log.write(&mut batch, true).expect("write");
                 })
@@ -115,7 +115,7 @@ fn recovery(c: &mut Criterion) {
             let mut batch = LogWriteBatch::default();
             for region in 1..=regions {
                 batch.append(region, &ents).expect("append");
-                batch.put_state(region, &local_state(upto)).expect("state");
+                batch.put_state(region, &local_state(upto));
             }
             log.write(&mut batch, false).expect("write");
             next = upto + 1;

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use flotilla::raft::pb::{ConfState, Entry, Message};
 use flotilla::raft::{Config, RawNode, Role};
 use flotilla::storage::pb::RaftLocalState;
-use flotilla::storage::raft_log::{LogWriteBatch, RaftLogConfig, RaftLogEngine, RegionLog};
+use flotilla::storage::raft_log::{
+    LogWriteBatch, RaftLogConfig, RaftLogEngine, RaftLogStore, RegionLog,
+};
 
 const REGION: u64 = 1;
 
@@ -68,7 +70,7 @@ fn handle_ready(n: &mut Node, out: &mut VecDeque<Message>) -> bool {
     }
     let mut batch = LogWriteBatch::default();
     batch.append(REGION, &rd.entries).unwrap();
-    batch.put_state(REGION, &local).unwrap();
+    batch.put_state(REGION, &local);
     n.engine.write(&mut batch, rd.must_sync).unwrap();
     n.log.on_written(&rd.entries, &local);
     if let Some((index, term)) = ack {

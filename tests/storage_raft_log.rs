@@ -6,9 +6,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use flotilla::raft::pb::{ConfState, Entry, HardState};
 use flotilla::raft::{LogStorage, MemStorage, StorageError};
+use flotilla::storage::mem_log::MemRaftLog;
 use flotilla::storage::pb::RaftLocalState;
 use flotilla::storage::raft_log::{
-    LogError, LogWriteBatch, RaftLogConfig, RaftLogEngine, RegionLog,
+    LogError, LogWriteBatch, RaftLogConfig, RaftLogEngine, RaftLogStore, RegionLog,
 };
 
 fn ents(first: u64, last: u64, term: u64) -> Vec<Entry> {
@@ -45,9 +46,7 @@ fn many_regions_in_one_batch_survive_reopen() {
         let mut batch = LogWriteBatch::default();
         for region in 1..=100u64 {
             batch.append(region, &ents(1, region % 7 + 1, 2)).unwrap();
-            batch
-                .put_state(region, &state(2, 1, region % 7 + 1))
-                .unwrap();
+            batch.put_state(region, &state(2, 1, region % 7 + 1));
         }
         assert_eq!(
             (batch.region_count(), batch.entry_count()),
@@ -69,17 +68,16 @@ fn many_regions_in_one_batch_survive_reopen() {
     }
 }
 
-#[test]
-fn appending_inside_the_log_replaces_the_suffix() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path());
+fn replaces_the_suffix(log: &dyn RaftLogStore) {
     let mut batch = LogWriteBatch::default();
     batch.append(9, &ents(1, 10, 1)).unwrap();
     log.write(&mut batch, false).unwrap();
     batch.append(9, &ents(6, 8, 2)).unwrap();
     log.write(&mut batch, true).unwrap();
-    drop(log);
-    let log = open(dir.path());
+    check_replaced_suffix(log);
+}
+
+fn check_replaced_suffix(log: &dyn RaftLogStore) {
     assert_eq!(log.last_index(9), Some(8));
     let got = log.entries(9, 1, 9, u64::MAX).unwrap();
     let mut want = ents(1, 5, 1);
@@ -87,10 +85,7 @@ fn appending_inside_the_log_replaces_the_suffix() {
     assert_eq!(got, want);
 }
 
-#[test]
-fn holes_and_overwrites_of_compacted_entries_are_refused_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path());
+fn refuses_holes_and_overwrites_of_compacted_entries(log: &dyn RaftLogStore) {
     let mut batch = LogWriteBatch::default();
     batch.append(1, &ents(1, 5, 1)).unwrap();
     log.write(&mut batch, false).unwrap();
@@ -127,12 +122,9 @@ fn holes_and_overwrites_of_compacted_entries_are_refused_whole() {
     );
 }
 
-/// The same operations through `RegionLog` (raft-engine + cache) and `MemStorage` must
+/// The same operations through `RegionLog` (log store + cache) and `MemStorage` must
 /// read back identically through the core's `LogStorage` trait.
-#[test]
-fn region_log_reads_like_mem_storage() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Arc::new(open(dir.path()));
+fn region_log_reads_like_mem_storage(engine: Arc<dyn RaftLogStore>) {
     let cs = ConfState {
         voters: vec![1, 2, 3],
         ..Default::default()
@@ -157,7 +149,7 @@ fn region_log_reads_like_mem_storage() {
             hard_state: Some(hs),
             last_index: last,
         };
-        batch.put_state(5, &local).unwrap();
+        batch.put_state(5, &local);
         engine.write(&mut batch, true).unwrap();
         region.on_written(&entries, &local);
         mem.wl().append(&entries).unwrap();
@@ -187,6 +179,57 @@ fn region_log_reads_like_mem_storage() {
     check_same(&region, &mem);
     assert_eq!(region.term(6), Err(StorageError::Compacted));
     assert_eq!(region.entries(7, 9, u64::MAX), Err(StorageError::Compacted));
+}
+
+/// The shared suite: the raft-engine log and the in-memory log behave the same.
+fn suite(log: Arc<dyn RaftLogStore>) {
+    replaces_the_suffix(log.as_ref());
+    refuses_holes_and_overwrites_of_compacted_entries(log.as_ref());
+    region_log_reads_like_mem_storage(log);
+}
+
+#[test]
+fn suite_on_raft_engine_and_the_suffix_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    suite(Arc::new(open(dir.path())));
+    check_replaced_suffix(&open(dir.path()));
+}
+
+#[test]
+fn suite_on_the_in_memory_log_and_a_crash_drops_unsynced_writes() {
+    suite(Arc::new(MemRaftLog::new()));
+    let log = MemRaftLog::new();
+    let mut batch = LogWriteBatch::default();
+    batch.append(3, &ents(1, 4, 1)).unwrap();
+    batch.put_state(3, &state(1, 4, 4));
+    log.write(&mut batch, true).unwrap();
+    batch.append(3, &ents(5, 6, 1)).unwrap();
+    batch.put_state(3, &state(1, 6, 6));
+    log.write(&mut batch, false).unwrap();
+    batch.append(3, &ents(7, 7, 1)).unwrap();
+    log.write(&mut batch, false).unwrap();
+    assert_eq!(log.last_index(3), Some(7));
+    log.crash_keeping(1);
+    assert_eq!(
+        log.last_index(3),
+        Some(6),
+        "the first unsynced write survived, not the second"
+    );
+    assert_eq!(log.local_state(3).unwrap(), Some(state(1, 6, 6)));
+    log.crash();
+    assert_eq!(
+        log.last_index(3),
+        Some(6),
+        "a crash keeps what survived the last one"
+    );
+    batch.append(3, &ents(7, 8, 2)).unwrap();
+    log.write(&mut batch, false).unwrap();
+    log.crash();
+    assert_eq!(log.last_index(3), Some(6));
+    assert!(matches!(
+        log.entries(3, 5, 8, u64::MAX),
+        Err(LogError::Missing { region: 3, .. })
+    ));
 }
 
 fn check_same(a: &impl LogStorage, b: &impl LogStorage) {
@@ -232,9 +275,7 @@ fn fill_small_files(dir: &std::path::Path) -> RaftLogConfig {
             })
             .collect();
         batch.append(1, &e).unwrap();
-        batch
-            .put_state(1, &state(1, i * 10 + 10, i * 10 + 10))
-            .unwrap();
+        batch.put_state(1, &state(1, i * 10 + 10, i * 10 + 10));
         log.write(&mut batch, true).unwrap();
     }
     cfg

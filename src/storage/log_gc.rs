@@ -5,7 +5,7 @@
 //! past the bound, and for regions `purge_expired_files` names (their old entries pin old
 //! log files), the log is compacted anyway and such followers are caught up by snapshot.
 
-use super::raft_log::{LogError, RaftLogEngine};
+use super::raft_log::{LogError, RaftLogStore};
 
 /// What the store knows of one region when it runs GC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +74,7 @@ impl GcPolicy {
 /// that pin them, and compacts the others regularly. Returns the decisions it carried out;
 /// `input` describes a region (None: not known here, left alone).
 pub fn run_gc(
-    log: &RaftLogEngine,
+    log: &dyn RaftLogStore,
     policy: &GcPolicy,
     regions: &[u64],
     input: impl Fn(u64) -> Option<GcInput>,

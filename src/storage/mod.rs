@@ -12,6 +12,7 @@ pub mod fjall_kv;
 pub mod kv;
 pub mod log_gc;
 pub mod mem_kv;
+pub mod mem_log;
 pub mod raft_log;
 pub mod region_meta;
 pub mod snapshot;

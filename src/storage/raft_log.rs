@@ -29,6 +29,8 @@ pub enum LogError {
     CorruptFile { file: PathBuf, detail: String },
     #[error("raft log of region {region} is corrupt: {what}")]
     Corrupt { region: u64, what: String },
+    #[error("raft log of region {region} lacks {what}")]
+    Missing { region: u64, what: String },
     #[error("refused write to the raft log of region {region}: {what}")]
     InvalidWrite { region: u64, what: String },
 }
@@ -73,26 +75,20 @@ impl RaftLogConfig {
     }
 }
 
-/// What a batch does to one region's log, in order, checked against the engine before the
-/// write: raft-engine itself cannot take a hole or an overwrite of compacted entries.
-#[derive(Debug, Clone, Copy)]
-enum PlannedOp {
-    Append {
-        first: u64,
-        last: u64,
-    },
-    /// Drop every entry below `index` (a snapshot install resets the log to start there).
-    CompactTo {
-        index: u64,
-    },
+/// One operation of a batch on one region's log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogOp {
+    /// Consecutive entries, replacing any suffix from the first one's index.
+    Append(Vec<Entry>),
+    /// Drop every entry below the index (a snapshot install resets the log to start there).
+    CompactTo(u64),
+    PutState(RaftLocalState),
 }
 
-/// Many regions' entries and states, written together.
-#[derive(Default)]
+/// Many regions' entries and states, written together by one `RaftLogStore::write`.
+#[derive(Debug, Clone, Default)]
 pub struct LogWriteBatch {
-    batch: LogBatch,
-    /// Each region touched, in order, with what the batch does to its log (if anything).
-    planned: Vec<(u64, Option<PlannedOp>)>,
+    ops: Vec<(u64, LogOp)>,
     entries: usize,
 }
 
@@ -100,7 +96,7 @@ impl LogWriteBatch {
     /// Appends entries (consecutive indices) to a region's log, replacing any suffix from
     /// the first one's index.
     pub fn append(&mut self, region: u64, entries: &[Entry]) -> Result<(), LogError> {
-        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        let Some(first) = entries.first() else {
             return Ok(());
         };
         let consecutive = entries.windows(2).all(|w| w[1].index == w[0].index + 1);
@@ -108,34 +104,27 @@ impl LogWriteBatch {
             let what = "entries are not consecutive from a positive index".to_string();
             return Err(LogError::InvalidWrite { region, what });
         }
-        let wal: Vec<WalEntry> = entries.iter().map(WalEntry::from_entry).collect();
-        self.batch.add_entries::<WalEntryExt>(region, &wal)?;
-        let op = PlannedOp::Append {
-            first: first.index,
-            last: last.index,
-        };
-        self.planned.push((region, Some(op)));
+        self.ops.push((region, LogOp::Append(entries.to_vec())));
         self.entries += entries.len();
         Ok(())
     }
 
     /// Drops every entry of the region below `index`.
     pub fn compact_to(&mut self, region: u64, index: u64) {
-        self.batch.add_command(region, Command::Compact { index });
-        self.planned
-            .push((region, Some(PlannedOp::CompactTo { index })));
+        self.ops.push((region, LogOp::CompactTo(index)));
     }
 
-    pub fn put_state(&mut self, region: u64, state: &RaftLocalState) -> Result<(), LogError> {
-        self.batch
-            .put(region, STATE_KEY.to_vec(), state.encode_to_vec())?;
-        self.planned.push((region, None));
-        Ok(())
+    pub fn put_state(&mut self, region: u64, state: &RaftLocalState) {
+        self.ops.push((region, LogOp::PutState(*state)));
+    }
+
+    pub fn ops(&self) -> &[(u64, LogOp)] {
+        &self.ops
     }
 
     /// How many distinct regions the batch writes to.
     pub fn region_count(&self) -> usize {
-        let mut ids: Vec<u64> = self.planned.iter().map(|(r, _)| *r).collect();
+        let mut ids: Vec<u64> = self.ops.iter().map(|(r, _)| *r).collect();
         ids.sort_unstable();
         ids.dedup();
         ids.len()
@@ -146,8 +135,79 @@ impl LogWriteBatch {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.planned.is_empty()
+        self.ops.is_empty()
     }
+
+    fn clear(&mut self) {
+        self.ops.clear();
+        self.entries = 0;
+    }
+
+    /// Refuses a batch that would leave a hole in a log or overwrite compacted entries,
+    /// given each region's current (first, last) index.
+    pub fn check(&self, span_of: impl Fn(u64) -> Option<(u64, u64)>) -> Result<(), LogError> {
+        // Group each region's operations, keeping their order (the sort is stable).
+        let mut ops: Vec<&(u64, LogOp)> = self
+            .ops
+            .iter()
+            .filter(|(_, op)| !matches!(op, LogOp::PutState(_)))
+            .collect();
+        ops.sort_by_key(|(region, _)| *region);
+        for group in ops.chunk_by(|a, b| a.0 == b.0) {
+            let region = group[0].0;
+            let mut span = span_of(region);
+            for (_, op) in group {
+                match op {
+                    LogOp::CompactTo(index) => {
+                        span = span
+                            .filter(|&(_, last)| last >= *index)
+                            .map(|(first, last)| (first.max(*index), last));
+                    }
+                    LogOp::Append(ents) => {
+                        let (first, last) = (ents[0].index, ents[ents.len() - 1].index);
+                        if let Some((lo, hi)) = span
+                            && (first < lo || first > hi + 1)
+                        {
+                            let what = format!("append at {first} to a log spanning {lo}..={hi}");
+                            return Err(LogError::InvalidWrite { region, what });
+                        }
+                        span = Some((span.map_or(first, |(lo, _)| lo), last));
+                    }
+                    LogOp::PutState(_) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A store's raft log: every region's entries and `RaftLocalState`. `RaftLogEngine` keeps
+/// it in raft-engine; `MemRaftLog` in memory for deterministic tests.
+pub trait RaftLogStore: Send + Sync {
+    /// Writes the batch atomically (one engine write; one fsync if `sync`) and empties it;
+    /// returns the bytes written. A batch that fails `LogWriteBatch::check` is refused
+    /// whole, before anything is written.
+    fn write(&self, batch: &mut LogWriteBatch, sync: bool) -> Result<usize, LogError>;
+    /// Every region with a log or a state, in id order, with its state (default if none).
+    fn recover(&self) -> Result<Vec<(u64, RaftLocalState)>, LogError>;
+    fn local_state(&self, region: u64) -> Result<Option<RaftLocalState>, LogError>;
+    fn entry(&self, region: u64, index: u64) -> Result<Option<Entry>, LogError>;
+    /// Entries in `[low, high)`, stopping after `max_bytes` (at least one).
+    fn entries(
+        &self,
+        region: u64,
+        low: u64,
+        high: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, LogError>;
+    fn first_index(&self, region: u64) -> Option<u64>;
+    fn last_index(&self, region: u64) -> Option<u64>;
+    /// Drops the region's entries below `index` (log GC); returns how many were dropped.
+    fn compact_to(&self, region: u64, index: u64) -> u64;
+    /// Deletes log files whose entries were all compacted; returns the regions whose old
+    /// entries keep the oldest files alive (to be force-compacted, or to have lagging
+    /// followers sent a snapshot).
+    fn purge_expired_files(&self) -> Result<Vec<u64>, LogError>;
 }
 
 pub struct RaftLogEngine {
@@ -167,9 +227,36 @@ impl RaftLogEngine {
             Err(e) => Err(e.into()),
         }
     }
+}
 
-    /// Every region with a log or a state, with its state (default if none was written).
-    pub fn recover(&self) -> Result<Vec<(u64, RaftLocalState)>, LogError> {
+impl RaftLogStore for RaftLogEngine {
+    fn write(&self, batch: &mut LogWriteBatch, sync: bool) -> Result<usize, LogError> {
+        batch.check(|region| {
+            self.engine
+                .first_index(region)
+                .zip(self.engine.last_index(region))
+        })?;
+        let mut lb = LogBatch::default();
+        for (region, op) in batch.ops() {
+            match op {
+                LogOp::Append(ents) => {
+                    let wal: Vec<WalEntry> = ents.iter().map(WalEntry::from_entry).collect();
+                    lb.add_entries::<WalEntryExt>(*region, &wal)?;
+                }
+                LogOp::CompactTo(index) => {
+                    lb.add_command(*region, Command::Compact { index: *index })
+                }
+                LogOp::PutState(state) => {
+                    lb.put(*region, STATE_KEY.to_vec(), state.encode_to_vec())?
+                }
+            }
+        }
+        let written = self.engine.write(&mut lb, sync)?;
+        batch.clear();
+        Ok(written)
+    }
+
+    fn recover(&self) -> Result<Vec<(u64, RaftLocalState)>, LogError> {
         let mut ids = self.engine.raft_groups();
         ids.sort_unstable();
         ids.into_iter()
@@ -177,7 +264,7 @@ impl RaftLogEngine {
             .collect()
     }
 
-    pub fn local_state(&self, region: u64) -> Result<Option<RaftLocalState>, LogError> {
+    fn local_state(&self, region: u64) -> Result<Option<RaftLocalState>, LogError> {
         let Some(raw) = self.engine.get(region, STATE_KEY) else {
             return Ok(None);
         };
@@ -189,63 +276,12 @@ impl RaftLogEngine {
             })
     }
 
-    /// Writes the batch with one engine write (and one fsync if `sync`); returns the bytes
-    /// written. A batch that would leave a hole or overwrite compacted entries is refused
-    /// whole, before anything is written.
-    pub fn write(&self, batch: &mut LogWriteBatch, sync: bool) -> Result<usize, LogError> {
-        // Group each region's operations, keeping their order (the sort is stable).
-        let mut ops: Vec<(u64, PlannedOp)> = batch
-            .planned
-            .iter()
-            .filter_map(|&(r, op)| Some((r, op?)))
-            .collect();
-        ops.sort_by_key(|&(region, _)| region);
-        for group in ops.chunk_by(|a, b| a.0 == b.0) {
-            self.check_plan(group[0].0, group.iter().map(|(_, op)| *op))?;
-        }
-        let written = self.engine.write(&mut batch.batch, sync)?;
-        batch.planned.clear();
-        batch.entries = 0;
-        Ok(written)
-    }
-
-    fn check_plan(
-        &self,
-        region: u64,
-        ops: impl Iterator<Item = PlannedOp>,
-    ) -> Result<(), LogError> {
-        let mut span = self
-            .engine
-            .first_index(region)
-            .zip(self.engine.last_index(region));
-        for op in ops {
-            match op {
-                PlannedOp::CompactTo { index } => {
-                    span = span
-                        .filter(|&(_, last)| last >= index)
-                        .map(|(first, last)| (first.max(index), last));
-                }
-                PlannedOp::Append { first, last } => {
-                    if let Some((lo, hi)) = span
-                        && (first < lo || first > hi + 1)
-                    {
-                        let what = format!("append at {first} to a log spanning {lo}..={hi}");
-                        return Err(LogError::InvalidWrite { region, what });
-                    }
-                    span = Some((span.map_or(first, |(lo, _)| lo), last));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    pub fn entry(&self, region: u64, index: u64) -> Result<Option<Entry>, LogError> {
+    fn entry(&self, region: u64, index: u64) -> Result<Option<Entry>, LogError> {
         let entry = self.engine.get_entry::<WalEntryExt>(region, index)?;
         Ok(entry.map(WalEntry::into_entry))
     }
 
-    /// Entries in `[low, high)`, stopping after `max_bytes` (at least one).
-    pub fn entries(
+    fn entries(
         &self,
         region: u64,
         low: u64,
@@ -259,23 +295,19 @@ impl RaftLogEngine {
         Ok(wal.into_iter().map(WalEntry::into_entry).collect())
     }
 
-    pub fn first_index(&self, region: u64) -> Option<u64> {
+    fn first_index(&self, region: u64) -> Option<u64> {
         self.engine.first_index(region)
     }
 
-    pub fn last_index(&self, region: u64) -> Option<u64> {
+    fn last_index(&self, region: u64) -> Option<u64> {
         self.engine.last_index(region)
     }
 
-    /// Drops the region's entries below `index` (log GC).
-    pub fn compact_to(&self, region: u64, index: u64) -> u64 {
+    fn compact_to(&self, region: u64, index: u64) -> u64 {
         self.engine.compact_to(region, index)
     }
 
-    /// Deletes log files whose entries were all compacted; returns the regions whose old
-    /// entries keep the oldest files alive (to be force-compacted, or to have lagging
-    /// followers sent a snapshot).
-    pub fn purge_expired_files(&self) -> Result<Vec<u64>, LogError> {
+    fn purge_expired_files(&self) -> Result<Vec<u64>, LogError> {
         Ok(self.engine.purge_expired_files()?)
     }
 }
@@ -365,7 +397,7 @@ struct RegionLogState {
 /// One region's log as the consensus core reads it.
 pub struct RegionLog {
     region: u64,
-    engine: Arc<RaftLogEngine>,
+    engine: Arc<dyn RaftLogStore>,
     cache_bytes: u64,
     state: RwLock<RegionLogState>,
 }
@@ -375,7 +407,7 @@ impl RegionLog {
     /// — and `conf_state` the configuration as of the applied index.
     pub fn new(
         region: u64,
-        engine: Arc<RaftLogEngine>,
+        engine: Arc<dyn RaftLogStore>,
         local: RaftLocalState,
         truncated: (u64, u64),
         conf_state: ConfState,
