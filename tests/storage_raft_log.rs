@@ -337,15 +337,15 @@ fn damage_in_the_middle_refuses_to_open_and_names_the_file() {
     assert!(err.contains(&name), "error should name {name}: {err}");
 }
 
-#[test]
-fn purge_names_regions_pinning_old_files_and_compacting_them_frees_the_files() {
+/// Small files and a low purge threshold. Region 2 writes 60 entries early (more than
+/// raft-engine would quietly rewrite itself); region 1 then writes 400 entries into many
+/// files. Returns the directory, the log and how many files it has.
+fn pinning_layout() -> (tempfile::TempDir, RaftLogEngine, usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = RaftLogConfig::new(dir.path());
     cfg.target_file_size = 4096;
     cfg.purge_threshold = 8192;
     let log = RaftLogEngine::open(&cfg).unwrap();
-    // Region 2 writes early (more entries than raft-engine would quietly rewrite itself);
-    // region 1 keeps writing into many files.
     let mut batch = LogWriteBatch::default();
     batch.append(2, &ents(1, 60, 1)).unwrap();
     log.write(&mut batch, true).unwrap();
@@ -361,7 +361,13 @@ fn purge_names_regions_pinning_old_files_and_compacting_them_frees_the_files() {
         batch.append(1, &big).unwrap();
         log.write(&mut batch, true).unwrap();
     }
-    let files_before = log_files(dir.path()).len();
+    let files = log_files(dir.path()).len();
+    (dir, log, files)
+}
+
+#[test]
+fn purge_names_regions_pinning_old_files_and_compacting_them_frees_the_files() {
+    let (dir, log, files_before) = pinning_layout();
     // Region 1 applied and compacted everything; region 2 did not.
     log.compact_to(1, 400);
     let mut pinning = Vec::new();
@@ -388,27 +394,7 @@ fn purge_names_regions_pinning_old_files_and_compacting_them_frees_the_files() {
 #[test]
 fn gc_round_force_compacts_pinning_regions_and_frees_files() {
     use flotilla::storage::log_gc::{GcInput, GcPolicy, run_gc};
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = RaftLogConfig::new(dir.path());
-    cfg.target_file_size = 4096;
-    cfg.purge_threshold = 8192;
-    let log = RaftLogEngine::open(&cfg).unwrap();
-    let mut batch = LogWriteBatch::default();
-    batch.append(2, &ents(1, 60, 1)).unwrap();
-    log.write(&mut batch, true).unwrap();
-    for i in 0..40u64 {
-        let big: Vec<Entry> = (i * 10 + 1..=i * 10 + 10)
-            .map(|index| Entry {
-                index,
-                term: 1,
-                data: Bytes::from(vec![1u8; 200]),
-                ..Default::default()
-            })
-            .collect();
-        batch.append(1, &big).unwrap();
-        log.write(&mut batch, true).unwrap();
-    }
-    let files_before = log_files(dir.path()).len();
+    let (dir, log, files_before) = pinning_layout();
     // Region 1 is fully applied and durable; region 2 applied 60 but a follower is at 3.
     let input = |region| {
         let first_index = log.first_index(region)?;

@@ -14,36 +14,49 @@ fn err(e: impl std::fmt::Display) -> KvError {
     KvError::Engine(e.to_string())
 }
 
-pub struct FjallKvEngine {
-    db: Database,
+/// The fjall keyspace behind each `Keyspace`.
+#[derive(Clone)]
+struct Keyspaces {
     data: fjall::Keyspace,
     meta: fjall::Keyspace,
+}
+
+impl Keyspaces {
+    fn get(&self, ks: Keyspace) -> &fjall::Keyspace {
+        match ks {
+            Keyspace::Data => &self.data,
+            Keyspace::Meta => &self.meta,
+        }
+    }
+}
+
+pub struct FjallKvEngine {
+    db: Database,
+    keyspaces: Keyspaces,
 }
 
 /// A point-in-time view of every keyspace.
 pub struct FjallKvView {
     snapshot: fjall::Snapshot,
-    data: fjall::Keyspace,
-    meta: fjall::Keyspace,
+    keyspaces: Keyspaces,
 }
 
 impl FjallKvEngine {
     pub fn open(path: &Path) -> Result<Self, KvError> {
         let db = Database::builder(path).open().map_err(err)?;
-        let data = db
-            .keyspace(Keyspace::Data.name(), KeyspaceCreateOptions::default)
-            .map_err(err)?;
-        let meta = db
-            .keyspace(Keyspace::Meta.name(), KeyspaceCreateOptions::default)
-            .map_err(err)?;
-        Ok(FjallKvEngine { db, data, meta })
+        let open = |ks: Keyspace| {
+            db.keyspace(ks.name(), KeyspaceCreateOptions::default)
+                .map_err(err)
+        };
+        let keyspaces = Keyspaces {
+            data: open(Keyspace::Data)?,
+            meta: open(Keyspace::Meta)?,
+        };
+        Ok(FjallKvEngine { db, keyspaces })
     }
 
     fn keyspace(&self, ks: Keyspace) -> &fjall::Keyspace {
-        match ks {
-            Keyspace::Data => &self.data,
-            Keyspace::Meta => &self.meta,
-        }
+        self.keyspaces.get(ks)
     }
 
     /// The net effect of the batch per key (None: deleted), so that the fjall batch holds
@@ -79,8 +92,27 @@ impl FjallKvEngine {
     }
 }
 
-fn scan_iter<'a>(iter: fjall::Iter, reverse: bool) -> KvIter<'a> {
-    let pairs = iter.map(|guard| {
+fn snapshot_get(
+    snapshot: &fjall::Snapshot,
+    keyspace: &fjall::Keyspace,
+    key: &[u8],
+) -> Result<Option<Bytes>, KvError> {
+    let value = snapshot.get(keyspace, key).map_err(err)?;
+    Ok(value.map(|v| Bytes::copy_from_slice(&v)))
+}
+
+/// The iterator keeps its own hold on the snapshot, so it may outlive `snapshot`.
+fn snapshot_scan<'a>(
+    snapshot: &fjall::Snapshot,
+    keyspace: &fjall::Keyspace,
+    start: &[u8],
+    end: Option<&[u8]>,
+    reverse: bool,
+) -> KvIter<'a> {
+    if end.is_some_and(|e| e <= start) {
+        return Box::new(std::iter::empty());
+    }
+    let pairs = snapshot.range(keyspace, bounds(start, end)).map(|guard| {
         let (k, v) = guard.into_inner().map_err(err)?;
         Ok((Bytes::copy_from_slice(&k), Bytes::copy_from_slice(&v)))
     });
@@ -91,19 +123,9 @@ fn scan_iter<'a>(iter: fjall::Iter, reverse: bool) -> KvIter<'a> {
     }
 }
 
-fn empty_range(start: &[u8], end: Option<&[u8]>) -> bool {
-    end.is_some_and(|e| e <= start)
-}
-
 impl KvRead for FjallKvView {
     fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Bytes>, KvError> {
-        let keyspace = if ks == Keyspace::Data {
-            &self.data
-        } else {
-            &self.meta
-        };
-        let value = self.snapshot.get(keyspace, key).map_err(err)?;
-        Ok(value.map(|v| Bytes::copy_from_slice(&v)))
+        snapshot_get(&self.snapshot, self.keyspaces.get(ks), key)
     }
 
     fn scan<'a>(
@@ -113,22 +135,14 @@ impl KvRead for FjallKvView {
         end: Option<&[u8]>,
         reverse: bool,
     ) -> KvIter<'a> {
-        if empty_range(start, end) {
-            return Box::new(std::iter::empty());
-        }
-        let keyspace = if ks == Keyspace::Data {
-            &self.data
-        } else {
-            &self.meta
-        };
-        scan_iter(self.snapshot.range(keyspace, bounds(start, end)), reverse)
+        snapshot_scan(&self.snapshot, self.keyspaces.get(ks), start, end, reverse)
     }
 }
 
+/// Reads of the live engine are reads of a snapshot taken for the occasion.
 impl KvRead for FjallKvEngine {
     fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Bytes>, KvError> {
-        let value = self.keyspace(ks).get(key).map_err(err)?;
-        Ok(value.map(|v| Bytes::copy_from_slice(&v)))
+        snapshot_get(&self.db.snapshot(), self.keyspace(ks), key)
     }
 
     fn scan<'a>(
@@ -138,10 +152,7 @@ impl KvRead for FjallKvEngine {
         end: Option<&[u8]>,
         reverse: bool,
     ) -> KvIter<'a> {
-        if empty_range(start, end) {
-            return Box::new(std::iter::empty());
-        }
-        scan_iter(self.keyspace(ks).range(bounds(start, end)), reverse)
+        snapshot_scan(&self.db.snapshot(), self.keyspace(ks), start, end, reverse)
     }
 }
 
@@ -162,24 +173,8 @@ impl KvEngine for FjallKvEngine {
     fn view(&self) -> FjallKvView {
         FjallKvView {
             snapshot: self.db.snapshot(),
-            data: self.data.clone(),
-            meta: self.meta.clone(),
+            keyspaces: self.keyspaces.clone(),
         }
-    }
-
-    /// Computed by a scan of the range (exact, and as costly as reading it).
-    fn approximate_size(
-        &self,
-        ks: Keyspace,
-        start: &[u8],
-        end: Option<&[u8]>,
-    ) -> Result<u64, KvError> {
-        let mut total = 0u64;
-        for pair in self.scan(ks, start, end, false) {
-            let (k, v) = pair?;
-            total += (k.len() + v.len()) as u64;
-        }
-        Ok(total)
     }
 
     fn persist(&self) -> Result<(), KvError> {

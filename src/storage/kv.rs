@@ -123,13 +123,21 @@ pub trait KvEngine: KvRead + Send + Sync {
     /// A consistent read view as of now; later writes are not visible through it.
     fn view(&self) -> Self::View;
 
-    /// Key and value bytes stored in `[start, end)`, approximately.
+    /// Key and value bytes stored in `[start, end)`, approximately. The default scans the
+    /// range (exact, and as costly as reading it); an engine may estimate instead.
     fn approximate_size(
         &self,
         ks: Keyspace,
         start: &[u8],
         end: Option<&[u8]>,
-    ) -> Result<u64, KvError>;
+    ) -> Result<u64, KvError> {
+        let mut total = 0u64;
+        for pair in self.scan(ks, start, end, false) {
+            let (k, v) = pair?;
+            total += (k.len() + v.len()) as u64;
+        }
+        Ok(total)
+    }
 
     /// Makes everything written so far durable.
     fn persist(&self) -> Result<(), KvError>;

@@ -7,21 +7,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+use super::journaled::Journaled;
 use super::kv::{Keyspace, KvEngine, KvError, KvIter, KvRead, KvWriteBatch, WriteOp, bounds};
 
 type Tables = BTreeMap<Keyspace, BTreeMap<Bytes, Bytes>>;
 
 #[derive(Default)]
-struct State {
-    live: Arc<Tables>,
-    durable: Arc<Tables>,
-    /// Batches written since the last persist, in order (a crash may keep a prefix).
-    unsynced: Vec<KvWriteBatch>,
-}
-
-#[derive(Default)]
 pub struct MemKvEngine {
-    state: Mutex<State>,
+    state: Mutex<Journaled<Tables, KvWriteBatch>>,
 }
 
 /// A point-in-time view: an immutable share of the tables (writes copy on write).
@@ -41,25 +34,17 @@ impl MemKvEngine {
     /// A crash after which the first `kept` batches written since the last persist
     /// survive (a real engine's journal may reach the disk on its own, but in order).
     pub fn crash_keeping(&self, kept: usize) {
-        let mut st = self.state.lock();
-        let mut tables = (*st.durable).clone();
-        for batch in st.unsynced.iter().take(kept) {
-            for op in batch.ops() {
-                apply(&mut tables, op);
-            }
-        }
-        st.live = Arc::new(tables);
-        st.durable = st.live.clone();
-        st.unsynced.clear();
-    }
-
-    /// Batches written since the last persist.
-    pub fn unsynced_batches(&self) -> usize {
-        self.state.lock().unsynced.len()
+        self.state.lock().crash_keeping(kept, apply_batch);
     }
 
     fn snapshot(&self) -> MemKvView {
-        MemKvView(self.state.lock().live.clone())
+        MemKvView(self.state.lock().live().clone())
+    }
+}
+
+fn apply_batch(tables: &mut Tables, batch: &KvWriteBatch) {
+    for op in batch.ops() {
+        apply(tables, op);
     }
 }
 
@@ -148,12 +133,7 @@ impl KvEngine for MemKvEngine {
     type View = MemKvView;
 
     fn write(&self, batch: &KvWriteBatch) -> Result<(), KvError> {
-        let mut st = self.state.lock();
-        let tables = Arc::make_mut(&mut st.live);
-        for op in batch.ops() {
-            apply(tables, op);
-        }
-        st.unsynced.push(batch.clone());
+        self.state.lock().write(batch, apply_batch, false);
         Ok(())
     }
 
@@ -161,25 +141,8 @@ impl KvEngine for MemKvEngine {
         self.snapshot()
     }
 
-    fn approximate_size(
-        &self,
-        ks: Keyspace,
-        start: &[u8],
-        end: Option<&[u8]>,
-    ) -> Result<u64, KvError> {
-        let view = self.snapshot();
-        let mut total = 0u64;
-        for pair in view.scan(ks, start, end, false) {
-            let (k, v) = pair?;
-            total += (k.len() + v.len()) as u64;
-        }
-        Ok(total)
-    }
-
     fn persist(&self) -> Result<(), KvError> {
-        let mut st = self.state.lock();
-        st.durable = st.live.clone();
-        st.unsynced.clear();
+        self.state.lock().sync();
         Ok(())
     }
 }

@@ -2,11 +2,10 @@
 //! write makes everything so far durable; `crash` forgets what was not synced (or, with
 //! `crash_keeping`, keeps a prefix of the unsynced writes, as a real log may).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use parking_lot::Mutex;
+use std::collections::BTreeMap;
 
+use super::journaled::Journaled;
 use super::pb::RaftLocalState;
 use super::raft_log::{LogError, LogOp, LogWriteBatch, RaftLogStore};
 use crate::raft::pb::Entry;
@@ -21,15 +20,8 @@ struct Group {
 type Groups = BTreeMap<u64, Group>;
 
 #[derive(Default)]
-struct State {
-    live: Arc<Groups>,
-    durable: Arc<Groups>,
-    unsynced: Vec<LogWriteBatch>,
-}
-
-#[derive(Default)]
 pub struct MemRaftLog {
-    state: Mutex<State>,
+    state: Mutex<Journaled<Groups, LogWriteBatch>>,
 }
 
 fn apply(groups: &mut Groups, batch: &LogWriteBatch) {
@@ -60,18 +52,11 @@ impl MemRaftLog {
 
     /// A crash after which the first `kept` unsynced writes survive.
     pub fn crash_keeping(&self, kept: usize) {
-        let mut st = self.state.lock();
-        let mut groups = (*st.durable).clone();
-        for batch in st.unsynced.iter().take(kept) {
-            apply(&mut groups, batch);
-        }
-        st.live = Arc::new(groups);
-        st.durable = st.live.clone();
-        st.unsynced.clear();
+        self.state.lock().crash_keeping(kept, apply);
     }
 
     fn read<T>(&self, f: impl FnOnce(&Groups) -> T) -> T {
-        f(&self.state.lock().live)
+        f(self.state.lock().live())
     }
 }
 
@@ -86,15 +71,7 @@ impl RaftLogStore for MemRaftLog {
                 _ => 0,
             })
             .sum();
-        let mut st = self.state.lock();
-        apply(Arc::make_mut(&mut st.live), batch);
-        if sync {
-            st.durable = st.live.clone();
-            st.unsynced.clear();
-        } else {
-            st.unsynced.push(batch.clone());
-        }
-        drop(st);
+        self.state.lock().write(batch, apply, sync);
         *batch = LogWriteBatch::default();
         Ok(bytes)
     }

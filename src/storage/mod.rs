@@ -9,6 +9,7 @@ pub mod pb {
 }
 
 pub mod fjall_kv;
+mod journaled;
 pub mod kv;
 pub mod log_gc;
 pub mod mem_kv;
