@@ -196,14 +196,6 @@ impl KvEngine for Crashing {
     fn view(&self) -> MemKvView {
         self.inner.view()
     }
-    fn approximate_size(
-        &self,
-        ks: Keyspace,
-        start: &[u8],
-        end: Option<&[u8]>,
-    ) -> Result<u64, KvError> {
-        self.inner.approximate_size(ks, start, end)
-    }
     fn persist(&self) -> Result<(), KvError> {
         self.step()?;
         self.inner.persist()
