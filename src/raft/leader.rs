@@ -179,7 +179,12 @@ impl<S: LogStorage> Raft<S> {
 
     // ---- replication ------------------------------------------------------------------
 
+    /// Sends every follower what it lacks, and at least the commit index.
     pub(super) fn bcast_append(&mut self) {
+        self.send_append_to_peers(true);
+    }
+
+    fn send_append_to_peers(&mut self, send_if_empty: bool) {
         let ids: Vec<u64> = self
             .tracker
             .progress
@@ -188,7 +193,7 @@ impl<S: LogStorage> Raft<S> {
             .filter(|&id| id != self.id)
             .collect();
         for id in ids {
-            self.send_append(id, true);
+            self.send_append(id, send_if_empty);
         }
     }
 
@@ -521,16 +526,7 @@ impl<S: LogStorage> Raft<S> {
         if self.maybe_commit() {
             self.bcast_append();
         } else {
-            let ids: Vec<u64> = self
-                .tracker
-                .progress
-                .keys()
-                .copied()
-                .filter(|&id| id != self.id)
-                .collect();
-            for id in ids {
-                self.send_append(id, false);
-            }
+            self.send_append_to_peers(false);
         }
         cs
     }

@@ -417,10 +417,7 @@ impl Cluster {
                 }
             } else {
                 match raw.apply_conf_change(&e) {
-                    Ok(cs) => {
-                        n.sm.conf_state = cs.clone();
-                        n.storage.wl().set_conf_state(cs);
-                    }
+                    Ok(cs) => n.sm.conf_state = cs,
                     Err(err) => self.checker.fail(format!(
                         "node {id}: committed conf change {} failed: {err}",
                         e.index
@@ -430,7 +427,7 @@ impl Cluster {
             n.sm.applied_index = e.index;
         }
         raw.on_applied(last);
-        // Also persist the configuration we restart with.
+        // The configuration we restart with, durable together with the applied state.
         n.storage.wl().set_conf_state(n.sm.conf_state.clone());
     }
 

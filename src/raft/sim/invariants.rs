@@ -35,13 +35,8 @@ impl Checker {
         self.leaders.len()
     }
 
-    pub fn committed_len(&self) -> u64 {
-        self.committed.keys().next_back().copied().unwrap_or(0)
-    }
-
-    /// Highest index known committed anywhere; reads started now must see at least this.
     pub fn max_committed(&self) -> u64 {
-        self.committed_len()
+        self.committed.keys().next_back().copied().unwrap_or(0)
     }
 
     pub fn check(&mut self, nodes: &BTreeMap<u64, SimNode>) {

@@ -140,7 +140,7 @@ pub fn run(opts: &SimOptions) -> Result<SimReport, SimFailure> {
         sim.verify(step)?;
     }
     sim.heal_and_converge(opts.steps)?;
-    sim.report.committed = sim.c.checker.committed_len();
+    sim.report.committed = sim.c.checker.max_committed();
     sim.report.snapshots_delivered = sim
         .c
         .delivered
