@@ -1,10 +1,11 @@
 //! The store's raft log against raw raft-engine.
 //!
-//! - `wal/append_sync/flotilla/N` and `wal/append_sync/raw/N`: one synced write of a batch
-//!   holding one 256-byte entry for each of N regions (N = 1, 100, 10,000), plus each
-//!   region's state. One batch = one engine write = one fsync, so fsyncs per 1,000 entries
-//!   is 1,000 / N. The raw variant builds the same `LogBatch` by hand (same entry bytes,
-//!   same state bytes) without flotilla's conversion and checks.
+//! - `wal/append_sync/N`: one synced write of a batch holding one 256-byte entry for each
+//!   of N regions (N = 1, 100, 10,000), plus each region's state. One batch = one engine
+//!   write = one fsync, so fsyncs per 1,000 entries is 1,000 / N. Raw raft-engine writes
+//!   the same entries and states, building its `LogBatch` by hand, alternating with
+//!   flotilla's writes; the printed line gives both medians and their ratio.
+//! - `wal/append_nosync/N`: the same without fsync, which shows the CPU cost alone.
 //! - `wal/recovery`: reopening a log of 10,000 regions holding 1 GiB of 256-byte entries
 //!   (`FLOTILLA_BENCH_RECOVERY_MIB` changes the size), warm page cache.
 
@@ -40,60 +41,127 @@ fn local_state(index: u64) -> RaftLocalState {
     }
 }
 
-fn append_sync(c: &mut Criterion) {
-    let mut group = c.benchmark_group("wal/append_sync");
-    group
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(8));
-    for regions in [1u64, 100, 10_000] {
-        group.throughput(Throughput::Elements(regions));
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = RaftLogEngine::open(&RaftLogConfig::new(dir.path())).expect("open");
-        let mut index = 0u64;
-        group.bench_with_input(
-            BenchmarkId::new("flotilla", regions),
-            &regions,
-            |b, &regions| {
-                b.iter(|| {
-                    index += 1;
-                    let e = [entry(index)];
-                    let mut batch = LogWriteBatch::default();
-                    for region in 1..=regions {
-                        batch.append(region, &e).expect("append");
-                        batch.put_state(region, &local_state(index));
-                    }
-                    log.write(&mut batch, true).expect("write");
-                })
-            },
-        );
-        drop(log);
+/// One side of the comparison: writes one entry (index `index`) and the state of each of
+/// `regions` regions in one batch.
+trait Side {
+    fn write(&mut self, regions: u64, index: u64, sync: bool);
+    /// Log GC, outside the timed part, so memtables stay the size a running store's do.
+    fn compact(&mut self, regions: u64, index: u64);
+}
 
-        let dir = tempfile::tempdir().expect("temp dir");
-        let cfg = raft_engine::Config {
-            dir: dir.path().to_string_lossy().into_owned(),
-            ..Default::default()
-        };
-        let raw = raft_engine::Engine::open(cfg).expect("open raw");
-        let mut index = 0u64;
-        group.bench_with_input(BenchmarkId::new("raw", regions), &regions, |b, &regions| {
-            b.iter(|| {
-                index += 1;
-                let e = [WalEntry::from_entry(&entry(index))];
-                let state = local_state(index).encode_to_vec();
-                let mut batch = raft_engine::LogBatch::default();
-                for region in 1..=regions {
-                    batch
-                        .add_entries::<WalEntryExt>(region, &e)
-                        .expect("append");
-                    batch
-                        .put(region, b"raft_local_state".to_vec(), state.clone())
-                        .expect("state");
-                }
-                raw.write(&mut batch, true).expect("write");
-            })
-        });
+struct Flotilla(RaftLogEngine, LogWriteBatch);
+
+impl Side for Flotilla {
+    fn write(&mut self, regions: u64, index: u64, sync: bool) {
+        let e = [entry(index)];
+        let state = local_state(index);
+        for region in 1..=regions {
+            self.1.append(region, &e).expect("append");
+            self.1.put_state(region, &state);
+        }
+        self.0.write(&mut self.1, sync).expect("write");
     }
-    group.finish();
+
+    fn compact(&mut self, regions: u64, index: u64) {
+        for region in 1..=regions {
+            self.0.compact_to(region, index);
+        }
+    }
+}
+
+struct Raw(raft_engine::Engine);
+
+impl Side for Raw {
+    fn write(&mut self, regions: u64, index: u64, sync: bool) {
+        let e = [WalEntry::from_entry(&entry(index))];
+        let state = local_state(index).encode_to_vec();
+        let mut batch = raft_engine::LogBatch::default();
+        for region in 1..=regions {
+            batch
+                .add_entries::<WalEntryExt>(region, &e)
+                .expect("append");
+            batch
+                .put(region, b"raft_local_state".to_vec(), state.clone())
+                .expect("state");
+        }
+        self.0.write(&mut batch, sync).expect("write");
+    }
+
+    fn compact(&mut self, regions: u64, index: u64) {
+        for region in 1..=regions {
+            self.0.compact_to(region, index);
+        }
+    }
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort_unstable();
+    times.get(times.len() / 2).copied().unwrap_or_default()
+}
+
+/// Flotilla's and raw raft-engine's writes alternate, so both meet the same disk and the
+/// same neighbours on a shared machine; the ratio of their medians is the layer's cost.
+/// Criterion times flotilla's writes; the raw ones are timed alongside and printed.
+fn append(c: &mut Criterion) {
+    for sync in [true, false] {
+        let name = if sync {
+            "wal/append_sync"
+        } else {
+            "wal/append_nosync"
+        };
+        let mut group = c.benchmark_group(name);
+        group
+            .sample_size(20)
+            .measurement_time(Duration::from_secs(8));
+        for regions in [1u64, 100, 10_000] {
+            group.throughput(Throughput::Elements(regions));
+            let (fl_dir, raw_dir) = (tempdir(), tempdir());
+            let log = RaftLogEngine::open(&RaftLogConfig::new(fl_dir.path())).expect("open");
+            let mut flotilla = Flotilla(log, LogWriteBatch::default());
+            let cfg = raft_engine::Config {
+                dir: raw_dir.path().to_string_lossy().into_owned(),
+                ..Default::default()
+            };
+            let mut raw = Raw(raft_engine::Engine::open(cfg).expect("open raw"));
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            let mut index = 0u64;
+            group.bench_function(BenchmarkId::from_parameter(regions), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        index += 1;
+                        let started = Instant::now();
+                        flotilla.write(regions, index, sync);
+                        let took = started.elapsed();
+                        total += took;
+                        ours.push(took);
+                        let started = Instant::now();
+                        raw.write(regions, index, sync);
+                        theirs.push(started.elapsed());
+                        if index.is_multiple_of(64) {
+                            flotilla.compact(regions, index);
+                            raw.compact(regions, index);
+                        }
+                    }
+                    total
+                })
+            });
+            let (ours, theirs) = (median(&mut ours), median(&mut theirs));
+            let fsyncs = if sync { 1000.0 / regions as f64 } else { 0.0 };
+            println!(
+                "{name}/{regions}: flotilla {ours:.1?}, raw {theirs:.1?} (medians of {} alternating writes), ratio {:.2}; flotilla {:.0} entries/s, {:.1} MB/s of payload; fsyncs per 1,000 entries {fsyncs}",
+                index,
+                ours.as_secs_f64() / theirs.as_secs_f64(),
+                regions as f64 / ours.as_secs_f64(),
+                regions as f64 * ENTRY_BYTES as f64 / ours.as_secs_f64() / 1e6,
+            );
+        }
+        group.finish();
+    }
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
 }
 
 fn recovery(c: &mut Criterion) {
@@ -144,5 +212,5 @@ fn recovery(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append_sync, recovery);
+criterion_group!(benches, append, recovery);
 criterion_main!(benches);

@@ -106,6 +106,36 @@ fn refuses_holes_and_overwrites_of_compacted_entries(log: &dyn RaftLogStore) {
             "nothing of a refused batch is written"
         );
     }
+    // Operations earlier in the same batch count: a compaction raises the floor, an
+    // append moves the end.
+    let compacted_then_below = |b: &mut LogWriteBatch| {
+        b.compact_to(1, 4);
+        b.append(1, &ents(3, 3, 2))
+    };
+    let hole_after_append = |b: &mut LogWriteBatch| {
+        b.append(1, &ents(6, 6, 2))?;
+        b.append(1, &ents(8, 8, 2))
+    };
+    let emptied_then_hole = |b: &mut LogWriteBatch| {
+        b.compact_to(1, 9);
+        b.append(1, &ents(9, 9, 2))?;
+        b.append(1, &ents(11, 11, 2))
+    };
+    for build in [compacted_then_below, hole_after_append, emptied_then_hole] {
+        let mut batch = LogWriteBatch::default();
+        build(&mut batch).unwrap();
+        assert!(matches!(
+            log.write(&mut batch, false),
+            Err(LogError::InvalidWrite { region: 1, .. })
+        ));
+        assert_eq!((log.first_index(1), log.last_index(1)), (Some(3), Some(5)));
+    }
+    let mut batch = LogWriteBatch::default();
+    batch.compact_to(1, 4);
+    batch.append(1, &ents(4, 6, 2)).unwrap();
+    log.write(&mut batch, false).unwrap();
+    assert_eq!((log.first_index(1), log.last_index(1)), (Some(4), Some(6)));
+
     // Not consecutive.
     let mut gap = ents(6, 7, 2);
     gap[1].index = 9;

@@ -9,7 +9,7 @@ use super::journaled::Journaled;
 use super::pb::RaftLocalState;
 use super::raft_log::{LogError, LogOp, LogWriteBatch, RaftLogStore};
 use crate::raft::pb::Entry;
-use crate::raft::storage::{entry_size, limit_size};
+use crate::raft::storage::limit_size;
 
 #[derive(Debug, Clone, Default)]
 struct Group {
@@ -26,15 +26,16 @@ pub struct MemRaftLog {
 
 fn apply(groups: &mut Groups, batch: &LogWriteBatch) {
     for (region, op) in batch.ops() {
-        let g = groups.entry(*region).or_default();
+        let g = groups.entry(region).or_default();
         match op {
             LogOp::Append(ents) => {
                 if let Some(first) = ents.first() {
-                    g.entries.split_off(&first.index);
+                    g.entries.split_off(&first.entry.index);
                 }
-                g.entries.extend(ents.iter().map(|e| (e.index, e.clone())));
+                g.entries
+                    .extend(ents.iter().map(|w| (w.entry.index, w.entry.clone())));
             }
-            LogOp::CompactTo(index) => g.entries = g.entries.split_off(index),
+            LogOp::CompactTo(index) => g.entries = g.entries.split_off(&index),
             LogOp::PutState(s) => g.state = Some(*s),
         }
     }
@@ -62,15 +63,8 @@ impl MemRaftLog {
 
 impl RaftLogStore for MemRaftLog {
     fn write(&self, batch: &mut LogWriteBatch, sync: bool) -> Result<usize, LogError> {
-        batch.check(|region| self.first_index(region).zip(self.last_index(region)))?;
-        let bytes = batch
-            .ops()
-            .iter()
-            .map(|(_, op)| match op {
-                LogOp::Append(ents) => ents.iter().map(entry_size).sum::<u64>() as usize,
-                _ => 0,
-            })
-            .sum();
+        batch.check(self)?;
+        let bytes = batch.entry_bytes() as usize;
         self.state.lock().write(batch, apply, sync);
         *batch = LogWriteBatch::default();
         Ok(bytes)

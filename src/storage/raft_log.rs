@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use prost::Message as _;
 use raft_engine::{Command, LogBatch, ReadableSize, RecoveryMode};
 
@@ -75,12 +75,21 @@ impl RaftLogConfig {
     }
 }
 
-/// One operation of a batch on one region's log.
-#[derive(Debug, Clone, PartialEq)]
-pub enum LogOp {
+/// One operation of a batch on one region's log, as `LogWriteBatch::ops` hands it out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LogOp<'a> {
     /// Consecutive entries, replacing any suffix from the first one's index.
-    Append(Vec<Entry>),
+    Append(&'a [WalEntry]),
     /// Drop every entry below the index (a snapshot install resets the log to start there).
+    CompactTo(u64),
+    PutState(&'a RaftLocalState),
+}
+
+/// How a batch stores an operation: appended entries live in one shared vector, so a
+/// batch of thousands of regions allocates per batch, not per region.
+#[derive(Debug, Clone)]
+enum StoredOp {
+    Append { start: usize, end: usize },
     CompactTo(u64),
     PutState(RaftLocalState),
 }
@@ -88,8 +97,8 @@ pub enum LogOp {
 /// Many regions' entries and states, written together by one `RaftLogStore::write`.
 #[derive(Debug, Clone, Default)]
 pub struct LogWriteBatch {
-    ops: Vec<(u64, LogOp)>,
-    entries: usize,
+    ops: Vec<(u64, StoredOp)>,
+    entries: Vec<WalEntry>,
 }
 
 impl LogWriteBatch {
@@ -104,22 +113,34 @@ impl LogWriteBatch {
             let what = "entries are not consecutive from a positive index".to_string();
             return Err(LogError::InvalidWrite { region, what });
         }
-        self.ops.push((region, LogOp::Append(entries.to_vec())));
-        self.entries += entries.len();
+        let start = self.entries.len();
+        self.entries
+            .extend(entries.iter().map(WalEntry::from_entry));
+        let end = self.entries.len();
+        self.ops.push((region, StoredOp::Append { start, end }));
         Ok(())
     }
 
     /// Drops every entry of the region below `index`.
     pub fn compact_to(&mut self, region: u64, index: u64) {
-        self.ops.push((region, LogOp::CompactTo(index)));
+        self.ops.push((region, StoredOp::CompactTo(index)));
     }
 
     pub fn put_state(&mut self, region: u64, state: &RaftLocalState) {
-        self.ops.push((region, LogOp::PutState(*state)));
+        self.ops.push((region, StoredOp::PutState(*state)));
     }
 
-    pub fn ops(&self) -> &[(u64, LogOp)] {
-        &self.ops
+    /// The operations in the order they were added, each with its region.
+    pub fn ops(&self) -> impl Iterator<Item = (u64, LogOp<'_>)> {
+        self.ops.iter().map(|(region, op)| (*region, self.view(op)))
+    }
+
+    fn view<'a>(&'a self, op: &'a StoredOp) -> LogOp<'a> {
+        match op {
+            StoredOp::Append { start, end } => LogOp::Append(&self.entries[*start..*end]),
+            StoredOp::CompactTo(index) => LogOp::CompactTo(*index),
+            StoredOp::PutState(state) => LogOp::PutState(state),
+        }
     }
 
     /// How many distinct regions the batch writes to.
@@ -131,7 +152,12 @@ impl LogWriteBatch {
     }
 
     pub fn entry_count(&self) -> usize {
-        self.entries
+        self.entries.len()
+    }
+
+    /// Bytes of the appended entries, as the core counts them.
+    pub fn entry_bytes(&self) -> u64 {
+        self.entries.iter().map(|w| entry_size(&w.entry)).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -140,43 +166,108 @@ impl LogWriteBatch {
 
     fn clear(&mut self) {
         self.ops.clear();
-        self.entries = 0;
+        self.entries.clear();
     }
 
     /// Refuses a batch that would leave a hole in a log or overwrite compacted entries,
-    /// given each region's current (first, last) index.
-    pub fn check(&self, span_of: impl Fn(u64) -> Option<(u64, u64)>) -> Result<(), LogError> {
-        // Group each region's operations, keeping their order (the sort is stable).
-        let mut ops: Vec<&(u64, LogOp)> = self
+    /// given the log it is about to be written to.
+    pub fn check<L: RaftLogStore + ?Sized>(&self, log: &L) -> Result<(), LogError> {
+        // Each region's operations, in the order they were added.
+        let mut order: Vec<(u64, usize)> = self
             .ops
             .iter()
-            .filter(|(_, op)| !matches!(op, LogOp::PutState(_)))
+            .enumerate()
+            .filter(|(_, (_, op))| !matches!(op, StoredOp::PutState(_)))
+            .map(|(at, (region, _))| (*region, at))
             .collect();
-        ops.sort_by_key(|(region, _)| *region);
-        for group in ops.chunk_by(|a, b| a.0 == b.0) {
+        order.sort_unstable();
+        for group in order.chunk_by(|a, b| a.0 == b.0) {
             let region = group[0].0;
-            let mut span = span_of(region);
-            for (_, op) in group {
-                match op {
-                    LogOp::CompactTo(index) => {
-                        span = span
-                            .filter(|&(_, last)| last >= *index)
-                            .map(|(first, last)| (first.max(*index), last));
+            let mut span = SpanCheck::new(log, region);
+            for &(_, at) in group {
+                match self.ops[at].1 {
+                    StoredOp::CompactTo(index) => span.compact_to(index),
+                    StoredOp::Append { start, end } => {
+                        let (first, last) = (
+                            self.entries[start].entry.index,
+                            self.entries[end - 1].entry.index,
+                        );
+                        span.append(first, last)?;
                     }
-                    LogOp::Append(ents) => {
-                        let (first, last) = (ents[0].index, ents[ents.len() - 1].index);
-                        if let Some((lo, hi)) = span
-                            && (first < lo || first > hi + 1)
-                        {
-                            let what = format!("append at {first} to a log spanning {lo}..={hi}");
-                            return Err(LogError::InvalidWrite { region, what });
-                        }
-                        span = Some((span.map_or(first, |(lo, _)| lo), last));
-                    }
-                    LogOp::PutState(_) => {}
+                    StoredOp::PutState(_) => {}
                 }
             }
         }
+        Ok(())
+    }
+}
+
+/// A region's log span as a batch's operations would change it. The log's first index is
+/// only looked up when an append overwrites entries: the common append right after the
+/// last entry costs one lookup.
+struct SpanCheck<'a, L: ?Sized> {
+    log: &'a L,
+    region: u64,
+    /// The last index, or `None` for an empty log.
+    last: Option<u64>,
+    /// The first index once known; `floor` bounds it from below after compactions.
+    first: Option<u64>,
+    floor: u64,
+}
+
+impl<'a, L: RaftLogStore + ?Sized> SpanCheck<'a, L> {
+    fn new(log: &'a L, region: u64) -> Self {
+        let last = log.last_index(region);
+        SpanCheck {
+            log,
+            region,
+            last,
+            first: None,
+            floor: 0,
+        }
+    }
+
+    fn first(&mut self) -> u64 {
+        let stored = *self
+            .first
+            .get_or_insert_with(|| self.log.first_index(self.region).unwrap_or(0));
+        stored.max(self.floor)
+    }
+
+    fn compact_to(&mut self, index: u64) {
+        match self.last {
+            Some(last) if last >= index => self.floor = self.floor.max(index),
+            _ => self.last = None,
+        }
+    }
+
+    fn append(&mut self, first: u64, last: u64) -> Result<(), LogError> {
+        match self.last {
+            Some(hi) if first <= hi => {
+                let lo = self.first();
+                if first < lo {
+                    let what = format!("append at {first} to a log spanning {lo}..={hi}");
+                    return Err(LogError::InvalidWrite {
+                        region: self.region,
+                        what,
+                    });
+                }
+            }
+            Some(hi) if first > hi + 1 => {
+                let what = format!("append at {first} to a log ending at {hi}");
+                return Err(LogError::InvalidWrite {
+                    region: self.region,
+                    what,
+                });
+            }
+            Some(_) => {}
+            None => {
+                // An empty log starts wherever the append does.
+                self.first = Some(first);
+                self.floor = first;
+            }
+        }
+        self.last = Some(last);
         Ok(())
     }
 }
@@ -212,13 +303,19 @@ pub trait RaftLogStore: Send + Sync {
 
 pub struct RaftLogEngine {
     engine: raft_engine::Engine,
+    /// One encoding buffer kept between writes: raft-engine keeps its capacity (up to a
+    /// few MiB), so a large batch does not fault in fresh pages every time.
+    spare: Mutex<LogBatch>,
 }
 
 impl RaftLogEngine {
     /// Opens (recovering) the log in `cfg.dir`, creating it if needed.
     pub fn open(cfg: &RaftLogConfig) -> Result<Self, LogError> {
         match raft_engine::Engine::open(cfg.engine_config()) {
-            Ok(engine) => Ok(RaftLogEngine { engine }),
+            Ok(engine) => Ok(RaftLogEngine {
+                engine,
+                spare: Mutex::new(LogBatch::default()),
+            }),
             // raft-engine does not say where; find the file so the operator knows.
             Err(raft_engine::Error::Corruption(detail)) => {
                 let file = find_corrupt_file(&cfg.dir).unwrap_or_else(|| cfg.dir.clone());
@@ -227,31 +324,34 @@ impl RaftLogEngine {
             Err(e) => Err(e.into()),
         }
     }
+
+    fn encode(batch: &LogWriteBatch, lb: &mut LogBatch) -> Result<(), LogError> {
+        for (region, op) in batch.ops() {
+            match op {
+                LogOp::Append(ents) => lb.add_entries::<WalEntryExt>(region, ents)?,
+                LogOp::CompactTo(index) => lb.add_command(region, Command::Compact { index }),
+                LogOp::PutState(state) => {
+                    lb.put(region, STATE_KEY.to_vec(), state.encode_to_vec())?
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl RaftLogStore for RaftLogEngine {
     fn write(&self, batch: &mut LogWriteBatch, sync: bool) -> Result<usize, LogError> {
-        batch.check(|region| {
-            self.engine
-                .first_index(region)
-                .zip(self.engine.last_index(region))
-        })?;
-        let mut lb = LogBatch::default();
-        for (region, op) in batch.ops() {
-            match op {
-                LogOp::Append(ents) => {
-                    let wal: Vec<WalEntry> = ents.iter().map(WalEntry::from_entry).collect();
-                    lb.add_entries::<WalEntryExt>(*region, &wal)?;
-                }
-                LogOp::CompactTo(index) => {
-                    lb.add_command(*region, Command::Compact { index: *index })
-                }
-                LogOp::PutState(state) => {
-                    lb.put(*region, STATE_KEY.to_vec(), state.encode_to_vec())?
-                }
-            }
+        batch.check(self)?;
+        // Concurrent writers each get a batch; raft-engine groups their writes itself.
+        let mut fresh = LogBatch::default();
+        let mut spare = self.spare.try_lock();
+        let lb = spare.as_deref_mut().unwrap_or(&mut fresh);
+        let written = Self::encode(batch, lb).and_then(|()| Ok(self.engine.write(lb, sync)?));
+        if written.is_err() {
+            // Leave nothing of a failed write behind for the next one.
+            *lb = LogBatch::default();
         }
-        let written = self.engine.write(&mut lb, sync)?;
+        let written = written?;
         batch.clear();
         Ok(written)
     }
