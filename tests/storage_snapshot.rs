@@ -217,14 +217,14 @@ fn a_crash_at_any_step_of_an_apply_restarts_cleanly() {
                 crash_at,
                 kept,
             };
-            let applied = snapshot::apply(&kv, &dir, &meta, 2048).and_then(|()| Ok(kv.persist()?));
+            let applied = snapshot::apply(&kv, &dir, &meta, 512).and_then(|()| Ok(kv.persist()?));
             if applied.is_ok() {
                 assert!(crash_at > 3, "an apply takes several steps");
                 break 'points;
             }
             crashes += 1;
             // Restart: recovery finishes an interrupted apply, or there is nothing to do.
-            let resumed = snapshot::recover(&kv.inner, root.path(), 2048).unwrap();
+            let resumed = snapshot::recover(&kv.inner, root.path(), 512).unwrap();
             let st = apply_state(&kv.inner, 7).unwrap().unwrap();
             let rs = region_state(&kv.inner, 7).unwrap();
             let now = data(&kv.inner);

@@ -7,8 +7,8 @@
 //! sequence of `u32 key length, key, u32 value length, value` (little-endian).
 //!
 //! Applying first verifies every chunk and the metadata (a bad one changes nothing), then
-//! marks the region `Applying` and clears its range in one batch, ingests the chunks in
-//! bounded batches, and writes the apply and region states last. A crash in between leaves
+//! durably marks the region `Applying`, clears its range and ingests the chunks in bounded
+//! batches, and writes the apply and region states last. A crash in between leaves
 //! the region marked `Applying`; `resume_interrupted` finishes the job on restart (the
 //! files are kept until the apply completes). Leftover temporary directories of
 //! interrupted generations are removed on restart.
@@ -300,8 +300,9 @@ pub fn verify(
     Ok(meta)
 }
 
-/// Applies a verified snapshot: mark and clear, ingest in batches of about `batch_bytes`,
-/// then the apply and region states. The caller makes the result durable (`persist`).
+/// Applies a verified snapshot: mark, clear, ingest (each in batches of about
+/// `batch_bytes`), then the apply and region states. The caller makes the result durable
+/// (`persist`).
 pub fn apply(
     kv: &impl KvEngine,
     dir: &Path,
@@ -309,6 +310,8 @@ pub fn apply(
     batch_bytes: usize,
 ) -> Result<(), SnapshotError> {
     let region = meta.region.clone().unwrap_or_default();
+    // The marker is durable before the range changes: a crash from here on is finished
+    // by `recover`, which redoes the whole apply.
     let mut batch = KvWriteBatch::default();
     put_region_state(
         &mut batch,
@@ -317,16 +320,13 @@ pub fn apply(
             state: PeerState::Applying as i32,
         },
     );
-    clear_range(&mut batch, &region);
     kv.write(&batch)?;
     kv.persist()?;
+    clear_range(kv, &region, batch_bytes)?;
     let mut batch = KvWriteBatch::default();
     for_each_pair(dir, meta, |k, v| {
         batch.put(Keyspace::Data, Bytes::from(k), Bytes::from(v));
-        if batch.size_bytes() >= batch_bytes {
-            kv.write(&std::mem::take(&mut batch))?;
-        }
-        Ok(())
+        write_if_full(kv, &mut batch, batch_bytes)
     })?;
     let done = RaftApplyState {
         applied_index: meta.index,
@@ -346,9 +346,35 @@ pub fn apply(
     Ok(())
 }
 
-fn clear_range(batch: &mut KvWriteBatch, region: &Region) {
-    let end = (!region.end_key.is_empty()).then(|| Bytes::from(region.end_key.clone()));
-    batch.delete_range(Keyspace::Data, region.start_key.clone(), end);
+/// Deletes the region's data key by key in bounded batches: a range delete would be one
+/// batch holding every key of the range (the fjall engine expands it).
+fn clear_range(
+    kv: &impl KvEngine,
+    region: &Region,
+    batch_bytes: usize,
+) -> Result<(), SnapshotError> {
+    let view = kv.view();
+    let end = (!region.end_key.is_empty()).then_some(region.end_key.as_slice());
+    let mut batch = KvWriteBatch::default();
+    for pair in view.scan(Keyspace::Data, &region.start_key, end, false) {
+        batch.delete(Keyspace::Data, pair?.0);
+        write_if_full(kv, &mut batch, batch_bytes)?;
+    }
+    if !batch.is_empty() {
+        kv.write(&batch)?;
+    }
+    Ok(())
+}
+
+fn write_if_full(
+    kv: &impl KvEngine,
+    batch: &mut KvWriteBatch,
+    batch_bytes: usize,
+) -> Result<(), SnapshotError> {
+    if batch.size_bytes() >= batch_bytes {
+        kv.write(&std::mem::take(batch))?;
+    }
+    Ok(())
 }
 
 /// Removes a snapshot's files (after its apply is durable, or once it was sent).
