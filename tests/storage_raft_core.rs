@@ -5,7 +5,8 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
 
-use flotilla::raft::pb::{ConfState, Entry, Message};
+use bytes::Bytes;
+use flotilla::raft::pb::{ConfState, Entry, Message, Snapshot, SnapshotMetadata};
 use flotilla::raft::{Config, RawNode, Role};
 use flotilla::storage::pb::RaftLocalState;
 use flotilla::storage::raft_log::{
@@ -19,6 +20,8 @@ struct Node {
     log: Arc<RegionLog>,
     engine: Arc<RaftLogEngine>,
     applied: Vec<Entry>,
+    /// The state machine a snapshot installed, as (index, data).
+    installed: Option<(u64, Vec<u8>)>,
 }
 
 fn start(id: u64, dir: &Path, applied: u64) -> Node {
@@ -45,6 +48,7 @@ fn start(id: u64, dir: &Path, applied: u64) -> Node {
         log,
         engine,
         applied: Vec::new(),
+        installed: None,
     }
 }
 
@@ -65,10 +69,19 @@ fn handle_ready(n: &mut Node, out: &mut VecDeque<Message>) -> bool {
     if let Some(hs) = rd.hard_state {
         local.hard_state = Some(hs);
     }
+    let mut batch = LogWriteBatch::default();
+    if let Some(snap) = &rd.snapshot {
+        // Install: the log restarts after the snapshot.
+        let meta = snap.metadata.clone().unwrap_or_default();
+        batch.compact_to(REGION, meta.index + 1);
+        local.last_index = meta.index;
+        n.log.on_truncated(meta.index, meta.term);
+        n.log.set_conf_state(meta.conf_state.unwrap_or_default());
+        n.installed = Some((meta.index, snap.data.to_vec()));
+    }
     if let Some(last) = rd.entries.last() {
         local.last_index = last.index;
     }
-    let mut batch = LogWriteBatch::default();
     batch.append(REGION, &rd.entries).unwrap();
     batch.put_state(REGION, &local);
     n.engine.write(&mut batch, rd.must_sync).unwrap();
@@ -77,6 +90,11 @@ fn handle_ready(n: &mut Node, out: &mut VecDeque<Message>) -> bool {
         n.raw.on_persisted(index, term);
     }
     out.extend(rd.persisted_messages);
+    if let Some((index, _)) = &n.installed
+        && rd.snapshot.is_some()
+    {
+        n.raw.on_applied(*index);
+    }
     if let Some(last) = rd.committed_entries.last().map(|e| e.index) {
         n.applied.extend(
             rd.committed_entries
@@ -89,6 +107,11 @@ fn handle_ready(n: &mut Node, out: &mut VecDeque<Message>) -> bool {
 }
 
 fn settle(nodes: &mut [Node]) {
+    settle_cut_off(nodes, 0);
+}
+
+/// Runs Readys and delivers messages until quiet; messages to or from node `cut` are lost.
+fn settle_cut_off(nodes: &mut [Node], cut: u64) {
     for _ in 0..1000 {
         let mut msgs = VecDeque::new();
         let mut busy = false;
@@ -96,7 +119,7 @@ fn settle(nodes: &mut [Node]) {
             busy |= handle_ready(n, &mut msgs);
         }
         busy |= !msgs.is_empty();
-        for m in msgs {
+        for m in msgs.into_iter().filter(|m| m.to != cut && m.from != cut) {
             let to = (m.to - 1) as usize;
             nodes[to].raw.step(m).unwrap();
         }
@@ -151,4 +174,67 @@ fn core_replicates_over_raft_engine_and_restarts_from_disk() {
         assert_eq!(n.applied.last().unwrap().data.as_ref(), b"after restart");
         assert_eq!(n.raw.status().last_index, last + 2, "no-op + proposal");
     }
+}
+
+/// A follower that fell behind the leader's compacted log gets a snapshot: the leader's
+/// first attempt finds none and leaves a request for the store; once the store offers one,
+/// the next attempt sends it and the follower catches up from there.
+#[test]
+fn a_follower_behind_compaction_catches_up_from_an_offered_snapshot() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| start(i as u64 + 1, dirs[i].path(), 0))
+        .collect();
+    nodes[0].raw.campaign();
+    settle(&mut nodes);
+    for i in 0..30 {
+        let data = format!("v{i}").into_bytes();
+        nodes[0].raw.propose(data, Vec::new()).unwrap();
+    }
+    settle_cut_off(&mut nodes, 3);
+    let st = nodes[0].raw.status();
+    let (index, term) = (st.applied, st.hard_state.term);
+    assert!(index > 30 && nodes[2].raw.status().last_index < index);
+    nodes[0].engine.compact_to(REGION, index + 1);
+    nodes[0].log.on_truncated(index, term);
+
+    let catch_up = |nodes: &mut Vec<Node>| {
+        for _ in 0..10 {
+            nodes[0].raw.tick(); // heartbeats reach the follower, its reply shows the gap
+            settle(nodes);
+        }
+    };
+    catch_up(&mut nodes);
+    assert_eq!(nodes[2].installed, None);
+    assert_eq!(nodes[0].log.take_snapshot_request(), Some(index));
+    assert_eq!(nodes[0].log.take_snapshot_request(), None, "taken once");
+
+    let snapshot = |index: u64| Snapshot {
+        data: Bytes::from_static(b"state machine at the applied index"),
+        metadata: Some(SnapshotMetadata {
+            conf_state: Some(ConfState {
+                voters: vec![1, 2, 3],
+                ..Default::default()
+            }),
+            index,
+            term,
+        }),
+    };
+    // One older than the truncated log would leave the follower short: not sent.
+    nodes[0].log.offer_snapshot(snapshot(index - 1));
+    catch_up(&mut nodes);
+    assert_eq!(nodes[2].installed, None);
+    assert_eq!(nodes[0].log.take_snapshot_request(), Some(index));
+
+    nodes[0].log.offer_snapshot(snapshot(index));
+    catch_up(&mut nodes);
+    assert_eq!(
+        nodes[2].installed,
+        Some((index, b"state machine at the applied index".to_vec()))
+    );
+    nodes[0].raw.propose(b"after".to_vec(), Vec::new()).unwrap();
+    settle(&mut nodes);
+    assert_eq!(nodes[2].applied.last().unwrap().data.as_ref(), b"after");
+    assert_eq!(nodes[2].raw.status().last_index, index + 1);
+    assert_eq!(nodes[2].engine.first_index(REGION), Some(index + 1));
 }

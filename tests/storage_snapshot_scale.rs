@@ -1,7 +1,7 @@
 //! A large region snapshots and applies in memory that does not grow with its size:
 //! generation streams a read view into chunk files, apply clears and ingests in bounded
 //! batches. The region holds `FLOTILLA_SNAPSHOT_MIB` MiB (default 128 in CI; the 1 GiB
-//! of the storage issue: `FLOTILLA_SNAPSHOT_MIB=1024 cargo test --release --test
+//! of the storage issue: `FLOTILLA_SNAPSHOT_MIB=1024 cargo test --test
 //! storage_snapshot_scale -- --nocapture`). The test is alone in its binary, whose
 //! allocator counts the heap in use, so the peak it sees is its own.
 

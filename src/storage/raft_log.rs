@@ -492,6 +492,18 @@ struct RegionLogState {
     /// The last entry dropped from the log (by compaction or a snapshot): index and term.
     truncated: (u64, u64),
     cache: EntryCache,
+    snapshot: SnapshotSlot,
+}
+
+/// Snapshots are generated off the raft thread (they read the KV engine and write
+/// files). The core's requests are recorded and answered "temporarily unavailable" until
+/// the store offers a snapshot recent enough; one snapshot serves every follower that
+/// needs it while the log has not been truncated past it.
+#[derive(Debug, Default)]
+struct SnapshotSlot {
+    /// The newest index asked for and not yet handed to the store.
+    requested: Option<u64>,
+    ready: Option<Snapshot>,
 }
 
 /// One region's log as the consensus core reads it.
@@ -518,6 +530,7 @@ impl RegionLog {
             conf_state,
             truncated,
             cache: EntryCache::default(),
+            snapshot: SnapshotSlot::default(),
         };
         RegionLog {
             region,
@@ -544,6 +557,26 @@ impl RegionLog {
         if index > st.truncated.0 {
             st.truncated = (index, term);
             st.cache.drop_below(index + 1);
+        }
+    }
+
+    /// The index a follower needs a snapshot from, if the core asked since the last call:
+    /// the store then generates one at its applied index and calls `offer_snapshot`.
+    pub fn take_snapshot_request(&self) -> Option<u64> {
+        self.state.write().snapshot.requested.take()
+    }
+
+    /// A generated snapshot (metadata and a descriptor of its files) for the core to send.
+    pub fn offer_snapshot(&self, snapshot: Snapshot) {
+        let index = |s: &Snapshot| s.metadata.as_ref().map_or(0, |m| m.index);
+        let mut st = self.state.write();
+        if st
+            .snapshot
+            .ready
+            .as_ref()
+            .is_none_or(|old| index(old) < index(&snapshot))
+        {
+            st.snapshot.ready = Some(snapshot);
         }
     }
 
@@ -639,8 +672,21 @@ impl LogStorage for RegionLog {
         Ok(st.local.last_index.max(st.truncated.0))
     }
 
-    /// Snapshot generation comes with the KV engine; until then a leader retries later.
-    fn snapshot(&self, _request_index: u64) -> StorageResult<Snapshot> {
+    /// The offered snapshot if it covers `request_index` and everything truncated;
+    /// otherwise the request is recorded for the store and the leader retries later.
+    fn snapshot(&self, request_index: u64) -> StorageResult<Snapshot> {
+        let mut st = self.state.write();
+        let needed = request_index.max(st.truncated.0);
+        let ready = st
+            .snapshot
+            .ready
+            .as_ref()
+            .filter(|s| s.metadata.as_ref().is_some_and(|m| m.index >= needed));
+        if let Some(snapshot) = ready {
+            return Ok(snapshot.clone());
+        }
+        let requested = st.snapshot.requested.get_or_insert(needed);
+        *requested = (*requested).max(needed);
         Err(StorageError::SnapshotTemporarilyUnavailable)
     }
 }
