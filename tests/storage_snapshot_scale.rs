@@ -151,7 +151,7 @@ fn a_large_region_snapshots_and_applies_in_bounded_memory() {
     let mut count = 0u64;
     for pair in follower.scan(Keyspace::Data, b"k", Some(b"l"), false) {
         let (k, v) = pair.unwrap();
-        if count % 4099 == 0 {
+        if count.is_multiple_of(4099) {
             assert_eq!((k, v), (key(count), value(count)));
         }
         count += 1;
