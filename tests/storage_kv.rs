@@ -3,7 +3,7 @@
 //! engine's simulated crash drops exactly what was not persisted.
 
 use bytes::Bytes;
-use flotilla::storage::fjall_kv::FjallKvEngine;
+use flotilla::storage::fjall_kv::{FjallKvEngine, KvConfig};
 use flotilla::storage::kv::{Keyspace, KvEngine, KvRead, KvWriteBatch};
 use flotilla::storage::mem_kv::MemKvEngine;
 
@@ -109,11 +109,11 @@ fn suite<E: KvEngine>(e: &E) {
 fn fjall_engine_passes_the_suite_and_keeps_persisted_data() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let e = FjallKvEngine::open(dir.path()).unwrap();
+        let e = FjallKvEngine::open(&KvConfig::new(dir.path())).unwrap();
         suite(&e);
         e.persist().unwrap();
     }
-    let e = FjallKvEngine::open(dir.path()).unwrap();
+    let e = FjallKvEngine::open(&KvConfig::new(dir.path())).unwrap();
     assert_eq!(
         keys(e.scan(Keyspace::Data, b"", None, false)),
         ["a", "c", "d"]

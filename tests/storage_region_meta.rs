@@ -2,7 +2,7 @@
 //! describe, and the durable applied index that bounds raft log GC.
 
 use flotilla::metapb::{Peer, PeerRole, Region, RegionEpoch};
-use flotilla::storage::fjall_kv::FjallKvEngine;
+use flotilla::storage::fjall_kv::{FjallKvEngine, KvConfig};
 use flotilla::storage::kv::{Keyspace, KvEngine, KvRead, KvWriteBatch};
 use flotilla::storage::mem_kv::MemKvEngine;
 use flotilla::storage::pb::{PeerState, RaftApplyState, RegionLocalState};
@@ -78,7 +78,7 @@ fn round_trip(kv: &impl KvEngine) {
 fn states_round_trip_on_both_engines() {
     round_trip(&MemKvEngine::new());
     let dir = tempfile::tempdir().unwrap();
-    round_trip(&FjallKvEngine::open(dir.path()).unwrap());
+    round_trip(&FjallKvEngine::open(&KvConfig::new(dir.path())).unwrap());
 }
 
 #[test]

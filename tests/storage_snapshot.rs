@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use flotilla::metapb::{Region, RegionEpoch};
-use flotilla::storage::fjall_kv::FjallKvEngine;
+use flotilla::storage::fjall_kv::{FjallKvEngine, KvConfig};
 use flotilla::storage::kv::{Keyspace, KvEngine, KvError, KvIter, KvRead, KvWriteBatch};
 use flotilla::storage::mem_kv::{MemKvEngine, MemKvView};
 use flotilla::storage::pb::{PeerState, RaftApplyState};
@@ -44,7 +44,7 @@ fn data(kv: &impl KvRead) -> Vec<(Bytes, Bytes)> {
 /// A leader-side engine with the region's data (and neighbours'), snapshotted at index 40.
 fn make_snapshot(root: &Path) -> (Vec<(Bytes, Bytes)>, flotilla::storage::pb::SnapshotMeta) {
     let dir = tempfile::tempdir().unwrap();
-    let leader = FjallKvEngine::open(dir.path()).unwrap();
+    let leader = FjallKvEngine::open(&KvConfig::new(dir.path())).unwrap();
     fill(&leader, 0..1000, "new");
     let view = leader.view();
     fill(&leader, 0..1000, "later"); // not in the snapshot

@@ -3,7 +3,7 @@
 //! keys present, since fjall has no range tombstone.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use fjall::{Database, KeyspaceCreateOptions, PersistMode, Readable};
@@ -30,6 +30,28 @@ impl Keyspaces {
     }
 }
 
+/// Settings of the store's KV engine.
+#[derive(Debug, Clone)]
+pub struct KvConfig {
+    pub dir: PathBuf,
+    /// Block cache shared by all keyspaces. Default 32 MiB.
+    pub cache_bytes: u64,
+    /// A keyspace's memtable is sealed and flushed at this size. Writers wait while four
+    /// sealed memtables are queued, so a keyspace buffers at most five. Default 64 MiB.
+    /// fjall keeps the value an existing keyspace was created with.
+    pub memtable_bytes: u64,
+}
+
+impl KvConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        KvConfig {
+            dir: dir.into(),
+            cache_bytes: 32 << 20,
+            memtable_bytes: 64 << 20,
+        }
+    }
+}
+
 pub struct FjallKvEngine {
     db: Database,
     keyspaces: Keyspaces,
@@ -42,12 +64,13 @@ pub struct FjallKvView {
 }
 
 impl FjallKvEngine {
-    pub fn open(path: &Path) -> Result<Self, KvError> {
-        let db = Database::builder(path).open().map_err(err)?;
-        let open = |ks: Keyspace| {
-            db.keyspace(ks.name(), KeyspaceCreateOptions::default)
-                .map_err(err)
-        };
+    pub fn open(cfg: &KvConfig) -> Result<Self, KvError> {
+        let db = Database::builder(&cfg.dir)
+            .cache_size(cfg.cache_bytes)
+            .open()
+            .map_err(err)?;
+        let options = || KeyspaceCreateOptions::default().max_memtable_size(cfg.memtable_bytes);
+        let open = |ks: Keyspace| db.keyspace(ks.name(), options).map_err(err);
         let keyspaces = Keyspaces {
             data: open(Keyspace::Data)?,
             meta: open(Keyspace::Meta)?,
