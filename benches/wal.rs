@@ -146,6 +146,9 @@ fn append(c: &mut Criterion) {
                     total
                 })
             });
+            if ours.is_empty() {
+                continue; // Filtered out on the command line.
+            }
             let (ours, theirs) = (median(&mut ours), median(&mut theirs));
             let fsyncs = if sync { 1000.0 / regions as f64 } else { 0.0 };
             println!(
