@@ -130,14 +130,20 @@ fn settle_cut_off(nodes: &mut [Node], cut: u64) {
     panic!("did not settle");
 }
 
-#[test]
-fn core_replicates_over_raft_engine_and_restarts_from_disk() {
+/// Three fresh nodes, each with its own log directory; node 1 is elected.
+fn three_nodes_led_by_node_1() -> (Vec<tempfile::TempDir>, Vec<Node>) {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut nodes: Vec<Node> = (0..3)
         .map(|i| start(i as u64 + 1, dirs[i].path(), 0))
         .collect();
     nodes[0].raw.campaign();
     settle(&mut nodes);
+    (dirs, nodes)
+}
+
+#[test]
+fn core_replicates_over_raft_engine_and_restarts_from_disk() {
+    let (dirs, mut nodes) = three_nodes_led_by_node_1();
     assert_eq!(nodes[0].raw.status().soft_state.role, Role::Leader);
     for i in 0..50 {
         nodes[0]
@@ -181,12 +187,7 @@ fn core_replicates_over_raft_engine_and_restarts_from_disk() {
 /// the next attempt sends it and the follower catches up from there.
 #[test]
 fn a_follower_behind_compaction_catches_up_from_an_offered_snapshot() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes: Vec<Node> = (0..3)
-        .map(|i| start(i as u64 + 1, dirs[i].path(), 0))
-        .collect();
-    nodes[0].raw.campaign();
-    settle(&mut nodes);
+    let (dirs, mut nodes) = three_nodes_led_by_node_1();
     for i in 0..30 {
         let data = format!("v{i}").into_bytes();
         nodes[0].raw.propose(data, Vec::new()).unwrap();
