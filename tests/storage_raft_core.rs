@@ -71,9 +71,9 @@ fn handle_ready(n: &mut Node, out: &mut VecDeque<Message>) -> bool {
     }
     let mut batch = LogWriteBatch::default();
     if let Some(snap) = &rd.snapshot {
-        // Install: the log restarts after the snapshot.
+        // Install: the old log goes; the state and any entries after the snapshot follow.
         let meta = snap.metadata.clone().unwrap_or_default();
-        batch.compact_to(REGION, meta.index + 1);
+        batch.reset(REGION);
         local.last_index = meta.index;
         n.log.on_truncated(meta.index, meta.term);
         n.log.set_conf_state(meta.conf_state.unwrap_or_default());
@@ -187,7 +187,7 @@ fn core_replicates_over_raft_engine_and_restarts_from_disk() {
 /// the next attempt sends it and the follower catches up from there.
 #[test]
 fn a_follower_behind_compaction_catches_up_from_an_offered_snapshot() {
-    let (dirs, mut nodes) = three_nodes_led_by_node_1();
+    let (_dirs, mut nodes) = three_nodes_led_by_node_1();
     for i in 0..30 {
         let data = format!("v{i}").into_bytes();
         nodes[0].raw.propose(data, Vec::new()).unwrap();

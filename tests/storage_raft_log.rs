@@ -212,17 +212,54 @@ fn region_log_reads_like_mem_storage(engine: Arc<dyn RaftLogStore>) {
 }
 
 /// The shared suite: the raft-engine log and the in-memory log behave the same.
+/// A snapshot install resets region 20's log (the old entries beyond the snapshot go
+/// too) and writes the new state and the entries after it in the same batch; region 21
+/// is removed altogether.
+fn resets_for_a_snapshot_and_removes_a_region(log: &dyn RaftLogStore) {
+    let mut batch = LogWriteBatch::default();
+    batch.append(20, &ents(1, 30, 1)).unwrap();
+    batch.put_state(20, &state(1, 30, 30));
+    batch.append(21, &ents(1, 3, 1)).unwrap();
+    batch.put_state(21, &state(1, 3, 3));
+    log.write(&mut batch, false).unwrap();
+    batch.reset(20);
+    batch.put_state(20, &state(2, 15, 17));
+    batch.append(20, &ents(16, 17, 2)).unwrap();
+    batch.reset(21);
+    log.write(&mut batch, true).unwrap();
+    check_reset(log);
+}
+
+fn check_reset(log: &dyn RaftLogStore) {
+    assert_eq!(
+        (log.first_index(20), log.last_index(20)),
+        (Some(16), Some(17))
+    );
+    assert_eq!(log.entries(20, 16, 18, u64::MAX).unwrap(), ents(16, 17, 2));
+    assert_eq!(log.entry(20, 5).unwrap(), None);
+    assert_eq!(log.local_state(20).unwrap(), Some(state(2, 15, 17)));
+    assert_eq!(
+        (log.last_index(21), log.local_state(21).unwrap()),
+        (None, None)
+    );
+    let listed: Vec<u64> = log.recover().unwrap().into_iter().map(|(r, _)| r).collect();
+    assert!(listed.contains(&20) && !listed.contains(&21), "{listed:?}");
+}
+
 fn suite(log: Arc<dyn RaftLogStore>) {
     replaces_the_suffix(log.as_ref());
+    resets_for_a_snapshot_and_removes_a_region(log.as_ref());
     refuses_holes_and_overwrites_of_compacted_entries(log.as_ref());
     region_log_reads_like_mem_storage(log);
 }
 
 #[test]
-fn suite_on_raft_engine_and_the_suffix_survives_reopen() {
+fn suite_on_raft_engine_and_its_results_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     suite(Arc::new(open(dir.path())));
-    check_replaced_suffix(&open(dir.path()));
+    let reopened = open(dir.path());
+    check_replaced_suffix(&reopened);
+    check_reset(&reopened);
 }
 
 #[test]

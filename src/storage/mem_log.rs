@@ -26,17 +26,23 @@ pub struct MemRaftLog {
 
 fn apply(groups: &mut Groups, batch: &LogWriteBatch) {
     for (region, op) in batch.ops() {
-        let g = groups.entry(region).or_default();
         match op {
             LogOp::Append(ents) => {
+                let g = groups.entry(region).or_default();
                 if let Some(first) = ents.first() {
                     g.entries.split_off(&first.entry.index);
                 }
                 g.entries
                     .extend(ents.iter().map(|w| (w.entry.index, w.entry.clone())));
             }
-            LogOp::CompactTo(index) => g.entries = g.entries.split_off(&index),
-            LogOp::PutState(s) => g.state = Some(*s),
+            LogOp::CompactTo(index) => {
+                let g = groups.entry(region).or_default();
+                g.entries = g.entries.split_off(&index);
+            }
+            LogOp::Reset => {
+                groups.remove(&region);
+            }
+            LogOp::PutState(s) => groups.entry(region).or_default().state = Some(*s),
         }
     }
 }

@@ -80,8 +80,10 @@ impl RaftLogConfig {
 pub enum LogOp<'a> {
     /// Consecutive entries, replacing any suffix from the first one's index.
     Append(&'a [WalEntry]),
-    /// Drop every entry below the index (a snapshot install resets the log to start there).
+    /// Drop every entry below the index (log GC).
     CompactTo(u64),
+    /// Drop the whole log and the state (a snapshot install, or the region's removal).
+    Reset,
     PutState(&'a RaftLocalState),
 }
 
@@ -91,6 +93,7 @@ pub enum LogOp<'a> {
 enum StoredOp {
     Append { start: usize, end: usize },
     CompactTo(u64),
+    Reset,
     PutState(RaftLocalState),
 }
 
@@ -126,6 +129,13 @@ impl LogWriteBatch {
         self.ops.push((region, StoredOp::CompactTo(index)));
     }
 
+    /// Drops the region's whole log and its state. A snapshot install follows it in the
+    /// same batch with the new state (and any entries after the snapshot); removing a
+    /// region leaves it at that.
+    pub fn reset(&mut self, region: u64) {
+        self.ops.push((region, StoredOp::Reset));
+    }
+
     pub fn put_state(&mut self, region: u64, state: &RaftLocalState) {
         self.ops.push((region, StoredOp::PutState(*state)));
     }
@@ -139,6 +149,7 @@ impl LogWriteBatch {
         match op {
             StoredOp::Append { start, end } => LogOp::Append(&self.entries[*start..*end]),
             StoredOp::CompactTo(index) => LogOp::CompactTo(*index),
+            StoredOp::Reset => LogOp::Reset,
             StoredOp::PutState(state) => LogOp::PutState(state),
         }
     }
@@ -187,6 +198,7 @@ impl LogWriteBatch {
             for &(_, at) in group {
                 match self.ops[at].1 {
                     StoredOp::CompactTo(index) => span.compact_to(index),
+                    StoredOp::Reset => span.last = None,
                     StoredOp::Append { start, end } => {
                         let (first, last) = (
                             self.entries[start].entry.index,
@@ -330,6 +342,7 @@ impl RaftLogEngine {
             match op {
                 LogOp::Append(ents) => lb.add_entries::<WalEntryExt>(region, ents)?,
                 LogOp::CompactTo(index) => lb.add_command(region, Command::Compact { index }),
+                LogOp::Reset => lb.add_command(region, Command::Clean),
                 LogOp::PutState(state) => {
                     lb.put(region, STATE_KEY.to_vec(), state.encode_to_vec())?
                 }
