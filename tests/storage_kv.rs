@@ -96,13 +96,83 @@ fn suite<E: KvEngine>(e: &E) {
         "other keyspace untouched"
     );
 
-    // Sizes count keys and values in the range.
-    let all = e.approximate_size(Keyspace::Data, b"", None).unwrap();
-    let part = e
-        .approximate_size(Keyspace::Data, b"a", Some(b"c"))
-        .unwrap();
-    assert_eq!(part, 1 + 3, "a -> new");
-    assert_eq!(all, (1 + 3) + (1 + 5) + (1 + 2), "a, c, d");
+    range_sizes_follow_puts_deletes_and_range_deletes(e);
+}
+
+/// Key and value bytes in `[start, end)`, counted.
+fn exact_size(e: &impl KvRead, start: &[u8], end: Option<&[u8]>) -> u64 {
+    e.scan(Keyspace::Data, start, end, false)
+        .map(|p| p.map(|(k, v)| (k.len() + v.len()) as u64).unwrap())
+        .sum()
+}
+
+fn assert_near(estimate: u64, exact: u64, what: &str) {
+    let error = estimate.abs_diff(exact) as f64 / exact.max(1) as f64;
+    assert!(error < 0.15, "{what}: estimate {estimate}, exact {exact}");
+}
+
+/// 40,000 keys (about 625 sampled) of 50 to 250 bytes under the `s/` prefix.
+fn range_sizes_follow_puts_deletes_and_range_deletes(e: &impl KvEngine) {
+    let key = |i: u32| format!("s/{i:06}");
+    let fill = |value_len: &dyn Fn(u32) -> usize| {
+        let mut b = KvWriteBatch::default();
+        for i in 0..40_000 {
+            b.put(Keyspace::Data, key(i), vec![b'x'; value_len(i)]);
+        }
+        e.write(&b).unwrap();
+    };
+    fill(&|i| 50 + (i % 200) as usize);
+    let (lo, mid, hi) = (key(0), key(20_000), key(40_000));
+    let ranges = [
+        (lo.as_bytes(), Some(hi.as_bytes())),
+        (lo.as_bytes(), Some(mid.as_bytes())),
+        (mid.as_bytes(), Some(hi.as_bytes())),
+    ];
+    for (start, end) in ranges {
+        let estimate = e.approximate_size(start, end).unwrap();
+        assert_near(estimate, exact_size(e, start, end), "after the puts");
+    }
+
+    // Overwrites replace a sample's size; a view estimates as of its time.
+    let view = e.view();
+    fill(&|i| 2 * (50 + (i % 200) as usize));
+    let all = (lo.as_bytes(), Some(hi.as_bytes()));
+    assert_near(
+        e.approximate_size(all.0, all.1).unwrap(),
+        exact_size(e, all.0, all.1),
+        "grown",
+    );
+    assert_near(
+        view.approximate_size(all.0, all.1).unwrap(),
+        exact_size(&view, all.0, all.1),
+        "the view, before the overwrites",
+    );
+
+    // A range delete takes its samples along; single deletes take theirs.
+    let mut b = KvWriteBatch::default();
+    b.delete_range(Keyspace::Data, mid.clone(), None);
+    for i in 0..10_000 {
+        b.delete(Keyspace::Data, key(i));
+    }
+    e.write(&b).unwrap();
+    assert_eq!(e.approximate_size(mid.as_bytes(), None).unwrap(), 0);
+    assert_eq!(
+        e.approximate_size(lo.as_bytes(), Some(key(10_000).as_bytes()))
+            .unwrap(),
+        0
+    );
+    let rest = (lo.as_bytes(), None);
+    assert_near(
+        e.approximate_size(rest.0, rest.1).unwrap(),
+        exact_size(e, rest.0, rest.1),
+        "what is left",
+    );
+
+    // Clean up, so the suite's other checks see only their own keys.
+    let mut b = KvWriteBatch::default();
+    b.delete_range(Keyspace::Data, "s/", Some(Bytes::from_static(b"s0")));
+    e.write(&b).unwrap();
+    assert_eq!(e.approximate_size(b"s/", Some(b"s0")).unwrap(), 0);
 }
 
 #[test]

@@ -166,6 +166,11 @@ fn a_large_region_snapshots_and_applies_in_bounded_memory() {
         apply_state(&follower, 11).unwrap().unwrap().applied_index,
         100
     );
+    let exact = pairs * (key(0).len() + VALUE_BYTES) as u64;
+    let estimate = follower.approximate_size(b"k", Some(b"l")).unwrap();
+    let error = estimate.abs_diff(exact) as f64 / exact as f64;
+    println!("region size: estimated {estimate} bytes, exact {exact} ({error:.3} off)");
+    assert!(error < 0.1, "the size samples came along with the snapshot");
 
     println!(
         "{mib} MiB region, {} chunks: peak heap growth {gen_growth} MiB generating, \

@@ -1,6 +1,14 @@
 //! The KV engine a store applies region data and metadata to. One engine per store; regions
 //! are key ranges of the `Data` keyspace (so a split moves nothing), and `Meta` holds each
 //! region's local state, written in the same atomic batch as the data it describes.
+//!
+//! Range sizes come from a sample of the data keys kept in `Meta`: a key is sampled when
+//! its hash falls in one of `SIZE_SAMPLE_RATE` buckets. The choice depends on the key
+//! alone, so every put, delete and range delete through `KvWriteBatch` keeps the key's
+//! sample (its key and value bytes) in step, in the same atomic batch. A range's size is
+//! the rate times its sampled bytes: unbiased, within a few percent for a region of
+//! 100,000 keys, for about a 64th of the reads of a scan. Keys chosen to dodge or hit the
+//! sample skew the estimate, which only steers split and merge decisions.
 
 use std::ops::Bound;
 
@@ -10,7 +18,7 @@ use bytes::Bytes;
 pub enum Keyspace {
     /// User keys.
     Data,
-    /// Per-region metadata (region state, apply state).
+    /// Per-region metadata (region state, apply state) and the data keys' size samples.
     Meta,
 }
 
@@ -54,21 +62,53 @@ pub struct KvWriteBatch {
 impl KvWriteBatch {
     pub fn put(&mut self, ks: Keyspace, key: impl Into<Bytes>, value: impl Into<Bytes>) {
         let (key, value) = (key.into(), value.into());
-        self.bytes += key.len() + value.len();
-        self.ops.push(WriteOp::Put { ks, key, value });
+        if ks == Keyspace::Data && is_sampled(&key) {
+            let size = (key.len() + value.len()) as u64;
+            let sample = Bytes::copy_from_slice(&size.to_le_bytes());
+            self.push(WriteOp::Put {
+                ks: Keyspace::Meta,
+                key: sample_key(&key),
+                value: sample,
+            });
+        }
+        self.push(WriteOp::Put { ks, key, value });
     }
 
     pub fn delete(&mut self, ks: Keyspace, key: impl Into<Bytes>) {
         let key = key.into();
-        self.bytes += key.len();
-        self.ops.push(WriteOp::Delete { ks, key });
+        if ks == Keyspace::Data && is_sampled(&key) {
+            let key = sample_key(&key);
+            self.push(WriteOp::Delete {
+                ks: Keyspace::Meta,
+                key,
+            });
+        }
+        self.push(WriteOp::Delete { ks, key });
     }
 
     /// Deletes every key in `[start, end)`; `end` None: to the end of the keyspace.
     pub fn delete_range(&mut self, ks: Keyspace, start: impl Into<Bytes>, end: Option<Bytes>) {
         let start = start.into();
-        self.bytes += start.len() + end.as_ref().map_or(0, Bytes::len);
-        self.ops.push(WriteOp::DeleteRange { ks, start, end });
+        if ks == Keyspace::Data {
+            let (s, e) = sample_range(&start, end.as_deref());
+            self.push(WriteOp::DeleteRange {
+                ks: Keyspace::Meta,
+                start: s,
+                end: Some(e),
+            });
+        }
+        self.push(WriteOp::DeleteRange { ks, start, end });
+    }
+
+    fn push(&mut self, op: WriteOp) {
+        self.bytes += match &op {
+            WriteOp::Put { key, value, .. } => key.len() + value.len(),
+            WriteOp::Delete { key, .. } => key.len(),
+            WriteOp::DeleteRange { start, end, .. } => {
+                start.len() + end.as_ref().map_or(0, Bytes::len)
+            }
+        };
+        self.ops.push(op);
     }
 
     pub fn ops(&self) -> &[WriteOp] {
@@ -83,7 +123,7 @@ impl KvWriteBatch {
         self.ops.is_empty()
     }
 
-    /// Key and value bytes in the batch.
+    /// Key and value bytes in the batch (size samples included).
     pub fn size_bytes(&self) -> usize {
         self.bytes
     }
@@ -111,6 +151,44 @@ pub trait KvRead {
         end: Option<&[u8]>,
         reverse: bool,
     ) -> KvIter<'a>;
+
+    /// Approximate key and value bytes of the data in `[start, end)`, from the size
+    /// samples (see the module's notes).
+    fn approximate_size(&self, start: &[u8], end: Option<&[u8]>) -> Result<u64, KvError> {
+        let (s, e) = sample_range(start, end);
+        let mut sampled = 0u64;
+        for pair in self.scan(Keyspace::Meta, &s, Some(&e), false) {
+            let (key, size) = pair?;
+            let size: [u8; 8] = size
+                .as_ref()
+                .try_into()
+                .map_err(|_| KvError::Engine(format!("corrupt size sample under key {key:?}")))?;
+            sampled = sampled.saturating_add(u64::from_le_bytes(size));
+        }
+        Ok(sampled.saturating_mul(SIZE_SAMPLE_RATE))
+    }
+}
+
+/// One data key in this many carries a size sample.
+pub const SIZE_SAMPLE_RATE: u64 = 64;
+/// Meta keys of size samples: this byte, then the data key.
+const SAMPLE_PREFIX: u8 = b's';
+
+fn is_sampled(key: &[u8]) -> bool {
+    u64::from(crc32fast::hash(key)).is_multiple_of(SIZE_SAMPLE_RATE)
+}
+
+fn sample_key(key: &[u8]) -> Bytes {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(SAMPLE_PREFIX);
+    k.extend_from_slice(key);
+    Bytes::from(k)
+}
+
+/// The meta keys of the samples of data keys in `[start, end)`.
+fn sample_range(start: &[u8], end: Option<&[u8]>) -> (Bytes, Bytes) {
+    let end = end.map_or_else(|| Bytes::from_static(&[SAMPLE_PREFIX + 1]), sample_key);
+    (sample_key(start), end)
 }
 
 pub trait KvEngine: KvRead + Send + Sync {
@@ -122,22 +200,6 @@ pub trait KvEngine: KvRead + Send + Sync {
 
     /// A consistent read view as of now; later writes are not visible through it.
     fn view(&self) -> Self::View;
-
-    /// Key and value bytes stored in `[start, end)`, approximately. The default scans the
-    /// range (exact, and as costly as reading it); an engine may estimate instead.
-    fn approximate_size(
-        &self,
-        ks: Keyspace,
-        start: &[u8],
-        end: Option<&[u8]>,
-    ) -> Result<u64, KvError> {
-        let mut total = 0u64;
-        for pair in self.scan(ks, start, end, false) {
-            let (k, v) = pair?;
-            total += (k.len() + v.len()) as u64;
-        }
-        Ok(total)
-    }
 
     /// Makes everything written so far durable.
     fn persist(&self) -> Result<(), KvError>;
