@@ -94,6 +94,12 @@ impl Side for Raw {
     }
 }
 
+fn timed(f: impl FnOnce()) -> Duration {
+    let started = Instant::now();
+    f();
+    started.elapsed()
+}
+
 fn median(times: &mut [Duration]) -> Duration {
     times.sort_unstable();
     times.get(times.len() / 2).copied().unwrap_or_default()
@@ -130,14 +136,17 @@ fn append(c: &mut Criterion) {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
                         index += 1;
-                        let started = Instant::now();
-                        flotilla.write(regions, index, sync);
-                        let took = started.elapsed();
+                        // Taking turns at going first cancels any advantage of order.
+                        let raw_first = index.is_multiple_of(2);
+                        if raw_first {
+                            theirs.push(timed(|| raw.write(regions, index, sync)));
+                        }
+                        let took = timed(|| flotilla.write(regions, index, sync));
                         total += took;
                         ours.push(took);
-                        let started = Instant::now();
-                        raw.write(regions, index, sync);
-                        theirs.push(started.elapsed());
+                        if !raw_first {
+                            theirs.push(timed(|| raw.write(regions, index, sync)));
+                        }
                         if index.is_multiple_of(64) {
                             flotilla.compact(regions, index);
                             raw.compact(regions, index);
