@@ -3,8 +3,9 @@
 //! - `wal/append_sync/N`: one synced write of a batch holding one 256-byte entry for each
 //!   of N regions (N = 1, 100, 10,000), plus each region's state. One batch = one engine
 //!   write = one fsync, so fsyncs per 1,000 entries is 1,000 / N. Raw raft-engine writes
-//!   the same entries and states, building its `LogBatch` by hand, alternating with
-//!   flotilla's writes; the printed line gives both medians and their ratio.
+//!   the same entries and states, building its `LogBatch` by hand (reused between
+//!   writes, as flotilla's is), taking turns with flotilla's writes; the printed line
+//!   gives both medians and their ratio.
 //! - `wal/append_nosync/N`: the same without fsync, which shows the CPU cost alone.
 //! - `wal/recovery`: reopening a log of 10,000 regions holding 1 GiB of 256-byte entries
 //!   (`FLOTILLA_BENCH_RECOVERY_MIB` changes the size), warm page cache.
@@ -69,13 +70,14 @@ impl Side for Flotilla {
     }
 }
 
-struct Raw(raft_engine::Engine);
+/// Raw raft-engine, reusing its `LogBatch` between writes as flotilla does.
+struct Raw(raft_engine::Engine, raft_engine::LogBatch);
 
 impl Side for Raw {
     fn write(&mut self, regions: u64, index: u64, sync: bool) {
         let e = [WalEntry::from_entry(&entry(index))];
         let state = local_state(index).encode_to_vec();
-        let mut batch = raft_engine::LogBatch::default();
+        let batch = &mut self.1;
         for region in 1..=regions {
             batch
                 .add_entries::<WalEntryExt>(region, &e)
@@ -84,7 +86,7 @@ impl Side for Raw {
                 .put(region, b"raft_local_state".to_vec(), state.clone())
                 .expect("state");
         }
-        self.0.write(&mut batch, sync).expect("write");
+        self.0.write(batch, sync).expect("write");
     }
 
     fn compact(&mut self, regions: u64, index: u64) {
@@ -128,7 +130,8 @@ fn append(c: &mut Criterion) {
                 dir: raw_dir.path().to_string_lossy().into_owned(),
                 ..Default::default()
             };
-            let mut raw = Raw(raft_engine::Engine::open(cfg).expect("open raw"));
+            let engine = raft_engine::Engine::open(cfg).expect("open raw");
+            let mut raw = Raw(engine, raft_engine::LogBatch::default());
             let (mut ours, mut theirs) = (Vec::new(), Vec::new());
             let mut index = 0u64;
             group.bench_function(BenchmarkId::from_parameter(regions), |b| {
@@ -158,11 +161,13 @@ fn append(c: &mut Criterion) {
             if ours.is_empty() {
                 continue; // Filtered out on the command line.
             }
+            let writes = ours.len();
             let (ours, theirs) = (median(&mut ours), median(&mut theirs));
             let fsyncs = if sync { 1000.0 / regions as f64 } else { 0.0 };
             println!(
-                "{name}/{regions}: flotilla {ours:.1?}, raw {theirs:.1?} (medians of {} alternating writes), ratio {:.2}; flotilla {:.0} entries/s, {:.1} MB/s of payload; fsyncs per 1,000 entries {fsyncs}",
-                index,
+                "{name}/{regions}: flotilla {ours:.1?}, raw {theirs:.1?} (medians of {writes} \
+                 writes each, warm-up included), ratio {:.2}; flotilla {:.0} entries/s, \
+                 {:.1} MB/s of payload; fsyncs per 1,000 entries {fsyncs}",
                 ours.as_secs_f64() / theirs.as_secs_f64(),
                 regions as f64 / ours.as_secs_f64(),
                 regions as f64 * ENTRY_BYTES as f64 / ours.as_secs_f64() / 1e6,

@@ -75,7 +75,7 @@ fn handle_ready(n: &mut Node, out: &mut VecDeque<Message>) -> bool {
         let meta = snap.metadata.clone().unwrap_or_default();
         batch.reset(REGION);
         local.last_index = meta.index;
-        n.log.on_truncated(meta.index, meta.term);
+        assert_eq!(n.log.on_truncated(meta.index, meta.term), None);
         n.log.set_conf_state(meta.conf_state.unwrap_or_default());
         n.installed = Some((meta.index, snap.data.to_vec()));
     }
@@ -197,7 +197,7 @@ fn a_follower_behind_compaction_catches_up_from_an_offered_snapshot() {
     let (index, term) = (st.applied, st.hard_state.term);
     assert!(index > 30 && nodes[2].raw.status().last_index < index);
     nodes[0].engine.compact_to(REGION, index + 1);
-    nodes[0].log.on_truncated(index, term);
+    assert_eq!(nodes[0].log.on_truncated(index, term), None, "none offered");
 
     let catch_up = |nodes: &mut Vec<Node>| {
         for _ in 0..10 {
@@ -208,7 +208,18 @@ fn a_follower_behind_compaction_catches_up_from_an_offered_snapshot() {
     catch_up(&mut nodes);
     assert_eq!(nodes[2].installed, None);
     assert_eq!(nodes[0].log.take_snapshot_request(), Some(index));
-    assert_eq!(nodes[0].log.take_snapshot_request(), None, "taken once");
+    catch_up(&mut nodes);
+    assert_eq!(
+        nodes[0].log.take_snapshot_request(),
+        None,
+        "asked again, but a generation is under way"
+    );
+    nodes[0].log.abandon_snapshot();
+    assert_eq!(
+        nodes[0].log.take_snapshot_request(),
+        Some(index),
+        "failed: anew"
+    );
 
     let snapshot = |index: u64| Snapshot {
         data: Bytes::from_static(b"state machine at the applied index"),
@@ -222,12 +233,13 @@ fn a_follower_behind_compaction_catches_up_from_an_offered_snapshot() {
         }),
     };
     // One older than the truncated log would leave the follower short: not sent.
-    nodes[0].log.offer_snapshot(snapshot(index - 1));
+    assert_eq!(nodes[0].log.offer_snapshot(snapshot(index - 1)), None);
     catch_up(&mut nodes);
     assert_eq!(nodes[2].installed, None);
     assert_eq!(nodes[0].log.take_snapshot_request(), Some(index));
 
-    nodes[0].log.offer_snapshot(snapshot(index));
+    let replaced = nodes[0].log.offer_snapshot(snapshot(index));
+    assert_eq!(replaced, Some(snapshot(index - 1)), "its files may go");
     catch_up(&mut nodes);
     assert_eq!(
         nodes[2].installed,
@@ -238,4 +250,9 @@ fn a_follower_behind_compaction_catches_up_from_an_offered_snapshot() {
     assert_eq!(nodes[2].applied.last().unwrap().data.as_ref(), b"after");
     assert_eq!(nodes[2].raw.status().last_index, index + 1);
     assert_eq!(nodes[2].engine.first_index(REGION), Some(index + 1));
+    assert_eq!(
+        nodes[0].log.on_truncated(index + 1, term),
+        Some(snapshot(index)),
+        "truncation past the offered snapshot retires it"
+    );
 }

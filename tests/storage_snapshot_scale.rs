@@ -1,8 +1,8 @@
 //! A large region is snapshotted without being held in memory: generation streams a read
 //! view into chunk files with a peak heap that does not grow with the region, and apply
-//! clears and ingests in bounded batches. The region holds `FLOTILLA_SNAPSHOT_MIB` MiB (default 128 in CI; the 1 GiB
-//! of the storage issue: `FLOTILLA_SNAPSHOT_MIB=1024 cargo test --test
-//! storage_snapshot_scale -- --nocapture`). The test is alone in its binary, whose
+//! clears and ingests in bounded batches. The region holds `FLOTILLA_SNAPSHOT_MIB` MiB
+//! (default 128 in CI; the 1 GiB of the storage issue: `FLOTILLA_SNAPSHOT_MIB=1024 cargo
+//! test --test storage_snapshot_scale -- --nocapture`). The test is alone in its binary, whose
 //! allocator counts the heap in use, so the peak it sees is its own.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -170,7 +170,10 @@ fn a_large_region_snapshots_and_applies_in_bounded_memory() {
     let estimate = follower.approximate_size(b"k", Some(b"l")).unwrap();
     let error = estimate.abs_diff(exact) as f64 / exact as f64;
     println!("region size: estimated {estimate} bytes, exact {exact} ({error:.3} off)");
-    assert!(error < 0.1, "the size samples came along with the snapshot");
+    assert!(
+        error < 0.1,
+        "ingesting the snapshot rebuilt the size samples"
+    );
 
     println!(
         "{mib} MiB region, {} chunks: peak heap growth {gen_growth} MiB generating, \

@@ -153,7 +153,8 @@ pub trait KvRead {
     ) -> KvIter<'a>;
 
     /// Approximate key and value bytes of the data in `[start, end)`, from the size
-    /// samples (see the module's notes).
+    /// samples (see the module's notes). As with `scan`, `end` None is the keyspace's end
+    /// (a region's empty end key must become None).
     fn approximate_size(&self, start: &[u8], end: Option<&[u8]>) -> Result<u64, KvError> {
         let (s, e) = sample_range(start, end);
         let mut sampled = 0u64;

@@ -22,6 +22,8 @@ type Groups = BTreeMap<u64, Group>;
 #[derive(Default)]
 pub struct MemRaftLog {
     state: Mutex<Journaled<Groups, LogWriteBatch>>,
+    /// Held across a write's check and apply, as the engine does.
+    writer: Mutex<()>,
 }
 
 fn apply(groups: &mut Groups, batch: &LogWriteBatch) {
@@ -69,10 +71,11 @@ impl MemRaftLog {
 
 impl RaftLogStore for MemRaftLog {
     fn write(&self, batch: &mut LogWriteBatch, sync: bool) -> Result<usize, LogError> {
-        batch.check(self)?;
+        let _serialized = self.writer.lock();
+        batch.prepare(self)?;
         let bytes = batch.entry_bytes() as usize;
         self.state.lock().write(batch, apply, sync);
-        *batch = LogWriteBatch::default();
+        batch.clear();
         Ok(bytes)
     }
 

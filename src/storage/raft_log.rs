@@ -87,8 +87,8 @@ pub enum LogOp<'a> {
     PutState(&'a RaftLocalState),
 }
 
-/// How a batch stores an operation: appended entries live in one shared vector, so a
-/// batch of thousands of regions allocates per batch, not per region.
+/// How a batch stores an operation: appended entries live in one vector shared by all
+/// regions of the batch.
 #[derive(Debug, Clone)]
 enum StoredOp {
     Append { start: usize, end: usize },
@@ -175,14 +175,16 @@ impl LogWriteBatch {
         self.ops.is_empty()
     }
 
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.ops.clear();
         self.entries.clear();
     }
 
-    /// Refuses a batch that would leave a hole in a log or overwrite compacted entries,
-    /// given the log it is about to be written to.
-    pub fn check<L: RaftLogStore + ?Sized>(&self, log: &L) -> Result<(), LogError> {
+    /// Readies the batch for the log it is about to be written to: refuses it whole if it
+    /// would leave a hole in a log or overwrite compacted entries, and drops compactions
+    /// of logs that are empty by then (raft-engine would list a removed region again).
+    pub fn prepare<L: RaftLogStore + ?Sized>(&mut self, log: &L) -> Result<(), LogError> {
+        let mut no_ops = Vec::new();
         // Each region's operations, in the order they were added.
         let mut order: Vec<(u64, usize)> = self
             .ops
@@ -197,6 +199,7 @@ impl LogWriteBatch {
             let mut span = SpanCheck::new(log, region);
             for &(_, at) in group {
                 match self.ops[at].1 {
+                    StoredOp::CompactTo(_) if span.last.is_none() => no_ops.push(at),
                     StoredOp::CompactTo(index) => span.compact_to(index),
                     StoredOp::Reset => span.last = None,
                     StoredOp::Append { start, end } => {
@@ -210,6 +213,12 @@ impl LogWriteBatch {
                 }
             }
         }
+        no_ops.sort_unstable();
+        let mut at = 0;
+        self.ops.retain(|_| {
+            at += 1;
+            no_ops.binary_search(&(at - 1)).is_err()
+        });
         Ok(())
     }
 }
@@ -288,8 +297,9 @@ impl<'a, L: RaftLogStore + ?Sized> SpanCheck<'a, L> {
 /// it in raft-engine; `MemRaftLog` in memory for deterministic tests.
 pub trait RaftLogStore: Send + Sync {
     /// Writes the batch atomically (one engine write; one fsync if `sync`) and empties it;
-    /// returns the bytes written. A batch that fails `LogWriteBatch::check` is refused
-    /// whole, before anything is written.
+    /// returns the bytes written. A batch that fails `LogWriteBatch::prepare` is refused
+    /// whole, before anything is written. Writes are serialized: the store merges its
+    /// regions' writes into one batch per write itself.
     fn write(&self, batch: &mut LogWriteBatch, sync: bool) -> Result<usize, LogError>;
     /// Every region with a log or a state, in id order, with its state (default if none).
     fn recover(&self) -> Result<Vec<(u64, RaftLocalState)>, LogError>;
@@ -315,9 +325,10 @@ pub trait RaftLogStore: Send + Sync {
 
 pub struct RaftLogEngine {
     engine: raft_engine::Engine,
-    /// One encoding buffer kept between writes: raft-engine keeps its capacity (up to a
-    /// few MiB), so a large batch does not fault in fresh pages every time.
-    spare: Mutex<LogBatch>,
+    /// Serializes writes (so a batch's check still holds when it is written) and keeps
+    /// one encoding buffer between them: raft-engine keeps up to 8 MiB of its capacity,
+    /// so a large batch does not fault in fresh pages every time.
+    writer: Mutex<LogBatch>,
 }
 
 impl RaftLogEngine {
@@ -326,7 +337,7 @@ impl RaftLogEngine {
         match raft_engine::Engine::open(cfg.engine_config()) {
             Ok(engine) => Ok(RaftLogEngine {
                 engine,
-                spare: Mutex::new(LogBatch::default()),
+                writer: Mutex::new(LogBatch::default()),
             }),
             // raft-engine does not say where; find the file so the operator knows.
             Err(raft_engine::Error::Corruption(detail)) => {
@@ -354,17 +365,14 @@ impl RaftLogEngine {
 
 impl RaftLogStore for RaftLogEngine {
     fn write(&self, batch: &mut LogWriteBatch, sync: bool) -> Result<usize, LogError> {
-        batch.check(self)?;
-        // Concurrent writers each get a batch; raft-engine groups their writes itself.
-        let mut fresh = LogBatch::default();
-        let mut spare = self.spare.try_lock();
-        let lb = spare.as_deref_mut().unwrap_or(&mut fresh);
-        let written = Self::encode(batch, lb).and_then(|()| Ok(self.engine.write(lb, sync)?));
-        if written.is_err() {
-            // Leave nothing of a failed write behind for the next one.
-            *lb = LogBatch::default();
-        }
-        let written = written?;
+        let mut spare = self.writer.lock();
+        batch.prepare(self)?;
+        // Out of the lock while in use: a failed (or panicking) write leaves nothing of
+        // itself behind for the next one.
+        let mut lb = std::mem::take(&mut *spare);
+        Self::encode(batch, &mut lb)?;
+        let written = self.engine.write(&mut lb, sync)?;
+        *spare = lb;
         batch.clear();
         Ok(written)
     }
@@ -514,9 +522,15 @@ struct RegionLogState {
 /// needs it while the log has not been truncated past it.
 #[derive(Debug, Default)]
 struct SnapshotSlot {
-    /// The newest index asked for and not yet handed to the store.
+    /// The lowest snapshot index the core asked for, not yet handed to the store.
     requested: Option<u64>,
+    /// The store took a request and has not offered (or abandoned) a snapshot since.
+    generating: bool,
     ready: Option<Snapshot>,
+}
+
+fn snapshot_index(s: &Snapshot) -> u64 {
+    s.metadata.as_ref().map_or(0, |m| m.index)
 }
 
 /// One region's log as the consensus core reads it.
@@ -565,32 +579,61 @@ impl RegionLog {
     }
 
     /// The log now starts after `(index, term)` (compaction or snapshot).
-    pub fn on_truncated(&self, index: u64, term: u64) {
+    /// Returns the offered snapshot if the truncation leaves it too old to send: its
+    /// files may go.
+    #[must_use]
+    pub fn on_truncated(&self, index: u64, term: u64) -> Option<Snapshot> {
         let mut st = self.state.write();
-        if index > st.truncated.0 {
-            st.truncated = (index, term);
-            st.cache.drop_below(index + 1);
+        if index <= st.truncated.0 {
+            return None;
         }
-    }
-
-    /// The index a follower needs a snapshot from, if the core asked since the last call:
-    /// the store then generates one at its applied index and calls `offer_snapshot`.
-    pub fn take_snapshot_request(&self) -> Option<u64> {
-        self.state.write().snapshot.requested.take()
-    }
-
-    /// A generated snapshot (metadata and a descriptor of its files) for the core to send.
-    pub fn offer_snapshot(&self, snapshot: Snapshot) {
-        let index = |s: &Snapshot| s.metadata.as_ref().map_or(0, |m| m.index);
-        let mut st = self.state.write();
-        if st
+        st.truncated = (index, term);
+        st.cache.drop_below(index + 1);
+        let stale = st
             .snapshot
             .ready
             .as_ref()
-            .is_none_or(|old| index(old) < index(&snapshot))
-        {
-            st.snapshot.ready = Some(snapshot);
+            .is_some_and(|s| snapshot_index(s) < index);
+        if stale {
+            st.snapshot.ready.take()
+        } else {
+            None
         }
+    }
+
+    /// The lowest snapshot index the core asked for, if it asked and no generation is
+    /// under way: the store then generates one at its applied index (at least this) and
+    /// calls `offer_snapshot`, or `abandon_snapshot` if that failed.
+    pub fn take_snapshot_request(&self) -> Option<u64> {
+        let mut st = self.state.write();
+        if st.snapshot.generating {
+            return None;
+        }
+        let requested = st.snapshot.requested.take();
+        st.snapshot.generating = requested.is_some();
+        requested
+    }
+
+    /// A generated snapshot (metadata and a descriptor of its files) for the core to send.
+    /// Returns the one it replaces, or itself if an offered one is newer: its files may go.
+    #[must_use]
+    pub fn offer_snapshot(&self, snapshot: Snapshot) -> Option<Snapshot> {
+        let mut st = self.state.write();
+        st.snapshot.generating = false;
+        let newer_offered = st
+            .snapshot
+            .ready
+            .as_ref()
+            .is_some_and(|old| snapshot_index(old) > snapshot_index(&snapshot));
+        if newer_offered {
+            return Some(snapshot);
+        }
+        st.snapshot.ready.replace(snapshot)
+    }
+
+    /// The generation the store took a request for failed; the next request starts anew.
+    pub fn abandon_snapshot(&self) {
+        self.state.write().snapshot.generating = false;
     }
 
     pub fn set_conf_state(&self, cs: ConfState) {

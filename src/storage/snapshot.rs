@@ -300,9 +300,9 @@ pub fn verify(
     Ok(meta)
 }
 
-/// Applies a verified snapshot: mark, clear, ingest (each in batches of about
-/// `batch_bytes`), then the apply and region states. The caller makes the result durable
-/// (`persist`).
+/// Applies a verified snapshot: a durable `Applying` mark, then the range cleared and the
+/// chunks ingested in batches of about `batch_bytes`, then the apply and region states.
+/// The caller makes the result durable (`persist`).
 pub fn apply(
     kv: &impl KvEngine,
     dir: &Path,
@@ -377,7 +377,8 @@ fn write_if_full(
     Ok(())
 }
 
-/// Removes a snapshot's files (after its apply is durable, or once it was sent).
+/// Removes a snapshot's files: on the receiver once its apply is durable, on the sender
+/// once `RegionLog` no longer offers it (`offer_snapshot` and `on_truncated` say when).
 pub fn remove(dir: &Path) -> Result<(), SnapshotError> {
     fs::remove_dir_all(dir).map_err(io_err(dir))
 }
