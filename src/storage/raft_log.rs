@@ -102,6 +102,8 @@ enum StoredOp {
 pub struct LogWriteBatch {
     ops: Vec<(u64, StoredOp)>,
     entries: Vec<WalEntry>,
+    /// Scratch space of `prepare`, kept so a large batch does not allocate anew.
+    order: Vec<(u64, usize)>,
 }
 
 impl LogWriteBatch {
@@ -186,13 +188,15 @@ impl LogWriteBatch {
     pub fn prepare<L: RaftLogStore + ?Sized>(&mut self, log: &L) -> Result<(), LogError> {
         let mut no_ops = Vec::new();
         // Each region's operations, in the order they were added.
-        let mut order: Vec<(u64, usize)> = self
-            .ops
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, op))| !matches!(op, StoredOp::PutState(_)))
-            .map(|(at, (region, _))| (*region, at))
-            .collect();
+        let mut order = std::mem::take(&mut self.order);
+        order.clear();
+        order.extend(
+            self.ops
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, op))| !matches!(op, StoredOp::PutState(_)))
+                .map(|(at, (region, _))| (*region, at)),
+        );
         order.sort_unstable();
         for group in order.chunk_by(|a, b| a.0 == b.0) {
             let region = group[0].0;
@@ -213,12 +217,15 @@ impl LogWriteBatch {
                 }
             }
         }
-        no_ops.sort_unstable();
-        let mut at = 0;
-        self.ops.retain(|_| {
-            at += 1;
-            no_ops.binary_search(&(at - 1)).is_err()
-        });
+        self.order = order;
+        if !no_ops.is_empty() {
+            no_ops.sort_unstable();
+            let mut at = 0;
+            self.ops.retain(|_| {
+                at += 1;
+                no_ops.binary_search(&(at - 1)).is_err()
+            });
+        }
         Ok(())
     }
 }
