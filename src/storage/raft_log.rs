@@ -4,7 +4,8 @@
 //! write and at most one fsync. `RegionLog` is the core's `LogStorage` view of one region,
 //! with a cache of recent entries so a leader's replication rarely reads the disk.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -104,7 +105,12 @@ pub struct LogWriteBatch {
     entries: Vec<WalEntry>,
     /// Scratch space of `prepare`, kept so a large batch does not allocate anew.
     order: Vec<(u64, usize)>,
+    /// What `prepare` found: each touched region's log span after the batch.
+    spans_after: Vec<(u64, Option<Span>)>,
 }
+
+/// A log's first and last index.
+pub type Span = (u64, u64);
 
 impl LogWriteBatch {
     /// Appends entries (consecutive indices) to a region's log, replacing any suffix from
@@ -185,8 +191,10 @@ impl LogWriteBatch {
     /// Readies the batch for the log it is about to be written to: refuses it whole if it
     /// would leave a hole in a log or overwrite compacted entries, and drops compactions
     /// of logs that are empty by then (raft-engine would list a removed region again).
-    pub fn prepare<L: RaftLogStore + ?Sized>(&mut self, log: &L) -> Result<(), LogError> {
+    /// `spans_after` then tells each touched region's span once the batch is written.
+    pub fn prepare(&mut self, spans: &impl LogSpans) -> Result<(), LogError> {
         let mut no_ops = Vec::new();
+        self.spans_after.clear();
         // Each region's operations, in the order they were added.
         let mut order = std::mem::take(&mut self.order);
         order.clear();
@@ -200,12 +208,15 @@ impl LogWriteBatch {
         order.sort_unstable();
         for group in order.chunk_by(|a, b| a.0 == b.0) {
             let region = group[0].0;
-            let mut span = SpanCheck::new(log, region);
+            let mut span = SpanCheck {
+                region,
+                span: spans.span(region),
+            };
             for &(_, at) in group {
                 match self.ops[at].1 {
-                    StoredOp::CompactTo(_) if span.last.is_none() => no_ops.push(at),
+                    StoredOp::CompactTo(_) if span.span.is_none() => no_ops.push(at),
                     StoredOp::CompactTo(index) => span.compact_to(index),
-                    StoredOp::Reset => span.last = None,
+                    StoredOp::Reset => span.span = None,
                     StoredOp::Append { start, end } => {
                         let (first, last) = (
                             self.entries[start].entry.index,
@@ -216,6 +227,7 @@ impl LogWriteBatch {
                     StoredOp::PutState(_) => {}
                 }
             }
+            self.spans_after.push((region, span.span));
         }
         self.order = order;
         if !no_ops.is_empty() {
@@ -228,74 +240,52 @@ impl LogWriteBatch {
         }
         Ok(())
     }
+
+    /// Each region whose log the last `prepare` saw the batch change, with its span
+    /// once the batch is written (None: empty).
+    pub fn spans_after(&self) -> &[(u64, Option<Span>)] {
+        &self.spans_after
+    }
 }
 
-/// A region's log span as a batch's operations would change it. The log's first index is
-/// only looked up when an append overwrites entries: the common append right after the
-/// last entry costs one lookup.
-struct SpanCheck<'a, L: ?Sized> {
-    log: &'a L,
+/// Where a batch's check finds each region's current log span.
+pub trait LogSpans {
+    fn span(&self, region: u64) -> Option<Span>;
+}
+
+/// A region's log span as a batch's operations change it.
+struct SpanCheck {
     region: u64,
-    /// The last index, or `None` for an empty log.
-    last: Option<u64>,
-    /// The first index once known; `floor` bounds it from below after compactions.
-    first: Option<u64>,
-    floor: u64,
+    /// None: an empty log.
+    span: Option<Span>,
 }
 
-impl<'a, L: RaftLogStore + ?Sized> SpanCheck<'a, L> {
-    fn new(log: &'a L, region: u64) -> Self {
-        let last = log.last_index(region);
-        SpanCheck {
-            log,
-            region,
-            last,
-            first: None,
-            floor: 0,
-        }
-    }
-
-    fn first(&mut self) -> u64 {
-        let stored = *self
-            .first
-            .get_or_insert_with(|| self.log.first_index(self.region).unwrap_or(0));
-        stored.max(self.floor)
-    }
-
+impl SpanCheck {
     fn compact_to(&mut self, index: u64) {
-        match self.last {
-            Some(last) if last >= index => self.floor = self.floor.max(index),
-            _ => self.last = None,
-        }
+        self.span = match self.span {
+            Some((first, last)) if last >= index => Some((first.max(index), last)),
+            _ => None,
+        };
     }
 
     fn append(&mut self, first: u64, last: u64) -> Result<(), LogError> {
-        match self.last {
-            Some(hi) if first <= hi => {
-                let lo = self.first();
-                if first < lo {
-                    let what = format!("append at {first} to a log spanning {lo}..={hi}");
-                    return Err(LogError::InvalidWrite {
-                        region: self.region,
-                        what,
-                    });
-                }
+        let refuse = |what: String| {
+            Err(LogError::InvalidWrite {
+                region: self.region,
+                what,
+            })
+        };
+        self.span = match self.span {
+            Some((lo, hi)) if first < lo => {
+                return refuse(format!("append at {first} to a log spanning {lo}..={hi}"));
             }
-            Some(hi) if first > hi + 1 => {
-                let what = format!("append at {first} to a log ending at {hi}");
-                return Err(LogError::InvalidWrite {
-                    region: self.region,
-                    what,
-                });
+            Some((_, hi)) if first > hi + 1 => {
+                return refuse(format!("append at {first} to a log ending at {hi}"));
             }
-            Some(_) => {}
-            None => {
-                // An empty log starts wherever the append does.
-                self.first = Some(first);
-                self.floor = first;
-            }
-        }
-        self.last = Some(last);
+            Some((lo, _)) => Some((lo, last)),
+            // An empty log starts wherever the append does.
+            None => Some((first, last)),
+        };
         Ok(())
     }
 }
@@ -332,20 +322,77 @@ pub trait RaftLogStore: Send + Sync {
 
 pub struct RaftLogEngine {
     engine: raft_engine::Engine,
-    /// Serializes writes (so a batch's check still holds when it is written) and keeps
-    /// one encoding buffer between them: raft-engine keeps up to 8 MiB of its capacity,
-    /// so a large batch does not fault in fresh pages every time.
-    writer: Mutex<LogBatch>,
+    /// Serializes writes, so a batch's check still holds when it is written.
+    writer: Mutex<Writer>,
+}
+
+struct Writer {
+    /// One encoding buffer kept between writes: raft-engine keeps up to 8 MiB of its
+    /// capacity, so a large batch does not fault in fresh pages every time.
+    spare: LogBatch,
+    /// Every non-empty region log's span, as raft-engine's memtables have it. Checking a
+    /// batch against this one compact map costs a fraction of looking up thousands of
+    /// scattered memtables (about 150 ns each, cold).
+    spans: SpanMap,
+}
+
+type SpanMap = HashMap<u64, Span, BuildHasherDefault<RegionIdHasher>>;
+
+impl LogSpans for SpanMap {
+    fn span(&self, region: u64) -> Option<Span> {
+        self.get(&region).copied()
+    }
+}
+
+impl<T: RaftLogStore + ?Sized> LogSpans for T {
+    fn span(&self, region: u64) -> Option<Span> {
+        self.first_index(region).zip(self.last_index(region))
+    }
+}
+
+/// Region ids need no cryptographic hashing: a multiply and a fold spread them well.
+#[derive(Default)]
+struct RegionIdHasher(u64);
+
+impl Hasher for RegionIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b) ^ self.0.rotate_left(8));
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        let h = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 32);
+    }
 }
 
 impl RaftLogEngine {
     /// Opens (recovering) the log in `cfg.dir`, creating it if needed.
     pub fn open(cfg: &RaftLogConfig) -> Result<Self, LogError> {
         match raft_engine::Engine::open(cfg.engine_config()) {
-            Ok(engine) => Ok(RaftLogEngine {
-                engine,
-                writer: Mutex::new(LogBatch::default()),
-            }),
+            Ok(engine) => {
+                let spans = engine
+                    .raft_groups()
+                    .into_iter()
+                    .filter_map(|r| {
+                        let span = engine.first_index(r).zip(engine.last_index(r))?;
+                        Some((r, span))
+                    })
+                    .collect();
+                let writer = Writer {
+                    spare: LogBatch::default(),
+                    spans,
+                };
+                Ok(RaftLogEngine {
+                    engine,
+                    writer: Mutex::new(writer),
+                })
+            }
             // raft-engine does not say where; find the file so the operator knows.
             Err(raft_engine::Error::Corruption(detail)) => {
                 let file = find_corrupt_file(&cfg.dir).unwrap_or_else(|| cfg.dir.clone());
@@ -353,6 +400,20 @@ impl RaftLogEngine {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn set_span(&self, spans: &mut SpanMap, region: u64, span: Option<Span>) {
+        debug_assert_eq!(
+            span,
+            self.engine
+                .first_index(region)
+                .zip(self.engine.last_index(region)),
+            "the span of region {region} disagrees with raft-engine's"
+        );
+        match span {
+            Some(span) => spans.insert(region, span),
+            None => spans.remove(&region),
+        };
     }
 
     fn encode(batch: &LogWriteBatch, lb: &mut LogBatch) -> Result<(), LogError> {
@@ -372,14 +433,17 @@ impl RaftLogEngine {
 
 impl RaftLogStore for RaftLogEngine {
     fn write(&self, batch: &mut LogWriteBatch, sync: bool) -> Result<usize, LogError> {
-        let mut spare = self.writer.lock();
-        batch.prepare(self)?;
+        let mut writer = self.writer.lock();
+        batch.prepare(&writer.spans)?;
         // Out of the lock while in use: a failed (or panicking) write leaves nothing of
         // itself behind for the next one.
-        let mut lb = std::mem::take(&mut *spare);
+        let mut lb = std::mem::take(&mut writer.spare);
         Self::encode(batch, &mut lb)?;
         let written = self.engine.write(&mut lb, sync)?;
-        *spare = lb;
+        writer.spare = lb;
+        for &(region, span) in batch.spans_after() {
+            self.set_span(&mut writer.spans, region, span);
+        }
         batch.clear();
         Ok(written)
     }
@@ -432,7 +496,14 @@ impl RaftLogStore for RaftLogEngine {
     }
 
     fn compact_to(&self, region: u64, index: u64) -> u64 {
-        self.engine.compact_to(region, index)
+        let mut writer = self.writer.lock();
+        let dropped = self.engine.compact_to(region, index);
+        let span = self
+            .engine
+            .first_index(region)
+            .zip(self.engine.last_index(region));
+        self.set_span(&mut writer.spans, region, span);
+        dropped
     }
 
     fn purge_expired_files(&self) -> Result<Vec<u64>, LogError> {
