@@ -350,6 +350,11 @@ impl<T: RaftLogStore + ?Sized> LogSpans for T {
     }
 }
 
+/// A region's span as raft-engine's memtable has it.
+fn stored_span(engine: &raft_engine::Engine, region: u64) -> Option<Span> {
+    engine.first_index(region).zip(engine.last_index(region))
+}
+
 /// Region ids need no cryptographic hashing: a multiply and a fold spread them well.
 #[derive(Default)]
 struct RegionIdHasher(u64);
@@ -379,10 +384,7 @@ impl RaftLogEngine {
                 let spans = engine
                     .raft_groups()
                     .into_iter()
-                    .filter_map(|r| {
-                        let span = engine.first_index(r).zip(engine.last_index(r))?;
-                        Some((r, span))
-                    })
+                    .filter_map(|r| Some((r, stored_span(&engine, r)?)))
                     .collect();
                 let writer = Writer {
                     spare: LogBatch::default(),
@@ -405,9 +407,7 @@ impl RaftLogEngine {
     fn set_span(&self, spans: &mut SpanMap, region: u64, span: Option<Span>) {
         debug_assert_eq!(
             span,
-            self.engine
-                .first_index(region)
-                .zip(self.engine.last_index(region)),
+            stored_span(&self.engine, region),
             "the span of region {region} disagrees with raft-engine's"
         );
         match span {
@@ -498,11 +498,7 @@ impl RaftLogStore for RaftLogEngine {
     fn compact_to(&self, region: u64, index: u64) -> u64 {
         let mut writer = self.writer.lock();
         let dropped = self.engine.compact_to(region, index);
-        let span = self
-            .engine
-            .first_index(region)
-            .zip(self.engine.last_index(region));
-        self.set_span(&mut writer.spans, region, span);
+        self.set_span(&mut writer.spans, region, stored_span(&self.engine, region));
         dropped
     }
 
