@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use fjall::{Database, KeyspaceCreateOptions, PersistMode, Readable};
 
-use super::kv::{Keyspace, KvEngine, KvError, KvIter, KvRead, KvWriteBatch, WriteOp, bounds};
+use super::kv::{
+    Keyspace, KvEngine, KvError, KvIter, KvRead, KvWriteBatch, WriteOp, bounds, in_order,
+};
 
 fn err(e: impl std::fmt::Display) -> KvError {
     KvError::Engine(e.to_string())
@@ -139,11 +141,7 @@ fn snapshot_scan<'a>(
         let (k, v) = guard.into_inner().map_err(err)?;
         Ok((Bytes::copy_from_slice(&k), Bytes::copy_from_slice(&v)))
     });
-    if reverse {
-        Box::new(pairs.rev())
-    } else {
-        Box::new(pairs)
-    }
+    in_order(pairs, reverse)
 }
 
 impl KvRead for FjallKvView {

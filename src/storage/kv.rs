@@ -206,6 +206,18 @@ pub trait KvEngine: KvRead + Send + Sync {
     fn persist(&self) -> Result<(), KvError>;
 }
 
+/// A scan's pairs boxed in the order asked for.
+pub(crate) fn in_order<'a>(
+    pairs: impl DoubleEndedIterator<Item = Result<KvPair, KvError>> + 'a,
+    reverse: bool,
+) -> KvIter<'a> {
+    if reverse {
+        Box::new(pairs.rev())
+    } else {
+        Box::new(pairs)
+    }
+}
+
 /// The range bounds of `[start, end)`.
 pub(crate) fn bounds(start: &[u8], end: Option<&[u8]>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     (

@@ -8,7 +8,9 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::journaled::Journaled;
-use super::kv::{Keyspace, KvEngine, KvError, KvIter, KvRead, KvWriteBatch, WriteOp, bounds};
+use super::kv::{
+    Keyspace, KvEngine, KvError, KvIter, KvRead, KvWriteBatch, WriteOp, bounds, in_order,
+};
 
 type Tables = BTreeMap<Keyspace, BTreeMap<Bytes, Bytes>>;
 
@@ -103,11 +105,7 @@ impl KvRead for MemKvView {
             hi.as_ref().map(Vec::as_slice),
         ));
         let pairs = range.map(|(k, v)| Ok((k.clone(), v.clone())));
-        if reverse {
-            Box::new(pairs.rev())
-        } else {
-            Box::new(pairs)
-        }
+        in_order(pairs, reverse)
     }
 }
 

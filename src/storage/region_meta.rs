@@ -49,21 +49,25 @@ pub fn put_apply_state(batch: &mut KvWriteBatch, region: u64, state: &RaftApplyS
 }
 
 pub fn region_state(kv: &impl KvRead, region: u64) -> Result<Option<RegionLocalState>, KvError> {
-    let Some(raw) = kv.get(Keyspace::Meta, &key(region, REGION_STATE_SUFFIX))? else {
-        return Ok(None);
-    };
-    RegionLocalState::decode(raw)
-        .map(Some)
-        .map_err(|e| corrupt(region, "region state", e))
+    read_state(kv, region, REGION_STATE_SUFFIX, "region state")
 }
 
 pub fn apply_state(kv: &impl KvRead, region: u64) -> Result<Option<RaftApplyState>, KvError> {
-    let Some(raw) = kv.get(Keyspace::Meta, &key(region, APPLY_STATE_SUFFIX))? else {
+    read_state(kv, region, APPLY_STATE_SUFFIX, "apply state")
+}
+
+fn read_state<M: prost::Message + Default>(
+    kv: &impl KvRead,
+    region: u64,
+    suffix: u8,
+    what: &str,
+) -> Result<Option<M>, KvError> {
+    let Some(raw) = kv.get(Keyspace::Meta, &key(region, suffix))? else {
         return Ok(None);
     };
-    RaftApplyState::decode(raw)
+    M::decode(raw)
         .map(Some)
-        .map_err(|e| corrupt(region, "apply state", e))
+        .map_err(|e| corrupt(region, what, e))
 }
 
 /// Every region with a region state, in id order (what a store loads on start).
