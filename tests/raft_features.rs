@@ -15,8 +15,8 @@ use flotilla::raft::progress::ProgressState;
 use flotilla::raft::raw_node::ProgressStatus;
 use flotilla::raft::sim::cluster::{BOOTSTRAP_INDEX, BOOTSTRAP_TERM, Cluster};
 use flotilla::raft::{
-    Config, DropReason, LogStorage, MemStorage, RaftError, RawNode, ReadOnlyOption, ReadState,
-    Role, Status,
+    Config, DropReason, LogStorage, MemStorage, NodeStart, RaftError, RawNode, ReadOnlyOption,
+    ReadState, Role, Status,
 };
 
 const ET: usize = 10;
@@ -259,7 +259,7 @@ fn election_timeout_is_rerandomized_on_every_reset_and_honoured() {
         }
         assert_eq!(ticks, t, "campaigns exactly when its timeout elapses");
         seen.push(t);
-        let _ = n.ready();
+        let _ = n.ready().unwrap();
     }
     let distinct: BTreeSet<_> = seen.iter().collect();
     assert!(distinct.len() >= 4, "timeouts not re-randomized: {seen:?}");
@@ -357,7 +357,7 @@ fn lease_reads_skip_the_heartbeat_round_until_the_lease_expires() {
     c.raw_mut(1).read_index(b"r1".to_vec()).unwrap();
     let want = vec![rs(c.committed(1), b"r1")];
     assert_eq!(c.node(1).raw().raft().read_states, want, "answered at once");
-    let rd = c.raw_mut(1).ready();
+    let rd = c.raw_mut(1).ready().unwrap();
     assert_eq!(rd.read_states, want);
     assert!(rd.messages.is_empty(), "no heartbeat round");
     c.stabilize();
@@ -594,7 +594,7 @@ fn follower_rejects_a_stale_snapshot() {
         assert_eq!(after.last_index, before.last_index);
         assert_eq!(after.conf_state, before.conf_state);
         assert_eq!(entry(&c, 2, commit - 1).term, t);
-        let rd = c.raw_mut(2).ready();
+        let rd = c.raw_mut(2).ready().unwrap();
         assert!(rd.snapshot.is_none() && rd.entries.is_empty());
         let out: Vec<&Message> = rd.messages.iter().chain(&rd.persisted_messages).collect();
         assert_eq!(out.len(), 1, "{out:?}");
@@ -733,7 +733,7 @@ fn learners_replicate_but_neither_vote_nor_count_and_can_be_promoted() {
         &[4],
         |_| {},
     ));
-    c.raw_mut(1).campaign();
+    c.raw_mut(1).campaign().unwrap();
     let (seen, _) = pump(&mut c, |_| false);
     assert_eq!(c.leader(), Some(1));
     let vote = |m: &Message| is(m, MsgRequestVote) || is(m, MsgRequestPreVote);
@@ -745,7 +745,7 @@ fn learners_replicate_but_neither_vote_nor_count_and_can_be_promoted() {
     assert_eq!(c.applied_data(4), vec![b"a".to_vec()]);
     // A learner never campaigns.
     let t = term(&c, 4);
-    c.raw_mut(4).campaign();
+    assert!(c.raw_mut(4).campaign().is_err());
     for _ in 0..3 * ET {
         c.tick(4);
     }
@@ -935,9 +935,12 @@ fn leader_commits_on_follower_acks_before_its_own_write() {
 #[test]
 fn single_node_commits_only_after_on_persisted() {
     let store = MemStorage::with_voters(&[1]);
-    let mut n = RawNode::new(Config::new(1), store.clone()).unwrap();
+    let mut cfg = Config::new(1);
+    // Created fresh (no boot guard), so it may campaign at once.
+    cfg.start = NodeStart::Created;
+    let mut n = RawNode::new(cfg, store.clone()).unwrap();
     let write = |n: &mut RawNode<MemStorage>| {
-        let rd = n.ready();
+        let rd = n.ready().unwrap();
         store.wl().append(&rd.entries).unwrap();
         if let Some(hs) = rd.hard_state {
             store.wl().set_hard_state(hs);
@@ -948,7 +951,7 @@ fn single_node_commits_only_after_on_persisted() {
             rd.committed_entries,
         )
     };
-    n.campaign();
+    n.campaign().unwrap();
     let (_, to_self, _) = write(&mut n);
     for m in to_self {
         n.step(m).unwrap(); // our own durable vote

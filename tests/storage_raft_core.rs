@@ -57,7 +57,7 @@ fn handle_ready(n: &mut Node, out: &mut VecDeque<Message>) -> bool {
     if !n.raw.has_ready() {
         return false;
     }
-    let mut rd = n.raw.ready();
+    let mut rd = n.raw.ready().unwrap();
     let ack = rd.persisted_up_to();
     out.extend(std::mem::take(&mut rd.messages));
     // The state as of the last write, advanced by this Ready.
@@ -136,7 +136,7 @@ fn three_nodes_led_by_node_1() -> (Vec<tempfile::TempDir>, Vec<Node>) {
     let mut nodes: Vec<Node> = (0..3)
         .map(|i| start(i as u64 + 1, dirs[i].path(), 0))
         .collect();
-    nodes[0].raw.campaign();
+    nodes[0].raw.campaign().unwrap();
     settle(&mut nodes);
     (dirs, nodes)
 }
@@ -168,7 +168,7 @@ fn core_replicates_over_raft_engine_and_restarts_from_disk() {
         assert_eq!(st.last_index, last);
         assert_eq!(st.hard_state.commit, last);
     }
-    nodes[1].raw.campaign();
+    nodes[1].raw.campaign().unwrap();
     settle(&mut nodes);
     assert_eq!(nodes[1].raw.status().soft_state.role, Role::Leader);
     nodes[1]

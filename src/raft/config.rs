@@ -12,6 +12,21 @@ pub enum ReadOnlyOption {
     LeaseBased,
 }
 
+/// How a node came to exist; decides whether it starts behind a boot guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NodeStart {
+    /// Started from state on disk that may predate a crash (the default, and always safe).
+    /// With check-quorum, it refuses votes and requested campaigns for one election timeout:
+    /// it may have acknowledged a leader's heartbeat (granting it a lease) just before going
+    /// down, and an acknowledgement is not persisted.
+    #[default]
+    Restarted,
+    /// Created in this process with no earlier life (a region made by a split here, a peer
+    /// being added): it cannot have acknowledged any leader before, so it may vote and
+    /// campaign at once. Never use it for a node that existed before a restart.
+    Created,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// This node's id; never 0.
@@ -46,6 +61,8 @@ pub struct Config {
     pub lease_margin_ticks: usize,
     /// Seed of the node's randomized election timeouts.
     pub seed: u64,
+    /// Restarted (with a boot guard) or created fresh.
+    pub start: NodeStart,
 }
 
 impl Default for Config {
@@ -66,6 +83,7 @@ impl Default for Config {
             read_only_option: ReadOnlyOption::Safe,
             lease_margin_ticks: 2,
             seed: 0,
+            start: NodeStart::Restarted,
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 use super::confchange;
-use super::config::{Config, ReadOnlyOption, limit};
+use super::config::{Config, NodeStart, ReadOnlyOption, limit};
 use super::errors::{DropReason, RaftError, Result, invalid};
 use super::log::RaftLog;
 use super::message::{TRANSFER_CONTEXT, msg, validate};
@@ -24,6 +24,32 @@ pub enum Role {
     Leader,
 }
 
+/// Why a node starts an election. Each kind decides which safety checks apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CampaignKind {
+    /// The election timer fired: no leader was heard from for a randomized timeout.
+    Timeout,
+    /// The application asked (`RawNode::campaign`). Refused while this node is inside a
+    /// leader's lease: its own vote would break the quorum that lease rests on.
+    Requested,
+    /// The leader asked us to take over (`TimeoutNow`): no pre-vote, and the vote request
+    /// is marked so that voters set their leases aside (the leader gave its lease up).
+    Transfer,
+}
+
+/// Why a campaign was not started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CampaignRefusal {
+    #[error("this node is already the leader")]
+    AlreadyLeader,
+    #[error("this node is not a voter")]
+    NotVoter,
+    #[error("a committed configuration change is not applied yet")]
+    UnappliedConfChange,
+    #[error("this node is inside the lease of leader {leader} (0: the boot guard after a restart)")]
+    InLease { leader: u64 },
+}
+
 /// Volatile state the application may want to observe (not persisted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SoftState {
@@ -40,6 +66,9 @@ pub struct Raft<S: LogStorage> {
     pub role: Role,
     pub leader_id: u64,
     pub lead_transferee: Option<u64>,
+    /// Leader: ticks since the pending transfer began; abandoned after an election timeout.
+    /// Its own timer, so that transfer requests cannot postpone the check-quorum deadline.
+    pub(super) transfer_elapsed: usize,
     /// Index of the last conf change appended by this leader; no new one until applied.
     pub pending_conf_index: u64,
     /// Payload bytes of this leader's uncommitted entries, with their indices.
@@ -47,6 +76,9 @@ pub struct Raft<S: LogStorage> {
     pub uncommitted_size: u64,
     pub(super) read_only: ReadOnly,
     pub read_states: Vec<ReadState>,
+    /// Contexts of this node's own reads that were queued when it stopped leading: they
+    /// will never be confirmed, and the application answers each with an error.
+    pub dropped_reads: Vec<Vec<u8>>,
     /// Messages that may be sent at once.
     pub msgs: Vec<Message>,
     /// Messages that may only be sent once everything handed out for persistence so far is
@@ -90,11 +122,13 @@ impl<S: LogStorage> Raft<S> {
             role: Role::Follower,
             leader_id: 0,
             lead_transferee: None,
+            transfer_elapsed: 0,
             pending_conf_index: 0,
             uncommitted: VecDeque::new(),
             uncommitted_size: 0,
             read_only: ReadOnly::new(),
             read_states: Vec::new(),
+            dropped_reads: Vec::new(),
             msgs: Vec::new(),
             msgs_after_append: Vec::new(),
             election_elapsed: 0,
@@ -103,7 +137,7 @@ impl<S: LogStorage> Raft<S> {
             now: 0,
             lease_until: 0,
             timeout_now_sent: false,
-            boot_guard: cfg.check_quorum,
+            boot_guard: cfg.check_quorum && cfg.start == NodeStart::Restarted,
             rng: Rng::new(cfg.seed ^ cfg.id.rotate_left(32)),
             cfg,
         };
@@ -164,6 +198,7 @@ impl<S: LogStorage> Raft<S> {
             2 * self.cfg.election_tick as u64,
         ) as usize;
         self.lead_transferee = None;
+        self.transfer_elapsed = 0;
         self.lease_until = 0;
         self.timeout_now_sent = false;
         self.tracker.reset_votes();
@@ -180,7 +215,9 @@ impl<S: LogStorage> Raft<S> {
         self.pending_conf_index = 0;
         self.uncommitted.clear();
         self.uncommitted_size = 0;
-        self.read_only.clear();
+        let id = self.id;
+        let dropped = self.read_only.clear().filter(|(_, from)| *from == id);
+        self.dropped_reads.extend(dropped.map(|(ctx, _)| ctx));
     }
 
     pub fn become_follower(&mut self, term: u64, leader_id: u64) {
@@ -238,7 +275,8 @@ impl<S: LogStorage> Raft<S> {
         }
         if self.promotable() && self.election_elapsed >= self.randomized_election_timeout {
             self.election_elapsed = 0;
-            self.hup(false);
+            // A refusal (unapplied conf change) is retried at the next timeout.
+            let _ = self.hup(CampaignKind::Timeout);
         }
     }
 
@@ -251,8 +289,13 @@ impl<S: LogStorage> Raft<S> {
                 self.become_follower(self.term, 0);
                 return;
             }
-            // A transfer that did not finish within an election timeout is abandoned.
-            self.lead_transferee = None;
+        }
+        if self.lead_transferee.is_some() {
+            self.transfer_elapsed += 1;
+            if self.transfer_elapsed >= self.cfg.election_tick {
+                // A transfer that did not finish within an election timeout is abandoned.
+                self.cancel_transfer();
+            }
         }
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick {
             self.heartbeat_elapsed = 0;
@@ -266,22 +309,37 @@ impl<S: LogStorage> Raft<S> {
 
     // ---- elections --------------------------------------------------------------------
 
-    /// Starts an election (after a timeout, `campaign()` or `TimeoutNow`).
-    pub fn hup(&mut self, transfer: bool) {
-        if self.role == Role::Leader || !self.promotable() || self.has_unapplied_conf_change() {
-            return;
+    /// Starts an election of the given kind (pre-vote first if configured, except for a
+    /// transfer), or says why not.
+    pub fn hup(&mut self, kind: CampaignKind) -> Result<(), CampaignRefusal> {
+        if self.role == Role::Leader {
+            return Err(CampaignRefusal::AlreadyLeader);
         }
-        if self.cfg.pre_vote && !transfer {
+        if !self.promotable() {
+            return Err(CampaignRefusal::NotVoter);
+        }
+        if self.has_unapplied_conf_change() {
+            return Err(CampaignRefusal::UnappliedConfChange);
+        }
+        if kind == CampaignKind::Requested && self.in_lease() {
+            return Err(CampaignRefusal::InLease {
+                leader: self.leader_id,
+            });
+        }
+        if self.cfg.pre_vote && kind != CampaignKind::Transfer {
             self.campaign_pre_vote();
         } else {
-            self.campaign(transfer);
+            self.campaign(kind);
         }
+        Ok(())
     }
 
     /// A node that has not applied a committed conf change may count votes with the wrong
     /// configuration, so it waits.
     fn has_unapplied_conf_change(&self) -> bool {
-        let (lo, hi) = (self.log.applied + 1, self.log.committed + 1);
+        // Below the first index lies a snapshot, whose configuration is already ours.
+        let lo = (self.log.applied + 1).max(self.log.first_index());
+        let hi = self.log.committed + 1;
         if lo >= hi {
             return false;
         }
@@ -293,11 +351,11 @@ impl<S: LogStorage> Raft<S> {
         }
     }
 
-    fn vote_request(&self, t: MessageType, to: u64, term: u64, transfer: bool) -> Message {
+    fn vote_request(&self, t: MessageType, to: u64, term: u64, kind: CampaignKind) -> Message {
         let mut m = msg(t, to, term);
         m.index = self.log.last_index();
         m.log_term = self.log.last_term();
-        if transfer {
+        if kind == CampaignKind::Transfer {
             m.context = TRANSFER_CONTEXT.to_vec();
         }
         m
@@ -306,19 +364,20 @@ impl<S: LogStorage> Raft<S> {
     fn campaign_pre_vote(&mut self) {
         self.become_pre_candidate();
         if self.tracker.record_vote(self.id, true) == VoteResult::Won {
-            self.campaign(false);
+            self.campaign(CampaignKind::Timeout);
             return;
         }
         let term = self.term + 1;
         for id in self.tracker.voter_ids() {
             if id != self.id {
-                let m = self.vote_request(MessageType::MsgRequestPreVote, id, term, false);
+                let kind = CampaignKind::Timeout;
+                let m = self.vote_request(MessageType::MsgRequestPreVote, id, term, kind);
                 self.send(m);
             }
         }
     }
 
-    fn campaign(&mut self, transfer: bool) {
+    fn campaign(&mut self, kind: CampaignKind) {
         self.become_candidate();
         // Our own vote counts only once it is durable: it comes back as a message after the
         // Ready that persists it.
@@ -327,7 +386,7 @@ impl<S: LogStorage> Raft<S> {
         self.send_after_persist(own);
         for id in self.tracker.voter_ids() {
             if id != self.id {
-                let m = self.vote_request(MessageType::MsgRequestVote, id, self.term, transfer);
+                let m = self.vote_request(MessageType::MsgRequestVote, id, self.term, kind);
                 self.send(m);
             }
         }
@@ -369,7 +428,9 @@ impl<S: LogStorage> Raft<S> {
 
     fn handle_vote_response(&mut self, m: &Message) {
         match self.tracker.record_vote(m.from, !m.reject) {
-            VoteResult::Won if self.role == Role::PreCandidate => self.campaign(false),
+            VoteResult::Won if self.role == Role::PreCandidate => {
+                self.campaign(CampaignKind::Timeout)
+            }
             VoteResult::Won => {
                 self.become_leader();
                 self.bcast_append();
@@ -491,7 +552,10 @@ impl<S: LogStorage> Raft<S> {
                 self.heard_from_leader(m.from);
                 self.handle_snapshot(m)?;
             }
-            MessageType::MsgTimeoutNow => self.hup(true),
+            MessageType::MsgTimeoutNow => {
+                // Refused only if we cannot lead (removed, or a conf change to apply first).
+                let _ = self.hup(CampaignKind::Transfer);
+            }
             // A request forwarded to us by a node that took us for the leader: forwarding it
             // again could bounce it between stale nodes, so it is dropped (the requester
             // retries).
@@ -603,10 +667,11 @@ impl<S: LogStorage> Raft<S> {
         match self.role {
             Role::Leader => self.handle_transfer_leader(to),
             Role::Follower if self.leader_id != 0 => {
-                // Forwarded on behalf of the transferee, as if it asked itself.
+                // Term-less, like a forwarded read. The sender is always us; the target
+                // travels in its own field.
                 let mut m = msg(MessageType::MsgTransferLeader, self.leader_id, 0);
-                m.from = to;
-                self.msgs.push(m);
+                m.transferee = to;
+                self.send(m);
                 Ok(())
             }
             _ => Err(RaftError::ProposalDropped(DropReason::NotLeader {

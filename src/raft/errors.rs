@@ -39,6 +39,10 @@ pub enum DropReason {
 pub enum RaftError {
     #[error("proposal dropped: {0}")]
     ProposalDropped(DropReason),
+    #[error("a proposal needs at least one entry")]
+    EmptyProposal,
+    #[error("campaign refused: {0}")]
+    CampaignRefused(#[from] super::core::CampaignRefusal),
     #[error("entry of {size} bytes exceeds the limit of {max} bytes")]
     EntryTooLarge { size: u64, max: u64 },
     #[error("invalid message: {0}")]

@@ -30,7 +30,7 @@ impl<S: LogStorage> Raft<S> {
             MessageType::MsgAppendResponse => self.handle_append_response(&m)?,
             MessageType::MsgHeartbeatResponse => self.handle_heartbeat_response(&m)?,
             MessageType::MsgReadIndex => self.handle_read_index(m.from, m.context),
-            MessageType::MsgTransferLeader => self.handle_transfer_leader(m.from)?,
+            MessageType::MsgTransferLeader => self.handle_transfer_leader(m.transferee)?,
             _ => {}
         }
         Ok(())
@@ -74,6 +74,9 @@ impl<S: LogStorage> Raft<S> {
                 context,
                 ..Default::default()
             });
+        }
+        if ents.is_empty() {
+            return Err(RaftError::EmptyProposal);
         }
         let last = self.append_entries(ents, false)?;
         self.bcast_append();
@@ -210,7 +213,8 @@ impl<S: LogStorage> Raft<S> {
         let prev = next - 1;
         let (log_term, ents) = match (
             self.log.term(prev),
-            self.log.entries_from(next, self.cfg.max_size_per_msg),
+            self.log
+                .entries_from(next, limit(self.cfg.max_size_per_msg)),
         ) {
             (Ok(t), Ok(e)) => (t, e),
             (Err(StorageError::Compacted), _) | (_, Err(StorageError::Compacted)) => {
@@ -430,6 +434,8 @@ impl<S: LogStorage> Raft<S> {
 
     pub(super) fn handle_transfer_leader(&mut self, target: u64) -> Result<()> {
         if target == self.id {
+            // Asking to keep the lead cancels a pending transfer.
+            self.cancel_transfer();
             return Ok(());
         }
         let refuse = |reason| {
@@ -446,7 +452,7 @@ impl<S: LogStorage> Raft<S> {
         }
         let caught_up = pr.matched == self.log.last_index();
         // The transfer must finish within one election timeout or it is abandoned.
-        self.election_elapsed = 0;
+        self.transfer_elapsed = 0;
         self.lead_transferee = Some(target);
         if caught_up {
             self.send_timeout_now(target);
@@ -454,6 +460,13 @@ impl<S: LogStorage> Raft<S> {
             self.send_append(target, true);
         }
         Ok(())
+    }
+
+    /// Drops a pending transfer; proposals are accepted again. A TimeoutNow already sent
+    /// keeps lease reads off for the term (`timeout_now_sent`).
+    pub(super) fn cancel_transfer(&mut self) {
+        self.lead_transferee = None;
+        self.transfer_elapsed = 0;
     }
 
     fn send_timeout_now(&mut self, to: u64) {
@@ -521,7 +534,7 @@ impl<S: LogStorage> Raft<S> {
             .lead_transferee
             .is_some_and(|t| !self.tracker.is_voter(t))
         {
-            self.lead_transferee = None;
+            self.cancel_transfer();
         }
         if self.maybe_commit() {
             self.bcast_append();

@@ -84,7 +84,12 @@ pub fn validate(m: &Message, self_id: u64) -> Result<MessageType> {
         MessageType::MsgSnapshot => {
             let meta = m.snapshot.as_ref().and_then(|s| s.metadata.as_ref());
             let meta = meta.ok_or_else(|| invalid("snapshot without metadata"))?;
-            if meta.conf_state.is_none()
+            // A configuration without voters could never elect anyone again.
+            let no_voters = meta
+                .conf_state
+                .as_ref()
+                .is_none_or(|cs| cs.voters.is_empty());
+            if no_voters
                 || meta.index == 0
                 || meta.index >= MAX_INDEX_OR_TERM
                 || meta.term == 0
@@ -92,6 +97,9 @@ pub fn validate(m: &Message, self_id: u64) -> Result<MessageType> {
             {
                 return Err(invalid("snapshot metadata is inconsistent"));
             }
+        }
+        MessageType::MsgTransferLeader if m.transferee == 0 => {
+            return Err(invalid("transfer request without a transferee"));
         }
         MessageType::MsgRequestVote | MessageType::MsgRequestPreVote if m.log_term > m.term => {
             return Err(invalid("candidate's last log term is above its term"));

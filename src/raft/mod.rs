@@ -24,8 +24,8 @@ pub mod sim;
 pub mod storage;
 pub mod unstable;
 
-pub use config::{Config, ReadOnlyOption};
-pub use core::{Raft, Role, SoftState};
+pub use config::{Config, NodeStart, ReadOnlyOption};
+pub use core::{CampaignKind, CampaignRefusal, Raft, Role, SoftState};
 pub use errors::{DropReason, RaftError, Result, StorageError};
 pub use raw_node::{RawNode, Ready, Status};
 pub use read_only::ReadState;

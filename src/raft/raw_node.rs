@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 use super::confchange;
 use super::config::Config;
-use super::core::{Raft, Role, SoftState};
+use super::core::{CampaignKind, Raft, Role, SoftState};
 use super::errors::{RaftError, Result};
 use super::message::{is_local, msg_type};
 use super::pb::{ConfChangeV2, ConfState, Entry, HardState, Message, Snapshot};
@@ -39,9 +39,14 @@ pub struct Ready {
     pub hard_state: Option<HardState>,
     /// Confirmed reads: serve each once `index` is applied.
     pub read_states: Vec<ReadState>,
+    /// Contexts of reads requested on this node that will never be confirmed (it stopped
+    /// leading first): answer each with an error at once. Reads forwarded to a leader are
+    /// not tracked here; retry them when `soft_state` shows the leader changed.
+    pub dropped_reads: Vec<Vec<u8>>,
     /// Entries to append to the log (replacing any suffix from their first index).
     pub entries: Vec<Entry>,
-    /// A snapshot to persist and apply before `entries`.
+    /// A snapshot to persist and apply before `entries`. Once `on_persisted` covers it, the
+    /// node counts it as applied (the application installs it in the same write).
     pub snapshot: Option<Snapshot>,
     /// Messages that may be sent at once, before the write completes.
     pub messages: Vec<Message>,
@@ -125,9 +130,14 @@ impl<S: LogStorage> RawNode<S> {
         self.raft.tick();
     }
 
-    /// Starts an election now (pre-vote first if configured).
-    pub fn campaign(&mut self) {
-        self.raft.hup(false);
+    /// Starts an election now (pre-vote first if configured). Refused while this node is
+    /// inside a leader's lease (with check-quorum: it heard from a leader within the
+    /// election timeout, or restarted less than one ago), since its own vote could elect
+    /// a second leader while the first still serves lease reads. A group created in this
+    /// process (`NodeStart::Created`, e.g. by a split) has no boot guard and may campaign
+    /// at once, until it hears from a leader.
+    pub fn campaign(&mut self) -> Result<()> {
+        Ok(self.raft.hup(CampaignKind::Requested)?)
     }
 
     /// Proposes one entry; returns its index.
@@ -186,6 +196,7 @@ impl<S: LogStorage> RawNode<S> {
         r.soft_state() != self.prev_soft
             || r.hard_state() != self.prev_hard
             || !r.read_states.is_empty()
+            || !r.dropped_reads.is_empty()
             || !r.msgs.is_empty()
             || !r.msgs_after_append.is_empty()
             || r.log.unstable.next_snapshot().is_some()
@@ -195,11 +206,16 @@ impl<S: LogStorage> RawNode<S> {
     }
 
     /// Takes everything there is to do. Entries and snapshot handed out here are not handed
-    /// out again; acknowledge them with `on_persisted`.
-    pub fn ready(&mut self) -> Ready {
+    /// out again; acknowledge them with `on_persisted`. A storage error reading committed
+    /// entries is returned with nothing taken (`has_ready` stays true): the log cannot be
+    /// read, and retrying will not help until the storage is fixed.
+    pub fn ready(&mut self) -> Result<Ready> {
         self.raft.flush_read_round();
         let r = &mut self.raft;
-        let mut rd = Ready::default();
+        let mut rd = Ready {
+            committed_entries: r.log.take_committed_entries()?,
+            ..Ready::default()
+        };
         let soft = r.soft_state();
         if soft != self.prev_soft {
             rd.soft_state = Some(soft);
@@ -212,21 +228,28 @@ impl<S: LogStorage> RawNode<S> {
             self.prev_hard = hard;
         }
         rd.read_states = std::mem::take(&mut r.read_states);
+        rd.dropped_reads = std::mem::take(&mut r.dropped_reads);
         rd.snapshot = r.log.unstable.next_snapshot().cloned();
         rd.entries = r.log.unstable.next_entries().to_vec();
         r.log.unstable.accept_in_progress();
         rd.must_sync |= !rd.entries.is_empty() || rd.snapshot.is_some();
         rd.messages = std::mem::take(&mut r.msgs);
         rd.persisted_messages = std::mem::take(&mut r.msgs_after_append);
-        // A storage error leaves `applying` unchanged: the entries come in a later Ready.
-        rd.committed_entries = r.log.take_committed_entries().unwrap_or_default();
-        rd
+        Ok(rd)
     }
 
     /// The log is durable up to `(index, term)` (as given by `Ready::persisted_up_to`).
     /// Acknowledgements may be batched: one call covers every earlier Ready.
     pub fn on_persisted(&mut self, index: u64, term: u64) {
+        let snapshot = self.raft.log.unstable.snapshot.as_ref();
+        let snapshot_index = snapshot.and_then(|s| s.metadata.as_ref()).map(|m| m.index);
         if self.raft.log.unstable.stable_to(index, term) {
+            if let Some(si) = snapshot_index
+                && self.raft.log.unstable.snapshot.is_none()
+            {
+                // The durable snapshot is the applied state up to its index.
+                self.raft.applied_to(si);
+            }
             self.raft.self_persisted();
         }
     }

@@ -99,11 +99,14 @@ impl ReadOnly {
         self.queue.is_empty() && self.awaiting_commit.is_empty()
     }
 
-    /// Drops every pending read (leadership lost); the callers retry elsewhere.
-    pub fn clear(&mut self) {
-        self.queue.clear();
-        self.awaiting_commit.clear();
+    /// Drops every pending read (leadership lost) and hands back each one's (context,
+    /// requester), in arrival order within each queue, so that every requester can be told.
+    pub fn clear(&mut self) -> impl Iterator<Item = (Vec<u8>, u64)> + use<> {
         self.sent.clear();
+        let queued = std::mem::take(&mut self.queue)
+            .into_iter()
+            .map(|r| (r.ctx, r.from));
+        queued.chain(std::mem::take(&mut self.awaiting_commit))
     }
 }
 

@@ -75,6 +75,8 @@ pub struct SimNode {
     pub storage: MemStorage,
     pub sm: StateMachine,
     pub read_states: Vec<ReadState>,
+    /// Contexts of reads the node reported dropped (it stopped leading first).
+    pub dropped_reads: Vec<Vec<u8>>,
     pending_writes: VecDeque<PendingWrite>,
     config: Config,
 }
@@ -189,6 +191,7 @@ impl Cluster {
                 storage,
                 sm,
                 read_states: Vec::new(),
+                dropped_reads: Vec::new(),
                 pending_writes: VecDeque::new(),
                 config,
             };
@@ -292,11 +295,13 @@ impl Cluster {
         }
     }
 
-    pub fn campaign(&mut self, id: u64) {
-        self.raw_mut(id).campaign();
+    /// Asks `id` to campaign (`RawNode::campaign`, refused inside a leader's lease).
+    pub fn campaign(&mut self, id: u64) -> Result<()> {
+        let r = self.raw_mut(id).campaign();
         if self.sync {
             self.stabilize();
         }
+        r
     }
 
     pub fn propose(&mut self, id: u64, data: &[u8]) -> Result<u64> {
@@ -321,7 +326,9 @@ impl Cluster {
 
     /// Elects `id` (ticking nothing): campaign and settle.
     pub fn elect(&mut self, id: u64) {
-        self.campaign(id);
+        if let Err(e) = self.campaign(id) {
+            panic!("node {id} cannot campaign: {e}");
+        }
         assert_eq!(self.leader(), Some(id), "node {id} failed to become leader");
     }
 
@@ -337,9 +344,17 @@ impl Cluster {
         if !raw.has_ready() {
             return false;
         }
-        let rd: Ready = raw.ready();
+        let rd: Ready = match raw.ready() {
+            Ok(rd) => rd,
+            Err(e) => {
+                // The simulator fails on any recorded error; stop processing this node.
+                self.step_errors.push(format!("node {id}: ready: {e}"));
+                return false;
+            }
+        };
         let ack = rd.persisted_up_to();
         n.read_states.extend(rd.read_states.iter().cloned());
+        n.dropped_reads.extend(rd.dropped_reads.iter().cloned());
         let write = PendingWrite {
             hard_state: rd.hard_state,
             entries: rd.entries,

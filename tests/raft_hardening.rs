@@ -1,0 +1,420 @@
+//! Findings of the review that ported etcd-raft's and raft-rs's suites to the core: each
+//! test reproduces one finding's behaviour and fails without its fix.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use flotilla::raft::pb::{ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata};
+use flotilla::raft::sim::cluster::Cluster;
+use flotilla::raft::storage::StorageResult;
+use flotilla::raft::{
+    CampaignRefusal, Config, DropReason, LogStorage, MemStorage, NodeStart, RaftError, RaftState,
+    RawNode, ReadOnlyOption, Role, StorageError,
+};
+
+const ET: usize = 10;
+const HB: usize = 2;
+
+fn lease_cluster() -> Cluster {
+    let mut c = Cluster::new(&[1, 2, 3], |cfg| {
+        cfg.read_only_option = ReadOnlyOption::LeaseBased;
+    });
+    c.tick_all(ET); // past the boot guard
+    c.elect(1);
+    c
+}
+
+fn role(c: &Cluster, id: u64) -> Role {
+    c.node(id).raw().raft().role
+}
+
+fn is(m: &Message, t: MessageType) -> bool {
+    m.msg_type == t as i32
+}
+
+/// No node other than `old` leads and has committed an entry of its own term while `old`
+/// still believes its lease is valid (that would let `old` serve a stale read).
+fn assert_no_overlapping_leader(c: &Cluster, old: u64) {
+    if !c.node(old).raw().status().lease_valid {
+        return;
+    }
+    for id in c.up_ids() {
+        let r = c.node(id).raw().raft();
+        if id != old && r.role == Role::Leader && r.log.term_or_zero(r.log.committed) == r.term {
+            panic!("node {id} commits in term {} under {old}'s lease", r.term);
+        }
+    }
+}
+
+/// Finding 1: a follower inside the leader's lease must not vote for itself when the
+/// application asks it to campaign.
+#[test]
+fn requested_campaign_is_refused_inside_a_leader_lease() {
+    let mut c = lease_cluster();
+    c.propose(1, b"a").unwrap();
+    // 3 loses the leader and times out; 2 keeps acknowledging heartbeats.
+    c.cut_link(1, 3);
+    for _ in 0..2 * ET {
+        c.tick(3);
+    }
+    c.stabilize();
+    for _ in 0..HB {
+        c.tick(1);
+    }
+    c.stabilize();
+    assert!(
+        c.node(1).raw().status().lease_valid,
+        "1's lease rests on {{1, 2}}"
+    );
+    c.isolate(1);
+
+    let refused = c.campaign(2);
+    assert_no_overlapping_leader(&c, 1);
+    assert_eq!(
+        refused,
+        Err(RaftError::CampaignRefused(CampaignRefusal::InLease {
+            leader: 1
+        }))
+    );
+    assert_eq!(role(&c, 2), Role::Follower);
+
+    // As time passes for everyone, 2 and 3 elect a leader, but only once 1's lease is over.
+    for _ in 0..4 * ET {
+        c.tick_all(1);
+        assert_no_overlapping_leader(&c, 1);
+    }
+    assert!(matches!(c.leader(), Some(2 | 3)));
+}
+
+/// Finding 1, the safe case: a group created in this process (a split) has no boot guard
+/// and campaigns at once; a restarted one waits an election timeout, and once a leader is
+/// known a requested campaign is refused again.
+#[test]
+fn created_group_campaigns_at_once_restarted_one_waits() {
+    let mut restarted = Cluster::new(&[1, 2, 3], |_| {});
+    assert_eq!(
+        restarted.campaign(1),
+        Err(RaftError::CampaignRefused(CampaignRefusal::InLease {
+            leader: 0
+        }))
+    );
+    let mut c = Cluster::new(&[1, 2, 3], |cfg| cfg.start = NodeStart::Created);
+    c.campaign(1).unwrap();
+    assert_eq!(c.leader(), Some(1));
+    assert_eq!(
+        c.campaign(2),
+        Err(RaftError::CampaignRefused(CampaignRefusal::InLease {
+            leader: 1
+        }))
+    );
+}
+
+/// Finding 2: asking the leader to transfer to itself cancels a pending transfer.
+#[test]
+fn transfer_to_self_cancels_a_pending_transfer() {
+    let mut c = lease_cluster();
+    c.isolate(3);
+    c.propose(1, b"a").unwrap(); // 3 lags: the transfer waits for it to catch up
+    c.raw_mut(1).transfer_leader(3).unwrap();
+    assert_eq!(c.node(1).raw().status().lead_transferee, Some(3));
+    assert!(matches!(
+        c.propose(1, b"b"),
+        Err(RaftError::ProposalDropped(
+            DropReason::LeaderTransferInProgress { transferee: 3 }
+        ))
+    ));
+    c.raw_mut(1).transfer_leader(1).unwrap();
+    assert_eq!(c.node(1).raw().status().lead_transferee, None);
+    c.propose(1, b"b").unwrap();
+}
+
+/// Finding 3: a forwarded transfer request names its real sender, so a leader asked (by a
+/// follower) to transfer to itself neither refuses the message nor loses the request.
+#[test]
+fn forwarded_transfer_carries_its_real_sender() {
+    let mut c = lease_cluster();
+    let seen: Rc<RefCell<Vec<Message>>> = Rc::default();
+    let log = seen.clone();
+    c.set_filter(move |m| {
+        if is(m, MessageType::MsgTransferLeader) {
+            log.borrow_mut().push(m.clone());
+        }
+        true
+    });
+    c.raw_mut(2).transfer_leader(1).unwrap();
+    c.stabilize();
+    assert!(c.step_errors.is_empty(), "{:?}", c.step_errors);
+    assert_eq!(c.leader(), Some(1));
+
+    c.raw_mut(2).transfer_leader(3).unwrap();
+    c.stabilize();
+    assert!(c.step_errors.is_empty(), "{:?}", c.step_errors);
+    assert_eq!(c.leader(), Some(3));
+    let seen = seen.borrow();
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|m| m.from == 2 && m.to == 1));
+    assert_eq!((seen[0].transferee, seen[1].transferee), (1, 3));
+}
+
+fn snapshot_msg(from: u64, to: u64, term: u64, index: u64, cs: ConfState) -> Message {
+    Message {
+        msg_type: MessageType::MsgSnapshot as i32,
+        from,
+        to,
+        term,
+        snapshot: Some(Snapshot {
+            metadata: Some(SnapshotMetadata {
+                conf_state: Some(cs),
+                index,
+                term,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Finding 4: a snapshot whose configuration has no voters is refused and changes nothing.
+#[test]
+fn snapshot_without_voters_is_refused() {
+    let store = MemStorage::with_voters(&[1, 2, 3]);
+    let mut n = RawNode::new(Config::new(2), store).unwrap();
+    let before = n.status();
+    let cs = ConfState {
+        learners: vec![2],
+        ..Default::default()
+    };
+    let r = n.step(snapshot_msg(1, 2, 3, 50, cs));
+    assert!(matches!(r, Err(RaftError::InvalidMessage(_))), "{r:?}");
+    assert_eq!(n.status(), before);
+    assert!(!n.has_ready());
+}
+
+/// Finding 5: a durable snapshot counts as applied; the node campaigns after a timeout
+/// without the application calling `on_applied`.
+#[test]
+fn installed_snapshot_does_not_block_elections() {
+    let store = MemStorage::with_voters(&[1, 2, 3]);
+    let mut cfg = Config::new(2);
+    cfg.pre_vote = false;
+    let mut n = RawNode::new(cfg, store.clone()).unwrap();
+    let cs = ConfState {
+        voters: vec![1, 2, 3],
+        ..Default::default()
+    };
+    n.step(snapshot_msg(1, 2, 3, 50, cs)).unwrap();
+    let rd = n.ready().unwrap();
+    let snap = rd.snapshot.clone().expect("snapshot to install");
+    store.wl().apply_snapshot(snap).unwrap();
+    if let Some(hs) = rd.hard_state {
+        store.wl().set_hard_state(hs);
+    }
+    n.on_persisted(50, 3);
+    assert_eq!(n.status().applied, 50, "the durable snapshot is applied");
+    for _ in 0..2 * ET {
+        n.tick();
+    }
+    assert_eq!(n.raft().role, Role::Candidate);
+    assert_eq!(n.raft().term, 4);
+}
+
+/// Finding 5, the compacted range: while the snapshot is still being written, the indices
+/// below it are compacted, not "an unapplied conf change", and do not block a campaign.
+#[test]
+fn compacted_range_does_not_block_elections() {
+    let store = MemStorage::with_voters(&[1, 2, 3]);
+    let mut cfg = Config::new(2);
+    cfg.pre_vote = false;
+    let mut n = RawNode::new(cfg, store).unwrap();
+    let cs = ConfState {
+        voters: vec![1, 2, 3],
+        ..Default::default()
+    };
+    n.step(snapshot_msg(1, 2, 3, 50, cs)).unwrap();
+    let rd = n.ready().unwrap();
+    assert!(rd.snapshot.is_some());
+    for _ in 0..2 * ET {
+        n.tick();
+    }
+    assert_eq!(n.raft().role, Role::Candidate);
+}
+
+/// Finding 6: transfer requests must not postpone the check-quorum step-down of an isolated
+/// leader.
+#[test]
+fn isolated_leader_steps_down_despite_transfer_requests() {
+    let mut c = lease_cluster();
+    c.isolate(1);
+    for i in 0..2 * ET {
+        let target = 2 + (i as u64 % 2);
+        let _ = c.raw_mut(1).transfer_leader(target);
+        c.tick(1);
+        c.stabilize();
+    }
+    assert_eq!(role(&c, 1), Role::Follower);
+}
+
+/// Finding 7: `max_size_per_msg = 0` means unlimited, not one entry per message.
+#[test]
+fn zero_max_size_per_msg_is_unlimited() {
+    let mut c = Cluster::new(&[1, 2, 3], |cfg| cfg.max_size_per_msg = 0);
+    c.tick_all(ET);
+    c.elect(1);
+    let sizes: Rc<RefCell<Vec<usize>>> = Rc::default();
+    let log = sizes.clone();
+    c.set_filter(move |m| {
+        if is(m, MessageType::MsgAppend) && m.to == 2 {
+            log.borrow_mut().push(m.entries.len());
+        }
+        true
+    });
+    let batch = (0..5).map(|i| (vec![i as u8; 10], Vec::new()));
+    c.raw_mut(1).propose_batch(batch).unwrap();
+    c.stabilize();
+    assert_eq!(sizes.borrow().first(), Some(&5), "{:?}", sizes.borrow());
+}
+
+/// Finding 8: an empty batch proposes nothing and says so.
+#[test]
+fn empty_proposal_batch_is_an_error() {
+    let mut c = lease_cluster();
+    let last = c.node(1).raw().status().last_index;
+    let none = std::iter::empty::<(Vec<u8>, Vec<u8>)>();
+    assert_eq!(
+        c.raw_mut(1).propose_batch(none),
+        Err(RaftError::EmptyProposal)
+    );
+    assert_eq!(c.node(1).raw().status().last_index, last);
+}
+
+/// A `MemStorage` whose entry reads fail while `failing` is set.
+#[derive(Clone, Default)]
+struct FlakyStorage {
+    inner: MemStorage,
+    failing: Arc<AtomicBool>,
+}
+
+impl LogStorage for FlakyStorage {
+    fn initial_state(&self) -> StorageResult<RaftState> {
+        self.inner.initial_state()
+    }
+    fn entries(&self, low: u64, high: u64, max_bytes: u64) -> StorageResult<Vec<Entry>> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(StorageError::Other("disk read failed".into()));
+        }
+        self.inner.entries(low, high, max_bytes)
+    }
+    fn term(&self, index: u64) -> StorageResult<u64> {
+        self.inner.term(index)
+    }
+    fn first_index(&self) -> StorageResult<u64> {
+        self.inner.first_index()
+    }
+    fn last_index(&self) -> StorageResult<u64> {
+        self.inner.last_index()
+    }
+    fn snapshot(&self, request_index: u64) -> StorageResult<Snapshot> {
+        self.inner.snapshot(request_index)
+    }
+}
+
+/// Persists a Ready into the storage and acknowledges it; returns the committed entries.
+fn write_ready(n: &mut RawNode<FlakyStorage>, store: &FlakyStorage) -> Vec<Entry> {
+    let rd = n.ready().unwrap();
+    store.inner.wl().append(&rd.entries).unwrap();
+    if let Some(hs) = rd.hard_state {
+        store.inner.wl().set_hard_state(hs);
+    }
+    if let Some((index, term)) = rd.persisted_up_to() {
+        n.on_persisted(index, term);
+    }
+    for m in rd.persisted_messages {
+        n.step(m).unwrap();
+    }
+    rd.committed_entries
+}
+
+/// Finding 9: a storage error reading committed entries comes out of `ready()` instead of a
+/// Ready that silently lacks them while `has_ready()` stays true.
+#[test]
+fn ready_surfaces_storage_errors() {
+    let store = FlakyStorage {
+        inner: MemStorage::with_voters(&[1]),
+        ..Default::default()
+    };
+    let mut cfg = Config::new(1);
+    cfg.start = NodeStart::Created;
+    let mut n = RawNode::new(cfg, store.clone()).unwrap();
+    n.campaign().unwrap();
+    while n.has_ready() {
+        let applied = write_ready(&mut n, &store);
+        if let Some(e) = applied.last() {
+            n.on_applied(e.index);
+        }
+    }
+    let index = n.propose(b"x".to_vec(), Vec::new()).unwrap();
+    let rd = n.ready().unwrap();
+    store.inner.wl().append(&rd.entries).unwrap();
+    n.on_persisted(index, n.raft().term); // committed now, readable only from storage
+    store.failing.store(true, Ordering::Relaxed);
+    assert!(n.has_ready());
+    assert!(matches!(
+        n.ready(),
+        Err(RaftError::Storage(StorageError::Other(_)))
+    ));
+    assert!(n.has_ready(), "nothing was taken");
+    store.failing.store(false, Ordering::Relaxed);
+    let committed = n.ready().unwrap().committed_entries;
+    assert_eq!(committed.last().map(|e| e.index), Some(index));
+}
+
+/// Finding 10: reads pending when leadership is lost come back as dropped, so the
+/// application can fail them at once.
+#[test]
+fn reads_pending_at_step_down_are_reported_dropped() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.tick_all(ET);
+    c.elect(1);
+    c.isolate(1);
+    c.raw_mut(1).read_index(b"r1".to_vec()).unwrap();
+    c.raw_mut(1).read_index(b"r2".to_vec()).unwrap();
+    c.stabilize();
+    assert!(c.node(1).read_states.is_empty(), "no quorum: unconfirmed");
+    for _ in 0..2 * ET {
+        c.tick(1);
+        c.stabilize();
+    }
+    assert_eq!(role(&c, 1), Role::Follower, "check-quorum stepped it down");
+    assert_eq!(
+        c.node(1).dropped_reads,
+        vec![b"r1".to_vec(), b"r2".to_vec()]
+    );
+}
+
+/// Finding 10, reads that wait for the new leader's first commit of its term.
+#[test]
+fn reads_awaiting_the_first_commit_are_reported_dropped() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.tick_all(ET);
+    // 1 wins, but its no-op never reaches anyone, so it cannot commit in its term.
+    c.set_filter(|m| !is(m, MessageType::MsgAppend));
+    c.campaign(1).unwrap();
+    c.stabilize();
+    assert_eq!(role(&c, 1), Role::Leader);
+    c.raw_mut(1).read_index(b"early".to_vec()).unwrap();
+    c.stabilize();
+    // A newer term deposes it.
+    let m = Message {
+        msg_type: MessageType::MsgHeartbeat as i32,
+        from: 2,
+        to: 1,
+        term: c.node(1).raw().raft().term + 1,
+        ..Default::default()
+    };
+    c.raw_mut(1).step(m).unwrap();
+    c.stabilize();
+    assert_eq!(role(&c, 1), Role::Follower);
+    assert_eq!(c.node(1).dropped_reads, vec![b"early".to_vec()]);
+}
