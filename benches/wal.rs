@@ -65,7 +65,7 @@ impl Side for Flotilla {
 
     fn compact(&mut self, regions: u64, index: u64) {
         for region in 1..=regions {
-            self.0.compact_to(region, index);
+            self.0.compact_to(region, index).expect("compact");
         }
     }
 }

@@ -196,7 +196,7 @@ fn a_follower_behind_compaction_catches_up_from_an_offered_snapshot() {
     let st = nodes[0].raw.status();
     let (index, term) = (st.applied, st.hard_state.term);
     assert!(index > 30 && nodes[2].raw.status().last_index < index);
-    nodes[0].engine.compact_to(REGION, index + 1);
+    nodes[0].engine.compact_to(REGION, index + 1).unwrap();
     assert_eq!(nodes[0].log.on_truncated(index, term), None, "none offered");
 
     let catch_up = |nodes: &mut Vec<Node>| {
@@ -249,7 +249,8 @@ fn a_follower_behind_compaction_catches_up_from_an_offered_snapshot() {
     settle(&mut nodes);
     assert_eq!(nodes[2].applied.last().unwrap().data.as_ref(), b"after");
     assert_eq!(nodes[2].raw.status().last_index, index + 1);
-    assert_eq!(nodes[2].engine.first_index(REGION), Some(index + 1));
+    let first = nodes[2].engine.span(REGION).map(|s| s.first);
+    assert_eq!(first, Some(index + 1));
     assert_eq!(
         nodes[0].log.on_truncated(index + 1, term),
         Some(snapshot(index)),

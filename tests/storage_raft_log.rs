@@ -9,7 +9,7 @@ use flotilla::raft::{LogStorage, MemStorage, StorageError};
 use flotilla::storage::mem_log::MemRaftLog;
 use flotilla::storage::pb::RaftLocalState;
 use flotilla::storage::raft_log::{
-    LogError, LogWriteBatch, RaftLogConfig, RaftLogEngine, RaftLogStore, RegionLog,
+    LogError, LogSpan, LogWriteBatch, RaftLogConfig, RaftLogEngine, RaftLogStore, RegionLog,
 };
 
 fn ents(first: u64, last: u64, term: u64) -> Vec<Entry> {
@@ -32,6 +32,15 @@ fn state(term: u64, commit: u64, last_index: u64) -> RaftLocalState {
         }),
         last_index,
     }
+}
+
+fn span(first: u64, last: u64) -> Option<LogSpan> {
+    Some(LogSpan { first, last })
+}
+
+/// The first and last index of the region's entries, if it has any.
+fn entry_range(log: &dyn RaftLogStore, region: u64) -> Option<(u64, u64)> {
+    log.span(region)?.entries()
 }
 
 fn open(dir: &std::path::Path) -> RaftLogEngine {
@@ -71,85 +80,130 @@ fn many_regions_in_one_batch_survive_reopen() {
 fn replaces_the_suffix(log: &dyn RaftLogStore) {
     let mut batch = LogWriteBatch::default();
     batch.append(9, &ents(1, 10, 1)).unwrap();
+    batch.put_state(9, &state(1, 0, 10));
     log.write(&mut batch, false).unwrap();
     batch.append(9, &ents(6, 8, 2)).unwrap();
+    batch.put_state(9, &state(2, 0, 8));
     log.write(&mut batch, true).unwrap();
     check_replaced_suffix(log);
 }
 
 fn check_replaced_suffix(log: &dyn RaftLogStore) {
-    assert_eq!(log.last_index(9), Some(8));
+    assert_eq!(log.span(9), span(1, 8));
     let got = log.entries(9, 1, 9, u64::MAX).unwrap();
     let mut want = ents(1, 5, 1);
     want.extend(ents(6, 8, 2));
     assert_eq!(got, want);
 }
 
+type BuildBatch = fn(&mut LogWriteBatch) -> Result<(), LogError>;
+
 fn refuses_holes_and_overwrites_of_compacted_entries(log: &dyn RaftLogStore) {
     let mut batch = LogWriteBatch::default();
     batch.append(1, &ents(1, 5, 1)).unwrap();
+    batch.put_state(1, &state(1, 0, 5));
     log.write(&mut batch, false).unwrap();
-    log.compact_to(1, 3);
-    assert_eq!(log.first_index(1), Some(3));
+    assert_eq!(log.compact_to(1, 3).unwrap(), 2);
+    assert_eq!(log.span(1), span(3, 5));
 
     for bad in [ents(2, 4, 2), ents(7, 8, 2)] {
         let mut batch = LogWriteBatch::default();
         batch.append(2, &ents(1, 1, 1)).unwrap(); // another region in the same batch
+        batch.put_state(2, &state(1, 0, 1));
         batch.append(1, &bad).unwrap();
+        batch.put_state(1, &state(2, 0, bad.last().unwrap().index));
         assert!(matches!(
             log.write(&mut batch, false),
             Err(LogError::InvalidWrite { region: 1, .. })
         ));
-        assert_eq!(
-            log.last_index(2),
-            None,
-            "nothing of a refused batch is written"
-        );
+        assert_eq!(log.span(2), None, "nothing of a refused batch is written");
     }
-    // Operations earlier in the same batch count: a compaction raises the floor, an
-    // append moves the end.
-    let compacted_then_below = |b: &mut LogWriteBatch| {
-        b.compact_to(1, 4);
-        b.append(1, &ents(3, 3, 2))
-    };
-    let hole_after_append = |b: &mut LogWriteBatch| {
+    // Entries without a state naming their last index, or a state that names another.
+    let unstated = |b: &mut LogWriteBatch| b.append(1, &ents(6, 6, 2));
+    let misstated = |b: &mut LogWriteBatch| {
         b.append(1, &ents(6, 6, 2))?;
-        b.append(1, &ents(8, 8, 2))
+        b.put_state(1, &state(2, 0, 7));
+        Ok(())
     };
-    let emptied_then_hole = |b: &mut LogWriteBatch| {
-        b.compact_to(1, 9);
-        b.append(1, &ents(9, 9, 2))?;
-        b.append(1, &ents(11, 11, 2))
-    };
-    for build in [compacted_then_below, hole_after_append, emptied_then_hole] {
+    for build in [unstated, misstated] {
         let mut batch = LogWriteBatch::default();
         build(&mut batch).unwrap();
         assert!(matches!(
             log.write(&mut batch, false),
             Err(LogError::InvalidWrite { region: 1, .. })
         ));
-        assert_eq!((log.first_index(1), log.last_index(1)), (Some(3), Some(5)));
+        assert_eq!(log.span(1), span(3, 5));
+    }
+    // Operations earlier in the same batch count: a compaction raises the floor, an
+    // append moves the end.
+    let compacted_then_below = |b: &mut LogWriteBatch| {
+        b.compact_to(1, 4);
+        b.append(1, &ents(3, 3, 2))?;
+        b.put_state(1, &state(2, 0, 3));
+        Ok(())
+    };
+    let hole_after_append = |b: &mut LogWriteBatch| {
+        b.append(1, &ents(6, 6, 2))?;
+        b.append(1, &ents(8, 8, 2))?;
+        b.put_state(1, &state(2, 0, 8));
+        Ok(())
+    };
+    let emptied_then_hole = |b: &mut LogWriteBatch| {
+        b.compact_to(1, 6);
+        b.append(1, &ents(7, 7, 2))?;
+        b.put_state(1, &state(2, 0, 7));
+        Ok(())
+    };
+    let compacted_past_the_end = |b: &mut LogWriteBatch| {
+        b.compact_to(1, 9);
+        b.append(1, &ents(9, 9, 2))?;
+        b.put_state(1, &state(2, 0, 9));
+        Ok(())
+    };
+    let cases: [BuildBatch; 4] = [
+        compacted_then_below,
+        hole_after_append,
+        emptied_then_hole,
+        compacted_past_the_end,
+    ];
+    for build in cases {
+        let mut batch = LogWriteBatch::default();
+        build(&mut batch).unwrap();
+        assert!(matches!(
+            log.write(&mut batch, false),
+            Err(LogError::InvalidWrite { region: 1, .. })
+        ));
+        assert_eq!(log.span(1), span(3, 5));
     }
     let mut batch = LogWriteBatch::default();
     batch.compact_to(1, 4);
     batch.append(1, &ents(4, 6, 2)).unwrap();
+    batch.put_state(1, &state(2, 0, 6));
     log.write(&mut batch, false).unwrap();
-    assert_eq!((log.first_index(1), log.last_index(1)), (Some(4), Some(6)));
+    assert_eq!(log.span(1), span(4, 6));
 
     // Not consecutive.
     let mut gap = ents(6, 7, 2);
     gap[1].index = 9;
     assert!(LogWriteBatch::default().append(1, &gap).is_err());
 
-    // A snapshot at 10 resets the log: compact everything, then append after it.
+    // A snapshot at 10 resets the log and appends after it.
     let mut batch = LogWriteBatch::default();
-    batch.compact_to(1, 11);
+    batch.reset(1);
+    batch.put_state(1, &state(3, 10, 12));
     batch.append(1, &ents(11, 12, 3)).unwrap();
     log.write(&mut batch, true).unwrap();
-    assert_eq!(
-        (log.first_index(1), log.last_index(1)),
-        (Some(11), Some(12))
-    );
+    assert_eq!(log.span(1), span(11, 12));
+    // Compacting all of it leaves an empty log that continues after 12.
+    assert_eq!(log.compact_to(1, 13).unwrap(), 2);
+    assert_eq!(log.span(1), span(13, 12));
+    assert!(log.entries(1, 12, 13, u64::MAX).is_err());
+    assert_eq!(log.entries(1, 13, 13, u64::MAX).unwrap(), vec![]);
+    let mut batch = LogWriteBatch::default();
+    batch.append(1, &ents(13, 13, 3)).unwrap();
+    batch.put_state(1, &state(3, 10, 13));
+    log.write(&mut batch, true).unwrap();
+    assert_eq!(log.span(1), span(13, 13));
 }
 
 /// The same operations through `RegionLog` (log store + cache) and `MemStorage` must
@@ -203,7 +257,7 @@ fn region_log_reads_like_mem_storage(engine: Arc<dyn RaftLogStore>) {
     );
     check_same(&region, &mem);
 
-    engine.compact_to(5, 8);
+    engine.compact_to(5, 8).unwrap();
     assert_eq!(region.on_truncated(7, 1), None);
     mem.wl().compact(7).unwrap();
     check_same(&region, &mem);
@@ -234,22 +288,52 @@ fn resets_for_a_snapshot_and_removes_a_region(log: &dyn RaftLogStore) {
 }
 
 fn check_reset(log: &dyn RaftLogStore) {
-    assert_eq!(
-        (log.first_index(20), log.last_index(20)),
-        (Some(16), Some(17))
-    );
+    assert_eq!(log.span(20), span(16, 17));
     assert_eq!(log.entries(20, 16, 18, u64::MAX).unwrap(), ents(16, 17, 2));
     assert_eq!(log.entry(20, 5).unwrap(), None);
     assert_eq!(log.local_state(20).unwrap(), Some(state(2, 15, 17)));
-    assert_eq!(
-        (log.last_index(21), log.local_state(21).unwrap()),
-        (None, None)
-    );
+    assert_eq!((log.span(21), log.local_state(21).unwrap()), (None, None));
     let listed: Vec<u64> = log.recover().unwrap().into_iter().map(|(r, _)| r).collect();
     assert!(listed.contains(&20) && !listed.contains(&21), "{listed:?}");
 }
 
+/// Reads outside a region's log (inverted, huge, below, beyond, no log at all) are the
+/// same error on both logs, never a panic or a huge allocation.
+fn reads_outside_the_log_are_errors(log: &dyn RaftLogStore) {
+    let mut batch = LogWriteBatch::default();
+    batch.append(40, &ents(3, 6, 1)).unwrap();
+    batch.put_state(40, &state(1, 0, 6));
+    log.write(&mut batch, true).unwrap();
+    assert_eq!(log.span(40), span(3, 6));
+    let outside = [(5, 4), (2, 4), (3, 8), (0, u64::MAX), (3, u64::MAX), (8, 8)];
+    for (low, high) in outside {
+        assert!(
+            matches!(
+                log.entries(40, low, high, u64::MAX),
+                Err(LogError::OutOfRange { region: 40, .. })
+            ),
+            "entries({low}, {high})"
+        );
+    }
+    for (low, high) in [(3, 3), (7, 7)] {
+        assert_eq!(log.entries(40, low, high, u64::MAX).unwrap(), vec![]);
+    }
+    assert_eq!(
+        log.entries(40, 3, 7, 0).unwrap(),
+        ents(3, 3, 1),
+        "at least one"
+    );
+    assert!(matches!(
+        log.entries(41, 1, 1, u64::MAX),
+        Err(LogError::OutOfRange { region: 41, .. })
+    ));
+    assert_eq!(log.entry(40, 2).unwrap(), None);
+    assert_eq!(log.entry(40, 7).unwrap(), None);
+    assert_eq!(log.entry(41, 1).unwrap(), None);
+}
+
 fn suite(log: Arc<dyn RaftLogStore>) {
+    reads_outside_the_log_are_errors(log.as_ref());
     replaces_the_suffix(log.as_ref());
     resets_for_a_snapshot_and_removes_a_region(log.as_ref());
     refuses_holes_and_overwrites_of_compacted_entries(log.as_ref());
@@ -277,28 +361,30 @@ fn suite_on_the_in_memory_log_and_a_crash_drops_unsynced_writes() {
     batch.put_state(3, &state(1, 6, 6));
     log.write(&mut batch, false).unwrap();
     batch.append(3, &ents(7, 7, 1)).unwrap();
+    batch.put_state(3, &state(1, 6, 7));
     log.write(&mut batch, false).unwrap();
-    assert_eq!(log.last_index(3), Some(7));
+    assert_eq!(log.span(3), span(1, 7));
     log.crash_keeping(1);
     assert_eq!(
-        log.last_index(3),
-        Some(6),
+        log.span(3),
+        span(1, 6),
         "the first unsynced write survived, not the second"
     );
     assert_eq!(log.local_state(3).unwrap(), Some(state(1, 6, 6)));
     log.crash();
     assert_eq!(
-        log.last_index(3),
-        Some(6),
+        log.span(3),
+        span(1, 6),
         "a crash keeps what survived the last one"
     );
     batch.append(3, &ents(7, 8, 2)).unwrap();
+    batch.put_state(3, &state(2, 6, 8));
     log.write(&mut batch, false).unwrap();
     log.crash();
-    assert_eq!(log.last_index(3), Some(6));
+    assert_eq!(log.span(3), span(1, 6));
     assert!(matches!(
         log.entries(3, 5, 8, u64::MAX),
-        Err(LogError::Missing { region: 3, .. })
+        Err(LogError::OutOfRange { region: 3, .. })
     ));
 }
 
@@ -378,7 +464,7 @@ fn a_torn_tail_is_cut_off_on_recovery() {
     assert!(files.len() >= 3, "{files:?}");
     damage(files.last().unwrap(), |len| len - 20);
     let log = RaftLogEngine::open(&cfg).expect("tail damage is tolerated");
-    let last = log.last_index(1).unwrap();
+    let (_, last) = entry_range(&log, 1).unwrap();
     assert!(
         (150..200).contains(&last),
         "lost only the damaged tail: last {last}"
@@ -418,6 +504,7 @@ fn pinning_layout() -> (tempfile::TempDir, RaftLogEngine, usize) {
     let log = RaftLogEngine::open(&cfg).unwrap();
     let mut batch = LogWriteBatch::default();
     batch.append(2, &ents(1, 60, 1)).unwrap();
+    batch.put_state(2, &state(1, 60, 60));
     log.write(&mut batch, true).unwrap();
     for i in 0..40u64 {
         let big: Vec<Entry> = (i * 10 + 1..=i * 10 + 10)
@@ -429,6 +516,7 @@ fn pinning_layout() -> (tempfile::TempDir, RaftLogEngine, usize) {
             })
             .collect();
         batch.append(1, &big).unwrap();
+        batch.put_state(1, &state(1, i * 10 + 10, i * 10 + 10));
         log.write(&mut batch, true).unwrap();
     }
     let files = log_files(dir.path()).len();
@@ -439,7 +527,7 @@ fn pinning_layout() -> (tempfile::TempDir, RaftLogEngine, usize) {
 fn purge_names_regions_pinning_old_files_and_compacting_them_frees_the_files() {
     let (dir, log, files_before) = pinning_layout();
     // Region 1 applied and compacted everything; region 2 did not.
-    log.compact_to(1, 400);
+    log.compact_to(1, 400).unwrap();
     let mut pinning = Vec::new();
     for _ in 0..3 {
         pinning = log.purge_expired_files().unwrap();
@@ -452,7 +540,7 @@ fn purge_names_regions_pinning_old_files_and_compacting_them_frees_the_files() {
         vec![2],
         "region 2's old entries keep the oldest file alive"
     );
-    log.compact_to(2, 61);
+    log.compact_to(2, 61).unwrap();
     log.purge_expired_files().unwrap();
     let files_after = log_files(dir.path()).len();
     assert!(
@@ -467,7 +555,7 @@ fn gc_round_force_compacts_pinning_regions_and_frees_files() {
     let (dir, log, files_before) = pinning_layout();
     // Region 1 is fully applied and durable; region 2 applied 60 but a follower is at 3.
     let input = |region| {
-        let first_index = log.first_index(region)?;
+        let first_index = log.span(region)?.first;
         Some(match region {
             1 => GcInput {
                 region,
@@ -496,7 +584,7 @@ fn gc_round_force_compacts_pinning_regions_and_frees_files() {
         .collect();
     assert_eq!(got, [(1, 401, false), (2, 61, true)]);
     assert_eq!(
-        log.first_index(2),
+        entry_range(&log, 2),
         None,
         "all of region 2's entries are gone"
     );
@@ -513,4 +601,87 @@ fn gc_round_force_compacts_pinning_regions_and_frees_files() {
         files_after < files_before / 2,
         "files {files_before} -> {files_after}"
     );
+}
+
+/// Writes straight into raft-engine, as a damaged or foreign log would hold it.
+fn raw_write(dir: &std::path::Path, build: impl FnOnce(&mut raft_engine::LogBatch)) {
+    let cfg = raft_engine::Config {
+        dir: dir.to_string_lossy().into_owned(),
+        ..Default::default()
+    };
+    let engine = raft_engine::Engine::open(cfg).unwrap();
+    let mut lb = raft_engine::LogBatch::default();
+    build(&mut lb);
+    engine.write(&mut lb, true).unwrap();
+}
+
+fn wal(entries: &[Entry]) -> Vec<flotilla::storage::wal_entry::WalEntry> {
+    entries
+        .iter()
+        .map(flotilla::storage::wal_entry::WalEntry::from_entry)
+        .collect()
+}
+
+/// Entries without a state were never part of an accepted write: opening removes them
+/// and the region is not listed.
+#[test]
+fn entries_without_a_state_are_removed_on_open() {
+    use flotilla::storage::wal_entry::WalEntryExt;
+    let dir = tempfile::tempdir().unwrap();
+    raw_write(dir.path(), |lb| {
+        lb.add_entries::<WalEntryExt>(7, &wal(&ents(1, 5, 1)))
+            .unwrap();
+    });
+    let log = open(dir.path());
+    assert_eq!(
+        log.repairs(),
+        &[flotilla::storage::raft_log::LogRepair::Orphaned { region: 7 }]
+    );
+    assert_eq!(log.span(7), None);
+    assert!(log.recover().unwrap().is_empty());
+    drop(log);
+    assert!(open(dir.path()).recover().unwrap().is_empty());
+}
+
+/// A state that names entries the engine does not hold refuses to open, naming the region.
+#[test]
+fn recorded_entries_that_are_missing_refuse_to_open() {
+    use flotilla::storage::wal_entry::WalEntryExt;
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    raw_write(dir.path(), |lb| {
+        lb.add_entries::<WalEntryExt>(8, &wal(&ents(1, 5, 1)))
+            .unwrap();
+        let st = state(1, 0, 9).encode_to_vec();
+        lb.put(8, b"raft_local_state".to_vec(), st).unwrap();
+        lb.put(8, b"log_first_index".to_vec(), 1u64.to_le_bytes().to_vec())
+            .unwrap();
+    });
+    let err = RaftLogEngine::open(&RaftLogConfig::new(dir.path()))
+        .err()
+        .expect("missing entries are corruption");
+    assert!(matches!(err, LogError::Corrupt { region: 8, .. }), "{err}");
+}
+
+/// Damaged records (a first index of the wrong size, a last index out of range) refuse
+/// to open with the region named, instead of panicking.
+#[test]
+fn damaged_records_refuse_to_open() {
+    use prost::Message as _;
+    let cases: [(&[u8], Vec<u8>, u64); 2] = [
+        (b"log_first_index", vec![1, 2, 3], 0),
+        (b"log_first_index", 1u64.to_le_bytes().to_vec(), u64::MAX),
+    ];
+    for (key, value, last) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        raw_write(dir.path(), |lb| {
+            let st = state(1, 0, last).encode_to_vec();
+            lb.put(9, b"raft_local_state".to_vec(), st).unwrap();
+            lb.put(9, key.to_vec(), value).unwrap();
+        });
+        let err = RaftLogEngine::open(&RaftLogConfig::new(dir.path()))
+            .err()
+            .expect("damaged records");
+        assert!(matches!(err, LogError::Corrupt { region: 9, .. }), "{err}");
+    }
 }

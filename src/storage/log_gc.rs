@@ -89,7 +89,7 @@ pub fn run_gc(
             policy.regular(&r)
         };
         if let Some(d) = decision {
-            log.compact_to(region, d.compact_to);
+            log.compact_to(region, d.compact_to)?;
             done.push((region, d));
         }
     }

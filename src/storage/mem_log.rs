@@ -7,14 +7,15 @@ use std::collections::BTreeMap;
 
 use super::journaled::Journaled;
 use super::pb::RaftLocalState;
-use super::raft_log::{LogError, LogOp, LogWriteBatch, RaftLogStore};
+use super::raft_log::{LogError, LogOp, LogSpan, LogWriteBatch, RaftLogStore};
 use crate::raft::pb::Entry;
-use crate::raft::storage::limit_size;
+use crate::raft::storage::entry_size;
 
 #[derive(Debug, Clone, Default)]
 struct Group {
     entries: BTreeMap<u64, Entry>,
     state: Option<RaftLocalState>,
+    span: Option<LogSpan>,
 }
 
 type Groups = BTreeMap<u64, Group>;
@@ -45,6 +46,14 @@ fn apply(groups: &mut Groups, batch: &LogWriteBatch) {
                 groups.remove(&region);
             }
             LogOp::PutState(s) => groups.entry(region).or_default().state = Some(*s),
+        }
+    }
+    for change in batch.changes() {
+        match change.after {
+            Some(span) => groups.entry(change.region).or_default().span = Some(span),
+            None => {
+                groups.remove(&change.region);
+            }
         }
     }
 }
@@ -82,8 +91,8 @@ impl RaftLogStore for MemRaftLog {
     fn recover(&self) -> Result<Vec<(u64, RaftLocalState)>, LogError> {
         Ok(self.read(|g| {
             g.iter()
-                .filter(|(_, grp)| grp.state.is_some() || !grp.entries.is_empty())
-                .map(|(id, grp)| (*id, grp.state.unwrap_or_default()))
+                .filter(|(_, grp)| grp.span.is_some())
+                .filter_map(|(id, grp)| Some((*id, grp.state?)))
                 .collect()
         }))
     }
@@ -92,7 +101,14 @@ impl RaftLogStore for MemRaftLog {
         Ok(self.read(|g| g.get(&region).and_then(|grp| grp.state)))
     }
 
+    fn span(&self, region: u64) -> Option<LogSpan> {
+        self.read(|g| g.get(&region)?.span)
+    }
+
     fn entry(&self, region: u64, index: u64) -> Result<Option<Entry>, LogError> {
+        if LogSpan::check_read(self.span(region), region, index, index + 1).is_err() {
+            return Ok(None);
+        }
         Ok(self.read(|g| {
             g.get(&region)
                 .and_then(|grp| grp.entries.get(&index).cloned())
@@ -106,43 +122,33 @@ impl RaftLogStore for MemRaftLog {
         high: u64,
         max_bytes: u64,
     ) -> Result<Vec<Entry>, LogError> {
-        let mut out: Vec<Entry> = self
-            .read(|g| {
-                g.get(&region).map(|grp| {
-                    grp.entries
-                        .range(low..high)
-                        .map(|(_, e)| e.clone())
-                        .collect()
-                })
-            })
-            .unwrap_or_default();
-        if out.len() as u64 != high.saturating_sub(low) {
-            return Err(LogError::Missing {
+        LogSpan::check_read(self.span(region), region, low, high)?;
+        let (out, complete) = self.read(|g| {
+            let Some(grp) = g.get(&region) else {
+                return (Vec::new(), false);
+            };
+            let mut size = 0u64;
+            let mut out = Vec::new();
+            for (expected, (&index, e)) in (low..).zip(grp.entries.range(low..high)) {
+                size = size.saturating_add(entry_size(e));
+                if index != expected {
+                    return (out, false);
+                }
+                if size > max_bytes && !out.is_empty() {
+                    return (out, true);
+                }
+                out.push(e.clone());
+            }
+            let complete = out.len() as u64 == high - low;
+            (out, complete)
+        });
+        if !complete {
+            return Err(LogError::Corrupt {
                 region,
-                what: format!("entries {low}..{high}"),
+                what: format!("entries {low}..{high} are recorded but not all are held"),
             });
         }
-        limit_size(&mut out, max_bytes);
         Ok(out)
-    }
-
-    fn first_index(&self, region: u64) -> Option<u64> {
-        self.read(|g| g.get(&region)?.entries.keys().next().copied())
-    }
-
-    fn last_index(&self, region: u64) -> Option<u64> {
-        self.read(|g| g.get(&region)?.entries.keys().next_back().copied())
-    }
-
-    fn compact_to(&self, region: u64, index: u64) -> u64 {
-        let before = self.read(|g| g.get(&region).map_or(0, |grp| grp.entries.len()));
-        let mut batch = LogWriteBatch::default();
-        batch.compact_to(region, index);
-        // Like raft-engine, compaction is not synced by itself.
-        if self.write(&mut batch, false).is_err() {
-            return 0;
-        }
-        (before - self.read(|g| g.get(&region).map_or(0, |grp| grp.entries.len()))) as u64
     }
 
     /// There are no files: nothing to purge, no region pins anything.

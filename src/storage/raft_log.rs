@@ -16,11 +16,15 @@ use raft_engine::{Command, LogBatch, ReadableSize, RecoveryMode};
 use super::pb::RaftLocalState;
 use super::wal_entry::{WalEntry, WalEntryExt};
 use crate::raft::StorageError;
+use crate::raft::message::MAX_INDEX_OR_TERM;
 use crate::raft::pb::{ConfState, Entry, Snapshot};
 use crate::raft::storage::{LogStorage, RaftState, StorageResult, entry_size};
 
 /// Key of a region's `RaftLocalState` inside its raft-engine group.
 const STATE_KEY: &[u8] = b"raft_local_state";
+/// Key of the first index of a region's log, written whenever a batch moves it (the first
+/// append after a reset, a compaction). Absent: the log is empty, `last_index + 1`.
+const FIRST_KEY: &[u8] = b"log_first_index";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -34,6 +38,27 @@ pub enum LogError {
     Missing { region: u64, what: String },
     #[error("refused write to the raft log of region {region}: {what}")]
     InvalidWrite { region: u64, what: String },
+    #[error("entries {low}..{high} of region {region} are outside its log ({span})")]
+    OutOfRange {
+        region: u64,
+        low: u64,
+        high: u64,
+        span: SpanDisplay,
+    },
+}
+
+/// A region's log span as an error message shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanDisplay(pub Option<LogSpan>);
+
+impl std::fmt::Display for SpanDisplay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => write!(f, "no log"),
+            Some(s) if s.is_empty() => write!(f, "empty, next index {}", s.first),
+            Some(s) => write!(f, "{}..={}", s.first, s.last),
+        }
+    }
 }
 
 /// Settings of the store's raft log.
@@ -105,12 +130,61 @@ pub struct LogWriteBatch {
     entries: Vec<WalEntry>,
     /// Scratch space of `prepare`, kept so a large batch does not allocate anew.
     order: Vec<(u64, usize)>,
-    /// What `prepare` found: each touched region's log span after the batch.
-    spans_after: Vec<(u64, Option<Span>)>,
+    /// What `prepare` found: how the batch changes each region it touches.
+    changes: Vec<SpanChange>,
 }
 
-/// A log's first and last index.
-pub type Span = (u64, u64);
+/// A region's log as flotilla's own durable records define it: the entries `first..=last`
+/// (none when `first == last + 1`). `last` is the `last_index` of the region's
+/// `RaftLocalState`; `first` is recorded by the log itself when a batch moves it. Whatever
+/// the engine holds outside the span is not part of the log (and is removed on open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSpan {
+    pub first: u64,
+    pub last: u64,
+}
+
+impl LogSpan {
+    pub fn is_empty(&self) -> bool {
+        self.first > self.last
+    }
+
+    /// The entries' first and last index, if there are any.
+    pub fn entries(&self) -> Option<(u64, u64)> {
+        (!self.is_empty()).then_some((self.first, self.last))
+    }
+
+    /// Refuses a read of `[low, high)` that is inverted or leaves the log.
+    pub fn check_read(
+        span: Option<Self>,
+        region: u64,
+        low: u64,
+        high: u64,
+    ) -> Result<(), LogError> {
+        let inside =
+            span.is_some_and(|s| s.first <= low && low <= high && high <= s.last.saturating_add(1));
+        if inside {
+            return Ok(());
+        }
+        let span = SpanDisplay(span);
+        Err(LogError::OutOfRange {
+            region,
+            low,
+            high,
+            span,
+        })
+    }
+}
+
+/// How one batch changes one region's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanChange {
+    pub region: u64,
+    /// None: the region has no log any more (removed).
+    pub after: Option<LogSpan>,
+    /// The first index must be recorded anew (it moved, or a reset erased the record).
+    pub first_moved: bool,
+}
 
 impl LogWriteBatch {
     /// Appends entries (consecutive indices) to a region's log, replacing any suffix from
@@ -188,13 +262,20 @@ impl LogWriteBatch {
         self.entries.clear();
     }
 
-    /// Readies the batch for the log it is about to be written to: refuses it whole if it
-    /// would leave a hole in a log or overwrite compacted entries, and drops compactions
-    /// of logs that are empty by then (raft-engine would list a removed region again).
-    /// `spans_after` then tells each touched region's span once the batch is written.
+    /// Readies the batch for the log it is about to be written to, and refuses it whole
+    /// (before anything is written) if it would break a region's log:
+    /// - an append must continue the log (`first ..= last + 1`): no hole, no overwrite of
+    ///   compacted entries, and an emptied log continues right after its end;
+    /// - a compaction may empty the log (`compact_to(last + 1)`) but not pass its end:
+    ///   installing a snapshot beyond it is a `reset` plus a state;
+    /// - a region whose entries the batch changes gets a `RaftLocalState` in the batch,
+    ///   and the last one names the log's new last index.
+    ///
+    /// Compactions of regions with no log are dropped (raft-engine would list a removed
+    /// region again). `changes` then tells how each touched region's log changes.
     pub fn prepare(&mut self, spans: &impl LogSpans) -> Result<(), LogError> {
         let mut no_ops = Vec::new();
-        self.spans_after.clear();
+        self.changes.clear();
         // Each region's operations, in the order they were added.
         let mut order = std::mem::take(&mut self.order);
         order.clear();
@@ -202,34 +283,12 @@ impl LogWriteBatch {
             self.ops
                 .iter()
                 .enumerate()
-                .filter(|(_, (_, op))| !matches!(op, StoredOp::PutState(_)))
                 .map(|(at, (region, _))| (*region, at)),
         );
         order.sort_unstable();
-        for group in order.chunk_by(|a, b| a.0 == b.0) {
-            let region = group[0].0;
-            let mut span = SpanCheck {
-                region,
-                span: spans.span(region),
-            };
-            for &(_, at) in group {
-                match self.ops[at].1 {
-                    StoredOp::CompactTo(_) if span.span.is_none() => no_ops.push(at),
-                    StoredOp::CompactTo(index) => span.compact_to(index),
-                    StoredOp::Reset => span.span = None,
-                    StoredOp::Append { start, end } => {
-                        let (first, last) = (
-                            self.entries[start].entry.index,
-                            self.entries[end - 1].entry.index,
-                        );
-                        span.append(first, last)?;
-                    }
-                    StoredOp::PutState(_) => {}
-                }
-            }
-            self.spans_after.push((region, span.span));
-        }
+        let result = self.check_regions(&order, spans, &mut no_ops);
         self.order = order;
+        result?;
         if !no_ops.is_empty() {
             no_ops.sort_unstable();
             let mut at = 0;
@@ -241,68 +300,162 @@ impl LogWriteBatch {
         Ok(())
     }
 
-    /// Each region whose log the last `prepare` saw the batch change, with its span
-    /// once the batch is written (None: empty).
-    pub fn spans_after(&self) -> &[(u64, Option<Span>)] {
-        &self.spans_after
+    fn check_regions(
+        &mut self,
+        order: &[(u64, usize)],
+        spans: &impl LogSpans,
+        no_ops: &mut Vec<usize>,
+    ) -> Result<(), LogError> {
+        for group in order.chunk_by(|a, b| a.0 == b.0) {
+            let region = group[0].0;
+            let before = spans.current_span(region);
+            let mut check = SpanCheck {
+                region,
+                span: before,
+                reset: false,
+                appended: false,
+            };
+            let mut state_last = None;
+            for &(_, at) in group {
+                match &self.ops[at].1 {
+                    StoredOp::CompactTo(_) if check.span.is_none() => no_ops.push(at),
+                    StoredOp::CompactTo(index) => check.compact_to(*index)?,
+                    StoredOp::Reset => {
+                        check.span = None;
+                        check.reset = true;
+                    }
+                    StoredOp::Append { start, end } => {
+                        let first = self.entries[*start].entry.index;
+                        let last = self.entries[*end - 1].entry.index;
+                        check.append(first, last)?;
+                    }
+                    StoredOp::PutState(state) => state_last = Some(state.last_index),
+                }
+            }
+            let after = check.finish(state_last)?;
+            // Recorded again when it moved, when a reset erased it, and when an empty log
+            // gets entries (cheap, and the record then never rests on a default).
+            let was_empty = before.is_none_or(|b| b.is_empty());
+            let first_moved = after.is_some_and(|a| {
+                check.reset
+                    || before.map(|b| b.first) != Some(a.first)
+                    || (was_empty && !a.is_empty())
+            });
+            self.changes.push(SpanChange {
+                region,
+                after,
+                first_moved,
+            });
+        }
+        Ok(())
+    }
+
+    /// How the last `prepare` found the batch to change each region it touches.
+    pub fn changes(&self) -> &[SpanChange] {
+        &self.changes
     }
 }
 
 /// Where a batch's check finds each region's current log span.
 pub trait LogSpans {
-    fn span(&self, region: u64) -> Option<Span>;
+    fn current_span(&self, region: u64) -> Option<LogSpan>;
 }
 
 /// A region's log span as a batch's operations change it.
 struct SpanCheck {
     region: u64,
-    /// None: an empty log.
-    span: Option<Span>,
+    /// None: no log (never written, or reset in this batch).
+    span: Option<LogSpan>,
+    reset: bool,
+    appended: bool,
 }
 
 impl SpanCheck {
-    fn compact_to(&mut self, index: u64) {
-        self.span = match self.span {
-            Some((first, last)) if last >= index => Some((first.max(index), last)),
-            _ => None,
+    fn refuse<T>(&self, what: String) -> Result<T, LogError> {
+        Err(LogError::InvalidWrite {
+            region: self.region,
+            what,
+        })
+    }
+
+    fn compact_to(&mut self, index: u64) -> Result<(), LogError> {
+        let Some(span) = self.span.as_mut() else {
+            return Ok(());
         };
+        if index > span.last + 1 {
+            let last = span.last;
+            return self.refuse(format!(
+                "compaction to {index} passes the end of the log ({last}); reset it instead"
+            ));
+        }
+        span.first = span.first.max(index);
+        Ok(())
     }
 
     fn append(&mut self, first: u64, last: u64) -> Result<(), LogError> {
-        let refuse = |what: String| {
-            Err(LogError::InvalidWrite {
-                region: self.region,
-                what,
-            })
-        };
+        self.appended = true;
         self.span = match self.span {
-            Some((lo, hi)) if first < lo => {
-                return refuse(format!("append at {first} to a log spanning {lo}..={hi}"));
+            Some(s) if first < s.first => {
+                return self.refuse(format!(
+                    "append at {first} below the log's first index {}",
+                    s.first
+                ));
             }
-            Some((_, hi)) if first > hi + 1 => {
-                return refuse(format!("append at {first} to a log ending at {hi}"));
+            Some(s) if first > s.last + 1 => {
+                return self.refuse(format!("append at {first} to a log ending at {}", s.last));
             }
-            Some((lo, _)) => Some((lo, last)),
-            // An empty log starts wherever the append does.
-            None => Some((first, last)),
+            Some(s) => Some(LogSpan {
+                first: s.first,
+                last,
+            }),
+            // A log that does not exist starts wherever the append does.
+            None => Some(LogSpan { first, last }),
         };
         Ok(())
+    }
+
+    /// The span after the batch, given the last state it writes (its `last_index`).
+    fn finish(&self, state_last: Option<u64>) -> Result<Option<LogSpan>, LogError> {
+        match (self.span, state_last) {
+            (None, None) => Ok(None),
+            // A state alone (a snapshot install after a reset, a new region): an empty
+            // log that continues after the state's last index.
+            (None, Some(last)) => Ok(Some(LogSpan {
+                first: last + 1,
+                last,
+            })),
+            (Some(span), Some(last)) if span.last == last => Ok(Some(span)),
+            (Some(span), Some(last)) => self.refuse(format!(
+                "the state names last index {last} but the log ends at {}",
+                span.last
+            )),
+            (Some(_), None) if self.appended || self.reset => {
+                self.refuse("entries written without a state naming the new last index".into())
+            }
+            (Some(span), None) => Ok(Some(span)),
+        }
     }
 }
 
 /// A store's raft log: every region's entries and `RaftLocalState`. `RaftLogEngine` keeps
-/// it in raft-engine; `MemRaftLog` in memory for deterministic tests.
+/// it in raft-engine; `MemRaftLog` in memory for deterministic tests. Both give the same
+/// answers: a region's log is its `LogSpan`, and reads outside it are errors.
 pub trait RaftLogStore: Send + Sync {
     /// Writes the batch atomically (one engine write; one fsync if `sync`) and empties it;
     /// returns the bytes written. A batch that fails `LogWriteBatch::prepare` is refused
     /// whole, before anything is written. Writes are serialized: the store merges its
     /// regions' writes into one batch per write itself.
     fn write(&self, batch: &mut LogWriteBatch, sync: bool) -> Result<usize, LogError>;
-    /// Every region with a log or a state, in id order, with its state (default if none).
+    /// Every region with a log, in id order, with its state.
     fn recover(&self) -> Result<Vec<(u64, RaftLocalState)>, LogError>;
     fn local_state(&self, region: u64) -> Result<Option<RaftLocalState>, LogError>;
+    /// The region's log span (None: no log).
+    fn span(&self, region: u64) -> Option<LogSpan>;
+    /// The entry at `index`; None outside the log.
     fn entry(&self, region: u64, index: u64) -> Result<Option<Entry>, LogError>;
-    /// Entries in `[low, high)`, stopping after `max_bytes` (at least one).
+    /// Entries in `[low, high)`, stopping before `max_bytes` is exceeded (at least one, as
+    /// the core counts bytes). `LogError::OutOfRange` unless `first <= low <= high <=
+    /// last + 1`; a region without a log has no range.
     fn entries(
         &self,
         region: u64,
@@ -310,48 +463,65 @@ pub trait RaftLogStore: Send + Sync {
         high: u64,
         max_bytes: u64,
     ) -> Result<Vec<Entry>, LogError>;
-    fn first_index(&self, region: u64) -> Option<u64>;
-    fn last_index(&self, region: u64) -> Option<u64>;
-    /// Drops the region's entries below `index` (log GC); returns how many were dropped.
-    fn compact_to(&self, region: u64, index: u64) -> u64;
+    /// Drops the region's entries below `index` (log GC; not synced by itself); returns
+    /// how many were dropped. Refused past the log's end.
+    fn compact_to(&self, region: u64, index: u64) -> Result<u64, LogError> {
+        let before = self.span(region);
+        let mut batch = LogWriteBatch::default();
+        batch.compact_to(region, index);
+        self.write(&mut batch, false)?;
+        let first = |s: Option<LogSpan>| s.map_or(0, |s| s.first);
+        Ok(first(self.span(region)).saturating_sub(first(before)))
+    }
     /// Deletes log files whose entries were all compacted; returns the regions whose old
     /// entries keep the oldest files alive (to be force-compacted, or to have lagging
     /// followers sent a snapshot).
     fn purge_expired_files(&self) -> Result<Vec<u64>, LogError>;
 }
 
+/// What opening the log removed because flotilla's records do not count it as part of the
+/// log (raft-engine's recovery or purge had brought it back, or a write never completed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogRepair {
+    /// Entries of a region with no state.
+    Orphaned { region: u64 },
+    /// Entries below the region's first index.
+    BelowFirst { region: u64, from: u64 },
+    /// Entries above the region's last index.
+    AboveLast { region: u64, to: u64 },
+}
+
 pub struct RaftLogEngine {
     engine: raft_engine::Engine,
-    /// Serializes writes, so a batch's check still holds when it is written.
-    writer: Mutex<Writer>,
+    /// What `open` repaired, for logs and tests.
+    repairs: Vec<LogRepair>,
+    /// Serializes writes, so a batch's check still holds when it is written. Holds one
+    /// encoding buffer kept between writes: raft-engine keeps up to 8 MiB of its capacity,
+    /// so a large batch does not fault in fresh pages every time.
+    writer: Mutex<LogBatch>,
+    /// Every region's log span, from flotilla's own records (never from raft-engine's
+    /// memtables, which recovery and purge can get wrong). Checking a batch against this
+    /// one compact map also costs a fraction of looking up thousands of scattered
+    /// memtables (about 150 ns each, cold).
+    spans: RwLock<SpanMap>,
 }
 
-struct Writer {
-    /// One encoding buffer kept between writes: raft-engine keeps up to 8 MiB of its
-    /// capacity, so a large batch does not fault in fresh pages every time.
-    spare: LogBatch,
-    /// Every non-empty region log's span, as raft-engine's memtables have it. Checking a
-    /// batch against this one compact map costs a fraction of looking up thousands of
-    /// scattered memtables (about 150 ns each, cold).
-    spans: SpanMap,
-}
-
-type SpanMap = HashMap<u64, Span, BuildHasherDefault<RegionIdHasher>>;
+type SpanMap = HashMap<u64, LogSpan, BuildHasherDefault<RegionIdHasher>>;
 
 impl LogSpans for SpanMap {
-    fn span(&self, region: u64) -> Option<Span> {
+    fn current_span(&self, region: u64) -> Option<LogSpan> {
         self.get(&region).copied()
     }
 }
 
 impl<T: RaftLogStore + ?Sized> LogSpans for T {
-    fn span(&self, region: u64) -> Option<Span> {
-        self.first_index(region).zip(self.last_index(region))
+    fn current_span(&self, region: u64) -> Option<LogSpan> {
+        RaftLogStore::span(self, region)
     }
 }
 
-/// A region's span as raft-engine's memtable has it.
-fn stored_span(engine: &raft_engine::Engine, region: u64) -> Option<Span> {
+/// The first and last index of the entries raft-engine's memtable holds for a region.
+fn engine_entries(engine: &raft_engine::Engine, region: u64) -> Option<(u64, u64)> {
     engine.first_index(region).zip(engine.last_index(region))
 }
 
@@ -376,44 +546,76 @@ impl Hasher for RegionIdHasher {
     }
 }
 
+/// Entries read from raft-engine per call: a huge range is never preallocated at once.
+const READ_CHUNK: u64 = 64;
+
 impl RaftLogEngine {
-    /// Opens (recovering) the log in `cfg.dir`, creating it if needed.
+    /// Opens (recovering) the log in `cfg.dir`, creating it if needed. Each region's span
+    /// comes from its records (state and first index); whatever raft-engine holds outside
+    /// it (entries that recovery or a purge brought back, entries without a state) is
+    /// removed before the log is used, and a log whose recorded entries are missing
+    /// refuses to open.
     pub fn open(cfg: &RaftLogConfig) -> Result<Self, LogError> {
-        match raft_engine::Engine::open(cfg.engine_config()) {
-            Ok(engine) => {
-                let spans = engine
-                    .raft_groups()
-                    .into_iter()
-                    .filter_map(|r| Some((r, stored_span(&engine, r)?)))
-                    .collect();
-                let writer = Writer {
-                    spare: LogBatch::default(),
-                    spans,
-                };
-                Ok(RaftLogEngine {
-                    engine,
-                    writer: Mutex::new(writer),
-                })
-            }
+        let engine = match raft_engine::Engine::open(cfg.engine_config()) {
+            Ok(engine) => engine,
             // raft-engine does not say where; find the file so the operator knows.
             Err(raft_engine::Error::Corruption(detail)) => {
                 let file = find_corrupt_file(&cfg.dir).unwrap_or_else(|| cfg.dir.clone());
-                Err(LogError::CorruptFile { file, detail })
+                return Err(LogError::CorruptFile { file, detail });
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut spans = SpanMap::default();
+        let mut repair = LogBatch::default();
+        let mut repairs = Vec::new();
+        for region in engine.raft_groups() {
+            let held = engine_entries(&engine, region);
+            let Some(state) = read_state(&engine, region)? else {
+                // Entries without a state were never part of an accepted write.
+                repair.add_command(region, Command::Clean);
+                repairs.push(LogRepair::Orphaned { region });
+                continue;
+            };
+            let span = recorded_span(&engine, region, &state)?;
+            let fix = RegionRepair {
+                region,
+                span,
+                state: &state,
+                held,
+            };
+            fix.queue(&engine, &mut repair, &mut repairs)?;
+            spans.insert(region, span);
         }
+        if !repair.is_empty() {
+            engine.write(&mut repair, true)?;
+        }
+        for r in &repairs {
+            tracing::warn!(repair = ?r, "raft log: removed entries that are not part of the log");
+        }
+        let log = RaftLogEngine {
+            engine,
+            repairs,
+            writer: Mutex::new(LogBatch::default()),
+            spans: RwLock::new(spans),
+        };
+        for (&region, &span) in log.spans.read().iter() {
+            log.debug_check_span(region, Some(span));
+        }
+        Ok(log)
     }
 
-    fn set_span(&self, spans: &mut SpanMap, region: u64, span: Option<Span>) {
+    /// What opening the log removed (entries outside their region's recorded span).
+    pub fn repairs(&self) -> &[LogRepair] {
+        &self.repairs
+    }
+
+    /// Debug builds check that raft-engine holds exactly the entries of the span.
+    fn debug_check_span(&self, region: u64, span: Option<LogSpan>) {
         debug_assert_eq!(
-            span,
-            stored_span(&self.engine, region),
-            "the span of region {region} disagrees with raft-engine's"
+            span.and_then(|s| s.entries()),
+            engine_entries(&self.engine, region),
+            "the log of region {region} disagrees with raft-engine's memtable"
         );
-        match span {
-            Some(span) => spans.insert(region, span),
-            None => spans.remove(&region),
-        };
     }
 
     fn encode(batch: &LogWriteBatch, lb: &mut LogBatch) -> Result<(), LogError> {
@@ -427,48 +629,196 @@ impl RaftLogEngine {
                 }
             }
         }
+        // Last, so that a reset earlier in the batch cannot erase it.
+        for change in batch.changes() {
+            if let (Some(span), true) = (change.after, change.first_moved) {
+                put_first(lb, change.region, span.first)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn put_first(lb: &mut LogBatch, region: u64, first: u64) -> Result<(), LogError> {
+    Ok(lb.put(region, FIRST_KEY.to_vec(), first.to_le_bytes().to_vec())?)
+}
+
+fn read_state(
+    engine: &raft_engine::Engine,
+    region: u64,
+) -> Result<Option<RaftLocalState>, LogError> {
+    let Some(raw) = engine.get(region, STATE_KEY) else {
+        return Ok(None);
+    };
+    RaftLocalState::decode(raw.as_slice())
+        .map(Some)
+        .map_err(|e| LogError::Corrupt {
+            region,
+            what: format!("local state: {e}"),
+        })
+}
+
+/// A region's span as its records define it.
+fn recorded_span(
+    engine: &raft_engine::Engine,
+    region: u64,
+    state: &RaftLocalState,
+) -> Result<LogSpan, LogError> {
+    let last = state.last_index;
+    if last >= MAX_INDEX_OR_TERM {
+        return Err(LogError::Corrupt {
+            region,
+            what: format!("last index {last} is out of range"),
+        });
+    }
+    let first = match engine.get(region, FIRST_KEY) {
+        None => last + 1,
+        Some(raw) => {
+            let bytes: [u8; 8] = raw.as_slice().try_into().map_err(|_| LogError::Corrupt {
+                region,
+                what: format!("first index record of {} bytes", raw.len()),
+            })?;
+            u64::from_le_bytes(bytes)
+        }
+    };
+    if first == 0 || first > last + 1 {
+        return Err(LogError::Corrupt {
+            region,
+            what: format!("first index {first} does not fit last index {last}"),
+        });
+    }
+    Ok(LogSpan { first, last })
+}
+
+/// One region's records and what raft-engine holds of it, at open.
+struct RegionRepair<'a> {
+    region: u64,
+    span: LogSpan,
+    state: &'a RaftLocalState,
+    /// First and last index of the entries raft-engine holds.
+    held: Option<(u64, u64)>,
+}
+
+impl RegionRepair<'_> {
+    fn corrupt(&self, what: String) -> LogError {
+        LogError::Corrupt {
+            region: self.region,
+            what,
+        }
+    }
+
+    /// Queues what makes raft-engine hold exactly the span's entries: entries below it are
+    /// compacted, entries above it cut off. Recorded entries that are missing are corruption.
+    fn queue(
+        &self,
+        engine: &raft_engine::Engine,
+        repair: &mut LogBatch,
+        repairs: &mut Vec<LogRepair>,
+    ) -> Result<(), LogError> {
+        let region = self.region;
+        let Some((held_first, held_last)) = self.held else {
+            return match self.span.entries() {
+                None => Ok(()),
+                Some((first, last)) => Err(self.corrupt(format!(
+                    "entries {first}..={last} are recorded but none are held"
+                ))),
+            };
+        };
+        let Some((first, last)) = self.span.entries() else {
+            // An empty log: nothing raft-engine holds belongs to it. The clean erases the
+            // records too: write them again.
+            repair.add_command(region, Command::Clean);
+            repair.put(region, STATE_KEY.to_vec(), self.state.encode_to_vec())?;
+            put_first(repair, region, self.span.first)?;
+            repairs.push(if held_last < self.span.first {
+                LogRepair::BelowFirst {
+                    region,
+                    from: held_first,
+                }
+            } else {
+                LogRepair::AboveLast {
+                    region,
+                    to: held_last,
+                }
+            });
+            return Ok(());
+        };
+        if held_first > first || held_last < last {
+            return Err(self.corrupt(format!(
+                "entries {first}..={last} are recorded but {held_first}..={held_last} are held"
+            )));
+        }
+        if held_first < first {
+            repair.add_command(region, Command::Compact { index: first });
+            repairs.push(LogRepair::BelowFirst {
+                region,
+                from: held_first,
+            });
+        }
+        if held_last > last {
+            // Appending the last entry again cuts off everything after it.
+            let entry = engine
+                .get_entry::<WalEntryExt>(region, last)?
+                .ok_or_else(|| self.corrupt(format!("recorded entry {last} is missing")))?;
+            repair.add_entries::<WalEntryExt>(region, std::slice::from_ref(&entry))?;
+            repairs.push(LogRepair::AboveLast {
+                region,
+                to: held_last,
+            });
+        }
         Ok(())
     }
 }
 
 impl RaftLogStore for RaftLogEngine {
     fn write(&self, batch: &mut LogWriteBatch, sync: bool) -> Result<usize, LogError> {
-        let mut writer = self.writer.lock();
-        batch.prepare(&writer.spans)?;
+        let mut spare = self.writer.lock();
+        batch.prepare(&*self.spans.read())?;
         // Out of the lock while in use: a failed (or panicking) write leaves nothing of
         // itself behind for the next one.
-        let mut lb = std::mem::take(&mut writer.spare);
+        let mut lb = std::mem::take(&mut *spare);
         Self::encode(batch, &mut lb)?;
         let written = self.engine.write(&mut lb, sync)?;
-        writer.spare = lb;
-        for &(region, span) in batch.spans_after() {
-            self.set_span(&mut writer.spans, region, span);
+        *spare = lb;
+        let mut spans = self.spans.write();
+        for change in batch.changes() {
+            match change.after {
+                Some(span) => spans.insert(change.region, span),
+                None => spans.remove(&change.region),
+            };
+            self.debug_check_span(change.region, change.after);
         }
+        drop(spans);
         batch.clear();
         Ok(written)
     }
 
     fn recover(&self) -> Result<Vec<(u64, RaftLocalState)>, LogError> {
-        let mut ids = self.engine.raft_groups();
+        let mut ids: Vec<u64> = self.spans.read().keys().copied().collect();
         ids.sort_unstable();
         ids.into_iter()
-            .map(|id| Ok((id, self.local_state(id)?.unwrap_or_default())))
+            .map(|id| {
+                let state = self.local_state(id)?.ok_or_else(|| LogError::Missing {
+                    region: id,
+                    what: "its state".into(),
+                })?;
+                Ok((id, state))
+            })
             .collect()
     }
 
     fn local_state(&self, region: u64) -> Result<Option<RaftLocalState>, LogError> {
-        let Some(raw) = self.engine.get(region, STATE_KEY) else {
-            return Ok(None);
-        };
-        RaftLocalState::decode(raw.as_slice())
-            .map(Some)
-            .map_err(|e| LogError::Corrupt {
-                region,
-                what: format!("local state: {e}"),
-            })
+        read_state(&self.engine, region)
+    }
+
+    fn span(&self, region: u64) -> Option<LogSpan> {
+        self.spans.read().get(&region).copied()
     }
 
     fn entry(&self, region: u64, index: u64) -> Result<Option<Entry>, LogError> {
+        if LogSpan::check_read(self.span(region), region, index, index + 1).is_err() {
+            return Ok(None);
+        }
         let entry = self.engine.get_entry::<WalEntryExt>(region, index)?;
         Ok(entry.map(WalEntry::into_entry))
     }
@@ -480,26 +830,33 @@ impl RaftLogStore for RaftLogEngine {
         high: u64,
         max_bytes: u64,
     ) -> Result<Vec<Entry>, LogError> {
+        LogSpan::check_read(self.span(region), region, low, high)?;
+        let mut out = Vec::new();
         let mut wal = Vec::new();
-        let max = usize::try_from(max_bytes).unwrap_or(usize::MAX);
-        self.engine
-            .fetch_entries_to::<WalEntryExt>(region, low, high, Some(max), &mut wal)?;
-        Ok(wal.into_iter().map(WalEntry::into_entry).collect())
-    }
-
-    fn first_index(&self, region: u64) -> Option<u64> {
-        self.engine.first_index(region)
-    }
-
-    fn last_index(&self, region: u64) -> Option<u64> {
-        self.engine.last_index(region)
-    }
-
-    fn compact_to(&self, region: u64, index: u64) -> u64 {
-        let mut writer = self.writer.lock();
-        let dropped = self.engine.compact_to(region, index);
-        self.set_span(&mut writer.spans, region, stored_span(&self.engine, region));
-        dropped
+        let mut size = 0u64;
+        let mut next = low;
+        while next < high {
+            let end = high.min(next + READ_CHUNK);
+            wal.clear();
+            self.engine
+                .fetch_entries_to::<WalEntryExt>(region, next, end, None, &mut wal)?;
+            if wal.len() as u64 != end - next {
+                return Err(LogError::Corrupt {
+                    region,
+                    what: format!("entries {next}..{end} are recorded but not all are held"),
+                });
+            }
+            for w in wal.drain(..) {
+                let e = w.into_entry();
+                size = size.saturating_add(entry_size(&e));
+                if size > max_bytes && !out.is_empty() {
+                    return Ok(out);
+                }
+                out.push(e);
+            }
+            next = end;
+        }
+        Ok(out)
     }
 
     fn purge_expired_files(&self) -> Result<Vec<u64>, LogError> {
