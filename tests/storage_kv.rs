@@ -4,7 +4,9 @@
 
 use bytes::Bytes;
 use flotilla::storage::fjall_kv::{FjallKvEngine, KvConfig};
-use flotilla::storage::kv::{Keyspace, KvEngine, KvRead, KvWriteBatch};
+use flotilla::storage::kv::{
+    Keyspace, KvEngine, KvError, KvRead, KvWriteBatch, MAX_KEY_BYTES, MAX_VALUE_BYTES,
+};
 use flotilla::storage::mem_kv::MemKvEngine;
 
 fn keys(
@@ -213,4 +215,121 @@ fn mem_engine_passes_the_suite_and_a_crash_drops_what_was_not_persisted() {
     );
     // A view taken before the crash keeps what it saw.
     assert!(view.get(Keyspace::Data, b"late").unwrap().is_some());
+}
+
+/// Keys fjall cannot hold (empty, over 65,535 bytes, or legal but with a size-sample key
+/// one byte too long) and oversized values are refused with a typed error, and nothing of
+/// the batch is written.
+fn limits_refuse_keys_the_engine_cannot_hold(e: &impl KvEngine) {
+    let long = |n: usize| vec![b'k'; n];
+    let bad: Vec<(KvWriteBatch, &str)> = vec![
+        (with_ok(|b| b.put(Keyspace::Data, "", "v")), "empty key"),
+        (with_ok(|b| b.delete(Keyspace::Data, "")), "empty delete"),
+        (
+            with_ok(|b| b.put(Keyspace::Meta, "", "v")),
+            "empty meta key",
+        ),
+        (
+            with_ok(|b| b.put(Keyspace::Data, long(65_536), "v")),
+            "65,536",
+        ),
+        (
+            with_ok(|b| b.put(Keyspace::Data, long(65_535), "v")),
+            "65,535",
+        ),
+        (
+            with_ok(|b| b.put(Keyspace::Meta, long(65_536), "v")),
+            "meta 65,536",
+        ),
+        (
+            with_ok(|b| b.put(Keyspace::Data, long(MAX_KEY_BYTES + 1), "v")),
+            "max+1",
+        ),
+        (
+            with_ok(|b| b.delete(Keyspace::Data, long(MAX_KEY_BYTES + 1))),
+            "delete max+1",
+        ),
+        (
+            with_ok(|b| b.put(Keyspace::Data, "big", vec![0u8; MAX_VALUE_BYTES + 1])),
+            "value max+1",
+        ),
+    ];
+    for (batch, what) in bad {
+        let r = e.write(&batch);
+        assert!(
+            matches!(
+                r,
+                Err(KvError::InvalidKey { .. } | KvError::ValueTooLarge { .. })
+            ),
+            "{what}: {r:?}"
+        );
+        assert_eq!(e.get(Keyspace::Data, b"ok").unwrap(), None, "{what}");
+    }
+    // The largest key and value are accepted, sampled or not.
+    let mut b = KvWriteBatch::default();
+    for i in 0..200u8 {
+        let mut key = long(MAX_KEY_BYTES);
+        key[0] = i;
+        b.put(Keyspace::Data, key, vec![i; 16]);
+    }
+    b.put(Keyspace::Data, "big", vec![7u8; MAX_VALUE_BYTES]);
+    e.write(&b).unwrap();
+    let big = e.get(Keyspace::Data, b"big").unwrap().unwrap();
+    assert_eq!(big.len(), MAX_VALUE_BYTES);
+    let n = e.scan(Keyspace::Data, b"", None, false).count();
+    assert_eq!(n, 201);
+    assert!(
+        e.approximate_size(b"", None).unwrap() > 0,
+        "some keys sampled"
+    );
+}
+
+/// A batch with a valid put of `ok` first, then what `add` puts in.
+fn with_ok(add: impl FnOnce(&mut KvWriteBatch)) -> KvWriteBatch {
+    let mut b = KvWriteBatch::default();
+    b.put(Keyspace::Data, "ok", "1");
+    add(&mut b);
+    b
+}
+
+#[test]
+fn limits_on_both_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    limits_refuse_keys_the_engine_cannot_hold(
+        &FjallKvEngine::open(&KvConfig::new(dir.path())).unwrap(),
+    );
+    limits_refuse_keys_the_engine_cannot_hold(&MemKvEngine::new());
+}
+
+/// A range delete is atomic against a concurrent writer. Each round races a writer
+/// (put `k<r>`, delete `m<r>`) against a range delete of `k` (then put `m<r>`): in any
+/// serial order exactly one of the two keys survives; a put landing between the range
+/// delete's read of the keys present and its commit would leave both.
+#[test]
+fn fjall_range_delete_is_atomic_against_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = std::sync::Arc::new(FjallKvEngine::open(&KvConfig::new(dir.path())).unwrap());
+    let rounds: u32 = std::env::var("FLOTILLA_KV_RACE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    for r in 0..rounds {
+        let (k, m) = (format!("k{r:06}"), format!("m{r:06}"));
+        let writer = {
+            let (e, k, m) = (e.clone(), k.clone(), m.clone());
+            std::thread::spawn(move || {
+                let mut b = KvWriteBatch::default();
+                b.put(Keyspace::Data, k, "w");
+                b.delete(Keyspace::Data, m);
+                e.write(&b).unwrap();
+            })
+        };
+        let mut b = KvWriteBatch::default();
+        b.delete_range(Keyspace::Data, "k", Some(Bytes::from_static(b"l")));
+        b.put(Keyspace::Data, m.clone(), "d");
+        e.write(&b).unwrap();
+        writer.join().unwrap();
+        let has = |key: &str| e.get(Keyspace::Data, key.as_bytes()).unwrap().is_some();
+        assert!(has(&k) != has(&m), "round {r}: k {} m {}", has(&k), has(&m));
+    }
 }

@@ -57,6 +57,9 @@ impl KvConfig {
 pub struct FjallKvEngine {
     db: Database,
     keyspaces: Keyspaces,
+    /// Held from a batch's expansion (a range delete reads the keys present) to its commit,
+    /// so that no other write lands in between: range deletes are atomic against writers.
+    writer: parking_lot::Mutex<()>,
 }
 
 /// A point-in-time view of every keyspace.
@@ -77,7 +80,11 @@ impl FjallKvEngine {
             data: open(Keyspace::Data)?,
             meta: open(Keyspace::Meta)?,
         };
-        Ok(FjallKvEngine { db, keyspaces })
+        Ok(FjallKvEngine {
+            db,
+            keyspaces,
+            writer: parking_lot::Mutex::new(()),
+        })
     }
 
     fn keyspace(&self, ks: Keyspace) -> &fjall::Keyspace {
@@ -181,6 +188,8 @@ impl KvEngine for FjallKvEngine {
     type View = FjallKvView;
 
     fn write(&self, batch: &KvWriteBatch) -> Result<(), KvError> {
+        batch.check()?;
+        let _serialized = self.writer.lock();
         let mut b = self.db.batch();
         for ((ks, key), value) in self.effects(batch)? {
             match value {

@@ -127,12 +127,89 @@ impl KvWriteBatch {
     pub fn size_bytes(&self) -> usize {
         self.bytes
     }
+
+    /// Refuses the batch if any key or value breaks a limit (`check_key`, `check_value`).
+    /// Engines check every batch before writing any of it: an empty or oversized key would
+    /// make fjall panic, and at apply time that would crash-loop the store.
+    pub fn check(&self) -> Result<(), KvError> {
+        for op in &self.ops {
+            match op {
+                WriteOp::Put { ks, key, value } => {
+                    check_key(*ks, key)?;
+                    if *ks == Keyspace::Data {
+                        check_value(value)?;
+                    }
+                }
+                WriteOp::Delete { ks, key } => check_key(*ks, key)?,
+                // Bounds are not stored: an empty start is the keyspace's beginning.
+                WriteOp::DeleteRange { .. } => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
     #[error("kv engine: {0}")]
     Engine(String),
+    #[error("a {} key of {len} bytes is refused: {limit}", .ks.name())]
+    InvalidKey {
+        ks: Keyspace,
+        len: usize,
+        limit: KeyLimit,
+    },
+    #[error("a value of {len} bytes exceeds the limit of {max} bytes")]
+    ValueTooLarge { len: usize, max: usize },
+}
+
+/// Which limit a refused key broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyLimit {
+    #[error("keys must not be empty")]
+    Empty,
+    #[error("keys may hold at most {0} bytes")]
+    TooLong(usize),
+}
+
+/// The largest user key (the `Data` keyspace). Well below the 65,535 bytes fjall can hold
+/// (it panics beyond), leaving room for the one-byte-longer size-sample key in `Meta`.
+pub const MAX_KEY_BYTES: usize = 8 << 10;
+/// The largest user value: a write of one such value fits well inside the core's default
+/// 8 MiB entry limit.
+pub const MAX_VALUE_BYTES: usize = 4 << 20;
+/// fjall's own limit on a key; `Meta` keys (built by flotilla itself) must stay within it.
+const ENGINE_MAX_KEY_BYTES: usize = u16::MAX as usize;
+
+/// Refuses a key the engine must not be handed: empty, or longer than its keyspace allows.
+pub fn check_key(ks: Keyspace, key: &[u8]) -> Result<(), KvError> {
+    let max = match ks {
+        Keyspace::Data => MAX_KEY_BYTES,
+        Keyspace::Meta => ENGINE_MAX_KEY_BYTES,
+    };
+    let limit = if key.is_empty() {
+        KeyLimit::Empty
+    } else if key.len() > max {
+        KeyLimit::TooLong(max)
+    } else {
+        return Ok(());
+    };
+    Err(KvError::InvalidKey {
+        ks,
+        len: key.len(),
+        limit,
+    })
+}
+
+/// Refuses a user value above `MAX_VALUE_BYTES`.
+pub fn check_value(value: &[u8]) -> Result<(), KvError> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(KvError::ValueTooLarge {
+            len: value.len(),
+            max: MAX_VALUE_BYTES,
+        });
+    }
+    Ok(())
 }
 
 pub type KvPair = (Bytes, Bytes);
@@ -196,7 +273,8 @@ pub trait KvEngine: KvRead + Send + Sync {
     type View: KvRead + Send + Sync + 'static;
 
     /// Applies the batch atomically: after a crash either all of it is there or none.
-    /// It is not made durable by itself (see `persist`).
+    /// It is not made durable by itself (see `persist`). A batch that fails
+    /// `KvWriteBatch::check` is refused whole.
     fn write(&self, batch: &KvWriteBatch) -> Result<(), KvError>;
 
     /// A consistent read view as of now; later writes are not visible through it.

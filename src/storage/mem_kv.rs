@@ -131,6 +131,7 @@ impl KvEngine for MemKvEngine {
     type View = MemKvView;
 
     fn write(&self, batch: &KvWriteBatch) -> Result<(), KvError> {
+        batch.check()?;
         self.state.lock().write(batch, apply_batch, false);
         Ok(())
     }
