@@ -31,6 +31,7 @@ fn region(id: u64, start: &str, end: &str) -> RegionLocalState {
     RegionLocalState {
         region: Some(region),
         state: PeerState::Normal as i32,
+        applying: None,
     }
 }
 

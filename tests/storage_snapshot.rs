@@ -91,15 +91,15 @@ fn generate_verify_apply() {
         meta.chunks.len()
     );
     let dir = snapshot::snapshot_dir(root.path(), 7, 4, 40);
-    let verified = snapshot::verify(&dir, 7, 4, 40).unwrap();
-    assert_eq!(verified, meta);
+    let verified = snapshot::verify(&dir, &snapshot::summary(&meta)).unwrap();
+    assert_eq!(verified.meta(), &meta);
 
     let kv = follower();
     let outside_before: Vec<_> = data(&kv)
         .into_iter()
         .filter(|(k, _)| !in_region(k))
         .collect();
-    snapshot::apply(&kv, &dir, &verified, 4096).unwrap();
+    snapshot::apply(&kv, &verified, 4096).unwrap();
     let after = data(&kv);
     let inside: Vec<_> = after
         .iter()
@@ -124,16 +124,30 @@ fn generate_verify_apply() {
 #[test]
 fn bad_chunks_and_mismatched_metadata_are_refused_and_change_nothing() {
     let root = tempfile::tempdir().unwrap();
-    let (_, _) = make_snapshot(root.path());
+    let (_, meta) = make_snapshot(root.path());
     let dir = snapshot::snapshot_dir(root.path(), 7, 4, 40);
-    assert!(matches!(
-        snapshot::verify(&dir, 7, 4, 41),
-        Err(SnapshotError::Mismatch(_))
-    ));
-    assert!(matches!(
-        snapshot::verify(&dir, 8, 4, 40),
-        Err(SnapshotError::Mismatch(_))
-    ));
+    let sent = snapshot::summary(&meta);
+    let mut other_index = sent.clone();
+    other_index.index = 41;
+    let mut other_region = sent.clone();
+    other_region.region.as_mut().unwrap().id = 8;
+    let mut other_epoch = sent.clone();
+    other_epoch
+        .region
+        .as_mut()
+        .unwrap()
+        .epoch
+        .as_mut()
+        .unwrap()
+        .version = 4;
+    let mut fewer_chunks = sent.clone();
+    fewer_chunks.chunk_count -= 1;
+    for expected in [other_index, other_region, other_epoch, fewer_chunks] {
+        assert!(matches!(
+            snapshot::verify(&dir, &expected),
+            Err(SnapshotError::Mismatch(_))
+        ));
+    }
 
     let chunk = dir.join("chunk-00003");
     let mut bytes = std::fs::read(&chunk).unwrap();
@@ -142,7 +156,7 @@ fn bad_chunks_and_mismatched_metadata_are_refused_and_change_nothing() {
     std::fs::write(&chunk, &bytes).unwrap();
     let kv = follower();
     let before = data(&kv);
-    match snapshot::verify(&dir, 7, 4, 40) {
+    match snapshot::verify(&dir, &sent) {
         Err(SnapshotError::Checksum { path }) | Err(SnapshotError::Corrupt { path, .. }) => {
             assert_eq!(path, chunk)
         }
@@ -207,6 +221,7 @@ fn a_crash_at_any_step_of_an_apply_restarts_cleanly() {
     let root = tempfile::tempdir().unwrap();
     let (expected, meta) = make_snapshot(root.path());
     let dir = snapshot::snapshot_dir(root.path(), 7, 4, 40);
+    let verified = snapshot::verify(&dir, &snapshot::summary(&meta)).unwrap();
     let old = data(&follower());
     let mut crashes = 0;
     'points: for crash_at in 1.. {
@@ -217,14 +232,16 @@ fn a_crash_at_any_step_of_an_apply_restarts_cleanly() {
                 crash_at,
                 kept,
             };
-            let applied = snapshot::apply(&kv, &dir, &meta, 512).and_then(|()| Ok(kv.persist()?));
+            let applied = snapshot::apply(&kv, &verified, 512).and_then(|()| Ok(kv.persist()?));
             if applied.is_ok() {
                 assert!(crash_at > 3, "an apply takes several steps");
                 break 'points;
             }
             crashes += 1;
             // Restart: recovery finishes an interrupted apply, or there is nothing to do.
-            let resumed = snapshot::recover(&kv.inner, root.path(), 512).unwrap();
+            let report = snapshot::recover(&kv.inner, root.path(), 512).unwrap();
+            assert!(report.awaiting_snapshot.is_empty());
+            let resumed = report.resumed;
             let st = apply_state(&kv.inner, 7).unwrap().unwrap();
             let rs = region_state(&kv.inner, 7).unwrap();
             let now = data(&kv.inner);
@@ -251,10 +268,127 @@ fn leftover_temporary_files_are_removed_on_restart() {
     std::fs::create_dir_all(&tmp).unwrap();
     std::fs::write(tmp.join("chunk-00000"), b"half written").unwrap();
     let kv = MemKvEngine::new();
-    assert!(
-        snapshot::recover(&kv, root.path(), 1024)
-            .unwrap()
-            .is_empty()
+    assert_eq!(
+        snapshot::recover(&kv, root.path(), 1024).unwrap(),
+        snapshot::RecoverReport::default()
     );
     assert!(!tmp.exists());
+}
+
+/// The meta file carries its own checksum: truncated (even at a chunk boundary) or with a
+/// flipped bit anywhere (a start key, an epoch), it is refused; rewritten consistently but
+/// describing another range, it no longer matches what the leader sent.
+#[test]
+fn a_damaged_or_rewritten_meta_file_is_refused() {
+    use prost::Message as _;
+    let root = tempfile::tempdir().unwrap();
+    let (_, meta) = make_snapshot(root.path());
+    let dir = snapshot::snapshot_dir(root.path(), 7, 4, 40);
+    let sent = snapshot::summary(&meta);
+    let path = dir.join("meta");
+    let original = std::fs::read(&path).unwrap();
+    let body = original.len() - 4;
+    // Cut after the region and the first chunk (a record boundary), and bit flips.
+    let mut one_chunk = meta.clone();
+    one_chunk.chunks.truncate(1);
+    let cut = one_chunk.encoded_len();
+    let mut damaged: Vec<Vec<u8>> = vec![original[..cut].to_vec(), original[..body].to_vec()];
+    for at in [3, 10, body / 2, body - 1, body + 1] {
+        let mut b = original.clone();
+        b[at] ^= 0x04;
+        damaged.push(b);
+    }
+    for (i, bytes) in damaged.iter().enumerate() {
+        std::fs::write(&path, bytes).unwrap();
+        let r = snapshot::verify(&dir, &sent);
+        assert!(
+            matches!(
+                r,
+                Err(SnapshotError::Checksum { .. } | SnapshotError::Corrupt { .. })
+            ),
+            "damage {i}: {r:?}"
+        );
+    }
+    // A consistent meta of a wider range (a neighbour's keys would be cleared).
+    let mut wider = meta.clone();
+    wider.region.as_mut().unwrap().start_key = b"k000".to_vec();
+    let mut raw = wider.encode_to_vec();
+    raw.extend_from_slice(&crc32fast::hash(&raw).to_le_bytes());
+    std::fs::write(&path, raw).unwrap();
+    assert!(matches!(
+        snapshot::verify(&dir, &sent),
+        Err(SnapshotError::Mismatch(_))
+    ));
+    std::fs::write(&path, &original).unwrap();
+    snapshot::verify(&dir, &sent).unwrap();
+}
+
+/// Recovery finishes the snapshot the Applying mark names, even when a newer snapshot
+/// directory of the same region sits beside it.
+#[test]
+fn recovery_finishes_the_snapshot_the_mark_names() {
+    let root = tempfile::tempdir().unwrap();
+    let (expected, meta) = make_snapshot(root.path());
+    // A newer snapshot of the same region, with other data, that was never applied.
+    let other = tempfile::tempdir().unwrap();
+    let leader = FjallKvEngine::open(&KvConfig::new(other.path())).unwrap();
+    fill(&leader, 0..1000, "newer");
+    snapshot::generate(&leader.view(), &region(), 5, 90, root.path(), 512).unwrap();
+
+    let dir = snapshot::snapshot_dir(root.path(), 7, 4, 40);
+    let verified = snapshot::verify(&dir, &snapshot::summary(&meta)).unwrap();
+    let kv = Crashing {
+        inner: follower(),
+        steps: AtomicUsize::new(0),
+        crash_at: 4, // after the mark, part way through the ingest
+        kept: 1,
+    };
+    assert!(snapshot::apply(&kv, &verified, 512).is_err());
+    let report = snapshot::recover(&kv.inner, root.path(), 512).unwrap();
+    assert_eq!(report.resumed, vec![7]);
+    let inside: Vec<_> = data(&kv.inner)
+        .into_iter()
+        .filter(|(k, _)| in_region(k))
+        .collect();
+    assert_eq!(inside, expected, "the snapshot at 40, not the one at 90");
+    assert_eq!(
+        apply_state(&kv.inner, 7).unwrap().unwrap().applied_index,
+        40
+    );
+}
+
+/// A chunk damaged after `verify` fails the apply part way; the store still starts:
+/// recovery clears the range and leaves the region waiting for a new snapshot, with the
+/// neighbours untouched.
+#[test]
+fn a_chunk_damaged_after_verify_voids_the_region_and_the_store_starts() {
+    let root = tempfile::tempdir().unwrap();
+    let (_, meta) = make_snapshot(root.path());
+    let dir = snapshot::snapshot_dir(root.path(), 7, 4, 40);
+    let verified = snapshot::verify(&dir, &snapshot::summary(&meta)).unwrap();
+    let chunk = dir.join("chunk-00005");
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    bytes[10] ^= 0x01;
+    std::fs::write(&chunk, &bytes).unwrap();
+
+    let kv = follower();
+    let outside_before: Vec<_> = data(&kv)
+        .into_iter()
+        .filter(|(k, _)| !in_region(k))
+        .collect();
+    assert!(matches!(
+        snapshot::apply(&kv, &verified, 512),
+        Err(SnapshotError::Checksum { .. } | SnapshotError::Corrupt { .. })
+    ));
+    kv.crash(); // what was not persisted is lost, as in a crash right after the failure
+    let report = snapshot::recover(&kv, root.path(), 512).unwrap();
+    assert_eq!(report.awaiting_snapshot, vec![7]);
+    let rs = region_state(&kv, 7).unwrap().unwrap();
+    assert_eq!((rs.state, rs.applying), (PeerState::Applying as i32, None));
+    let now = data(&kv);
+    assert!(now.iter().all(|(k, _)| !in_region(k)), "the range is empty");
+    assert_eq!(now, outside_before, "neighbours untouched");
+    // A second restart changes nothing.
+    let again = snapshot::recover(&kv, root.path(), 512).unwrap();
+    assert_eq!(again.awaiting_snapshot, vec![7]);
 }

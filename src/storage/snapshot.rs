@@ -6,12 +6,16 @@
 //! in memory. Layout: `<dir>/<region>_<term>_<index>/{meta, chunk-NNNNN}`; a chunk is a
 //! sequence of `u32 key length, key, u32 value length, value` (little-endian).
 //!
-//! Applying first verifies every chunk and the metadata (a bad one changes nothing), then
-//! durably marks the region `Applying`, clears its range and ingests the chunks in bounded
-//! batches, and writes the apply and region states last. A crash in between leaves
-//! the region marked `Applying`; `resume_interrupted` finishes the job on restart (the
-//! files are kept until the apply completes). Leftover temporary directories of
-//! interrupted generations are removed on restart.
+//! The meta file ends with its own CRC32. The leader sends a `SnapshotSummary` (range,
+//! epoch, index, term, chunk count, a checksum over the chunks' checksums) through Raft;
+//! `verify` checks the files against it and every chunk's checksum, and only a
+//! `VerifiedSnapshot` can be applied. Applying durably marks the region `Applying` (naming
+//! the snapshot), clears its range, ingests each chunk only after its checksum matched (a
+//! chunk is held in memory, bounded by the chunk size), and writes the apply and region
+//! states last. On restart `recover` finishes an interrupted apply of the snapshot the mark
+//! names; if that snapshot is gone or damaged, the range is cleared and the region is left
+//! `Applying` without a snapshot: its data is void and it waits for a new one. The store
+//! always starts. Leftover temporary directories of interrupted generations are removed.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -21,8 +25,10 @@ use bytes::Bytes;
 use prost::Message as _;
 
 use super::kv::{Keyspace, KvEngine, KvError, KvRead, KvWriteBatch};
-use super::pb::{ChunkMeta, PeerState, RaftApplyState, RegionLocalState, SnapshotMeta};
-use super::region_meta::{all_region_states, apply_state, put_apply_state, put_region_state};
+use super::pb::{
+    ChunkMeta, PeerState, RaftApplyState, RegionLocalState, SnapshotMeta, SnapshotSummary,
+};
+use super::region_meta::{all_region_states, put_apply_state, put_region_state};
 use crate::metapb::Region;
 
 const META_FILE: &str = "meta";
@@ -145,8 +151,10 @@ pub fn generate(
     };
     let meta_path = tmp.join(META_FILE);
     let mut f = File::create(&meta_path).map_err(io_err(&meta_path))?;
-    f.write_all(&meta.encode_to_vec())
-        .map_err(io_err(&meta_path))?;
+    let mut raw = meta.encode_to_vec();
+    let crc = crc32fast::hash(&raw);
+    raw.extend_from_slice(&crc.to_le_bytes());
+    f.write_all(&raw).map_err(io_err(&meta_path))?;
     f.sync_all().map_err(io_err(&meta_path))?;
     let _ = fs::remove_dir_all(&dir);
     fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
@@ -156,13 +164,60 @@ pub fn generate(
     Ok(meta)
 }
 
+/// Reads the meta file, checking its trailing CRC32 first.
 pub fn read_meta(dir: &Path) -> Result<SnapshotMeta, SnapshotError> {
     let path = dir.join(META_FILE);
     let raw = fs::read(&path).map_err(io_err(&path))?;
-    SnapshotMeta::decode(raw.as_slice()).map_err(|e| SnapshotError::Corrupt {
+    let Some(split) = raw.len().checked_sub(4) else {
+        let what = format!("meta file of {} bytes", raw.len());
+        return Err(SnapshotError::Corrupt { path, what });
+    };
+    let (body, crc) = raw.split_at(split);
+    let crc = u32::from_le_bytes(crc.try_into().expect("four bytes"));
+    if crc32fast::hash(body) != crc {
+        return Err(SnapshotError::Checksum { path });
+    }
+    SnapshotMeta::decode(body).map_err(|e| SnapshotError::Corrupt {
         path,
         what: e.to_string(),
     })
+}
+
+/// What the leader sends through Raft about the snapshot `meta` describes.
+pub fn summary(meta: &SnapshotMeta) -> SnapshotSummary {
+    let mut crc = crc32fast::Hasher::new();
+    for c in &meta.chunks {
+        crc.update(&c.crc32.to_le_bytes());
+        crc.update(&c.bytes.to_le_bytes());
+        crc.update(&c.pairs.to_le_bytes());
+    }
+    SnapshotSummary {
+        region: meta.region.clone(),
+        index: meta.index,
+        term: meta.term,
+        chunk_count: u32::try_from(meta.chunks.len()).unwrap_or(u32::MAX),
+        checksum: crc.finalize(),
+        total_bytes: meta.chunks.iter().map(|c| c.bytes).sum(),
+    }
+}
+
+/// A snapshot whose files matched its summary and every checksum: the only thing `apply`
+/// takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedSnapshot {
+    dir: PathBuf,
+    meta: SnapshotMeta,
+    summary: SnapshotSummary,
+}
+
+impl VerifiedSnapshot {
+    pub fn meta(&self) -> &SnapshotMeta {
+        &self.meta
+    }
+
+    pub fn summary(&self) -> &SnapshotSummary {
+        &self.summary
+    }
 }
 
 /// A key and value as read from a chunk.
@@ -249,66 +304,66 @@ impl ChunkReader {
     }
 }
 
-/// Visits every pair of every chunk in order; fails on the first bad chunk.
-fn for_each_pair(
-    dir: &Path,
-    meta: &SnapshotMeta,
-    mut visit: impl FnMut(Vec<u8>, Vec<u8>) -> Result<(), SnapshotError>,
-) -> Result<(), SnapshotError> {
-    for (n, chunk) in meta.chunks.iter().enumerate() {
-        let mut reader = ChunkReader::open(dir, n, chunk)?;
-        while let Some((k, v)) = reader.next_pair()? {
-            visit(k, v)?;
-        }
-    }
-    Ok(())
-}
-
-/// Checks the snapshot's metadata against what the leader said it sent, and every chunk's
-/// checksum, reading each chunk once. Nothing is changed.
-pub fn verify(
-    dir: &Path,
-    region_id: u64,
-    term: u64,
-    index: u64,
-) -> Result<SnapshotMeta, SnapshotError> {
+/// Checks the snapshot's files against what the leader said it sent (its summary: range,
+/// epoch, peers, index, term, chunk count and checksums) and every chunk's checksum and
+/// keys, reading each chunk once. Nothing is changed.
+pub fn verify(dir: &Path, expected: &SnapshotSummary) -> Result<VerifiedSnapshot, SnapshotError> {
     let meta = read_meta(dir)?;
-    let got = (
-        meta.region.as_ref().map_or(0, |r| r.id),
-        meta.term,
-        meta.index,
-    );
-    if got != (region_id, term, index) {
+    let found = summary(&meta);
+    if &found != expected {
         return Err(SnapshotError::Mismatch(format!(
-            "expected region {region_id} at term {term} index {index}, found {got:?}"
+            "{}: the files describe {found:?}, the leader sent {expected:?}",
+            dir.display()
         )));
     }
     let region = meta.region.clone().unwrap_or_default();
-    let in_range = |k: &[u8]| {
-        k >= region.start_key.as_slice()
-            && (region.end_key.is_empty() || k < region.end_key.as_slice())
-    };
-    for_each_pair(dir, &meta, |k, _| {
-        if in_range(&k) {
-            Ok(())
-        } else {
-            Err(SnapshotError::Mismatch(format!(
-                "key {k:?} is outside the region's range"
-            )))
-        }
-    })?;
-    Ok(meta)
+    for (n, chunk) in meta.chunks.iter().enumerate() {
+        read_chunk(dir, n, chunk, &region)?;
+    }
+    Ok(VerifiedSnapshot {
+        dir: dir.to_path_buf(),
+        meta,
+        summary: found,
+    })
 }
 
-/// Applies a verified snapshot: a durable `Applying` mark, then the range cleared and the
-/// chunks ingested in batches of about `batch_bytes`, then the apply and region states.
-/// The caller makes the result durable (`persist`).
+fn in_range(region: &Region, key: &[u8]) -> bool {
+    key >= region.start_key.as_slice()
+        && (region.end_key.is_empty() || key < region.end_key.as_slice())
+}
+
+/// Reads one whole chunk, checking its length, checksum and that every key lies in the
+/// region: a chunk is handed out only once all of it is known good.
+fn read_chunk(
+    dir: &Path,
+    n: usize,
+    chunk: &ChunkMeta,
+    region: &Region,
+) -> Result<Vec<RawPair>, SnapshotError> {
+    let mut reader = ChunkReader::open(dir, n, chunk)?;
+    let mut pairs = Vec::new();
+    while let Some((k, v)) = reader.next_pair()? {
+        if !in_range(region, &k) {
+            return Err(SnapshotError::Mismatch(format!(
+                "key {k:?} is outside the region's range"
+            )));
+        }
+        pairs.push((k, v));
+    }
+    Ok(pairs)
+}
+
+/// Applies a verified snapshot: a durable `Applying` mark naming it, then the range
+/// cleared and the chunks ingested in batches of about `batch_bytes` (each chunk checked
+/// again as it is read: the files may have changed since `verify`), then the apply and
+/// region states. The caller makes the result durable (`persist`). A failure leaves the
+/// mark: `recover` finishes the apply or, if the snapshot is damaged, voids the region.
 pub fn apply(
     kv: &impl KvEngine,
-    dir: &Path,
-    meta: &SnapshotMeta,
+    snapshot: &VerifiedSnapshot,
     batch_bytes: usize,
 ) -> Result<(), SnapshotError> {
+    let meta = &snapshot.meta;
     let region = meta.region.clone().unwrap_or_default();
     // The marker is durable before the range changes: a crash from here on is finished
     // by `recover`, which redoes the whole apply.
@@ -318,16 +373,19 @@ pub fn apply(
         &RegionLocalState {
             region: Some(region.clone()),
             state: PeerState::Applying as i32,
+            applying: Some(snapshot.summary.clone()),
         },
     );
     kv.write(&batch)?;
     kv.persist()?;
     clear_range(kv, &region, batch_bytes)?;
     let mut batch = KvWriteBatch::default();
-    for_each_pair(dir, meta, |k, v| {
-        batch.put(Keyspace::Data, Bytes::from(k), Bytes::from(v));
-        write_if_full(kv, &mut batch, batch_bytes)
-    })?;
+    for (n, chunk) in meta.chunks.iter().enumerate() {
+        for (k, v) in read_chunk(&snapshot.dir, n, chunk, &region)? {
+            batch.put(Keyspace::Data, Bytes::from(k), Bytes::from(v));
+            write_if_full(kv, &mut batch, batch_bytes)?;
+        }
+    }
     let done = RaftApplyState {
         applied_index: meta.index,
         applied_term: meta.term,
@@ -340,6 +398,7 @@ pub fn apply(
         &RegionLocalState {
             region: Some(region),
             state: PeerState::Normal as i32,
+            applying: None,
         },
     );
     kv.write(&batch)?;
@@ -383,14 +442,25 @@ pub fn remove(dir: &Path) -> Result<(), SnapshotError> {
     fs::remove_dir_all(dir).map_err(io_err(dir))
 }
 
+/// What `recover` did with the regions a crash caught applying a snapshot.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoverReport {
+    /// Applies finished from the snapshot their mark names.
+    pub resumed: Vec<u64>,
+    /// Regions whose snapshot is gone or damaged: their range is empty, their data void;
+    /// they wait for a new snapshot (the raft log must not be replayed into them).
+    pub awaiting_snapshot: Vec<u64>,
+}
+
 /// On restart: removes temporary directories of interrupted generations, and finishes
-/// every snapshot apply that a crash interrupted (its files are kept until it completes).
-/// Returns the regions whose apply was resumed.
+/// every snapshot apply that a crash interrupted, from the snapshot its mark names (the
+/// files are kept until it completes). A snapshot that is gone or fails verification
+/// voids its region instead of stopping the store.
 pub fn recover(
     kv: &impl KvEngine,
     root: &Path,
     batch_bytes: usize,
-) -> Result<Vec<u64>, SnapshotError> {
+) -> Result<RecoverReport, SnapshotError> {
     if let Ok(entries) = fs::read_dir(root) {
         for entry in entries.flatten() {
             let path = entry.path();
@@ -402,46 +472,55 @@ pub fn recover(
             }
         }
     }
-    let mut resumed = Vec::new();
+    let mut report = RecoverReport::default();
     for state in all_region_states(kv)? {
         if state.state != PeerState::Applying as i32 {
             continue;
         }
-        let id = state.region.as_ref().map_or(0, |r| r.id);
-        let dir = pending_snapshot_dir(kv, root, id)?;
-        let meta = read_meta(&dir)?;
-        let meta = verify(&dir, id, meta.term, meta.index)?;
-        apply(kv, &dir, &meta, batch_bytes)?;
+        let region = state.region.clone().unwrap_or_default();
+        let id = region.id;
+        let verified = state.applying.as_ref().map(|summary| {
+            let dir = snapshot_dir(root, region.id, summary.term, summary.index);
+            verify(&dir, summary)
+        });
+        match verified {
+            Some(Ok(snapshot)) => match apply(kv, &snapshot, batch_bytes) {
+                Ok(()) => report.resumed.push(id),
+                // Damaged between verify and apply (or unreadable): void it.
+                Err(SnapshotError::Checksum { .. } | SnapshotError::Corrupt { .. }) => {
+                    void_region(kv, region, batch_bytes)?;
+                    report.awaiting_snapshot.push(id);
+                }
+                Err(e) => return Err(e),
+            },
+            Some(Err(e)) => {
+                tracing::warn!(region = id, error = %e, "snapshot to resume is unusable; the region waits for a new one");
+                void_region(kv, region, batch_bytes)?;
+                report.awaiting_snapshot.push(id);
+            }
+            None => report.awaiting_snapshot.push(id),
+        }
         kv.persist()?;
-        resumed.push(id);
     }
-    Ok(resumed)
+    Ok(report)
 }
 
-/// The newest snapshot directory of `region` beyond its current apply state.
-fn pending_snapshot_dir(
-    kv: &impl KvRead,
-    root: &Path,
-    region: u64,
-) -> Result<PathBuf, SnapshotError> {
-    let applied = apply_state(kv, region)?.map_or(0, |s| s.applied_index);
-    let prefix = format!("{region}_");
-    let mut best: Option<(u64, PathBuf)> = None;
-    for entry in fs::read_dir(root).map_err(io_err(root))?.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(&prefix) else {
-            continue;
-        };
-        let Some(index) = rest.rsplit('_').next().and_then(|i| i.parse::<u64>().ok()) else {
-            continue;
-        };
-        if index > applied && best.as_ref().is_none_or(|(b, _)| index > *b) {
-            best = Some((index, entry.path()));
-        }
-    }
-    best.map(|(_, p)| p).ok_or_else(|| {
-        SnapshotError::Mismatch(format!(
-            "region {region} was applying a snapshot whose files are gone"
-        ))
-    })
+/// Clears the region's range and marks its data void (`Applying` without a snapshot).
+fn void_region(
+    kv: &impl KvEngine,
+    region: Region,
+    batch_bytes: usize,
+) -> Result<(), SnapshotError> {
+    clear_range(kv, &region, batch_bytes)?;
+    let mut batch = KvWriteBatch::default();
+    put_region_state(
+        &mut batch,
+        &RegionLocalState {
+            region: Some(region),
+            state: PeerState::Applying as i32,
+            applying: None,
+        },
+    );
+    kv.write(&batch)?;
+    Ok(())
 }
