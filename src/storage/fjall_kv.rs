@@ -1,9 +1,13 @@
-//! `KvEngine` on fjall: one database per store, a keyspace per `Keyspace`. A write batch
-//! becomes one fjall batch (atomic across keyspaces); range deletes are expanded to the
-//! keys present, since fjall has no range tombstone.
+//! `KvEngine` on fjall: one database per store and ONE fjall keyspace, in which each
+//! `Keyspace` is a key prefix. Data and the apply state that describes it must survive
+//! together: in separate fjall keyspaces they flush separately, and damage to the shared
+//! journal then left the data's flushed tables newer than the apply state (a replay from
+//! the older index would re-evaluate commands over newer data). One keyspace has one
+//! memtable, so one flush carries both. A write batch becomes one fjall batch; range
+//! deletes are expanded to the keys present, since fjall has no range tombstone.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use fjall::{Database, KeyspaceCreateOptions, PersistMode, Readable};
@@ -12,24 +16,61 @@ use super::kv::{
     Keyspace, KvEngine, KvError, KvIter, KvRead, KvWriteBatch, WriteOp, bounds, in_order,
 };
 
+/// The one fjall keyspace that holds every `Keyspace`.
+const KEYSPACE: &str = "kv";
+
 fn err(e: impl std::fmt::Display) -> KvError {
     KvError::Engine(e.to_string())
 }
 
-/// The fjall keyspace behind each `Keyspace`.
-#[derive(Clone)]
-struct Keyspaces {
-    data: fjall::Keyspace,
-    meta: fjall::Keyspace,
-}
-
-impl Keyspaces {
-    fn get(&self, ks: Keyspace) -> &fjall::Keyspace {
-        match ks {
-            Keyspace::Data => &self.data,
-            Keyspace::Meta => &self.meta,
+/// Checks each lsm-tree version file against the checksum its `current` file records.
+/// lsm-tree trusts the version file on open, and a damaged length field in it made the
+/// process panic (or try to allocate about 137 GB); a mismatch is refused here instead.
+fn check_version_files(dir: &Path) -> Result<(), KvError> {
+    let Ok(trees) = std::fs::read_dir(dir.join("keyspaces")) else {
+        return Ok(()); // A new database.
+    };
+    for tree in trees.flatten() {
+        let current = tree.path().join("current");
+        let Ok(raw) = std::fs::read(&current) else {
+            continue; // lsm-tree reports a missing file itself.
+        };
+        let corrupt = |file: PathBuf, what: String| KvError::CorruptFile { file, what };
+        // Version id (u64), xxh3-128 of the version file (u128), checksum type (0: xxh3).
+        if raw.len() != 25 || raw[24] != 0 {
+            return Err(corrupt(current, format!("{} bytes", raw.len())));
+        }
+        let id = u64::from_le_bytes(raw[..8].try_into().expect("8 bytes"));
+        let expected = u128::from_le_bytes(raw[8..24].try_into().expect("16 bytes"));
+        let version = tree.path().join(format!("v{id}"));
+        let bytes = std::fs::read(&version)
+            .map_err(|e| corrupt(version.clone(), format!("unreadable: {e}")))?;
+        if xxhash_rust::xxh3::xxh3_128(&bytes) != expected {
+            return Err(corrupt(version, "fails its checksum".into()));
         }
     }
+    Ok(())
+}
+
+/// The prefix that holds each `Keyspace` inside the one fjall keyspace.
+fn prefix(ks: Keyspace) -> u8 {
+    match ks {
+        Keyspace::Data => b'd',
+        Keyspace::Meta => b'm',
+    }
+}
+
+fn stored_key(ks: Keyspace, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(prefix(ks));
+    k.extend_from_slice(key);
+    k
+}
+
+/// The stored range of `[start, end)` in `ks` (`end` None: the end of the keyspace).
+fn stored_range(ks: Keyspace, start: &[u8], end: Option<&[u8]>) -> (Vec<u8>, Vec<u8>) {
+    let end = end.map_or_else(|| vec![prefix(ks) + 1], |e| stored_key(ks, e));
+    (stored_key(ks, start), end)
 }
 
 /// Settings of the store's KV engine.
@@ -38,9 +79,9 @@ pub struct KvConfig {
     pub dir: PathBuf,
     /// Block cache shared by all keyspaces. Default 32 MiB.
     pub cache_bytes: u64,
-    /// A keyspace's memtable is sealed and flushed at this size. Writers wait while four
-    /// sealed memtables are queued, so a keyspace buffers at most five. Default 64 MiB.
-    /// fjall keeps the value an existing keyspace was created with.
+    /// The memtable is sealed and flushed at this size. Writers wait while four sealed
+    /// memtables are queued, so the engine buffers at most five. Default 64 MiB. fjall keeps
+    /// the value an existing keyspace was created with.
     pub memtable_bytes: u64,
 }
 
@@ -56,7 +97,7 @@ impl KvConfig {
 
 pub struct FjallKvEngine {
     db: Database,
-    keyspaces: Keyspaces,
+    keyspace: fjall::Keyspace,
     /// Held from a batch's expansion (a range delete reads the keys present) to its commit,
     /// so that no other write lands in between: range deletes are atomic against writers.
     writer: parking_lot::Mutex<()>,
@@ -65,30 +106,23 @@ pub struct FjallKvEngine {
 /// A point-in-time view of every keyspace.
 pub struct FjallKvView {
     snapshot: fjall::Snapshot,
-    keyspaces: Keyspaces,
+    keyspace: fjall::Keyspace,
 }
 
 impl FjallKvEngine {
     pub fn open(cfg: &KvConfig) -> Result<Self, KvError> {
+        check_version_files(&cfg.dir)?;
         let db = Database::builder(&cfg.dir)
             .cache_size(cfg.cache_bytes)
             .open()
             .map_err(err)?;
         let options = || KeyspaceCreateOptions::default().max_memtable_size(cfg.memtable_bytes);
-        let open = |ks: Keyspace| db.keyspace(ks.name(), options).map_err(err);
-        let keyspaces = Keyspaces {
-            data: open(Keyspace::Data)?,
-            meta: open(Keyspace::Meta)?,
-        };
+        let keyspace = db.keyspace(KEYSPACE, options).map_err(err)?;
         Ok(FjallKvEngine {
             db,
-            keyspaces,
+            keyspace,
             writer: parking_lot::Mutex::new(()),
         })
-    }
-
-    fn keyspace(&self, ks: Keyspace) -> &fjall::Keyspace {
-        self.keyspaces.get(ks)
     }
 
     /// The net effect of the batch per key (None: deleted), so that the fjall batch holds
@@ -127,9 +161,10 @@ impl FjallKvEngine {
 fn snapshot_get(
     snapshot: &fjall::Snapshot,
     keyspace: &fjall::Keyspace,
+    ks: Keyspace,
     key: &[u8],
 ) -> Result<Option<Bytes>, KvError> {
-    let value = snapshot.get(keyspace, key).map_err(err)?;
+    let value = snapshot.get(keyspace, stored_key(ks, key)).map_err(err)?;
     Ok(value.map(|v| Bytes::copy_from_slice(&v)))
 }
 
@@ -137,6 +172,7 @@ fn snapshot_get(
 fn snapshot_scan<'a>(
     snapshot: &fjall::Snapshot,
     keyspace: &fjall::Keyspace,
+    ks: Keyspace,
     start: &[u8],
     end: Option<&[u8]>,
     reverse: bool,
@@ -144,16 +180,20 @@ fn snapshot_scan<'a>(
     if end.is_some_and(|e| e <= start) {
         return Box::new(std::iter::empty());
     }
-    let pairs = snapshot.range(keyspace, bounds(start, end)).map(|guard| {
-        let (k, v) = guard.into_inner().map_err(err)?;
-        Ok((Bytes::copy_from_slice(&k), Bytes::copy_from_slice(&v)))
-    });
+    let (start, end) = stored_range(ks, start, end);
+    let pairs = snapshot
+        .range(keyspace, bounds(&start, Some(&end)))
+        .map(|guard| {
+            let (k, v) = guard.into_inner().map_err(err)?;
+            // Every stored key has its one-byte prefix.
+            Ok((Bytes::copy_from_slice(&k[1..]), Bytes::copy_from_slice(&v)))
+        });
     in_order(pairs, reverse)
 }
 
 impl KvRead for FjallKvView {
     fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Bytes>, KvError> {
-        snapshot_get(&self.snapshot, self.keyspaces.get(ks), key)
+        snapshot_get(&self.snapshot, &self.keyspace, ks, key)
     }
 
     fn scan<'a>(
@@ -163,14 +203,14 @@ impl KvRead for FjallKvView {
         end: Option<&[u8]>,
         reverse: bool,
     ) -> KvIter<'a> {
-        snapshot_scan(&self.snapshot, self.keyspaces.get(ks), start, end, reverse)
+        snapshot_scan(&self.snapshot, &self.keyspace, ks, start, end, reverse)
     }
 }
 
 /// Reads of the live engine are reads of a snapshot taken for the occasion.
 impl KvRead for FjallKvEngine {
     fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Bytes>, KvError> {
-        snapshot_get(&self.db.snapshot(), self.keyspace(ks), key)
+        snapshot_get(&self.db.snapshot(), &self.keyspace, ks, key)
     }
 
     fn scan<'a>(
@@ -180,7 +220,7 @@ impl KvRead for FjallKvEngine {
         end: Option<&[u8]>,
         reverse: bool,
     ) -> KvIter<'a> {
-        snapshot_scan(&self.db.snapshot(), self.keyspace(ks), start, end, reverse)
+        snapshot_scan(&self.db.snapshot(), &self.keyspace, ks, start, end, reverse)
     }
 }
 
@@ -193,8 +233,8 @@ impl KvEngine for FjallKvEngine {
         let mut b = self.db.batch();
         for ((ks, key), value) in self.effects(batch)? {
             match value {
-                Some(v) => b.insert(self.keyspace(ks), key.as_ref(), v.as_ref()),
-                None => b.remove(self.keyspace(ks), key.as_ref()),
+                Some(v) => b.insert(&self.keyspace, stored_key(ks, &key), v.as_ref()),
+                None => b.remove(&self.keyspace, stored_key(ks, &key)),
             }
         }
         b.commit().map_err(err)
@@ -203,7 +243,7 @@ impl KvEngine for FjallKvEngine {
     fn view(&self) -> FjallKvView {
         FjallKvView {
             snapshot: self.db.snapshot(),
-            keyspaces: self.keyspaces.clone(),
+            keyspace: self.keyspace.clone(),
         }
     }
 

@@ -161,6 +161,11 @@ pub enum KvError {
     },
     #[error("a value of {len} bytes exceeds the limit of {max} bytes")]
     ValueTooLarge { len: usize, max: usize },
+    #[error("kv engine file {} is corrupt ({what}); refusing to open", file.display())]
+    CorruptFile {
+        file: std::path::PathBuf,
+        what: String,
+    },
 }
 
 /// Which limit a refused key broke.
@@ -178,8 +183,9 @@ pub const MAX_KEY_BYTES: usize = 8 << 10;
 /// The largest user value: a write of one such value fits well inside the core's default
 /// 8 MiB entry limit.
 pub const MAX_VALUE_BYTES: usize = 4 << 20;
-/// fjall's own limit on a key; `Meta` keys (built by flotilla itself) must stay within it.
-const ENGINE_MAX_KEY_BYTES: usize = u16::MAX as usize;
+/// fjall's own limit on a key (65,535 bytes) less the engine's one-byte keyspace prefix;
+/// `Meta` keys (built by flotilla itself) must stay within it.
+const ENGINE_MAX_KEY_BYTES: usize = u16::MAX as usize - 1;
 
 /// Refuses a key the engine must not be handed: empty, or longer than its keyspace allows.
 pub fn check_key(ks: Keyspace, key: &[u8]) -> Result<(), KvError> {
