@@ -493,6 +493,8 @@ pub enum LogRepair {
 
 pub struct RaftLogEngine {
     engine: raft_engine::Engine,
+    /// Where the files live, to name a damaged one.
+    dir: PathBuf,
     /// What `open` repaired, for logs and tests.
     repairs: Vec<LogRepair>,
     /// Serializes writes, so a batch's check still holds when it is written. Holds one
@@ -556,12 +558,14 @@ impl RaftLogEngine {
     /// removed before the log is used, and a log whose recorded entries are missing
     /// refuses to open.
     pub fn open(cfg: &RaftLogConfig) -> Result<Self, LogError> {
+        check_file_headers(&cfg.dir)?;
         let engine = match raft_engine::Engine::open(cfg.engine_config()) {
             Ok(engine) => engine,
-            // raft-engine does not say where; find the file so the operator knows.
-            Err(raft_engine::Error::Corruption(detail)) => {
-                let file = find_corrupt_file(&cfg.dir).unwrap_or_else(|| cfg.dir.clone());
-                return Err(LogError::CorruptFile { file, detail });
+            // Damage refused by raft-engine (a broken batch in a sealed file), or a sealed
+            // file it tried to cut (its handle is read-only): it does not say where, so
+            // find the file for the operator.
+            Err(e @ (raft_engine::Error::Corruption(_) | raft_engine::Error::Io(_))) => {
+                return Err(corrupt_file(&cfg.dir, e.to_string()));
             }
             Err(e) => return Err(e.into()),
         };
@@ -594,6 +598,7 @@ impl RaftLogEngine {
         }
         let log = RaftLogEngine {
             engine,
+            dir: cfg.dir.clone(),
             repairs,
             writer: Mutex::new(LogBatch::default()),
             spans: RwLock::new(spans),
@@ -602,6 +607,16 @@ impl RaftLogEngine {
             log.debug_check_span(region, Some(span));
         }
         Ok(log)
+    }
+
+    /// A failed read of entries: damage is named as `CorruptFile`.
+    fn read_error(&self, e: raft_engine::Error) -> LogError {
+        match e {
+            raft_engine::Error::Corruption(_) | raft_engine::Error::Codec(_) => {
+                corrupt_file(&self.dir, e.to_string())
+            }
+            e => e.into(),
+        }
     }
 
     /// What opening the log removed (entries outside their region's recorded span).
@@ -819,7 +834,10 @@ impl RaftLogStore for RaftLogEngine {
         if LogSpan::check_read(self.span(region), region, index, index + 1).is_err() {
             return Ok(None);
         }
-        let entry = self.engine.get_entry::<WalEntryExt>(region, index)?;
+        let entry = self
+            .engine
+            .get_entry::<WalEntryExt>(region, index)
+            .map_err(|e| self.read_error(e))?;
         Ok(entry.map(WalEntry::into_entry))
     }
 
@@ -839,7 +857,8 @@ impl RaftLogStore for RaftLogEngine {
             let end = high.min(next + READ_CHUNK);
             wal.clear();
             self.engine
-                .fetch_entries_to::<WalEntryExt>(region, next, end, None, &mut wal)?;
+                .fetch_entries_to::<WalEntryExt>(region, next, end, None, &mut wal)
+                .map_err(|e| self.read_error(e))?;
             if wal.len() as u64 != end - next {
                 return Err(LogError::Corrupt {
                     region,
@@ -864,17 +883,81 @@ impl RaftLogStore for RaftLogEngine {
     }
 }
 
-/// The first log file (in file order) that does not read back cleanly.
-fn find_corrupt_file(dir: &Path) -> Option<PathBuf> {
+/// raft-engine's file header: a magic string, then the format version and (V2) the data
+/// alignment, as big-endian u64s.
+const FILE_MAGIC: &[u8] = b"RAFT-LOG-FILE-HEADER-9986AB3E47F320B394C8E84916EB0ED5";
+const FILE_HEADER_MAX: usize = FILE_MAGIC.len() + 16;
+/// raft-engine pads to the block size under direct I/O; anything larger is damage.
+const MAX_ALIGNMENT: u64 = 1 << 16;
+
+/// Checks every log file's header before raft-engine reads it:
+/// - raft-engine drops the last file of a queue whole when its header does not read back,
+///   taking it for a file torn while being created. Such a file holds nothing past its
+///   header; one that does is damaged, and dropping it would lose acknowledged writes.
+/// - a damaged alignment field made raft-engine allocate exabytes and abort the process.
+fn check_file_headers(dir: &Path) -> Result<(), LogError> {
+    for ext in ["raftlog", "rewrite"] {
+        let files = log_files(dir, ext);
+        let last = files.len().saturating_sub(1);
+        for (n, file) in files.into_iter().enumerate() {
+            let damaged = |detail: &str| LogError::CorruptFile {
+                file: file.clone(),
+                detail: detail.into(),
+            };
+            let bytes = std::fs::read(&file).map_err(|e| damaged(&format!("unreadable: {e}")))?;
+            let Err(what) = check_file_header(&bytes) else {
+                continue;
+            };
+            let holds_data = bytes.iter().skip(FILE_HEADER_MAX).any(|&b| b != 0);
+            if n < last || holds_data {
+                return Err(damaged(&format!("{what} (in front of written data)")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_file_header(bytes: &[u8]) -> Result<(), &'static str> {
+    let Some(rest) = bytes.strip_prefix(FILE_MAGIC) else {
+        return Err("damaged header");
+    };
+    let field = |at: usize| -> Option<u64> {
+        Some(u64::from_be_bytes(rest.get(at..at + 8)?.try_into().ok()?))
+    };
+    match field(0) {
+        Some(1) => Ok(()),
+        Some(2) => match field(8) {
+            Some(a) if a == 0 || (a.is_power_of_two() && a <= MAX_ALIGNMENT) => Ok(()),
+            _ => Err("damaged alignment in the header"),
+        },
+        _ => Err("damaged version in the header"),
+    }
+}
+
+/// The log files with this extension, in file order.
+fn log_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
+        .into_iter()
+        .flatten()
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|x| x == "raftlog" || x == "rewrite")
-        })
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
         .collect();
     files.sort();
+    files
+}
+
+/// Corruption found in the log, naming the file if one fails to read back (else the
+/// directory: raft-engine checks some damage, such as inside entry data, that the reader
+/// used here does not).
+fn corrupt_file(dir: &Path, detail: String) -> LogError {
+    let file = find_corrupt_file(dir).unwrap_or_else(|| dir.to_path_buf());
+    LogError::CorruptFile { file, detail }
+}
+
+/// The first log file (in file order) that does not read back cleanly.
+fn find_corrupt_file(dir: &Path) -> Option<PathBuf> {
+    let mut files = log_files(dir, "raftlog");
+    files.extend(log_files(dir, "rewrite"));
     files
         .into_iter()
         .find(|f| match raft_engine::Engine::dump(f) {
