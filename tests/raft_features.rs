@@ -15,8 +15,8 @@ use flotilla::raft::progress::ProgressState;
 use flotilla::raft::raw_node::ProgressStatus;
 use flotilla::raft::sim::cluster::{BOOTSTRAP_INDEX, BOOTSTRAP_TERM, Cluster};
 use flotilla::raft::{
-    Config, DropReason, LogStorage, MemStorage, NodeStart, RaftError, RawNode, ReadOnlyOption,
-    ReadState, Role, Status,
+    ConfChangeRejection, Config, DropReason, LogStorage, MemStorage, NodeStart, RaftError, RawNode,
+    ReadOnlyOption, ReadState, Role, Status,
 };
 
 const ET: usize = 10;
@@ -691,7 +691,10 @@ fn explicit_joint_stays_until_an_empty_change_leaves_it() {
     // Only leaving is allowed in a joint configuration.
     let cc = cc_v2(ConfChangeTransition::Auto, &[(RemoveNode, 5)]);
     let r = c.raw_mut(1).propose_conf_change(cc);
-    assert!(matches!(dropped(r), DropReason::ConfChangeRejected(_)));
+    assert_eq!(
+        dropped(r),
+        DropReason::ConfChangeRejected(ConfChangeRejection::JointPending)
+    );
     let leave = ConfChangeV2::default();
     c.raw_mut(1).propose_conf_change(leave).unwrap();
     c.stabilize();
@@ -708,7 +711,10 @@ fn one_conf_change_at_a_time_and_no_leave_outside_joint() {
     let mut c = five_with_three_voters();
     let before = st(&c, 1);
     let r = c.raw_mut(1).propose_conf_change(ConfChangeV2::default());
-    assert!(matches!(dropped(r), DropReason::ConfChangeRejected(_)));
+    assert_eq!(
+        dropped(r),
+        DropReason::ConfChangeRejected(ConfChangeRejection::NotJoint)
+    );
     assert_eq!(st(&c, 1).last_index, before.last_index);
     let i = c
         .raw_mut(1)

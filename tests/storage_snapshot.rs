@@ -145,7 +145,7 @@ fn bad_chunks_and_mismatched_metadata_are_refused_and_change_nothing() {
     for expected in [other_index, other_region, other_epoch, fewer_chunks] {
         assert!(matches!(
             snapshot::verify(&dir, &expected),
-            Err(SnapshotError::Mismatch(_))
+            Err(SnapshotError::Mismatch { .. })
         ));
     }
 
@@ -317,7 +317,7 @@ fn a_damaged_or_rewritten_meta_file_is_refused() {
     std::fs::write(&path, raw).unwrap();
     assert!(matches!(
         snapshot::verify(&dir, &sent),
-        Err(SnapshotError::Mismatch(_))
+        Err(SnapshotError::Mismatch { .. })
     ));
     std::fs::write(&path, &original).unwrap();
     snapshot::verify(&dir, &sent).unwrap();

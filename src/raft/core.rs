@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use super::confchange;
 use super::config::{Config, NodeStart, ReadOnlyOption, limit};
 use super::errors::{DropReason, RaftError, Result, invalid};
+use super::leader::SizeLimit;
 use super::log::RaftLog;
 use super::message::{TRANSFER_CONTEXT, msg, validate};
 use super::pb::{EntryType, HardState, Message, MessageType};
@@ -82,8 +83,8 @@ pub struct Raft<S: LogStorage> {
     /// Messages that may be sent at once.
     pub msgs: Vec<Message>,
     /// Messages that may only be sent once everything handed out for persistence so far is
-    /// durable (votes, append acknowledgements).
-    pub msgs_after_append: Vec<Message>,
+    /// durable (votes, append acknowledgements): `Ready::persisted_messages`.
+    pub persisted_msgs: Vec<Message>,
     pub(super) election_elapsed: usize,
     pub(super) heartbeat_elapsed: usize,
     randomized_election_timeout: usize,
@@ -130,7 +131,7 @@ impl<S: LogStorage> Raft<S> {
             read_states: Vec::new(),
             dropped_reads: Vec::new(),
             msgs: Vec::new(),
-            msgs_after_append: Vec::new(),
+            persisted_msgs: Vec::new(),
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_election_timeout: cfg.election_tick,
@@ -169,18 +170,31 @@ impl<S: LogStorage> Raft<S> {
         self.tracker.is_voter(self.id)
     }
 
-    pub(super) fn send(&mut self, mut m: Message) {
-        m.from = self.id;
-        if m.term == 0 {
-            m.term = self.term;
-        }
+    /// Queues a message to send at once. Every message leaves through here or
+    /// `send_persisted`, stamped with our id; it carries our term unless it is a forwarded
+    /// request, which stays term-less so that a leader of a newer term still answers it.
+    pub(super) fn send(&mut self, m: Message) {
+        let m = self.stamp(m);
         self.msgs.push(m);
     }
 
-    /// Queues a message that claims durability of our log or vote.
-    pub(super) fn send_after_persist(&mut self, mut m: Message) {
+    /// Queues a message that claims durability of our log or vote: it goes out only after
+    /// the Ready that persists it (`Ready::persisted_messages`).
+    pub(super) fn send_persisted(&mut self, m: Message) {
+        let m = self.stamp(m);
+        self.persisted_msgs.push(m);
+    }
+
+    fn stamp(&self, mut m: Message) -> Message {
         m.from = self.id;
-        self.msgs_after_append.push(m);
+        let forwarded = matches!(
+            MessageType::try_from(m.msg_type),
+            Ok(MessageType::MsgReadIndex | MessageType::MsgTransferLeader)
+        );
+        if m.term == 0 && !forwarded {
+            m.term = self.term;
+        }
+        m
     }
 
     // ---- roles ------------------------------------------------------------------------
@@ -255,7 +269,8 @@ impl<S: LogStorage> Raft<S> {
             entry_type: EntryType::EntryNormal as i32,
             ..Default::default()
         };
-        self.append_entries(vec![noop], true).ok();
+        // Forced past the uncommitted-size limit, it cannot fail.
+        let _ = self.append_entries(vec![noop], SizeLimit::Ignore);
     }
 
     // ---- time -------------------------------------------------------------------------
@@ -381,9 +396,8 @@ impl<S: LogStorage> Raft<S> {
         self.become_candidate();
         // Our own vote counts only once it is durable: it comes back as a message after the
         // Ready that persists it.
-        let mut own = msg(MessageType::MsgRequestVoteResponse, self.id, self.term);
-        own.from = self.id;
-        self.send_after_persist(own);
+        let own = msg(MessageType::MsgRequestVoteResponse, self.id, self.term);
+        self.send_persisted(own);
         for id in self.tracker.voter_ids() {
             if id != self.id {
                 let m = self.vote_request(MessageType::MsgRequestVote, id, self.term, kind);
@@ -417,7 +431,7 @@ impl<S: LogStorage> Raft<S> {
             } else {
                 self.election_elapsed = 0;
                 self.vote = m.from;
-                self.send_after_persist(resp);
+                self.send_persisted(resp);
             }
         } else {
             let mut resp = msg(resp_type, m.from, self.term);
@@ -595,7 +609,7 @@ impl<S: LogStorage> Raft<S> {
             resp.log_term = hint_term;
         }
         resp.commit = self.log.committed;
-        self.send_after_persist(resp);
+        self.send_persisted(resp);
     }
 
     fn handle_heartbeat(&mut self, m: Message) -> Result<()> {
@@ -616,7 +630,7 @@ impl<S: LogStorage> Raft<S> {
             self.log.committed
         };
         resp.commit = self.log.committed;
-        self.send_after_persist(resp);
+        self.send_persisted(resp);
         Ok(())
     }
 
@@ -650,11 +664,9 @@ impl<S: LogStorage> Raft<S> {
                 Ok(())
             }
             Role::Follower if self.leader_id != 0 => {
-                // Term-less, so a leader of a newer term still answers it.
                 let mut m = msg(MessageType::MsgReadIndex, self.leader_id, 0);
-                m.from = self.id;
                 m.context = ctx;
-                self.msgs.push(m);
+                self.send(m);
                 Ok(())
             }
             _ => Err(RaftError::ProposalDropped(DropReason::NotLeader {
@@ -667,8 +679,7 @@ impl<S: LogStorage> Raft<S> {
         match self.role {
             Role::Leader => self.handle_transfer_leader(to),
             Role::Follower if self.leader_id != 0 => {
-                // Term-less, like a forwarded read. The sender is always us; the target
-                // travels in its own field.
+                // The sender is always us; the target travels in its own field.
                 let mut m = msg(MessageType::MsgTransferLeader, self.leader_id, 0);
                 m.transferee = to;
                 self.send(m);

@@ -30,9 +30,18 @@ pub enum DropReason {
     #[error("a configuration change is still pending (index {pending_index})")]
     ConfChangePending { pending_index: u64 },
     #[error("configuration change is not allowed: {0}")]
-    ConfChangeRejected(String),
+    ConfChangeRejected(ConfChangeRejection),
     #[error("cannot transfer leadership to {target}: {reason}")]
     InvalidTransferTarget { target: u64, reason: &'static str },
+}
+
+/// Why a membership change cannot be proposed now.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum ConfChangeRejection {
+    #[error("the configuration is joint; leave it first")]
+    JointPending,
+    #[error("the configuration is not joint; there is nothing to leave")]
+    NotJoint,
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

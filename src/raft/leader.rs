@@ -8,13 +8,28 @@ use prost::Message as _;
 use super::confchange::{self, Changer};
 use super::config::limit;
 use super::core::{Raft, Role};
-use super::errors::{DropReason, RaftError, Result, StorageError, invalid};
+use super::errors::{ConfChangeRejection, DropReason, RaftError, Result, StorageError, invalid};
 use super::log::RaftLog;
 use super::message::msg;
 use super::pb::{ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType};
 use super::progress::{ProgressMap, ProgressState, TrackerConfig};
 use super::read_only::ReadState;
-use super::storage::LogStorage;
+use super::storage::{LogStorage, snapshot_index};
+
+/// Whether a proposal counts against the uncommitted-size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SizeLimit {
+    Enforce,
+    Ignore,
+}
+
+/// What `send_append` does when the follower lacks no entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EmptyAppend {
+    /// Send an empty append anyway: it carries the commit index (and probes).
+    Send,
+    Skip,
+}
 
 impl<S: LogStorage> Raft<S> {
     pub(super) fn step_leader(&mut self, m: Message, t: MessageType) -> Result<()> {
@@ -78,7 +93,7 @@ impl<S: LogStorage> Raft<S> {
         if ents.is_empty() {
             return Err(RaftError::EmptyProposal);
         }
-        let last = self.append_entries(ents, false)?;
+        let last = self.append_entries(ents, SizeLimit::Enforce)?;
         self.bcast_append();
         Ok(last)
     }
@@ -95,12 +110,12 @@ impl<S: LogStorage> Raft<S> {
         let leave = confchange::is_leave_joint(&cc);
         if joint && !leave {
             return Err(RaftError::ProposalDropped(DropReason::ConfChangeRejected(
-                "the configuration is joint; leave it first".into(),
+                ConfChangeRejection::JointPending,
             )));
         }
         if !joint && leave {
             return Err(RaftError::ProposalDropped(DropReason::ConfChangeRejected(
-                "the configuration is not joint; nothing to leave".into(),
+                ConfChangeRejection::NotJoint,
             )));
         }
         let e = Entry {
@@ -108,18 +123,23 @@ impl<S: LogStorage> Raft<S> {
             data: cc.encode_to_vec().into(),
             ..Default::default()
         };
-        let index = self.append_entries(vec![e], false)?;
+        let index = self.append_entries(vec![e], SizeLimit::Enforce)?;
         self.pending_conf_index = index;
         self.bcast_append();
         Ok(index)
     }
 
-    /// Assigns term and indices and appends to our log. `force` skips the uncommitted-size
-    /// limit (the no-op and the automatic leave-joint entry must always go in).
-    pub(super) fn append_entries(&mut self, mut ents: Vec<Entry>, force: bool) -> Result<u64> {
+    /// Assigns term and indices and appends to our log, within the uncommitted-size limit
+    /// unless told to ignore it (the no-op and the automatic leave-joint entry must always
+    /// go in).
+    pub(super) fn append_entries(
+        &mut self,
+        mut ents: Vec<Entry>,
+        limit_to: SizeLimit,
+    ) -> Result<u64> {
         let size = RaftLog::<S>::payload_size(&ents);
         let max = limit(self.cfg.max_uncommitted_size);
-        if !force
+        if limit_to == SizeLimit::Enforce
             && self.uncommitted_size > 0
             && size > 0
             && self.uncommitted_size.saturating_add(size) > max
@@ -184,10 +204,10 @@ impl<S: LogStorage> Raft<S> {
 
     /// Sends every follower what it lacks, and at least the commit index.
     pub(super) fn bcast_append(&mut self) {
-        self.send_append_to_peers(true);
+        self.send_append_to_peers(EmptyAppend::Send);
     }
 
-    fn send_append_to_peers(&mut self, send_if_empty: bool) {
+    fn send_append_to_peers(&mut self, empty: EmptyAppend) {
         let ids: Vec<u64> = self
             .tracker
             .progress
@@ -196,13 +216,13 @@ impl<S: LogStorage> Raft<S> {
             .filter(|&id| id != self.id)
             .collect();
         for id in ids {
-            self.send_append(id, send_if_empty);
+            self.send_append(id, empty);
         }
     }
 
     /// Sends entries (or a snapshot) to `to` if its window allows; returns whether a
     /// message went out. Empty appends carry the commit index (and probe in `Probe`).
-    pub(super) fn send_append(&mut self, to: u64, send_if_empty: bool) -> bool {
+    pub(super) fn send_append(&mut self, to: u64, empty: EmptyAppend) -> bool {
         let Some(pr) = self.tracker.progress.get(&to) else {
             return false;
         };
@@ -222,7 +242,7 @@ impl<S: LogStorage> Raft<S> {
             }
             _ => return false,
         };
-        if ents.is_empty() && !send_if_empty {
+        if ents.is_empty() && empty == EmptyAppend::Skip {
             return false;
         }
         let (count, bytes) = (ents.len(), RaftLog::<S>::encoded_size(&ents));
@@ -250,7 +270,7 @@ impl<S: LogStorage> Raft<S> {
             Ok(s) => s,
             Err(_) => return false, // Being generated, or unavailable: retried later.
         };
-        let index = snap.metadata.as_ref().map_or(0, |m| m.index);
+        let index = snapshot_index(&snap);
         if index == 0 {
             return false;
         }
@@ -287,7 +307,7 @@ impl<S: LogStorage> Raft<S> {
                 if pr.state == ProgressState::Replicate {
                     pr.become_probe();
                 }
-                self.send_append(from, true);
+                self.send_append(from, EmptyAppend::Send);
             }
             return Ok(());
         }
@@ -308,9 +328,9 @@ impl<S: LogStorage> Raft<S> {
         if self.maybe_commit() {
             self.bcast_append();
         } else if was_paused {
-            self.send_append(from, true);
+            self.send_append(from, EmptyAppend::Send);
         }
-        while self.send_append(from, false) {}
+        while self.send_append(from, EmptyAppend::Skip) {}
         if self.lead_transferee == Some(from) && matched == self.log.last_index() {
             self.send_timeout_now(from);
         }
@@ -367,7 +387,7 @@ impl<S: LogStorage> Raft<S> {
             pr.inflights.free_first_one();
         }
         if pr.matched < last_index {
-            self.send_append(m.from, true);
+            self.send_append(m.from, EmptyAppend::Send);
         }
         self.on_read_round_acked();
         Ok(())
@@ -457,7 +477,7 @@ impl<S: LogStorage> Raft<S> {
         if caught_up {
             self.send_timeout_now(target);
         } else {
-            self.send_append(target, true);
+            self.send_append(target, EmptyAppend::Send);
         }
         Ok(())
     }
@@ -539,7 +559,7 @@ impl<S: LogStorage> Raft<S> {
         if self.maybe_commit() {
             self.bcast_append();
         } else {
-            self.send_append_to_peers(false);
+            self.send_append_to_peers(EmptyAppend::Skip);
         }
         cs
     }
@@ -559,7 +579,7 @@ impl<S: LogStorage> Raft<S> {
                 data: ConfChangeV2::default().encode_to_vec().into(),
                 ..Default::default()
             };
-            if let Ok(index) = self.append_entries(vec![leave], true) {
+            if let Ok(index) = self.append_entries(vec![leave], SizeLimit::Ignore) {
                 self.pending_conf_index = index;
                 self.bcast_append();
             }

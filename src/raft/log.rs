@@ -3,7 +3,7 @@
 
 use super::errors::{Result, StorageError};
 use super::pb::{Entry, Snapshot};
-use super::storage::{LogStorage, entry_size, limit_size};
+use super::storage::{LogStorage, entry_size, limit_size, snapshot_index};
 use super::unstable::Unstable;
 
 pub struct RaftLog<S: LogStorage> {
@@ -245,7 +245,7 @@ impl<S: LogStorage> RaftLog<S> {
 
     /// Replaces the log with a snapshot's state.
     pub fn restore(&mut self, snap: Snapshot) {
-        let index = snap.metadata.as_ref().map_or(0, |m| m.index);
+        let index = snapshot_index(&snap);
         self.committed = index;
         self.applying = self.applying.max(index);
         self.unstable.restore(snap);

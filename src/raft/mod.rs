@@ -26,7 +26,7 @@ pub mod unstable;
 
 pub use config::{Config, NodeStart, ReadOnlyOption};
 pub use core::{CampaignKind, CampaignRefusal, Raft, Role, SoftState};
-pub use errors::{DropReason, RaftError, Result, StorageError};
+pub use errors::{ConfChangeRejection, DropReason, RaftError, Result, StorageError};
 pub use raw_node::{RawNode, Ready, Status};
 pub use read_only::ReadState;
 pub use storage::{LogStorage, MemStorage, RaftState};

@@ -27,7 +27,7 @@ use super::message::{is_local, msg_type};
 use super::pb::{ConfChangeV2, ConfState, Entry, HardState, Message, Snapshot};
 use super::progress::ProgressState;
 use super::read_only::ReadState;
-use super::storage::LogStorage;
+use super::storage::{LogStorage, snapshot_index};
 
 /// Everything the application must do after feeding input to the node.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -198,7 +198,7 @@ impl<S: LogStorage> RawNode<S> {
             || !r.read_states.is_empty()
             || !r.dropped_reads.is_empty()
             || !r.msgs.is_empty()
-            || !r.msgs_after_append.is_empty()
+            || !r.persisted_msgs.is_empty()
             || r.log.unstable.next_snapshot().is_some()
             || r.log.unstable.has_next_entries()
             || r.log.has_next_committed_entries()
@@ -234,7 +234,7 @@ impl<S: LogStorage> RawNode<S> {
         r.log.unstable.accept_in_progress();
         rd.must_sync |= !rd.entries.is_empty() || rd.snapshot.is_some();
         rd.messages = std::mem::take(&mut r.msgs);
-        rd.persisted_messages = std::mem::take(&mut r.msgs_after_append);
+        rd.persisted_messages = std::mem::take(&mut r.persisted_msgs);
         Ok(rd)
     }
 
@@ -242,9 +242,9 @@ impl<S: LogStorage> RawNode<S> {
     /// Acknowledgements may be batched: one call covers every earlier Ready.
     pub fn on_persisted(&mut self, index: u64, term: u64) {
         let snapshot = self.raft.log.unstable.snapshot.as_ref();
-        let snapshot_index = snapshot.and_then(|s| s.metadata.as_ref()).map(|m| m.index);
+        let pending_snapshot = snapshot.map(snapshot_index);
         if self.raft.log.unstable.stable_to(index, term) {
-            if let Some(si) = snapshot_index
+            if let Some(si) = pending_snapshot
                 && self.raft.log.unstable.snapshot.is_none()
             {
                 // The durable snapshot is the applied state up to its index.

@@ -58,6 +58,11 @@ impl<T: LogStorage + ?Sized> LogStorage for Arc<T> {
     }
 }
 
+/// The index a snapshot covers up to (0 if it has no metadata).
+pub fn snapshot_index(s: &Snapshot) -> u64 {
+    s.metadata.as_ref().map_or(0, |m| m.index)
+}
+
 /// Encoded size of an entry, the unit of every byte limit in the core.
 pub fn entry_size(e: &Entry) -> u64 {
     e.encoded_len() as u64

@@ -3,6 +3,7 @@
 //! but stay readable here until `stable_to` confirms them.
 
 use super::pb::{Entry, Snapshot};
+use super::storage::snapshot_index;
 
 #[derive(Debug, Default)]
 pub struct Unstable {
@@ -24,22 +25,20 @@ impl Unstable {
         }
     }
 
-    fn snapshot_index(&self) -> Option<u64> {
-        self.snapshot
-            .as_ref()
-            .map(|s| s.metadata.as_ref().map_or(0, |m| m.index))
+    fn pending_snapshot_index(&self) -> Option<u64> {
+        self.snapshot.as_ref().map(snapshot_index)
     }
 
     /// First index, known only when a snapshot is pending.
     pub fn maybe_first_index(&self) -> Option<u64> {
-        self.snapshot_index().map(|i| i + 1)
+        self.pending_snapshot_index().map(|i| i + 1)
     }
 
     pub fn maybe_last_index(&self) -> Option<u64> {
         if !self.entries.is_empty() {
             return Some(self.offset + self.entries.len() as u64 - 1);
         }
-        self.snapshot_index()
+        self.pending_snapshot_index()
     }
 
     pub fn maybe_term(&self, index: u64) -> Option<u64> {
@@ -82,7 +81,7 @@ impl Unstable {
     pub fn stable_to(&mut self, index: u64, term: u64) -> bool {
         // A pending snapshot at or below `index` was written before these entries.
         let snap_done = self
-            .snapshot_index()
+            .pending_snapshot_index()
             .is_some_and(|si| si <= index && self.snapshot_in_progress);
         if snap_done && self.maybe_term(index) == Some(term) {
             self.snapshot = None;
@@ -106,7 +105,7 @@ impl Unstable {
     }
 
     pub fn restore(&mut self, snap: Snapshot) {
-        let index = snap.metadata.as_ref().map_or(0, |m| m.index);
+        let index = snapshot_index(&snap);
         self.entries.clear();
         self.offset = index + 1;
         self.offset_in_progress = self.offset;

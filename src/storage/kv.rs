@@ -161,6 +161,8 @@ pub enum KvError {
     },
     #[error("a value of {len} bytes exceeds the limit of {max} bytes")]
     ValueTooLarge { len: usize, max: usize },
+    #[error("{record} does not decode: {cause}")]
+    CorruptRecord { record: String, cause: String },
     #[error("kv engine file {} is corrupt ({what}); refusing to open", file.display())]
     CorruptFile {
         file: std::path::PathBuf,
@@ -246,7 +248,10 @@ pub trait KvRead {
             let size: [u8; 8] = size
                 .as_ref()
                 .try_into()
-                .map_err(|_| KvError::Engine(format!("corrupt size sample under key {key:?}")))?;
+                .map_err(|_| KvError::CorruptRecord {
+                    record: format!("size sample under key {key:?}"),
+                    cause: format!("{} bytes, not 8", size.len()),
+                })?;
             sampled = sampled.saturating_add(u64::from_le_bytes(size));
         }
         Ok(sampled.saturating_mul(SIZE_SAMPLE_RATE))

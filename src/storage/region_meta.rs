@@ -13,6 +13,7 @@ use prost::Message as _;
 
 use super::kv::{Keyspace, KvEngine, KvError, KvRead, KvWriteBatch};
 use super::pb::{RaftApplyState, RegionLocalState};
+use crate::metapb::Region;
 
 const REGION_PREFIX: u8 = b'r';
 const REGION_STATE_SUFFIX: u8 = 1;
@@ -28,7 +29,20 @@ fn key(region: u64, suffix: u8) -> Vec<u8> {
 }
 
 fn corrupt(region: u64, what: &str, e: prost::DecodeError) -> KvError {
-    KvError::Engine(format!("region {region}: corrupt {what}: {e}"))
+    KvError::CorruptRecord {
+        record: format!("the {what} of region {region}"),
+        cause: e.to_string(),
+    }
+}
+
+/// The region's end key as a scan bound: an empty end key means no bound.
+pub fn end_bound(region: &Region) -> Option<&[u8]> {
+    (!region.end_key.is_empty()).then_some(region.end_key.as_slice())
+}
+
+/// Whether `key` lies in the region's range `[start_key, end_key)`.
+pub fn contains_key(region: &Region, key: &[u8]) -> bool {
+    key >= region.start_key.as_slice() && end_bound(region).is_none_or(|end| key < end)
 }
 
 pub fn put_region_state(batch: &mut KvWriteBatch, state: &RegionLocalState) {

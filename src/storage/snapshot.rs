@@ -28,7 +28,9 @@ use super::kv::{Keyspace, KvEngine, KvError, KvRead, KvWriteBatch};
 use super::pb::{
     ChunkMeta, PeerState, RaftApplyState, RegionLocalState, SnapshotMeta, SnapshotSummary,
 };
-use super::region_meta::{all_region_states, put_apply_state, put_region_state};
+use super::region_meta::{
+    all_region_states, contains_key, end_bound, put_apply_state, put_region_state,
+};
 use crate::metapb::Region;
 
 const META_FILE: &str = "meta";
@@ -44,8 +46,14 @@ pub enum SnapshotError {
     Checksum { path: PathBuf },
     #[error("snapshot {}: {what}", path.display())]
     Corrupt { path: PathBuf, what: String },
-    #[error("snapshot does not match what was expected: {0}")]
-    Mismatch(String),
+    #[error("snapshot {} describes {found:?}, the leader sent {expected:?}", dir.display())]
+    Mismatch {
+        dir: PathBuf,
+        expected: Box<SnapshotSummary>,
+        found: Box<SnapshotSummary>,
+    },
+    #[error("snapshot chunk {} holds key {key:?} outside the region's range", path.display())]
+    KeyOutOfRange { path: PathBuf, key: Vec<u8> },
     #[error(transparent)]
     Kv(#[from] KvError),
 }
@@ -137,7 +145,7 @@ pub fn generate(
         file: None,
         done: Vec::new(),
     };
-    let end = (!region.end_key.is_empty()).then_some(region.end_key.as_slice());
+    let end = end_bound(region);
     for pair in view.scan(Keyspace::Data, &region.start_key, end, false) {
         let (k, v) = pair?;
         writer.add(&k, &v)?;
@@ -311,10 +319,11 @@ pub fn verify(dir: &Path, expected: &SnapshotSummary) -> Result<VerifiedSnapshot
     let meta = read_meta(dir)?;
     let found = summary(&meta);
     if &found != expected {
-        return Err(SnapshotError::Mismatch(format!(
-            "{}: the files describe {found:?}, the leader sent {expected:?}",
-            dir.display()
-        )));
+        return Err(SnapshotError::Mismatch {
+            dir: dir.to_path_buf(),
+            expected: Box::new(expected.clone()),
+            found: Box::new(found),
+        });
     }
     let region = meta.region.clone().unwrap_or_default();
     for (n, chunk) in meta.chunks.iter().enumerate() {
@@ -325,11 +334,6 @@ pub fn verify(dir: &Path, expected: &SnapshotSummary) -> Result<VerifiedSnapshot
         meta,
         summary: found,
     })
-}
-
-fn in_range(region: &Region, key: &[u8]) -> bool {
-    key >= region.start_key.as_slice()
-        && (region.end_key.is_empty() || key < region.end_key.as_slice())
 }
 
 /// Reads one whole chunk, checking its length, checksum and that every key lies in the
@@ -343,10 +347,11 @@ fn read_chunk(
     let mut reader = ChunkReader::open(dir, n, chunk)?;
     let mut pairs = Vec::new();
     while let Some((k, v)) = reader.next_pair()? {
-        if !in_range(region, &k) {
-            return Err(SnapshotError::Mismatch(format!(
-                "key {k:?} is outside the region's range"
-            )));
+        if !contains_key(region, &k) {
+            return Err(SnapshotError::KeyOutOfRange {
+                path: chunk_path(dir, n),
+                key: k,
+            });
         }
         pairs.push((k, v));
     }
@@ -413,7 +418,7 @@ fn clear_range(
     batch_bytes: usize,
 ) -> Result<(), SnapshotError> {
     let view = kv.view();
-    let end = (!region.end_key.is_empty()).then_some(region.end_key.as_slice());
+    let end = end_bound(region);
     let mut batch = KvWriteBatch::default();
     for pair in view.scan(Keyspace::Data, &region.start_key, end, false) {
         batch.delete(Keyspace::Data, pair?.0);

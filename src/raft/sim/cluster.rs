@@ -15,6 +15,7 @@ use prost::Message as _;
 use crate::raft::pb::{
     ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot, SnapshotMetadata,
 };
+use crate::raft::storage::snapshot_index;
 use crate::raft::{Config, LogStorage, MemStorage, RawNode, ReadState, Ready, Result, Role};
 
 /// Index and term of the bootstrap snapshot that holds a group's initial configuration.
@@ -408,7 +409,7 @@ impl Cluster {
                 raw.on_persisted(index, term);
             }
             if let Some(snap) = &w.snapshot {
-                raw.on_applied(snap.metadata.as_ref().map_or(0, |m| m.index));
+                raw.on_applied(snapshot_index(snap));
             }
         }
         for m in w.persisted_messages {

@@ -1,0 +1,509 @@
+//! The raft log over raft-engine: one instance per store, raft group id = region id.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::path::{Path, PathBuf};
+
+use parking_lot::{Mutex, RwLock};
+use prost::Message as _;
+use raft_engine::{Command, LogBatch};
+
+use super::{LogError, LogOp, LogSpan, LogSpans, LogWriteBatch, RaftLogConfig, RaftLogStore};
+use crate::raft::message::MAX_INDEX_OR_TERM;
+use crate::raft::pb::Entry;
+use crate::raft::storage::entry_size;
+use crate::storage::pb::RaftLocalState;
+use crate::storage::wal_entry::{WalEntry, WalEntryExt};
+
+/// Key of a region's `RaftLocalState` inside its raft-engine group.
+const STATE_KEY: &[u8] = b"raft_local_state";
+/// Key of the first index of a region's log, written whenever a batch moves it (the first
+/// append after a reset, a compaction). Absent: the log is empty, `last_index + 1`.
+const FIRST_KEY: &[u8] = b"log_first_index";
+
+/// What opening the log removed because flotilla's records do not count it as part of the
+/// log (raft-engine's recovery or purge had brought it back, or a write never completed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogRepair {
+    /// Entries of a region with no state.
+    Orphaned { region: u64 },
+    /// Entries below the region's first index.
+    BelowFirst { region: u64, from: u64 },
+    /// Entries above the region's last index.
+    AboveLast { region: u64, to: u64 },
+}
+
+pub struct RaftLogEngine {
+    engine: raft_engine::Engine,
+    /// Where the files live, to name a damaged one.
+    dir: PathBuf,
+    /// What `open` repaired, for logs and tests.
+    repairs: Vec<LogRepair>,
+    /// Serializes writes, so a batch's check still holds when it is written. Holds one
+    /// encoding buffer kept between writes: raft-engine keeps up to 8 MiB of its capacity,
+    /// so a large batch does not fault in fresh pages every time.
+    writer: Mutex<LogBatch>,
+    /// Every region's log span, from flotilla's own records (never from raft-engine's
+    /// memtables, which recovery and purge can get wrong). Checking a batch against this
+    /// one compact map also costs a fraction of looking up thousands of scattered
+    /// memtables (about 150 ns each, cold).
+    spans: RwLock<SpanMap>,
+}
+
+type SpanMap = HashMap<u64, LogSpan, BuildHasherDefault<RegionIdHasher>>;
+
+impl LogSpans for SpanMap {
+    fn current_span(&self, region: u64) -> Option<LogSpan> {
+        self.get(&region).copied()
+    }
+}
+
+impl<T: RaftLogStore + ?Sized> LogSpans for T {
+    fn current_span(&self, region: u64) -> Option<LogSpan> {
+        RaftLogStore::span(self, region)
+    }
+}
+
+/// The first and last index of the entries raft-engine's memtable holds for a region.
+fn engine_entries(engine: &raft_engine::Engine, region: u64) -> Option<(u64, u64)> {
+    engine.first_index(region).zip(engine.last_index(region))
+}
+
+/// Region ids need no cryptographic hashing: a multiply and a fold spread them well.
+#[derive(Default)]
+struct RegionIdHasher(u64);
+
+impl Hasher for RegionIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b) ^ self.0.rotate_left(8));
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        let h = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 32);
+    }
+}
+
+/// Entries read from raft-engine per call: a huge range is never preallocated at once.
+const READ_CHUNK: u64 = 64;
+
+impl RaftLogEngine {
+    /// Opens (recovering) the log in `cfg.dir`, creating it if needed. Each region's span
+    /// comes from its records (state and first index); whatever raft-engine holds outside
+    /// it (entries that recovery or a purge brought back, entries without a state) is
+    /// removed before the log is used, and a log whose recorded entries are missing
+    /// refuses to open.
+    pub fn open(cfg: &RaftLogConfig) -> Result<Self, LogError> {
+        check_file_headers(&cfg.dir)?;
+        let engine = match raft_engine::Engine::open(cfg.engine_config()) {
+            Ok(engine) => engine,
+            // Damage refused by raft-engine (a broken batch in a sealed file), or a sealed
+            // file it tried to cut (its handle is read-only): it does not say where, so
+            // find the file for the operator.
+            Err(e @ (raft_engine::Error::Corruption(_) | raft_engine::Error::Io(_))) => {
+                return Err(corrupt_file(&cfg.dir, e.to_string()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut spans = SpanMap::default();
+        let mut repair = LogBatch::default();
+        let mut repairs = Vec::new();
+        for region in engine.raft_groups() {
+            let held = engine_entries(&engine, region);
+            let Some(state) = read_state(&engine, region)? else {
+                // Entries without a state were never part of an accepted write.
+                repair.add_command(region, Command::Clean);
+                repairs.push(LogRepair::Orphaned { region });
+                continue;
+            };
+            let span = recorded_span(&engine, region, &state)?;
+            let fix = RegionRepair {
+                region,
+                span,
+                state: &state,
+                held,
+            };
+            fix.queue(&engine, &mut repair, &mut repairs)?;
+            spans.insert(region, span);
+        }
+        if !repair.is_empty() {
+            engine.write(&mut repair, true)?;
+        }
+        for r in &repairs {
+            tracing::warn!(repair = ?r, "raft log: removed entries that are not part of the log");
+        }
+        let log = RaftLogEngine {
+            engine,
+            dir: cfg.dir.clone(),
+            repairs,
+            writer: Mutex::new(LogBatch::default()),
+            spans: RwLock::new(spans),
+        };
+        for (&region, &span) in log.spans.read().iter() {
+            log.debug_check_span(region, Some(span));
+        }
+        Ok(log)
+    }
+
+    /// A failed read of entries: damage is named as `CorruptFile`.
+    fn read_error(&self, e: raft_engine::Error) -> LogError {
+        match e {
+            raft_engine::Error::Corruption(_) | raft_engine::Error::Codec(_) => {
+                corrupt_file(&self.dir, e.to_string())
+            }
+            e => e.into(),
+        }
+    }
+
+    /// What opening the log removed (entries outside their region's recorded span).
+    pub fn repairs(&self) -> &[LogRepair] {
+        &self.repairs
+    }
+
+    /// Debug builds check that raft-engine holds exactly the entries of the span.
+    fn debug_check_span(&self, region: u64, span: Option<LogSpan>) {
+        debug_assert_eq!(
+            span.and_then(|s| s.entries()),
+            engine_entries(&self.engine, region),
+            "the log of region {region} disagrees with raft-engine's memtable"
+        );
+    }
+
+    fn encode(batch: &LogWriteBatch, lb: &mut LogBatch) -> Result<(), LogError> {
+        for (region, op) in batch.ops() {
+            match op {
+                LogOp::Append(ents) => lb.add_entries::<WalEntryExt>(region, ents)?,
+                LogOp::CompactTo(index) => lb.add_command(region, Command::Compact { index }),
+                LogOp::Reset => lb.add_command(region, Command::Clean),
+                LogOp::PutState(state) => {
+                    lb.put(region, STATE_KEY.to_vec(), state.encode_to_vec())?
+                }
+            }
+        }
+        // Last, so that a reset earlier in the batch cannot erase it.
+        for change in batch.changes() {
+            if let (Some(span), true) = (change.after, change.first_moved) {
+                put_first(lb, change.region, span.first)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn put_first(lb: &mut LogBatch, region: u64, first: u64) -> Result<(), LogError> {
+    Ok(lb.put(region, FIRST_KEY.to_vec(), first.to_le_bytes().to_vec())?)
+}
+
+fn read_state(
+    engine: &raft_engine::Engine,
+    region: u64,
+) -> Result<Option<RaftLocalState>, LogError> {
+    let Some(raw) = engine.get(region, STATE_KEY) else {
+        return Ok(None);
+    };
+    RaftLocalState::decode(raw.as_slice())
+        .map(Some)
+        .map_err(|e| LogError::Corrupt {
+            region,
+            what: format!("local state: {e}"),
+        })
+}
+
+/// A region's span as its records define it.
+fn recorded_span(
+    engine: &raft_engine::Engine,
+    region: u64,
+    state: &RaftLocalState,
+) -> Result<LogSpan, LogError> {
+    let last = state.last_index;
+    if last >= MAX_INDEX_OR_TERM {
+        return Err(LogError::Corrupt {
+            region,
+            what: format!("last index {last} is out of range"),
+        });
+    }
+    let first = match engine.get(region, FIRST_KEY) {
+        None => last + 1,
+        Some(raw) => {
+            let bytes: [u8; 8] = raw.as_slice().try_into().map_err(|_| LogError::Corrupt {
+                region,
+                what: format!("first index record of {} bytes", raw.len()),
+            })?;
+            u64::from_le_bytes(bytes)
+        }
+    };
+    if first == 0 || first > last + 1 {
+        return Err(LogError::Corrupt {
+            region,
+            what: format!("first index {first} does not fit last index {last}"),
+        });
+    }
+    Ok(LogSpan { first, last })
+}
+
+/// One region's records and what raft-engine holds of it, at open.
+struct RegionRepair<'a> {
+    region: u64,
+    span: LogSpan,
+    state: &'a RaftLocalState,
+    /// First and last index of the entries raft-engine holds.
+    held: Option<(u64, u64)>,
+}
+
+impl RegionRepair<'_> {
+    fn corrupt(&self, what: String) -> LogError {
+        LogError::Corrupt {
+            region: self.region,
+            what,
+        }
+    }
+
+    /// Queues what makes raft-engine hold exactly the span's entries: entries below it are
+    /// compacted, entries above it cut off. Recorded entries that are missing are corruption.
+    fn queue(
+        &self,
+        engine: &raft_engine::Engine,
+        repair: &mut LogBatch,
+        repairs: &mut Vec<LogRepair>,
+    ) -> Result<(), LogError> {
+        let region = self.region;
+        let Some((held_first, held_last)) = self.held else {
+            return match self.span.entries() {
+                None => Ok(()),
+                Some((first, last)) => Err(self.corrupt(format!(
+                    "entries {first}..={last} are recorded but none are held"
+                ))),
+            };
+        };
+        let Some((first, last)) = self.span.entries() else {
+            // An empty log: nothing raft-engine holds belongs to it. The clean erases the
+            // records too: write them again.
+            repair.add_command(region, Command::Clean);
+            repair.put(region, STATE_KEY.to_vec(), self.state.encode_to_vec())?;
+            put_first(repair, region, self.span.first)?;
+            repairs.push(if held_last < self.span.first {
+                LogRepair::BelowFirst {
+                    region,
+                    from: held_first,
+                }
+            } else {
+                LogRepair::AboveLast {
+                    region,
+                    to: held_last,
+                }
+            });
+            return Ok(());
+        };
+        if held_first > first || held_last < last {
+            return Err(self.corrupt(format!(
+                "entries {first}..={last} are recorded but {held_first}..={held_last} are held"
+            )));
+        }
+        if held_first < first {
+            repair.add_command(region, Command::Compact { index: first });
+            repairs.push(LogRepair::BelowFirst {
+                region,
+                from: held_first,
+            });
+        }
+        if held_last > last {
+            // Appending the last entry again cuts off everything after it.
+            let entry = engine
+                .get_entry::<WalEntryExt>(region, last)?
+                .ok_or_else(|| self.corrupt(format!("recorded entry {last} is missing")))?;
+            repair.add_entries::<WalEntryExt>(region, std::slice::from_ref(&entry))?;
+            repairs.push(LogRepair::AboveLast {
+                region,
+                to: held_last,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl RaftLogStore for RaftLogEngine {
+    fn write(&self, batch: &mut LogWriteBatch, sync: bool) -> Result<usize, LogError> {
+        let mut spare = self.writer.lock();
+        batch.prepare(&*self.spans.read())?;
+        // Out of the lock while in use: a failed (or panicking) write leaves nothing of
+        // itself behind for the next one.
+        let mut lb = std::mem::take(&mut *spare);
+        Self::encode(batch, &mut lb)?;
+        let written = self.engine.write(&mut lb, sync)?;
+        *spare = lb;
+        let mut spans = self.spans.write();
+        for change in batch.changes() {
+            match change.after {
+                Some(span) => spans.insert(change.region, span),
+                None => spans.remove(&change.region),
+            };
+            self.debug_check_span(change.region, change.after);
+        }
+        drop(spans);
+        batch.clear();
+        Ok(written)
+    }
+
+    fn recover(&self) -> Result<Vec<(u64, RaftLocalState)>, LogError> {
+        let mut ids: Vec<u64> = self.spans.read().keys().copied().collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .map(|id| {
+                let state = self.local_state(id)?.ok_or_else(|| LogError::Missing {
+                    region: id,
+                    what: "its state".into(),
+                })?;
+                Ok((id, state))
+            })
+            .collect()
+    }
+
+    fn local_state(&self, region: u64) -> Result<Option<RaftLocalState>, LogError> {
+        read_state(&self.engine, region)
+    }
+
+    fn span(&self, region: u64) -> Option<LogSpan> {
+        self.spans.read().get(&region).copied()
+    }
+
+    fn entry(&self, region: u64, index: u64) -> Result<Option<Entry>, LogError> {
+        if LogSpan::check_read(self.span(region), region, index, index + 1).is_err() {
+            return Ok(None);
+        }
+        let entry = self
+            .engine
+            .get_entry::<WalEntryExt>(region, index)
+            .map_err(|e| self.read_error(e))?;
+        Ok(entry.map(WalEntry::into_entry))
+    }
+
+    fn entries(
+        &self,
+        region: u64,
+        low: u64,
+        high: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, LogError> {
+        LogSpan::check_read(self.span(region), region, low, high)?;
+        let mut out = Vec::new();
+        let mut wal = Vec::new();
+        let mut size = 0u64;
+        let mut next = low;
+        while next < high {
+            let end = high.min(next + READ_CHUNK);
+            wal.clear();
+            self.engine
+                .fetch_entries_to::<WalEntryExt>(region, next, end, None, &mut wal)
+                .map_err(|e| self.read_error(e))?;
+            if wal.len() as u64 != end - next {
+                return Err(LogError::Corrupt {
+                    region,
+                    what: format!("entries {next}..{end} are recorded but not all are held"),
+                });
+            }
+            for w in wal.drain(..) {
+                let e = w.into_entry();
+                size = size.saturating_add(entry_size(&e));
+                if size > max_bytes && !out.is_empty() {
+                    return Ok(out);
+                }
+                out.push(e);
+            }
+            next = end;
+        }
+        Ok(out)
+    }
+
+    fn purge_expired_files(&self) -> Result<Vec<u64>, LogError> {
+        Ok(self.engine.purge_expired_files()?)
+    }
+}
+
+/// raft-engine's file header: a magic string, then the format version and (V2) the data
+/// alignment, as big-endian u64s.
+const FILE_MAGIC: &[u8] = b"RAFT-LOG-FILE-HEADER-9986AB3E47F320B394C8E84916EB0ED5";
+const FILE_HEADER_MAX: usize = FILE_MAGIC.len() + 16;
+/// raft-engine pads to the block size under direct I/O; anything larger is damage.
+const MAX_ALIGNMENT: u64 = 1 << 16;
+
+/// Checks every log file's header before raft-engine reads it:
+/// - raft-engine drops the last file of a queue whole when its header does not read back,
+///   taking it for a file torn while being created. Such a file holds nothing past its
+///   header; one that does is damaged, and dropping it would lose acknowledged writes.
+/// - a damaged alignment field made raft-engine allocate exabytes and abort the process.
+fn check_file_headers(dir: &Path) -> Result<(), LogError> {
+    for ext in ["raftlog", "rewrite"] {
+        let files = log_files(dir, ext);
+        let last = files.len().saturating_sub(1);
+        for (n, file) in files.into_iter().enumerate() {
+            let damaged = |detail: &str| LogError::CorruptFile {
+                file: file.clone(),
+                detail: detail.into(),
+            };
+            let bytes = std::fs::read(&file).map_err(|e| damaged(&format!("unreadable: {e}")))?;
+            let Err(what) = check_file_header(&bytes) else {
+                continue;
+            };
+            let holds_data = bytes.iter().skip(FILE_HEADER_MAX).any(|&b| b != 0);
+            if n < last || holds_data {
+                return Err(damaged(&format!("{what} (in front of written data)")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_file_header(bytes: &[u8]) -> Result<(), &'static str> {
+    let Some(rest) = bytes.strip_prefix(FILE_MAGIC) else {
+        return Err("damaged header");
+    };
+    let field = |at: usize| -> Option<u64> {
+        Some(u64::from_be_bytes(rest.get(at..at + 8)?.try_into().ok()?))
+    };
+    match field(0) {
+        Some(1) => Ok(()),
+        Some(2) => match field(8) {
+            Some(a) if a == 0 || (a.is_power_of_two() && a <= MAX_ALIGNMENT) => Ok(()),
+            _ => Err("damaged alignment in the header"),
+        },
+        _ => Err("damaged version in the header"),
+    }
+}
+
+/// The log files with this extension, in file order.
+fn log_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Corruption found in the log, naming the file if one fails to read back (else the
+/// directory: raft-engine checks some damage, such as inside entry data, that the reader
+/// used here does not).
+fn corrupt_file(dir: &Path, detail: String) -> LogError {
+    let file = find_corrupt_file(dir).unwrap_or_else(|| dir.to_path_buf());
+    LogError::CorruptFile { file, detail }
+}
+
+/// The first log file (in file order) that does not read back cleanly.
+fn find_corrupt_file(dir: &Path) -> Option<PathBuf> {
+    let mut files = log_files(dir, "raftlog");
+    files.extend(log_files(dir, "rewrite"));
+    files
+        .into_iter()
+        .find(|f| match raft_engine::Engine::dump(f) {
+            Ok(mut items) => items.any(|item| item.is_err()),
+            Err(_) => true,
+        })
+}

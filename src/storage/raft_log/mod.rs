@@ -1,0 +1,142 @@
+//! The raft log of every region of a store in one raft-engine instance (raft group id =
+//! region id): entries, and under each group a `RaftLocalState` (hard state, last index).
+//! Many regions' writes merge into one `LogWriteBatch` and reach the disk with one engine
+//! write and at most one fsync. `RegionLog` is the core's `LogStorage` view of one region,
+//! with a cache of recent entries so a leader's replication rarely reads the disk.
+
+mod batch;
+mod engine;
+mod region_log;
+
+use std::path::PathBuf;
+
+use raft_engine::{ReadableSize, RecoveryMode};
+
+pub use batch::{LogOp, LogSpan, LogWriteBatch, SpanChange};
+pub use engine::{LogRepair, RaftLogEngine};
+pub use region_log::RegionLog;
+
+use super::pb::RaftLocalState;
+use crate::raft::pb::Entry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("raft log engine: {0}")]
+    Engine(#[from] raft_engine::Error),
+    #[error("raft log file {} is corrupt ({detail}); refusing to start", file.display())]
+    CorruptFile { file: PathBuf, detail: String },
+    #[error("raft log of region {region} is corrupt: {what}")]
+    Corrupt { region: u64, what: String },
+    #[error("raft log of region {region} lacks {what}")]
+    Missing { region: u64, what: String },
+    #[error("refused write to the raft log of region {region}: {what}")]
+    InvalidWrite { region: u64, what: String },
+    #[error("entries {low}..{high} of region {region} are outside its log ({span})")]
+    OutOfRange {
+        region: u64,
+        low: u64,
+        high: u64,
+        span: SpanDisplay,
+    },
+}
+
+/// A region's log span as an error message shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanDisplay(pub Option<LogSpan>);
+
+impl std::fmt::Display for SpanDisplay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => write!(f, "no log"),
+            Some(s) if s.is_empty() => write!(f, "empty, next index {}", s.first),
+            Some(s) => write!(f, "{}..={}", s.first, s.last),
+        }
+    }
+}
+
+/// Settings of the store's raft log.
+#[derive(Debug, Clone)]
+pub struct RaftLogConfig {
+    pub dir: PathBuf,
+    /// Log files rotate at this size. Default 128 MiB.
+    pub target_file_size: u64,
+    /// Total size of log files above which `purge_expired_files` asks for compaction of
+    /// the regions holding the oldest files. Default 10 GiB.
+    pub purge_threshold: u64,
+    /// Threads replaying the log on open. Default 4.
+    pub recovery_threads: usize,
+    /// Write batches larger than this are LZ4-compressed (0 = never). Default 8 KiB.
+    pub batch_compression_threshold: u64,
+}
+
+impl RaftLogConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        RaftLogConfig {
+            dir: dir.into(),
+            target_file_size: 128 << 20,
+            purge_threshold: 10 << 30,
+            recovery_threads: 4,
+            batch_compression_threshold: 8 << 10,
+        }
+    }
+
+    pub(super) fn engine_config(&self) -> raft_engine::Config {
+        raft_engine::Config {
+            dir: self.dir.to_string_lossy().into_owned(),
+            target_file_size: ReadableSize(self.target_file_size),
+            purge_threshold: ReadableSize(self.purge_threshold),
+            recovery_threads: self.recovery_threads.max(1),
+            batch_compression_threshold: ReadableSize(self.batch_compression_threshold),
+            // A torn tail (a crash mid-write) is cut off; damage elsewhere refuses to open.
+            recovery_mode: RecoveryMode::TolerateTailCorruption,
+            ..Default::default()
+        }
+    }
+}
+
+/// Where a batch's check finds each region's current log span.
+pub trait LogSpans {
+    fn current_span(&self, region: u64) -> Option<LogSpan>;
+}
+
+/// A store's raft log: every region's entries and `RaftLocalState`. `RaftLogEngine` keeps
+/// it in raft-engine; `MemRaftLog` in memory for deterministic tests. Both give the same
+/// answers: a region's log is its `LogSpan`, and reads outside it are errors.
+pub trait RaftLogStore: Send + Sync {
+    /// Writes the batch atomically (one engine write; one fsync if `sync`) and empties it;
+    /// returns the bytes written. A batch that fails `LogWriteBatch::prepare` is refused
+    /// whole, before anything is written. Writes are serialized: the store merges its
+    /// regions' writes into one batch per write itself.
+    fn write(&self, batch: &mut LogWriteBatch, sync: bool) -> Result<usize, LogError>;
+    /// Every region with a log, in id order, with its state.
+    fn recover(&self) -> Result<Vec<(u64, RaftLocalState)>, LogError>;
+    fn local_state(&self, region: u64) -> Result<Option<RaftLocalState>, LogError>;
+    /// The region's log span (None: no log).
+    fn span(&self, region: u64) -> Option<LogSpan>;
+    /// The entry at `index`; None outside the log.
+    fn entry(&self, region: u64, index: u64) -> Result<Option<Entry>, LogError>;
+    /// Entries in `[low, high)`, stopping before `max_bytes` is exceeded (at least one, as
+    /// the core counts bytes). `LogError::OutOfRange` unless `first <= low <= high <=
+    /// last + 1`; a region without a log has no range.
+    fn entries(
+        &self,
+        region: u64,
+        low: u64,
+        high: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, LogError>;
+    /// Drops the region's entries below `index` (log GC; not synced by itself); returns
+    /// how many were dropped. Refused past the log's end.
+    fn compact_to(&self, region: u64, index: u64) -> Result<u64, LogError> {
+        let before = self.span(region);
+        let mut batch = LogWriteBatch::default();
+        batch.compact_to(region, index);
+        self.write(&mut batch, false)?;
+        let first = |s: Option<LogSpan>| s.map_or(0, |s| s.first);
+        Ok(first(self.span(region)).saturating_sub(first(before)))
+    }
+    /// Deletes log files whose entries were all compacted; returns the regions whose old
+    /// entries keep the oldest files alive (to be force-compacted, or to have lagging
+    /// followers sent a snapshot).
+    fn purge_expired_files(&self) -> Result<Vec<u64>, LogError>;
+}

@@ -1,0 +1,304 @@
+//! `RegionLog`: one region's log as the consensus core reads it, with a cache of recent
+//! entries so a leader's replication rarely reads the disk, and the snapshot slot.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use super::{LogError, RaftLogStore};
+use crate::raft::StorageError;
+use crate::raft::pb::{ConfState, Entry, Snapshot};
+use crate::raft::storage::{LogStorage, RaftState, StorageResult, entry_size, snapshot_index};
+use crate::storage::pb::RaftLocalState;
+
+/// Recent entries of one region, newest last, bounded in bytes.
+#[derive(Debug, Default)]
+struct EntryCache {
+    entries: VecDeque<Entry>,
+    bytes: u64,
+}
+
+impl EntryCache {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.index)
+    }
+
+    fn append(&mut self, ents: &[Entry], max_bytes: u64) {
+        let Some(first) = ents.first() else { return };
+        let contiguous = self
+            .entries
+            .back()
+            .is_none_or(|b| first.index <= b.index + 1)
+            && self.first_index().is_none_or(|f| first.index >= f);
+        if !contiguous {
+            self.clear();
+        }
+        while self.entries.back().is_some_and(|b| b.index >= first.index) {
+            let e = self.entries.pop_back().expect("checked non-empty");
+            self.bytes -= entry_size(&e);
+        }
+        for e in ents {
+            self.bytes += entry_size(e);
+            self.entries.push_back(e.clone());
+        }
+        while self.bytes > max_bytes && self.entries.len() > 1 {
+            let e = self.entries.pop_front().expect("more than one entry");
+            self.bytes -= entry_size(&e);
+        }
+    }
+
+    fn drop_below(&mut self, index: u64) {
+        while self.entries.front().is_some_and(|e| e.index < index) {
+            let e = self.entries.pop_front().expect("checked non-empty");
+            self.bytes -= entry_size(&e);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    fn get(&self, index: u64) -> Option<&Entry> {
+        let first = self.first_index()?;
+        self.entries
+            .get(usize::try_from(index.checked_sub(first)?).ok()?)
+    }
+}
+
+struct RegionLogState {
+    local: RaftLocalState,
+    conf_state: ConfState,
+    /// The last entry dropped from the log (by compaction or a snapshot): index and term.
+    truncated: (u64, u64),
+    cache: EntryCache,
+    snapshot: SnapshotSlot,
+}
+
+/// Snapshots are generated off the raft thread (they read the KV engine and write
+/// files). The core's requests are recorded and answered "temporarily unavailable" until
+/// the store offers a snapshot recent enough; one snapshot serves every follower that
+/// needs it while the log has not been truncated past it.
+#[derive(Debug, Default)]
+struct SnapshotSlot {
+    /// The lowest snapshot index the core asked for, not yet handed to the store.
+    requested: Option<u64>,
+    /// The store took a request and has not offered (or abandoned) a snapshot since.
+    generating: bool,
+    ready: Option<Snapshot>,
+}
+
+/// One region's log as the consensus core reads it.
+pub struct RegionLog {
+    region: u64,
+    engine: Arc<dyn RaftLogStore>,
+    cache_bytes: u64,
+    state: RwLock<RegionLogState>,
+}
+
+impl RegionLog {
+    /// `truncated` is the (index, term) the log starts after — from the region's apply state
+    /// — and `conf_state` the configuration as of the applied index.
+    pub fn new(
+        region: u64,
+        engine: Arc<dyn RaftLogStore>,
+        local: RaftLocalState,
+        truncated: (u64, u64),
+        conf_state: ConfState,
+        cache_bytes: u64,
+    ) -> Self {
+        let state = RegionLogState {
+            local,
+            conf_state,
+            truncated,
+            cache: EntryCache::default(),
+            snapshot: SnapshotSlot::default(),
+        };
+        RegionLog {
+            region,
+            engine,
+            cache_bytes,
+            state: RwLock::new(state),
+        }
+    }
+
+    pub fn region(&self) -> u64 {
+        self.region
+    }
+
+    /// A write holding these entries and this state is durable: remember them.
+    pub fn on_written(&self, entries: &[Entry], local: &RaftLocalState) {
+        let mut st = self.state.write();
+        st.cache.append(entries, self.cache_bytes);
+        st.local = *local;
+    }
+
+    /// The log now starts after `(index, term)` (compaction or snapshot).
+    /// Returns the offered snapshot if the truncation leaves it too old to send: its
+    /// files may go.
+    #[must_use]
+    pub fn on_truncated(&self, index: u64, term: u64) -> Option<Snapshot> {
+        let mut st = self.state.write();
+        if index <= st.truncated.0 {
+            return None;
+        }
+        st.truncated = (index, term);
+        st.cache.drop_below(index + 1);
+        let stale = st
+            .snapshot
+            .ready
+            .as_ref()
+            .is_some_and(|s| snapshot_index(s) < index);
+        if stale {
+            st.snapshot.ready.take()
+        } else {
+            None
+        }
+    }
+
+    /// The lowest snapshot index the core asked for, if it asked and no generation is
+    /// under way: the store then generates one at its applied index (at least this) and
+    /// calls `offer_snapshot`, or `abandon_snapshot` if that failed.
+    pub fn take_snapshot_request(&self) -> Option<u64> {
+        let mut st = self.state.write();
+        if st.snapshot.generating {
+            return None;
+        }
+        let requested = st.snapshot.requested.take();
+        st.snapshot.generating = requested.is_some();
+        requested
+    }
+
+    /// A generated snapshot (metadata and a descriptor of its files) for the core to send.
+    /// Returns the one it replaces, or itself if an offered one is newer: its files may go.
+    #[must_use]
+    pub fn offer_snapshot(&self, snapshot: Snapshot) -> Option<Snapshot> {
+        let mut st = self.state.write();
+        st.snapshot.generating = false;
+        let newer_offered = st
+            .snapshot
+            .ready
+            .as_ref()
+            .is_some_and(|old| snapshot_index(old) > snapshot_index(&snapshot));
+        if newer_offered {
+            return Some(snapshot);
+        }
+        st.snapshot.ready.replace(snapshot)
+    }
+
+    /// The generation the store took a request for failed; the next request starts anew.
+    pub fn abandon_snapshot(&self) {
+        self.state.write().snapshot.generating = false;
+    }
+
+    pub fn set_conf_state(&self, cs: ConfState) {
+        self.state.write().conf_state = cs;
+    }
+
+    fn engine_error(&self, e: LogError) -> StorageError {
+        StorageError::Other(format!("region {}: {e}", self.region))
+    }
+}
+
+impl LogStorage for RegionLog {
+    fn initial_state(&self) -> StorageResult<RaftState> {
+        let st = self.state.read();
+        Ok(RaftState {
+            hard_state: st.local.hard_state.unwrap_or_default(),
+            conf_state: st.conf_state.clone(),
+        })
+    }
+
+    fn entries(&self, low: u64, high: u64, max_bytes: u64) -> StorageResult<Vec<Entry>> {
+        let st = self.state.read();
+        let last = st.local.last_index.max(st.truncated.0);
+        if low <= st.truncated.0 {
+            return Err(StorageError::Compacted);
+        }
+        if high > last + 1 || low > high {
+            return Err(StorageError::Unavailable);
+        }
+        if low == high {
+            return Ok(Vec::new());
+        }
+        let cached_from = st.cache.first_index().unwrap_or(u64::MAX);
+        let mut out = if low < cached_from {
+            let end = high.min(cached_from);
+            let stored = self
+                .engine
+                .entries(self.region, low, end, max_bytes)
+                .map_err(|e| self.engine_error(e))?;
+            if (stored.len() as u64) < end - low {
+                if stored.is_empty() {
+                    return Err(StorageError::Unavailable);
+                }
+                return Ok(stored);
+            }
+            stored
+        } else {
+            Vec::new()
+        };
+        let mut size: u64 = out.iter().map(entry_size).sum();
+        for index in low.max(cached_from)..high {
+            let Some(e) = st.cache.get(index) else {
+                return Err(StorageError::Unavailable);
+            };
+            size = size.saturating_add(entry_size(e));
+            if size > max_bytes && !out.is_empty() {
+                break; // The byte limit, but never an empty answer.
+            }
+            out.push(e.clone());
+        }
+        Ok(out)
+    }
+
+    fn term(&self, index: u64) -> StorageResult<u64> {
+        let st = self.state.read();
+        let (t_index, t_term) = st.truncated;
+        if index == t_index {
+            return Ok(t_term);
+        }
+        if index < t_index {
+            return Err(StorageError::Compacted);
+        }
+        if index > st.local.last_index {
+            return Err(StorageError::Unavailable);
+        }
+        if let Some(e) = st.cache.get(index) {
+            return Ok(e.term);
+        }
+        match self.engine.entry(self.region, index) {
+            Ok(Some(e)) => Ok(e.term),
+            Ok(None) => Err(StorageError::Unavailable),
+            Err(e) => Err(self.engine_error(e)),
+        }
+    }
+
+    fn first_index(&self) -> StorageResult<u64> {
+        Ok(self.state.read().truncated.0 + 1)
+    }
+
+    fn last_index(&self) -> StorageResult<u64> {
+        let st = self.state.read();
+        Ok(st.local.last_index.max(st.truncated.0))
+    }
+
+    /// The offered snapshot if it covers `request_index` and everything truncated;
+    /// otherwise the request is recorded for the store and the leader retries later.
+    fn snapshot(&self, request_index: u64) -> StorageResult<Snapshot> {
+        let mut st = self.state.write();
+        let needed = request_index.max(st.truncated.0);
+        let ready = st
+            .snapshot
+            .ready
+            .as_ref()
+            .filter(|s| s.metadata.as_ref().is_some_and(|m| m.index >= needed));
+        if let Some(snapshot) = ready {
+            return Ok(snapshot.clone());
+        }
+        let requested = st.snapshot.requested.get_or_insert(needed);
+        *requested = (*requested).max(needed);
+        Err(StorageError::SnapshotTemporarilyUnavailable)
+    }
+}
