@@ -332,8 +332,42 @@ fn reads_outside_the_log_are_errors(log: &dyn RaftLogStore) {
     assert_eq!(log.entry(41, 1).unwrap(), None);
 }
 
+/// A reset later in a batch erases what the batch wrote before it, states included; and
+/// indices at or beyond 2^62 (which open would refuse) are refused at write.
+fn reset_after_state_and_out_of_range_indices(log: &dyn RaftLogStore) {
+    let mut batch = LogWriteBatch::default();
+    batch.append(50, &ents(1, 5, 1)).unwrap();
+    batch.put_state(50, &state(1, 0, 5));
+    batch.reset(50);
+    log.write(&mut batch, true).unwrap();
+    assert_eq!((log.span(50), log.local_state(50).unwrap()), (None, None));
+    assert!(!log.recover().unwrap().iter().any(|(r, _)| *r == 50));
+    // The region can start anew with a state alone.
+    batch.put_state(50, &state(2, 0, 9));
+    log.write(&mut batch, true).unwrap();
+    assert_eq!(log.span(50), span(10, 9));
+
+    let huge = 1u64 << 62;
+    let mut batch = LogWriteBatch::default();
+    batch.put_state(51, &state(1, 0, huge));
+    assert!(matches!(
+        log.write(&mut batch, true),
+        Err(LogError::InvalidWrite { region: 51, .. })
+    ));
+    let mut batch = LogWriteBatch::default();
+    batch.append(51, &ents(huge, huge, 1)).unwrap();
+    batch.put_state(51, &state(1, 0, huge));
+    assert!(matches!(
+        log.write(&mut batch, true),
+        Err(LogError::InvalidWrite { region: 51, .. })
+    ));
+    assert_eq!(log.span(51), None);
+    assert_eq!(log.entry(50, u64::MAX).unwrap(), None);
+}
+
 fn suite(log: Arc<dyn RaftLogStore>) {
     reads_outside_the_log_are_errors(log.as_ref());
+    reset_after_state_and_out_of_range_indices(log.as_ref());
     replaces_the_suffix(log.as_ref());
     resets_for_a_snapshot_and_removes_a_region(log.as_ref());
     refuses_holes_and_overwrites_of_compacted_entries(log.as_ref());
@@ -749,4 +783,62 @@ fn damage_anywhere_in_a_sealed_file_is_named_or_harmless() {
     }
     eprintln!("{outcomes:?}");
     assert!(outcomes.contains_key("refused to open"), "{outcomes:?}");
+}
+
+/// Entries and a state but no first-index record: nothing says which entries belong to the
+/// log, so it refuses to open rather than guess (or drop them).
+#[test]
+fn a_missing_first_index_record_with_entries_refuses_to_open() {
+    use flotilla::storage::wal_entry::WalEntryExt;
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    raw_write(dir.path(), |lb| {
+        lb.add_entries::<WalEntryExt>(12, &wal(&ents(1, 5, 1)))
+            .unwrap();
+        let st = state(1, 0, 5).encode_to_vec();
+        lb.put(12, b"raft_local_state".to_vec(), st).unwrap();
+    });
+    let err = RaftLogEngine::open(&RaftLogConfig::new(dir.path()))
+        .err()
+        .expect("a lost record");
+    assert!(matches!(err, LogError::Corrupt { region: 12, .. }), "{err}");
+}
+
+/// Reads racing compactions of the same region see entries or `OutOfRange`, never a
+/// corruption error: the read path re-checks the span when the engine read fails.
+#[test]
+fn reads_racing_compactions_see_entries_or_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(dir.path()));
+    let mut batch = LogWriteBatch::default();
+    batch.append(1, &ents(1, 3000, 1)).unwrap();
+    batch.put_state(1, &state(1, 0, 3000));
+    log.write(&mut batch, false).unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (log, done) = (log.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let Some(s) = log.span(1) else { continue };
+                for r in [
+                    log.entries(1, s.first, (s.first + 50).min(s.last + 1), u64::MAX)
+                        .map(|_| ()),
+                    log.entry(1, s.first).map(|_| ()),
+                ] {
+                    match r {
+                        Ok(()) | Err(LogError::OutOfRange { .. }) => {}
+                        Err(e) => panic!("read while compacting: {e}"),
+                    }
+                }
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for to in (2..=3001).step_by(7) {
+        log.compact_to(1, to).unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
 }

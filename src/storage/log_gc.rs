@@ -71,7 +71,8 @@ impl GcPolicy {
 }
 
 /// One GC round over the store's log: purges expired files, force-compacts the regions
-/// that pin them, and compacts the others regularly. Returns the decisions it carried out;
+/// that pin them, and compacts the others regularly (a region whose compaction is refused
+/// is skipped with a warning). Returns the decisions it carried out;
 /// `input` describes a region (None: not known here, left alone).
 pub fn run_gc(
     log: &dyn RaftLogStore,
@@ -89,8 +90,12 @@ pub fn run_gc(
             policy.regular(&r)
         };
         if let Some(d) = decision {
-            log.compact_to(region, d.compact_to)?;
-            done.push((region, d));
+            // One region's refusal (a log cut shorter than its applied index) must not stop
+            // GC for the others.
+            match log.compact_to(region, d.compact_to) {
+                Ok(_) => done.push((region, d)),
+                Err(e) => tracing::warn!(region, error = %e, "log GC skipped a region"),
+            }
         }
     }
     if done.iter().any(|(r, _)| pinning.contains(r)) {

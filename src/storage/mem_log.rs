@@ -106,7 +106,10 @@ impl RaftLogStore for MemRaftLog {
     }
 
     fn entry(&self, region: u64, index: u64) -> Result<Option<Entry>, LogError> {
-        if LogSpan::check_read(self.span(region), region, index, index + 1).is_err() {
+        let outside = index.checked_add(1).is_none_or(|next| {
+            LogSpan::check_read(self.span(region), region, index, next).is_err()
+        });
+        if outside {
             return Ok(None);
         }
         Ok(self.read(|g| {

@@ -83,14 +83,14 @@ impl Workload {
             .collect()
     }
 
-    /// The next batch: one operation on each of one to four regions.
+    /// The next batch: one to five operations, on any regions.
     pub fn next_batch(&mut self) -> LogWriteBatch {
         let mut batch = LogWriteBatch::default();
-        let count = self.pick(1, 4);
-        let mut regions: Vec<u64> = (1..=REGIONS).collect();
+        // A region may take several operations in one batch (a store merges a region's
+        // Readies, and a removal may follow its last write).
+        let count = self.pick(1, 5);
         for _ in 0..count {
-            let at = self.pick(0, regions.len() as u64 - 1) as usize;
-            let region = regions.swap_remove(at);
+            let region = self.pick(1, REGIONS);
             self.next_op(&mut batch, region);
         }
         batch

@@ -2,6 +2,7 @@
 //! whole against each region's log span before anything is written.
 
 use super::{LogError, LogSpans, SpanDisplay};
+use crate::raft::message::MAX_INDEX_OR_TERM;
 use crate::raft::pb::Entry;
 use crate::raft::storage::entry_size;
 use crate::storage::pb::RaftLocalState;
@@ -86,6 +87,10 @@ impl LogSpan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpanChange {
     pub region: u64,
+    /// What may be read while the batch is being written: the entries the log holds both
+    /// before and after it (None after a reset). Set before the write, so that a reader
+    /// never reads an entry the write is removing while the span still claims it.
+    pub during: Option<LogSpan>,
     /// None: the region has no log any more (removed).
     pub after: Option<LogSpan>,
     /// The first index must be recorded anew (it moved, or a reset erased the record).
@@ -229,11 +234,19 @@ impl LogWriteBatch {
                     StoredOp::Reset => {
                         check.span = None;
                         check.reset = true;
+                        // The reset erases a state written earlier in the batch too.
+                        state_last = None;
                     }
                     StoredOp::Append { start, end } => {
                         let first = self.entries[*start].entry.index;
                         let last = self.entries[*end - 1].entry.index;
                         check.append(first, last)?;
+                    }
+                    StoredOp::PutState(state) if state.last_index >= MAX_INDEX_OR_TERM => {
+                        return check.refuse(format!(
+                            "a state with last index {} is out of range",
+                            state.last_index
+                        ));
                     }
                     StoredOp::PutState(state) => state_last = Some(state.last_index),
                 }
@@ -247,8 +260,17 @@ impl LogWriteBatch {
                     || before.map(|b| b.first) != Some(a.first)
                     || (was_empty && !a.is_empty())
             });
+            let during = match (before, after) {
+                (Some(b), Some(a)) if !check.reset => {
+                    let first = b.first.max(a.first);
+                    let last = b.last.min(a.last).max(first - 1);
+                    Some(LogSpan { first, last })
+                }
+                _ => None,
+            };
             self.changes.push(SpanChange {
                 region,
+                during,
                 after,
                 first_moved,
             });
@@ -294,6 +316,9 @@ impl SpanCheck {
     }
 
     fn append(&mut self, first: u64, last: u64) -> Result<(), LogError> {
+        if last >= MAX_INDEX_OR_TERM {
+            return self.refuse(format!("entries up to {last} are out of range"));
+        }
         self.appended = true;
         self.span = match self.span {
             Some(s) if first < s.first => {

@@ -2,23 +2,27 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use parking_lot::{Mutex, RwLock};
 use prost::Message as _;
 use raft_engine::{Command, LogBatch};
 
-use super::{LogError, LogOp, LogSpan, LogSpans, LogWriteBatch, RaftLogConfig, RaftLogStore};
+use super::{
+    LogError, LogOp, LogSpan, LogSpans, LogWriteBatch, RaftLogConfig, RaftLogStore, SpanChange,
+};
 use crate::raft::message::MAX_INDEX_OR_TERM;
 use crate::raft::pb::Entry;
 use crate::raft::storage::entry_size;
 use crate::storage::pb::RaftLocalState;
-use crate::storage::wal_entry::{WalEntry, WalEntryExt};
+use crate::storage::wal_entry::WalEntryExt;
 
 /// Key of a region's `RaftLocalState` inside its raft-engine group.
 const STATE_KEY: &[u8] = b"raft_local_state";
-/// Key of the first index of a region's log, written whenever a batch moves it (the first
-/// append after a reset, a compaction). Absent: the log is empty, `last_index + 1`.
+/// Key of the first index of a region's log, written by every batch that moves it (the
+/// first append after a reset, a compaction) and by every batch that creates a span. Every
+/// span has one; a missing one with entries behind it is a lost record (refused on open).
 const FIRST_KEY: &[u8] = b"log_first_index";
 
 /// What opening the log removed because flotilla's records do not count it as part of the
@@ -37,6 +41,8 @@ pub struct RaftLogEngine {
     engine: raft_engine::Engine,
     /// Where the files live, to name a damaged one.
     dir: PathBuf,
+    /// The damaged file a failed read found (or the directory), scanned for once.
+    damaged: std::sync::OnceLock<PathBuf>,
     /// What `open` repaired, for logs and tests.
     repairs: Vec<LogRepair>,
     /// Serializes writes, so a batch's check still holds when it is written. Holds one
@@ -61,6 +67,19 @@ impl LogSpans for SpanMap {
 impl<T: RaftLogStore + ?Sized> LogSpans for T {
     fn current_span(&self, region: u64) -> Option<LogSpan> {
         RaftLogStore::span(self, region)
+    }
+}
+
+fn set_spans(
+    spans: &mut SpanMap,
+    changes: &[SpanChange],
+    pick: impl Fn(&SpanChange) -> Option<LogSpan>,
+) {
+    for change in changes {
+        match pick(change) {
+            Some(span) => spans.insert(change.region, span),
+            None => spans.remove(&change.region),
+        };
     }
 }
 
@@ -106,8 +125,25 @@ impl RaftLogEngine {
             // Damage refused by raft-engine (a broken batch in a sealed file), or a sealed
             // file it tried to cut (its handle is read-only): it does not say where, so
             // find the file for the operator.
-            Err(e @ (raft_engine::Error::Corruption(_) | raft_engine::Error::Io(_))) => {
-                return Err(corrupt_file(&cfg.dir, e.to_string()));
+            Err(raft_engine::Error::Corruption(detail)) => {
+                let file = find_corrupt_file(&cfg.dir).unwrap_or_else(|| cfg.dir.clone());
+                return Err(LogError::CorruptFile { file, detail });
+            }
+            // raft-engine found damage near the end of a sealed file and failed to cut it
+            // (its handle is read-only): damage, not the disk. Other I/O errors are the
+            // disk's, unless a file fails to read back.
+            Err(raft_engine::Error::Io(e)) => {
+                let cut_refused = e.kind() == std::io::ErrorKind::InvalidInput
+                    && e.to_string().contains("ftruncate");
+                let file =
+                    find_corrupt_file(&cfg.dir).or_else(|| cut_refused.then(|| cfg.dir.clone()));
+                return Err(match file {
+                    Some(file) => LogError::CorruptFile {
+                        file,
+                        detail: e.to_string(),
+                    },
+                    None => raft_engine::Error::Io(e).into(),
+                });
             }
             Err(e) => return Err(e.into()),
         };
@@ -122,7 +158,7 @@ impl RaftLogEngine {
                 repairs.push(LogRepair::Orphaned { region });
                 continue;
             };
-            let span = recorded_span(&engine, region, &state)?;
+            let span = recorded_span(&engine, region, &state, held)?;
             let fix = RegionRepair {
                 region,
                 span,
@@ -141,6 +177,7 @@ impl RaftLogEngine {
         let log = RaftLogEngine {
             engine,
             dir: cfg.dir.clone(),
+            damaged: std::sync::OnceLock::new(),
             repairs,
             writer: Mutex::new(LogBatch::default()),
             spans: RwLock::new(spans),
@@ -155,9 +192,79 @@ impl RaftLogEngine {
     fn read_error(&self, e: raft_engine::Error) -> LogError {
         match e {
             raft_engine::Error::Corruption(_) | raft_engine::Error::Codec(_) => {
-                corrupt_file(&self.dir, e.to_string())
+                // Scanned once: damage does not heal, and a caller retrying a failed read
+                // must not rescan the whole log each time.
+                let file = self.damaged.get_or_init(|| {
+                    find_corrupt_file(&self.dir).unwrap_or_else(|| self.dir.clone())
+                });
+                LogError::CorruptFile {
+                    file: file.clone(),
+                    detail: e.to_string(),
+                }
             }
             e => e.into(),
+        }
+    }
+
+    /// Entries in `[low, high)` as raft-engine holds them, within `max_bytes` (at least
+    /// one), read in chunks so a huge range is never decoded or preallocated at once.
+    fn read_entries(
+        &self,
+        region: u64,
+        low: u64,
+        high: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, LogError> {
+        let mut out = Vec::new();
+        let mut wal = Vec::new();
+        let mut size = 0u64;
+        let mut next = low;
+        while next < high {
+            let end = high.min(next.saturating_add(READ_CHUNK));
+            // raft-engine stops at the budget too (counting its own encoding): no chunk
+            // decodes much beyond what is returned.
+            let budget = usize::try_from(max_bytes.saturating_sub(size)).unwrap_or(usize::MAX);
+            wal.clear();
+            self.engine
+                .fetch_entries_to::<WalEntryExt>(region, next, end, Some(budget), &mut wal)
+                .map_err(|e| self.read_error(e))?;
+            let fetched = wal.len() as u64;
+            if fetched == 0 {
+                return Err(LogError::Corrupt {
+                    region,
+                    what: format!("entries {next}..{end} are recorded but none are held"),
+                });
+            }
+            for w in wal.drain(..) {
+                let e = w.into_entry();
+                size = size.saturating_add(entry_size(&e));
+                if size > max_bytes && !out.is_empty() {
+                    return Ok(out);
+                }
+                out.push(e);
+            }
+            if fetched < end - next {
+                return Ok(out); // raft-engine's budget ran out first
+            }
+            next = end;
+        }
+        Ok(out)
+    }
+
+    /// A read that failed while a write moved the region's log (a compaction, a reset
+    /// racing it) is outside the log now, not damage: say so; otherwise keep the error.
+    fn moved_or(
+        &self,
+        region: u64,
+        before: Option<LogSpan>,
+        low: u64,
+        high: u64,
+        e: LogError,
+    ) -> LogError {
+        let now = self.span(region);
+        match LogSpan::check_read(now, region, low, high) {
+            Err(moved) if now != before => moved,
+            _ => e,
         }
     }
 
@@ -220,6 +327,7 @@ fn recorded_span(
     engine: &raft_engine::Engine,
     region: u64,
     state: &RaftLocalState,
+    held: Option<(u64, u64)>,
 ) -> Result<LogSpan, LogError> {
     let last = state.last_index;
     if last >= MAX_INDEX_OR_TERM {
@@ -229,7 +337,15 @@ fn recorded_span(
         });
     }
     let first = match engine.get(region, FIRST_KEY) {
-        None => last + 1,
+        // Without entries, the log can only be empty; with entries, nothing says which
+        // of them belong to it.
+        None if held.is_none() => last + 1,
+        None => {
+            return Err(LogError::Corrupt {
+                region,
+                what: "the first index record is missing but entries are held".into(),
+            });
+        }
         Some(raw) => {
             let bytes: [u8; 8] = raw.as_slice().try_into().map_err(|_| LogError::Corrupt {
                 region,
@@ -335,17 +451,16 @@ impl RaftLogStore for RaftLogEngine {
         // itself behind for the next one.
         let mut lb = std::mem::take(&mut *spare);
         Self::encode(batch, &mut lb)?;
+        // Readers see only what the log holds both before and after the write while it is
+        // under way, and the new spans once it is done. A failed write is fail-stop, so
+        // the narrower spans it leaves do not matter.
+        set_spans(&mut self.spans.write(), batch.changes(), |c| c.during);
         let written = self.engine.write(&mut lb, sync)?;
         *spare = lb;
-        let mut spans = self.spans.write();
+        set_spans(&mut self.spans.write(), batch.changes(), |c| c.after);
         for change in batch.changes() {
-            match change.after {
-                Some(span) => spans.insert(change.region, span),
-                None => spans.remove(&change.region),
-            };
             self.debug_check_span(change.region, change.after);
         }
-        drop(spans);
         batch.clear();
         Ok(written)
     }
@@ -373,14 +488,25 @@ impl RaftLogStore for RaftLogEngine {
     }
 
     fn entry(&self, region: u64, index: u64) -> Result<Option<Entry>, LogError> {
-        if LogSpan::check_read(self.span(region), region, index, index + 1).is_err() {
+        let span = self.span(region);
+        let Some(next) = index.checked_add(1) else {
+            return Ok(None);
+        };
+        if LogSpan::check_read(span, region, index, next).is_err() {
             return Ok(None);
         }
-        let entry = self
-            .engine
-            .get_entry::<WalEntryExt>(region, index)
-            .map_err(|e| self.read_error(e))?;
-        Ok(entry.map(WalEntry::into_entry))
+        match self.engine.get_entry::<WalEntryExt>(region, index) {
+            Ok(Some(entry)) => Ok(Some(entry.into_entry())),
+            Ok(None) if self.span(region) != span => Ok(None),
+            Ok(None) => Err(LogError::Corrupt {
+                region,
+                what: format!("recorded entry {index} is not held"),
+            }),
+            Err(e) => match self.moved_or(region, span, index, next, self.read_error(e)) {
+                LogError::OutOfRange { .. } => Ok(None),
+                e => Err(e),
+            },
+        }
     }
 
     fn entries(
@@ -390,34 +516,10 @@ impl RaftLogStore for RaftLogEngine {
         high: u64,
         max_bytes: u64,
     ) -> Result<Vec<Entry>, LogError> {
-        LogSpan::check_read(self.span(region), region, low, high)?;
-        let mut out = Vec::new();
-        let mut wal = Vec::new();
-        let mut size = 0u64;
-        let mut next = low;
-        while next < high {
-            let end = high.min(next + READ_CHUNK);
-            wal.clear();
-            self.engine
-                .fetch_entries_to::<WalEntryExt>(region, next, end, None, &mut wal)
-                .map_err(|e| self.read_error(e))?;
-            if wal.len() as u64 != end - next {
-                return Err(LogError::Corrupt {
-                    region,
-                    what: format!("entries {next}..{end} are recorded but not all are held"),
-                });
-            }
-            for w in wal.drain(..) {
-                let e = w.into_entry();
-                size = size.saturating_add(entry_size(&e));
-                if size > max_bytes && !out.is_empty() {
-                    return Ok(out);
-                }
-                out.push(e);
-            }
-            next = end;
-        }
-        Ok(out)
+        let span = self.span(region);
+        LogSpan::check_read(span, region, low, high)?;
+        self.read_entries(region, low, high, max_bytes)
+            .map_err(|e| self.moved_or(region, span, low, high, e))
     }
 
     fn purge_expired_files(&self) -> Result<Vec<u64>, LogError> {
@@ -446,13 +548,24 @@ fn check_file_headers(dir: &Path) -> Result<(), LogError> {
                 file: file.clone(),
                 detail: detail.into(),
             };
-            let bytes = std::fs::read(&file).map_err(|e| damaged(&format!("unreadable: {e}")))?;
-            let Err(what) = check_file_header(&bytes) else {
+            let unreadable = |e: std::io::Error| damaged(&format!("unreadable: {e}"));
+            let mut f = std::fs::File::open(&file).map_err(unreadable)?;
+            let mut header = Vec::with_capacity(FILE_HEADER_MAX);
+            (&mut f)
+                .take(FILE_HEADER_MAX as u64)
+                .read_to_end(&mut header)
+                .map_err(unreadable)?;
+            let Err(what) = check_file_header(&header) else {
                 continue;
             };
-            let holds_data = bytes.iter().skip(FILE_HEADER_MAX).any(|&b| b != 0);
-            if n < last || holds_data {
-                return Err(damaged(&format!("{what} (in front of written data)")));
+            if n < last {
+                return Err(damaged(what));
+            }
+            // The last file: only now read the rest, to see whether it holds data.
+            let mut rest = Vec::new();
+            f.read_to_end(&mut rest).map_err(unreadable)?;
+            if rest.iter().any(|&b| b != 0) {
+                return Err(damaged(&format!("{what} in front of written data")));
             }
         }
     }
@@ -486,14 +599,6 @@ fn log_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
-}
-
-/// Corruption found in the log, naming the file if one fails to read back (else the
-/// directory: raft-engine checks some damage, such as inside entry data, that the reader
-/// used here does not).
-fn corrupt_file(dir: &Path, detail: String) -> LogError {
-    let file = find_corrupt_file(dir).unwrap_or_else(|| dir.to_path_buf());
-    LogError::CorruptFile { file, detail }
 }
 
 /// The first log file (in file order) that does not read back cleanly.

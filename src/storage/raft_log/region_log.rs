@@ -196,8 +196,17 @@ impl RegionLog {
         self.state.write().conf_state = cs;
     }
 
+    /// A read the log could not serve. A range a concurrent compaction or reset moved
+    /// out of the log is `Compacted` (below it) or `Unavailable` (beyond it), which the core
+    /// handles (a snapshot, a retry); anything else is a failure of the log itself.
     fn engine_error(&self, e: LogError) -> StorageError {
-        StorageError::Other(format!("region {}: {e}", self.region))
+        match e {
+            LogError::OutOfRange { low, span, .. } => match span.0 {
+                Some(s) if low < s.first => StorageError::Compacted,
+                _ => StorageError::Unavailable,
+            },
+            e => StorageError::Other(format!("region {}: {e}", self.region)),
+        }
     }
 }
 
