@@ -81,7 +81,10 @@ fn journal_damage_keeps_data_and_apply_state_together() {
             "damage at {at}: apply state says {applied}"
         );
     }
-    eprintln!("opened after damage: {opened} of 5");
+    assert!(
+        opened > 0,
+        "every damaged journal was refused: nothing was checked"
+    );
 }
 
 const CHILD_DIR: &str = "FLOTILLA_KV_DAMAGE_CHILD_DIR";
@@ -156,7 +159,10 @@ fn damage_to_any_file_never_takes_the_process_down() {
                 .find(|l| l.starts_with("OPENED") || l.starts_with("REFUSED"))
                 .unwrap_or_else(|| panic!("no outcome: {what}"));
             let current_version = is_current_version(&src, &rel);
-            if version_file && (name == "current" || current_version) {
+            // In `current`: the version id and its checksum (byte 24, the checksum type,
+            // is not used by lsm-tree).
+            let checked_part = name == "current" && at < 24 || current_version;
+            if version_file && checked_part {
                 assert!(line.starts_with("REFUSED"), "{what}");
             }
             cases += 1;

@@ -392,3 +392,60 @@ fn a_chunk_damaged_after_verify_voids_the_region_and_the_store_starts() {
     let again = snapshot::recover(&kv, root.path(), 512).unwrap();
     assert_eq!(again.awaiting_snapshot, vec![7]);
 }
+
+/// A read view that holds one pair, whatever its size (an engine would refuse it).
+struct OnePair(Vec<u8>, Vec<u8>);
+
+impl KvRead for OnePair {
+    fn get(&self, _: Keyspace, _: &[u8]) -> Result<Option<Bytes>, KvError> {
+        Ok(None)
+    }
+    fn scan<'a>(&'a self, _: Keyspace, _: &[u8], _: Option<&[u8]>, _: bool) -> KvIter<'a> {
+        let pair = (Bytes::from(self.0.clone()), Bytes::from(self.1.clone()));
+        Box::new(std::iter::once(Ok(pair)))
+    }
+}
+
+/// A snapshot holding a key the engine cannot take is refused by `verify`, so its apply
+/// can never fail half way on it (and a restart never fails on it either).
+#[test]
+fn verify_refuses_keys_and_values_the_engine_cannot_take() {
+    let root = tempfile::tempdir().unwrap();
+    let mut key = b"k2".to_vec();
+    key.resize(flotilla::storage::kv::MAX_KEY_BYTES + 1, b'x');
+    let meta = snapshot::generate(
+        &OnePair(key, b"v".to_vec()),
+        &region(),
+        4,
+        50,
+        root.path(),
+        512,
+    )
+    .unwrap();
+    let dir = snapshot::snapshot_dir(root.path(), 7, 4, 50);
+    assert!(matches!(
+        snapshot::verify(&dir, &snapshot::summary(&meta)),
+        Err(SnapshotError::Kv(KvError::InvalidKey { .. }))
+    ));
+}
+
+/// A snapshot whose files vanish after the apply began: the restart voids the region
+/// instead of refusing to start.
+#[test]
+fn a_snapshot_gone_after_the_apply_began_voids_the_region() {
+    let root = tempfile::tempdir().unwrap();
+    let (_, meta) = make_snapshot(root.path());
+    let dir = snapshot::snapshot_dir(root.path(), 7, 4, 40);
+    let verified = snapshot::verify(&dir, &snapshot::summary(&meta)).unwrap();
+    let kv = Crashing {
+        inner: follower(),
+        steps: AtomicUsize::new(0),
+        crash_at: 4,
+        kept: 1,
+    };
+    assert!(snapshot::apply(&kv, &verified, 512).is_err());
+    std::fs::remove_file(dir.join("chunk-00002")).unwrap();
+    let report = snapshot::recover(&kv.inner, root.path(), 512).unwrap();
+    assert_eq!(report.awaiting_snapshot, vec![7]);
+    assert!(data(&kv.inner).iter().all(|(k, _)| !in_region(k)));
+}

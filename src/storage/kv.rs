@@ -140,7 +140,9 @@ impl KvWriteBatch {
                         check_value(value)?;
                     }
                 }
-                WriteOp::Delete { ks, key } => check_key(*ks, key)?,
+                // Only what the engine itself cannot take: a key written under an older,
+                // larger limit can still be deleted.
+                WriteOp::Delete { ks, key } => check_key_len(*ks, key, ENGINE_MAX_KEY_BYTES)?,
                 // Bounds are not stored: an empty start is the keyspace's beginning.
                 WriteOp::DeleteRange { .. } => {}
             }
@@ -195,6 +197,10 @@ pub fn check_key(ks: Keyspace, key: &[u8]) -> Result<(), KvError> {
         Keyspace::Data => MAX_KEY_BYTES,
         Keyspace::Meta => ENGINE_MAX_KEY_BYTES,
     };
+    check_key_len(ks, key, max)
+}
+
+fn check_key_len(ks: Keyspace, key: &[u8], max: usize) -> Result<(), KvError> {
     let limit = if key.is_empty() {
         KeyLimit::Empty
     } else if key.len() > max {

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use prost::Message as _;
 
-use super::kv::{Keyspace, KvEngine, KvError, KvRead, KvWriteBatch};
+use super::kv::{Keyspace, KvEngine, KvError, KvRead, KvWriteBatch, check_key, check_value};
 use super::pb::{
     ChunkMeta, PeerState, RaftApplyState, RegionLocalState, SnapshotMeta, SnapshotSummary,
 };
@@ -205,7 +205,10 @@ pub fn summary(meta: &SnapshotMeta) -> SnapshotSummary {
         term: meta.term,
         chunk_count: u32::try_from(meta.chunks.len()).unwrap_or(u32::MAX),
         checksum: crc.finalize(),
-        total_bytes: meta.chunks.iter().map(|c| c.bytes).sum(),
+        total_bytes: meta
+            .chunks
+            .iter()
+            .fold(0u64, |sum, c| sum.saturating_add(c.bytes)),
     }
 }
 
@@ -327,7 +330,7 @@ pub fn verify(dir: &Path, expected: &SnapshotSummary) -> Result<VerifiedSnapshot
     }
     let region = meta.region.clone().unwrap_or_default();
     for (n, chunk) in meta.chunks.iter().enumerate() {
-        read_chunk(dir, n, chunk, &region)?;
+        visit_chunk(dir, n, chunk, &region, |_, _| {})?;
     }
     Ok(VerifiedSnapshot {
         dir: dir.to_path_buf(),
@@ -336,16 +339,16 @@ pub fn verify(dir: &Path, expected: &SnapshotSummary) -> Result<VerifiedSnapshot
     })
 }
 
-/// Reads one whole chunk, checking its length, checksum and that every key lies in the
-/// region: a chunk is handed out only once all of it is known good.
-fn read_chunk(
+/// Reads one chunk, checking its length and checksum, that every key lies in the region
+/// and that keys and values fit the engine's limits; `visit` sees each pair as it is read.
+fn visit_chunk(
     dir: &Path,
     n: usize,
     chunk: &ChunkMeta,
     region: &Region,
-) -> Result<Vec<RawPair>, SnapshotError> {
+    mut visit: impl FnMut(Vec<u8>, Vec<u8>),
+) -> Result<(), SnapshotError> {
     let mut reader = ChunkReader::open(dir, n, chunk)?;
-    let mut pairs = Vec::new();
     while let Some((k, v)) = reader.next_pair()? {
         if !contains_key(region, &k) {
             return Err(SnapshotError::KeyOutOfRange {
@@ -353,8 +356,23 @@ fn read_chunk(
                 key: k,
             });
         }
-        pairs.push((k, v));
+        check_key(Keyspace::Data, &k)?;
+        check_value(&v)?;
+        visit(k, v);
     }
+    Ok(())
+}
+
+/// One whole chunk, handed out only once all of it is known good (bounded by the chunk
+/// size).
+fn read_chunk(
+    dir: &Path,
+    n: usize,
+    chunk: &ChunkMeta,
+    region: &Region,
+) -> Result<Vec<RawPair>, SnapshotError> {
+    let mut pairs = Vec::new();
+    visit_chunk(dir, n, chunk, region, |k, v| pairs.push((k, v)))?;
     Ok(pairs)
 }
 
@@ -491,12 +509,14 @@ pub fn recover(
         match verified {
             Some(Ok(snapshot)) => match apply(kv, &snapshot, batch_bytes) {
                 Ok(()) => report.resumed.push(id),
-                // Damaged between verify and apply (or unreadable): void it.
-                Err(SnapshotError::Checksum { .. } | SnapshotError::Corrupt { .. }) => {
+                // The engine itself failed: nothing else can be written either.
+                Err(e @ SnapshotError::Kv(KvError::Engine(_))) => return Err(e),
+                // The snapshot's files (damaged or unreadable since `verify`): void it.
+                Err(e) => {
+                    tracing::warn!(region = id, error = %e, "snapshot apply failed on restart; the region waits for a new one");
                     void_region(kv, region, batch_bytes)?;
                     report.awaiting_snapshot.push(id);
                 }
-                Err(e) => return Err(e),
             },
             Some(Err(e)) => {
                 tracing::warn!(region = id, error = %e, "snapshot to resume is unusable; the region waits for a new one");
