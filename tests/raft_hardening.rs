@@ -155,6 +155,10 @@ fn forwarded_transfer_carries_its_real_sender() {
     let seen = seen.borrow();
     assert_eq!(seen.len(), 2);
     assert!(seen.iter().all(|m| m.from == 2 && m.to == 1));
+    assert!(
+        seen.iter().all(|m| m.term == 0),
+        "term-less: a leader of a newer term still takes it"
+    );
     assert_eq!((seen[0].transferee, seen[1].transferee), (1, 3));
 }
 
@@ -417,4 +421,96 @@ fn reads_awaiting_the_first_commit_are_reported_dropped() {
     c.stabilize();
     assert_eq!(role(&c, 1), Role::Follower);
     assert_eq!(c.node(1).dropped_reads, vec![b"early".to_vec()]);
+}
+
+/// Finding 10, forwarded reads: the deposed leader tells the follower that forwarded a
+/// read, which reports it dropped.
+#[test]
+fn forwarded_reads_dropped_at_step_down_are_reported_by_the_follower() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.tick_all(ET);
+    c.elect(1);
+    // No heartbeat acknowledgements: the read round never completes.
+    c.set_filter(|m| !is(m, MessageType::MsgHeartbeatResponse));
+    c.raw_mut(2).read_index(b"forwarded".to_vec()).unwrap();
+    c.stabilize();
+    assert!(c.node(2).read_states.is_empty());
+    let depose = Message {
+        msg_type: MessageType::MsgHeartbeat as i32,
+        from: 3,
+        to: 1,
+        term: c.node(1).raw().raft().term + 1,
+        ..Default::default()
+    };
+    c.raw_mut(1).step(depose).unwrap();
+    c.stabilize();
+    assert_eq!(role(&c, 1), Role::Follower);
+    assert_eq!(c.node(2).dropped_reads, vec![b"forwarded".to_vec()]);
+    assert!(c.step_errors.is_empty(), "{:?}", c.step_errors);
+}
+
+/// A transfer request must name its transferee; one without is refused as invalid and
+/// changes nothing.
+#[test]
+fn transfer_request_without_a_transferee_is_invalid() {
+    let mut c = lease_cluster();
+    let before = c.node(1).raw().status();
+    let m = Message {
+        msg_type: MessageType::MsgTransferLeader as i32,
+        from: 2,
+        to: 1,
+        ..Default::default()
+    };
+    assert!(matches!(
+        c.raw_mut(1).step(m),
+        Err(RaftError::InvalidMessage(_))
+    ));
+    assert_eq!(c.node(1).raw().status(), before);
+}
+
+/// A committed membership change not yet applied blocks campaigns (the node might count
+/// votes with the wrong configuration), requested or on timeout.
+#[test]
+fn unapplied_conf_change_refuses_campaigns() {
+    use flotilla::raft::pb::{ConfChange, ConfChangeType, ConfChangeV2, EntryType};
+    use prost::Message as _;
+    let store = MemStorage::with_voters(&[1, 2, 3]);
+    let mut n = RawNode::new(Config::new(2), store.clone()).unwrap();
+    let cc: ConfChangeV2 = ConfChange {
+        change_type: ConfChangeType::AddLearnerNode as i32,
+        node_id: 4,
+        ..Default::default()
+    }
+    .into();
+    let entry = Entry {
+        entry_type: EntryType::EntryConfChangeV2 as i32,
+        index: 1,
+        term: 1,
+        data: cc.encode_to_vec().into(),
+        ..Default::default()
+    };
+    let append = Message {
+        msg_type: MessageType::MsgAppend as i32,
+        from: 1,
+        to: 2,
+        term: 1,
+        entries: vec![entry],
+        commit: 1,
+        ..Default::default()
+    };
+    n.step(append).unwrap();
+    let rd = n.ready().unwrap();
+    store.wl().append(&rd.entries).unwrap();
+    n.on_persisted(1, 1);
+    assert_eq!(n.raft().log.committed, 1);
+    for _ in 0..3 * ET {
+        n.tick();
+    }
+    assert_eq!(n.raft().role, Role::Follower, "no campaign on timeout");
+    assert_eq!(
+        n.campaign(),
+        Err(RaftError::CampaignRefused(
+            CampaignRefusal::UnappliedConfChange
+        ))
+    );
 }

@@ -37,7 +37,8 @@ pub struct Config {
     pub heartbeat_tick: usize,
     /// The index already applied by the state machine when the node restarts.
     pub applied: u64,
-    /// Byte limit of the entries of one append message (at least one entry is sent).
+    /// Byte limit of the entries of one append message (at least one entry is sent;
+    /// 0 = unlimited).
     pub max_size_per_msg: u64,
     /// At most this many append messages in flight to one follower.
     pub max_inflight_msgs: usize,
@@ -48,7 +49,8 @@ pub struct Config {
     pub max_uncommitted_size: u64,
     /// Byte limit of one proposed entry's payload (0 = unlimited).
     pub max_entry_size: u64,
-    /// Byte limit of the committed entries handed out by one Ready (at least one entry).
+    /// Byte limit of the committed entries handed out by one Ready (at least one entry;
+    /// 0 = unlimited).
     pub max_committed_size_per_ready: u64,
     /// The leader steps down when it has not heard from a quorum for an election timeout,
     /// and followers that heard from a leader recently refuse to vote.

@@ -229,9 +229,18 @@ impl<S: LogStorage> Raft<S> {
         self.pending_conf_index = 0;
         self.uncommitted.clear();
         self.uncommitted_size = 0;
-        let id = self.id;
-        let dropped = self.read_only.clear().filter(|(_, from)| *from == id);
-        self.dropped_reads.extend(dropped.map(|(ctx, _)| ctx));
+        // Reads that will never be confirmed: our own come back in the Ready; a follower
+        // that forwarded one is told, so it can fail it at once instead of timing out.
+        for (ctx, from) in self.read_only.clear() {
+            if from == self.id {
+                self.dropped_reads.push(ctx);
+            } else {
+                let mut m = msg(MessageType::MsgReadIndexResponse, from, 0);
+                m.reject = true;
+                m.context = ctx;
+                self.send(m);
+            }
+        }
     }
 
     pub fn become_follower(&mut self, term: u64, leader_id: u64) {
@@ -486,6 +495,12 @@ impl<S: LogStorage> Raft<S> {
         match t {
             MessageType::MsgRequestVote | MessageType::MsgRequestPreVote => {
                 self.handle_vote_request(&m, t);
+                Ok(())
+            }
+            // A read we forwarded was dropped by its leader (it stepped down), whatever
+            // our role now.
+            MessageType::MsgReadIndexResponse if m.reject => {
+                self.dropped_reads.push(m.context);
                 Ok(())
             }
             _ => match self.role {

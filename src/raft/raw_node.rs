@@ -39,14 +39,16 @@ pub struct Ready {
     pub hard_state: Option<HardState>,
     /// Confirmed reads: serve each once `index` is applied.
     pub read_states: Vec<ReadState>,
-    /// Contexts of reads requested on this node that will never be confirmed (it stopped
-    /// leading first): answer each with an error at once. Reads forwarded to a leader are
-    /// not tracked here; retry them when `soft_state` shows the leader changed.
+    /// Contexts of reads requested on this node that will never be confirmed: answer each
+    /// with an error at once. Both this node's own reads when it stops leading, and reads it
+    /// forwarded that their leader dropped when it stepped down (if that leader's rejection
+    /// arrives; a lost one leaves the read to the application's timeout).
     pub dropped_reads: Vec<Vec<u8>>,
     /// Entries to append to the log (replacing any suffix from their first index).
     pub entries: Vec<Entry>,
     /// A snapshot to persist and apply before `entries`. Once `on_persisted` covers it, the
-    /// node counts it as applied (the application installs it in the same write).
+    /// node counts it as applied: acknowledge it only once the state machine holds it (or
+    /// is marked to finish installing it after a crash).
     pub snapshot: Option<Snapshot>,
     /// Messages that may be sent at once, before the write completes.
     pub messages: Vec<Message>,

@@ -271,6 +271,8 @@ impl Cluster {
         let n = self.nodes.get_mut(&id).expect("known node");
         let mut config = n.config.clone();
         config.applied = n.sm.applied_index;
+        // Whatever it was created as, a node coming back from disk restarts.
+        config.start = crate::raft::NodeStart::Restarted;
         // A new seed per incarnation: the same node does not repeat its timeouts.
         config.seed = config.seed.wrapping_add(self.now.wrapping_mul(0x9E37));
         n.raw = Some(RawNode::new(config, n.storage.clone()).expect("restart from durable state"));
