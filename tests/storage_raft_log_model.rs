@@ -5,18 +5,22 @@
 //! back entries that were overwritten or compacted, and flotilla's own records decide.
 //!
 //! `FLOTILLA_LOG_MODEL_SEEDS=N` runs more seeds (CI runs a bounded number);
-//! `FLOTILLA_LOG_MODEL_SEED=S` replays one.
+//! `FLOTILLA_LOG_MODEL_SEED=S` replays one; `FLOTILLA_LOG_MODEL_TRACE=1` prints each step.
 
 mod common;
 
 use std::time::Instant;
 
 use common::log_model::{Workload, check, config, state};
-use flotilla::storage::raft_log::{LogError, LogSpan, LogWriteBatch, RaftLogEngine, RaftLogStore};
+use flotilla::raft::pb::Entry;
+use flotilla::storage::raft_log::{
+    LogError, LogOp, LogSpan, LogWriteBatch, RaftLogEngine, RaftLogStore,
+};
 
 /// One seed in process: batches, invalid batches (refused, nothing changes), purges and
 /// reopens with one or four recovery threads.
 fn run_seed(seed: u64, batches: usize) -> Result<usize, String> {
+    let trace = std::env::var_os("FLOTILLA_LOG_MODEL_TRACE").is_some();
     let mut repairs = 0;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut w = Workload::new(seed);
@@ -33,7 +37,7 @@ fn run_seed(seed: u64, batches: usize) -> Result<usize, String> {
                 check(&log, &w.model).map_err(|e| fail(format!("after reopen: {e}")))?;
             }
             1 | 2 => {
-                if std::env::var("FLOTILLA_LOG_MODEL_TRACE").is_ok() {
+                if trace {
                     eprintln!("step {step}: purge");
                 }
                 log.purge_expired_files().map_err(|e| fail(e.to_string()))?;
@@ -41,21 +45,8 @@ fn run_seed(seed: u64, batches: usize) -> Result<usize, String> {
             3 => refused_batch(&mut w, &log).map_err(fail)?,
             _ => {
                 let mut batch = w.next_batch();
-                if std::env::var("FLOTILLA_LOG_MODEL_TRACE").is_ok() {
-                    eprintln!(
-                        "step {step}: {:?}",
-                        batch
-                            .ops()
-                            .map(|(r, op)| match op {
-                                flotilla::storage::raft_log::LogOp::Append(e) => format!(
-                                    "r{r} append {}..={}",
-                                    e[0].entry.index,
-                                    e[e.len() - 1].entry.index
-                                ),
-                                other => format!("r{r} {other:?}"),
-                            })
-                            .collect::<Vec<_>>()
-                    );
+                if trace {
+                    eprintln!("step {step}: {}", describe(&batch));
                 }
                 let sync = w.pick(0, 1) == 0;
                 log.write(&mut batch, sync)
@@ -70,6 +61,22 @@ fn run_seed(seed: u64, batches: usize) -> Result<usize, String> {
     let log = RaftLogEngine::open(&config(dir.path(), 4)).map_err(|e| e.to_string())?;
     check(&log, &w.model).map_err(|e| format!("final reopen: {e}"))?;
     Ok(repairs + log.repairs().len())
+}
+
+/// One line per operation of a batch, for the trace.
+fn describe(batch: &LogWriteBatch) -> String {
+    let ops: Vec<String> = batch
+        .ops()
+        .map(|(r, op)| match op {
+            LogOp::Append(e) => {
+                let (first, last) = (e[0].entry.index, e[e.len() - 1].entry.index);
+                format!("r{r} append {first}..={last}")
+            }
+            LogOp::PutState(st) => format!("r{r} state last {}", st.last_index),
+            other => format!("r{r} {other:?}"),
+        })
+        .collect();
+    ops.join(", ")
 }
 
 /// A batch that breaks a rule is refused whole and changes nothing.
@@ -144,18 +151,27 @@ fn raft_log_matches_the_model_across_purges_and_reopens() {
 fn overwritten_then_compacted_entries_stay_gone_with_parallel_recovery() {
     let dir = tempfile::tempdir().unwrap();
     let mut w = Workload::new(7);
+    // Entries of 1.5 KB: a few per 4 KiB file, so the history spans many files, which
+    // raft-engine's recovery threads replay in parallel.
+    let big = |first: u64, n: u64, term: u64| -> Vec<Entry> {
+        (first..first + n)
+            .map(|index| Entry {
+                index,
+                term,
+                data: vec![term as u8; 1500].into(),
+                ..Default::default()
+            })
+            .collect()
+    };
     {
         let log = RaftLogEngine::open(&config(dir.path(), 4)).unwrap();
         let mut batch = LogWriteBatch::default();
         for i in 0..14 {
-            let ents = w.entries(1, i + 1, 1);
-            batch.append(1, &ents).unwrap();
+            batch.append(1, &big(i + 1, 1, 1)).unwrap();
             batch.put_state(1, &state(1, i + 1));
             log.write(&mut batch, true).unwrap();
         }
-        w.term = 2;
-        let ents = w.entries(1, 8, 3);
-        batch.append(1, &ents).unwrap();
+        batch.append(1, &big(8, 3, 2)).unwrap();
         batch.put_state(1, &state(2, 10));
         log.write(&mut batch, true).unwrap();
         batch.compact_to(1, 11);
@@ -164,7 +180,11 @@ fn overwritten_then_compacted_entries_stay_gone_with_parallel_recovery() {
     for (i, threads) in [4, 1, 4].into_iter().enumerate() {
         let log = RaftLogEngine::open(&config(dir.path(), threads)).unwrap();
         if i == 0 {
-            eprintln!("repairs on the first reopen: {:?}", log.repairs());
+            // raft-engine 0.4.2 brings 11..=12 back: the scenario this test guards.
+            assert!(
+                !log.repairs().is_empty(),
+                "raft-engine no longer resurrects entries here; revisit this test"
+            );
         }
         assert_eq!(
             log.span(1),
@@ -198,8 +218,10 @@ fn overwritten_then_compacted_entries_stay_gone_with_parallel_recovery() {
     assert_eq!(log.entries(1, 51, 53, u64::MAX).unwrap(), ents);
 }
 
-/// A purge rewrites a region's old entries; the region then installs a snapshot past
-/// them. After a restart they must not come back (appends at 51 were refused forever).
+/// A purge rewrites a region's old entries; the region is then compacted empty and later
+/// installs a snapshot past them. After each restart they must not come back (with spans
+/// taken from raft-engine, appends at 51 were refused forever). Compacting past the end,
+/// the old way to empty a log before an install, is refused now (`reset` instead).
 #[test]
 fn entries_rewritten_by_a_purge_stay_gone_after_an_install() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,12 +245,28 @@ fn entries_rewritten_by_a_purge_stay_gone_after_an_install() {
         for _ in 0..3 {
             log.purge_expired_files().unwrap();
         }
-        batch.reset(1);
-        batch.put_state(1, &state(2, 50));
-        log.write(&mut batch, true).unwrap();
+        // Applied and compacted: the log is empty, its entries rewritten by the purge.
+        log.compact_to(1, 21).unwrap();
     }
     let log = RaftLogEngine::open(&cfg).unwrap();
-    eprintln!("repairs: {:?}", log.repairs());
+    assert_eq!(
+        log.span(1),
+        Some(LogSpan {
+            first: 21,
+            last: 20
+        })
+    );
+    // A snapshot at 50 installed past them.
+    let mut batch = LogWriteBatch::default();
+    batch.reset(1);
+    batch.put_state(1, &state(2, 50));
+    log.write(&mut batch, true).unwrap();
+    drop(log);
+    let log = RaftLogEngine::open(&cfg).unwrap();
+    eprintln!(
+        "purge scenario repairs after the install: {:?}",
+        log.repairs()
+    );
     assert_eq!(
         log.span(1),
         Some(LogSpan {
