@@ -514,3 +514,45 @@ fn unapplied_conf_change_refuses_campaigns() {
         ))
     );
 }
+
+/// A follower that knows no leader refuses reads and transfer requests at once (nothing is
+/// forwarded to node 0).
+#[test]
+fn requests_without_a_known_leader_are_refused_not_forwarded() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    assert_eq!(c.node(2).raw().raft().leader_id, 0);
+    let not_leader = Err(RaftError::ProposalDropped(DropReason::NotLeader {
+        leader: 0,
+    }));
+    assert_eq!(c.raw_mut(2).read_index(b"r".to_vec()), not_leader);
+    assert_eq!(c.raw_mut(2).transfer_leader(3), not_leader);
+    assert!(c.raw_mut(2).ready().unwrap().messages.is_empty());
+}
+
+/// A heartbeat round to followers that hold everything sends no appends; one to a follower
+/// that lags does.
+#[test]
+fn heartbeat_acks_resend_entries_only_to_followers_that_lag() {
+    let mut c = lease_cluster();
+    let appends: Rc<RefCell<Vec<u64>>> = Rc::default();
+    let log = appends.clone();
+    c.set_filter(move |m| {
+        if is(m, MessageType::MsgAppend) {
+            log.borrow_mut().push(m.to);
+        }
+        true
+    });
+    c.tick_all(HB);
+    assert!(appends.borrow().is_empty(), "{:?}", appends.borrow());
+    // 3 misses an entry; the next heartbeat acknowledgement from it brings an append.
+    c.isolate(3);
+    c.propose(1, b"x").unwrap();
+    c.heal();
+    appends.borrow_mut().clear();
+    c.tick_all(HB);
+    let sent = appends.borrow();
+    assert!(
+        !sent.is_empty() && sent.iter().all(|&to| to == 3),
+        "{sent:?}"
+    );
+}
