@@ -61,6 +61,7 @@ fn many_regions_in_one_batch_survive_reopen() {
             (batch.region_count(), batch.entry_count()),
             (100, (1..=100u64).map(|r| r % 7 + 1).sum::<u64>() as usize)
         );
+        assert!(!batch.is_empty());
         assert!(log.write(&mut batch, true).unwrap() > 0);
         assert!(batch.is_empty());
     }
@@ -197,7 +198,8 @@ fn refuses_holes_and_overwrites_of_compacted_entries(log: &dyn RaftLogStore) {
     // Compacting all of it leaves an empty log that continues after 12.
     assert_eq!(log.compact_to(1, 13).unwrap(), 2);
     assert_eq!(log.span(1), span(13, 12));
-    assert!(log.entries(1, 12, 13, u64::MAX).is_err());
+    let err = log.entries(1, 12, 13, u64::MAX).unwrap_err();
+    assert!(err.to_string().contains("empty, next index 13"), "{err}");
     assert_eq!(log.entries(1, 13, 13, u64::MAX).unwrap(), vec![]);
     let mut batch = LogWriteBatch::default();
     batch.append(1, &ents(13, 13, 3)).unwrap();
@@ -297,6 +299,33 @@ fn check_reset(log: &dyn RaftLogStore) {
     assert!(listed.contains(&20) && !listed.contains(&21), "{listed:?}");
 }
 
+/// Byte limits: entries come back consecutive from `low`, within the limit (at least one),
+/// and as many as fit exactly, on both logs; the raft-engine log reads in chunks, so some
+/// ranges cross chunk boundaries.
+fn reads_keep_the_byte_limit(log: &dyn RaftLogStore) {
+    let all = ents(1, 200, 1);
+    let mut batch = LogWriteBatch::default();
+    batch.append(60, &all).unwrap();
+    batch.put_state(60, &state(1, 0, 200));
+    log.write(&mut batch, true).unwrap();
+    let size = |e: &[Entry]| -> u64 {
+        e.iter()
+            .map(|e| prost::Message::encoded_len(e) as u64)
+            .sum()
+    };
+    for (low, n) in [(1u64, 1usize), (1, 3), (10, 60), (60, 10), (100, 101)] {
+        let want = &all[low as usize - 1..low as usize - 1 + n];
+        let exact = size(want);
+        for max in [exact, exact + 1] {
+            let got = log.entries(60, low, 201, max).unwrap();
+            assert_eq!(got.as_slice(), want, "low {low} max {max}");
+        }
+        let got = log.entries(60, low, 201, exact - 1).unwrap();
+        let expected = if n == 1 { want } else { &want[..n - 1] };
+        assert_eq!(got.as_slice(), expected, "low {low} one byte short");
+    }
+}
+
 /// Reads outside a region's log (inverted, huge, below, beyond, no log at all) are the
 /// same error on both logs, never a panic or a huge allocation.
 fn reads_outside_the_log_are_errors(log: &dyn RaftLogStore) {
@@ -366,6 +395,7 @@ fn reset_after_state_and_out_of_range_indices(log: &dyn RaftLogStore) {
 }
 
 fn suite(log: Arc<dyn RaftLogStore>) {
+    reads_keep_the_byte_limit(log.as_ref());
     reads_outside_the_log_are_errors(log.as_ref());
     reset_after_state_and_out_of_range_indices(log.as_ref());
     replaces_the_suffix(log.as_ref());
@@ -379,6 +409,11 @@ fn suite_on_raft_engine_and_its_results_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     suite(Arc::new(open(dir.path())));
     let reopened = open(dir.path());
+    assert_eq!(
+        reopened.repairs(),
+        &[],
+        "nothing to repair after clean writes"
+    );
     check_replaced_suffix(&reopened);
     check_reset(&reopened);
 }
@@ -390,7 +425,12 @@ fn suite_on_the_in_memory_log_and_a_crash_drops_unsynced_writes() {
     let mut batch = LogWriteBatch::default();
     batch.append(3, &ents(1, 4, 1)).unwrap();
     batch.put_state(3, &state(1, 4, 4));
-    log.write(&mut batch, true).unwrap();
+    let bytes: u64 = ents(1, 4, 1)
+        .iter()
+        .map(|e| prost::Message::encoded_len(e) as u64)
+        .sum();
+    assert_eq!(batch.entry_bytes(), bytes);
+    assert_eq!(log.write(&mut batch, true).unwrap() as u64, bytes);
     batch.append(3, &ents(5, 6, 1)).unwrap();
     batch.put_state(3, &state(1, 6, 6));
     log.write(&mut batch, false).unwrap();
@@ -702,9 +742,11 @@ fn recorded_entries_that_are_missing_refuse_to_open() {
 #[test]
 fn damaged_records_refuse_to_open() {
     use prost::Message as _;
-    let cases: [(&[u8], Vec<u8>, u64); 2] = [
+    let cases: [(&[u8], Vec<u8>, u64); 4] = [
         (b"log_first_index", vec![1, 2, 3], 0),
         (b"log_first_index", 1u64.to_le_bytes().to_vec(), u64::MAX),
+        (b"log_first_index", 0u64.to_le_bytes().to_vec(), 5),
+        (b"log_first_index", 9u64.to_le_bytes().to_vec(), 5),
     ];
     for (key, value, last) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -841,4 +883,171 @@ fn reads_racing_compactions_see_entries_or_out_of_range() {
     }
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(reader.join().unwrap() > 0);
+}
+
+/// `batch_compression_threshold` reaches raft-engine: 0 never compresses, a small one
+/// compresses a large, repetitive batch.
+#[test]
+fn the_compression_threshold_is_honoured() {
+    let size_with = |threshold: u64| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = RaftLogConfig::new(dir.path());
+        cfg.batch_compression_threshold = threshold;
+        let log = RaftLogEngine::open(&cfg).unwrap();
+        let mut batch = LogWriteBatch::default();
+        let e: Vec<Entry> = (1..=64)
+            .map(|index| Entry {
+                index,
+                term: 1,
+                data: Bytes::from(vec![7u8; 4096]),
+                ..Default::default()
+            })
+            .collect();
+        batch.append(1, &e).unwrap();
+        batch.put_state(1, &state(1, 0, 64));
+        // raft-engine says how many bytes the batch took in the log.
+        log.write(&mut batch, true).unwrap() as u64
+    };
+    let (never, small) = (size_with(0), size_with(1024));
+    assert!(never > 256 << 10, "uncompressed: {never} bytes");
+    assert!(small < never / 4, "compressed: {small} of {never} bytes");
+}
+
+/// Reads of entries that a concurrent write keeps (appends after them, a compaction below
+/// them) always succeed: the span narrowed during a write still covers them.
+#[test]
+fn reads_of_entries_a_write_keeps_never_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(dir.path()));
+    let mut batch = LogWriteBatch::default();
+    batch.append(1, &ents(1, 100, 1)).unwrap();
+    batch.put_state(1, &state(1, 0, 100));
+    log.write(&mut batch, false).unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (log, done) = (log.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let got = log.entries(1, 90, 100, u64::MAX);
+                assert_eq!(got.map(|e| e.len()).ok(), Some(10), "a kept entry failed");
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let mut batch = LogWriteBatch::default();
+    for last in 101..=2000u64 {
+        batch.append(1, &ents(last, last, 1)).unwrap();
+        batch.put_state(1, &state(1, 0, last));
+        if last % 10 == 0 {
+            batch.compact_to(1, 80);
+        }
+        log.write(&mut batch, false).unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+}
+
+/// A state without a first-index record and without entries is an empty log right after
+/// its last index (the one case where the record may be absent).
+#[test]
+fn a_state_alone_is_an_empty_log_after_its_last_index() {
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    raw_write(dir.path(), |lb| {
+        let st = state(1, 0, 30).encode_to_vec();
+        lb.put(13, b"raft_local_state".to_vec(), st).unwrap();
+    });
+    let log = open(dir.path());
+    assert_eq!(log.span(13), span(31, 30));
+    assert_eq!(log.repairs(), &[]);
+}
+
+/// What open removes, and how it says so, for entries raft-engine holds outside the
+/// recorded span: below it, above it, and around an empty log.
+#[test]
+fn open_repairs_name_what_they_removed() {
+    use flotilla::storage::raft_log::LogRepair::{AboveLast, BelowFirst};
+    use flotilla::storage::wal_entry::WalEntryExt;
+    use prost::Message as _;
+    // (entries held, recorded first, recorded last, expected span, expected repairs)
+    let cases = [
+        (
+            (1, 10),
+            5,
+            10,
+            span(5, 10),
+            vec![BelowFirst {
+                region: 14,
+                from: 1,
+            }],
+        ),
+        (
+            (5, 12),
+            5,
+            10,
+            span(5, 10),
+            vec![AboveLast { region: 14, to: 12 }],
+        ),
+        (
+            (1, 20),
+            21,
+            20,
+            span(21, 20),
+            vec![BelowFirst {
+                region: 14,
+                from: 1,
+            }],
+        ),
+        (
+            (15, 21),
+            21,
+            20,
+            span(21, 20),
+            vec![AboveLast { region: 14, to: 21 }],
+        ),
+    ];
+    for ((from, to), first, last, want_span, want_repairs) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        raw_write(dir.path(), |lb| {
+            lb.add_entries::<WalEntryExt>(14, &wal(&ents(from, to, 1)))
+                .unwrap();
+            let st = state(1, 0, last).encode_to_vec();
+            lb.put(14, b"raft_local_state".to_vec(), st).unwrap();
+            lb.put(
+                14,
+                b"log_first_index".to_vec(),
+                u64::to_le_bytes(first).to_vec(),
+            )
+            .unwrap();
+        });
+        let log = open(dir.path());
+        let case = format!("held {from}..={to}, recorded {first}..={last}");
+        assert_eq!(log.span(14), want_span, "{case}");
+        assert_eq!(log.repairs(), want_repairs.as_slice(), "{case}");
+        if let Some((f, l)) = want_span.and_then(|s| s.entries()) {
+            assert_eq!(log.entries(14, f, l + 1, u64::MAX).unwrap(), ents(f, l, 1));
+        }
+        drop(log);
+        assert_eq!(open(dir.path()).repairs(), &[], "{case}: repaired for good");
+    }
+}
+
+/// A last file torn while it was being created (its header damaged, nothing behind it) is
+/// what raft-engine drops on its own: the log opens with everything before it.
+#[test]
+fn a_last_file_torn_at_creation_is_dropped_and_the_log_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = fill_small_files(dir.path());
+    let files = log_files(dir.path());
+    let last = files.last().unwrap();
+    let name = last.file_name().unwrap().to_string_lossy().into_owned();
+    let seq: u64 = name.trim_end_matches(".raftlog").parse().unwrap();
+    let torn = dir.path().join(format!("{:016}.raftlog", seq + 1));
+    let mut bytes = b"RAFT-LOG-FILE-HEADER-9986".to_vec();
+    bytes.resize(4096, 0);
+    std::fs::write(&torn, bytes).unwrap();
+    let log = RaftLogEngine::open(&cfg).expect("a torn new file is dropped");
+    assert_eq!(entry_range(&log, 1), Some((1, 200)));
 }

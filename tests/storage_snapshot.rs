@@ -91,8 +91,10 @@ fn generate_verify_apply() {
         meta.chunks.len()
     );
     let dir = snapshot::snapshot_dir(root.path(), 7, 4, 40);
-    let verified = snapshot::verify(&dir, &snapshot::summary(&meta)).unwrap();
+    let sent = snapshot::summary(&meta);
+    let verified = snapshot::verify(&dir, &sent).unwrap();
     assert_eq!(verified.meta(), &meta);
+    assert_eq!(verified.summary(), &sent);
 
     let kv = follower();
     let outside_before: Vec<_> = data(&kv)

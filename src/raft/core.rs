@@ -58,6 +58,46 @@ pub struct SoftState {
     pub role: Role,
 }
 
+/// What a node keeps only while it leads. `become_leader` creates it and every other
+/// transition drops it, so a step-down cannot leave any of it behind.
+pub(super) struct LeaderState {
+    /// The node a transfer is under way to.
+    pub(super) transferee: Option<u64>,
+    /// Ticks since the pending transfer began; abandoned after an election timeout. Its own
+    /// timer, so that transfer requests cannot postpone the check-quorum deadline.
+    pub(super) transfer_elapsed: usize,
+    /// Index of the last conf change appended; no new one until it is applied.
+    pub(super) pending_conf_index: u64,
+    /// Payload bytes of the uncommitted entries, with their indices, and their sum.
+    pub(super) uncommitted: VecDeque<(u64, u64)>,
+    pub(super) uncommitted_size: u64,
+    /// Reads waiting for a heartbeat round (or for the first commit of the term).
+    pub(super) read_only: ReadOnly,
+    pub(super) heartbeat_elapsed: usize,
+    /// Reads may be served locally before this tick.
+    pub(super) lease_until: u64,
+    /// A TimeoutNow went out this term. It may arrive arbitrarily late, even after the
+    /// transfer was abandoned, and its forced campaign ignores followers' leases, so no
+    /// lease read is safe for the rest of the term.
+    pub(super) timeout_now_sent: bool,
+}
+
+impl LeaderState {
+    fn new(pending_conf_index: u64) -> Self {
+        LeaderState {
+            transferee: None,
+            transfer_elapsed: 0,
+            pending_conf_index,
+            uncommitted: VecDeque::new(),
+            uncommitted_size: 0,
+            read_only: ReadOnly::new(),
+            heartbeat_elapsed: 0,
+            lease_until: 0,
+            timeout_now_sent: false,
+        }
+    }
+}
+
 pub struct Raft<S: LogStorage> {
     pub id: u64,
     pub term: u64,
@@ -66,16 +106,8 @@ pub struct Raft<S: LogStorage> {
     pub tracker: ProgressTracker,
     pub role: Role,
     pub leader_id: u64,
-    pub lead_transferee: Option<u64>,
-    /// Leader: ticks since the pending transfer began; abandoned after an election timeout.
-    /// Its own timer, so that transfer requests cannot postpone the check-quorum deadline.
-    pub(super) transfer_elapsed: usize,
-    /// Index of the last conf change appended by this leader; no new one until applied.
-    pub pending_conf_index: u64,
-    /// Payload bytes of this leader's uncommitted entries, with their indices.
-    pub(super) uncommitted: VecDeque<(u64, u64)>,
-    pub uncommitted_size: u64,
-    pub(super) read_only: ReadOnly,
+    /// Present exactly while this node leads (`role == Leader`).
+    pub(super) leader: Option<LeaderState>,
     pub read_states: Vec<ReadState>,
     /// Contexts of this node's own reads that were queued when it stopped leading: they
     /// will never be confirmed, and the application answers each with an error.
@@ -86,16 +118,9 @@ pub struct Raft<S: LogStorage> {
     /// durable (votes, append acknowledgements): `Ready::persisted_messages`.
     pub persisted_msgs: Vec<Message>,
     pub(super) election_elapsed: usize,
-    pub(super) heartbeat_elapsed: usize,
     randomized_election_timeout: usize,
     /// Ticks since the node started; the leader's lease clock.
     pub(super) now: u64,
-    /// Leader: reads may be served locally before this tick.
-    pub(super) lease_until: u64,
-    /// Leader: a TimeoutNow went out this term. It may arrive arbitrarily late, even after
-    /// the transfer was abandoned, and its forced campaign ignores followers' leases, so no
-    /// lease read is safe for the rest of the term.
-    pub(super) timeout_now_sent: bool,
     /// With check-quorum, a freshly started node refuses votes for one election timeout:
     /// it may have acknowledged a leader (granting it a lease) before a restart.
     boot_guard: bool,
@@ -122,22 +147,14 @@ impl<S: LogStorage> Raft<S> {
             tracker,
             role: Role::Follower,
             leader_id: 0,
-            lead_transferee: None,
-            transfer_elapsed: 0,
-            pending_conf_index: 0,
-            uncommitted: VecDeque::new(),
-            uncommitted_size: 0,
-            read_only: ReadOnly::new(),
+            leader: None,
             read_states: Vec::new(),
             dropped_reads: Vec::new(),
             msgs: Vec::new(),
             persisted_msgs: Vec::new(),
             election_elapsed: 0,
-            heartbeat_elapsed: 0,
             randomized_election_timeout: cfg.election_tick,
             now: 0,
-            lease_until: 0,
-            timeout_now_sent: false,
             boot_guard: cfg.check_quorum && cfg.start == NodeStart::Restarted,
             rng: Rng::new(cfg.seed ^ cfg.id.rotate_left(32)),
             cfg,
@@ -206,15 +223,10 @@ impl<S: LogStorage> Raft<S> {
         }
         self.leader_id = 0;
         self.election_elapsed = 0;
-        self.heartbeat_elapsed = 0;
         self.randomized_election_timeout = self.rng.range(
             self.cfg.election_tick as u64,
             2 * self.cfg.election_tick as u64,
         ) as usize;
-        self.lead_transferee = None;
-        self.transfer_elapsed = 0;
-        self.lease_until = 0;
-        self.timeout_now_sent = false;
         self.tracker.reset_votes();
         let next = self.log.last_index() + 1;
         for pr in self.tracker.progress.values_mut() {
@@ -226,12 +238,12 @@ impl<S: LogStorage> Raft<S> {
                 learner,
             );
         }
-        self.pending_conf_index = 0;
-        self.uncommitted.clear();
-        self.uncommitted_size = 0;
+        let Some(mut leader) = self.leader.take() else {
+            return;
+        };
         // Reads that will never be confirmed: our own come back in the Ready; a follower
         // that forwarded one is told, so it can fail it at once instead of timing out.
-        for (ctx, from) in self.read_only.clear() {
+        for (ctx, from) in leader.read_only.clear() {
             if from == self.id {
                 self.dropped_reads.push(ctx);
             } else {
@@ -272,7 +284,7 @@ impl<S: LogStorage> Raft<S> {
             pr.become_replicate();
         }
         // Conf changes proposed by an earlier leader may be uncommitted; wait for them.
-        self.pending_conf_index = self.log.last_index();
+        self.leader = Some(LeaderState::new(self.log.last_index()));
         // The no-op entry lets this leader commit (and so learn) everything before it.
         let noop = super::pb::Entry {
             entry_type: EntryType::EntryNormal as i32,
@@ -305,7 +317,6 @@ impl<S: LogStorage> Raft<S> {
     }
 
     fn tick_heartbeat(&mut self) {
-        self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
         if self.election_elapsed >= self.cfg.election_tick {
             self.election_elapsed = 0;
@@ -314,17 +325,37 @@ impl<S: LogStorage> Raft<S> {
                 return;
             }
         }
-        if self.lead_transferee.is_some() {
-            self.transfer_elapsed += 1;
-            if self.transfer_elapsed >= self.cfg.election_tick {
+        let (election_tick, heartbeat_tick) = (self.cfg.election_tick, self.cfg.heartbeat_tick);
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        if l.transferee.is_some() {
+            l.transfer_elapsed += 1;
+            if l.transfer_elapsed >= election_tick {
                 // A transfer that did not finish within an election timeout is abandoned.
-                self.cancel_transfer();
+                l.cancel_transfer();
             }
         }
-        if self.heartbeat_elapsed >= self.cfg.heartbeat_tick {
-            self.heartbeat_elapsed = 0;
+        l.heartbeat_elapsed += 1;
+        if l.heartbeat_elapsed >= heartbeat_tick {
+            l.heartbeat_elapsed = 0;
             self.bcast_heartbeat();
         }
+    }
+
+    /// Leader: the node a transfer is under way to.
+    pub fn lead_transferee(&self) -> Option<u64> {
+        self.leader.as_ref().and_then(|l| l.transferee)
+    }
+
+    /// Leader: the index of the last membership change it appended (0 when not leading).
+    pub fn pending_conf_index(&self) -> u64 {
+        self.leader.as_ref().map_or(0, |l| l.pending_conf_index)
+    }
+
+    /// Leader: payload bytes of its uncommitted entries (0 when not leading).
+    pub fn uncommitted_size(&self) -> u64 {
+        self.leader.as_ref().map_or(0, |l| l.uncommitted_size)
     }
 
     pub fn randomized_election_timeout(&self) -> usize {

@@ -7,7 +7,7 @@ use prost::Message as _;
 
 use super::confchange::{self, Changer};
 use super::config::limit;
-use super::core::{Raft, Role};
+use super::core::{LeaderState, Raft, Role};
 use super::errors::{ConfChangeRejection, DropReason, RaftError, Result, StorageError, invalid};
 use super::log::RaftLog;
 use super::message::msg;
@@ -29,6 +29,15 @@ pub(super) enum EmptyAppend {
     /// Send an empty append anyway: it carries the commit index (and probes).
     Send,
     Skip,
+}
+
+impl LeaderState {
+    /// Drops a pending transfer; proposals are accepted again. A TimeoutNow already sent
+    /// keeps lease reads off for the term (`timeout_now_sent`).
+    pub(super) fn cancel_transfer(&mut self) {
+        self.transferee = None;
+        self.transfer_elapsed = 0;
+    }
 }
 
 impl<S: LogStorage> Raft<S> {
@@ -59,7 +68,7 @@ impl<S: LogStorage> Raft<S> {
                 leader: self.leader_id,
             }));
         }
-        if let Some(transferee) = self.lead_transferee {
+        if let Some(transferee) = self.lead_transferee() {
             return Err(RaftError::ProposalDropped(
                 DropReason::LeaderTransferInProgress { transferee },
             ));
@@ -100,8 +109,8 @@ impl<S: LogStorage> Raft<S> {
 
     pub fn propose_conf_change(&mut self, cc: ConfChangeV2) -> Result<u64> {
         self.check_can_propose()?;
-        if self.pending_conf_index > self.log.applied {
-            let pending_index = self.pending_conf_index;
+        let pending_index = self.pending_conf_index();
+        if pending_index > self.log.applied {
             return Err(RaftError::ProposalDropped(DropReason::ConfChangePending {
                 pending_index,
             }));
@@ -124,7 +133,9 @@ impl<S: LogStorage> Raft<S> {
             ..Default::default()
         };
         let index = self.append_entries(vec![e], SizeLimit::Enforce)?;
-        self.pending_conf_index = index;
+        if let Some(l) = self.leader.as_mut() {
+            l.pending_conf_index = index;
+        }
         self.bcast_append();
         Ok(index)
     }
@@ -139,10 +150,15 @@ impl<S: LogStorage> Raft<S> {
     ) -> Result<u64> {
         let size = RaftLog::<S>::payload_size(&ents);
         let max = limit(self.cfg.max_uncommitted_size);
+        let Some(l) = self.leader.as_mut() else {
+            return Err(RaftError::ProposalDropped(DropReason::NotLeader {
+                leader: self.leader_id,
+            }));
+        };
         if limit_to == SizeLimit::Enforce
-            && self.uncommitted_size > 0
+            && l.uncommitted_size > 0
             && size > 0
-            && self.uncommitted_size.saturating_add(size) > max
+            && l.uncommitted_size.saturating_add(size) > max
         {
             return Err(RaftError::ProposalDropped(
                 DropReason::UncommittedSizeLimit { limit: max },
@@ -154,11 +170,11 @@ impl<S: LogStorage> Raft<S> {
             e.term = self.term;
             e.index = index;
         }
-        self.log.append(&ents);
         if size > 0 {
-            self.uncommitted.push_back((index, size));
-            self.uncommitted_size += size;
+            l.uncommitted.push_back((index, size));
+            l.uncommitted_size += size;
         }
+        self.log.append(&ents);
         Ok(index)
     }
 
@@ -169,15 +185,19 @@ impl<S: LogStorage> Raft<S> {
             return false;
         }
         let committed = self.log.committed;
-        while let Some(&(index, size)) = self.uncommitted.front() {
+        let in_term = self.committed_in_current_term();
+        let Some(l) = self.leader.as_mut() else {
+            return true;
+        };
+        while let Some(&(index, size)) = l.uncommitted.front() {
             if index > committed {
                 break;
             }
-            self.uncommitted.pop_front();
-            self.uncommitted_size -= size;
+            l.uncommitted.pop_front();
+            l.uncommitted_size -= size;
         }
-        if !self.read_only.awaiting_commit.is_empty() && self.committed_in_current_term() {
-            for (ctx, from) in std::mem::take(&mut self.read_only.awaiting_commit) {
+        if in_term && !l.read_only.awaiting_commit.is_empty() {
+            for (ctx, from) in std::mem::take(&mut l.read_only.awaiting_commit) {
                 self.handle_read_index(from, ctx);
             }
         }
@@ -331,7 +351,7 @@ impl<S: LogStorage> Raft<S> {
             self.send_append(from, EmptyAppend::Send);
         }
         while self.send_append(from, EmptyAppend::Skip) {}
-        if self.lead_transferee == Some(from) && matched == self.log.last_index() {
+        if self.lead_transferee() == Some(from) && matched == self.log.last_index() {
             self.send_timeout_now(from);
         }
         Ok(())
@@ -342,7 +362,11 @@ impl<S: LogStorage> Raft<S> {
     /// Broadcasts a heartbeat round; its acknowledgements confirm leadership for every read
     /// that joined it and renew the lease.
     pub(super) fn bcast_heartbeat(&mut self) {
-        let round = self.read_only.start_round(self.now);
+        let now = self.now;
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        let round = l.read_only.start_round(now);
         let committed = self.log.committed;
         let targets: Vec<(u64, u64)> = self
             .tracker
@@ -363,13 +387,26 @@ impl<S: LogStorage> Raft<S> {
     /// Starts a round if reads are waiting for one; called once per Ready so that all reads
     /// that arrived in between share it.
     pub(super) fn flush_read_round(&mut self) {
-        if self.role == Role::Leader && self.read_only.needs_round() {
+        if self.needs_read_round() {
             self.bcast_heartbeat();
         }
     }
 
+    /// Leader: reads wait for a heartbeat round that has not been sent yet.
+    pub(super) fn needs_read_round(&self) -> bool {
+        self.leader
+            .as_ref()
+            .is_some_and(|l| l.read_only.needs_round())
+    }
+
+    fn last_sent_round(&self) -> u64 {
+        self.leader
+            .as_ref()
+            .map_or(0, |l| l.read_only.last_sent_round())
+    }
+
     fn handle_heartbeat_response(&mut self, m: &Message) -> Result<()> {
-        if m.read_round > self.read_only.last_sent_round() {
+        if m.read_round > self.last_sent_round() {
             return Err(invalid(format!(
                 "ack of read round {} that was never sent",
                 m.read_round
@@ -396,14 +433,15 @@ impl<S: LogStorage> Raft<S> {
     fn on_read_round_acked(&mut self) {
         let round = self
             .tracker
-            .quorum_read_round(self.id, self.read_only.last_sent_round());
-        if let Some(sent) = self.read_only.sent_tick(round) {
-            let margin = self.cfg.lease_margin_ticks as u64;
-            self.lease_until = self
-                .lease_until
-                .max(sent + self.cfg.election_tick as u64 - margin);
+            .quorum_read_round(self.id, self.last_sent_round());
+        let lease = (self.cfg.election_tick - self.cfg.lease_margin_ticks) as u64;
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        if let Some(sent) = l.read_only.sent_tick(round) {
+            l.lease_until = l.lease_until.max(sent + lease);
         }
-        for read in self.read_only.release(round) {
+        for read in l.read_only.release(round) {
             self.respond_read(read.from, read.ctx, read.index);
         }
     }
@@ -414,25 +452,26 @@ impl<S: LogStorage> Raft<S> {
 
     /// Whether the leader may answer reads from its lease without a round.
     pub fn lease_valid(&self) -> bool {
-        self.role == Role::Leader
-            && self.lease_reads()
-            && self.lead_transferee.is_none()
-            && !self.timeout_now_sent
-            && self.now < self.lease_until
+        self.leader.as_ref().is_some_and(|l| {
+            l.transferee.is_none() && !l.timeout_now_sent && self.now < l.lease_until
+        }) && self.lease_reads()
             && self.committed_in_current_term()
     }
 
     pub(super) fn handle_read_index(&mut self, from: u64, ctx: Vec<u8>) {
-        if !self.committed_in_current_term() {
-            // Our commit index may lag the true one until our no-op commits.
-            self.read_only.awaiting_commit.push((ctx, from));
-            return;
-        }
         let index = self.log.committed;
-        if (self.tracker.is_singleton() && self.promotable()) || self.lease_valid() {
+        let at_once = (self.tracker.is_singleton() && self.promotable()) || self.lease_valid();
+        let in_term = self.committed_in_current_term();
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        if !in_term {
+            // Our commit index may lag the true one until our no-op commits.
+            l.read_only.awaiting_commit.push((ctx, from));
+        } else if at_once {
             self.respond_read(from, ctx, index);
         } else {
-            self.read_only.push(ctx, from, index);
+            l.read_only.push(ctx, from, index);
         }
     }
 
@@ -467,13 +506,18 @@ impl<S: LogStorage> Raft<S> {
         if pr.is_learner {
             return Err(refuse("a learner cannot lead"));
         }
-        if self.lead_transferee == Some(target) {
+        let caught_up = pr.matched == self.log.last_index();
+        let Some(l) = self.leader.as_mut() else {
+            return Err(RaftError::ProposalDropped(DropReason::NotLeader {
+                leader: self.leader_id,
+            }));
+        };
+        if l.transferee == Some(target) {
             return Ok(());
         }
-        let caught_up = pr.matched == self.log.last_index();
         // The transfer must finish within one election timeout or it is abandoned.
-        self.transfer_elapsed = 0;
-        self.lead_transferee = Some(target);
+        l.transfer_elapsed = 0;
+        l.transferee = Some(target);
         if caught_up {
             self.send_timeout_now(target);
         } else {
@@ -482,15 +526,17 @@ impl<S: LogStorage> Raft<S> {
         Ok(())
     }
 
-    /// Drops a pending transfer; proposals are accepted again. A TimeoutNow already sent
-    /// keeps lease reads off for the term (`timeout_now_sent`).
+    /// Drops a pending transfer (see `LeaderState::cancel_transfer`).
     pub(super) fn cancel_transfer(&mut self) {
-        self.lead_transferee = None;
-        self.transfer_elapsed = 0;
+        if let Some(l) = self.leader.as_mut() {
+            l.cancel_transfer();
+        }
     }
 
     fn send_timeout_now(&mut self, to: u64) {
-        self.timeout_now_sent = true;
+        if let Some(l) = self.leader.as_mut() {
+            l.timeout_now_sent = true;
+        }
         self.send(msg(MessageType::MsgTimeoutNow, to, self.term));
     }
 
@@ -551,7 +597,7 @@ impl<S: LogStorage> Raft<S> {
             return cs;
         }
         if self
-            .lead_transferee
+            .lead_transferee()
             .is_some_and(|t| !self.tracker.is_voter(t))
         {
             self.cancel_transfer();
@@ -572,7 +618,7 @@ impl<S: LogStorage> Raft<S> {
         if self.role == Role::Leader
             && cfg.voters.is_joint()
             && cfg.auto_leave
-            && self.pending_conf_index <= self.log.applied
+            && self.pending_conf_index() <= self.log.applied
         {
             let leave = Entry {
                 entry_type: EntryType::EntryConfChangeV2 as i32,
@@ -580,7 +626,9 @@ impl<S: LogStorage> Raft<S> {
                 ..Default::default()
             };
             if let Ok(index) = self.append_entries(vec![leave], SizeLimit::Ignore) {
-                self.pending_conf_index = index;
+                if let Some(l) = self.leader.as_mut() {
+                    l.pending_conf_index = index;
+                }
                 self.bcast_append();
             }
         }
@@ -593,10 +641,10 @@ impl<S: LogStorage> Raft<S> {
     pub fn wake(&mut self) {
         // Jumping the clock by an election timeout expires every earlier round's lease.
         self.now += self.cfg.election_tick as u64;
-        self.lease_until = 0;
         self.election_elapsed = 0;
-        self.heartbeat_elapsed = 0;
-        if self.role == Role::Leader {
+        if let Some(l) = self.leader.as_mut() {
+            l.lease_until = 0;
+            l.heartbeat_elapsed = 0;
             for pr in self.tracker.progress.values_mut() {
                 pr.recent_active = true;
             }
@@ -607,20 +655,22 @@ impl<S: LogStorage> Raft<S> {
     /// and was heard from within the election timeout. A quiescent group may stop ticking
     /// (call `wake` before ticking it again).
     pub fn is_quiescent(&self) -> bool {
-        match self.role {
-            Role::Leader => {
+        match (self.role, self.leader.as_ref()) {
+            (Role::Leader, Some(l)) => {
                 let last = self.log.last_index();
                 let committed = self.log.committed;
                 committed == last
                     && self.log.persisted_index() == last
-                    && self.lead_transferee.is_none()
-                    && self.read_only.is_empty()
-                    && self.pending_conf_index <= self.log.applied
+                    && l.transferee.is_none()
+                    && l.read_only.is_empty()
+                    && l.pending_conf_index <= self.log.applied
                     && self.tracker.progress.iter().all(|(&id, pr)| {
                         id == self.id || (pr.matched == last && pr.committed_index == committed)
                     })
             }
-            Role::Follower => self.leader_id != 0 && self.election_elapsed < self.cfg.election_tick,
+            (Role::Follower, _) => {
+                self.leader_id != 0 && self.election_elapsed < self.cfg.election_tick
+            }
             _ => false,
         }
     }

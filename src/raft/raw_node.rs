@@ -204,7 +204,7 @@ impl<S: LogStorage> RawNode<S> {
             || r.log.unstable.next_snapshot().is_some()
             || r.log.unstable.has_next_entries()
             || r.log.has_next_committed_entries()
-            || (r.role == Role::Leader && r.read_only.needs_round())
+            || r.needs_read_round()
     }
 
     /// Takes everything there is to do. Entries and snapshot handed out here are not handed
@@ -301,10 +301,10 @@ impl<S: LogStorage> RawNode<S> {
             persisted_index: r.log.persisted_index(),
             conf_state: r.tracker.config.to_conf_state(),
             progress,
-            lead_transferee: r.lead_transferee,
+            lead_transferee: r.lead_transferee(),
             quiescent: r.is_quiescent(),
             lease_valid: r.lease_valid(),
-            uncommitted_bytes: r.uncommitted_size,
+            uncommitted_bytes: r.uncommitted_size(),
         }
     }
 }

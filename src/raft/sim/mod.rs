@@ -527,7 +527,7 @@ impl Sim {
                 st.conf_state.learners,
                 st.conf_state.voters_outgoing,
                 st.conf_state.auto_leave,
-                raw.raft().pending_conf_index,
+                raw.raft().pending_conf_index(),
             );
             out += &format!(
                 "    transferee {:?} uncommitted {} quiescent {} applying {} sm {}\n",

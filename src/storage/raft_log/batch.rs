@@ -252,14 +252,9 @@ impl LogWriteBatch {
                 }
             }
             let after = check.finish(state_last)?;
-            // Recorded again when it moved, when a reset erased it, and when an empty log
-            // gets entries (cheap, and the record then never rests on a default).
-            let was_empty = before.is_none_or(|b| b.is_empty());
-            let first_moved = after.is_some_and(|a| {
-                check.reset
-                    || before.map(|b| b.first) != Some(a.first)
-                    || (was_empty && !a.is_empty())
-            });
+            // Recorded again when it moved or a reset erased it.
+            let first_moved =
+                after.is_some_and(|a| check.reset || before.map(|b| b.first) != Some(a.first));
             let during = match (before, after) {
                 (Some(b), Some(a)) if !check.reset => {
                     let first = b.first.max(a.first);

@@ -111,6 +111,9 @@ impl Hasher for RegionIdHasher {
 
 /// Entries read from raft-engine per call: a huge range is never preallocated at once.
 const READ_CHUNK: u64 = 64;
+/// raft-engine's size of an entry exceeds the core's (`entry_size`) by the protobuf v2
+/// wrapper of `WalEntry`: a tag and a length, at most this many bytes.
+const ENCODING_SLACK: u64 = 16;
 
 impl RaftLogEngine {
     /// Opens (recovering) the log in `cfg.dir`, creating it if needed. Each region's span
@@ -221,9 +224,13 @@ impl RaftLogEngine {
         let mut next = low;
         while next < high {
             let end = high.min(next.saturating_add(READ_CHUNK));
-            // raft-engine stops at the budget too (counting its own encoding): no chunk
-            // decodes much beyond what is returned.
-            let budget = usize::try_from(max_bytes.saturating_sub(size)).unwrap_or(usize::MAX);
+            // raft-engine stops at a budget too, counting its own encoding (a few bytes per
+            // entry more than the core's): give it that slack, so it never stops before
+            // the core's count does, and no chunk decodes much beyond what is returned.
+            let budget = max_bytes
+                .saturating_sub(size)
+                .saturating_add(ENCODING_SLACK * READ_CHUNK);
+            let budget = usize::try_from(budget).unwrap_or(usize::MAX);
             wal.clear();
             self.engine
                 .fetch_entries_to::<WalEntryExt>(region, next, end, Some(budget), &mut wal)
@@ -243,10 +250,9 @@ impl RaftLogEngine {
                 }
                 out.push(e);
             }
-            if fetched < end - next {
-                return Ok(out); // raft-engine's budget ran out first
-            }
-            next = end;
+            // Short only if raft-engine's budget ran out, after ours did: then this point
+            // is not reached. Continue from what it returned, never past it.
+            next += fetched;
         }
         Ok(out)
     }
@@ -495,14 +501,17 @@ impl RaftLogStore for RaftLogEngine {
         if LogSpan::check_read(span, region, index, next).is_err() {
             return Ok(None);
         }
-        match self.engine.get_entry::<WalEntryExt>(region, index) {
-            Ok(Some(entry)) => Ok(Some(entry.into_entry())),
-            Ok(None) if self.span(region) != span => Ok(None),
-            Ok(None) => Err(LogError::Corrupt {
+        let read = self.engine.get_entry::<WalEntryExt>(region, index);
+        let found = read.map_err(|e| self.read_error(e)).and_then(|entry| {
+            entry.ok_or_else(|| LogError::Corrupt {
                 region,
                 what: format!("recorded entry {index} is not held"),
-            }),
-            Err(e) => match self.moved_or(region, span, index, next, self.read_error(e)) {
+            })
+        });
+        match found {
+            Ok(entry) => Ok(Some(entry.into_entry())),
+            // Moved out of the log by a write racing this read.
+            Err(e) => match self.moved_or(region, span, index, next, e) {
                 LogError::OutOfRange { .. } => Ok(None),
                 e => Err(e),
             },
@@ -541,9 +550,7 @@ const MAX_ALIGNMENT: u64 = 1 << 16;
 /// - a damaged alignment field made raft-engine allocate exabytes and abort the process.
 fn check_file_headers(dir: &Path) -> Result<(), LogError> {
     for ext in ["raftlog", "rewrite"] {
-        let files = log_files(dir, ext);
-        let last = files.len().saturating_sub(1);
-        for (n, file) in files.into_iter().enumerate() {
+        for file in log_files(dir, ext) {
             let damaged = |detail: &str| LogError::CorruptFile {
                 file: file.clone(),
                 detail: detail.into(),
@@ -558,10 +565,9 @@ fn check_file_headers(dir: &Path) -> Result<(), LogError> {
             let Err(what) = check_file_header(&header) else {
                 continue;
             };
-            if n < last {
-                return Err(damaged(what));
-            }
-            // The last file: only now read the rest, to see whether it holds data.
+            // Damaged headers are rare: only now read the rest, to see whether data
+            // stands behind it. A header torn while the file was created has none, and
+            // raft-engine drops that file (a sealed one it refuses by itself).
             let mut rest = Vec::new();
             f.read_to_end(&mut rest).map_err(unreadable)?;
             if rest.iter().any(|&b| b != 0) {
@@ -611,4 +617,68 @@ fn find_corrupt_file(dir: &Path) -> Option<PathBuf> {
             Ok(mut items) => items.any(|item| item.is_err()),
             Err(_) => true,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    fn header(version: u64, alignment: Option<u64>) -> Vec<u8> {
+        let mut h = FILE_MAGIC.to_vec();
+        h.extend_from_slice(&version.to_be_bytes());
+        if let Some(a) = alignment {
+            h.extend_from_slice(&a.to_be_bytes());
+        }
+        h
+    }
+
+    /// The header check accepts what raft-engine writes (V1; V2 with no or a block-sized
+    /// alignment) and refuses damage, including alignments that made raft-engine abort.
+    #[test]
+    fn file_header_check_table() {
+        let ok = [
+            header(1, None),
+            header(2, Some(0)),
+            header(2, Some(4096)),
+            header(2, Some(MAX_ALIGNMENT)),
+        ];
+        for h in ok {
+            assert_eq!(check_file_header(&h), Ok(()), "{h:?}");
+        }
+        let mut bad_magic = header(2, Some(0));
+        bad_magic[3] ^= 1;
+        let bad = [
+            bad_magic,
+            header(3, Some(0)),
+            header(0, None),
+            header(2, Some(3000)),
+            header(2, Some(MAX_ALIGNMENT * 2)),
+            header(2, Some(1 << 60)),
+            header(2, None),
+            FILE_MAGIC[..20].to_vec(),
+        ];
+        for h in bad {
+            assert!(check_file_header(&h).is_err(), "{h:?}");
+        }
+    }
+
+    /// Region ids spread over the hash space, whether hashed as a u64 or as bytes.
+    #[test]
+    fn region_id_hasher_spreads_ids() {
+        let build = BuildHasherDefault::<RegionIdHasher>::default();
+        let hashes: std::collections::HashSet<u64> =
+            (0..10_000u64).map(|id| build.hash_one(id)).collect();
+        assert_eq!(hashes.len(), 10_000);
+        let top_bits: std::collections::HashSet<u64> = hashes.iter().map(|h| h >> 56).collect();
+        assert!(top_bits.len() > 200, "high bits vary: {}", top_bits.len());
+        let bytes: std::collections::HashSet<u64> = (0..1000u32)
+            .map(|i| {
+                let mut h = build.build_hasher();
+                h.write(&i.to_le_bytes());
+                h.finish()
+            })
+            .collect();
+        assert_eq!(bytes.len(), 1000);
+    }
 }
