@@ -857,8 +857,9 @@ fn reads_racing_compactions_see_entries_or_out_of_range() {
     batch.put_state(1, &state(1, 0, 3000));
     log.write(&mut batch, false).unwrap();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started_w = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
-        let (log, done) = (log.clone(), done.clone());
+        let (log, done, started) = (log.clone(), done.clone(), started_w.clone());
         std::thread::spawn(move || {
             let mut reads = 0u64;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
@@ -874,10 +875,14 @@ fn reads_racing_compactions_see_entries_or_out_of_range() {
                     }
                 }
                 reads += 1;
+                started.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             reads
         })
     };
+    while !started_w.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::yield_now();
+    }
     for to in (2..=3001).step_by(7) {
         log.compact_to(1, to).unwrap();
     }
@@ -924,18 +929,23 @@ fn reads_of_entries_a_write_keeps_never_fail() {
     batch.put_state(1, &state(1, 0, 100));
     log.write(&mut batch, false).unwrap();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started_w = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
-        let (log, done) = (log.clone(), done.clone());
+        let (log, done, started) = (log.clone(), done.clone(), started_w.clone());
         std::thread::spawn(move || {
             let mut reads = 0u64;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let got = log.entries(1, 90, 100, u64::MAX);
                 assert_eq!(got.map(|e| e.len()).ok(), Some(10), "a kept entry failed");
                 reads += 1;
+                started.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             reads
         })
     };
+    while !started_w.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::yield_now();
+    }
     let mut batch = LogWriteBatch::default();
     for last in 101..=2000u64 {
         batch.append(1, &ents(last, last, 1)).unwrap();

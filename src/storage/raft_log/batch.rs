@@ -91,6 +91,9 @@ pub struct SpanChange {
     /// before and after it (None after a reset). Set before the write, so that a reader
     /// never reads an entry the write is removing while the span still claims it.
     pub during: Option<LogSpan>,
+    /// `during` differs from the span before the batch (a compaction, an overwrite, a
+    /// reset); a plain append narrows nothing, and its span need not be set twice.
+    pub narrows: bool,
     /// None: the region has no log any more (removed).
     pub after: Option<LogSpan>,
     /// The first index must be recorded anew (it moved, or a reset erased the record).
@@ -266,6 +269,7 @@ impl LogWriteBatch {
             self.changes.push(SpanChange {
                 region,
                 during,
+                narrows: during != before,
                 after,
                 first_moved,
             });

@@ -70,9 +70,9 @@ impl<T: RaftLogStore + ?Sized> LogSpans for T {
     }
 }
 
-fn set_spans(
+fn set_spans<'a>(
     spans: &mut SpanMap,
-    changes: &[SpanChange],
+    changes: impl Iterator<Item = &'a SpanChange>,
     pick: impl Fn(&SpanChange) -> Option<LogSpan>,
 ) {
     for change in changes {
@@ -460,10 +460,13 @@ impl RaftLogStore for RaftLogEngine {
         // Readers see only what the log holds both before and after the write while it is
         // under way, and the new spans once it is done. A failed write is fail-stop, so
         // the narrower spans it leaves do not matter.
-        set_spans(&mut self.spans.write(), batch.changes(), |c| c.during);
+        if batch.changes().iter().any(|c| c.narrows) {
+            let narrowing = batch.changes().iter().filter(|c| c.narrows);
+            set_spans(&mut self.spans.write(), narrowing, |c| c.during);
+        }
         let written = self.engine.write(&mut lb, sync)?;
         *spare = lb;
-        set_spans(&mut self.spans.write(), batch.changes(), |c| c.after);
+        set_spans(&mut self.spans.write(), batch.changes().iter(), |c| c.after);
         for change in batch.changes() {
             self.debug_check_span(change.region, change.after);
         }
