@@ -199,7 +199,10 @@ impl LogWriteBatch {
                 .enumerate()
                 .map(|(at, (region, _))| (*region, at)),
         );
-        order.sort_unstable();
+        // A store usually adds each region's operations together, in region order.
+        if !order.is_sorted() {
+            order.sort_unstable();
+        }
         let result = self.check_regions(&order, spans, &mut no_ops);
         self.order = order;
         result?;
