@@ -850,44 +850,67 @@ fn a_missing_first_index_record_with_entries_refuses_to_open() {
 /// corruption error: the read path re-checks the span when the engine read fails.
 #[test]
 fn reads_racing_compactions_see_entries_or_out_of_range() {
+    let (_dir, log) = region_with_entries(3000);
+    race(
+        &log,
+        |log| {
+            let Some(s) = log.span(1) else { return };
+            let end = (s.first + 50).min(s.last + 1);
+            let reads = [
+                log.entries(1, s.first, end, u64::MAX).map(|_| ()),
+                log.entry(1, s.first).map(|_| ()),
+            ];
+            for r in reads {
+                match r {
+                    Ok(()) | Err(LogError::OutOfRange { .. }) => {}
+                    Err(e) => panic!("read while compacting: {e}"),
+                }
+            }
+        },
+        |log| {
+            for to in (2..=3001).step_by(7) {
+                log.compact_to(1, to).unwrap();
+            }
+        },
+    );
+}
+
+/// Region 1 with entries `1..=last`, in a fresh log.
+fn region_with_entries(last: u64) -> (tempfile::TempDir, Arc<RaftLogEngine>) {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(open(dir.path()));
     let mut batch = LogWriteBatch::default();
-    batch.append(1, &ents(1, 3000, 1)).unwrap();
-    batch.put_state(1, &state(1, 0, 3000));
+    batch.append(1, &ents(1, last, 1)).unwrap();
+    batch.put_state(1, &state(1, 0, last));
     log.write(&mut batch, false).unwrap();
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let started_w = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    (dir, log)
+}
+
+/// Runs `read` in a loop on another thread while `write` runs here (once the reader has
+/// started), then checks the reader did read.
+fn race(
+    log: &Arc<RaftLogEngine>,
+    read: impl Fn(&RaftLogEngine) + Send + 'static,
+    write: impl FnOnce(&RaftLogEngine),
+) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let done = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
     let reader = {
-        let (log, done, started) = (log.clone(), done.clone(), started_w.clone());
+        let (log, done, reads) = (log.clone(), done.clone(), reads.clone());
         std::thread::spawn(move || {
-            let mut reads = 0u64;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let Some(s) = log.span(1) else { continue };
-                for r in [
-                    log.entries(1, s.first, (s.first + 50).min(s.last + 1), u64::MAX)
-                        .map(|_| ()),
-                    log.entry(1, s.first).map(|_| ()),
-                ] {
-                    match r {
-                        Ok(()) | Err(LogError::OutOfRange { .. }) => {}
-                        Err(e) => panic!("read while compacting: {e}"),
-                    }
-                }
-                reads += 1;
-                started.store(true, std::sync::atomic::Ordering::Relaxed);
+            while !done.load(Ordering::Relaxed) {
+                read(&log);
+                reads.fetch_add(1, Ordering::Relaxed);
             }
-            reads
         })
     };
-    while !started_w.load(std::sync::atomic::Ordering::Relaxed) {
+    while reads.load(Ordering::Relaxed) == 0 {
         std::thread::yield_now();
     }
-    for to in (2..=3001).step_by(7) {
-        log.compact_to(1, to).unwrap();
-    }
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    assert!(reader.join().unwrap() > 0);
+    write(log);
+    done.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
 }
 
 /// `batch_compression_threshold` reaches raft-engine: 0 never compresses, a small one
@@ -922,41 +945,25 @@ fn the_compression_threshold_is_honoured() {
 /// them) always succeed: the span narrowed during a write still covers them.
 #[test]
 fn reads_of_entries_a_write_keeps_never_fail() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(open(dir.path()));
-    let mut batch = LogWriteBatch::default();
-    batch.append(1, &ents(1, 100, 1)).unwrap();
-    batch.put_state(1, &state(1, 0, 100));
-    log.write(&mut batch, false).unwrap();
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let started_w = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let reader = {
-        let (log, done, started) = (log.clone(), done.clone(), started_w.clone());
-        std::thread::spawn(move || {
-            let mut reads = 0u64;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let got = log.entries(1, 90, 100, u64::MAX);
-                assert_eq!(got.map(|e| e.len()).ok(), Some(10), "a kept entry failed");
-                reads += 1;
-                started.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (_dir, log) = region_with_entries(100);
+    race(
+        &log,
+        |log| {
+            let got = log.entries(1, 90, 100, u64::MAX);
+            assert_eq!(got.map(|e| e.len()).ok(), Some(10), "a kept entry failed");
+        },
+        |log| {
+            let mut batch = LogWriteBatch::default();
+            for last in 101..=2000u64 {
+                batch.append(1, &ents(last, last, 1)).unwrap();
+                batch.put_state(1, &state(1, 0, last));
+                if last % 10 == 0 {
+                    batch.compact_to(1, 80);
+                }
+                log.write(&mut batch, false).unwrap();
             }
-            reads
-        })
-    };
-    while !started_w.load(std::sync::atomic::Ordering::Relaxed) {
-        std::thread::yield_now();
-    }
-    let mut batch = LogWriteBatch::default();
-    for last in 101..=2000u64 {
-        batch.append(1, &ents(last, last, 1)).unwrap();
-        batch.put_state(1, &state(1, 0, last));
-        if last % 10 == 0 {
-            batch.compact_to(1, 80);
-        }
-        log.write(&mut batch, false).unwrap();
-    }
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    assert!(reader.join().unwrap() > 0);
+        },
+    );
 }
 
 /// A state without a first-index record and without entries is an empty log right after
