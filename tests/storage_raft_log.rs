@@ -722,8 +722,7 @@ fn entries_without_a_state_are_removed_on_open() {
 fn recorded_entries_that_are_missing_refuse_to_open() {
     use flotilla::storage::wal_entry::WalEntryExt;
     use prost::Message as _;
-    let dir = tempfile::tempdir().unwrap();
-    raw_write(dir.path(), |lb| {
+    refuses_as_corrupt(8, |lb| {
         lb.add_entries::<WalEntryExt>(8, &wal(&ents(1, 5, 1)))
             .unwrap();
         let st = state(1, 0, 9).encode_to_vec();
@@ -731,10 +730,18 @@ fn recorded_entries_that_are_missing_refuse_to_open() {
         lb.put(8, b"log_first_index".to_vec(), 1u64.to_le_bytes().to_vec())
             .unwrap();
     });
-    let err = RaftLogEngine::open(&RaftLogConfig::new(dir.path()))
-        .err()
-        .expect("missing entries are corruption");
-    assert!(matches!(err, LogError::Corrupt { region: 8, .. }), "{err}");
+}
+
+/// A log holding what `build` writes straight into raft-engine refuses to open with
+/// `LogError::Corrupt` naming `region`.
+fn refuses_as_corrupt(region: u64, build: impl FnOnce(&mut raft_engine::LogBatch)) {
+    let dir = tempfile::tempdir().unwrap();
+    raw_write(dir.path(), build);
+    match RaftLogEngine::open(&RaftLogConfig::new(dir.path())) {
+        Err(LogError::Corrupt { region: r, .. }) if r == region => {}
+        Err(e) => panic!("expected corruption of region {region}, got {e}"),
+        Ok(_) => panic!("opened a log whose records of region {region} are damaged"),
+    }
 }
 
 /// Damaged records (a first index of the wrong size, a last index out of range) refuse
@@ -749,16 +756,11 @@ fn damaged_records_refuse_to_open() {
         (b"log_first_index", 9u64.to_le_bytes().to_vec(), 5),
     ];
     for (key, value, last) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        raw_write(dir.path(), |lb| {
+        refuses_as_corrupt(9, |lb| {
             let st = state(1, 0, last).encode_to_vec();
             lb.put(9, b"raft_local_state".to_vec(), st).unwrap();
             lb.put(9, key.to_vec(), value).unwrap();
         });
-        let err = RaftLogEngine::open(&RaftLogConfig::new(dir.path()))
-            .err()
-            .expect("damaged records");
-        assert!(matches!(err, LogError::Corrupt { region: 9, .. }), "{err}");
     }
 }
 
@@ -833,17 +835,12 @@ fn damage_anywhere_in_a_sealed_file_is_named_or_harmless() {
 fn a_missing_first_index_record_with_entries_refuses_to_open() {
     use flotilla::storage::wal_entry::WalEntryExt;
     use prost::Message as _;
-    let dir = tempfile::tempdir().unwrap();
-    raw_write(dir.path(), |lb| {
+    refuses_as_corrupt(12, |lb| {
         lb.add_entries::<WalEntryExt>(12, &wal(&ents(1, 5, 1)))
             .unwrap();
         let st = state(1, 0, 5).encode_to_vec();
         lb.put(12, b"raft_local_state".to_vec(), st).unwrap();
     });
-    let err = RaftLogEngine::open(&RaftLogConfig::new(dir.path()))
-        .err()
-        .expect("a lost record");
-    assert!(matches!(err, LogError::Corrupt { region: 12, .. }), "{err}");
 }
 
 /// Reads racing compactions of the same region see entries or `OutOfRange`, never a
