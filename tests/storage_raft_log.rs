@@ -356,6 +356,8 @@ fn reads_outside_the_log_are_errors(log: &dyn RaftLogStore) {
         log.entries(41, 1, 1, u64::MAX),
         Err(LogError::OutOfRange { region: 41, .. })
     ));
+    assert_eq!(log.entry(40, 3).unwrap(), ents(3, 3, 1).pop());
+    assert_eq!(log.entry(40, 6).unwrap(), ents(6, 6, 1).pop());
     assert_eq!(log.entry(40, 2).unwrap(), None);
     assert_eq!(log.entry(40, 7).unwrap(), None);
     assert_eq!(log.entry(41, 1).unwrap(), None);
