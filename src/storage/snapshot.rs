@@ -390,16 +390,7 @@ pub fn apply(
     let region = meta.region.clone().unwrap_or_default();
     // The marker is durable before the range changes: a crash from here on is finished
     // by `recover`, which redoes the whole apply.
-    let mut batch = KvWriteBatch::default();
-    put_region_state(
-        &mut batch,
-        &RegionLocalState {
-            region: Some(region.clone()),
-            state: PeerState::Applying as i32,
-            applying: Some(snapshot.summary.clone()),
-        },
-    );
-    kv.write(&batch)?;
+    mark_applying(kv, region.clone(), Some(snapshot.summary.clone()))?;
     kv.persist()?;
     clear_range(kv, &region, batch_bytes)?;
     let mut batch = KvWriteBatch::default();
@@ -537,15 +528,23 @@ fn void_region(
     batch_bytes: usize,
 ) -> Result<(), SnapshotError> {
     clear_range(kv, &region, batch_bytes)?;
+    mark_applying(kv, region, None)
+}
+
+/// Writes the region's `Applying` mark: naming the snapshot being applied, or none (the
+/// region's data is void until a new snapshot arrives). Not persisted by itself.
+fn mark_applying(
+    kv: &impl KvEngine,
+    region: Region,
+    applying: Option<SnapshotSummary>,
+) -> Result<(), SnapshotError> {
     let mut batch = KvWriteBatch::default();
-    put_region_state(
-        &mut batch,
-        &RegionLocalState {
-            region: Some(region),
-            state: PeerState::Applying as i32,
-            applying: None,
-        },
-    );
+    let state = RegionLocalState {
+        region: Some(region),
+        state: PeerState::Applying as i32,
+        applying,
+    };
+    put_region_state(&mut batch, &state);
     kv.write(&batch)?;
     Ok(())
 }
