@@ -23,8 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(false)
         .build_client(false)
-        .extern_path(".raftpb", "crate::raft::pb")
-        .extern_path(".metapb", "crate::metapb")
+        .extern_path(".raftpb", "crate::proto::raftpb")
+        .extern_path(".metapb", "crate::proto::metapb")
         .compile_protos(&["proto/storage.proto"], &["proto"])?;
     Ok(())
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use flotilla::raft::pb::{Entry, HardState};
-use flotilla::storage::pb::RaftLocalState;
+use flotilla::proto::raftpb::{Entry, HardState};
+use flotilla::proto::storagepb::RaftLocalState;
 use flotilla::storage::raft_log::{LogWriteBatch, RaftLogConfig, RaftLogEngine, RaftLogStore};
 use flotilla::storage::wal_entry::{WalEntry, WalEntryExt};
 use prost::Message as _;

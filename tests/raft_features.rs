@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use ConfChangeType::{AddLearnerNode, AddNode, RemoveNode};
 use MessageType::*;
-use flotilla::raft::pb::{
+use flotilla::proto::raftpb::{
     ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState,
     Entry, EntryType, Message, MessageType, Snapshot, SnapshotMetadata,
 };

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use flotilla::raft::pb::{ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata};
+use flotilla::proto::raftpb::{ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata};
 use flotilla::raft::sim::cluster::Cluster;
 use flotilla::raft::storage::StorageResult;
 use flotilla::raft::{
@@ -472,7 +472,7 @@ fn transfer_request_without_a_transferee_is_invalid() {
 /// votes with the wrong configuration), requested or on timeout.
 #[test]
 fn unapplied_conf_change_refuses_campaigns() {
-    use flotilla::raft::pb::{ConfChange, ConfChangeType, ConfChangeV2, EntryType};
+    use flotilla::proto::raftpb::{ConfChange, ConfChangeType, ConfChangeV2, EntryType};
     use prost::Message as _;
     let store = MemStorage::with_voters(&[1, 2, 3]);
     let mut n = RawNode::new(Config::new(2), store.clone()).unwrap();

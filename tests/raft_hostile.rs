@@ -1,7 +1,7 @@
 //! Random, malformed and out-of-range messages fed to nodes in every role: the core must
 //! never panic, and whatever it refuses it refuses with a typed error.
 
-use flotilla::raft::pb::{ConfState, Entry, Message, Snapshot, SnapshotMetadata};
+use flotilla::proto::raftpb::{ConfState, Entry, Message, Snapshot, SnapshotMetadata};
 use flotilla::raft::rng::Rng;
 use flotilla::raft::sim::cluster::Cluster;
 use flotilla::raft::{RaftError, Role};

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
-use flotilla::raft::pb::{Entry, HardState, Message, MessageType};
+use flotilla::proto::raftpb::{Entry, HardState, Message, MessageType};
 use flotilla::raft::sim::cluster::{BOOTSTRAP_INDEX, Cluster};
 use flotilla::raft::{Config, MemStorage, RawNode, Role};
 

@@ -3,8 +3,8 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use flotilla::proto::raftpb::{Message, MessageType};
 use flotilla::raft::ReadOnlyOption;
-use flotilla::raft::pb::{Message, MessageType};
 use flotilla::raft::sim::cluster::Cluster;
 
 /// Simulator seed 2801: a leader transfer sent TimeoutNow, the transfer was abandoned after

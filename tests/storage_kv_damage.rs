@@ -2,9 +2,9 @@
 //! must survive together (or the engine must refuse to open), and a damaged file must
 //! never take the process down.
 
+use flotilla::proto::storagepb::RaftApplyState;
 use flotilla::storage::fjall_kv::{FjallKvEngine, KvConfig};
 use flotilla::storage::kv::{Keyspace, KvEngine, KvRead, KvWriteBatch};
-use flotilla::storage::pb::RaftApplyState;
 use flotilla::storage::region_meta::{apply_state, put_apply_state};
 
 fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {

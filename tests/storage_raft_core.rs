@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use flotilla::raft::pb::{ConfState, Entry, Message, Snapshot, SnapshotMetadata};
+use flotilla::proto::raftpb::{ConfState, Entry, Message, Snapshot, SnapshotMetadata};
+use flotilla::proto::storagepb::RaftLocalState;
 use flotilla::raft::{Config, RawNode, Role};
-use flotilla::storage::pb::RaftLocalState;
 use flotilla::storage::raft_log::{
     LogWriteBatch, RaftLogConfig, RaftLogEngine, RaftLogStore, RegionLog,
 };

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use flotilla::raft::pb::{ConfState, Entry, HardState};
+use flotilla::proto::raftpb::{ConfState, Entry, HardState};
+use flotilla::proto::storagepb::RaftLocalState;
 use flotilla::raft::{LogStorage, MemStorage, StorageError};
 use flotilla::storage::mem_log::MemRaftLog;
-use flotilla::storage::pb::RaftLocalState;
 use flotilla::storage::raft_log::{
     LogError, LogSpan, LogWriteBatch, RaftLogConfig, RaftLogEngine, RaftLogStore, RegionLog,
 };

@@ -12,7 +12,7 @@ mod common;
 use std::time::Instant;
 
 use common::log_model::{Workload, check, config, state};
-use flotilla::raft::pb::Entry;
+use flotilla::proto::raftpb::Entry;
 use flotilla::storage::raft_log::{
     LogError, LogOp, LogSpan, LogWriteBatch, RaftLogEngine, RaftLogStore,
 };

@@ -1,11 +1,11 @@
 //! Region metadata and apply state in the meta keyspace, written with the data they
 //! describe, and the durable applied index that bounds raft log GC.
 
-use flotilla::metapb::{Peer, PeerRole, Region, RegionEpoch};
+use flotilla::proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
+use flotilla::proto::storagepb::{PeerState, RaftApplyState, RegionLocalState};
 use flotilla::storage::fjall_kv::{FjallKvEngine, KvConfig};
 use flotilla::storage::kv::{Keyspace, KvEngine, KvRead, KvWriteBatch};
 use flotilla::storage::mem_kv::MemKvEngine;
-use flotilla::storage::pb::{PeerState, RaftApplyState, RegionLocalState};
 use flotilla::storage::region_meta::{
     ApplyTracker, all_region_states, apply_state, put_apply_state, put_region_state, region_state,
 };

@@ -6,11 +6,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use flotilla::metapb::{Region, RegionEpoch};
+use flotilla::proto::metapb::{Region, RegionEpoch};
+use flotilla::proto::storagepb::{PeerState, RaftApplyState};
 use flotilla::storage::fjall_kv::{FjallKvEngine, KvConfig};
 use flotilla::storage::kv::{Keyspace, KvEngine, KvError, KvIter, KvRead, KvWriteBatch};
 use flotilla::storage::mem_kv::{MemKvEngine, MemKvView};
-use flotilla::storage::pb::{PeerState, RaftApplyState};
 use flotilla::storage::region_meta::{apply_state, put_apply_state, region_state};
 use flotilla::storage::snapshot::{self, SnapshotError};
 
@@ -42,7 +42,12 @@ fn data(kv: &impl KvRead) -> Vec<(Bytes, Bytes)> {
 }
 
 /// A leader-side engine with the region's data (and neighbours'), snapshotted at index 40.
-fn make_snapshot(root: &Path) -> (Vec<(Bytes, Bytes)>, flotilla::storage::pb::SnapshotMeta) {
+fn make_snapshot(
+    root: &Path,
+) -> (
+    Vec<(Bytes, Bytes)>,
+    flotilla::proto::storagepb::SnapshotMeta,
+) {
     let dir = tempfile::tempdir().unwrap();
     let leader = FjallKvEngine::open(&KvConfig::new(dir.path())).unwrap();
     fill(&leader, 0..1000, "new");

@@ -9,7 +9,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use flotilla::metapb::Region;
+use flotilla::proto::metapb::Region;
 use flotilla::storage::fjall_kv::{FjallKvEngine, KvConfig};
 use flotilla::storage::kv::{Keyspace, KvEngine, KvRead, KvWriteBatch};
 use flotilla::storage::region_meta::apply_state;

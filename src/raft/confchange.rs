@@ -6,12 +6,12 @@ use std::collections::BTreeSet;
 use super::errors::{RaftError, Result};
 use prost::Message as _;
 
-use super::pb::{
+use super::progress::{Progress, ProgressMap, ProgressTracker, TrackerConfig};
+use super::quorum::MajorityConfig;
+use crate::proto::raftpb::{
     ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState,
     Entry, EntryType,
 };
-use super::progress::{Progress, ProgressMap, ProgressTracker, TrackerConfig};
-use super::quorum::MajorityConfig;
 
 fn err<T>(msg: impl Into<String>) -> Result<T> {
     Err(RaftError::InvalidConfChange(msg.into()))

@@ -8,14 +8,14 @@ use super::confchange;
 use super::config::{Config, NodeStart, ReadOnlyOption, limit};
 use super::errors::{DropReason, RaftError, Result, invalid};
 use super::leader::SizeLimit;
-use super::log::RaftLog;
+use super::log::ReplicaLog;
 use super::message::{TRANSFER_CONTEXT, msg, validate};
-use super::pb::{EntryType, HardState, Message, MessageType};
 use super::progress::ProgressTracker;
 use super::quorum::VoteResult;
 use super::read_only::{ReadOnly, ReadState};
 use super::rng::Rng;
 use super::storage::LogStorage;
+use crate::proto::raftpb::{EntryType, HardState, Message, MessageType};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -102,7 +102,7 @@ pub struct Raft<S: LogStorage> {
     pub id: u64,
     pub term: u64,
     pub vote: u64,
-    pub log: RaftLog<S>,
+    pub log: ReplicaLog<S>,
     pub tracker: ProgressTracker,
     pub role: Role,
     pub leader_id: u64,
@@ -132,7 +132,7 @@ impl<S: LogStorage> Raft<S> {
     pub fn new(cfg: Config, store: S) -> Result<Self> {
         cfg.validate()?;
         let state = store.initial_state()?;
-        let log = RaftLog::new(store, cfg.applied, limit(cfg.max_committed_size_per_ready))?;
+        let log = ReplicaLog::new(store, cfg.applied, limit(cfg.max_committed_size_per_ready))?;
         let mut tracker =
             ProgressTracker::new(cfg.max_inflight_msgs, limit(cfg.max_inflight_bytes));
         let (config, progress) =
@@ -286,7 +286,7 @@ impl<S: LogStorage> Raft<S> {
         // Conf changes proposed by an earlier leader may be uncommitted; wait for them.
         self.leader = Some(LeaderState::new(self.log.last_index()));
         // The no-op entry lets this leader commit (and so learn) everything before it.
-        let noop = super::pb::Entry {
+        let noop = crate::proto::raftpb::Entry {
             entry_type: EntryType::EntryNormal as i32,
             ..Default::default()
         };
@@ -682,7 +682,7 @@ impl<S: LogStorage> Raft<S> {
 
     /// Installs a snapshot if it is newer than what we have; false if it was stale (or
     /// already covered by our log, in which case only the commit index moves).
-    fn restore(&mut self, snap: super::pb::Snapshot) -> Result<bool> {
+    fn restore(&mut self, snap: crate::proto::raftpb::Snapshot) -> Result<bool> {
         let meta = snap.metadata.clone().unwrap_or_default();
         if meta.index <= self.log.committed {
             return Ok(false);

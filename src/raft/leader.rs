@@ -9,12 +9,12 @@ use super::confchange::{self, Changer};
 use super::config::limit;
 use super::core::{LeaderState, Raft, Role};
 use super::errors::{ConfChangeRejection, DropReason, RaftError, Result, StorageError, invalid};
-use super::log::RaftLog;
+use super::log::ReplicaLog;
 use super::message::msg;
-use super::pb::{ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType};
 use super::progress::{ProgressMap, ProgressState, TrackerConfig};
 use super::read_only::ReadState;
 use super::storage::{LogStorage, snapshot_index};
+use crate::proto::raftpb::{ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType};
 
 /// Whether a proposal counts against the uncommitted-size limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +148,7 @@ impl<S: LogStorage> Raft<S> {
         mut ents: Vec<Entry>,
         limit_to: SizeLimit,
     ) -> Result<u64> {
-        let size = RaftLog::<S>::payload_size(&ents);
+        let size = ReplicaLog::<S>::payload_size(&ents);
         let max = limit(self.cfg.max_uncommitted_size);
         let Some(l) = self.leader.as_mut() else {
             return Err(RaftError::ProposalDropped(DropReason::NotLeader {
@@ -265,7 +265,7 @@ impl<S: LogStorage> Raft<S> {
         if ents.is_empty() && empty == EmptyAppend::Skip {
             return false;
         }
-        let (count, bytes) = (ents.len(), RaftLog::<S>::encoded_size(&ents));
+        let (count, bytes) = (ents.len(), ReplicaLog::<S>::encoded_size(&ents));
         let last = ents.last().map_or(prev, |e| e.index);
         let mut m = msg(MessageType::MsgAppend, to, self.term);
         m.index = prev;

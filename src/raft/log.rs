@@ -2,11 +2,11 @@
 //! held in `Unstable`, plus the commit and apply cursors.
 
 use super::errors::{Result, StorageError};
-use super::pb::{Entry, Snapshot};
 use super::storage::{LogStorage, entry_size, limit_size, snapshot_index};
 use super::unstable::Unstable;
+use crate::proto::raftpb::{Entry, Snapshot};
 
-pub struct RaftLog<S: LogStorage> {
+pub struct ReplicaLog<S: LogStorage> {
     pub store: S,
     pub unstable: Unstable,
     pub committed: u64,
@@ -17,7 +17,7 @@ pub struct RaftLog<S: LogStorage> {
     max_applying_bytes: u64,
 }
 
-impl<S: LogStorage> RaftLog<S> {
+impl<S: LogStorage> ReplicaLog<S> {
     pub fn new(store: S, applied: u64, max_applying_bytes: u64) -> Result<Self> {
         let first = store.first_index()?;
         let last = store.last_index()?;
@@ -35,7 +35,7 @@ impl<S: LogStorage> RaftLog<S> {
             .hard_state
             .commit
             .clamp(applied, last);
-        Ok(RaftLog {
+        Ok(ReplicaLog {
             store,
             unstable: Unstable::new(last + 1),
             committed,
@@ -275,7 +275,7 @@ mod tests {
         }
     }
 
-    fn log_with(terms: &[u64]) -> RaftLog<MemStorage> {
+    fn log_with(terms: &[u64]) -> ReplicaLog<MemStorage> {
         let s = MemStorage::new();
         let ents: Vec<_> = terms
             .iter()
@@ -283,7 +283,7 @@ mod tests {
             .map(|(i, t)| ent(i as u64 + 1, *t))
             .collect();
         s.wl().append(&ents).unwrap();
-        RaftLog::new(s, 0, u64::MAX).unwrap()
+        ReplicaLog::new(s, 0, u64::MAX).unwrap()
     }
 
     #[test]

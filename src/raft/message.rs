@@ -2,7 +2,7 @@
 //! that fails validation is rejected with `RaftError::InvalidMessage` and changes nothing.
 
 use super::errors::{Result, invalid};
-use super::pb::{EntryType, Message, MessageType};
+use crate::proto::raftpb::{EntryType, Message, MessageType};
 
 /// Indices and terms from the network must stay below this, so that `+ 1` anywhere in the
 /// core cannot overflow (2^62 is far beyond any real log or term).
@@ -143,8 +143,8 @@ fn validate_entries(m: &Message) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::raftpb::Entry;
     use crate::raft::RaftError;
-    use crate::raft::pb::Entry;
 
     fn append(index: u64, log_term: u64, terms: &[u64]) -> Message {
         let mut m = msg(MessageType::MsgAppend, 2, 3);

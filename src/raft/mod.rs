@@ -2,11 +2,6 @@
 //! threads). The store drives it through `RawNode`: feed ticks, messages and proposals,
 //! take a `Ready`, persist and send what it says, acknowledge.
 
-pub mod pb {
-    //! Wire types generated from proto/raft.proto.
-    include!(concat!(env!("OUT_DIR"), "/raftpb.rs"));
-}
-
 pub mod confchange;
 pub mod config;
 pub mod core;

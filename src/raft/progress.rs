@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::inflights::Inflights;
-use super::pb::ConfState;
 use super::quorum::{JointConfig, VoteResult};
+use crate::proto::raftpb::ConfState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressState {

@@ -24,10 +24,10 @@ use super::config::Config;
 use super::core::{CampaignKind, Raft, Role, SoftState};
 use super::errors::{RaftError, Result};
 use super::message::{is_local, msg_type};
-use super::pb::{ConfChangeV2, ConfState, Entry, HardState, Message, Snapshot};
 use super::progress::ProgressState;
 use super::read_only::ReadState;
 use super::storage::{LogStorage, snapshot_index};
+use crate::proto::raftpb::{ConfChangeV2, ConfState, Entry, HardState, Message, Snapshot};
 
 /// Everything the application must do after feeding input to the node.
 #[derive(Debug, Default, Clone, PartialEq)]

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use prost::Message as _;
 
 use super::errors::StorageError;
-use super::pb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use crate::proto::raftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 
 pub type StorageResult<T> = std::result::Result<T, StorageError>;
 

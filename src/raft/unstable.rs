@@ -2,8 +2,8 @@
 //! durable. Entries handed out in a Ready are "in progress": they are not handed out again,
 //! but stay readable here until `stable_to` confirms them.
 
-use super::pb::{Entry, Snapshot};
 use super::storage::snapshot_index;
+use crate::proto::raftpb::{Entry, Snapshot};
 
 #[derive(Debug, Default)]
 pub struct Unstable {
@@ -142,7 +142,7 @@ impl Unstable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::pb::SnapshotMetadata;
+    use crate::proto::raftpb::SnapshotMetadata;
 
     fn ent(index: u64, term: u64) -> Entry {
         Entry {

@@ -6,9 +6,9 @@ use parking_lot::Mutex;
 use std::collections::BTreeMap;
 
 use super::journaled::Journaled;
-use super::pb::RaftLocalState;
 use super::raft_log::{LogError, LogOp, LogSpan, LogWriteBatch, RaftLogStore};
-use crate::raft::pb::Entry;
+use crate::proto::raftpb::Entry;
+use crate::proto::storagepb::RaftLocalState;
 use crate::raft::storage::entry_size;
 
 #[derive(Debug, Clone, Default)]

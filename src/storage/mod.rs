@@ -1,12 +1,7 @@
 //! Storage: one raft-engine log for every region of a store (`raft_log`, with the adapter
 //! raft-engine's protobuf v2 entry trait needs in `wal_entry`), and the KV engine (`kv`:
-//! the trait; `fjall_kv` on disk; `mem_kv` in memory with explicit durability). Region
-//! snapshots are still to come (issue 3).
-
-pub mod pb {
-    //! Wire types generated from proto/storage.proto.
-    include!(concat!(env!("OUT_DIR"), "/storagepb.rs"));
-}
+//! the trait; `fjall_kv` on disk; `mem_kv` in memory with explicit durability), region
+//! snapshots (`snapshot`), region and apply state (`region_meta`) and log GC (`log_gc`).
 
 pub mod fjall_kv;
 mod journaled;

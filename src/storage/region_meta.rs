@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use prost::Message as _;
 
 use super::kv::{Keyspace, KvEngine, KvError, KvRead, KvWriteBatch};
-use super::pb::{RaftApplyState, RegionLocalState};
-use crate::metapb::Region;
+use crate::proto::metapb::Region;
+use crate::proto::storagepb::{RaftApplyState, RegionLocalState};
 
 const REGION_PREFIX: u8 = b'r';
 const REGION_STATE_SUFFIX: u8 = 1;

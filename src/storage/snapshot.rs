@@ -25,13 +25,13 @@ use bytes::Bytes;
 use prost::Message as _;
 
 use super::kv::{Keyspace, KvEngine, KvError, KvRead, KvWriteBatch, check_key, check_value};
-use super::pb::{
-    ChunkMeta, PeerState, RaftApplyState, RegionLocalState, SnapshotMeta, SnapshotSummary,
-};
 use super::region_meta::{
     all_region_states, contains_key, end_bound, put_apply_state, put_region_state,
 };
-use crate::metapb::Region;
+use crate::proto::metapb::Region;
+use crate::proto::storagepb::{
+    ChunkMeta, PeerState, RaftApplyState, RegionLocalState, SnapshotMeta, SnapshotSummary,
+};
 
 const META_FILE: &str = "meta";
 const TMP_SUFFIX: &str = ".tmp";

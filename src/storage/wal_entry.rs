@@ -16,7 +16,7 @@ use protobuf::{
     UnknownFields, wire_format,
 };
 
-use crate::raft::pb::Entry;
+use crate::proto::raftpb::Entry;
 
 const ENTRY_FIELD: u32 = 1;
 
@@ -155,7 +155,7 @@ impl protobuf::Message for WalEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::pb::EntryType;
+    use crate::proto::raftpb::EntryType;
     use protobuf::Message as _;
 
     #[test]

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use bytes::Bytes;
-use flotilla::raft::pb::{Entry, HardState};
+use flotilla::proto::raftpb::{Entry, HardState};
+use flotilla::proto::storagepb::RaftLocalState;
 use flotilla::raft::rng::Rng;
-use flotilla::storage::pb::RaftLocalState;
 use flotilla::storage::raft_log::{LogSpan, LogWriteBatch, RaftLogConfig, RaftLogStore};
 
 pub const REGIONS: u64 = 6;

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 use prost::Message as _;
 
-use crate::raft::pb::{
+use crate::proto::raftpb::{
     ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot, SnapshotMetadata,
 };
 use crate::raft::storage::snapshot_index;

@@ -9,10 +9,10 @@ pub mod invariants;
 
 use prost::Message as _;
 
-use crate::raft::ReadOnlyOption;
-use crate::raft::pb::{
+use crate::proto::raftpb::{
     ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, MessageType,
 };
+use crate::raft::ReadOnlyOption;
 use crate::raft::rng::Rng;
 use cluster::Cluster;
 

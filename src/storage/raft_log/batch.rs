@@ -2,10 +2,10 @@
 //! whole against each region's log span before anything is written.
 
 use super::{LogError, LogSpans, SpanDisplay};
+use crate::proto::raftpb::Entry;
+use crate::proto::storagepb::RaftLocalState;
 use crate::raft::message::MAX_INDEX_OR_TERM;
-use crate::raft::pb::Entry;
 use crate::raft::storage::entry_size;
-use crate::storage::pb::RaftLocalState;
 use crate::storage::wal_entry::WalEntry;
 
 /// One operation of a batch on one region's log, as `LogWriteBatch::ops` hands it out.

@@ -12,10 +12,10 @@ use raft_engine::{Command, LogBatch};
 use super::{
     LogError, LogOp, LogSpan, LogSpans, LogWriteBatch, RaftLogConfig, RaftLogStore, SpanChange,
 };
+use crate::proto::raftpb::Entry;
+use crate::proto::storagepb::RaftLocalState;
 use crate::raft::message::MAX_INDEX_OR_TERM;
-use crate::raft::pb::Entry;
 use crate::raft::storage::entry_size;
-use crate::storage::pb::RaftLocalState;
 use crate::storage::wal_entry::WalEntryExt;
 
 /// Key of a region's `RaftLocalState` inside its raft-engine group.

@@ -16,8 +16,8 @@ pub use batch::{LogOp, LogSpan, LogWriteBatch, SpanChange};
 pub use engine::{LogRepair, RaftLogEngine};
 pub use region_log::RegionLog;
 
-use super::pb::RaftLocalState;
-use crate::raft::pb::Entry;
+use crate::proto::raftpb::Entry;
+use crate::proto::storagepb::RaftLocalState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {

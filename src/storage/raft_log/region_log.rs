@@ -7,10 +7,10 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use super::{LogError, RaftLogStore};
+use crate::proto::raftpb::{ConfState, Entry, Snapshot};
+use crate::proto::storagepb::RaftLocalState;
 use crate::raft::StorageError;
-use crate::raft::pb::{ConfState, Entry, Snapshot};
 use crate::raft::storage::{LogStorage, RaftState, StorageResult, entry_size, snapshot_index};
-use crate::storage::pb::RaftLocalState;
 
 /// Recent entries of one region, newest last, bounded in bytes.
 #[derive(Debug, Default)]
