@@ -306,7 +306,9 @@ impl LogStorage for FlakyStorage {
     }
     fn entries(&self, low: u64, high: u64, max_bytes: u64) -> StorageResult<Vec<Entry>> {
         if self.failing.load(Ordering::Relaxed) {
-            return Err(StorageError::Other("disk read failed".into()));
+            return Err(StorageError::backend(std::io::Error::other(
+                "disk read failed",
+            )));
         }
         self.inner.entries(low, high, max_bytes)
     }
@@ -366,7 +368,7 @@ fn ready_surfaces_storage_errors() {
     assert!(n.has_ready());
     assert!(matches!(
         n.ready(),
-        Err(RaftError::Storage(StorageError::Other(_)))
+        Err(RaftError::Storage(StorageError::Backend(_)))
     ));
     assert!(n.has_ready(), "nothing was taken");
     store.failing.store(false, Ordering::Relaxed);

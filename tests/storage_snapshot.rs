@@ -187,7 +187,9 @@ impl Crashing {
         let n = self.steps.fetch_add(1, Ordering::SeqCst) + 1;
         if n == self.crash_at {
             self.inner.crash_keeping(self.kept);
-            return Err(KvError::Engine("simulated crash".into()));
+            return Err(KvError::Engine(Box::new(std::io::Error::other(
+                "simulated crash",
+            ))));
         }
         Ok(())
     }

@@ -1,10 +1,12 @@
 //! Typed errors of the consensus core. Nothing in the core panics on message content:
 //! anything malformed becomes `RaftError::InvalidMessage`.
 
+use std::sync::Arc;
+
 use thiserror::Error;
 
 /// Errors of a `LogStorage` implementation.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[derive(Debug, Error, Clone)]
 pub enum StorageError {
     #[error("requested index is compacted")]
     Compacted,
@@ -14,9 +16,49 @@ pub enum StorageError {
     SnapshotOutOfDate,
     #[error("snapshot is being generated; retry later")]
     SnapshotTemporarilyUnavailable,
-    #[error("log storage: {0}")]
-    Other(String),
+    #[error("an append at index {index} leaves a gap after the last index {last}")]
+    LogGap { index: u64, last: u64 },
+    #[error("applied index {applied} is beyond the last log index {last}")]
+    AppliedBeyondLog { applied: u64, last: u64 },
+    /// The log store itself failed (I/O, corruption); the source says how.
+    #[error("log storage failed: {0}")]
+    Backend(#[source] Arc<dyn std::error::Error + Send + Sync>),
 }
+
+impl StorageError {
+    /// Wraps a failure of the log store's own machinery.
+    pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StorageError::Backend(Arc::new(e))
+    }
+}
+
+/// Two backend failures are equal only if they are the same failure.
+impl PartialEq for StorageError {
+    fn eq(&self, other: &Self) -> bool {
+        use StorageError::*;
+        match (self, other) {
+            (Compacted, Compacted)
+            | (Unavailable, Unavailable)
+            | (SnapshotOutOfDate, SnapshotOutOfDate)
+            | (SnapshotTemporarilyUnavailable, SnapshotTemporarilyUnavailable) => true,
+            (LogGap { index: a, last: b }, LogGap { index: c, last: d }) => (a, b) == (c, d),
+            (
+                AppliedBeyondLog {
+                    applied: a,
+                    last: b,
+                },
+                AppliedBeyondLog {
+                    applied: c,
+                    last: d,
+                },
+            ) => (a, b) == (c, d),
+            (Backend(a), Backend(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for StorageError {}
 
 /// Why a proposal (or read, conf change, transfer) was not accepted.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -68,4 +110,41 @@ pub type Result<T, E = RaftError> = std::result::Result<T, E>;
 
 pub(crate) fn invalid(msg: impl Into<String>) -> RaftError {
     RaftError::InvalidMessage(msg.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_failures_are_equal_only_to_themselves() {
+        let a = StorageError::backend(std::io::Error::other("disk"));
+        let b = StorageError::backend(std::io::Error::other("disk"));
+        assert_eq!(a, a.clone());
+        assert_ne!(a, b);
+        assert_ne!(a, StorageError::Compacted);
+        let gap = StorageError::LogGap { index: 5, last: 2 };
+        assert_eq!(gap, StorageError::LogGap { index: 5, last: 2 });
+        assert_ne!(gap, StorageError::LogGap { index: 5, last: 3 });
+        let ahead = StorageError::AppliedBeyondLog {
+            applied: 3,
+            last: 2,
+        };
+        assert_eq!(
+            ahead,
+            StorageError::AppliedBeyondLog {
+                applied: 3,
+                last: 2
+            }
+        );
+        assert_ne!(
+            ahead,
+            StorageError::AppliedBeyondLog {
+                applied: 4,
+                last: 2
+            }
+        );
+        assert_eq!(StorageError::Unavailable, StorageError::Unavailable);
+        assert_ne!(StorageError::Unavailable, StorageError::SnapshotOutOfDate);
+    }
 }

@@ -25,10 +25,7 @@ impl<S: LogStorage> ReplicaLog<S> {
         // the hard state's commit index was not persisted that far.
         let applied = applied.max(first.saturating_sub(1));
         if applied > last {
-            return Err(StorageError::Other(format!(
-                "applied index {applied} is beyond the last log index {last}"
-            ))
-            .into());
+            return Err(StorageError::AppliedBeyondLog { applied, last }.into());
         }
         let committed = store
             .initial_state()?
@@ -265,6 +262,7 @@ impl<S: LogStorage> ReplicaLog<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raft::RaftError;
     use crate::raft::storage::MemStorage;
 
     fn ent(index: u64, term: u64) -> Entry {
@@ -273,6 +271,20 @@ mod tests {
             term,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn applied_beyond_the_log_is_refused() {
+        let s = MemStorage::new();
+        s.wl().append(&[ent(1, 1), ent(2, 1)]).unwrap();
+        assert!(ReplicaLog::new(s.clone(), 2, u64::MAX).is_ok());
+        assert!(matches!(
+            ReplicaLog::new(s, 3, u64::MAX),
+            Err(RaftError::Storage(StorageError::AppliedBeyondLog {
+                applied: 3,
+                last: 2
+            }))
+        ));
     }
 
     fn log_with(terms: &[u64]) -> ReplicaLog<MemStorage> {

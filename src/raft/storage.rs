@@ -121,11 +121,10 @@ impl MemStorageCore {
             return Ok(());
         };
         if first.index > self.last_index() + 1 {
-            return Err(StorageError::Other(format!(
-                "append at {} leaves a gap after {}",
-                first.index,
-                self.last_index()
-            )));
+            return Err(StorageError::LogGap {
+                index: first.index,
+                last: self.last_index(),
+            });
         }
         // Entries at or below the snapshot are already covered by it.
         let skip = self.first_index().saturating_sub(first.index) as usize;
@@ -306,7 +305,10 @@ mod tests {
         s.wl().append(&[ent(2, 2)]).unwrap();
         assert_eq!(s.last_index().unwrap(), 2);
         assert_eq!(s.term(2).unwrap(), 2);
-        assert!(s.wl().append(&[ent(5, 2)]).is_err());
+        assert_eq!(
+            s.wl().append(&[ent(5, 2)]),
+            Err(StorageError::LogGap { index: 5, last: 2 })
+        );
     }
 
     #[test]

@@ -19,8 +19,8 @@ use super::kv::{
 /// The one fjall keyspace that holds every `Keyspace`.
 const KEYSPACE: &str = "kv";
 
-fn err(e: impl std::fmt::Display) -> KvError {
-    KvError::Engine(e.to_string())
+fn err(e: fjall::Error) -> KvError {
+    KvError::Engine(Box::new(e))
 }
 
 /// Checks each lsm-tree version file against the checksum its `current` file records.

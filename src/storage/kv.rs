@@ -153,8 +153,9 @@ impl KvWriteBatch {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
+    /// The engine itself failed (I/O, a poisoned database); the source says how.
     #[error("kv engine: {0}")]
-    Engine(String),
+    Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("a {} key of {len} bytes is refused: {limit}", .ks.name())]
     InvalidKey {
         ks: Keyspace,

@@ -205,9 +205,20 @@ impl RegionLog {
                 Some(s) if low < s.first => StorageError::Compacted,
                 _ => StorageError::Unavailable,
             },
-            e => StorageError::Other(format!("region {}: {e}", self.region)),
+            source => StorageError::backend(RegionLogError {
+                region: self.region,
+                source,
+            }),
         }
     }
+}
+
+/// A failure of the store's raft log, as one region's `LogStorage` reports it.
+#[derive(Debug, thiserror::Error)]
+#[error("raft log of region {region}: {source}")]
+pub struct RegionLogError {
+    pub region: u64,
+    pub source: LogError,
 }
 
 impl LogStorage for RegionLog {
