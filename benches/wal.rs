@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use flotilla::RegionId;
 use flotilla::proto::raftpb::{Entry, HardState};
 use flotilla::proto::storagepb::RaftLocalState;
 use flotilla::storage::raft_log::{LogWriteBatch, RaftLogConfig, RaftLogEngine, RaftLogStore};
@@ -57,15 +58,15 @@ impl Side for Flotilla {
         let e = [entry(index)];
         let state = local_state(index);
         for region in 1..=regions {
-            self.1.append(region, &e).expect("append");
-            self.1.put_state(region, &state);
+            self.1.append(RegionId(region), &e).expect("append");
+            self.1.put_state(RegionId(region), &state);
         }
         self.0.write(&mut self.1, sync).expect("write");
     }
 
     fn compact(&mut self, regions: u64, index: u64) {
         for region in 1..=regions {
-            self.0.compact_to(region, index).expect("compact");
+            self.0.compact_to(RegionId(region), index).expect("compact");
         }
     }
 }
@@ -205,8 +206,8 @@ fn recovery(c: &mut Criterion) {
             let ents: Vec<Entry> = (next..=upto).map(entry).collect();
             let mut batch = LogWriteBatch::default();
             for region in 1..=regions {
-                batch.append(region, &ents).expect("append");
-                batch.put_state(region, &local_state(upto));
+                batch.append(RegionId(region), &ents).expect("append");
+                batch.put_state(RegionId(region), &local_state(upto));
             }
             log.write(&mut batch, false).expect("write");
             next = upto + 1;

@@ -1,3 +1,6 @@
+pub mod ids;
 pub mod proto;
 pub mod raft;
 pub mod storage;
+
+pub use ids::{PeerId, RegionId, StoreId};

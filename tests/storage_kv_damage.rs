@@ -2,6 +2,7 @@
 //! must survive together (or the engine must refuse to open), and a damaged file must
 //! never take the process down.
 
+use flotilla::RegionId;
 use flotilla::proto::storagepb::RaftApplyState;
 use flotilla::storage::fjall_kv::{FjallKvEngine, KvConfig};
 use flotilla::storage::kv::{Keyspace, KvEngine, KvRead, KvWriteBatch};
@@ -36,7 +37,7 @@ fn write_batches(cfg: &KvConfig) {
             applied_index: i,
             ..Default::default()
         };
-        put_apply_state(&mut b, 1, &st);
+        put_apply_state(&mut b, RegionId(1), &st);
         kv.write(&b).unwrap();
         if i % 50 == 0 {
             kv.persist().unwrap();
@@ -69,7 +70,9 @@ fn journal_damage_keeps_data_and_apply_state_together() {
             continue;
         };
         opened += 1;
-        let applied = apply_state(&kv, 1).unwrap().map_or(0, |s| s.applied_index);
+        let applied = apply_state(&kv, RegionId(1))
+            .unwrap()
+            .map_or(0, |s| s.applied_index);
         let keys: Vec<String> = kv
             .scan(Keyspace::Data, b"", None, false)
             .map(|p| String::from_utf8(p.unwrap().0.to_vec()).unwrap())
@@ -100,7 +103,7 @@ fn open_damaged_child() {
     cfg.memtable_bytes = 64 << 10;
     match FjallKvEngine::open(&cfg) {
         Ok(kv) => {
-            let state = apply_state(&kv, 1).map(|s| s.map_or(0, |s| s.applied_index));
+            let state = apply_state(&kv, RegionId(1)).map(|s| s.map_or(0, |s| s.applied_index));
             let read = kv.scan(Keyspace::Data, b"", None, false);
             let (ok, failed) = read.fold((0, 0), |(ok, failed), p| match p {
                 Ok(_) => (ok + 1, failed),

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use flotilla::RegionId;
 use flotilla::proto::raftpb::{ConfState, Entry, Message, Snapshot, SnapshotMetadata};
 use flotilla::proto::storagepb::RaftLocalState;
 use flotilla::raft::{Config, RawNode, Role};
@@ -13,7 +14,7 @@ use flotilla::storage::raft_log::{
     LogWriteBatch, RaftLogConfig, RaftLogEngine, RaftLogStore, RegionLog,
 };
 
-const REGION: u64 = 1;
+const REGION: RegionId = RegionId(1);
 
 struct Node {
     raw: RawNode<Arc<RegionLog>>,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use flotilla::RegionId;
 use flotilla::proto::raftpb::{ConfState, Entry, HardState};
 use flotilla::proto::storagepb::RaftLocalState;
 use flotilla::raft::{LogStorage, MemStorage, StorageError};
@@ -40,7 +41,7 @@ fn span(first: u64, last: u64) -> Option<LogSpan> {
 
 /// The first and last index of the region's entries, if it has any.
 fn entry_range(log: &dyn RaftLogStore, region: u64) -> Option<(u64, u64)> {
-    log.span(region)?.entries()
+    log.span(RegionId(region))?.entries()
 }
 
 fn open(dir: &std::path::Path) -> RaftLogEngine {
@@ -54,8 +55,10 @@ fn many_regions_in_one_batch_survive_reopen() {
         let log = open(dir.path());
         let mut batch = LogWriteBatch::default();
         for region in 1..=100u64 {
-            batch.append(region, &ents(1, region % 7 + 1, 2)).unwrap();
-            batch.put_state(region, &state(2, 1, region % 7 + 1));
+            batch
+                .append(RegionId(region), &ents(1, region % 7 + 1, 2))
+                .unwrap();
+            batch.put_state(RegionId(region), &state(2, 1, region % 7 + 1));
         }
         assert_eq!(
             (batch.region_count(), batch.entry_count()),
@@ -69,7 +72,7 @@ fn many_regions_in_one_batch_survive_reopen() {
     let regions = log.recover().unwrap();
     assert_eq!(regions.len(), 100);
     for (region, st) in regions {
-        let last = region % 7 + 1;
+        let last = region.get() % 7 + 1;
         assert_eq!(st, state(2, 1, last), "region {region}");
         assert_eq!(
             log.entries(region, 1, last + 1, u64::MAX).unwrap(),
@@ -80,18 +83,18 @@ fn many_regions_in_one_batch_survive_reopen() {
 
 fn replaces_the_suffix(log: &dyn RaftLogStore) {
     let mut batch = LogWriteBatch::default();
-    batch.append(9, &ents(1, 10, 1)).unwrap();
-    batch.put_state(9, &state(1, 0, 10));
+    batch.append(RegionId(9), &ents(1, 10, 1)).unwrap();
+    batch.put_state(RegionId(9), &state(1, 0, 10));
     log.write(&mut batch, false).unwrap();
-    batch.append(9, &ents(6, 8, 2)).unwrap();
-    batch.put_state(9, &state(2, 0, 8));
+    batch.append(RegionId(9), &ents(6, 8, 2)).unwrap();
+    batch.put_state(RegionId(9), &state(2, 0, 8));
     log.write(&mut batch, true).unwrap();
     check_replaced_suffix(log);
 }
 
 fn check_replaced_suffix(log: &dyn RaftLogStore) {
-    assert_eq!(log.span(9), span(1, 8));
-    let got = log.entries(9, 1, 9, u64::MAX).unwrap();
+    assert_eq!(log.span(RegionId(9)), span(1, 8));
+    let got = log.entries(RegionId(9), 1, 9, u64::MAX).unwrap();
     let mut want = ents(1, 5, 1);
     want.extend(ents(6, 8, 2));
     assert_eq!(got, want);
@@ -101,29 +104,36 @@ type BuildBatch = fn(&mut LogWriteBatch) -> Result<(), LogError>;
 
 fn refuses_holes_and_overwrites_of_compacted_entries(log: &dyn RaftLogStore) {
     let mut batch = LogWriteBatch::default();
-    batch.append(1, &ents(1, 5, 1)).unwrap();
-    batch.put_state(1, &state(1, 0, 5));
+    batch.append(RegionId(1), &ents(1, 5, 1)).unwrap();
+    batch.put_state(RegionId(1), &state(1, 0, 5));
     log.write(&mut batch, false).unwrap();
-    assert_eq!(log.compact_to(1, 3).unwrap(), 2);
-    assert_eq!(log.span(1), span(3, 5));
+    assert_eq!(log.compact_to(RegionId(1), 3).unwrap(), 2);
+    assert_eq!(log.span(RegionId(1)), span(3, 5));
 
     for bad in [ents(2, 4, 2), ents(7, 8, 2)] {
         let mut batch = LogWriteBatch::default();
-        batch.append(2, &ents(1, 1, 1)).unwrap(); // another region in the same batch
-        batch.put_state(2, &state(1, 0, 1));
-        batch.append(1, &bad).unwrap();
-        batch.put_state(1, &state(2, 0, bad.last().unwrap().index));
+        batch.append(RegionId(2), &ents(1, 1, 1)).unwrap(); // another region in the same batch
+        batch.put_state(RegionId(2), &state(1, 0, 1));
+        batch.append(RegionId(1), &bad).unwrap();
+        batch.put_state(RegionId(1), &state(2, 0, bad.last().unwrap().index));
         assert!(matches!(
             log.write(&mut batch, false),
-            Err(LogError::InvalidWrite { region: 1, .. })
+            Err(LogError::InvalidWrite {
+                region: RegionId(1),
+                ..
+            })
         ));
-        assert_eq!(log.span(2), None, "nothing of a refused batch is written");
+        assert_eq!(
+            log.span(RegionId(2)),
+            None,
+            "nothing of a refused batch is written"
+        );
     }
     // Entries without a state naming their last index, or a state that names another.
-    let unstated = |b: &mut LogWriteBatch| b.append(1, &ents(6, 6, 2));
+    let unstated = |b: &mut LogWriteBatch| b.append(RegionId(1), &ents(6, 6, 2));
     let misstated = |b: &mut LogWriteBatch| {
-        b.append(1, &ents(6, 6, 2))?;
-        b.put_state(1, &state(2, 0, 7));
+        b.append(RegionId(1), &ents(6, 6, 2))?;
+        b.put_state(RegionId(1), &state(2, 0, 7));
         Ok(())
     };
     for build in [unstated, misstated] {
@@ -131,34 +141,37 @@ fn refuses_holes_and_overwrites_of_compacted_entries(log: &dyn RaftLogStore) {
         build(&mut batch).unwrap();
         assert!(matches!(
             log.write(&mut batch, false),
-            Err(LogError::InvalidWrite { region: 1, .. })
+            Err(LogError::InvalidWrite {
+                region: RegionId(1),
+                ..
+            })
         ));
-        assert_eq!(log.span(1), span(3, 5));
+        assert_eq!(log.span(RegionId(1)), span(3, 5));
     }
     // Operations earlier in the same batch count: a compaction raises the floor, an
     // append moves the end.
     let compacted_then_below = |b: &mut LogWriteBatch| {
-        b.compact_to(1, 4);
-        b.append(1, &ents(3, 3, 2))?;
-        b.put_state(1, &state(2, 0, 3));
+        b.compact_to(RegionId(1), 4);
+        b.append(RegionId(1), &ents(3, 3, 2))?;
+        b.put_state(RegionId(1), &state(2, 0, 3));
         Ok(())
     };
     let hole_after_append = |b: &mut LogWriteBatch| {
-        b.append(1, &ents(6, 6, 2))?;
-        b.append(1, &ents(8, 8, 2))?;
-        b.put_state(1, &state(2, 0, 8));
+        b.append(RegionId(1), &ents(6, 6, 2))?;
+        b.append(RegionId(1), &ents(8, 8, 2))?;
+        b.put_state(RegionId(1), &state(2, 0, 8));
         Ok(())
     };
     let emptied_then_hole = |b: &mut LogWriteBatch| {
-        b.compact_to(1, 6);
-        b.append(1, &ents(7, 7, 2))?;
-        b.put_state(1, &state(2, 0, 7));
+        b.compact_to(RegionId(1), 6);
+        b.append(RegionId(1), &ents(7, 7, 2))?;
+        b.put_state(RegionId(1), &state(2, 0, 7));
         Ok(())
     };
     let compacted_past_the_end = |b: &mut LogWriteBatch| {
-        b.compact_to(1, 9);
-        b.append(1, &ents(9, 9, 2))?;
-        b.put_state(1, &state(2, 0, 9));
+        b.compact_to(RegionId(1), 9);
+        b.append(RegionId(1), &ents(9, 9, 2))?;
+        b.put_state(RegionId(1), &state(2, 0, 9));
         Ok(())
     };
     let cases: [BuildBatch; 4] = [
@@ -172,40 +185,43 @@ fn refuses_holes_and_overwrites_of_compacted_entries(log: &dyn RaftLogStore) {
         build(&mut batch).unwrap();
         assert!(matches!(
             log.write(&mut batch, false),
-            Err(LogError::InvalidWrite { region: 1, .. })
+            Err(LogError::InvalidWrite {
+                region: RegionId(1),
+                ..
+            })
         ));
-        assert_eq!(log.span(1), span(3, 5));
+        assert_eq!(log.span(RegionId(1)), span(3, 5));
     }
     let mut batch = LogWriteBatch::default();
-    batch.compact_to(1, 4);
-    batch.append(1, &ents(4, 6, 2)).unwrap();
-    batch.put_state(1, &state(2, 0, 6));
+    batch.compact_to(RegionId(1), 4);
+    batch.append(RegionId(1), &ents(4, 6, 2)).unwrap();
+    batch.put_state(RegionId(1), &state(2, 0, 6));
     log.write(&mut batch, false).unwrap();
-    assert_eq!(log.span(1), span(4, 6));
+    assert_eq!(log.span(RegionId(1)), span(4, 6));
 
     // Not consecutive.
     let mut gap = ents(6, 7, 2);
     gap[1].index = 9;
-    assert!(LogWriteBatch::default().append(1, &gap).is_err());
+    assert!(LogWriteBatch::default().append(RegionId(1), &gap).is_err());
 
     // A snapshot at 10 resets the log and appends after it.
     let mut batch = LogWriteBatch::default();
-    batch.reset(1);
-    batch.put_state(1, &state(3, 10, 12));
-    batch.append(1, &ents(11, 12, 3)).unwrap();
+    batch.reset(RegionId(1));
+    batch.put_state(RegionId(1), &state(3, 10, 12));
+    batch.append(RegionId(1), &ents(11, 12, 3)).unwrap();
     log.write(&mut batch, true).unwrap();
-    assert_eq!(log.span(1), span(11, 12));
+    assert_eq!(log.span(RegionId(1)), span(11, 12));
     // Compacting all of it leaves an empty log that continues after 12.
-    assert_eq!(log.compact_to(1, 13).unwrap(), 2);
-    assert_eq!(log.span(1), span(13, 12));
-    let err = log.entries(1, 12, 13, u64::MAX).unwrap_err();
+    assert_eq!(log.compact_to(RegionId(1), 13).unwrap(), 2);
+    assert_eq!(log.span(RegionId(1)), span(13, 12));
+    let err = log.entries(RegionId(1), 12, 13, u64::MAX).unwrap_err();
     assert!(err.to_string().contains("empty, next index 13"), "{err}");
-    assert_eq!(log.entries(1, 13, 13, u64::MAX).unwrap(), vec![]);
+    assert_eq!(log.entries(RegionId(1), 13, 13, u64::MAX).unwrap(), vec![]);
     let mut batch = LogWriteBatch::default();
-    batch.append(1, &ents(13, 13, 3)).unwrap();
-    batch.put_state(1, &state(3, 10, 13));
+    batch.append(RegionId(1), &ents(13, 13, 3)).unwrap();
+    batch.put_state(RegionId(1), &state(3, 10, 13));
     log.write(&mut batch, true).unwrap();
-    assert_eq!(log.span(1), span(13, 13));
+    assert_eq!(log.span(RegionId(1)), span(13, 13));
 }
 
 /// The same operations through `RegionLog` (log store + cache) and `MemStorage` must
@@ -217,7 +233,7 @@ fn region_log_reads_like_mem_storage(engine: Arc<dyn RaftLogStore>) {
     };
     // A small cache, so reads mix cached and on-disk entries.
     let region = RegionLog::new(
-        5,
+        RegionId(5),
         engine.clone(),
         RaftLocalState::default(),
         (0, 0),
@@ -229,13 +245,13 @@ fn region_log_reads_like_mem_storage(engine: Arc<dyn RaftLogStore>) {
 
     let write = |entries: Vec<Entry>, hs: HardState| {
         let mut batch = LogWriteBatch::default();
-        batch.append(5, &entries).unwrap();
+        batch.append(RegionId(5), &entries).unwrap();
         let last = entries.last().unwrap().index;
         let local = RaftLocalState {
             hard_state: Some(hs),
             last_index: last,
         };
-        batch.put_state(5, &local);
+        batch.put_state(RegionId(5), &local);
         engine.write(&mut batch, true).unwrap();
         region.on_written(&entries, &local);
         mem.wl().append(&entries).unwrap();
@@ -259,7 +275,7 @@ fn region_log_reads_like_mem_storage(engine: Arc<dyn RaftLogStore>) {
     );
     check_same(&region, &mem);
 
-    engine.compact_to(5, 8).unwrap();
+    engine.compact_to(RegionId(5), 8).unwrap();
     assert_eq!(region.on_truncated(7, 1), None);
     mem.wl().compact(7).unwrap();
     check_same(&region, &mem);
@@ -273,30 +289,45 @@ fn region_log_reads_like_mem_storage(engine: Arc<dyn RaftLogStore>) {
 /// is removed altogether.
 fn resets_for_a_snapshot_and_removes_a_region(log: &dyn RaftLogStore) {
     let mut batch = LogWriteBatch::default();
-    batch.append(20, &ents(1, 30, 1)).unwrap();
-    batch.put_state(20, &state(1, 30, 30));
-    batch.append(21, &ents(1, 3, 1)).unwrap();
-    batch.put_state(21, &state(1, 3, 3));
+    batch.append(RegionId(20), &ents(1, 30, 1)).unwrap();
+    batch.put_state(RegionId(20), &state(1, 30, 30));
+    batch.append(RegionId(21), &ents(1, 3, 1)).unwrap();
+    batch.put_state(RegionId(21), &state(1, 3, 3));
     log.write(&mut batch, false).unwrap();
-    batch.reset(20);
-    batch.put_state(20, &state(2, 15, 17));
-    batch.append(20, &ents(16, 17, 2)).unwrap();
-    batch.reset(21);
-    batch.compact_to(21, 2); // a compaction of a removed log does not bring it back
+    batch.reset(RegionId(20));
+    batch.put_state(RegionId(20), &state(2, 15, 17));
+    batch.append(RegionId(20), &ents(16, 17, 2)).unwrap();
+    batch.reset(RegionId(21));
+    batch.compact_to(RegionId(21), 2); // a compaction of a removed log does not bring it back
     log.write(&mut batch, true).unwrap();
-    batch.compact_to(21, 3);
+    batch.compact_to(RegionId(21), 3);
     log.write(&mut batch, true).unwrap();
     check_reset(log);
 }
 
 fn check_reset(log: &dyn RaftLogStore) {
-    assert_eq!(log.span(20), span(16, 17));
-    assert_eq!(log.entries(20, 16, 18, u64::MAX).unwrap(), ents(16, 17, 2));
-    assert_eq!(log.entry(20, 5).unwrap(), None);
-    assert_eq!(log.local_state(20).unwrap(), Some(state(2, 15, 17)));
-    assert_eq!((log.span(21), log.local_state(21).unwrap()), (None, None));
-    let listed: Vec<u64> = log.recover().unwrap().into_iter().map(|(r, _)| r).collect();
-    assert!(listed.contains(&20) && !listed.contains(&21), "{listed:?}");
+    assert_eq!(log.span(RegionId(20)), span(16, 17));
+    assert_eq!(
+        log.entries(RegionId(20), 16, 18, u64::MAX).unwrap(),
+        ents(16, 17, 2)
+    );
+    assert_eq!(log.entry(RegionId(20), 5).unwrap(), None);
+    assert_eq!(
+        log.local_state(RegionId(20)).unwrap(),
+        Some(state(2, 15, 17))
+    );
+    assert_eq!(
+        (
+            log.span(RegionId(21)),
+            log.local_state(RegionId(21)).unwrap()
+        ),
+        (None, None)
+    );
+    let listed: Vec<RegionId> = log.recover().unwrap().into_iter().map(|(r, _)| r).collect();
+    assert!(
+        listed.contains(&RegionId(20)) && !listed.contains(&RegionId(21)),
+        "{listed:?}"
+    );
 }
 
 /// Byte limits: entries come back consecutive from `low`, within the limit (at least one),
@@ -305,8 +336,8 @@ fn check_reset(log: &dyn RaftLogStore) {
 fn reads_keep_the_byte_limit(log: &dyn RaftLogStore) {
     let all = ents(1, 200, 1);
     let mut batch = LogWriteBatch::default();
-    batch.append(60, &all).unwrap();
-    batch.put_state(60, &state(1, 0, 200));
+    batch.append(RegionId(60), &all).unwrap();
+    batch.put_state(RegionId(60), &state(1, 0, 200));
     log.write(&mut batch, true).unwrap();
     let size = |e: &[Entry]| -> u64 {
         e.iter()
@@ -317,10 +348,10 @@ fn reads_keep_the_byte_limit(log: &dyn RaftLogStore) {
         let want = &all[low as usize - 1..low as usize - 1 + n];
         let exact = size(want);
         for max in [exact, exact + 1] {
-            let got = log.entries(60, low, 201, max).unwrap();
+            let got = log.entries(RegionId(60), low, 201, max).unwrap();
             assert_eq!(got.as_slice(), want, "low {low} max {max}");
         }
-        let got = log.entries(60, low, 201, exact - 1).unwrap();
+        let got = log.entries(RegionId(60), low, 201, exact - 1).unwrap();
         let expected = if n == 1 { want } else { &want[..n - 1] };
         assert_eq!(got.as_slice(), expected, "low {low} one byte short");
     }
@@ -330,70 +361,96 @@ fn reads_keep_the_byte_limit(log: &dyn RaftLogStore) {
 /// same error on both logs, never a panic or a huge allocation.
 fn reads_outside_the_log_are_errors(log: &dyn RaftLogStore) {
     let mut batch = LogWriteBatch::default();
-    batch.append(40, &ents(3, 6, 1)).unwrap();
-    batch.put_state(40, &state(1, 0, 6));
+    batch.append(RegionId(40), &ents(3, 6, 1)).unwrap();
+    batch.put_state(RegionId(40), &state(1, 0, 6));
     log.write(&mut batch, true).unwrap();
-    assert_eq!(log.span(40), span(3, 6));
+    assert_eq!(log.span(RegionId(40)), span(3, 6));
     let outside = [(5, 4), (2, 4), (3, 8), (0, u64::MAX), (3, u64::MAX), (8, 8)];
     for (low, high) in outside {
         assert!(
             matches!(
-                log.entries(40, low, high, u64::MAX),
-                Err(LogError::OutOfRange { region: 40, .. })
+                log.entries(RegionId(40), low, high, u64::MAX),
+                Err(LogError::OutOfRange {
+                    region: RegionId(40),
+                    ..
+                })
             ),
             "entries({low}, {high})"
         );
     }
     for (low, high) in [(3, 3), (7, 7)] {
-        assert_eq!(log.entries(40, low, high, u64::MAX).unwrap(), vec![]);
+        assert_eq!(
+            log.entries(RegionId(40), low, high, u64::MAX).unwrap(),
+            vec![]
+        );
     }
     assert_eq!(
-        log.entries(40, 3, 7, 0).unwrap(),
+        log.entries(RegionId(40), 3, 7, 0).unwrap(),
         ents(3, 3, 1),
         "at least one"
     );
     assert!(matches!(
-        log.entries(41, 1, 1, u64::MAX),
-        Err(LogError::OutOfRange { region: 41, .. })
+        log.entries(RegionId(41), 1, 1, u64::MAX),
+        Err(LogError::OutOfRange {
+            region: RegionId(41),
+            ..
+        })
     ));
-    assert_eq!(log.entry(40, 3).unwrap(), ents(3, 3, 1).pop());
-    assert_eq!(log.entry(40, 6).unwrap(), ents(6, 6, 1).pop());
-    assert_eq!(log.entry(40, 2).unwrap(), None);
-    assert_eq!(log.entry(40, 7).unwrap(), None);
-    assert_eq!(log.entry(41, 1).unwrap(), None);
+    assert_eq!(log.entry(RegionId(40), 3).unwrap(), ents(3, 3, 1).pop());
+    assert_eq!(log.entry(RegionId(40), 6).unwrap(), ents(6, 6, 1).pop());
+    assert_eq!(log.entry(RegionId(40), 2).unwrap(), None);
+    assert_eq!(log.entry(RegionId(40), 7).unwrap(), None);
+    assert_eq!(log.entry(RegionId(41), 1).unwrap(), None);
 }
 
 /// A reset later in a batch erases what the batch wrote before it, states included; and
 /// indices at or beyond 2^62 (which open would refuse) are refused at write.
 fn reset_after_state_and_out_of_range_indices(log: &dyn RaftLogStore) {
     let mut batch = LogWriteBatch::default();
-    batch.append(50, &ents(1, 5, 1)).unwrap();
-    batch.put_state(50, &state(1, 0, 5));
-    batch.reset(50);
+    batch.append(RegionId(50), &ents(1, 5, 1)).unwrap();
+    batch.put_state(RegionId(50), &state(1, 0, 5));
+    batch.reset(RegionId(50));
     log.write(&mut batch, true).unwrap();
-    assert_eq!((log.span(50), log.local_state(50).unwrap()), (None, None));
-    assert!(!log.recover().unwrap().iter().any(|(r, _)| *r == 50));
+    assert_eq!(
+        (
+            log.span(RegionId(50)),
+            log.local_state(RegionId(50)).unwrap()
+        ),
+        (None, None)
+    );
+    assert!(
+        !log.recover()
+            .unwrap()
+            .iter()
+            .any(|(r, _)| *r == RegionId(50))
+    );
     // The region can start anew with a state alone.
-    batch.put_state(50, &state(2, 0, 9));
+    batch.put_state(RegionId(50), &state(2, 0, 9));
     log.write(&mut batch, true).unwrap();
-    assert_eq!(log.span(50), span(10, 9));
+    assert_eq!(log.span(RegionId(50)), span(10, 9));
 
     let huge = 1u64 << 62;
     let mut batch = LogWriteBatch::default();
-    batch.put_state(51, &state(1, 0, huge));
+    batch.put_state(RegionId(51), &state(1, 0, huge));
     assert!(matches!(
         log.write(&mut batch, true),
-        Err(LogError::InvalidWrite { region: 51, .. })
+        Err(LogError::InvalidWrite {
+            region: RegionId(51),
+            ..
+        })
     ));
     let mut batch = LogWriteBatch::default();
-    batch.append(51, &ents(huge, huge, 1)).unwrap();
-    batch.put_state(51, &state(1, 0, huge));
+    batch.append(RegionId(51), &ents(huge, huge, 1)).unwrap();
+    batch.put_state(RegionId(51), &state(1, 0, huge));
     assert!(matches!(
         log.write(&mut batch, true),
-        Err(LogError::InvalidWrite { region: 51, .. })
+        Err(LogError::InvalidWrite {
+            region: RegionId(51),
+            ..
+        })
     ));
-    assert_eq!(log.span(51), None);
-    assert_eq!(log.entry(50, u64::MAX).unwrap(), None);
+    assert_eq!(log.span(RegionId(51)), None);
+    assert_eq!(log.entry(RegionId(50), u64::MAX).unwrap(), None);
 }
 
 fn suite(log: Arc<dyn RaftLogStore>) {
@@ -425,42 +482,45 @@ fn suite_on_the_in_memory_log_and_a_crash_drops_unsynced_writes() {
     suite(Arc::new(MemRaftLog::new()));
     let log = MemRaftLog::new();
     let mut batch = LogWriteBatch::default();
-    batch.append(3, &ents(1, 4, 1)).unwrap();
-    batch.put_state(3, &state(1, 4, 4));
+    batch.append(RegionId(3), &ents(1, 4, 1)).unwrap();
+    batch.put_state(RegionId(3), &state(1, 4, 4));
     let bytes: u64 = ents(1, 4, 1)
         .iter()
         .map(|e| prost::Message::encoded_len(e) as u64)
         .sum();
     assert_eq!(batch.entry_bytes(), bytes);
     assert_eq!(log.write(&mut batch, true).unwrap() as u64, bytes);
-    batch.append(3, &ents(5, 6, 1)).unwrap();
-    batch.put_state(3, &state(1, 6, 6));
+    batch.append(RegionId(3), &ents(5, 6, 1)).unwrap();
+    batch.put_state(RegionId(3), &state(1, 6, 6));
     log.write(&mut batch, false).unwrap();
-    batch.append(3, &ents(7, 7, 1)).unwrap();
-    batch.put_state(3, &state(1, 6, 7));
+    batch.append(RegionId(3), &ents(7, 7, 1)).unwrap();
+    batch.put_state(RegionId(3), &state(1, 6, 7));
     log.write(&mut batch, false).unwrap();
-    assert_eq!(log.span(3), span(1, 7));
+    assert_eq!(log.span(RegionId(3)), span(1, 7));
     log.crash_keeping(1);
     assert_eq!(
-        log.span(3),
+        log.span(RegionId(3)),
         span(1, 6),
         "the first unsynced write survived, not the second"
     );
-    assert_eq!(log.local_state(3).unwrap(), Some(state(1, 6, 6)));
+    assert_eq!(log.local_state(RegionId(3)).unwrap(), Some(state(1, 6, 6)));
     log.crash();
     assert_eq!(
-        log.span(3),
+        log.span(RegionId(3)),
         span(1, 6),
         "a crash keeps what survived the last one"
     );
-    batch.append(3, &ents(7, 8, 2)).unwrap();
-    batch.put_state(3, &state(2, 6, 8));
+    batch.append(RegionId(3), &ents(7, 8, 2)).unwrap();
+    batch.put_state(RegionId(3), &state(2, 6, 8));
     log.write(&mut batch, false).unwrap();
     log.crash();
-    assert_eq!(log.span(3), span(1, 6));
+    assert_eq!(log.span(RegionId(3)), span(1, 6));
     assert!(matches!(
-        log.entries(3, 5, 8, u64::MAX),
-        Err(LogError::OutOfRange { region: 3, .. })
+        log.entries(RegionId(3), 5, 8, u64::MAX),
+        Err(LogError::OutOfRange {
+            region: RegionId(3),
+            ..
+        })
     ));
 }
 
@@ -506,8 +566,8 @@ fn fill_small_files(dir: &std::path::Path) -> RaftLogConfig {
                 ..Default::default()
             })
             .collect();
-        batch.append(1, &e).unwrap();
-        batch.put_state(1, &state(1, i * 10 + 10, i * 10 + 10));
+        batch.append(RegionId(1), &e).unwrap();
+        batch.put_state(RegionId(1), &state(1, i * 10 + 10, i * 10 + 10));
         log.write(&mut batch, true).unwrap();
     }
     cfg
@@ -545,7 +605,7 @@ fn a_torn_tail_is_cut_off_on_recovery() {
         (150..200).contains(&last),
         "lost only the damaged tail: last {last}"
     );
-    let got = log.entries(1, 1, last + 1, u64::MAX).unwrap();
+    let got = log.entries(RegionId(1), 1, last + 1, u64::MAX).unwrap();
     assert_eq!(got.len() as u64, last);
     assert!(
         got.iter()
@@ -579,8 +639,8 @@ fn pinning_layout() -> (tempfile::TempDir, RaftLogEngine, usize) {
     cfg.purge_threshold = 8192;
     let log = RaftLogEngine::open(&cfg).unwrap();
     let mut batch = LogWriteBatch::default();
-    batch.append(2, &ents(1, 60, 1)).unwrap();
-    batch.put_state(2, &state(1, 60, 60));
+    batch.append(RegionId(2), &ents(1, 60, 1)).unwrap();
+    batch.put_state(RegionId(2), &state(1, 60, 60));
     log.write(&mut batch, true).unwrap();
     for i in 0..40u64 {
         let big: Vec<Entry> = (i * 10 + 1..=i * 10 + 10)
@@ -591,8 +651,8 @@ fn pinning_layout() -> (tempfile::TempDir, RaftLogEngine, usize) {
                 ..Default::default()
             })
             .collect();
-        batch.append(1, &big).unwrap();
-        batch.put_state(1, &state(1, i * 10 + 10, i * 10 + 10));
+        batch.append(RegionId(1), &big).unwrap();
+        batch.put_state(RegionId(1), &state(1, i * 10 + 10, i * 10 + 10));
         log.write(&mut batch, true).unwrap();
     }
     let files = log_files(dir.path()).len();
@@ -603,7 +663,7 @@ fn pinning_layout() -> (tempfile::TempDir, RaftLogEngine, usize) {
 fn purge_names_regions_pinning_old_files_and_compacting_them_frees_the_files() {
     let (dir, log, files_before) = pinning_layout();
     // Region 1 applied and compacted everything; region 2 did not.
-    log.compact_to(1, 400).unwrap();
+    log.compact_to(RegionId(1), 400).unwrap();
     let mut pinning = Vec::new();
     for _ in 0..3 {
         pinning = log.purge_expired_files().unwrap();
@@ -613,10 +673,10 @@ fn purge_names_regions_pinning_old_files_and_compacting_them_frees_the_files() {
     }
     assert_eq!(
         pinning,
-        vec![2],
+        vec![RegionId(2)],
         "region 2's old entries keep the oldest file alive"
     );
-    log.compact_to(2, 61).unwrap();
+    log.compact_to(RegionId(2), 61).unwrap();
     log.purge_expired_files().unwrap();
     let files_after = log_files(dir.path()).len();
     assert!(
@@ -633,7 +693,7 @@ fn gc_round_force_compacts_pinning_regions_and_frees_files() {
     let input = |region| {
         let first_index = log.span(region)?.first;
         Some(match region {
-            1 => GcInput {
+            RegionId(1) => GcInput {
                 region,
                 durable_applied: 400,
                 slowest_follower: None,
@@ -653,10 +713,10 @@ fn gc_round_force_compacts_pinning_regions_and_frees_files() {
     };
     // Purge names region 2 (60 old entries pin the oldest file): it is force-compacted
     // past its follower, who will need a snapshot. Region 1 is compacted regularly.
-    let done = run_gc(&log, &policy, &[1, 2], input).unwrap();
+    let done = run_gc(&log, &policy, &[RegionId(1), RegionId(2)], input).unwrap();
     let got: Vec<(u64, u64, bool)> = done
         .iter()
-        .map(|(r, d)| (*r, d.compact_to, d.strands_follower))
+        .map(|(r, d)| (r.get(), d.compact_to, d.strands_follower))
         .collect();
     assert_eq!(got, [(1, 401, false), (2, 61, true)]);
     assert_eq!(
@@ -666,7 +726,7 @@ fn gc_round_force_compacts_pinning_regions_and_frees_files() {
     );
     // Without the pinning, the same follower would have held region 2 back.
     let regular = policy.regular(&GcInput {
-        region: 2,
+        region: RegionId(2),
         durable_applied: 60,
         slowest_follower: Some(3),
         first_index: 1,
@@ -711,9 +771,11 @@ fn entries_without_a_state_are_removed_on_open() {
     let log = open(dir.path());
     assert_eq!(
         log.repairs(),
-        &[flotilla::storage::raft_log::LogRepair::Orphaned { region: 7 }]
+        &[flotilla::storage::raft_log::LogRepair::Orphaned {
+            region: RegionId(7)
+        }]
     );
-    assert_eq!(log.span(7), None);
+    assert_eq!(log.span(RegionId(7)), None);
     assert!(log.recover().unwrap().is_empty());
     drop(log);
     assert!(open(dir.path()).recover().unwrap().is_empty());
@@ -740,7 +802,7 @@ fn refuses_as_corrupt(region: u64, build: impl FnOnce(&mut raft_engine::LogBatch
     let dir = tempfile::tempdir().unwrap();
     raw_write(dir.path(), build);
     match RaftLogEngine::open(&RaftLogConfig::new(dir.path())) {
-        Err(LogError::Corrupt { region: r, .. }) if r == region => {}
+        Err(LogError::Corrupt { region: r, .. }) if r == RegionId(region) => {}
         Err(e) => panic!("expected corruption of region {region}, got {e}"),
         Ok(_) => panic!("opened a log whose records of region {region} are damaged"),
     }
@@ -810,7 +872,7 @@ fn damage_anywhere_in_a_sealed_file_is_named_or_harmless() {
             Err(e) => panic!("damage at {at}: unexpected error {e}"),
             Ok(log) => {
                 let (_, last) = entry_range(&log, 1).unwrap();
-                match log.entries(1, 1, last + 1, u64::MAX) {
+                match log.entries(RegionId(1), 1, last + 1, u64::MAX) {
                     Ok(got) => {
                         assert_eq!(got.len() as u64, last, "damage at {at}");
                         assert!(
@@ -853,11 +915,13 @@ fn reads_racing_compactions_see_entries_or_out_of_range() {
     race(
         &log,
         |log| {
-            let Some(s) = log.span(1) else { return };
+            let Some(s) = log.span(RegionId(1)) else {
+                return;
+            };
             let end = (s.first + 50).min(s.last + 1);
             let reads = [
-                log.entries(1, s.first, end, u64::MAX).map(|_| ()),
-                log.entry(1, s.first).map(|_| ()),
+                log.entries(RegionId(1), s.first, end, u64::MAX).map(|_| ()),
+                log.entry(RegionId(1), s.first).map(|_| ()),
             ];
             for r in reads {
                 match r {
@@ -868,7 +932,7 @@ fn reads_racing_compactions_see_entries_or_out_of_range() {
         },
         |log| {
             for to in (2..=3001).step_by(7) {
-                log.compact_to(1, to).unwrap();
+                log.compact_to(RegionId(1), to).unwrap();
             }
         },
     );
@@ -879,8 +943,8 @@ fn region_with_entries(last: u64) -> (tempfile::TempDir, Arc<RaftLogEngine>) {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(open(dir.path()));
     let mut batch = LogWriteBatch::default();
-    batch.append(1, &ents(1, last, 1)).unwrap();
-    batch.put_state(1, &state(1, 0, last));
+    batch.append(RegionId(1), &ents(1, last, 1)).unwrap();
+    batch.put_state(RegionId(1), &state(1, 0, last));
     log.write(&mut batch, false).unwrap();
     (dir, log)
 }
@@ -930,8 +994,8 @@ fn the_compression_threshold_is_honoured() {
                 ..Default::default()
             })
             .collect();
-        batch.append(1, &e).unwrap();
-        batch.put_state(1, &state(1, 0, 64));
+        batch.append(RegionId(1), &e).unwrap();
+        batch.put_state(RegionId(1), &state(1, 0, 64));
         // raft-engine says how many bytes the batch took in the log.
         log.write(&mut batch, true).unwrap() as u64
     };
@@ -948,16 +1012,16 @@ fn reads_of_entries_a_write_keeps_never_fail() {
     race(
         &log,
         |log| {
-            let got = log.entries(1, 90, 100, u64::MAX);
+            let got = log.entries(RegionId(1), 90, 100, u64::MAX);
             assert_eq!(got.map(|e| e.len()).ok(), Some(10), "a kept entry failed");
         },
         |log| {
             let mut batch = LogWriteBatch::default();
             for last in 101..=2000u64 {
-                batch.append(1, &ents(last, last, 1)).unwrap();
-                batch.put_state(1, &state(1, 0, last));
+                batch.append(RegionId(1), &ents(last, last, 1)).unwrap();
+                batch.put_state(RegionId(1), &state(1, 0, last));
                 if last % 10 == 0 {
-                    batch.compact_to(1, 80);
+                    batch.compact_to(RegionId(1), 80);
                 }
                 log.write(&mut batch, false).unwrap();
             }
@@ -976,7 +1040,7 @@ fn a_state_alone_is_an_empty_log_after_its_last_index() {
         lb.put(13, b"raft_local_state".to_vec(), st).unwrap();
     });
     let log = open(dir.path());
-    assert_eq!(log.span(13), span(31, 30));
+    assert_eq!(log.span(RegionId(13)), span(31, 30));
     assert_eq!(log.repairs(), &[]);
 }
 
@@ -995,7 +1059,7 @@ fn open_repairs_name_what_they_removed() {
             10,
             span(5, 10),
             vec![BelowFirst {
-                region: 14,
+                region: RegionId(14),
                 from: 1,
             }],
         ),
@@ -1004,7 +1068,10 @@ fn open_repairs_name_what_they_removed() {
             5,
             10,
             span(5, 10),
-            vec![AboveLast { region: 14, to: 12 }],
+            vec![AboveLast {
+                region: RegionId(14),
+                to: 12,
+            }],
         ),
         (
             (1, 20),
@@ -1012,7 +1079,7 @@ fn open_repairs_name_what_they_removed() {
             20,
             span(21, 20),
             vec![BelowFirst {
-                region: 14,
+                region: RegionId(14),
                 from: 1,
             }],
         ),
@@ -1021,7 +1088,10 @@ fn open_repairs_name_what_they_removed() {
             21,
             20,
             span(21, 20),
-            vec![AboveLast { region: 14, to: 21 }],
+            vec![AboveLast {
+                region: RegionId(14),
+                to: 21,
+            }],
         ),
     ];
     for ((from, to), first, last, want_span, want_repairs) in cases {
@@ -1040,10 +1110,13 @@ fn open_repairs_name_what_they_removed() {
         });
         let log = open(dir.path());
         let case = format!("held {from}..={to}, recorded {first}..={last}");
-        assert_eq!(log.span(14), want_span, "{case}");
+        assert_eq!(log.span(RegionId(14)), want_span, "{case}");
         assert_eq!(log.repairs(), want_repairs.as_slice(), "{case}");
         if let Some((f, l)) = want_span.and_then(|s| s.entries()) {
-            assert_eq!(log.entries(14, f, l + 1, u64::MAX).unwrap(), ents(f, l, 1));
+            assert_eq!(
+                log.entries(RegionId(14), f, l + 1, u64::MAX).unwrap(),
+                ents(f, l, 1)
+            );
         }
         drop(log);
         assert_eq!(open(dir.path()).repairs(), &[], "{case}: repaired for good");

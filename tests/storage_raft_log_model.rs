@@ -12,6 +12,7 @@ mod common;
 use std::time::Instant;
 
 use common::log_model::{Workload, check, config, state};
+use flotilla::RegionId;
 use flotilla::proto::raftpb::Entry;
 use flotilla::storage::raft_log::{
     LogError, LogOp, LogSpan, LogWriteBatch, RaftLogEngine, RaftLogStore,
@@ -90,19 +91,19 @@ fn refused_batch(w: &mut Workload, log: &RaftLogEngine) -> Result<(), String> {
     match kind {
         0 => {
             let ents = w.entries(region, last + 2, 1);
-            batch.append(region, &ents).expect("consecutive");
-            batch.put_state(region, &state(w.term, last + 2));
+            batch.append(RegionId(region), &ents).expect("consecutive");
+            batch.put_state(RegionId(region), &state(w.term, last + 2));
         }
         1 if first > 1 => {
             let ents = w.entries(region, first - 1, 1);
-            batch.append(region, &ents).expect("consecutive");
-            batch.put_state(region, &state(w.term, first - 1));
+            batch.append(RegionId(region), &ents).expect("consecutive");
+            batch.put_state(RegionId(region), &state(w.term, first - 1));
         }
         2 => {
             let ents = w.entries(region, last + 1, 1);
-            batch.append(region, &ents).expect("consecutive");
+            batch.append(RegionId(region), &ents).expect("consecutive");
         }
-        _ => batch.compact_to(region, last + 2),
+        _ => batch.compact_to(RegionId(region), last + 2),
     }
     match log.write(&mut batch, false) {
         Err(LogError::InvalidWrite { .. }) => check(log, &w.model),
@@ -167,14 +168,14 @@ fn overwritten_then_compacted_entries_stay_gone_with_parallel_recovery() {
         let log = RaftLogEngine::open(&config(dir.path(), 4)).unwrap();
         let mut batch = LogWriteBatch::default();
         for i in 0..14 {
-            batch.append(1, &big(i + 1, 1, 1)).unwrap();
-            batch.put_state(1, &state(1, i + 1));
+            batch.append(RegionId(1), &big(i + 1, 1, 1)).unwrap();
+            batch.put_state(RegionId(1), &state(1, i + 1));
             log.write(&mut batch, true).unwrap();
         }
-        batch.append(1, &big(8, 3, 2)).unwrap();
-        batch.put_state(1, &state(2, 10));
+        batch.append(RegionId(1), &big(8, 3, 2)).unwrap();
+        batch.put_state(RegionId(1), &state(2, 10));
         log.write(&mut batch, true).unwrap();
-        batch.compact_to(1, 11);
+        batch.compact_to(RegionId(1), 11);
         log.write(&mut batch, true).unwrap();
     }
     for (i, threads) in [4, 1, 4].into_iter().enumerate() {
@@ -187,35 +188,35 @@ fn overwritten_then_compacted_entries_stay_gone_with_parallel_recovery() {
             );
         }
         assert_eq!(
-            log.span(1),
+            log.span(RegionId(1)),
             Some(LogSpan {
                 first: 11,
                 last: 10
             })
         );
-        assert!(log.entries(1, 11, 12, u64::MAX).is_err());
-        assert_eq!(log.entry(1, 12).unwrap(), None);
+        assert!(log.entries(RegionId(1), 11, 12, u64::MAX).is_err());
+        assert_eq!(log.entry(RegionId(1), 12).unwrap(), None);
     }
     // Installed past the old entries, then written on: no hole, no panic, and it stays.
     let log = RaftLogEngine::open(&config(dir.path(), 4)).unwrap();
     let mut batch = LogWriteBatch::default();
-    batch.reset(1);
-    batch.put_state(1, &state(3, 50));
+    batch.reset(RegionId(1));
+    batch.put_state(RegionId(1), &state(3, 50));
     log.write(&mut batch, true).unwrap();
     let ents = w.entries(1, 51, 2);
-    batch.append(1, &ents).unwrap();
-    batch.put_state(1, &state(3, 52));
+    batch.append(RegionId(1), &ents).unwrap();
+    batch.put_state(RegionId(1), &state(3, 52));
     log.write(&mut batch, true).unwrap();
     drop(log);
     let log = RaftLogEngine::open(&config(dir.path(), 4)).unwrap();
     assert_eq!(
-        log.span(1),
+        log.span(RegionId(1)),
         Some(LogSpan {
             first: 51,
             last: 52
         })
     );
-    assert_eq!(log.entries(1, 51, 53, u64::MAX).unwrap(), ents);
+    assert_eq!(log.entries(RegionId(1), 51, 53, u64::MAX).unwrap(), ents);
 }
 
 /// A purge rewrites a region's old entries; the region is then compacted empty and later
@@ -231,26 +232,26 @@ fn entries_rewritten_by_a_purge_stay_gone_after_an_install() {
         let log = RaftLogEngine::open(&cfg).unwrap();
         let mut batch = LogWriteBatch::default();
         let ents = w.entries(1, 1, 20);
-        batch.append(1, &ents).unwrap();
-        batch.put_state(1, &state(1, 20));
+        batch.append(RegionId(1), &ents).unwrap();
+        batch.put_state(RegionId(1), &state(1, 20));
         log.write(&mut batch, true).unwrap();
         // Region 2 fills many files, so region 1's entries sit in old ones.
         for i in 0..60 {
             let ents = w.entries(2, i * 5 + 1, 5);
-            batch.append(2, &ents).unwrap();
-            batch.put_state(2, &state(1, i * 5 + 5));
+            batch.append(RegionId(2), &ents).unwrap();
+            batch.put_state(RegionId(2), &state(1, i * 5 + 5));
             log.write(&mut batch, true).unwrap();
         }
-        log.compact_to(2, 296).unwrap();
+        log.compact_to(RegionId(2), 296).unwrap();
         for _ in 0..3 {
             log.purge_expired_files().unwrap();
         }
         // Applied and compacted: the log is empty, its entries rewritten by the purge.
-        log.compact_to(1, 21).unwrap();
+        log.compact_to(RegionId(1), 21).unwrap();
     }
     let log = RaftLogEngine::open(&cfg).unwrap();
     assert_eq!(
-        log.span(1),
+        log.span(RegionId(1)),
         Some(LogSpan {
             first: 21,
             last: 20
@@ -258,8 +259,8 @@ fn entries_rewritten_by_a_purge_stay_gone_after_an_install() {
     );
     // A snapshot at 50 installed past them.
     let mut batch = LogWriteBatch::default();
-    batch.reset(1);
-    batch.put_state(1, &state(2, 50));
+    batch.reset(RegionId(1));
+    batch.put_state(RegionId(1), &state(2, 50));
     log.write(&mut batch, true).unwrap();
     drop(log);
     let log = RaftLogEngine::open(&cfg).unwrap();
@@ -268,7 +269,7 @@ fn entries_rewritten_by_a_purge_stay_gone_after_an_install() {
         log.repairs()
     );
     assert_eq!(
-        log.span(1),
+        log.span(RegionId(1)),
         Some(LogSpan {
             first: 51,
             last: 50
@@ -276,9 +277,9 @@ fn entries_rewritten_by_a_purge_stay_gone_after_an_install() {
     );
     let mut batch = LogWriteBatch::default();
     let ents = w.entries(1, 51, 1);
-    batch.append(1, &ents).unwrap();
-    batch.put_state(1, &state(2, 51));
+    batch.append(RegionId(1), &ents).unwrap();
+    batch.put_state(RegionId(1), &state(2, 51));
     log.write(&mut batch, true)
         .expect("an append at 51 continues the log");
-    assert_eq!(log.entries(1, 51, 52, u64::MAX).unwrap(), ents);
+    assert_eq!(log.entries(RegionId(1), 51, 52, u64::MAX).unwrap(), ents);
 }

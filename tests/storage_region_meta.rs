@@ -1,6 +1,7 @@
 //! Region metadata and apply state in the meta keyspace, written with the data they
 //! describe, and the durable applied index that bounds raft log GC.
 
+use flotilla::RegionId;
 use flotilla::proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
 use flotilla::proto::storagepb::{PeerState, RaftApplyState, RegionLocalState};
 use flotilla::storage::fjall_kv::{FjallKvEngine, KvConfig};
@@ -48,7 +49,7 @@ fn round_trip(kv: &impl KvEngine) {
     let mut b = KvWriteBatch::default();
     for (id, s, e) in [(300, "m", "t"), (2, "", "m"), (70_000, "t", "")] {
         put_region_state(&mut b, &region(id, s, e));
-        put_apply_state(&mut b, id, &apply(id));
+        put_apply_state(&mut b, RegionId(id), &apply(id));
     }
     kv.write(&b).unwrap();
     let ids: Vec<u64> = all_region_states(kv)
@@ -61,9 +62,15 @@ fn round_trip(kv: &impl KvEngine) {
         [2, 300, 70_000],
         "ordered by id, apply states not listed"
     );
-    assert_eq!(region_state(kv, 300).unwrap(), Some(region(300, "m", "t")));
-    assert_eq!(apply_state(kv, 70_000).unwrap(), Some(apply(70_000)));
-    assert_eq!(apply_state(kv, 4).unwrap(), None);
+    assert_eq!(
+        region_state(kv, RegionId(300)).unwrap(),
+        Some(region(300, "m", "t"))
+    );
+    assert_eq!(
+        apply_state(kv, RegionId(70_000)).unwrap(),
+        Some(apply(70_000))
+    );
+    assert_eq!(apply_state(kv, RegionId(4)).unwrap(), None);
 
     // A corrupt record is a typed error, not a panic.
     let mut b = KvWriteBatch::default();
@@ -72,7 +79,7 @@ fn round_trip(kv: &impl KvEngine) {
     key.push(2);
     b.put(Keyspace::Meta, key, vec![0xff, 0xff]);
     kv.write(&b).unwrap();
-    assert!(apply_state(kv, 9).is_err());
+    assert!(apply_state(kv, RegionId(9)).is_err());
 }
 
 #[test]
@@ -85,32 +92,51 @@ fn states_round_trip_on_both_engines() {
 #[test]
 fn data_and_apply_state_survive_or_vanish_together_and_gc_waits_for_persist() {
     let kv = MemKvEngine::new();
-    let mut tracker = ApplyTracker::recovered([(1, 5)]);
+    let mut tracker = ApplyTracker::recovered([(RegionId(1), 5)]);
     let apply_entries = |kv: &MemKvEngine, tracker: &mut ApplyTracker, from: u64, to: u64| {
         let mut b = KvWriteBatch::default();
         for i in from..=to {
             b.put(Keyspace::Data, format!("k{i:03}"), format!("v{i}"));
         }
-        put_apply_state(&mut b, 1, &apply(to));
+        put_apply_state(&mut b, RegionId(1), &apply(to));
         kv.write(&b).unwrap();
-        tracker.on_written(1, to);
+        tracker.on_written(RegionId(1), to);
     };
     apply_entries(&kv, &mut tracker, 6, 10);
-    assert_eq!(tracker.durable_applied(1), 5, "written is not durable");
+    assert_eq!(
+        tracker.durable_applied(RegionId(1)),
+        5,
+        "written is not durable"
+    );
     tracker.persist(&kv).unwrap();
-    assert_eq!(tracker.durable_applied(1), 10);
+    assert_eq!(tracker.durable_applied(RegionId(1)), 10);
 
     apply_entries(&kv, &mut tracker, 11, 15);
-    assert_eq!(tracker.durable_applied(1), 10, "GC may not pass 10 yet");
+    assert_eq!(
+        tracker.durable_applied(RegionId(1)),
+        10,
+        "GC may not pass 10 yet"
+    );
     kv.crash();
     // The data and the applied index went back together: replay resumes at 11.
-    assert_eq!(apply_state(&kv, 1).unwrap().unwrap().applied_index, 10);
+    assert_eq!(
+        apply_state(&kv, RegionId(1))
+            .unwrap()
+            .unwrap()
+            .applied_index,
+        10
+    );
     assert_eq!(
         kv.get(Keyspace::Data, b"k010").unwrap().as_deref(),
         Some(&b"v10"[..])
     );
     assert_eq!(kv.get(Keyspace::Data, b"k011").unwrap(), None);
-    let recovered =
-        ApplyTracker::recovered([(1, apply_state(&kv, 1).unwrap().unwrap().applied_index)]);
-    assert_eq!(recovered.durable_applied(1), 10);
+    let recovered = ApplyTracker::recovered([(
+        RegionId(1),
+        apply_state(&kv, RegionId(1))
+            .unwrap()
+            .unwrap()
+            .applied_index,
+    )]);
+    assert_eq!(recovered.durable_applied(RegionId(1)), 10);
 }

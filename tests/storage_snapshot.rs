@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use flotilla::RegionId;
 use flotilla::proto::metapb::{Region, RegionEpoch};
 use flotilla::proto::storagepb::{PeerState, RaftApplyState};
 use flotilla::storage::fjall_kv::{FjallKvEngine, KvConfig};
@@ -68,7 +69,7 @@ fn follower() -> MemKvEngine {
     let mut b = KvWriteBatch::default();
     put_apply_state(
         &mut b,
-        7,
+        RegionId(7),
         &RaftApplyState {
             applied_index: 10,
             applied_term: 2,
@@ -95,7 +96,7 @@ fn generate_verify_apply() {
         "512-byte chunks: {}",
         meta.chunks.len()
     );
-    let dir = snapshot::snapshot_dir(root.path(), 7, 4, 40);
+    let dir = snapshot::snapshot_dir(root.path(), RegionId(7), 4, 40);
     let sent = snapshot::summary(&meta);
     let verified = snapshot::verify(&dir, &sent).unwrap();
     assert_eq!(verified.meta(), &meta);
@@ -116,12 +117,12 @@ fn generate_verify_apply() {
     let outside: Vec<_> = after.into_iter().filter(|(k, _)| !in_region(k)).collect();
     assert_eq!(inside, expected, "the range holds exactly the snapshot");
     assert_eq!(outside, outside_before, "other regions untouched");
-    let st = apply_state(&kv, 7).unwrap().unwrap();
+    let st = apply_state(&kv, RegionId(7)).unwrap().unwrap();
     assert_eq!(
         (st.applied_index, st.applied_term, st.truncated_index),
         (40, 4, 40)
     );
-    let rs = region_state(&kv, 7).unwrap().unwrap();
+    let rs = region_state(&kv, RegionId(7)).unwrap().unwrap();
     assert_eq!(
         (rs.state, rs.region),
         (PeerState::Normal as i32, Some(region()))
@@ -132,7 +133,7 @@ fn generate_verify_apply() {
 fn bad_chunks_and_mismatched_metadata_are_refused_and_change_nothing() {
     let root = tempfile::tempdir().unwrap();
     let (_, meta) = make_snapshot(root.path());
-    let dir = snapshot::snapshot_dir(root.path(), 7, 4, 40);
+    let dir = snapshot::snapshot_dir(root.path(), RegionId(7), 4, 40);
     let sent = snapshot::summary(&meta);
     let mut other_index = sent.clone();
     other_index.index = 41;
@@ -170,7 +171,13 @@ fn bad_chunks_and_mismatched_metadata_are_refused_and_change_nothing() {
         other => panic!("expected a checksum error, got {other:?}"),
     }
     assert_eq!(data(&kv), before);
-    assert_eq!(apply_state(&kv, 7).unwrap().unwrap().applied_index, 10);
+    assert_eq!(
+        apply_state(&kv, RegionId(7))
+            .unwrap()
+            .unwrap()
+            .applied_index,
+        10
+    );
 }
 
 /// An engine that crashes at its n-th write or persist, keeping the first `kept` batches
@@ -229,7 +236,7 @@ impl KvEngine for Crashing {
 fn a_crash_at_any_step_of_an_apply_restarts_cleanly() {
     let root = tempfile::tempdir().unwrap();
     let (expected, meta) = make_snapshot(root.path());
-    let dir = snapshot::snapshot_dir(root.path(), 7, 4, 40);
+    let dir = snapshot::snapshot_dir(root.path(), RegionId(7), 4, 40);
     let verified = snapshot::verify(&dir, &snapshot::summary(&meta)).unwrap();
     let old = data(&follower());
     let mut crashes = 0;
@@ -251,8 +258,8 @@ fn a_crash_at_any_step_of_an_apply_restarts_cleanly() {
             let report = snapshot::recover(&kv.inner, root.path(), 512).unwrap();
             assert!(report.awaiting_snapshot.is_empty());
             let resumed = report.resumed;
-            let st = apply_state(&kv.inner, 7).unwrap().unwrap();
-            let rs = region_state(&kv.inner, 7).unwrap();
+            let st = apply_state(&kv.inner, RegionId(7)).unwrap().unwrap();
+            let rs = region_state(&kv.inner, RegionId(7)).unwrap();
             let now = data(&kv.inner);
             let at =
                 format!("crash at step {crash_at} keeping {kept} batches, resumed {resumed:?}");
@@ -292,7 +299,7 @@ fn a_damaged_or_rewritten_meta_file_is_refused() {
     use prost::Message as _;
     let root = tempfile::tempdir().unwrap();
     let (_, meta) = make_snapshot(root.path());
-    let dir = snapshot::snapshot_dir(root.path(), 7, 4, 40);
+    let dir = snapshot::snapshot_dir(root.path(), RegionId(7), 4, 40);
     let sent = snapshot::summary(&meta);
     let path = dir.join("meta");
     let original = std::fs::read(&path).unwrap();
@@ -344,7 +351,7 @@ fn recovery_finishes_the_snapshot_the_mark_names() {
     fill(&leader, 0..1000, "newer");
     snapshot::generate(&leader.view(), &region(), 5, 90, root.path(), 512).unwrap();
 
-    let dir = snapshot::snapshot_dir(root.path(), 7, 4, 40);
+    let dir = snapshot::snapshot_dir(root.path(), RegionId(7), 4, 40);
     let verified = snapshot::verify(&dir, &snapshot::summary(&meta)).unwrap();
     let kv = Crashing {
         inner: follower(),
@@ -354,14 +361,17 @@ fn recovery_finishes_the_snapshot_the_mark_names() {
     };
     assert!(snapshot::apply(&kv, &verified, 512).is_err());
     let report = snapshot::recover(&kv.inner, root.path(), 512).unwrap();
-    assert_eq!(report.resumed, vec![7]);
+    assert_eq!(report.resumed, vec![RegionId(7)]);
     let inside: Vec<_> = data(&kv.inner)
         .into_iter()
         .filter(|(k, _)| in_region(k))
         .collect();
     assert_eq!(inside, expected, "the snapshot at 40, not the one at 90");
     assert_eq!(
-        apply_state(&kv.inner, 7).unwrap().unwrap().applied_index,
+        apply_state(&kv.inner, RegionId(7))
+            .unwrap()
+            .unwrap()
+            .applied_index,
         40
     );
 }
@@ -373,7 +383,7 @@ fn recovery_finishes_the_snapshot_the_mark_names() {
 fn a_chunk_damaged_after_verify_voids_the_region_and_the_store_starts() {
     let root = tempfile::tempdir().unwrap();
     let (_, meta) = make_snapshot(root.path());
-    let dir = snapshot::snapshot_dir(root.path(), 7, 4, 40);
+    let dir = snapshot::snapshot_dir(root.path(), RegionId(7), 4, 40);
     let verified = snapshot::verify(&dir, &snapshot::summary(&meta)).unwrap();
     let chunk = dir.join("chunk-00005");
     let mut bytes = std::fs::read(&chunk).unwrap();
@@ -391,15 +401,15 @@ fn a_chunk_damaged_after_verify_voids_the_region_and_the_store_starts() {
     ));
     kv.crash(); // what was not persisted is lost, as in a crash right after the failure
     let report = snapshot::recover(&kv, root.path(), 512).unwrap();
-    assert_eq!(report.awaiting_snapshot, vec![7]);
-    let rs = region_state(&kv, 7).unwrap().unwrap();
+    assert_eq!(report.awaiting_snapshot, vec![RegionId(7)]);
+    let rs = region_state(&kv, RegionId(7)).unwrap().unwrap();
     assert_eq!((rs.state, rs.applying), (PeerState::Applying as i32, None));
     let now = data(&kv);
     assert!(now.iter().all(|(k, _)| !in_region(k)), "the range is empty");
     assert_eq!(now, outside_before, "neighbours untouched");
     // A second restart changes nothing.
     let again = snapshot::recover(&kv, root.path(), 512).unwrap();
-    assert_eq!(again.awaiting_snapshot, vec![7]);
+    assert_eq!(again.awaiting_snapshot, vec![RegionId(7)]);
 }
 
 /// A read view that holds one pair, whatever its size (an engine would refuse it).
@@ -431,7 +441,7 @@ fn verify_refuses_keys_and_values_the_engine_cannot_take() {
         512,
     )
     .unwrap();
-    let dir = snapshot::snapshot_dir(root.path(), 7, 4, 50);
+    let dir = snapshot::snapshot_dir(root.path(), RegionId(7), 4, 50);
     assert!(matches!(
         snapshot::verify(&dir, &snapshot::summary(&meta)),
         Err(SnapshotError::Kv(KvError::InvalidKey { .. }))
@@ -444,7 +454,7 @@ fn verify_refuses_keys_and_values_the_engine_cannot_take() {
 fn a_snapshot_gone_after_the_apply_began_voids_the_region() {
     let root = tempfile::tempdir().unwrap();
     let (_, meta) = make_snapshot(root.path());
-    let dir = snapshot::snapshot_dir(root.path(), 7, 4, 40);
+    let dir = snapshot::snapshot_dir(root.path(), RegionId(7), 4, 40);
     let verified = snapshot::verify(&dir, &snapshot::summary(&meta)).unwrap();
     let kv = Crashing {
         inner: follower(),
@@ -455,6 +465,6 @@ fn a_snapshot_gone_after_the_apply_began_voids_the_region() {
     assert!(snapshot::apply(&kv, &verified, 512).is_err());
     std::fs::remove_file(dir.join("chunk-00002")).unwrap();
     let report = snapshot::recover(&kv.inner, root.path(), 512).unwrap();
-    assert_eq!(report.awaiting_snapshot, vec![7]);
+    assert_eq!(report.awaiting_snapshot, vec![RegionId(7)]);
     assert!(data(&kv.inner).iter().all(|(k, _)| !in_region(k)));
 }

@@ -9,6 +9,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use flotilla::RegionId;
 use flotilla::proto::metapb::Region;
 use flotilla::storage::fjall_kv::{FjallKvEngine, KvConfig};
 use flotilla::storage::kv::{Keyspace, KvEngine, KvRead, KvWriteBatch};
@@ -141,7 +142,7 @@ fn a_large_region_snapshots_and_applies_in_bounded_memory() {
     fill(&follower, (0..pairs).step_by(97), "k"); // stale data in the range
     fill(&follower, 0..100, "z");
     follower.persist().unwrap();
-    let dir = snapshot::snapshot_dir(snaps.path(), 11, 5, 100);
+    let dir = snapshot::snapshot_dir(snaps.path(), RegionId(11), 5, 100);
     let apply_growth = peak_growth_mib(|| {
         let sent = snapshot::summary(&meta);
         let verified = snapshot::verify(&dir, &sent).unwrap();
@@ -164,7 +165,10 @@ fn a_large_region_snapshots_and_applies_in_bounded_memory() {
         "the neighbour is untouched"
     );
     assert_eq!(
-        apply_state(&follower, 11).unwrap().unwrap().applied_index,
+        apply_state(&follower, RegionId(11))
+            .unwrap()
+            .unwrap()
+            .applied_index,
         100
     );
     let exact = pairs * (key(0).len() + VALUE_BYTES) as u64;

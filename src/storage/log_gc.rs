@@ -6,11 +6,12 @@
 //! log files), the log is compacted anyway and such followers are caught up by snapshot.
 
 use super::raft_log::{LogError, RaftLogStore};
+use crate::RegionId;
 
 /// What the store knows of one region when it runs GC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GcInput {
-    pub region: u64,
+    pub region: RegionId,
     /// Applied index made durable in the KV engine (`ApplyTracker::durable_applied`).
     pub durable_applied: u64,
     /// The lowest match index among the followers, when this store leads the region.
@@ -77,9 +78,9 @@ impl GcPolicy {
 pub fn run_gc(
     log: &dyn RaftLogStore,
     policy: &GcPolicy,
-    regions: &[u64],
-    input: impl Fn(u64) -> Option<GcInput>,
-) -> Result<Vec<(u64, GcDecision)>, LogError> {
+    regions: &[RegionId],
+    input: impl Fn(RegionId) -> Option<GcInput>,
+) -> Result<Vec<(RegionId, GcDecision)>, LogError> {
     let pinning = log.purge_expired_files()?;
     let mut done = Vec::new();
     for &region in regions {
@@ -94,7 +95,9 @@ pub fn run_gc(
             // GC for the others.
             match log.compact_to(region, d.compact_to) {
                 Ok(_) => done.push((region, d)),
-                Err(e) => tracing::warn!(region, error = %e, "log GC skipped a region"),
+                Err(e) => {
+                    tracing::warn!(region = region.get(), error = %e, "log GC skipped a region")
+                }
             }
         }
     }
@@ -111,7 +114,7 @@ mod tests {
 
     fn input(durable_applied: u64, slowest_follower: Option<u64>, first_index: u64) -> GcInput {
         GcInput {
-            region: 1,
+            region: RegionId(1),
             durable_applied,
             slowest_follower,
             first_index,

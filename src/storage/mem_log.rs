@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use super::journaled::Journaled;
 use super::raft_log::{LogError, LogOp, LogSpan, LogWriteBatch, RaftLogStore};
+use crate::RegionId;
 use crate::proto::raftpb::Entry;
 use crate::proto::storagepb::RaftLocalState;
 use crate::raft::storage::entry_size;
@@ -18,7 +19,7 @@ struct Group {
     span: Option<LogSpan>,
 }
 
-type Groups = BTreeMap<u64, Group>;
+type Groups = BTreeMap<RegionId, Group>;
 
 #[derive(Default)]
 pub struct MemRaftLog {
@@ -88,7 +89,7 @@ impl RaftLogStore for MemRaftLog {
         Ok(bytes)
     }
 
-    fn recover(&self) -> Result<Vec<(u64, RaftLocalState)>, LogError> {
+    fn recover(&self) -> Result<Vec<(RegionId, RaftLocalState)>, LogError> {
         Ok(self.read(|g| {
             g.iter()
                 .filter(|(_, grp)| grp.span.is_some())
@@ -97,15 +98,15 @@ impl RaftLogStore for MemRaftLog {
         }))
     }
 
-    fn local_state(&self, region: u64) -> Result<Option<RaftLocalState>, LogError> {
+    fn local_state(&self, region: RegionId) -> Result<Option<RaftLocalState>, LogError> {
         Ok(self.read(|g| g.get(&region).and_then(|grp| grp.state)))
     }
 
-    fn span(&self, region: u64) -> Option<LogSpan> {
+    fn span(&self, region: RegionId) -> Option<LogSpan> {
         self.read(|g| g.get(&region)?.span)
     }
 
-    fn entry(&self, region: u64, index: u64) -> Result<Option<Entry>, LogError> {
+    fn entry(&self, region: RegionId, index: u64) -> Result<Option<Entry>, LogError> {
         let outside = index.checked_add(1).is_none_or(|next| {
             LogSpan::check_read(self.span(region), region, index, next).is_err()
         });
@@ -120,7 +121,7 @@ impl RaftLogStore for MemRaftLog {
 
     fn entries(
         &self,
-        region: u64,
+        region: RegionId,
         low: u64,
         high: u64,
         max_bytes: u64,
@@ -155,7 +156,7 @@ impl RaftLogStore for MemRaftLog {
     }
 
     /// There are no files: nothing to purge, no region pins anything.
-    fn purge_expired_files(&self) -> Result<Vec<u64>, LogError> {
+    fn purge_expired_files(&self) -> Result<Vec<RegionId>, LogError> {
         Ok(Vec::new())
     }
 }

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use prost::Message as _;
 
 use super::kv::{Keyspace, KvEngine, KvError, KvRead, KvWriteBatch};
+use crate::RegionId;
 use crate::proto::metapb::Region;
 use crate::proto::storagepb::{RaftApplyState, RegionLocalState};
 
@@ -20,15 +21,15 @@ const REGION_STATE_SUFFIX: u8 = 1;
 const APPLY_STATE_SUFFIX: u8 = 2;
 
 /// `r` + region id (big-endian, so regions sort by id) + which state.
-fn key(region: u64, suffix: u8) -> Vec<u8> {
+fn key(region: RegionId, suffix: u8) -> Vec<u8> {
     let mut k = Vec::with_capacity(10);
     k.push(REGION_PREFIX);
-    k.extend_from_slice(&region.to_be_bytes());
+    k.extend_from_slice(&region.get().to_be_bytes());
     k.push(suffix);
     k
 }
 
-fn corrupt(region: u64, what: &str, e: prost::DecodeError) -> KvError {
+fn corrupt(region: RegionId, what: &str, e: prost::DecodeError) -> KvError {
     KvError::CorruptRecord {
         record: format!("the {what} of region {region}"),
         cause: e.to_string(),
@@ -46,7 +47,7 @@ pub fn contains_key(region: &Region, key: &[u8]) -> bool {
 }
 
 pub fn put_region_state(batch: &mut KvWriteBatch, state: &RegionLocalState) {
-    let region = state.region.as_ref().map_or(0, |r| r.id);
+    let region = state.region.as_ref().map_or(RegionId(0), Region::region_id);
     batch.put(
         Keyspace::Meta,
         key(region, REGION_STATE_SUFFIX),
@@ -54,7 +55,7 @@ pub fn put_region_state(batch: &mut KvWriteBatch, state: &RegionLocalState) {
     );
 }
 
-pub fn put_apply_state(batch: &mut KvWriteBatch, region: u64, state: &RaftApplyState) {
+pub fn put_apply_state(batch: &mut KvWriteBatch, region: RegionId, state: &RaftApplyState) {
     batch.put(
         Keyspace::Meta,
         key(region, APPLY_STATE_SUFFIX),
@@ -62,17 +63,20 @@ pub fn put_apply_state(batch: &mut KvWriteBatch, region: u64, state: &RaftApplyS
     );
 }
 
-pub fn region_state(kv: &impl KvRead, region: u64) -> Result<Option<RegionLocalState>, KvError> {
+pub fn region_state(
+    kv: &impl KvRead,
+    region: RegionId,
+) -> Result<Option<RegionLocalState>, KvError> {
     read_state(kv, region, REGION_STATE_SUFFIX, "region state")
 }
 
-pub fn apply_state(kv: &impl KvRead, region: u64) -> Result<Option<RaftApplyState>, KvError> {
+pub fn apply_state(kv: &impl KvRead, region: RegionId) -> Result<Option<RaftApplyState>, KvError> {
     read_state(kv, region, APPLY_STATE_SUFFIX, "apply state")
 }
 
 fn read_state<M: prost::Message + Default>(
     kv: &impl KvRead,
-    region: u64,
+    region: RegionId,
     suffix: u8,
     what: &str,
 ) -> Result<Option<M>, KvError> {
@@ -95,7 +99,9 @@ pub fn all_region_states(kv: &impl KvRead) -> Result<Vec<RegionLocalState>, KvEr
     ) {
         let (k, v) = pair?;
         if k.len() == 10 && k[9] == REGION_STATE_SUFFIX {
-            let region = u64::from_be_bytes(k[1..9].try_into().expect("length checked"));
+            let region = RegionId(u64::from_be_bytes(
+                k[1..9].try_into().expect("length checked"),
+            ));
             out.push(RegionLocalState::decode(v).map_err(|e| corrupt(region, "region state", e))?);
         }
     }
@@ -106,21 +112,21 @@ pub fn all_region_states(kv: &impl KvRead) -> Result<Vec<RegionLocalState>, KvEr
 /// `persist` syncs the engine and only then promotes those indices to durable.
 #[derive(Debug, Default)]
 pub struct ApplyTracker {
-    written: HashMap<u64, u64>,
-    durable: HashMap<u64, u64>,
+    written: HashMap<RegionId, u64>,
+    durable: HashMap<RegionId, u64>,
 }
 
 impl ApplyTracker {
     /// Starts from the apply states found on open (they are durable by definition).
-    pub fn recovered(states: impl IntoIterator<Item = (u64, u64)>) -> Self {
-        let durable: HashMap<u64, u64> = states.into_iter().collect();
+    pub fn recovered(states: impl IntoIterator<Item = (RegionId, u64)>) -> Self {
+        let durable: HashMap<RegionId, u64> = states.into_iter().collect();
         ApplyTracker {
             written: durable.clone(),
             durable,
         }
     }
 
-    pub fn on_written(&mut self, region: u64, applied_index: u64) {
+    pub fn on_written(&mut self, region: RegionId, applied_index: u64) {
         let w = self.written.entry(region).or_default();
         *w = (*w).max(applied_index);
     }
@@ -133,11 +139,11 @@ impl ApplyTracker {
     }
 
     /// Raft log entries at or below this index may be compacted.
-    pub fn durable_applied(&self, region: u64) -> u64 {
+    pub fn durable_applied(&self, region: RegionId) -> u64 {
         self.durable.get(&region).copied().unwrap_or(0)
     }
 
-    pub fn forget(&mut self, region: u64) {
+    pub fn forget(&mut self, region: RegionId) {
         self.written.remove(&region);
         self.durable.remove(&region);
     }

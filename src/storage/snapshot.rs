@@ -28,6 +28,7 @@ use super::kv::{Keyspace, KvEngine, KvError, KvRead, KvWriteBatch, check_key, ch
 use super::region_meta::{
     all_region_states, contains_key, end_bound, put_apply_state, put_region_state,
 };
+use crate::RegionId;
 use crate::proto::metapb::Region;
 use crate::proto::storagepb::{
     ChunkMeta, PeerState, RaftApplyState, RegionLocalState, SnapshotMeta, SnapshotSummary,
@@ -66,7 +67,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
 }
 
 /// Directory of the snapshot of `region` at (`term`, `index`).
-pub fn snapshot_dir(root: &Path, region: u64, term: u64, index: u64) -> PathBuf {
+pub fn snapshot_dir(root: &Path, region: RegionId, term: u64, index: u64) -> PathBuf {
     root.join(format!("{region}_{term}_{index}"))
 }
 
@@ -135,7 +136,7 @@ pub fn generate(
     root: &Path,
     chunk_bytes: u64,
 ) -> Result<SnapshotMeta, SnapshotError> {
-    let dir = snapshot_dir(root, region.id, term, index);
+    let dir = snapshot_dir(root, region.region_id(), term, index);
     let tmp = dir.with_extension(TMP_SUFFIX.trim_start_matches('.'));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
@@ -406,7 +407,7 @@ pub fn apply(
         truncated_index: meta.index,
         truncated_term: meta.term,
     };
-    put_apply_state(&mut batch, region.id, &done);
+    put_apply_state(&mut batch, region.region_id(), &done);
     put_region_state(
         &mut batch,
         &RegionLocalState {
@@ -460,10 +461,10 @@ pub fn remove(dir: &Path) -> Result<(), SnapshotError> {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RecoverReport {
     /// Applies finished from the snapshot their mark names.
-    pub resumed: Vec<u64>,
+    pub resumed: Vec<RegionId>,
     /// Regions whose snapshot is gone or damaged: their range is empty, their data void;
     /// they wait for a new snapshot (the raft log must not be replayed into them).
-    pub awaiting_snapshot: Vec<u64>,
+    pub awaiting_snapshot: Vec<RegionId>,
 }
 
 /// On restart: removes temporary directories of interrupted generations, and finishes
@@ -492,9 +493,9 @@ pub fn recover(
             continue;
         }
         let region = state.region.clone().unwrap_or_default();
-        let id = region.id;
+        let id = region.region_id();
         let verified = state.applying.as_ref().map(|summary| {
-            let dir = snapshot_dir(root, region.id, summary.term, summary.index);
+            let dir = snapshot_dir(root, region.region_id(), summary.term, summary.index);
             verify(&dir, summary)
         });
         match verified {
@@ -504,13 +505,13 @@ pub fn recover(
                 Err(e @ SnapshotError::Kv(KvError::Engine(_))) => return Err(e),
                 // The snapshot's files (damaged or unreadable since `verify`): void it.
                 Err(e) => {
-                    tracing::warn!(region = id, error = %e, "snapshot apply failed on restart; the region waits for a new one");
+                    tracing::warn!(region = id.get(), error = %e, "snapshot apply failed on restart; the region waits for a new one");
                     void_region(kv, region, batch_bytes)?;
                     report.awaiting_snapshot.push(id);
                 }
             },
             Some(Err(e)) => {
-                tracing::warn!(region = id, error = %e, "snapshot to resume is unusable; the region waits for a new one");
+                tracing::warn!(region = id.get(), error = %e, "snapshot to resume is unusable; the region waits for a new one");
                 void_region(kv, region, batch_bytes)?;
                 report.awaiting_snapshot.push(id);
             }

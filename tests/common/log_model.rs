@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use bytes::Bytes;
+use flotilla::RegionId;
 use flotilla::proto::raftpb::{Entry, HardState};
 use flotilla::proto::storagepb::RaftLocalState;
 use flotilla::raft::rng::Rng;
@@ -105,9 +106,9 @@ impl Workload {
             let base = self.pick(0, 40);
             let n = self.pick(0, 6);
             let ents = self.entries(region, base + 1, n);
-            batch.append(region, &ents).expect("consecutive");
+            batch.append(RegionId(region), &ents).expect("consecutive");
             let st = state(self.term, base + n);
-            batch.put_state(region, &st);
+            batch.put_state(RegionId(region), &st);
             self.model.insert(
                 region,
                 RegionModel {
@@ -128,9 +129,9 @@ impl Workload {
                 };
                 let n = self.pick(1, 8);
                 let ents = self.entries(region, from, n);
-                batch.append(region, &ents).expect("consecutive");
+                batch.append(RegionId(region), &ents).expect("consecutive");
                 let st = state(self.term, from + n - 1);
-                batch.put_state(region, &st);
+                batch.put_state(RegionId(region), &st);
                 let m = self.model.get_mut(&region).expect("present");
                 m.entries.split_off(&from);
                 m.entries.extend(ents.into_iter().map(|e| (e.index, e)));
@@ -139,7 +140,7 @@ impl Workload {
             // Compact, possibly all of it.
             12..=15 => {
                 let to = self.pick(r.first, r.last() + 1);
-                batch.compact_to(region, to);
+                batch.compact_to(RegionId(region), to);
                 let m = self.model.get_mut(&region).expect("present");
                 m.first = m.first.max(to);
                 m.entries = m.entries.split_off(&to);
@@ -148,11 +149,11 @@ impl Workload {
             16..=18 => {
                 let snap = self.pick(r.first, r.last() + 30);
                 let n = self.pick(0, 4);
-                batch.reset(region);
+                batch.reset(RegionId(region));
                 let ents = self.entries(region, snap + 1, n);
                 let st = state(self.term, snap + n);
-                batch.put_state(region, &st);
-                batch.append(region, &ents).expect("consecutive");
+                batch.put_state(RegionId(region), &st);
+                batch.append(RegionId(region), &ents).expect("consecutive");
                 self.model.insert(
                     region,
                     RegionModel {
@@ -164,7 +165,7 @@ impl Workload {
             }
             // Remove the region.
             _ => {
-                batch.reset(region);
+                batch.reset(RegionId(region));
                 self.model.remove(&region);
             }
         }
@@ -182,8 +183,10 @@ pub fn config(dir: &Path, recovery_threads: usize) -> RaftLogConfig {
 /// The log holds exactly the model: spans, states, entries, and the recovered list.
 pub fn check(log: &dyn RaftLogStore, model: &Model) -> Result<(), String> {
     for region in 1..=REGIONS {
-        let span = log.span(region);
-        let st = log.local_state(region).map_err(|e| e.to_string())?;
+        let span = log.span(RegionId(region));
+        let st = log
+            .local_state(RegionId(region))
+            .map_err(|e| e.to_string())?;
         let Some(m) = model.get(&region) else {
             if span.is_some() || st.is_some() {
                 return Err(format!("region {region} should not exist: {span:?} {st:?}"));
@@ -201,7 +204,7 @@ pub fn check(log: &dyn RaftLogStore, model: &Model) -> Result<(), String> {
             ));
         }
         let got = log
-            .entries(region, m.first, m.last() + 1, u64::MAX)
+            .entries(RegionId(region), m.first, m.last() + 1, u64::MAX)
             .map_err(|e| format!("region {region}: {e}"))?;
         let expected: Vec<Entry> = m.entries.values().cloned().collect();
         if got != expected {
@@ -212,12 +215,17 @@ pub fn check(log: &dyn RaftLogStore, model: &Model) -> Result<(), String> {
                 idx(&expected)
             ));
         }
-        if m.first > 1 && log.entries(region, m.first - 1, m.first, u64::MAX).is_ok() {
+        if m.first > 1
+            && log
+                .entries(RegionId(region), m.first - 1, m.first, u64::MAX)
+                .is_ok()
+        {
             return Err(format!("region {region}: entry {} readable", m.first - 1));
         }
     }
-    let listed: Vec<(u64, RaftLocalState)> = log.recover().map_err(|e| e.to_string())?;
-    let want: Vec<(u64, RaftLocalState)> = model.iter().map(|(r, m)| (*r, m.state)).collect();
+    let listed: Vec<(RegionId, RaftLocalState)> = log.recover().map_err(|e| e.to_string())?;
+    let want: Vec<(RegionId, RaftLocalState)> =
+        model.iter().map(|(r, m)| (RegionId(*r), m.state)).collect();
     if listed != want {
         return Err(format!("recover lists {listed:?}, model {want:?}"));
     }

@@ -2,6 +2,7 @@
 //! whole against each region's log span before anything is written.
 
 use super::{LogError, LogSpans, SpanDisplay};
+use crate::RegionId;
 use crate::proto::raftpb::Entry;
 use crate::proto::storagepb::RaftLocalState;
 use crate::raft::message::MAX_INDEX_OR_TERM;
@@ -33,10 +34,10 @@ enum StoredOp {
 /// Many regions' entries and states, written together by one `RaftLogStore::write`.
 #[derive(Debug, Clone, Default)]
 pub struct LogWriteBatch {
-    ops: Vec<(u64, StoredOp)>,
+    ops: Vec<(RegionId, StoredOp)>,
     entries: Vec<WalEntry>,
     /// Scratch space of `prepare`, kept so a large batch does not allocate anew.
-    order: Vec<(u64, usize)>,
+    order: Vec<(RegionId, usize)>,
     /// What `prepare` found: how the batch changes each region it touches.
     changes: Vec<SpanChange>,
 }
@@ -64,7 +65,7 @@ impl LogSpan {
     /// Refuses a read of `[low, high)` that is inverted or leaves the log.
     pub fn check_read(
         span: Option<Self>,
-        region: u64,
+        region: RegionId,
         low: u64,
         high: u64,
     ) -> Result<(), LogError> {
@@ -86,7 +87,7 @@ impl LogSpan {
 /// How one batch changes one region's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpanChange {
-    pub region: u64,
+    pub region: RegionId,
     /// What may be read while the batch is being written: the entries the log holds both
     /// before and after it (None after a reset). Set before the write, so that a reader
     /// never reads an entry the write is removing while the span still claims it.
@@ -103,7 +104,7 @@ pub struct SpanChange {
 impl LogWriteBatch {
     /// Appends entries (consecutive indices) to a region's log, replacing any suffix from
     /// the first one's index.
-    pub fn append(&mut self, region: u64, entries: &[Entry]) -> Result<(), LogError> {
+    pub fn append(&mut self, region: RegionId, entries: &[Entry]) -> Result<(), LogError> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
@@ -121,23 +122,23 @@ impl LogWriteBatch {
     }
 
     /// Drops every entry of the region below `index`.
-    pub fn compact_to(&mut self, region: u64, index: u64) {
+    pub fn compact_to(&mut self, region: RegionId, index: u64) {
         self.ops.push((region, StoredOp::CompactTo(index)));
     }
 
     /// Drops the region's whole log and its state. A snapshot install follows it in the
     /// same batch with the new state (and any entries after the snapshot); removing a
     /// region leaves it at that.
-    pub fn reset(&mut self, region: u64) {
+    pub fn reset(&mut self, region: RegionId) {
         self.ops.push((region, StoredOp::Reset));
     }
 
-    pub fn put_state(&mut self, region: u64, state: &RaftLocalState) {
+    pub fn put_state(&mut self, region: RegionId, state: &RaftLocalState) {
         self.ops.push((region, StoredOp::PutState(*state)));
     }
 
     /// The operations in the order they were added, each with its region.
-    pub fn ops(&self) -> impl Iterator<Item = (u64, LogOp<'_>)> {
+    pub fn ops(&self) -> impl Iterator<Item = (RegionId, LogOp<'_>)> {
         self.ops.iter().map(|(region, op)| (*region, self.view(op)))
     }
 
@@ -152,7 +153,7 @@ impl LogWriteBatch {
 
     /// How many distinct regions the batch writes to.
     pub fn region_count(&self) -> usize {
-        let mut ids: Vec<u64> = self.ops.iter().map(|(r, _)| *r).collect();
+        let mut ids: Vec<RegionId> = self.ops.iter().map(|(r, _)| *r).collect();
         ids.sort_unstable();
         ids.dedup();
         ids.len()
@@ -219,7 +220,7 @@ impl LogWriteBatch {
 
     fn check_regions(
         &mut self,
-        order: &[(u64, usize)],
+        order: &[(RegionId, usize)],
         spans: &impl LogSpans,
         no_ops: &mut Vec<usize>,
     ) -> Result<(), LogError> {
@@ -288,7 +289,7 @@ impl LogWriteBatch {
 
 /// A region's log span as a batch's operations change it.
 struct SpanCheck {
-    region: u64,
+    region: RegionId,
     /// None: no log (never written, or reset in this batch).
     span: Option<LogSpan>,
     reset: bool,

@@ -12,6 +12,7 @@ use raft_engine::{Command, LogBatch};
 use super::{
     LogError, LogOp, LogSpan, LogSpans, LogWriteBatch, RaftLogConfig, RaftLogStore, SpanChange,
 };
+use crate::RegionId;
 use crate::proto::raftpb::Entry;
 use crate::proto::storagepb::RaftLocalState;
 use crate::raft::message::MAX_INDEX_OR_TERM;
@@ -30,11 +31,11 @@ const FIRST_KEY: &[u8] = b"log_first_index";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogRepair {
     /// Entries of a region with no state.
-    Orphaned { region: u64 },
+    Orphaned { region: RegionId },
     /// Entries below the region's first index.
-    BelowFirst { region: u64, from: u64 },
+    BelowFirst { region: RegionId, from: u64 },
     /// Entries above the region's last index.
-    AboveLast { region: u64, to: u64 },
+    AboveLast { region: RegionId, to: u64 },
 }
 
 pub struct RaftLogEngine {
@@ -56,16 +57,16 @@ pub struct RaftLogEngine {
     spans: RwLock<SpanMap>,
 }
 
-type SpanMap = HashMap<u64, LogSpan, BuildHasherDefault<RegionIdHasher>>;
+type SpanMap = HashMap<RegionId, LogSpan, BuildHasherDefault<RegionIdHasher>>;
 
 impl LogSpans for SpanMap {
-    fn current_span(&self, region: u64) -> Option<LogSpan> {
+    fn current_span(&self, region: RegionId) -> Option<LogSpan> {
         self.get(&region).copied()
     }
 }
 
 impl<T: RaftLogStore + ?Sized> LogSpans for T {
-    fn current_span(&self, region: u64) -> Option<LogSpan> {
+    fn current_span(&self, region: RegionId) -> Option<LogSpan> {
         RaftLogStore::span(self, region)
     }
 }
@@ -84,8 +85,10 @@ fn set_spans<'a>(
 }
 
 /// The first and last index of the entries raft-engine's memtable holds for a region.
-fn engine_entries(engine: &raft_engine::Engine, region: u64) -> Option<(u64, u64)> {
-    engine.first_index(region).zip(engine.last_index(region))
+fn engine_entries(engine: &raft_engine::Engine, region: RegionId) -> Option<(u64, u64)> {
+    engine
+        .first_index(region.get())
+        .zip(engine.last_index(region.get()))
 }
 
 /// Region ids need no cryptographic hashing: a multiply and a fold spread them well.
@@ -153,11 +156,11 @@ impl RaftLogEngine {
         let mut spans = SpanMap::default();
         let mut repair = LogBatch::default();
         let mut repairs = Vec::new();
-        for region in engine.raft_groups() {
+        for region in engine.raft_groups().into_iter().map(RegionId) {
             let held = engine_entries(&engine, region);
             let Some(state) = read_state(&engine, region)? else {
                 // Entries without a state were never part of an accepted write.
-                repair.add_command(region, Command::Clean);
+                repair.add_command(region.get(), Command::Clean);
                 repairs.push(LogRepair::Orphaned { region });
                 continue;
             };
@@ -213,7 +216,7 @@ impl RaftLogEngine {
     /// one), read in chunks so a huge range is never decoded or preallocated at once.
     fn read_entries(
         &self,
-        region: u64,
+        region: RegionId,
         low: u64,
         high: u64,
         max_bytes: u64,
@@ -233,7 +236,7 @@ impl RaftLogEngine {
             let budget = usize::try_from(budget).unwrap_or(usize::MAX);
             wal.clear();
             self.engine
-                .fetch_entries_to::<WalEntryExt>(region, next, end, Some(budget), &mut wal)
+                .fetch_entries_to::<WalEntryExt>(region.get(), next, end, Some(budget), &mut wal)
                 .map_err(|e| self.read_error(e))?;
             let fetched = wal.len() as u64;
             if fetched == 0 {
@@ -261,7 +264,7 @@ impl RaftLogEngine {
     /// racing it) is outside the log now, not damage: say so; otherwise keep the error.
     fn moved_or(
         &self,
-        region: u64,
+        region: RegionId,
         before: Option<LogSpan>,
         low: u64,
         high: u64,
@@ -280,7 +283,7 @@ impl RaftLogEngine {
     }
 
     /// Debug builds check that raft-engine holds exactly the entries of the span.
-    fn debug_check_span(&self, region: u64, span: Option<LogSpan>) {
+    fn debug_check_span(&self, region: RegionId, span: Option<LogSpan>) {
         debug_assert_eq!(
             span.and_then(|s| s.entries()),
             engine_entries(&self.engine, region),
@@ -291,11 +294,11 @@ impl RaftLogEngine {
     fn encode(batch: &LogWriteBatch, lb: &mut LogBatch) -> Result<(), LogError> {
         for (region, op) in batch.ops() {
             match op {
-                LogOp::Append(ents) => lb.add_entries::<WalEntryExt>(region, ents)?,
-                LogOp::CompactTo(index) => lb.add_command(region, Command::Compact { index }),
-                LogOp::Reset => lb.add_command(region, Command::Clean),
+                LogOp::Append(ents) => lb.add_entries::<WalEntryExt>(region.get(), ents)?,
+                LogOp::CompactTo(index) => lb.add_command(region.get(), Command::Compact { index }),
+                LogOp::Reset => lb.add_command(region.get(), Command::Clean),
                 LogOp::PutState(state) => {
-                    lb.put(region, STATE_KEY.to_vec(), state.encode_to_vec())?
+                    lb.put(region.get(), STATE_KEY.to_vec(), state.encode_to_vec())?
                 }
             }
         }
@@ -309,15 +312,19 @@ impl RaftLogEngine {
     }
 }
 
-fn put_first(lb: &mut LogBatch, region: u64, first: u64) -> Result<(), LogError> {
-    Ok(lb.put(region, FIRST_KEY.to_vec(), first.to_le_bytes().to_vec())?)
+fn put_first(lb: &mut LogBatch, region: RegionId, first: u64) -> Result<(), LogError> {
+    Ok(lb.put(
+        region.get(),
+        FIRST_KEY.to_vec(),
+        first.to_le_bytes().to_vec(),
+    )?)
 }
 
 fn read_state(
     engine: &raft_engine::Engine,
-    region: u64,
+    region: RegionId,
 ) -> Result<Option<RaftLocalState>, LogError> {
-    let Some(raw) = engine.get(region, STATE_KEY) else {
+    let Some(raw) = engine.get(region.get(), STATE_KEY) else {
         return Ok(None);
     };
     RaftLocalState::decode(raw.as_slice())
@@ -331,7 +338,7 @@ fn read_state(
 /// A region's span as its records define it.
 fn recorded_span(
     engine: &raft_engine::Engine,
-    region: u64,
+    region: RegionId,
     state: &RaftLocalState,
     held: Option<(u64, u64)>,
 ) -> Result<LogSpan, LogError> {
@@ -342,7 +349,7 @@ fn recorded_span(
             what: format!("last index {last} is out of range"),
         });
     }
-    let first = match engine.get(region, FIRST_KEY) {
+    let first = match engine.get(region.get(), FIRST_KEY) {
         // Without entries, the log can only be empty; with entries, nothing says which
         // of them belong to it.
         None if held.is_none() => last + 1,
@@ -371,7 +378,7 @@ fn recorded_span(
 
 /// One region's records and what raft-engine holds of it, at open.
 struct RegionRepair<'a> {
-    region: u64,
+    region: RegionId,
     span: LogSpan,
     state: &'a RaftLocalState,
     /// First and last index of the entries raft-engine holds.
@@ -406,8 +413,8 @@ impl RegionRepair<'_> {
         let Some((first, last)) = self.span.entries() else {
             // An empty log: nothing raft-engine holds belongs to it. The clean erases the
             // records too: write them again.
-            repair.add_command(region, Command::Clean);
-            repair.put(region, STATE_KEY.to_vec(), self.state.encode_to_vec())?;
+            repair.add_command(region.get(), Command::Clean);
+            repair.put(region.get(), STATE_KEY.to_vec(), self.state.encode_to_vec())?;
             put_first(repair, region, self.span.first)?;
             repairs.push(if held_last < self.span.first {
                 LogRepair::BelowFirst {
@@ -428,7 +435,7 @@ impl RegionRepair<'_> {
             )));
         }
         if held_first < first {
-            repair.add_command(region, Command::Compact { index: first });
+            repair.add_command(region.get(), Command::Compact { index: first });
             repairs.push(LogRepair::BelowFirst {
                 region,
                 from: held_first,
@@ -437,9 +444,9 @@ impl RegionRepair<'_> {
         if held_last > last {
             // Appending the last entry again cuts off everything after it.
             let entry = engine
-                .get_entry::<WalEntryExt>(region, last)?
+                .get_entry::<WalEntryExt>(region.get(), last)?
                 .ok_or_else(|| self.corrupt(format!("recorded entry {last} is missing")))?;
-            repair.add_entries::<WalEntryExt>(region, std::slice::from_ref(&entry))?;
+            repair.add_entries::<WalEntryExt>(region.get(), std::slice::from_ref(&entry))?;
             repairs.push(LogRepair::AboveLast {
                 region,
                 to: held_last,
@@ -474,8 +481,8 @@ impl RaftLogStore for RaftLogEngine {
         Ok(written)
     }
 
-    fn recover(&self) -> Result<Vec<(u64, RaftLocalState)>, LogError> {
-        let mut ids: Vec<u64> = self.spans.read().keys().copied().collect();
+    fn recover(&self) -> Result<Vec<(RegionId, RaftLocalState)>, LogError> {
+        let mut ids: Vec<RegionId> = self.spans.read().keys().copied().collect();
         ids.sort_unstable();
         ids.into_iter()
             .map(|id| {
@@ -488,15 +495,15 @@ impl RaftLogStore for RaftLogEngine {
             .collect()
     }
 
-    fn local_state(&self, region: u64) -> Result<Option<RaftLocalState>, LogError> {
+    fn local_state(&self, region: RegionId) -> Result<Option<RaftLocalState>, LogError> {
         read_state(&self.engine, region)
     }
 
-    fn span(&self, region: u64) -> Option<LogSpan> {
+    fn span(&self, region: RegionId) -> Option<LogSpan> {
         self.spans.read().get(&region).copied()
     }
 
-    fn entry(&self, region: u64, index: u64) -> Result<Option<Entry>, LogError> {
+    fn entry(&self, region: RegionId, index: u64) -> Result<Option<Entry>, LogError> {
         let span = self.span(region);
         let Some(next) = index.checked_add(1) else {
             return Ok(None);
@@ -504,7 +511,7 @@ impl RaftLogStore for RaftLogEngine {
         if LogSpan::check_read(span, region, index, next).is_err() {
             return Ok(None);
         }
-        let read = self.engine.get_entry::<WalEntryExt>(region, index);
+        let read = self.engine.get_entry::<WalEntryExt>(region.get(), index);
         let found = read.map_err(|e| self.read_error(e)).and_then(|entry| {
             entry.ok_or_else(|| LogError::Corrupt {
                 region,
@@ -523,7 +530,7 @@ impl RaftLogStore for RaftLogEngine {
 
     fn entries(
         &self,
-        region: u64,
+        region: RegionId,
         low: u64,
         high: u64,
         max_bytes: u64,
@@ -534,8 +541,13 @@ impl RaftLogStore for RaftLogEngine {
             .map_err(|e| self.moved_or(region, span, low, high, e))
     }
 
-    fn purge_expired_files(&self) -> Result<Vec<u64>, LogError> {
-        Ok(self.engine.purge_expired_files()?)
+    fn purge_expired_files(&self) -> Result<Vec<RegionId>, LogError> {
+        Ok(self
+            .engine
+            .purge_expired_files()?
+            .into_iter()
+            .map(RegionId)
+            .collect())
     }
 }
 

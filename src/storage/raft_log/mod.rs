@@ -16,6 +16,7 @@ pub use batch::{LogOp, LogSpan, LogWriteBatch, SpanChange};
 pub use engine::{LogRepair, RaftLogEngine};
 pub use region_log::RegionLog;
 
+use crate::RegionId;
 use crate::proto::raftpb::Entry;
 use crate::proto::storagepb::RaftLocalState;
 
@@ -26,14 +27,14 @@ pub enum LogError {
     #[error("raft log file {} is corrupt ({detail}); refusing to start", file.display())]
     CorruptFile { file: PathBuf, detail: String },
     #[error("raft log of region {region} is corrupt: {what}")]
-    Corrupt { region: u64, what: String },
+    Corrupt { region: RegionId, what: String },
     #[error("raft log of region {region} lacks {what}")]
-    Missing { region: u64, what: String },
+    Missing { region: RegionId, what: String },
     #[error("refused write to the raft log of region {region}: {what}")]
-    InvalidWrite { region: u64, what: String },
+    InvalidWrite { region: RegionId, what: String },
     #[error("entries {low}..{high} of region {region} are outside its log ({span})")]
     OutOfRange {
-        region: u64,
+        region: RegionId,
         low: u64,
         high: u64,
         span: SpanDisplay,
@@ -96,7 +97,7 @@ impl RaftLogConfig {
 
 /// Where a batch's check finds each region's current log span.
 pub trait LogSpans {
-    fn current_span(&self, region: u64) -> Option<LogSpan>;
+    fn current_span(&self, region: RegionId) -> Option<LogSpan>;
 }
 
 /// A store's raft log: every region's entries and `RaftLocalState`. `RaftLogEngine` keeps
@@ -109,25 +110,25 @@ pub trait RaftLogStore: Send + Sync {
     /// regions' writes into one batch per write itself.
     fn write(&self, batch: &mut LogWriteBatch, sync: bool) -> Result<usize, LogError>;
     /// Every region with a log, in id order, with its state.
-    fn recover(&self) -> Result<Vec<(u64, RaftLocalState)>, LogError>;
-    fn local_state(&self, region: u64) -> Result<Option<RaftLocalState>, LogError>;
+    fn recover(&self) -> Result<Vec<(RegionId, RaftLocalState)>, LogError>;
+    fn local_state(&self, region: RegionId) -> Result<Option<RaftLocalState>, LogError>;
     /// The region's log span (None: no log).
-    fn span(&self, region: u64) -> Option<LogSpan>;
+    fn span(&self, region: RegionId) -> Option<LogSpan>;
     /// The entry at `index`; None outside the log.
-    fn entry(&self, region: u64, index: u64) -> Result<Option<Entry>, LogError>;
+    fn entry(&self, region: RegionId, index: u64) -> Result<Option<Entry>, LogError>;
     /// Entries in `[low, high)`, stopping before `max_bytes` is exceeded (at least one, as
     /// the core counts bytes). `LogError::OutOfRange` unless `first <= low <= high <=
     /// last + 1`; a region without a log has no range.
     fn entries(
         &self,
-        region: u64,
+        region: RegionId,
         low: u64,
         high: u64,
         max_bytes: u64,
     ) -> Result<Vec<Entry>, LogError>;
     /// Drops the region's entries below `index` (log GC; not synced by itself); returns
     /// how many were dropped. Refused past the log's end.
-    fn compact_to(&self, region: u64, index: u64) -> Result<u64, LogError> {
+    fn compact_to(&self, region: RegionId, index: u64) -> Result<u64, LogError> {
         let before = self.span(region);
         let mut batch = LogWriteBatch::default();
         batch.compact_to(region, index);
@@ -138,5 +139,5 @@ pub trait RaftLogStore: Send + Sync {
     /// Deletes log files whose entries were all compacted; returns the regions whose old
     /// entries keep the oldest files alive (to be force-compacted, or to have lagging
     /// followers sent a snapshot).
-    fn purge_expired_files(&self) -> Result<Vec<u64>, LogError>;
+    fn purge_expired_files(&self) -> Result<Vec<RegionId>, LogError>;
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use super::{LogError, RaftLogStore};
+use crate::RegionId;
 use crate::proto::raftpb::{ConfState, Entry, Snapshot};
 use crate::proto::storagepb::RaftLocalState;
 use crate::raft::StorageError;
@@ -91,7 +92,7 @@ struct SnapshotSlot {
 
 /// One region's log as the consensus core reads it.
 pub struct RegionLog {
-    region: u64,
+    region: RegionId,
     engine: Arc<dyn RaftLogStore>,
     cache_bytes: u64,
     state: RwLock<RegionLogState>,
@@ -101,7 +102,7 @@ impl RegionLog {
     /// `truncated` is the (index, term) the log starts after — from the region's apply state
     /// — and `conf_state` the configuration as of the applied index.
     pub fn new(
-        region: u64,
+        region: RegionId,
         engine: Arc<dyn RaftLogStore>,
         local: RaftLocalState,
         truncated: (u64, u64),
@@ -123,7 +124,7 @@ impl RegionLog {
         }
     }
 
-    pub fn region(&self) -> u64 {
+    pub fn region(&self) -> RegionId {
         self.region
     }
 
@@ -217,7 +218,7 @@ impl RegionLog {
 #[derive(Debug, thiserror::Error)]
 #[error("raft log of region {region}: {source}")]
 pub struct RegionLogError {
-    pub region: u64,
+    pub region: RegionId,
     pub source: LogError,
 }
 
