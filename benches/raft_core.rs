@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use flotilla::raft::sim::cluster::Cluster;
+use flotilla::testkit::raft_sim::cluster::Cluster;
 
 const ENTRY_BYTES: usize = 128;
 

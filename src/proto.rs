@@ -1,16 +1,20 @@
 //! Every type generated from proto/, one module per protobuf package, so a reader finds
 //! all wire and on-disk types in one place (as TiKV's kvproto does).
 
+// Generated code: the .proto files document these types.
+#[allow(missing_docs)]
 pub mod raftpb {
     //! The consensus core's messages, entries, hard state and snapshots (proto/raft.proto).
     include!(concat!(env!("OUT_DIR"), "/raftpb.rs"));
 }
 
+#[allow(missing_docs)]
 pub mod metapb {
     //! Cluster metadata: regions, peers, epochs (proto/meta.proto).
     include!(concat!(env!("OUT_DIR"), "/metapb.rs"));
 }
 
+#[allow(missing_docs)]
 pub mod storagepb {
     //! What storage writes to disk: raft log state, region and apply state, snapshot
     //! metadata (proto/storage.proto).

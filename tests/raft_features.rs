@@ -11,13 +11,12 @@ use flotilla::proto::raftpb::{
     ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState,
     Entry, EntryType, Message, MessageType, Snapshot, SnapshotMetadata,
 };
-use flotilla::raft::progress::ProgressState;
-use flotilla::raft::raw_node::ProgressStatus;
-use flotilla::raft::sim::cluster::{BOOTSTRAP_INDEX, BOOTSTRAP_TERM, Cluster};
 use flotilla::raft::{
     ConfChangeRejection, Config, DropReason, LogStorage, MemStorage, NodeStart, RaftError, RawNode,
     ReadOnlyOption, ReadState, Role, Status,
 };
+use flotilla::raft::{ProgressState, ProgressStatus};
+use flotilla::testkit::raft_sim::cluster::{BOOTSTRAP_INDEX, BOOTSTRAP_TERM, Cluster};
 
 const ET: usize = 10;
 const HB: usize = 2;
@@ -52,11 +51,11 @@ fn term(c: &Cluster, id: u64) -> u64 {
 }
 
 fn role(c: &Cluster, id: u64) -> Role {
-    c.node(id).raw().raft().role
+    c.node(id).raw().raft().role()
 }
 
 fn last(c: &Cluster, id: u64) -> u64 {
-    c.node(id).raw().raft().log.last_index()
+    c.node(id).raw().raft().log().last_index()
 }
 
 fn quiescent(c: &Cluster, id: u64) -> bool {
@@ -83,7 +82,7 @@ fn pr(c: &Cluster, leader: u64, id: u64) -> ProgressStatus {
 }
 
 fn entry(c: &Cluster, id: u64, index: u64) -> Entry {
-    let log = &c.node(id).raw().raft().log;
+    let log = &c.node(id).raw().raft().log();
     log.slice(index, index + 1, u64::MAX).expect("entry in log")[0].clone()
 }
 
@@ -251,8 +250,8 @@ fn election_timeout_is_rerandomized_on_every_reset_and_honoured() {
     for _ in 0..30 {
         let t = timeout(&n);
         assert!((ET..2 * ET).contains(&t));
-        let (t0, mut ticks) = (n.raft().term, 0);
-        while n.raft().term == t0 {
+        let (t0, mut ticks) = (n.raft().term(), 0);
+        while n.raft().term() == t0 {
             n.tick();
             ticks += 1;
             assert!(ticks < 2 * ET, "no campaign within 2*election_tick");
@@ -356,7 +355,7 @@ fn lease_reads_skip_the_heartbeat_round_until_the_lease_expires() {
     let hb = delivered(&c, MsgHeartbeat);
     c.raw_mut(1).read_index(b"r1".to_vec()).unwrap();
     let want = vec![rs(c.committed(1), b"r1")];
-    assert_eq!(c.node(1).raw().raft().read_states, want, "answered at once");
+    assert_eq!(c.node(1).raw().raft().read_states(), want, "answered at once");
     let rd = c.raw_mut(1).ready().unwrap();
     assert_eq!(rd.read_states, want);
     assert!(rd.messages.is_empty(), "no heartbeat round");
@@ -374,7 +373,7 @@ fn lease_reads_skip_the_heartbeat_round_until_the_lease_expires() {
     assert_eq!(role(&c, 1), Role::Leader);
     // Without a lease a read needs a round, which cannot complete.
     c.raw_mut(1).read_index(b"late".to_vec()).unwrap();
-    assert!(c.node(1).raw().raft().read_states.is_empty());
+    assert!(c.node(1).raw().raft().read_states().is_empty());
     c.stabilize();
     assert!(c.node(1).read_states.is_empty());
 }
@@ -401,7 +400,7 @@ fn reads_share_one_heartbeat_round_and_followers_forward_theirs() {
     for ctx in &ctxs {
         c.raw_mut(1).read_index(ctx.clone()).unwrap();
     }
-    assert!(c.node(1).raw().raft().read_states.is_empty());
+    assert!(c.node(1).raw().raft().read_states().is_empty());
     let (seen, _) = pump(&mut c, |_| false);
     let hbs: Vec<&Message> = seen.iter().filter(|m| is(m, MsgHeartbeat)).collect();
     let to: Vec<u64> = hbs.iter().map(|m| m.to).collect();
@@ -962,21 +961,21 @@ fn single_node_commits_only_after_on_persisted() {
     for m in to_self {
         n.step(m).unwrap(); // our own durable vote
     }
-    assert_eq!(n.raft().role, Role::Leader);
+    assert_eq!(n.raft().role(), Role::Leader);
     let (ack, _, committed) = write(&mut n);
     let (noop, t) = ack.expect("the no-op to persist");
     assert!(committed.is_empty());
-    assert_eq!(n.raft().log.committed, 0, "committed before it was durable");
+    assert_eq!(n.raft().log().committed(), 0, "committed before it was durable");
     n.on_persisted(noop, t);
-    assert_eq!(n.raft().log.committed, noop);
+    assert_eq!(n.raft().log().committed(), noop);
     let (_, _, committed) = write(&mut n);
     assert_eq!(committed.len(), 1);
     n.on_applied(noop);
     let j = n.propose(b"x".to_vec(), vec![]).unwrap();
     let (ack, _, _) = write(&mut n);
-    assert_eq!((n.raft().log.committed, ack), (noop, Some((j, t))));
+    assert_eq!((n.raft().log().committed(), ack), (noop, Some((j, t))));
     n.on_persisted(j, t);
-    assert_eq!(n.raft().log.committed, j);
+    assert_eq!(n.raft().log().committed(), j);
 }
 
 // ---- 14. minimal heartbeats -----------------------------------------------------------

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use flotilla::proto::raftpb::{ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata};
-use flotilla::raft::sim::cluster::Cluster;
-use flotilla::raft::storage::StorageResult;
+use flotilla::raft::StorageResult;
 use flotilla::raft::{
     CampaignRefusal, Config, DropReason, LogStorage, MemStorage, NodeStart, RaftError, RaftState,
     RawNode, ReadOnlyOption, Role, StorageError,
 };
+use flotilla::testkit::raft_sim::cluster::Cluster;
 
 const ET: usize = 10;
 const HB: usize = 2;
@@ -27,7 +27,7 @@ fn lease_cluster() -> Cluster {
 }
 
 fn role(c: &Cluster, id: u64) -> Role {
-    c.node(id).raw().raft().role
+    c.node(id).raw().raft().role()
 }
 
 fn is(m: &Message, t: MessageType) -> bool {
@@ -42,8 +42,8 @@ fn assert_no_overlapping_leader(c: &Cluster, old: u64) {
     }
     for id in c.up_ids() {
         let r = c.node(id).raw().raft();
-        if id != old && r.role == Role::Leader && r.log.term_or_zero(r.log.committed) == r.term {
-            panic!("node {id} commits in term {} under {old}'s lease", r.term);
+        if id != old && r.role() == Role::Leader && r.log().term_or_zero(r.log().committed()) == r.term() {
+            panic!("node {id} commits in term {} under {old}'s lease", r.term());
         }
     }
 }
@@ -220,8 +220,8 @@ fn installed_snapshot_does_not_block_elections() {
     for _ in 0..2 * ET {
         n.tick();
     }
-    assert_eq!(n.raft().role, Role::Candidate);
-    assert_eq!(n.raft().term, 4);
+    assert_eq!(n.raft().role(), Role::Candidate);
+    assert_eq!(n.raft().term(), 4);
 }
 
 /// Finding 5, the compacted range: while the snapshot is still being written, the indices
@@ -242,7 +242,7 @@ fn compacted_range_does_not_block_elections() {
     for _ in 0..2 * ET {
         n.tick();
     }
-    assert_eq!(n.raft().role, Role::Candidate);
+    assert_eq!(n.raft().role(), Role::Candidate);
 }
 
 /// Finding 6: transfer requests must not postpone the check-quorum step-down of an isolated
@@ -363,7 +363,7 @@ fn ready_surfaces_storage_errors() {
     let index = n.propose(b"x".to_vec(), Vec::new()).unwrap();
     let rd = n.ready().unwrap();
     store.inner.wl().append(&rd.entries).unwrap();
-    n.on_persisted(index, n.raft().term); // committed now, readable only from storage
+    n.on_persisted(index, n.raft().term()); // committed now, readable only from storage
     store.failing.store(true, Ordering::Relaxed);
     assert!(n.has_ready());
     assert!(matches!(
@@ -416,7 +416,7 @@ fn reads_awaiting_the_first_commit_are_reported_dropped() {
         msg_type: MessageType::MsgHeartbeat as i32,
         from: 2,
         to: 1,
-        term: c.node(1).raw().raft().term + 1,
+        term: c.node(1).raw().raft().term() + 1,
         ..Default::default()
     };
     c.raw_mut(1).step(m).unwrap();
@@ -441,7 +441,7 @@ fn forwarded_reads_dropped_at_step_down_are_reported_by_the_follower() {
         msg_type: MessageType::MsgHeartbeat as i32,
         from: 3,
         to: 1,
-        term: c.node(1).raw().raft().term + 1,
+        term: c.node(1).raw().raft().term() + 1,
         ..Default::default()
     };
     c.raw_mut(1).step(depose).unwrap();
@@ -504,11 +504,11 @@ fn unapplied_conf_change_refuses_campaigns() {
     let rd = n.ready().unwrap();
     store.wl().append(&rd.entries).unwrap();
     n.on_persisted(1, 1);
-    assert_eq!(n.raft().log.committed, 1);
+    assert_eq!(n.raft().log().committed(), 1);
     for _ in 0..3 * ET {
         n.tick();
     }
-    assert_eq!(n.raft().role, Role::Follower, "no campaign on timeout");
+    assert_eq!(n.raft().role(), Role::Follower, "no campaign on timeout");
     assert_eq!(
         n.campaign(),
         Err(RaftError::CampaignRefused(
@@ -522,7 +522,7 @@ fn unapplied_conf_change_refuses_campaigns() {
 #[test]
 fn requests_without_a_known_leader_are_refused_not_forwarded() {
     let mut c = Cluster::new(&[1, 2, 3], |_| {});
-    assert_eq!(c.node(2).raw().raft().leader_id, 0);
+    assert_eq!(c.node(2).raw().raft().leader_id(), 0);
     let not_leader = Err(RaftError::ProposalDropped(DropReason::NotLeader {
         leader: 0,
     }));

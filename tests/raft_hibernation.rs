@@ -1,7 +1,7 @@
 //! The quiescence hooks the store's hibernation builds on.
 
 use flotilla::raft::ReadOnlyOption;
-use flotilla::raft::sim::cluster::Cluster;
+use flotilla::testkit::raft_sim::cluster::Cluster;
 
 fn lease_cluster() -> (Cluster, usize) {
     let mut c = Cluster::new(&[1, 2, 3], |cfg| {

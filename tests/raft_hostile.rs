@@ -2,9 +2,9 @@
 //! never panic, and whatever it refuses it refuses with a typed error.
 
 use flotilla::proto::raftpb::{ConfState, Entry, Message, Snapshot, SnapshotMetadata};
-use flotilla::raft::rng::Rng;
-use flotilla::raft::sim::cluster::Cluster;
 use flotilla::raft::{RaftError, Role};
+use flotilla::testkit::Rng;
+use flotilla::testkit::raft_sim::cluster::Cluster;
 
 /// A message with every field drawn at random from small ranges around interesting values
 /// (so some are valid, most are odd) plus occasional extremes.
@@ -147,5 +147,5 @@ fn refused_messages_change_nothing() {
         }
     }
     assert!(refused > 500);
-    assert_eq!(c.node(2).raw().raft().role, Role::Follower);
+    assert_eq!(c.node(2).raw().raft().role(), Role::Follower);
 }

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use flotilla::proto::raftpb::{Entry, HardState, Message, MessageType};
-use flotilla::raft::sim::cluster::{BOOTSTRAP_INDEX, Cluster};
 use flotilla::raft::{Config, MemStorage, RawNode, Role};
+use flotilla::testkit::raft_sim::cluster::{BOOTSTRAP_INDEX, Cluster};
 
 use MessageType::{
     MsgAppend, MsgAppendResponse, MsgHeartbeat, MsgRequestPreVote, MsgRequestPreVoteResponse,
@@ -129,30 +129,30 @@ fn settle(n: &mut RawNode<MemStorage>) -> Out {
 }
 
 fn log_terms(n: &RawNode<MemStorage>) -> Vec<u64> {
-    let log = &n.raft().log;
+    let log = &n.raft().log();
     (1..=log.last_index())
         .map(|i| log.term_or_zero(i))
         .collect()
 }
 
 fn log_of(c: &Cluster, id: u64) -> Vec<Entry> {
-    let log = &c.node(id).raw().raft().log;
+    let log = &c.node(id).raw().raft().log();
     log.slice(log.first_index(), log.last_index() + 1, u64::MAX)
         .unwrap()
 }
 
 fn term_at(c: &Cluster, id: u64, index: u64) -> u64 {
-    c.node(id).raw().raft().log.term_or_zero(index)
+    c.node(id).raw().raft().log().term_or_zero(index)
 }
 
 fn role(c: &Cluster, id: u64) -> Role {
-    c.node(id).raw().raft().role
+    c.node(id).raw().raft().role()
 }
 
 /// (role, term, vote) of a node.
 fn rtv(c: &Cluster, id: u64) -> (Role, u64, u64) {
     let r = c.node(id).raw().raft();
-    (r.role, r.term, r.vote)
+    (r.role(), r.term(), r.vote())
 }
 
 fn leaders(c: &Cluster) -> Vec<u64> {
@@ -193,8 +193,8 @@ struct Safety {
 impl Safety {
     fn check(&mut self, c: &Cluster, ctx: &str) {
         for id in c.up_ids() {
-            let log = &c.node(id).raw().raft().log;
-            let ents = log.slice(log.first_index(), log.committed + 1, u64::MAX);
+            let log = &c.node(id).raw().raft().log();
+            let ents = log.slice(log.first_index(), log.committed() + 1, u64::MAX);
             for e in ents.unwrap() {
                 let seen = self.committed.entry(e.index);
                 let seen = seen.or_insert_with(|| (e.term, e.data.to_vec()));
@@ -208,15 +208,15 @@ impl Safety {
         }
         for id in c.up_ids() {
             let r = c.node(id).raw().raft();
-            if r.role != Role::Leader {
+            if r.role() != Role::Leader {
                 continue;
             }
-            match self.leaders.insert(r.term, id) {
+            match self.leaders.insert(r.term(), id) {
                 Some(other) => assert_eq!(other, id, "{ctx}: two leaders in one term"),
                 // §5.4 leader completeness, checked when the leader is first seen.
                 None => {
-                    for (&i, (t, _)) in self.committed.range(r.log.first_index()..) {
-                        assert!(r.log.match_term(i, *t), "{ctx}: leader {id} lacks {i}");
+                    for (&i, (t, _)) in self.committed.range(r.log().first_index()..) {
+                        assert!(r.log().match_term(i, *t), "{ctx}: leader {id} lacks {i}");
                     }
                 }
             }
@@ -252,7 +252,7 @@ fn s5_2_election_safety_split_vote_elects_nobody() {
     c.clear_filter();
     c.campaign(1).unwrap();
     assert_eq!(leaders(&c), vec![1]);
-    assert_eq!(c.node(1).raw().raft().term, 7);
+    assert_eq!(c.node(1).raw().raft().term(), 7);
     assert_no_failures(&c);
 }
 
@@ -306,19 +306,19 @@ fn s5_2_candidate_steps_down_on_append_of_equal_or_higher_term() {
         let mut n = hand_node(&[1, 2], hs(2, 0, 0));
         n.campaign().unwrap();
         let _ = settle(&mut n);
-        assert_eq!((n.raft().role, n.raft().term), (Role::Candidate, 3));
+        assert_eq!((n.raft().role(), n.raft().term()), (Role::Candidate, 3));
         let mut m = msg(t, 2, term);
         if t == MsgAppend {
             (m.index, m.log_term) = (2, 2);
         }
         n.step(m).unwrap();
         let r = n.raft();
-        assert_eq!(r.role, want, "{t:?} of term {term}");
+        assert_eq!(r.role(), want, "{t:?} of term {term}");
         if want == Role::Follower {
-            assert_eq!((r.term, r.leader_id), (term, 2), "{t:?} of term {term}");
+            assert_eq!((r.term(), r.leader_id()), (term, 2), "{t:?} of term {term}");
         } else {
             // A stale leader is ignored, and told the newer term.
-            assert_eq!(r.term, 3);
+            assert_eq!(r.term(), 3);
             let out = settle(&mut n);
             assert_eq!(out.one(MsgAppendResponse).0.term, 3);
         }
@@ -475,13 +475,13 @@ fn s5_3_follower_commit_limited_to_entries_matching_leader() {
     let mut n = hand_node(&[1, 1, 1], hs(1, 0, 0));
     n.step(append(2, (1, 1), &[], 2)).unwrap();
     let out = settle(&mut n);
-    assert_eq!(n.raft().log.committed, 1);
+    assert_eq!(n.raft().log().committed(), 1);
     assert_eq!(out.committed, vec![ent(1, 1)]);
     // Once the leader's entry 2 replaces ours, it commits.
     n.step(append(2, (1, 1), &[2], 2)).unwrap();
     let out = settle(&mut n);
     assert_eq!(log_terms(&n), vec![1, 2]);
-    assert_eq!(n.raft().log.committed, 2);
+    assert_eq!(n.raft().log().committed(), 2);
     assert_eq!(out.committed, vec![ent(2, 2)]);
 }
 
@@ -497,7 +497,7 @@ fn s5_3_heartbeats_do_not_commit_a_followers_unverified_entries() {
         c.stabilize();
     }
     let r3 = c.node(3).raw().raft();
-    assert_eq!((r3.role, r3.term, r3.leader_id), (Role::Follower, 7, 1));
+    assert_eq!((r3.role(), r3.term(), r3.leader_id()), (Role::Follower, 7, 1));
     // Committing 7..=9 would commit node 3's own term-6 entries there.
     assert_eq!((c.committed(3), c.applied_data(3)), (6, vec![]));
     c.clear_filter();
@@ -547,7 +547,7 @@ fn s5_4_1_candidate_with_shorter_log_of_same_last_term_cannot_win() {
     c.propose(1, b"a").unwrap();
     c.propose(1, b"b").unwrap();
     assert_eq!(c.committed(1), 8); // on 1 and 2
-    assert_eq!(c.node(3).raw().raft().log.last_index(), 6);
+    assert_eq!(c.node(3).raw().raft().log().last_index(), 6);
     c.crash(1);
     c.clear_filter();
     c.campaign(3).unwrap();
@@ -578,9 +578,9 @@ fn s5_4_1_candidate_with_longer_log_of_older_last_term_cannot_win() {
     for term in [7, 8] {
         c.campaign(1).unwrap();
         let r = c.node(1).raw().raft();
-        assert_eq!((r.term, r.role), (term, Role::Candidate));
+        assert_eq!((r.term(), r.role()), (term, Role::Candidate));
     }
-    assert_eq!(c.node(3).raw().raft().vote, 0);
+    assert_eq!(c.node(3).raw().raft().vote(), 0);
     c.campaign(3).unwrap();
     assert_eq!(c.leader(), Some(3));
     assert_eq!(c.applied_data(1), data(&["n"]));
@@ -619,10 +619,10 @@ fn figure8_until_c() -> Cluster {
         !new || (m.to != 2 && passed.insert(m.to))
     });
     assert!(campaign_until_leader(&mut c, 1, 3));
-    assert_eq!((c.node(1).raw().raft().term, term_at(&c, 1, 8)), (8, 8));
+    assert_eq!((c.node(1).raw().raft().term(), term_at(&c, 1, 8)), (8, 8));
     let holders: Vec<u64> = (1..=4).filter(|&id| term_at(&c, id, 7) == 6).collect();
     assert_eq!(holders, vec![1, 2, 3, 4], "\"a\" is on a majority");
-    assert!((2..=4).all(|id| c.node(id).raw().raft().log.last_index() == 7));
+    assert!((2..=4).all(|id| c.node(id).raw().raft().log().last_index() == 7));
     c
 }
 

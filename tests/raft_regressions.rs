@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use flotilla::proto::raftpb::{Message, MessageType};
 use flotilla::raft::ReadOnlyOption;
-use flotilla::raft::sim::cluster::Cluster;
+use flotilla::testkit::raft_sim::cluster::Cluster;
 
 /// Simulator seed 2801: a leader transfer sent TimeoutNow, the transfer was abandoned after
 /// an election timeout, heartbeats renewed the old leader's lease, and then the delayed

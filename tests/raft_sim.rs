@@ -3,7 +3,7 @@
 //! `FLOTILLA_SIM_FIRST_SEED`, default 0); `FLOTILLA_SIM_SEED=S` replays one seed
 //! (`FLOTILLA_SIM_TRACE=1` prints every delivered message).
 
-use flotilla::raft::sim::{SimOptions, run};
+use flotilla::testkit::raft_sim::{SimOptions, run};
 
 const DEFAULT_SEEDS: u64 = 1_000;
 const STEPS: usize = 10_000;

@@ -13,8 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::log_model::{Workload, check, config};
-use flotilla::raft::rng::Rng;
 use flotilla::storage::raft_log::{RaftLogEngine, RaftLogStore};
+use flotilla::testkit::Rng;
 
 const CHILD_DIR: &str = "FLOTILLA_LOG_CHILD_DIR";
 const CHILD_SEED: &str = "FLOTILLA_LOG_CHILD_SEED";

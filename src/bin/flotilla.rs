@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use flotilla::raft::sim::{SimOptions, run};
+use flotilla::testkit::raft_sim::{SimOptions, run};
 
 #[derive(Parser)]
 #[command(

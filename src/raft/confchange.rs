@@ -261,12 +261,8 @@ pub fn restore(
     let set = |v: &[u64]| v.iter().copied().collect::<BTreeSet<u64>>();
     let cfg = TrackerConfig {
         voters: super::quorum::JointConfig {
-            incoming: MajorityConfig {
-                voters: set(&cs.voters),
-            },
-            outgoing: MajorityConfig {
-                voters: set(&cs.voters_outgoing),
-            },
+            incoming: MajorityConfig::new(cs.voters.iter().copied()),
+            outgoing: MajorityConfig::new(cs.voters_outgoing.iter().copied()),
         },
         learners: set(&cs.learners),
         learners_next: set(&cs.learners_next),

@@ -99,37 +99,37 @@ impl LeaderState {
 }
 
 pub struct Raft<S: LogStorage> {
-    pub id: u64,
-    pub term: u64,
-    pub vote: u64,
-    pub log: ReplicaLog<S>,
-    pub tracker: ProgressTracker,
-    pub role: Role,
-    pub leader_id: u64,
+    pub(crate) id: u64,
+    pub(crate) term: u64,
+    pub(crate) vote: u64,
+    pub(crate) log: ReplicaLog<S>,
+    pub(crate) tracker: ProgressTracker,
+    pub(crate) role: Role,
+    pub(crate) leader_id: u64,
     /// Present exactly while this node leads (`role == Leader`).
     pub(super) leader: Option<LeaderState>,
-    pub read_states: Vec<ReadState>,
+    pub(crate) read_states: Vec<ReadState>,
     /// Contexts of this node's own reads that were queued when it stopped leading: they
     /// will never be confirmed, and the application answers each with an error.
-    pub dropped_reads: Vec<Vec<u8>>,
+    pub(crate) dropped_reads: Vec<Vec<u8>>,
     /// Messages that may be sent at once.
-    pub msgs: Vec<Message>,
+    pub(crate) msgs: Vec<Message>,
     /// Messages that may only be sent once everything handed out for persistence so far is
     /// durable (votes, append acknowledgements): `Ready::persisted_messages`.
-    pub persisted_msgs: Vec<Message>,
-    pub(super) election_elapsed: usize,
+    pub(crate) persisted_msgs: Vec<Message>,
+    pub(crate) election_elapsed: usize,
     randomized_election_timeout: usize,
     /// Ticks since the node started; the leader's lease clock.
-    pub(super) now: u64,
+    pub(crate) now: u64,
     /// With check-quorum, a freshly started node refuses votes for one election timeout:
     /// it may have acknowledged a leader (granting it a lease) before a restart.
     boot_guard: bool,
     rng: Rng,
-    pub(super) cfg: Config,
+    pub(crate) cfg: Config,
 }
 
 impl<S: LogStorage> Raft<S> {
-    pub fn new(cfg: Config, store: S) -> Result<Self> {
+    pub(crate) fn new(cfg: Config, store: S) -> Result<Self> {
         cfg.validate()?;
         let state = store.initial_state()?;
         let log = ReplicaLog::new(store, cfg.applied, limit(cfg.max_committed_size_per_ready))?;
@@ -161,6 +161,41 @@ impl<S: LogStorage> Raft<S> {
         };
         r.become_follower(r.term, 0);
         Ok(r)
+    }
+
+    /// This node's id in the group.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// Whom this node voted for in the current term (0: nobody).
+    pub fn vote(&self) -> u64 {
+        self.vote
+    }
+
+    /// Follower, pre-candidate, candidate or leader.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The leader this node knows of in the current term (0: none).
+    pub fn leader_id(&self) -> u64 {
+        self.leader_id
+    }
+
+    /// The log: its indices, terms and commit and apply cursors.
+    pub fn log(&self) -> &ReplicaLog<S> {
+        &self.log
+    }
+
+    /// Reads confirmed since the last `Ready` took them.
+    pub fn read_states(&self) -> &[ReadState] {
+        &self.read_states
     }
 
     pub fn hard_state(&self) -> HardState {
@@ -255,7 +290,7 @@ impl<S: LogStorage> Raft<S> {
         }
     }
 
-    pub fn become_follower(&mut self, term: u64, leader_id: u64) {
+    pub(crate) fn become_follower(&mut self, term: u64, leader_id: u64) {
         self.reset(term);
         self.role = Role::Follower;
         self.leader_id = leader_id;
@@ -296,7 +331,7 @@ impl<S: LogStorage> Raft<S> {
 
     // ---- time -------------------------------------------------------------------------
 
-    pub fn tick(&mut self) {
+    pub(crate) fn tick(&mut self) {
         self.now += 1;
         match self.role {
             Role::Leader => self.tick_heartbeat(),
@@ -366,7 +401,7 @@ impl<S: LogStorage> Raft<S> {
 
     /// Starts an election of the given kind (pre-vote first if configured, except for a
     /// transfer), or says why not.
-    pub fn hup(&mut self, kind: CampaignKind) -> Result<(), CampaignRefusal> {
+    pub(crate) fn hup(&mut self, kind: CampaignKind) -> Result<(), CampaignRefusal> {
         if self.role == Role::Leader {
             return Err(CampaignRefusal::AlreadyLeader);
         }
@@ -497,7 +532,7 @@ impl<S: LogStorage> Raft<S> {
     // ---- step -------------------------------------------------------------------------
 
     /// Feeds a message from the network.
-    pub fn step(&mut self, m: Message) -> Result<()> {
+    pub(crate) fn step(&mut self, m: Message) -> Result<()> {
         let t = validate(&m, self.id)?;
         self.check_against_state(&m, t)?;
         if m.term > self.term {
@@ -703,7 +738,7 @@ impl<S: LogStorage> Raft<S> {
 
     // ---- local requests ---------------------------------------------------------------
 
-    pub fn read_index(&mut self, ctx: Vec<u8>) -> Result<()> {
+    pub(crate) fn read_index(&mut self, ctx: Vec<u8>) -> Result<()> {
         match self.role {
             Role::Leader => {
                 self.handle_read_index(self.id, ctx);
@@ -721,7 +756,7 @@ impl<S: LogStorage> Raft<S> {
         }
     }
 
-    pub fn transfer_leader(&mut self, to: u64) -> Result<()> {
+    pub(crate) fn transfer_leader(&mut self, to: u64) -> Result<()> {
         match self.role {
             Role::Leader => self.handle_transfer_leader(to),
             Role::Follower if self.leader_id != 0 => {

@@ -12,6 +12,7 @@ use super::errors::{ConfChangeRejection, DropReason, RaftError, Result, StorageE
 use super::log::ReplicaLog;
 use super::message::msg;
 use super::progress::{ProgressMap, ProgressState, TrackerConfig};
+use super::raw_node::SnapshotStatus;
 use super::read_only::ReadState;
 use super::storage::{LogStorage, snapshot_index};
 use crate::proto::raftpb::{ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType};
@@ -77,7 +78,7 @@ impl<S: LogStorage> Raft<S> {
     }
 
     /// Appends a batch of normal entries (data, context); returns the last index.
-    pub fn propose_batch<D: Into<Bytes>>(
+    pub(crate) fn propose_batch<D: Into<Bytes>>(
         &mut self,
         batch: impl IntoIterator<Item = (D, Vec<u8>)>,
     ) -> Result<u64> {
@@ -107,7 +108,7 @@ impl<S: LogStorage> Raft<S> {
         Ok(last)
     }
 
-    pub fn propose_conf_change(&mut self, cc: ConfChangeV2) -> Result<u64> {
+    pub(crate) fn propose_conf_change(&mut self, cc: ConfChangeV2) -> Result<u64> {
         self.check_can_propose()?;
         let pending_index = self.pending_conf_index();
         if pending_index > self.log.applied {
@@ -542,14 +543,14 @@ impl<S: LogStorage> Raft<S> {
 
     // ---- snapshots and reachability ---------------------------------------------------
 
-    pub fn report_snapshot(&mut self, to: u64, success: bool) {
+    pub(crate) fn report_snapshot(&mut self, to: u64, status: SnapshotStatus) {
         let Some(pr) = self.tracker.progress.get_mut(&to) else {
             return;
         };
         if self.role != Role::Leader || pr.state != ProgressState::Snapshot {
             return;
         }
-        if !success {
+        if status == SnapshotStatus::Failed {
             pr.pending_snapshot = 0;
         }
         // Wait for the follower's append response (or the next heartbeat) before sending.
@@ -557,7 +558,7 @@ impl<S: LogStorage> Raft<S> {
         pr.probe_sent = true;
     }
 
-    pub fn report_unreachable(&mut self, to: u64) {
+    pub(crate) fn report_unreachable(&mut self, to: u64) {
         if self.role != Role::Leader {
             return;
         }
@@ -572,7 +573,7 @@ impl<S: LogStorage> Raft<S> {
 
     /// Applies a committed conf change (called by the application when it applies the
     /// entry) and returns the new configuration.
-    pub fn apply_conf_change(&mut self, cc: &ConfChangeV2) -> Result<ConfState> {
+    pub(crate) fn apply_conf_change(&mut self, cc: &ConfChangeV2) -> Result<ConfState> {
         let changer = Changer::new(&self.tracker, self.log.last_index());
         let (config, progress) = if confchange::is_leave_joint(cc) {
             changer.leave_joint()?
@@ -612,7 +613,7 @@ impl<S: LogStorage> Raft<S> {
 
     /// The application applied up to `index`. A leader in an auto-leave joint configuration
     /// proposes leaving it once the entry that entered it is applied.
-    pub fn applied_to(&mut self, index: u64) {
+    pub(crate) fn applied_to(&mut self, index: u64) {
         self.log.applied_to(index);
         let cfg = &self.tracker.config;
         if self.role == Role::Leader
@@ -638,7 +639,7 @@ impl<S: LogStorage> Raft<S> {
     /// clock did not see, so the lease — and any lease a round sent before the pause could
     /// grant — is void; timers restart, and a leader does not count the pause against its
     /// followers in the next quorum check.
-    pub fn wake(&mut self) {
+    pub(crate) fn wake(&mut self) {
         // Jumping the clock by an election timeout expires every earlier round's lease.
         self.now += self.cfg.election_tick as u64;
         self.election_elapsed = 0;

@@ -7,18 +7,18 @@ use super::unstable::Unstable;
 use crate::proto::raftpb::{Entry, Snapshot};
 
 pub struct ReplicaLog<S: LogStorage> {
-    pub store: S,
-    pub unstable: Unstable,
-    pub committed: u64,
+    pub(crate) store: S,
+    pub(crate) unstable: Unstable,
+    pub(crate) committed: u64,
     /// Highest index handed to the application for applying.
-    pub applying: u64,
+    pub(crate) applying: u64,
     /// Highest index the application reported applied.
-    pub applied: u64,
+    pub(crate) applied: u64,
     max_applying_bytes: u64,
 }
 
 impl<S: LogStorage> ReplicaLog<S> {
-    pub fn new(store: S, applied: u64, max_applying_bytes: u64) -> Result<Self> {
+    pub(crate) fn new(store: S, applied: u64, max_applying_bytes: u64) -> Result<Self> {
         let first = store.first_index()?;
         let last = store.last_index()?;
         // Whatever the snapshot covers is applied; applied entries are committed even if
@@ -40,6 +40,21 @@ impl<S: LogStorage> ReplicaLog<S> {
             applied,
             max_applying_bytes,
         })
+    }
+
+    /// The highest index known committed.
+    pub fn committed(&self) -> u64 {
+        self.committed
+    }
+
+    /// The highest index handed to the application for applying.
+    pub fn applying(&self) -> u64 {
+        self.applying
+    }
+
+    /// The highest index the application reported applied.
+    pub fn applied(&self) -> u64 {
+        self.applied
     }
 
     pub fn first_index(&self) -> u64 {
@@ -97,7 +112,7 @@ impl<S: LogStorage> ReplicaLog<S> {
     }
 
     /// §5.4.1: is a log ending at (last_index, term) at least as up to date as ours?
-    pub fn is_up_to_date(&self, last_index: u64, term: u64) -> bool {
+    pub(crate) fn is_up_to_date(&self, last_index: u64, term: u64) -> bool {
         let our_term = self.last_term();
         term > our_term || (term == our_term && last_index >= self.last_index())
     }
@@ -112,7 +127,7 @@ impl<S: LogStorage> ReplicaLog<S> {
 
     /// The largest `(i, term(i))` with `i <= index` and `term(i) <= term`: the leader may skip
     /// every index above it when probing (fast backtracking).
-    pub fn find_conflict_by_term(&self, index: u64, term: u64) -> (u64, u64) {
+    pub(crate) fn find_conflict_by_term(&self, index: u64, term: u64) -> (u64, u64) {
         let mut i = index.min(self.last_index());
         loop {
             match self.term(i) {
@@ -125,7 +140,7 @@ impl<S: LogStorage> ReplicaLog<S> {
 
     /// Appends leader entries after `(index, log_term)` if our log matches there; returns
     /// the index of the last entry the message covers.
-    pub fn maybe_append(
+    pub(crate) fn maybe_append(
         &mut self,
         index: u64,
         log_term: u64,
@@ -149,12 +164,12 @@ impl<S: LogStorage> ReplicaLog<S> {
         Some(last_new)
     }
 
-    pub fn append(&mut self, ents: &[Entry]) -> u64 {
+    pub(crate) fn append(&mut self, ents: &[Entry]) -> u64 {
         self.unstable.truncate_and_append(ents);
         self.last_index()
     }
 
-    pub fn commit_to(&mut self, index: u64) {
+    pub(crate) fn commit_to(&mut self, index: u64) {
         if index > self.committed {
             self.committed = index.min(self.last_index());
         }
@@ -162,7 +177,7 @@ impl<S: LogStorage> ReplicaLog<S> {
 
     /// Commits `index` if it is from `term` (§5.4.2: only current-term entries are
     /// committed by counting replicas).
-    pub fn maybe_commit(&mut self, index: u64, term: u64) -> bool {
+    pub(crate) fn maybe_commit(&mut self, index: u64, term: u64) -> bool {
         if index > self.committed && self.term_or_zero(index) == term {
             self.commit_to(index);
             return true;
@@ -198,11 +213,11 @@ impl<S: LogStorage> ReplicaLog<S> {
         Ok(out)
     }
 
-    pub fn entries_from(&self, low: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+    pub(crate) fn entries_from(&self, low: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
         self.slice(low, self.last_index() + 1, max_bytes)
     }
 
-    pub fn snapshot(&self, request_index: u64) -> Result<Snapshot, StorageError> {
+    pub(crate) fn snapshot(&self, request_index: u64) -> Result<Snapshot, StorageError> {
         match &self.unstable.snapshot {
             Some(s) => Ok(s.clone()),
             None => self.store.snapshot(request_index),
@@ -214,12 +229,12 @@ impl<S: LogStorage> ReplicaLog<S> {
         self.committed.min(self.persisted_index())
     }
 
-    pub fn has_next_committed_entries(&self) -> bool {
+    pub(crate) fn has_next_committed_entries(&self) -> bool {
         self.apply_limit() > self.applying && self.applying >= self.first_index().saturating_sub(1)
     }
 
     /// Hands out the next committed entries and advances `applying`.
-    pub fn take_committed_entries(&mut self) -> Result<Vec<Entry>, StorageError> {
+    pub(crate) fn take_committed_entries(&mut self) -> Result<Vec<Entry>, StorageError> {
         if !self.has_next_committed_entries() {
             return Ok(Vec::new());
         }
@@ -234,14 +249,14 @@ impl<S: LogStorage> ReplicaLog<S> {
         Ok(ents)
     }
 
-    pub fn applied_to(&mut self, index: u64) {
+    pub(crate) fn applied_to(&mut self, index: u64) {
         if index > self.applied && index <= self.applying {
             self.applied = index;
         }
     }
 
     /// Replaces the log with a snapshot's state.
-    pub fn restore(&mut self, snap: Snapshot) {
+    pub(crate) fn restore(&mut self, snap: Snapshot) {
         let index = snapshot_index(&snap);
         self.committed = index;
         self.applying = self.applying.max(index);
@@ -249,12 +264,12 @@ impl<S: LogStorage> ReplicaLog<S> {
     }
 
     /// Bytes of the payloads of `ents`, as counted against the uncommitted limit.
-    pub fn payload_size(ents: &[Entry]) -> u64 {
+    pub(crate) fn payload_size(ents: &[Entry]) -> u64 {
         ents.iter().map(|e| e.data.len() as u64).sum()
     }
 
     /// Encoded size, for the inflight byte window.
-    pub fn encoded_size(ents: &[Entry]) -> u64 {
+    pub(crate) fn encoded_size(ents: &[Entry]) -> u64 {
         ents.iter().map(entry_size).sum()
     }
 }

@@ -1,27 +1,31 @@
 //! The consensus core: a pure, deterministic Raft state machine (no I/O, no clock, no
 //! threads). The store drives it through `RawNode`: feed ticks, messages and proposals,
-//! take a `Ready`, persist and send what it says, acknowledge.
+//! take a `Ready`, persist and send what it says, acknowledge. Inspection goes through
+//! `RawNode::status` (or the read-only accessors of `RawNode::raft`).
+//!
+//! The modules are private; this list is the API.
 
-pub mod confchange;
-pub mod config;
-pub mod core;
-pub mod errors;
-pub mod inflights;
+mod confchange;
+mod config;
+mod core;
+mod errors;
+mod inflights;
 mod leader;
-pub mod log;
-pub mod message;
-pub mod progress;
-pub mod quorum;
-pub mod raw_node;
-pub mod read_only;
-pub mod rng;
-pub mod sim;
-pub mod storage;
-pub mod unstable;
+mod log;
+pub(crate) mod message;
+mod progress;
+mod quorum;
+mod raw_node;
+mod read_only;
+pub(crate) mod rng;
+pub(crate) mod storage;
+mod unstable;
 
 pub use config::{Config, NodeStart, ReadOnlyOption};
 pub use core::{CampaignKind, CampaignRefusal, Raft, Role, SoftState};
 pub use errors::{ConfChangeRejection, DropReason, RaftError, Result, StorageError};
-pub use raw_node::{RawNode, Ready, Status};
+pub use log::ReplicaLog;
+pub use progress::ProgressState;
+pub use raw_node::{ProgressStatus, RawNode, Ready, SnapshotStatus, Status};
 pub use read_only::ReadState;
-pub use storage::{LogStorage, MemStorage, RaftState};
+pub use storage::{LogStorage, MemStorage, MemStorageCore, RaftState, StorageResult};

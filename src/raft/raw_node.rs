@@ -73,6 +73,15 @@ impl Ready {
     }
 }
 
+/// How sending a snapshot to a follower ended, as the transport reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotStatus {
+    /// The follower received the whole snapshot.
+    Finished,
+    /// The send failed; the leader sends a new one when the follower asks again.
+    Failed,
+}
+
 /// A follower's replication state as seen by the leader.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgressStatus {
@@ -185,8 +194,8 @@ impl<S: LogStorage> RawNode<S> {
         self.raft.transfer_leader(to)
     }
 
-    pub fn report_snapshot(&mut self, to: u64, success: bool) {
-        self.raft.report_snapshot(to, success);
+    pub fn report_snapshot(&mut self, to: u64, status: SnapshotStatus) {
+        self.raft.report_snapshot(to, status);
     }
 
     pub fn report_unreachable(&mut self, to: u64) {

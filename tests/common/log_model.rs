@@ -8,8 +8,8 @@ use bytes::Bytes;
 use flotilla::RegionId;
 use flotilla::proto::raftpb::{Entry, HardState};
 use flotilla::proto::storagepb::RaftLocalState;
-use flotilla::raft::rng::Rng;
 use flotilla::storage::raft_log::{LogSpan, LogWriteBatch, RaftLogConfig, RaftLogStore};
+use flotilla::testkit::Rng;
 
 pub const REGIONS: u64 = 6;
 

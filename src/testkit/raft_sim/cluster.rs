@@ -16,7 +16,9 @@ use crate::proto::raftpb::{
     ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot, SnapshotMetadata,
 };
 use crate::raft::storage::snapshot_index;
-use crate::raft::{Config, LogStorage, MemStorage, RawNode, ReadState, Ready, Result, Role};
+use crate::raft::{
+    Config, LogStorage, MemStorage, RawNode, ReadState, Ready, Result, Role, SnapshotStatus,
+};
 
 /// Index and term of the bootstrap snapshot that holds a group's initial configuration.
 pub const BOOTSTRAP_INDEX: u64 = 5;
@@ -473,13 +475,13 @@ impl Cluster {
     /// a snapshot, so the leader stops waiting for it.
     pub fn lost(&mut self, m: &Message) {
         if m.msg_type == MessageType::MsgSnapshot as i32 {
-            self.snapshot_outcome(m.from, m.to, false);
+            self.snapshot_outcome(m.from, m.to, SnapshotStatus::Failed);
         }
     }
 
-    fn snapshot_outcome(&mut self, from: u64, to: u64, delivered: bool) {
+    fn snapshot_outcome(&mut self, from: u64, to: u64, status: SnapshotStatus) {
         if let Some(raw) = self.nodes.get_mut(&from).and_then(|n| n.raw.as_mut()) {
-            raw.report_snapshot(to, delivered);
+            raw.report_snapshot(to, status);
         }
     }
 
@@ -518,7 +520,7 @@ impl Cluster {
             }
         }
         if t == MessageType::MsgSnapshot {
-            self.snapshot_outcome(from, to, true);
+            self.snapshot_outcome(from, to, SnapshotStatus::Finished);
         }
     }
 

@@ -1,0 +1,11 @@
+//! Test harnesses, not part of the embedding API: what the tests, the benches and
+//! `flotilla sim` drive the code with. Nothing in the runtime depends on this module.
+//!
+//! - `raft_sim`: a seeded simulator of one Raft group with fault injection and safety
+//!   invariants checked after every step; `raft_sim::cluster` is its in-memory cluster
+//!   harness, which scenario tests use directly.
+//! - `Rng`: the small seeded generator the simulator and the randomized tests share.
+
+pub mod raft_sim;
+
+pub use crate::raft::rng::Rng;
