@@ -6,6 +6,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+mod common;
+
+use common::raft::{handle_ready, write_ready};
 use flotilla::proto::raftpb::{ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata};
 use flotilla::raft::StorageResult;
 use flotilla::raft::{
@@ -42,7 +45,10 @@ fn assert_no_overlapping_leader(c: &Cluster, old: u64) {
     }
     for id in c.up_ids() {
         let r = c.node(id).raw().raft();
-        if id != old && r.role() == Role::Leader && r.log().term_or_zero(r.log().committed()) == r.term() {
+        if id != old
+            && r.role() == Role::Leader
+            && r.log().term_or_zero(r.log().committed()) == r.term()
+        {
             panic!("node {id} commits in term {} under {old}'s lease", r.term());
         }
     }
@@ -209,12 +215,8 @@ fn installed_snapshot_does_not_block_elections() {
         ..Default::default()
     };
     n.step(snapshot_msg(1, 2, 3, 50, cs)).unwrap();
-    let rd = n.ready().unwrap();
-    let snap = rd.snapshot.clone().expect("snapshot to install");
-    store.wl().apply_snapshot(snap).unwrap();
-    if let Some(hs) = rd.hard_state {
-        store.wl().set_hard_state(hs);
-    }
+    let written = write_ready(&mut n, &store);
+    assert_eq!(written.ack, Some((50, 3)), "the snapshot to install");
     n.on_persisted(50, 3);
     assert_eq!(n.status().applied, 50, "the durable snapshot is applied");
     for _ in 0..2 * ET {
@@ -326,22 +328,6 @@ impl LogStorage for FlakyStorage {
     }
 }
 
-/// Persists a Ready into the storage and acknowledges it; returns the committed entries.
-fn write_ready(n: &mut RawNode<FlakyStorage>, store: &FlakyStorage) -> Vec<Entry> {
-    let rd = n.ready().unwrap();
-    store.inner.wl().append(&rd.entries).unwrap();
-    if let Some(hs) = rd.hard_state {
-        store.inner.wl().set_hard_state(hs);
-    }
-    if let Some((index, term)) = rd.persisted_up_to() {
-        n.on_persisted(index, term);
-    }
-    for m in rd.persisted_messages {
-        n.step(m).unwrap();
-    }
-    rd.committed_entries
-}
-
 /// Finding 9: a storage error reading committed entries comes out of `ready()` instead of a
 /// Ready that silently lacks them while `has_ready()` stays true.
 #[test]
@@ -355,14 +341,10 @@ fn ready_surfaces_storage_errors() {
     let mut n = RawNode::new(cfg, store.clone()).unwrap();
     n.campaign().unwrap();
     while n.has_ready() {
-        let applied = write_ready(&mut n, &store);
-        if let Some(e) = applied.last() {
-            n.on_applied(e.index);
-        }
+        handle_ready(&mut n, &store.inner);
     }
     let index = n.propose(b"x".to_vec(), Vec::new()).unwrap();
-    let rd = n.ready().unwrap();
-    store.inner.wl().append(&rd.entries).unwrap();
+    write_ready(&mut n, &store.inner);
     n.on_persisted(index, n.raft().term()); // committed now, readable only from storage
     store.failing.store(true, Ordering::Relaxed);
     assert!(n.has_ready());

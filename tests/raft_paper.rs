@@ -10,6 +10,9 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
+mod common;
+
+use common::raft::settle;
 use flotilla::proto::raftpb::{Entry, HardState, Message, MessageType};
 use flotilla::raft::{Config, MemStorage, RawNode, Role};
 use flotilla::testkit::raft_sim::cluster::{BOOTSTRAP_INDEX, Cluster};
@@ -73,59 +76,6 @@ fn append(term: u64, prev: (u64, u64), terms: &[u64], commit: u64) -> Message {
     (m.index, m.log_term, m.commit) = (prev.0, prev.1, commit);
     m.entries = (prev.0 + 1..).zip(terms).map(|(i, &t)| ent(i, t)).collect();
     m
-}
-
-/// What a hand-driven node emitted until it had nothing left to do.
-#[derive(Default)]
-struct Out {
-    /// Messages it may send at once.
-    now: Vec<Message>,
-    /// Messages it may send only once the Ready they came with is durable.
-    after: Vec<Message>,
-    committed: Vec<Entry>,
-}
-
-impl Out {
-    fn one(&self, t: MessageType) -> (&Message, bool) {
-        let now = self.now.iter().filter(|m| m.msg_type == t as i32);
-        let after = self.after.iter().filter(|m| m.msg_type == t as i32);
-        let all: Vec<(&Message, bool)> = now
-            .map(|m| (m, false))
-            .chain(after.map(|m| (m, true)))
-            .collect();
-        assert_eq!(all.len(), 1, "expected one {t:?}");
-        all[0]
-    }
-}
-
-/// Handles every Ready as a store would: persist entries and hard state, acknowledge, apply,
-/// and step the node's own vote back in.
-fn settle(n: &mut RawNode<MemStorage>) -> Out {
-    let mut out = Out::default();
-    while n.has_ready() {
-        let rd = n.ready().unwrap();
-        let s = n.store().clone();
-        s.wl().append(&rd.entries).unwrap();
-        if let Some(h) = rd.hard_state {
-            s.wl().set_hard_state(h);
-        }
-        if let Some((i, t)) = rd.persisted_up_to() {
-            n.on_persisted(i, t);
-        }
-        if let Some(e) = rd.committed_entries.last() {
-            n.on_applied(e.index);
-        }
-        for m in rd.persisted_messages {
-            if m.to == m.from {
-                n.step(m).unwrap();
-            } else {
-                out.after.push(m);
-            }
-        }
-        out.now.extend(rd.messages);
-        out.committed.extend(rd.committed_entries);
-    }
-    out
 }
 
 fn log_terms(n: &RawNode<MemStorage>) -> Vec<u64> {
@@ -497,7 +447,10 @@ fn s5_3_heartbeats_do_not_commit_a_followers_unverified_entries() {
         c.stabilize();
     }
     let r3 = c.node(3).raw().raft();
-    assert_eq!((r3.role(), r3.term(), r3.leader_id()), (Role::Follower, 7, 1));
+    assert_eq!(
+        (r3.role(), r3.term(), r3.leader_id()),
+        (Role::Follower, 7, 1)
+    );
     // Committing 7..=9 would commit node 3's own term-6 entries there.
     assert_eq!((c.committed(3), c.applied_data(3)), (6, vec![]));
     c.clear_filter();

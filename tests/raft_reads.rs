@@ -1,0 +1,102 @@
+//! Reads: the leader lease and batched ReadIndex.
+//! Feature tests of the consensus core, one section per README feature: each asserts
+//! behaviour that breaks if its feature does.
+
+mod common;
+
+use common::raft::*;
+
+// ---- 4. leader lease ------------------------------------------------------------------
+
+#[test]
+fn lease_reads_skip_the_heartbeat_round_until_the_lease_expires() {
+    let mut c = elected(
+        &[1, 2, 3],
+        |c| c.read_only_option = ReadOnlyOption::LeaseBased,
+        1,
+    );
+    assert!(!st(&c, 1).lease_valid, "no lease before a round is acked");
+    c.tick_all(HB);
+    assert!(st(&c, 1).lease_valid);
+    let hb = delivered(&c, MsgHeartbeat);
+    c.raw_mut(1).read_index(b"r1".to_vec()).unwrap();
+    let want = vec![rs(c.committed(1), b"r1")];
+    assert_eq!(
+        c.node(1).raw().raft().read_states(),
+        want,
+        "answered at once"
+    );
+    let rd = c.raw_mut(1).ready().unwrap();
+    assert_eq!(rd.read_states, want);
+    assert!(rd.messages.is_empty(), "no heartbeat round");
+    c.stabilize();
+    assert_eq!(delivered(&c, MsgHeartbeat), hb);
+    // Isolated, the leader's lease runs out (before check-quorum deposes it).
+    c.isolate(1);
+    let mut ticks = 0;
+    while st(&c, 1).lease_valid {
+        c.tick(1);
+        c.stabilize();
+        ticks += 1;
+        assert!(ticks <= ET, "lease still valid after {ticks} ticks alone");
+    }
+    assert_eq!(role(&c, 1), Role::Leader);
+    // Without a lease a read needs a round, which cannot complete.
+    c.raw_mut(1).read_index(b"late".to_vec()).unwrap();
+    assert!(c.node(1).raw().raft().read_states().is_empty());
+    c.stabilize();
+    assert!(c.node(1).read_states.is_empty());
+}
+
+#[test]
+fn lease_based_reads_require_check_quorum() {
+    let mut cfg = Config::new(1);
+    cfg.read_only_option = ReadOnlyOption::LeaseBased;
+    cfg.check_quorum = false;
+    assert!(matches!(cfg.validate(), Err(RaftError::InvalidConfig(_))));
+    let r = RawNode::new(cfg.clone(), MemStorage::with_voters(&[1]));
+    assert!(matches!(r, Err(RaftError::InvalidConfig(_))));
+    cfg.check_quorum = true;
+    assert_eq!(cfg.validate(), Ok(()));
+}
+
+// ---- 5. ReadIndex batching ------------------------------------------------------------
+
+#[test]
+fn reads_share_one_heartbeat_round_and_followers_forward_theirs() {
+    let mut c = elected3();
+    c.propose(1, b"a").unwrap();
+    let ctxs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![b'r', i]).collect();
+    for ctx in &ctxs {
+        c.raw_mut(1).read_index(ctx.clone()).unwrap();
+    }
+    assert!(c.node(1).raw().raft().read_states().is_empty());
+    let (seen, _) = pump(&mut c, |_| false);
+    let hbs: Vec<&Message> = seen.iter().filter(|m| is(m, MsgHeartbeat)).collect();
+    let to: Vec<u64> = hbs.iter().map(|m| m.to).collect();
+    assert!(to == [2, 3] || to == [3, 2], "one per follower: {to:?}");
+    assert_eq!(hbs[0].read_round, hbs[1].read_round);
+    let want: Vec<ReadState> = ctxs.iter().map(|x| rs(c.committed(1), x)).collect();
+    assert_eq!(c.node(1).read_states, want, "in order, at the commit index");
+    // A follower's read is forwarded to the leader and answered.
+    c.raw_mut(2).read_index(b"f".to_vec()).unwrap();
+    let (seen, _) = pump(&mut c, |_| false);
+    let fwd = |m: &Message| is(m, MsgReadIndex) && m.from == 2 && m.to == 1;
+    assert!(seen.iter().any(fwd));
+    assert_eq!(c.node(2).read_states, vec![rs(c.committed(1), b"f")]);
+}
+
+#[test]
+fn reads_wait_for_the_new_leaders_noop_to_commit() {
+    let mut c = booted(Cluster::new(&[1, 2, 3], |_| {}));
+    c.set_filter(|m| !is(m, MsgAppend)); // the no-op reaches nobody
+    c.elect(1);
+    assert_eq!(c.committed(1), BOOTSTRAP_INDEX);
+    c.raw_mut(1).read_index(b"early".to_vec()).unwrap();
+    c.stabilize();
+    assert!(c.node(1).read_states.is_empty(), "read before the no-op");
+    c.clear_filter();
+    c.tick_all(HB);
+    assert_eq!(c.committed(1), NOOP);
+    assert_eq!(c.node(1).read_states, vec![rs(NOOP, b"early")]);
+}
