@@ -46,16 +46,19 @@ id_type!(
 );
 
 impl Region {
+    /// The region's id, typed.
     pub fn region_id(&self) -> RegionId {
         RegionId(self.id)
     }
 }
 
 impl Peer {
+    /// This replica's id: also its node id in the region's Raft group.
     pub fn peer_id(&self) -> PeerId {
         PeerId(self.id)
     }
 
+    /// The store that hosts this replica.
     pub fn store_id(&self) -> StoreId {
         StoreId(self.store_id)
     }

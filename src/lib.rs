@@ -1,3 +1,21 @@
+#![deny(missing_docs)]
+//! flotilla: a Multi-Raft storage engine. One store (a process) hosts thousands of Raft
+//! groups, the regions, each replicating one key range; all of a store's regions share one
+//! batched write-ahead log, so one write and one fsync persist many groups' entries.
+//!
+//! - `ids`: typed region, peer and store ids, so that one cannot be passed for another.
+//! - `proto`: the types generated from `proto/`: Raft messages, cluster metadata, on-disk
+//!   records.
+//! - `raft`: the consensus core, a pure deterministic Raft state machine driven through
+//!   `RawNode` (no I/O, clock or threads of its own).
+//! - `storage`: the shared raft log, the KV engine, region snapshots, region and apply
+//!   state, and log GC.
+//! - `testkit`: test harnesses (the Raft simulator, a seeded `Rng`); not part of the
+//!   embedding API.
+//!
+//! Not built yet: the store runtime that drives the regions, the network transport, and
+//! placement.
+
 pub mod ids;
 pub mod proto;
 pub mod raft;

@@ -13,7 +13,7 @@ use common::raft::*;
 // ---- 6. pipelined replication ---------------------------------------------------------
 
 fn appends_to(c: &Cluster, to: u64) -> Vec<Vec<u64>> {
-    let net = c.network.iter().map(|f| &f.msg);
+    let net = c.network.iter();
     let appends = net.filter(|m| m.to == to && is(m, MsgAppend));
     appends
         .map(|m| m.entries.iter().map(|e| e.index).collect())
@@ -160,8 +160,8 @@ fn leader_commits_on_follower_acks_before_its_own_write() {
     c.sync = false;
     let i = c.raw_mut(1).propose(b"w".to_vec(), vec![]).unwrap();
     c.process_ready(1); // appends go out; the leader's own write stays queued
-    for f in std::mem::take(&mut c.network) {
-        c.deliver(f.msg);
+    for m in std::mem::take(&mut c.network) {
+        c.deliver(m);
     }
     for id in [2, 3] {
         c.process_ready(id);

@@ -27,6 +27,8 @@ pub enum NodeStart {
     Created,
 }
 
+/// Settings of one Raft node; all durations are in ticks. `validate` runs when the node
+/// is created.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// This node's id; never 0.
@@ -57,6 +59,7 @@ pub struct Config {
     pub check_quorum: bool,
     /// Run a pre-vote round before incrementing the term.
     pub pre_vote: bool,
+    /// How `read_index` confirms leadership: a quorum heartbeat round, or the leader's lease.
     pub read_only_option: ReadOnlyOption,
     /// Ticks subtracted from the election timeout to bound a lease, covering clock-rate drift
     /// between nodes.
@@ -91,6 +94,7 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The defaults for node `id`, with `seed` set to the id.
     pub fn new(id: u64) -> Self {
         Config {
             id,
@@ -99,6 +103,8 @@ impl Config {
         }
     }
 
+    /// Refuses settings the core cannot run with (id 0, `election_tick <= heartbeat_tick`,
+    /// lease reads without check-quorum, ...) with `RaftError::InvalidConfig`.
     pub fn validate(&self) -> Result<()> {
         let fail = |s: &str| Err(RaftError::InvalidConfig(s.to_string()));
         if self.id == 0 {

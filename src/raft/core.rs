@@ -17,11 +17,17 @@ use super::rng::Rng;
 use super::storage::LogStorage;
 use crate::proto::raftpb::{EntryType, HardState, Message, MessageType};
 
+/// A node's part in its group's current term.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
+    /// Follows the leader of the term, if it knows one. Every node starts here.
     Follower,
+    /// Polling the voters for term + 1 without raising its term or vote (pre-vote), so a
+    /// partitioned node cannot disturb the group.
     PreCandidate,
+    /// Raised its term, voted for itself and asks the others for votes.
     Candidate,
+    /// Won the election of the current term: takes proposals and decides what commits.
     Leader,
 }
 
@@ -41,20 +47,31 @@ pub enum CampaignKind {
 /// Why a campaign was not started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CampaignRefusal {
+    /// This node already leads the current term.
     #[error("this node is already the leader")]
     AlreadyLeader,
+    /// This node is a learner or not in the configuration.
     #[error("this node is not a voter")]
     NotVoter,
+    /// A committed conf change is not applied yet: votes would be counted against the wrong
+    /// configuration.
     #[error("a committed configuration change is not applied yet")]
     UnappliedConfChange,
+    /// A `Requested` campaign while check-quorum keeps this node inside a leader's lease, or
+    /// inside the boot guard after a restart.
     #[error("this node is inside the lease of leader {leader} (0: the boot guard after a restart)")]
-    InLease { leader: u64 },
+    InLease {
+        /// The leader whose lease holds (0: the boot guard).
+        leader: u64,
+    },
 }
 
 /// Volatile state the application may want to observe (not persisted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SoftState {
+    /// The leader this node knows of in the current term (0: none).
     pub leader_id: u64,
+    /// This node's role in the current term.
     pub role: Role,
 }
 
@@ -98,6 +115,8 @@ impl LeaderState {
     }
 }
 
+/// One node of a Raft group: the pure state machine `RawNode` drives. Its public methods
+/// only read state; every change goes through `RawNode`.
 pub struct Raft<S: LogStorage> {
     pub(crate) id: u64,
     pub(crate) term: u64,
@@ -198,6 +217,7 @@ impl<S: LogStorage> Raft<S> {
         &self.read_states
     }
 
+    /// Term, vote and commit index: what `Ready::hard_state` hands out to persist.
     pub fn hard_state(&self) -> HardState {
         HardState {
             term: self.term,
@@ -206,6 +226,7 @@ impl<S: LogStorage> Raft<S> {
         }
     }
 
+    /// Leader and role; `Ready::soft_state` reports each change.
     pub fn soft_state(&self) -> SoftState {
         SoftState {
             leader_id: self.leader_id,
@@ -213,6 +234,7 @@ impl<S: LogStorage> Raft<S> {
         }
     }
 
+    /// The configuration the node was created with.
     pub fn config(&self) -> &Config {
         &self.cfg
     }
@@ -393,6 +415,8 @@ impl<S: LogStorage> Raft<S> {
         self.leader.as_ref().map_or(0, |l| l.uncommitted_size)
     }
 
+    /// Ticks without a leader after which this node campaigns; redrawn from
+    /// `[election_tick, 2*election_tick)` whenever it becomes follower, candidate or leader.
     pub fn randomized_election_timeout(&self) -> usize {
         self.randomized_election_timeout
     }

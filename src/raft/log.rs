@@ -6,6 +6,8 @@ use super::storage::{LogStorage, entry_size, limit_size, snapshot_index};
 use super::unstable::Unstable;
 use crate::proto::raftpb::{Entry, Snapshot};
 
+/// One node's log: the durable prefix in `LogStorage`, then the tail not yet persisted,
+/// with the cursors `applied <= applying <= committed`.
 pub struct ReplicaLog<S: LogStorage> {
     pub(crate) store: S,
     pub(crate) unstable: Unstable,
@@ -57,6 +59,7 @@ impl<S: LogStorage> ReplicaLog<S> {
         self.applied
     }
 
+    /// Index of the first entry still held: just after the snapshot, pending or stored.
     pub fn first_index(&self) -> u64 {
         match self.unstable.maybe_first_index() {
             Some(i) => i,
@@ -64,6 +67,7 @@ impl<S: LogStorage> ReplicaLog<S> {
         }
     }
 
+    /// Index of the last entry, persisted or not (the snapshot's index when none follows it).
     pub fn last_index(&self) -> u64 {
         match self.unstable.maybe_last_index() {
             Some(i) => i,
@@ -85,6 +89,8 @@ impl<S: LogStorage> ReplicaLog<S> {
         }
     }
 
+    /// Term of `index`, known from `first_index() - 1` (the snapshot's index) to
+    /// `last_index()`: `Compacted` below, `Unavailable` above.
     pub fn term(&self, index: u64) -> Result<u64, StorageError> {
         let dummy = self.first_index().saturating_sub(1);
         if index < dummy {
@@ -99,14 +105,17 @@ impl<S: LogStorage> ReplicaLog<S> {
         self.store.term(index)
     }
 
+    /// Term of `index`, or 0 where it is not known.
     pub fn term_or_zero(&self, index: u64) -> u64 {
         self.term(index).unwrap_or(0)
     }
 
+    /// Term of the last entry (0 for an empty log).
     pub fn last_term(&self) -> u64 {
         self.term_or_zero(self.last_index())
     }
 
+    /// Whether our entry at `index` has `term`: if so, our log matches the leader's up to it.
     pub fn match_term(&self, index: u64, term: u64) -> bool {
         self.term(index).is_ok_and(|t| t == term)
     }
@@ -213,7 +222,11 @@ impl<S: LogStorage> ReplicaLog<S> {
         Ok(out)
     }
 
-    pub(crate) fn entries_from(&self, low: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+    pub(crate) fn entries_from(
+        &self,
+        low: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
         self.slice(low, self.last_index() + 1, max_bytes)
     }
 

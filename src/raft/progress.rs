@@ -6,6 +6,7 @@ use super::inflights::Inflights;
 use super::quorum::{JointConfig, VoteResult};
 use crate::proto::raftpb::ConfState;
 
+/// How the leader replicates to one follower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressState {
     /// One append at a time until the follower's match point is found.

@@ -85,31 +85,51 @@ pub enum SnapshotStatus {
 /// A follower's replication state as seen by the leader.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgressStatus {
+    /// Highest index known to be in the follower's log.
     pub matched: u64,
+    /// Index of the next entry to send it.
     pub next_idx: u64,
+    /// Probing, pipelining, or waiting for a snapshot.
     pub state: ProgressState,
+    /// A learner receives the log but does not vote.
     pub is_learner: bool,
+    /// Append messages sent to it and not yet acknowledged.
     pub inflight_msgs: usize,
+    /// Encoded entry bytes of those messages.
     pub inflight_bytes: u64,
 }
 
+/// A node's state at one moment, for monitoring and tests (`RawNode::status`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Status {
+    /// This node's id.
     pub id: u64,
+    /// Term, vote and commit index, whether persisted yet or not.
     pub hard_state: HardState,
+    /// Leader and role.
     pub soft_state: SoftState,
+    /// Highest index the application reported applied.
     pub applied: u64,
+    /// Index of the last log entry, persisted or not.
     pub last_index: u64,
+    /// Highest index durable on this node.
     pub persisted_index: u64,
+    /// Membership as of the last conf change applied (or snapshot installed).
     pub conf_state: ConfState,
     /// Leader only.
     pub progress: BTreeMap<u64, ProgressStatus>,
+    /// Leader: the node a transfer is under way to.
     pub lead_transferee: Option<u64>,
+    /// Whether the group may stop ticking (`RawNode::is_quiescent`).
     pub quiescent: bool,
+    /// Leader: reads may be answered from the lease, without a heartbeat round.
     pub lease_valid: bool,
+    /// Leader: payload bytes of its uncommitted entries (0 when not leading).
     pub uncommitted_bytes: u64,
 }
 
+/// The store's handle on one Raft node: feed it ticks, messages and proposals, take a
+/// `Ready`, persist and send what it says, then acknowledge with `on_persisted` and `on_applied`.
 pub struct RawNode<S: LogStorage> {
     raft: Raft<S>,
     prev_soft: SoftState,
@@ -117,6 +137,8 @@ pub struct RawNode<S: LogStorage> {
 }
 
 impl<S: LogStorage> RawNode<S> {
+    /// Creates a follower from `cfg` and what `store` holds (hard state, configuration, log).
+    /// Fails on an invalid `cfg` or inconsistent stored state.
     pub fn new(cfg: Config, store: S) -> Result<Self> {
         let raft = Raft::new(cfg, store)?;
         let prev_hard = raft.hard_state();
@@ -133,10 +155,13 @@ impl<S: LogStorage> RawNode<S> {
         &self.raft
     }
 
+    /// The log storage the node reads.
     pub fn store(&self) -> &S {
         &self.raft.log.store
     }
 
+    /// Advances the logical clock by one tick: elections, heartbeats, check-quorum, leases
+    /// and transfer timeouts all count ticks.
     pub fn tick(&mut self) {
         self.raft.tick();
     }
@@ -190,18 +215,26 @@ impl<S: LogStorage> RawNode<S> {
         self.raft.read_index(ctx)
     }
 
+    /// Hands leadership to `to`: the leader catches it up, then sends it `TimeoutNow`, refusing
+    /// proposals meanwhile; abandoned after an election timeout. A follower forwards the request
+    /// to its leader; naming the leader itself cancels a pending transfer.
     pub fn transfer_leader(&mut self, to: u64) -> Result<()> {
         self.raft.transfer_leader(to)
     }
 
+    /// How sending a snapshot to `to` ended. The leader resumes probing `to` once it answers:
+    /// past the snapshot after `Finished`, from its last known match after `Failed`.
     pub fn report_snapshot(&mut self, to: u64, status: SnapshotStatus) {
         self.raft.report_snapshot(to, status);
     }
 
+    /// The transport could not reach `to`: the leader stops pipelining to it and probes,
+    /// one append at a time.
     pub fn report_unreachable(&mut self, to: u64) {
         self.raft.report_unreachable(to);
     }
 
+    /// Whether `ready` has anything to hand out (or a read round to start).
     pub fn has_ready(&self) -> bool {
         let r = &self.raft;
         r.soft_state() != self.prev_soft
@@ -280,6 +313,7 @@ impl<S: LogStorage> RawNode<S> {
         self.raft.wake();
     }
 
+    /// The node's state now; `progress` is filled only on the leader.
     pub fn status(&self) -> Status {
         let r = &self.raft;
         let progress = if r.role == Role::Leader {

@@ -1,16 +1,19 @@
 //! A tiny seeded PRNG (SplitMix64). The core owns its randomness so that a run is a pure
 //! function of its seed; the simulator uses the same generator for its fault schedule.
 
+/// SplitMix64: fast and deterministic, not cryptographic.
 #[derive(Debug, Clone)]
 pub struct Rng {
     state: u64,
 }
 
 impl Rng {
+    /// A generator whose whole sequence is fixed by `seed`.
     pub fn new(seed: u64) -> Self {
         Rng { state: seed }
     }
 
+    /// The next value of the sequence.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;

@@ -9,11 +9,13 @@ use prost::Message as _;
 use super::errors::StorageError;
 use crate::proto::raftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 
+/// Result of a `LogStorage` call.
 pub type StorageResult<T> = std::result::Result<T, StorageError>;
 
 /// What a node finds on restart.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RaftState {
+    /// Term, vote and commit index as last persisted.
     pub hard_state: HardState,
     /// The configuration as of the state machine's applied index.
     pub conf_state: ConfState,
@@ -22,6 +24,7 @@ pub struct RaftState {
 /// Read access to the persisted part of one group's log. Entries that are not yet persisted
 /// stay in the core (`Unstable`), so an implementation only ever sees durable data.
 pub trait LogStorage {
+    /// The hard state and configuration to start from; read when the node is created.
     fn initial_state(&self) -> StorageResult<RaftState>;
     /// Entries in `[low, high)`, stopping once `max_bytes` would be exceeded but always
     /// returning at least one entry.
@@ -30,6 +33,7 @@ pub trait LogStorage {
     fn term(&self, index: u64) -> StorageResult<u64>;
     /// The first index held as an entry (snapshot index + 1).
     fn first_index(&self) -> StorageResult<u64>;
+    /// Index of the last durable entry (the snapshot's index when none follows it).
     fn last_index(&self) -> StorageResult<u64>;
     /// A snapshot to send to a follower that needs entries from `request_index` on.
     fn snapshot(&self, request_index: u64) -> StorageResult<Snapshot>;
@@ -82,6 +86,8 @@ pub fn limit_size(entries: &mut Vec<Entry>, max_bytes: u64) {
     entries.truncate(keep);
 }
 
+/// The state behind a `MemStorage`: hard state, configuration, the snapshot and the
+/// entries after it.
 #[derive(Debug, Default)]
 pub struct MemStorageCore {
     hard_state: HardState,
@@ -103,14 +109,17 @@ impl MemStorageCore {
         self.snapshot_meta.index + self.entries.len() as u64
     }
 
+    /// The term, vote and commit index persisted so far.
     pub fn hard_state(&self) -> &HardState {
         &self.hard_state
     }
 
+    /// Persists a `Ready::hard_state`.
     pub fn set_hard_state(&mut self, hs: HardState) {
         self.hard_state = hs;
     }
 
+    /// Sets the configuration a restarting node starts from (`RaftState::conf_state`).
     pub fn set_conf_state(&mut self, cs: ConfState) {
         self.conf_state = cs;
     }
@@ -216,6 +225,7 @@ pub struct MemStorage {
 }
 
 impl MemStorage {
+    /// An empty log with no members (see `with_voters`).
     pub fn new() -> Self {
         Self::default()
     }
@@ -230,10 +240,12 @@ impl MemStorage {
         s
     }
 
+    /// Shared read access; a poisoned lock is taken over, not propagated.
     pub fn rl(&self) -> RwLockReadGuard<'_, MemStorageCore> {
         self.core.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Write access, for the code persisting Ready output; a poisoned lock is taken over.
     pub fn wl(&self) -> RwLockWriteGuard<'_, MemStorageCore> {
         self.core.write().unwrap_or_else(|p| p.into_inner())
     }

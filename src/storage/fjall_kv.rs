@@ -78,6 +78,7 @@ fn stored_range(ks: Keyspace, start: &[u8], end: Option<&[u8]>) -> (Vec<u8>, Vec
 /// Settings of the store's KV engine.
 #[derive(Debug, Clone)]
 pub struct KvConfig {
+    /// Directory of the fjall database (one per store).
     pub dir: PathBuf,
     /// Block cache shared by all keyspaces. Default 32 MiB.
     pub cache_bytes: u64,
@@ -88,6 +89,7 @@ pub struct KvConfig {
 }
 
 impl KvConfig {
+    /// Settings for a database in `dir`, every other setting at its default.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         KvConfig {
             dir: dir.into(),
@@ -97,6 +99,7 @@ impl KvConfig {
     }
 }
 
+/// The on-disk `KvEngine`: one fjall database, each keyspace under its own key prefix.
 pub struct FjallKvEngine {
     db: Database,
     keyspace: fjall::Keyspace,
@@ -113,6 +116,8 @@ pub struct FjallKvView {
 }
 
 impl FjallKvEngine {
+    /// Opens the database in `cfg.dir`, creating it if new. A damaged lsm-tree version file is
+    /// refused first, as `KvError::CorruptFile`.
     pub fn open(cfg: &KvConfig) -> Result<Self, KvError> {
         check_version_files(&cfg.dir)?;
         let db = Database::builder(&cfg.dir)

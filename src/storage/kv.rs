@@ -14,6 +14,8 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
+/// The engine's two key namespaces: the same bytes under each are different keys, and one
+/// batch may write both atomically.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Keyspace {
     /// User keys.
@@ -23,8 +25,10 @@ pub enum Keyspace {
 }
 
 impl Keyspace {
+    /// Every keyspace.
     pub const ALL: [Keyspace; 2] = [Keyspace::Data, Keyspace::Meta];
 
+    /// The keyspace's name as error messages show it.
     pub fn name(self) -> &'static str {
         match self {
             Keyspace::Data => "data",
@@ -33,21 +37,33 @@ impl Keyspace {
     }
 }
 
+/// One operation of a `KvWriteBatch`, as engines apply it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOp {
+    /// Sets the key's value, replacing any earlier one.
     Put {
+        /// The keyspace written.
         ks: Keyspace,
+        /// Non-empty and within the keyspace's limit (`check_key`).
         key: Bytes,
+        /// In `Data`, at most `MAX_VALUE_BYTES` (`check_value`).
         value: Bytes,
     },
+    /// Removes the key; an absent key is not an error.
     Delete {
+        /// The keyspace written.
         ks: Keyspace,
+        /// Non-empty and within the engine's own limit only, so a key accepted under an older,
+        /// larger limit can still be deleted.
         key: Bytes,
     },
     /// Every key in `[start, end)`; `end` None: to the end of the keyspace.
     DeleteRange {
+        /// The keyspace whose keys go.
         ks: Keyspace,
+        /// Inclusive lower bound; empty: the keyspace's beginning.
         start: Bytes,
+        /// Exclusive upper bound; None: the keyspace's end.
         end: Option<Bytes>,
     },
 }
@@ -60,6 +76,8 @@ pub struct KvWriteBatch {
 }
 
 impl KvWriteBatch {
+    /// Sets `key` to `value` in `ks`; a sampled data key's size sample is updated in the same
+    /// batch.
     pub fn put(&mut self, ks: Keyspace, key: impl Into<Bytes>, value: impl Into<Bytes>) {
         let (key, value) = (key.into(), value.into());
         if ks == Keyspace::Data && is_sampled(&key) {
@@ -74,6 +92,7 @@ impl KvWriteBatch {
         self.push(WriteOp::Put { ks, key, value });
     }
 
+    /// Deletes `key` from `ks`, and a sampled data key's size sample with it.
     pub fn delete(&mut self, ks: Keyspace, key: impl Into<Bytes>) {
         let key = key.into();
         if ks == Keyspace::Data && is_sampled(&key) {
@@ -111,14 +130,17 @@ impl KvWriteBatch {
         self.ops.push(op);
     }
 
+    /// The operations in the order they were added, size samples included.
     pub fn ops(&self) -> &[WriteOp] {
         &self.ops
     }
 
+    /// Number of operations, size-sample operations included.
     pub fn len(&self) -> usize {
         self.ops.len()
     }
 
+    /// Whether the batch holds no operation (writing it changes nothing).
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
@@ -151,24 +173,48 @@ impl KvWriteBatch {
     }
 }
 
+/// Why a KV engine operation failed or was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
     /// The engine itself failed (I/O, a poisoned database); the source says how.
     #[error("kv engine: {0}")]
     Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A key is empty or too long (`check_key`; a delete only against the engine's own
+    /// limit); a batch holding one is refused whole.
     #[error("a {} key of {len} bytes is refused: {limit}", .ks.name())]
     InvalidKey {
+        /// The keyspace the key was meant for.
         ks: Keyspace,
+        /// The key's length in bytes.
         len: usize,
+        /// The limit it broke.
         limit: KeyLimit,
     },
+    /// A user value is longer than `MAX_VALUE_BYTES` (`check_value`); a batch holding one is
+    /// refused whole.
     #[error("a value of {len} bytes exceeds the limit of {max} bytes")]
-    ValueTooLarge { len: usize, max: usize },
+    ValueTooLarge {
+        /// The value's length in bytes.
+        len: usize,
+        /// The limit, `MAX_VALUE_BYTES`.
+        max: usize,
+    },
+    /// A stored record does not decode (a region or apply state, a size sample): the
+    /// engine's data is damaged.
     #[error("{record} does not decode: {cause}")]
-    CorruptRecord { record: String, cause: String },
+    CorruptRecord {
+        /// Which record, for the operator.
+        record: String,
+        /// Why it does not decode.
+        cause: String,
+    },
+    /// Opening found an engine file damaged (a version file failing its checksum); the
+    /// engine refuses to open rather than panic on it.
     #[error("kv engine file {} is corrupt ({what}); refusing to open", file.display())]
     CorruptFile {
+        /// The damaged file.
         file: std::path::PathBuf,
+        /// What is wrong with it.
         what: String,
     },
 }
@@ -176,8 +222,10 @@ pub enum KvError {
 /// Which limit a refused key broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum KeyLimit {
+    /// The key is empty: no keyspace takes one.
     #[error("keys must not be empty")]
     Empty,
+    /// The key is longer than this many bytes (its keyspace's limit, or the engine's).
     #[error("keys may hold at most {0} bytes")]
     TooLong(usize),
 }
@@ -227,11 +275,14 @@ pub fn check_value(value: &[u8]) -> Result<(), KvError> {
     Ok(())
 }
 
+/// A key and its value.
 pub type KvPair = (Bytes, Bytes);
+/// A scan's pairs in the order asked for; an item is an error when a read fails mid-scan.
 pub type KvIter<'a> = Box<dyn Iterator<Item = Result<KvPair, KvError>> + 'a>;
 
 /// Reads, from the live engine or from a point-in-time view.
 pub trait KvRead {
+    /// The value of `key` in `ks`, or None if it is absent.
     fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Bytes>, KvError>;
 
     /// Pairs with keys in `[start, end)` (`end` None: to the end of the keyspace), in
@@ -287,7 +338,10 @@ fn sample_range(start: &[u8], end: Option<&[u8]>) -> (Bytes, Bytes) {
     (sample_key(start), end)
 }
 
+/// A store's KV engine: atomic batch writes, point-in-time views and explicit durability.
 pub trait KvEngine: KvRead + Send + Sync {
+    /// A point-in-time view. Owned and `'static`, so it can leave the thread that took it:
+    /// snapshots are generated off the raft thread.
     type View: KvRead + Send + Sync + 'static;
 
     /// Applies the batch atomically: after a crash either all of it is there or none.

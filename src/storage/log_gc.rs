@@ -11,6 +11,7 @@ use crate::RegionId;
 /// What the store knows of one region when it runs GC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GcInput {
+    /// The region described.
     pub region: RegionId,
     /// Applied index made durable in the KV engine (`ApplyTracker::durable_applied`).
     pub durable_applied: u64,
@@ -20,6 +21,7 @@ pub struct GcInput {
     pub first_index: u64,
 }
 
+/// How eagerly a regular pass compacts; a forced pass ignores both limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GcPolicy {
     /// A follower lagging more than this many entries behind the applied index no longer
@@ -41,6 +43,7 @@ impl Default for GcPolicy {
 /// The index to compact to (entries below it are dropped), if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GcDecision {
+    /// Entries below this index are dropped; never above the durable applied index + 1.
     pub compact_to: u64,
     /// A follower still needed entries below `compact_to`: it will need a snapshot.
     pub strands_follower: bool,

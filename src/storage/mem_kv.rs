@@ -14,6 +14,8 @@ use super::kv::{
 
 type Tables = BTreeMap<Keyspace, BTreeMap<Bytes, Bytes>>;
 
+/// The in-memory `KvEngine`: a write is visible at once, and survives `crash` only once
+/// `persist` follows it (`crash_keeping` may keep a prefix of the rest).
 #[derive(Default)]
 pub struct MemKvEngine {
     state: Mutex<Journaled<Tables, KvWriteBatch>>,
@@ -24,6 +26,7 @@ pub struct MemKvEngine {
 pub struct MemKvView(Arc<Tables>);
 
 impl MemKvEngine {
+    /// An empty engine: nothing written, nothing durable.
     pub fn new() -> Self {
         Self::default()
     }

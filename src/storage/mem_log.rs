@@ -21,6 +21,8 @@ struct Group {
 
 type Groups = BTreeMap<RegionId, Group>;
 
+/// The in-memory `RaftLogStore`: batches are checked as `RaftLogEngine` checks them, and
+/// `crash` drops every write after the last synced one.
 #[derive(Default)]
 pub struct MemRaftLog {
     state: Mutex<Journaled<Groups, LogWriteBatch>>,
@@ -60,6 +62,7 @@ fn apply(groups: &mut Groups, batch: &LogWriteBatch) {
 }
 
 impl MemRaftLog {
+    /// An empty log: no region has one, nothing is durable.
     pub fn new() -> Self {
         Self::default()
     }

@@ -46,6 +46,7 @@ pub fn contains_key(region: &Region, key: &[u8]) -> bool {
     key >= region.start_key.as_slice() && end_bound(region).is_none_or(|end| key < end)
 }
 
+/// Adds the `RegionLocalState` to the batch, under the id of the region it names.
 pub fn put_region_state(batch: &mut KvWriteBatch, state: &RegionLocalState) {
     let region = state.region.as_ref().map_or(RegionId(0), Region::region_id);
     batch.put(
@@ -55,6 +56,7 @@ pub fn put_region_state(batch: &mut KvWriteBatch, state: &RegionLocalState) {
     );
 }
 
+/// Adds the region's `RaftApplyState` to the batch: the batch of the data it describes.
 pub fn put_apply_state(batch: &mut KvWriteBatch, region: RegionId, state: &RaftApplyState) {
     batch.put(
         Keyspace::Meta,
@@ -63,6 +65,8 @@ pub fn put_apply_state(batch: &mut KvWriteBatch, region: RegionId, state: &RaftA
     );
 }
 
+/// The region's `RegionLocalState` (None: never written); `KvError::CorruptRecord` if it
+/// does not decode.
 pub fn region_state(
     kv: &impl KvRead,
     region: RegionId,
@@ -70,6 +74,8 @@ pub fn region_state(
     read_state(kv, region, REGION_STATE_SUFFIX, "region state")
 }
 
+/// The region's `RaftApplyState` (None: never written); `KvError::CorruptRecord` if it
+/// does not decode.
 pub fn apply_state(kv: &impl KvRead, region: RegionId) -> Result<Option<RaftApplyState>, KvError> {
     read_state(kv, region, APPLY_STATE_SUFFIX, "apply state")
 }
@@ -126,11 +132,15 @@ impl ApplyTracker {
         }
     }
 
+    /// Apply wrote the region's state at `applied_index` (not yet durable); a lower index
+    /// never moves it back.
     pub fn on_written(&mut self, region: RegionId, applied_index: u64) {
         let w = self.written.entry(region).or_default();
         *w = (*w).max(applied_index);
     }
 
+    /// Persists the engine, then promotes to durable what was written before the call. On
+    /// failure nothing more counts as durable.
     pub fn persist(&mut self, kv: &impl KvEngine) -> Result<(), KvError> {
         let snapshot = self.written.clone();
         kv.persist()?;
@@ -143,6 +153,7 @@ impl ApplyTracker {
         self.durable.get(&region).copied().unwrap_or(0)
     }
 
+    /// Drops the region's indices (it left this store): `durable_applied` then answers 0.
     pub fn forget(&mut self, region: RegionId) {
         self.written.remove(&region);
         self.durable.remove(&region);

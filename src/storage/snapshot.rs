@@ -39,22 +39,52 @@ const TMP_SUFFIX: &str = ".tmp";
 /// Keys and values are bounded far below this; a larger length field means corruption.
 const MAX_RECORD_FIELD: u32 = 1 << 30;
 
+/// Why generating, verifying, applying or recovering a snapshot failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
+    /// A file system operation on a snapshot file or directory failed.
     #[error("snapshot i/o at {}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// A chunk's CRC32 does not match its metadata, or the meta file fails its own CRC32.
     #[error("snapshot chunk {} fails its checksum", path.display())]
-    Checksum { path: PathBuf },
+    Checksum {
+        /// The chunk or meta file.
+        path: PathBuf,
+    },
+    /// A snapshot file does not decode: a meta file too short or not a `SnapshotMeta`, a chunk
+    /// of the wrong length, a truncated or oversized record, trailing bytes.
     #[error("snapshot {}: {what}", path.display())]
-    Corrupt { path: PathBuf, what: String },
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// The files describe another snapshot than the summary the leader sent through Raft.
     #[error("snapshot {} describes {found:?}, the leader sent {expected:?}", dir.display())]
     Mismatch {
+        /// The snapshot's directory.
         dir: PathBuf,
+        /// The leader's summary.
         expected: Box<SnapshotSummary>,
+        /// The summary of the files on disk.
         found: Box<SnapshotSummary>,
     },
+    /// A chunk holds a key outside the region's range: applying it would write into another
+    /// region.
     #[error("snapshot chunk {} holds key {key:?} outside the region's range", path.display())]
-    KeyOutOfRange { path: PathBuf, key: Vec<u8> },
+    KeyOutOfRange {
+        /// The chunk.
+        path: PathBuf,
+        /// The first key found outside the range.
+        key: Vec<u8>,
+    },
+    /// The KV engine failed, or a chunk's key or value breaks the engine's limits.
     #[error(transparent)]
     Kv(#[from] KvError),
 }
@@ -223,10 +253,12 @@ pub struct VerifiedSnapshot {
 }
 
 impl VerifiedSnapshot {
+    /// The snapshot's metadata, as read from its meta file.
     pub fn meta(&self) -> &SnapshotMeta {
         &self.meta
     }
 
+    /// The summary the files matched: what the leader sent.
     pub fn summary(&self) -> &SnapshotSummary {
         &self.summary
     }

@@ -24,14 +24,17 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// An `Entry` as raft-engine stores it: the protobuf v2 wrapper of the module's notes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WalEntry {
+    /// The wrapped entry, decoded.
     pub entry: Entry,
     cached_size: CachedSize,
     unknown_fields: UnknownFields,
 }
 
 impl WalEntry {
+    /// Wraps a copy of the entry (its payload `Bytes` shared, not copied).
     pub fn from_entry(e: &Entry) -> Self {
         WalEntry {
             entry: e.clone(),
@@ -39,6 +42,7 @@ impl WalEntry {
         }
     }
 
+    /// The wrapped entry.
     pub fn into_entry(self) -> Entry {
         self.entry
     }

@@ -166,7 +166,7 @@ pub fn run(
             }
         }
         let mut msgs: Vec<Message> = std::mem::take(&mut late);
-        msgs.extend(std::mem::take(&mut c.network).into_iter().map(|f| f.msg));
+        msgs.extend(std::mem::take(&mut c.network));
         busy |= !msgs.is_empty();
         if chaos {
             msgs.reverse();
@@ -199,8 +199,8 @@ pub fn pump(c: &mut Cluster, hold: impl FnMut(&Message) -> bool) -> (Vec<Message
 
 /// Takes the first in-flight message matching `pred` off the network.
 pub fn take_msg(c: &mut Cluster, pred: impl Fn(&Message) -> bool) -> Message {
-    let pos = c.network.iter().position(|f| pred(&f.msg));
-    c.network.remove(pos.expect("message in flight")).msg
+    let pos = c.network.iter().position(&pred);
+    c.network.remove(pos.expect("message in flight"))
 }
 
 pub fn lone_node(id: u64, voters: &[u64], tune: impl Fn(&mut Config)) -> RawNode<MemStorage> {

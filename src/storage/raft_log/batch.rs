@@ -18,6 +18,8 @@ pub enum LogOp<'a> {
     CompactTo(u64),
     /// Drop the whole log and the state (a snapshot install, or the region's removal).
     Reset,
+    /// Set the region's `RaftLocalState`; the last one for a region names its log's new last
+    /// index.
     PutState(&'a RaftLocalState),
 }
 
@@ -48,11 +50,14 @@ pub struct LogWriteBatch {
 /// the engine holds outside the span is not part of the log (and is removed on open).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogSpan {
+    /// Index of the first entry of the log: one past the last compacted or snapshotted one.
     pub first: u64,
+    /// Index of the last entry: the state's `last_index` (`first - 1` when the log is empty).
     pub last: u64,
 }
 
 impl LogSpan {
+    /// Whether the log holds no entries (`first == last + 1`).
     pub fn is_empty(&self) -> bool {
         self.first > self.last
     }
@@ -87,6 +92,7 @@ impl LogSpan {
 /// How one batch changes one region's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpanChange {
+    /// The region whose log changes.
     pub region: RegionId,
     /// What may be read while the batch is being written: the entries the log holds both
     /// before and after it (None after a reset). Set before the write, so that a reader
@@ -133,6 +139,8 @@ impl LogWriteBatch {
         self.ops.push((region, StoredOp::Reset));
     }
 
+    /// Sets the region's `RaftLocalState`. Its `last_index` must be where the log ends after
+    /// the batch; a batch that appends to the region must carry one.
     pub fn put_state(&mut self, region: RegionId, state: &RaftLocalState) {
         self.ops.push((region, StoredOp::PutState(*state)));
     }
@@ -159,6 +167,7 @@ impl LogWriteBatch {
         ids.len()
     }
 
+    /// Number of entries appended, over all regions.
     pub fn entry_count(&self) -> usize {
         self.entries.len()
     }
@@ -168,6 +177,7 @@ impl LogWriteBatch {
         self.entries.iter().map(|w| entry_size(&w.entry)).sum()
     }
 
+    /// Whether the batch holds no operation.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }

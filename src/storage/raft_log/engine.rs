@@ -31,13 +31,28 @@ const FIRST_KEY: &[u8] = b"log_first_index";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogRepair {
     /// Entries of a region with no state.
-    Orphaned { region: RegionId },
+    Orphaned {
+        /// The region whose entries went.
+        region: RegionId,
+    },
     /// Entries below the region's first index.
-    BelowFirst { region: RegionId, from: u64 },
+    BelowFirst {
+        /// The region whose entries went.
+        region: RegionId,
+        /// The lowest index removed; every held entry from it up to the first index went.
+        from: u64,
+    },
     /// Entries above the region's last index.
-    AboveLast { region: RegionId, to: u64 },
+    AboveLast {
+        /// The region whose entries went.
+        region: RegionId,
+        /// The highest index removed; every held entry above the last index up to it went.
+        to: u64,
+    },
 }
 
+/// The on-disk `RaftLogStore`: one raft-engine instance per store, each region's span kept
+/// from flotilla's own records.
 pub struct RaftLogEngine {
     engine: raft_engine::Engine,
     /// Where the files live, to name a damaged one.

@@ -20,23 +20,58 @@ use crate::RegionId;
 use crate::proto::raftpb::Entry;
 use crate::proto::storagepb::RaftLocalState;
 
+/// Why a raft log operation failed or was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    /// raft-engine failed for a reason other than a damaged file (typically I/O).
     #[error("raft log engine: {0}")]
     Engine(#[from] raft_engine::Error),
+    /// A log file is damaged (its header, or a record that does not read back), found on open
+    /// or by a read.
     #[error("raft log file {} is corrupt ({detail}); refusing to start", file.display())]
-    CorruptFile { file: PathBuf, detail: String },
+    CorruptFile {
+        /// The damaged file, or the log directory when no single file could be named.
+        file: PathBuf,
+        /// What raft-engine or the header check reported.
+        detail: String,
+    },
+    /// The region's records disagree with each other or with the entries held: a state that
+    /// does not decode, a first index that does not fit, a recorded entry that is missing.
     #[error("raft log of region {region} is corrupt: {what}")]
-    Corrupt { region: RegionId, what: String },
+    Corrupt {
+        /// The region whose log is damaged.
+        region: RegionId,
+        /// What is wrong.
+        what: String,
+    },
+    /// A record the region's log must have is absent (the state of a region with a span).
     #[error("raft log of region {region} lacks {what}")]
-    Missing { region: RegionId, what: String },
+    Missing {
+        /// The region whose record is missing.
+        region: RegionId,
+        /// Which record.
+        what: String,
+    },
+    /// A write the log refuses: entries that are not consecutive (`LogWriteBatch::append`),
+    /// or a batch that would break a region's span (`LogWriteBatch::prepare`, refused whole).
     #[error("refused write to the raft log of region {region}: {what}")]
-    InvalidWrite { region: RegionId, what: String },
+    InvalidWrite {
+        /// The region whose log the write would break.
+        region: RegionId,
+        /// Which rule it breaks.
+        what: String,
+    },
+    /// A read of `[low, high)` that is inverted or leaves the region's log
+    /// (`LogSpan::check_read`); `RegionLog` reports it as `Compacted` or `Unavailable`.
     #[error("entries {low}..{high} of region {region} are outside its log ({span})")]
     OutOfRange {
+        /// The region read.
         region: RegionId,
+        /// The first index asked for.
         low: u64,
+        /// The end of the range asked for (exclusive).
         high: u64,
+        /// The region's span when the read was checked.
         span: SpanDisplay,
     },
 }
@@ -58,6 +93,7 @@ impl std::fmt::Display for SpanDisplay {
 /// Settings of the store's raft log.
 #[derive(Debug, Clone)]
 pub struct RaftLogConfig {
+    /// Directory of the raft-engine files, created if missing.
     pub dir: PathBuf,
     /// Log files rotate at this size. Default 128 MiB.
     pub target_file_size: u64,
@@ -71,6 +107,7 @@ pub struct RaftLogConfig {
 }
 
 impl RaftLogConfig {
+    /// Settings for a log in `dir`, every other setting at its default.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         RaftLogConfig {
             dir: dir.into(),
@@ -97,6 +134,8 @@ impl RaftLogConfig {
 
 /// Where a batch's check finds each region's current log span.
 pub trait LogSpans {
+    /// The region's span now (None: no log). It must not change between a batch's check and
+    /// its write (each `RaftLogStore` holds its writer lock across both).
     fn current_span(&self, region: RegionId) -> Option<LogSpan>;
 }
 
@@ -111,6 +150,8 @@ pub trait RaftLogStore: Send + Sync {
     fn write(&self, batch: &mut LogWriteBatch, sync: bool) -> Result<usize, LogError>;
     /// Every region with a log, in id order, with its state.
     fn recover(&self) -> Result<Vec<(RegionId, RaftLocalState)>, LogError>;
+    /// The region's latest `RaftLocalState`; None if none was written since its log was
+    /// created or last reset.
     fn local_state(&self, region: RegionId) -> Result<Option<RaftLocalState>, LogError>;
     /// The region's log span (None: no log).
     fn span(&self, region: RegionId) -> Option<LogSpan>;

@@ -124,6 +124,7 @@ impl RegionLog {
         }
     }
 
+    /// The region whose log this is.
     pub fn region(&self) -> RegionId {
         self.region
     }
@@ -193,6 +194,8 @@ impl RegionLog {
         self.state.write().snapshot.generating = false;
     }
 
+    /// Replaces the configuration `initial_state` reports; as for `new`, it should be the
+    /// configuration as of the applied index.
     pub fn set_conf_state(&self, cs: ConfState) {
         self.state.write().conf_state = cs;
     }

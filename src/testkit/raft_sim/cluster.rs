@@ -22,14 +22,18 @@ use crate::raft::{
 
 /// Index and term of the bootstrap snapshot that holds a group's initial configuration.
 pub const BOOTSTRAP_INDEX: u64 = 5;
+/// Term of the bootstrap snapshot (see `BOOTSTRAP_INDEX`).
 pub const BOOTSTRAP_TERM: u64 = 5;
 
 /// What a node's state machine applied, in order: (index, term, data) of normal entries
 /// with a payload.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StateMachine {
+    /// Index of the last applied entry of any type, or of the installed snapshot.
     pub applied_index: u64,
+    /// (index, term, data) of each applied normal entry with a payload; a snapshot replaces it.
     pub applied: Vec<(u64, u64, Bytes)>,
+    /// Configuration as of `applied_index`.
     pub conf_state: ConfState,
 }
 
@@ -71,54 +75,62 @@ struct PendingWrite {
     ack: Option<(u64, u64)>,
 }
 
+/// One node: its durable parts, plus the running `RawNode` while it is up.
 pub struct SimNode {
+    /// Raft id of the node.
     pub id: u64,
     /// `None` while crashed.
     pub raw: Option<RawNode<MemStorage>>,
+    /// The durable log and hard state; survives a crash and is read back on restart.
     pub storage: MemStorage,
+    /// Applied state, durable at apply (survives a crash).
     pub sm: StateMachine,
+    /// ReadStates from Ready output, kept until a test takes them; cleared on crash.
     pub read_states: Vec<ReadState>,
     /// Contexts of reads the node reported dropped (it stopped leading first).
     pub dropped_reads: Vec<Vec<u8>>,
     pending_writes: VecDeque<PendingWrite>,
     config: Config,
+    /// Restarts so far; each incarnation gets its own seed.
+    incarnation: u64,
 }
 
 impl SimNode {
+    /// The running `RawNode`; panics if the node is crashed.
     pub fn raw(&self) -> &RawNode<MemStorage> {
         self.raw.as_ref().expect("node is crashed")
     }
 
+    /// Whether Ready output is waiting for `Cluster::persist`.
     pub fn has_pending_writes(&self) -> bool {
         !self.pending_writes.is_empty()
     }
 
+    /// Whether the node is running (not crashed).
     pub fn is_up(&self) -> bool {
         self.raw.is_some()
     }
 }
 
-/// A message on the wire, with the step at which it may be delivered.
-#[derive(Debug, Clone)]
-pub struct InFlight {
-    pub msg: Message,
-    pub deliver_at: u64,
-}
-
 type Filter = Box<dyn FnMut(&Message) -> bool>;
 
+/// The harness: nodes, the network between them, fault injection and the invariant checker.
 pub struct Cluster {
+    /// Every node by id, crashed ones included.
     pub nodes: BTreeMap<u64, SimNode>,
-    pub network: Vec<InFlight>,
+    /// Messages sent and not yet delivered, in send order; tests may inspect or take them.
+    pub network: Vec<Message>,
     /// Node pairs that cannot talk (both directions are listed).
     cut: BTreeSet<(u64, u64)>,
     /// Returns false to drop a message (tests use this to intercept traffic).
     filter: Option<Filter>,
     /// Messages delivered so far, by type, for assertions on traffic.
     pub delivered: BTreeMap<MessageType, u64>,
+    /// Logical time, advanced only by the driver (the simulator, once per tick round).
     pub now: u64,
     /// Synchronous mode: Ready output is persisted at once.
     pub sync: bool,
+    /// Safety checker; its `failures` only accumulate, so tests must assert them empty.
     pub checker: super::invariants::Checker,
     /// Run the invariant checks in `stabilize` (benchmarks turn them off).
     pub checks_enabled: bool,
@@ -195,6 +207,7 @@ impl Cluster {
                 sm,
                 read_states: Vec::new(),
                 dropped_reads: Vec::new(),
+                incarnation: 0,
                 pending_writes: VecDeque::new(),
                 config,
             };
@@ -203,10 +216,12 @@ impl Cluster {
         c
     }
 
+    /// Node `id`; panics if there is no such node.
     pub fn node(&self, id: u64) -> &SimNode {
         &self.nodes[&id]
     }
 
+    /// The node's `RawNode`, to drive it directly; panics if the node is crashed.
     pub fn raw_mut(&mut self, id: u64) -> &mut RawNode<MemStorage> {
         self.nodes
             .get_mut(&id)
@@ -214,16 +229,20 @@ impl Cluster {
             .expect("node is up")
     }
 
+    /// Installs `f`, consulted as each message to another node is sent; false loses it.
+    /// Replaces any previous filter; messages already in flight are not affected.
     pub fn set_filter(&mut self, f: impl FnMut(&Message) -> bool + 'static) {
         self.filter = Some(Box::new(f));
     }
 
+    /// Removes the filter installed by `set_filter`.
     pub fn clear_filter(&mut self) {
         self.filter = None;
     }
 
     // ---- faults -----------------------------------------------------------------------
 
+    /// Cuts `id` off from every other node.
     pub fn isolate(&mut self, id: u64) {
         let others: Vec<u64> = self.nodes.keys().copied().filter(|&o| o != id).collect();
         for o in others {
@@ -231,6 +250,7 @@ impl Cluster {
         }
     }
 
+    /// Cuts the link between `a` and `b` in both directions.
     pub fn cut_link(&mut self, a: u64, b: u64) {
         self.cut.insert((a, b));
         self.cut.insert((b, a));
@@ -246,48 +266,61 @@ impl Cluster {
         }
     }
 
+    /// Restores every cut link (a filter, if any, stays).
     pub fn heal(&mut self) {
         self.cut.clear();
     }
 
+    /// Whether the partition drops messages from `from` to `to` (the filter is not consulted).
     pub fn is_cut(&self, from: u64, to: u64) -> bool {
         self.cut.contains(&(from, to))
     }
 
-    /// Loses everything the node had not persisted, and the messages addressed to it.
+    /// Loses everything the node had not persisted, its unclaimed read results, and the
+    /// messages to and from it.
     pub fn crash(&mut self, id: u64) {
         let n = self.nodes.get_mut(&id).expect("known node");
         n.raw = None;
         n.pending_writes.clear();
         n.read_states.clear();
+        n.dropped_reads.clear();
         let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.network)
             .into_iter()
-            .partition(|f| f.msg.to == id || f.msg.from == id);
+            .partition(|m| m.to == id || m.from == id);
         self.network = kept;
-        for f in gone {
-            self.lost(&f.msg);
+        for m in gone {
+            self.lost(&m);
         }
     }
 
+    /// Brings a crashed node back from its storage and state machine, as a restarted node
+    /// with a new seed.
     pub fn restart(&mut self, id: u64) {
         let n = self.nodes.get_mut(&id).expect("known node");
+        assert!(n.raw.is_none(), "node {id} must crash before it restarts");
+        n.incarnation += 1;
         let mut config = n.config.clone();
         config.applied = n.sm.applied_index;
         // Whatever it was created as, a node coming back from disk restarts.
         config.start = crate::raft::NodeStart::Restarted;
         // A new seed per incarnation: the same node does not repeat its timeouts.
-        config.seed = config.seed.wrapping_add(self.now.wrapping_mul(0x9E37));
+        config.seed = config
+            .seed
+            .wrapping_add(n.incarnation.wrapping_mul(0x9E37_79B9));
         n.raw = Some(RawNode::new(config, n.storage.clone()).expect("restart from durable state"));
     }
 
     // ---- driving ----------------------------------------------------------------------
 
+    /// Ticks node `id` once; a no-op while it is crashed.
     pub fn tick(&mut self, id: u64) {
         if let Some(raw) = self.nodes.get_mut(&id).and_then(|n| n.raw.as_mut()) {
             raw.tick();
         }
     }
 
+    /// Ticks every live node `times` times, stabilizing after each round in synchronous
+    /// mode. Does not advance `now`.
     pub fn tick_all(&mut self, times: usize) {
         for _ in 0..times {
             let ids: Vec<u64> = self.nodes.keys().copied().collect();
@@ -309,6 +342,8 @@ impl Cluster {
         r
     }
 
+    /// Proposes `data` on node `id` (which must be up) and returns the entry's index;
+    /// stabilizes afterwards in synchronous mode.
     pub fn propose(&mut self, id: u64, data: &[u8]) -> Result<u64> {
         let r = self.raw_mut(id).propose(data.to_vec(), Vec::new());
         if self.sync {
@@ -317,6 +352,7 @@ impl Cluster {
         r
     }
 
+    /// The live leader of the highest term (a deposed leader may linger in a lower one).
     pub fn leader(&self) -> Option<u64> {
         let mut leaders: Vec<(u64, u64)> = self
             .nodes
@@ -451,11 +487,12 @@ impl Cluster {
         n.storage.wl().set_conf_state(n.sm.conf_state.clone());
     }
 
+    /// Puts a message on the network, or loses it if the target is crashed, the link is cut
+    /// or the filter refuses it. A node's message to itself always goes through.
     pub fn send(&mut self, m: Message) {
         // The self-vote comes back to the node; it never crosses the network.
-        let deliver_at = self.now;
         if m.to == m.from {
-            self.network.push(InFlight { msg: m, deliver_at });
+            self.network.push(m);
             return;
         }
         if self.is_cut(m.from, m.to) || !self.nodes.get(&m.to).is_some_and(|n| n.is_up()) {
@@ -468,7 +505,7 @@ impl Cluster {
             self.lost(&m);
             return;
         }
-        self.network.push(InFlight { msg: m, deliver_at });
+        self.network.push(m);
     }
 
     /// A message that will never arrive. Like a real transport, tell the sender when it was
@@ -537,8 +574,8 @@ impl Cluster {
             }
             let msgs = std::mem::take(&mut self.network);
             busy |= !msgs.is_empty();
-            for f in msgs {
-                self.deliver(f.msg);
+            for m in msgs {
+                self.deliver(m);
             }
             if self.checks_enabled {
                 self.check_invariants();
@@ -588,14 +625,17 @@ impl Cluster {
         }
     }
 
+    /// Runs the per-step safety checks on every live node; violations go to `checker.failures`.
     pub fn check_invariants(&mut self) {
         self.checker.check(&self.nodes);
     }
 
+    /// Compares every pair of live logs in full (costly; the simulator runs it every 64 steps).
     pub fn check_log_matching(&mut self) {
         self.checker.check_log_matching(&self.nodes);
     }
 
+    /// Ids of the live nodes, ascending.
     pub fn up_ids(&self) -> Vec<u64> {
         self.nodes
             .values()

@@ -12,6 +12,8 @@ use crate::raft::Role;
 /// index → (term, data)
 type EntryMap = BTreeMap<u64, (u64, Bytes)>;
 
+/// Remembers what was committed and who led each term, and records any observation that
+/// contradicts it.
 #[derive(Debug, Default)]
 pub struct Checker {
     /// Election safety: the one leader of each term.
@@ -23,22 +25,28 @@ pub struct Checker {
     checked_applied: BTreeMap<u64, usize>,
     /// (term, leader) pairs whose log was checked for completeness.
     complete_leaders: BTreeSet<(u64, u64)>,
+    /// Violations found so far; nothing panics, so the driver must check this.
     pub failures: Vec<String>,
 }
 
 impl Checker {
+    /// Records a violation in `failures`.
     pub fn fail(&mut self, what: String) {
         self.failures.push(what);
     }
 
+    /// Number of terms in which a leader has been seen.
     pub fn leader_count(&self) -> usize {
         self.leaders.len()
     }
 
+    /// Highest index recorded as committed, or 0 before any.
     pub fn max_committed(&self) -> u64 {
         self.committed.keys().next_back().copied().unwrap_or(0)
     }
 
+    /// Checks every live node incrementally: one leader per term, committed and applied
+    /// entries agree with those recorded, and each new leader holds every committed entry.
     pub fn check(&mut self, nodes: &BTreeMap<u64, SimNode>) {
         for n in nodes.values() {
             let Some(raw) = n.raw.as_ref() else { continue };

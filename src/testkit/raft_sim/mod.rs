@@ -16,8 +16,10 @@ use crate::raft::ReadOnlyOption;
 use crate::raft::rng::Rng;
 use cluster::Cluster;
 
+/// Parameters of one simulation run.
 #[derive(Debug, Clone)]
 pub struct SimOptions {
+    /// Determines everything: cluster size, config and every random choice.
     pub seed: u64,
     /// Random actions before the healing phase.
     pub steps: usize,
@@ -26,23 +28,38 @@ pub struct SimOptions {
 /// What a successful run did, for the report.
 #[derive(Debug, Clone, Default)]
 pub struct SimReport {
+    /// Seed the run was made from.
     pub seed: u64,
+    /// Nodes in the group, 3 to 7 (initial voters and spares together).
     pub nodes: usize,
+    /// Highest committed log index the checker saw (an index, not an entry count).
     pub committed: u64,
+    /// Terms in which a leader was observed.
     pub leaders_elected: usize,
+    /// Node crashes injected.
     pub crashes: u64,
+    /// Membership changes the leader accepted as proposals (not necessarily committed).
     pub conf_changes: u64,
+    /// Leader transfers the leader accepted (not necessarily completed).
     pub transfers: u64,
+    /// Read requests whose ReadState came back (each is checked for staleness).
     pub reads_confirmed: u64,
+    /// Messages delivered by random steps (not those of the final `stabilize` rounds).
     pub messages_delivered: u64,
+    /// `MsgSnapshot` messages handed to a node (`Cluster::delivered`), healing phase included.
     pub snapshots_delivered: u64,
+    /// Whether the run used lease-based reads (`ReadOnlyOption::LeaseBased`).
     pub lease_reads: bool,
 }
 
+/// Why a run failed; `Display` adds the command that replays it.
 #[derive(Debug, Clone)]
 pub struct SimFailure {
+    /// Seed of the failing run; rerunning with it reproduces the failure.
     pub seed: u64,
+    /// Step at which it was detected; healing rounds count on from `SimOptions::steps`.
     pub step: usize,
+    /// First invariant violation or step error, or the node states if healing made no progress.
     pub what: String,
 }
 
@@ -78,6 +95,8 @@ struct Sim {
     period_ends: usize,
 }
 
+/// Runs one simulation: `steps` random actions, then heals everything and requires a new
+/// proposal to be applied by every member. Stops at the first violation.
 pub fn run(opts: &SimOptions) -> Result<SimReport, SimFailure> {
     let mut rng = Rng::new(opts.seed);
     let n = rng.range(3, 8) as usize;
@@ -269,16 +288,16 @@ impl Sim {
         // Any in-flight message may go next: reordering and arbitrary delay.
         let i = self.rng.range(0, self.c.network.len() as u64) as usize;
         let f = self.c.network.swap_remove(i);
-        let faulty = self.storm && f.msg.to != f.msg.from;
+        let faulty = self.storm && f.to != f.from;
         if faulty && self.rng.chance(5) {
-            self.c.lost(&f.msg);
+            self.c.lost(&f);
             return;
         }
         if faulty && self.rng.chance(5) {
             self.c.network.push(f.clone()); // duplicated
         }
         self.report.messages_delivered += 1;
-        self.c.deliver(f.msg);
+        self.c.deliver(f);
     }
 
     fn tick(&mut self) {
