@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 mod common;
 
@@ -295,11 +295,35 @@ fn empty_proposal_batch_is_an_error() {
     assert_eq!(c.node(1).raw().status().last_index, last);
 }
 
-/// A `MemStorage` whose entry reads fail while `failing` is set.
+/// Which reads of a `FlakyStorage` fail.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum Failing {
+    #[default]
+    Nothing,
+    Entries,
+    Terms,
+}
+
+/// A `MemStorage` whose reads fail as `failing` says.
 #[derive(Clone, Default)]
 struct FlakyStorage {
     inner: MemStorage,
-    failing: Arc<AtomicBool>,
+    failing: Arc<Mutex<Failing>>,
+}
+
+impl FlakyStorage {
+    fn fail(&self, what: Failing) {
+        *self.failing.lock().unwrap() = what;
+    }
+
+    fn check(&self, what: Failing) -> StorageResult<()> {
+        if *self.failing.lock().unwrap() == what {
+            return Err(StorageError::backend(std::io::Error::other(
+                "disk read failed",
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl LogStorage for FlakyStorage {
@@ -307,20 +331,17 @@ impl LogStorage for FlakyStorage {
         self.inner.initial_state()
     }
     fn entries(&self, low: u64, high: u64, max_bytes: u64) -> StorageResult<Vec<Entry>> {
-        if self.failing.load(Ordering::Relaxed) {
-            return Err(StorageError::backend(std::io::Error::other(
-                "disk read failed",
-            )));
-        }
+        self.check(Failing::Entries)?;
         self.inner.entries(low, high, max_bytes)
     }
     fn term(&self, index: u64) -> StorageResult<u64> {
+        self.check(Failing::Terms)?;
         self.inner.term(index)
     }
-    fn first_index(&self) -> StorageResult<u64> {
+    fn first_index(&self) -> u64 {
         self.inner.first_index()
     }
-    fn last_index(&self) -> StorageResult<u64> {
+    fn last_index(&self) -> u64 {
         self.inner.last_index()
     }
     fn snapshot(&self, request_index: u64) -> StorageResult<Snapshot> {
@@ -346,16 +367,61 @@ fn ready_surfaces_storage_errors() {
     let index = n.propose(b"x".to_vec(), Vec::new()).unwrap();
     write_ready(&mut n, &store.inner);
     n.on_persisted(index, n.raft().term()); // committed now, readable only from storage
-    store.failing.store(true, Ordering::Relaxed);
+    store.fail(Failing::Entries);
     assert!(n.has_ready());
     assert!(matches!(
         n.ready(),
         Err(RaftError::Storage(StorageError::Backend(_)))
     ));
     assert!(n.has_ready(), "nothing was taken");
-    store.failing.store(false, Ordering::Relaxed);
+    store.fail(Failing::Nothing);
     let committed = n.ready().unwrap().committed_entries;
     assert_eq!(committed.last().map(|e| e.index), Some(index));
+}
+
+/// A log whose last term cannot be read must not look empty to an election: taking the
+/// term for 0 granted the vote to a candidate whose log lacks our entries.
+#[test]
+fn unreadable_last_term_refuses_the_vote() {
+    let store = FlakyStorage {
+        inner: MemStorage::with_voters(&[1, 2, 3]),
+        ..Default::default()
+    };
+    let ents: Vec<Entry> = (1..=5)
+        .map(|index| Entry {
+            index,
+            term: 2,
+            ..Default::default()
+        })
+        .collect();
+    store.inner.wl().append(&ents).unwrap();
+    let mut cfg = Config::new(2);
+    (cfg.check_quorum, cfg.pre_vote) = (false, false);
+    let mut n = RawNode::new(cfg, store.clone()).unwrap();
+    // A candidate at a higher term whose log ends at (1, 1): far behind ours at (5, 2).
+    let vote = |n: &mut RawNode<FlakyStorage>| {
+        let req = Message {
+            msg_type: MessageType::MsgRequestVote as i32,
+            from: 3,
+            to: 2,
+            term: 3,
+            index: 1,
+            log_term: 1,
+            ..Default::default()
+        };
+        n.step(req).unwrap();
+        let rd = handle_ready(n, &store.inner);
+        let resp = rd
+            .now
+            .iter()
+            .chain(&rd.after)
+            .find(|m| is(m, MessageType::MsgRequestVoteResponse));
+        resp.expect("a vote response").reject
+    };
+    store.fail(Failing::Terms);
+    assert!(vote(&mut n), "vote granted against an unreadable log");
+    store.fail(Failing::Nothing);
+    assert!(vote(&mut n), "vote granted to a shorter log");
 }
 
 /// Finding 10: reads pending when leadership is lost come back as dropped, so the

@@ -21,8 +21,8 @@ pub struct ReplicaLog<S: LogStorage> {
 
 impl<S: LogStorage> ReplicaLog<S> {
     pub(crate) fn new(store: S, applied: u64, max_applying_bytes: u64) -> Result<Self> {
-        let first = store.first_index()?;
-        let last = store.last_index()?;
+        let first = store.first_index();
+        let last = store.last_index();
         // Whatever the snapshot covers is applied; applied entries are committed even if
         // the hard state's commit index was not persisted that far.
         let applied = applied.max(first.saturating_sub(1));
@@ -63,7 +63,7 @@ impl<S: LogStorage> ReplicaLog<S> {
     pub fn first_index(&self) -> u64 {
         match self.unstable.maybe_first_index() {
             Some(i) => i,
-            None => self.store.first_index().unwrap_or(1),
+            None => self.store.first_index(),
         }
     }
 
@@ -71,7 +71,7 @@ impl<S: LogStorage> ReplicaLog<S> {
     pub fn last_index(&self) -> u64 {
         match self.unstable.maybe_last_index() {
             Some(i) => i,
-            None => self.store.last_index().unwrap_or(0),
+            None => self.store.last_index(),
         }
     }
 
@@ -82,7 +82,7 @@ impl<S: LogStorage> ReplicaLog<S> {
             // may disagree with the snapshot: claim nothing at or above the snapshot.
             Some(_) => {
                 let snap_index = self.unstable.offset - 1;
-                let stored = self.store.last_index().unwrap_or(0);
+                let stored = self.store.last_index();
                 stored.min(snap_index.saturating_sub(1))
             }
             None => self.unstable.offset - 1,
@@ -110,7 +110,8 @@ impl<S: LogStorage> ReplicaLog<S> {
         self.term(index).unwrap_or(0)
     }
 
-    /// Term of the last entry (0 for an empty log).
+    /// Term of the last entry (0 for an empty log, or one whose last term cannot be read:
+    /// a vote request carrying it only weakens the candidate).
     pub fn last_term(&self) -> u64 {
         self.term_or_zero(self.last_index())
     }
@@ -120,10 +121,15 @@ impl<S: LogStorage> ReplicaLog<S> {
         self.term(index).is_ok_and(|t| t == term)
     }
 
-    /// §5.4.1: is a log ending at (last_index, term) at least as up to date as ours?
+    /// §5.4.1: is a log ending at (last_index, term) at least as up to date as ours? Not
+    /// when our last term cannot be read: taking it for 0 would grant a vote to a candidate
+    /// whose log lacks our entries.
     pub(crate) fn is_up_to_date(&self, last_index: u64, term: u64) -> bool {
-        let our_term = self.last_term();
-        term > our_term || (term == our_term && last_index >= self.last_index())
+        let ours = self.last_index();
+        let Ok(our_term) = self.term(ours) else {
+            return false;
+        };
+        term > our_term || (term == our_term && last_index >= ours)
     }
 
     /// Index of the first entry of `ents` that conflicts with (or extends) our log; 0 if

@@ -31,10 +31,13 @@ pub trait LogStorage {
     fn entries(&self, low: u64, high: u64, max_bytes: u64) -> StorageResult<Vec<Entry>>;
     /// Term of `index`, valid from `first_index() - 1` (the snapshot's index) to `last_index()`.
     fn term(&self, index: u64) -> StorageResult<u64>;
-    /// The first index held as an entry (snapshot index + 1).
-    fn first_index(&self) -> StorageResult<u64>;
-    /// Index of the last durable entry (the snapshot's index when none follows it).
-    fn last_index(&self) -> StorageResult<u64>;
+    /// The first index held as an entry (snapshot index + 1). Answered from memory and
+    /// infallible: a log whose bounds could not be read would look empty, and an empty log
+    /// grants its vote to any candidate.
+    fn first_index(&self) -> u64;
+    /// Index of the last durable entry (the snapshot's index when none follows it);
+    /// infallible for the same reason.
+    fn last_index(&self) -> u64;
     /// A snapshot to send to a follower that needs entries from `request_index` on.
     fn snapshot(&self, request_index: u64) -> StorageResult<Snapshot>;
 }
@@ -51,10 +54,10 @@ impl<T: LogStorage + ?Sized> LogStorage for Arc<T> {
     fn term(&self, index: u64) -> StorageResult<u64> {
         (**self).term(index)
     }
-    fn first_index(&self) -> StorageResult<u64> {
+    fn first_index(&self) -> u64 {
         (**self).first_index()
     }
-    fn last_index(&self) -> StorageResult<u64> {
+    fn last_index(&self) -> u64 {
         (**self).last_index()
     }
     fn snapshot(&self, request_index: u64) -> StorageResult<Snapshot> {
@@ -278,12 +281,12 @@ impl LogStorage for MemStorage {
         self.rl().term(index)
     }
 
-    fn first_index(&self) -> StorageResult<u64> {
-        Ok(self.rl().first_index())
+    fn first_index(&self) -> u64 {
+        self.rl().first_index()
     }
 
-    fn last_index(&self) -> StorageResult<u64> {
-        Ok(self.rl().last_index())
+    fn last_index(&self) -> u64 {
+        self.rl().last_index()
     }
 
     fn snapshot(&self, _request_index: u64) -> StorageResult<Snapshot> {
@@ -315,7 +318,7 @@ mod tests {
         let s = MemStorage::new();
         s.wl().append(&[ent(1, 1), ent(2, 1), ent(3, 1)]).unwrap();
         s.wl().append(&[ent(2, 2)]).unwrap();
-        assert_eq!(s.last_index().unwrap(), 2);
+        assert_eq!(s.last_index(), 2);
         assert_eq!(s.term(2).unwrap(), 2);
         assert_eq!(
             s.wl().append(&[ent(5, 2)]),
@@ -328,14 +331,14 @@ mod tests {
         let s = MemStorage::new();
         s.wl().append(&[ent(1, 1), ent(2, 2), ent(3, 3)]).unwrap();
         s.wl().compact(2).unwrap();
-        assert_eq!(s.first_index().unwrap(), 3);
+        assert_eq!(s.first_index(), 3);
         assert_eq!(s.term(2).unwrap(), 2);
         assert_eq!(s.term(1), Err(StorageError::Compacted));
         assert_eq!(s.entries(2, 3, u64::MAX), Err(StorageError::Compacted));
         assert_eq!(s.entries(3, 4, u64::MAX).unwrap(), vec![ent(3, 3)]);
         // Appending below the snapshot keeps only the part after it.
         s.wl().append(&[ent(2, 2), ent(3, 3), ent(4, 3)]).unwrap();
-        assert_eq!(s.last_index().unwrap(), 4);
+        assert_eq!(s.last_index(), 4);
     }
 
     #[test]
@@ -363,6 +366,6 @@ mod tests {
             s.wl().apply_snapshot(snap(4)),
             Err(StorageError::SnapshotOutOfDate)
         );
-        assert_eq!(s.first_index().unwrap(), 6);
+        assert_eq!(s.first_index(), 6);
     }
 }

@@ -299,13 +299,13 @@ impl LogStorage for RegionLog {
         }
     }
 
-    fn first_index(&self) -> StorageResult<u64> {
-        Ok(self.state.read().truncated.0 + 1)
+    fn first_index(&self) -> u64 {
+        self.state.read().truncated.0 + 1
     }
 
-    fn last_index(&self) -> StorageResult<u64> {
+    fn last_index(&self) -> u64 {
         let st = self.state.read();
-        Ok(st.local.last_index.max(st.truncated.0))
+        st.local.last_index.max(st.truncated.0)
     }
 
     /// The offered snapshot if it covers `request_index` and everything truncated;

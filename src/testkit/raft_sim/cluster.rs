@@ -606,7 +606,7 @@ impl Cluster {
     pub fn compact(&mut self, id: u64) {
         let n = &self.nodes[&id];
         let index = n.sm.applied_index;
-        let last_stored = n.storage.last_index().unwrap_or(0);
+        let last_stored = n.storage.last_index();
         if index == 0 || index > last_stored {
             return;
         }
