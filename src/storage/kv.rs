@@ -151,8 +151,9 @@ impl KvWriteBatch {
     }
 
     /// Refuses the batch if any key or value breaks a limit (`check_key`, `check_value`).
-    /// Engines check every batch before writing any of it: an empty or oversized key would
-    /// make fjall panic, and at apply time that would crash-loop the store.
+    /// Engines check every batch before writing any of it: a key beyond fjall's limit would
+    /// make it panic, and at apply time that would crash-loop the store. Empty keys are
+    /// refused by rule: the empty key bounds the key space, it names no key.
     pub fn check(&self) -> Result<(), KvError> {
         for op in &self.ops {
             match op {

@@ -51,7 +51,7 @@ pub enum SnapshotError {
         source: io::Error,
     },
     /// A chunk's CRC32 does not match its metadata, or the meta file fails its own CRC32.
-    #[error("snapshot chunk {} fails its checksum", path.display())]
+    #[error("snapshot file {} fails its checksum", path.display())]
     Checksum {
         /// The chunk or meta file.
         path: PathBuf,

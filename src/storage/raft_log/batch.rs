@@ -193,8 +193,9 @@ impl LogWriteBatch {
     ///   compacted entries, and an emptied log continues right after its end;
     /// - a compaction may empty the log (`compact_to(last + 1)`) but not pass its end:
     ///   installing a snapshot beyond it is a `reset` plus a state;
-    /// - a region whose entries the batch changes gets a `RaftLocalState` in the batch,
-    ///   and the last one names the log's new last index.
+    /// - a region the batch appends to (or resets and writes again) gets a
+    ///   `RaftLocalState` in the batch, and the last one names the log's new last index;
+    ///   a compaction keeps the end, and a reset without a state removes the log.
     ///
     /// Compactions of regions with no log are dropped (raft-engine would list a removed
     /// region again). `changes` then tells how each touched region's log changes.

@@ -28,7 +28,7 @@ pub enum LogError {
     Engine(#[from] raft_engine::Error),
     /// A log file is damaged (its header, or a record that does not read back), found on open
     /// or by a read.
-    #[error("raft log file {} is corrupt ({detail}); refusing to start", file.display())]
+    #[error("raft log file {} is corrupt ({detail})", file.display())]
     CorruptFile {
         /// The damaged file, or the log directory when no single file could be named.
         file: PathBuf,
