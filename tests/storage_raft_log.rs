@@ -527,10 +527,7 @@ fn suite_on_the_in_memory_log_and_a_crash_drops_unsynced_writes() {
 fn check_same(a: &impl LogStorage, b: &impl LogStorage) {
     assert_eq!(a.initial_state().unwrap(), b.initial_state().unwrap());
     let (first, last) = (b.first_index(), b.last_index());
-    assert_eq!(
-        (a.first_index(), a.last_index()),
-        (first, last)
-    );
+    assert_eq!((a.first_index(), a.last_index()), (first, last));
     for i in first - 1..=last + 1 {
         assert_eq!(a.term(i), b.term(i), "term({i})");
     }

@@ -77,16 +77,44 @@ pub fn entry_size(e: &Entry) -> u64 {
 
 /// Truncates `entries` so their total size stays within `max_bytes`, keeping at least one.
 pub fn limit_size(entries: &mut Vec<Entry>, max_bytes: u64) {
-    let mut total = 0u64;
-    let keep = entries
-        .iter()
-        .position(|e| {
-            total = total.saturating_add(entry_size(e));
-            total > max_bytes
-        })
-        .unwrap_or(entries.len())
-        .max(1);
+    let mut budget = ByteBudget::new(max_bytes);
+    let keep = entries.iter().take_while(|e| budget.take(e)).count();
     entries.truncate(keep);
+}
+
+/// Counts entry bytes against a limit the way every read of a log does: entries are taken
+/// while their total (`entry_size`) stays within `max_bytes`, but the first is always
+/// taken, so a read never comes back empty for want of bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ByteBudget {
+    max_bytes: u64,
+    used: u64,
+    taken: usize,
+}
+
+impl ByteBudget {
+    pub(crate) fn new(max_bytes: u64) -> Self {
+        ByteBudget {
+            max_bytes,
+            used: 0,
+            taken: 0,
+        }
+    }
+
+    /// Counts `e` if it fits (or is the first); false once the limit would be passed.
+    pub(crate) fn take(&mut self, e: &Entry) -> bool {
+        let used = self.used.saturating_add(entry_size(e));
+        if used > self.max_bytes && self.taken > 0 {
+            return false;
+        }
+        (self.used, self.taken) = (used, self.taken + 1);
+        true
+    }
+
+    /// Bytes still within the limit.
+    pub(crate) fn left(&self) -> u64 {
+        self.max_bytes.saturating_sub(self.used)
+    }
 }
 
 /// The state behind a `MemStorage`: hard state, configuration, the snapshot and the

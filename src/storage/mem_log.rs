@@ -10,7 +10,7 @@ use super::raft_log::{LogError, LogOp, LogSpan, LogWriteBatch, RaftLogStore};
 use crate::RegionId;
 use crate::proto::raftpb::Entry;
 use crate::proto::storagepb::RaftLocalState;
-use crate::raft::storage::entry_size;
+use crate::raft::storage::ByteBudget;
 
 #[derive(Debug, Clone, Default)]
 struct Group {
@@ -110,10 +110,7 @@ impl RaftLogStore for MemRaftLog {
     }
 
     fn entry(&self, region: RegionId, index: u64) -> Result<Option<Entry>, LogError> {
-        let outside = index.checked_add(1).is_none_or(|next| {
-            LogSpan::check_read(self.span(region), region, index, next).is_err()
-        });
-        if outside {
+        if !self.span(region).is_some_and(|s| s.holds(index)) {
             return Ok(None);
         }
         Ok(self.read(|g| {
@@ -134,14 +131,13 @@ impl RaftLogStore for MemRaftLog {
             let Some(grp) = g.get(&region) else {
                 return (Vec::new(), false);
             };
-            let mut size = 0u64;
+            let mut budget = ByteBudget::new(max_bytes);
             let mut out = Vec::new();
             for (expected, (&index, e)) in (low..).zip(grp.entries.range(low..high)) {
-                size = size.saturating_add(entry_size(e));
                 if index != expected {
                     return (out, false);
                 }
-                if size > max_bytes && !out.is_empty() {
+                if !budget.take(e) {
                     return (out, true);
                 }
                 out.push(e.clone());

@@ -62,6 +62,11 @@ impl LogSpan {
         self.first > self.last
     }
 
+    /// Whether the log holds the entry at `index`.
+    pub fn holds(&self, index: u64) -> bool {
+        self.first <= index && index <= self.last
+    }
+
     /// The entries' first and last index, if there are any.
     pub fn entries(&self) -> Option<(u64, u64)> {
         (!self.is_empty()).then_some((self.first, self.last))

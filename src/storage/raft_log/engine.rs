@@ -16,7 +16,7 @@ use crate::RegionId;
 use crate::proto::raftpb::Entry;
 use crate::proto::storagepb::RaftLocalState;
 use crate::raft::message::MAX_INDEX_OR_TERM;
-use crate::raft::storage::entry_size;
+use crate::raft::storage::ByteBudget;
 use crate::storage::wal_entry::WalEntryExt;
 
 /// Key of a region's `RaftLocalState` inside its raft-engine group.
@@ -238,20 +238,24 @@ impl RaftLogEngine {
     ) -> Result<Vec<Entry>, LogError> {
         let mut out = Vec::new();
         let mut wal = Vec::new();
-        let mut size = 0u64;
+        let mut budget = ByteBudget::new(max_bytes);
         let mut next = low;
         while next < high {
             let end = high.min(next.saturating_add(READ_CHUNK));
             // raft-engine stops at a budget too, counting its own encoding (a few bytes per
             // entry more than the core's): give it that slack, so it never stops before
             // the core's count does, and no chunk decodes much beyond what is returned.
-            let budget = max_bytes
-                .saturating_sub(size)
-                .saturating_add(ENCODING_SLACK * READ_CHUNK);
-            let budget = usize::try_from(budget).unwrap_or(usize::MAX);
+            let engine_budget = budget.left().saturating_add(ENCODING_SLACK * READ_CHUNK);
+            let engine_budget = usize::try_from(engine_budget).unwrap_or(usize::MAX);
             wal.clear();
             self.engine
-                .fetch_entries_to::<WalEntryExt>(region.get(), next, end, Some(budget), &mut wal)
+                .fetch_entries_to::<WalEntryExt>(
+                    region.get(),
+                    next,
+                    end,
+                    Some(engine_budget),
+                    &mut wal,
+                )
                 .map_err(|e| self.read_error(e))?;
             let fetched = wal.len() as u64;
             if fetched == 0 {
@@ -262,8 +266,7 @@ impl RaftLogEngine {
             }
             for w in wal.drain(..) {
                 let e = w.into_entry();
-                size = size.saturating_add(entry_size(&e));
-                if size > max_bytes && !out.is_empty() {
+                if !budget.take(&e) {
                     return Ok(out);
                 }
                 out.push(e);
@@ -520,10 +523,7 @@ impl RaftLogStore for RaftLogEngine {
 
     fn entry(&self, region: RegionId, index: u64) -> Result<Option<Entry>, LogError> {
         let span = self.span(region);
-        let Some(next) = index.checked_add(1) else {
-            return Ok(None);
-        };
-        if LogSpan::check_read(span, region, index, next).is_err() {
+        if !span.is_some_and(|s| s.holds(index)) {
             return Ok(None);
         }
         let read = self.engine.get_entry::<WalEntryExt>(region.get(), index);
@@ -536,7 +536,7 @@ impl RaftLogStore for RaftLogEngine {
         match found {
             Ok(entry) => Ok(Some(entry.into_entry())),
             // Moved out of the log by a write racing this read.
-            Err(e) => match self.moved_or(region, span, index, next, e) {
+            Err(e) => match self.moved_or(region, span, index, index + 1, e) {
                 LogError::OutOfRange { .. } => Ok(None),
                 e => Err(e),
             },

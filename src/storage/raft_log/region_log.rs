@@ -11,7 +11,9 @@ use crate::RegionId;
 use crate::proto::raftpb::{ConfState, Entry, Snapshot};
 use crate::proto::storagepb::RaftLocalState;
 use crate::raft::StorageError;
-use crate::raft::storage::{LogStorage, RaftState, StorageResult, entry_size, snapshot_index};
+use crate::raft::storage::{
+    ByteBudget, LogStorage, RaftState, StorageResult, entry_size, snapshot_index,
+};
 
 /// Recent entries of one region, newest last, bounded in bytes.
 #[derive(Debug, Default)]
@@ -263,14 +265,16 @@ impl LogStorage for RegionLog {
         } else {
             Vec::new()
         };
-        let mut size: u64 = out.iter().map(entry_size).sum();
+        let mut budget = ByteBudget::new(max_bytes);
+        for e in &out {
+            budget.take(e);
+        }
         for index in low.max(cached_from)..high {
             let Some(e) = st.cache.get(index) else {
                 return Err(StorageError::Unavailable);
             };
-            size = size.saturating_add(entry_size(e));
-            if size > max_bytes && !out.is_empty() {
-                break; // The byte limit, but never an empty answer.
+            if !budget.take(e) {
+                break;
             }
             out.push(e.clone());
         }
