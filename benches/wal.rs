@@ -17,6 +17,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use flotilla::RegionId;
 use flotilla::proto::raftpb::{Entry, HardState};
 use flotilla::proto::storagepb::RaftLocalState;
+use flotilla::storage::raft_log::SyncMode;
 use flotilla::storage::raft_log::{LogWriteBatch, RaftLogConfig, RaftLogEngine, RaftLogStore};
 use flotilla::storage::wal_entry::{WalEntry, WalEntryExt};
 use prost::Message as _;
@@ -46,7 +47,7 @@ fn local_state(index: u64) -> RaftLocalState {
 /// One side of the comparison: writes one entry (index `index`) and the state of each of
 /// `regions` regions in one batch.
 trait Side {
-    fn write(&mut self, regions: u64, index: u64, sync: bool);
+    fn write(&mut self, regions: u64, index: u64, sync: SyncMode);
     /// Log GC, outside the timed part, so memtables stay the size a running store's do.
     fn compact(&mut self, regions: u64, index: u64);
 }
@@ -54,7 +55,7 @@ trait Side {
 struct Flotilla(RaftLogEngine, LogWriteBatch);
 
 impl Side for Flotilla {
-    fn write(&mut self, regions: u64, index: u64, sync: bool) {
+    fn write(&mut self, regions: u64, index: u64, sync: SyncMode) {
         let e = [entry(index)];
         let state = local_state(index);
         for region in 1..=regions {
@@ -75,7 +76,7 @@ impl Side for Flotilla {
 struct Raw(raft_engine::Engine, raft_engine::LogBatch);
 
 impl Side for Raw {
-    fn write(&mut self, regions: u64, index: u64, sync: bool) {
+    fn write(&mut self, regions: u64, index: u64, sync: SyncMode) {
         let e = entry(index);
         let state = local_state(index);
         let batch = &mut self.1;
@@ -90,7 +91,7 @@ impl Side for Raw {
                 .put(region, b"raft_local_state".to_vec(), state.encode_to_vec())
                 .expect("state");
         }
-        self.0.write(batch, sync).expect("write");
+        self.0.write(batch, sync == SyncMode::Sync).expect("write");
     }
 
     fn compact(&mut self, regions: u64, index: u64) {
@@ -115,8 +116,8 @@ fn median(times: &mut [Duration]) -> Duration {
 /// same neighbours on a shared machine; the ratio of their medians is the layer's cost.
 /// Criterion times flotilla's writes; the raw ones are timed alongside and printed.
 fn append(c: &mut Criterion) {
-    for sync in [true, false] {
-        let name = if sync {
+    for sync in [SyncMode::Sync, SyncMode::NoSync] {
+        let name = if sync == SyncMode::Sync {
             "wal/append_sync"
         } else {
             "wal/append_nosync"
@@ -169,7 +170,11 @@ fn append(c: &mut Criterion) {
             let total = |t: &[Duration]| t.iter().sum::<Duration>().as_secs_f64();
             let mean_ratio = total(&ours) / total(&theirs);
             let (ours, theirs) = (median(&mut ours), median(&mut theirs));
-            let fsyncs = if sync { 1000.0 / regions as f64 } else { 0.0 };
+            let fsyncs = if sync == SyncMode::Sync {
+                1000.0 / regions as f64
+            } else {
+                0.0
+            };
             println!(
                 "{name}/{regions}: flotilla {ours:.1?}, raw {theirs:.1?} (medians of {writes} \
                  writes each, warm-up included): ratio of medians {:.2}, of means \
@@ -209,10 +214,10 @@ fn recovery(c: &mut Criterion) {
                 batch.append(RegionId(region), &ents).expect("append");
                 batch.put_state(RegionId(region), &local_state(upto));
             }
-            log.write(&mut batch, false).expect("write");
+            log.write(&mut batch, SyncMode::NoSync).expect("write");
             next = upto + 1;
         }
-        log.write(&mut LogWriteBatch::default(), true)
+        log.write(&mut LogWriteBatch::default(), SyncMode::Sync)
             .expect("sync");
     }
     let mut group = c.benchmark_group("wal/recovery");

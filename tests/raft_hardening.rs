@@ -606,3 +606,57 @@ fn heartbeat_acks_resend_entries_only_to_followers_that_lag() {
         "{sent:?}"
     );
 }
+
+/// The tidy public surface: `RawNode::raft`'s read-only accessors report the same state as
+/// `Status`, on the leader and on a follower.
+#[test]
+fn raft_accessors_agree_with_status() {
+    let mut c = lease_cluster();
+    c.propose(1, b"a").unwrap();
+    for id in [1, 2] {
+        let n = c.node(id).raw();
+        let (r, st) = (n.raft(), n.status());
+        assert_eq!(r.id(), st.id);
+        assert_eq!(
+            (r.term(), r.vote()),
+            (st.hard_state.term, st.hard_state.vote)
+        );
+        assert_eq!(
+            (r.role(), r.leader_id()),
+            (st.soft_state.role, st.soft_state.leader_id)
+        );
+        assert_eq!(r.log().committed(), st.hard_state.commit);
+        assert_eq!(r.log().applied(), st.applied);
+        assert_eq!(r.log().applying(), st.applied, "all handed out is applied");
+        assert_eq!(r.log().last_index(), st.last_index);
+        assert_eq!(r.leader_id(), 1, "node {id}");
+    }
+}
+
+/// While a snapshot is not yet durable, the old log below it is all the node has, and it
+/// may disagree with the snapshot: nothing at or above the snapshot's index counts as
+/// persisted, even where the old log reaches past it.
+#[test]
+fn a_pending_snapshot_claims_nothing_persisted_at_or_above_it() {
+    let store = MemStorage::with_voters(&[1, 2, 3]);
+    let old: Vec<Entry> = (1..=10)
+        .map(|index| Entry {
+            index,
+            term: 1,
+            ..Default::default()
+        })
+        .collect();
+    store.wl().append(&old).unwrap();
+    let mut n = RawNode::new(Config::new(2), store.clone()).unwrap();
+    assert_eq!(n.status().persisted_index, 10);
+    let cs = ConfState {
+        voters: vec![1, 2, 3],
+        ..Default::default()
+    };
+    // Index 8 at term 2: our entry 8 is at term 1, so the snapshot replaces the log.
+    n.step(snapshot_msg(1, 2, 2, 8, cs)).unwrap();
+    assert_eq!(n.status().persisted_index, 7);
+    let written = write_ready(&mut n, &store);
+    n.on_persisted(8, 2);
+    assert_eq!((written.ack, n.status().persisted_index), (Some((8, 2)), 8));
+}

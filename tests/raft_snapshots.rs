@@ -122,3 +122,34 @@ fn leader_retries_a_snapshot_that_was_temporarily_unavailable() {
     assert_eq!(c.applied_data(3), c.applied_data(1));
     assert_clean(&c);
 }
+
+/// How a snapshot send ended decides where the leader probes next: past the snapshot once
+/// the transport says it arrived, from the last known match when it failed (the follower
+/// may not have it).
+#[test]
+fn snapshot_status_decides_where_probing_resumes() {
+    for status in [SnapshotStatus::Finished, SnapshotStatus::Failed] {
+        let mut c = lagging_and_compacted();
+        c.heal();
+        tick_one(&mut c, 1, HB);
+        let (_, held) = pump(&mut c, |m| is(m, MsgSnapshot));
+        let snap_index = held[0]
+            .snapshot
+            .as_ref()
+            .unwrap()
+            .metadata
+            .as_ref()
+            .unwrap()
+            .index;
+        let before = pr(&c, 1, 3);
+        assert_eq!(before.state, ProgressState::Snapshot);
+        c.raw_mut(1).report_snapshot(3, status);
+        let after = pr(&c, 1, 3);
+        assert_eq!(after.state, ProgressState::Probe, "{status:?}");
+        let want = match status {
+            SnapshotStatus::Finished => snap_index + 1,
+            SnapshotStatus::Failed => before.matched + 1,
+        };
+        assert_eq!(after.next_idx, want, "{status:?}");
+    }
+}

@@ -10,6 +10,7 @@ use flotilla::RegionId;
 use flotilla::proto::raftpb::{ConfState, Entry, Message, Snapshot, SnapshotMetadata};
 use flotilla::proto::storagepb::RaftLocalState;
 use flotilla::raft::{Config, RawNode, Role};
+use flotilla::storage::raft_log::SyncMode;
 use flotilla::storage::raft_log::{
     LogWriteBatch, RaftLogConfig, RaftLogEngine, RaftLogStore, RegionLog,
 };
@@ -85,7 +86,11 @@ fn handle_ready(n: &mut Node, out: &mut VecDeque<Message>) -> bool {
     }
     batch.append(REGION, &rd.entries).unwrap();
     batch.put_state(REGION, &local);
-    n.engine.write(&mut batch, rd.must_sync).unwrap();
+    let sync = match rd.must_sync {
+        true => SyncMode::Sync,
+        false => SyncMode::NoSync,
+    };
+    n.engine.write(&mut batch, sync).unwrap();
     n.log.on_written(&rd.entries, &local);
     if let Some((index, term)) = ack {
         n.raw.on_persisted(index, term);

@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::log_model::{Workload, check, config};
+use flotilla::storage::raft_log::SyncMode;
 use flotilla::storage::raft_log::{RaftLogEngine, RaftLogStore};
 use flotilla::testkit::Rng;
 
@@ -32,7 +33,7 @@ fn child_writer() {
     let mut w = Workload::new(seed);
     for n in 1.. {
         let mut batch = w.next_batch();
-        log.write(&mut batch, true).expect("write");
+        log.write(&mut batch, SyncMode::Sync).expect("write");
         println!("acked {n}");
         if n % 5 == 0 {
             log.purge_expired_files().expect("purge");

@@ -14,6 +14,7 @@ use std::time::Instant;
 use common::log_model::{Workload, check, config, state};
 use flotilla::RegionId;
 use flotilla::proto::raftpb::Entry;
+use flotilla::storage::raft_log::SyncMode;
 use flotilla::storage::raft_log::{
     LogError, LogOp, LogSpan, LogWriteBatch, RaftLogEngine, RaftLogStore,
 };
@@ -49,7 +50,7 @@ fn run_seed(seed: u64, batches: usize) -> Result<usize, String> {
                 if trace {
                     eprintln!("step {step}: {}", describe(&batch));
                 }
-                let sync = w.pick(0, 1) == 0;
+                let sync = [SyncMode::Sync, SyncMode::NoSync][w.pick(0, 1) as usize];
                 log.write(&mut batch, sync)
                     .map_err(|e| fail(e.to_string()))?;
             }
@@ -105,7 +106,7 @@ fn refused_batch(w: &mut Workload, log: &RaftLogEngine) -> Result<(), String> {
         }
         _ => batch.compact_to(RegionId(region), last + 2),
     }
-    match log.write(&mut batch, false) {
+    match log.write(&mut batch, SyncMode::NoSync) {
         Err(LogError::InvalidWrite { .. }) => check(log, &w.model),
         other => Err(format!("refused batch of kind {kind} gave {other:?}")),
     }
@@ -170,13 +171,13 @@ fn overwritten_then_compacted_entries_stay_gone_with_parallel_recovery() {
         for i in 0..14 {
             batch.append(RegionId(1), &big(i + 1, 1, 1)).unwrap();
             batch.put_state(RegionId(1), &state(1, i + 1));
-            log.write(&mut batch, true).unwrap();
+            log.write(&mut batch, SyncMode::Sync).unwrap();
         }
         batch.append(RegionId(1), &big(8, 3, 2)).unwrap();
         batch.put_state(RegionId(1), &state(2, 10));
-        log.write(&mut batch, true).unwrap();
+        log.write(&mut batch, SyncMode::Sync).unwrap();
         batch.compact_to(RegionId(1), 11);
-        log.write(&mut batch, true).unwrap();
+        log.write(&mut batch, SyncMode::Sync).unwrap();
     }
     for (i, threads) in [4, 1, 4].into_iter().enumerate() {
         let log = RaftLogEngine::open(&config(dir.path(), threads)).unwrap();
@@ -202,11 +203,11 @@ fn overwritten_then_compacted_entries_stay_gone_with_parallel_recovery() {
     let mut batch = LogWriteBatch::default();
     batch.reset(RegionId(1));
     batch.put_state(RegionId(1), &state(3, 50));
-    log.write(&mut batch, true).unwrap();
+    log.write(&mut batch, SyncMode::Sync).unwrap();
     let ents = w.entries(1, 51, 2);
     batch.append(RegionId(1), &ents).unwrap();
     batch.put_state(RegionId(1), &state(3, 52));
-    log.write(&mut batch, true).unwrap();
+    log.write(&mut batch, SyncMode::Sync).unwrap();
     drop(log);
     let log = RaftLogEngine::open(&config(dir.path(), 4)).unwrap();
     assert_eq!(
@@ -234,13 +235,13 @@ fn entries_rewritten_by_a_purge_stay_gone_after_an_install() {
         let ents = w.entries(1, 1, 20);
         batch.append(RegionId(1), &ents).unwrap();
         batch.put_state(RegionId(1), &state(1, 20));
-        log.write(&mut batch, true).unwrap();
+        log.write(&mut batch, SyncMode::Sync).unwrap();
         // Region 2 fills many files, so region 1's entries sit in old ones.
         for i in 0..60 {
             let ents = w.entries(2, i * 5 + 1, 5);
             batch.append(RegionId(2), &ents).unwrap();
             batch.put_state(RegionId(2), &state(1, i * 5 + 5));
-            log.write(&mut batch, true).unwrap();
+            log.write(&mut batch, SyncMode::Sync).unwrap();
         }
         log.compact_to(RegionId(2), 296).unwrap();
         for _ in 0..3 {
@@ -261,7 +262,7 @@ fn entries_rewritten_by_a_purge_stay_gone_after_an_install() {
     let mut batch = LogWriteBatch::default();
     batch.reset(RegionId(1));
     batch.put_state(RegionId(1), &state(2, 50));
-    log.write(&mut batch, true).unwrap();
+    log.write(&mut batch, SyncMode::Sync).unwrap();
     drop(log);
     let log = RaftLogEngine::open(&cfg).unwrap();
     eprintln!(
@@ -279,7 +280,7 @@ fn entries_rewritten_by_a_purge_stay_gone_after_an_install() {
     let ents = w.entries(1, 51, 1);
     batch.append(RegionId(1), &ents).unwrap();
     batch.put_state(RegionId(1), &state(2, 51));
-    log.write(&mut batch, true)
+    log.write(&mut batch, SyncMode::Sync)
         .expect("an append at 51 continues the log");
     assert_eq!(log.entries(RegionId(1), 51, 52, u64::MAX).unwrap(), ents);
 }

@@ -355,6 +355,22 @@ mod tests {
     }
 
     #[test]
+    fn byte_budget_takes_the_first_entry_and_then_what_fits() {
+        let e = ent(1, 1);
+        let size = entry_size(&e);
+        let mut budget = ByteBudget::new(2 * size + 1);
+        assert_eq!(budget.left(), 2 * size + 1);
+        assert!(budget.take(&e) && budget.take(&e));
+        assert_eq!(budget.left(), 1);
+        assert!(!budget.take(&e), "a third entry passes the limit");
+        assert_eq!(budget.left(), 1, "a refused entry is not counted");
+        let mut none = ByteBudget::new(0);
+        assert!(none.take(&e), "the first entry is always taken");
+        assert!(!none.take(&e));
+        assert_eq!(none.left(), 0);
+    }
+
+    #[test]
     fn compact_keeps_term_of_compacted_index() {
         let s = MemStorage::new();
         s.wl().append(&[ent(1, 1), ent(2, 2), ent(3, 3)]).unwrap();

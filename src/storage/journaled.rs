@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use super::raft_log::SyncMode;
+
 #[derive(Default)]
 pub(crate) struct Journaled<T, W> {
     live: Arc<T>,
@@ -16,12 +18,11 @@ impl<T: Clone, W: Clone> Journaled<T, W> {
         &self.live
     }
 
-    pub(crate) fn write(&mut self, w: &W, apply: impl Fn(&mut T, &W), sync: bool) {
+    pub(crate) fn write(&mut self, w: &W, apply: impl Fn(&mut T, &W), sync: SyncMode) {
         apply(Arc::make_mut(&mut self.live), w);
-        if sync {
-            self.sync();
-        } else {
-            self.unsynced.push(w.clone());
+        match sync {
+            SyncMode::Sync => self.sync(),
+            SyncMode::NoSync => self.unsynced.push(w.clone()),
         }
     }
 

@@ -11,6 +11,7 @@ use super::journaled::Journaled;
 use super::kv::{
     Keyspace, KvEngine, KvError, KvIter, KvRead, KvWriteBatch, WriteOp, bounds, in_order,
 };
+use super::raft_log::SyncMode;
 
 type Tables = BTreeMap<Keyspace, BTreeMap<Bytes, Bytes>>;
 
@@ -135,7 +136,9 @@ impl KvEngine for MemKvEngine {
 
     fn write(&self, batch: &KvWriteBatch) -> Result<(), KvError> {
         batch.check()?;
-        self.state.lock().write(batch, apply_batch, false);
+        self.state
+            .lock()
+            .write(batch, apply_batch, SyncMode::NoSync);
         Ok(())
     }
 

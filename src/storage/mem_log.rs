@@ -6,7 +6,7 @@ use parking_lot::Mutex;
 use std::collections::BTreeMap;
 
 use super::journaled::Journaled;
-use super::raft_log::{LogError, LogOp, LogSpan, LogWriteBatch, RaftLogStore};
+use super::raft_log::{LogError, LogOp, LogSpan, LogWriteBatch, RaftLogStore, SyncMode};
 use crate::RegionId;
 use crate::proto::raftpb::Entry;
 use crate::proto::storagepb::RaftLocalState;
@@ -83,7 +83,7 @@ impl MemRaftLog {
 }
 
 impl RaftLogStore for MemRaftLog {
-    fn write(&self, batch: &mut LogWriteBatch, sync: bool) -> Result<usize, LogError> {
+    fn write(&self, batch: &mut LogWriteBatch, sync: SyncMode) -> Result<usize, LogError> {
         let _serialized = self.writer.lock();
         batch.prepare(self)?;
         let bytes = batch.entry_bytes() as usize;

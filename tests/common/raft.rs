@@ -9,7 +9,7 @@ pub use flotilla::proto::raftpb::{
 };
 pub use flotilla::raft::{
     ConfChangeRejection, Config, DropReason, LogStorage, MemStorage, NodeStart, ProgressState,
-    ProgressStatus, RaftError, RawNode, ReadOnlyOption, ReadState, Role, Status,
+    ProgressStatus, RaftError, RawNode, ReadOnlyOption, ReadState, Role, SnapshotStatus, Status,
 };
 pub use flotilla::testkit::raft_sim::cluster::{BOOTSTRAP_INDEX, BOOTSTRAP_TERM, Cluster};
 

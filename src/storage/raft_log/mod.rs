@@ -90,6 +90,15 @@ impl std::fmt::Display for SpanDisplay {
     }
 }
 
+/// Whether a write waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Fsynced before the write returns: what votes and append acknowledgements wait for.
+    Sync,
+    /// Left in the page cache; a crash may lose it (log GC's compactions, for one).
+    NoSync,
+}
+
 /// Settings of the store's raft log.
 #[derive(Debug, Clone)]
 pub struct RaftLogConfig {
@@ -143,11 +152,12 @@ pub trait LogSpans {
 /// it in raft-engine; `MemRaftLog` in memory for deterministic tests. Both give the same
 /// answers: a region's log is its `LogSpan`, and reads outside it are errors.
 pub trait RaftLogStore: Send + Sync {
-    /// Writes the batch atomically (one engine write; one fsync if `sync`) and empties it;
+    /// Writes the batch atomically (one engine write; one fsync with `SyncMode::Sync`) and
+    /// empties it;
     /// returns the bytes written. A batch that fails `LogWriteBatch::prepare` is refused
     /// whole, before anything is written. Writes are serialized: the store merges its
     /// regions' writes into one batch per write itself.
-    fn write(&self, batch: &mut LogWriteBatch, sync: bool) -> Result<usize, LogError>;
+    fn write(&self, batch: &mut LogWriteBatch, sync: SyncMode) -> Result<usize, LogError>;
     /// Every region with a log, in id order, with its state.
     fn recover(&self) -> Result<Vec<(RegionId, RaftLocalState)>, LogError>;
     /// The region's latest `RaftLocalState`; None if none was written since its log was
@@ -173,7 +183,7 @@ pub trait RaftLogStore: Send + Sync {
         let before = self.span(region);
         let mut batch = LogWriteBatch::default();
         batch.compact_to(region, index);
-        self.write(&mut batch, false)?;
+        self.write(&mut batch, SyncMode::NoSync)?;
         let first = |s: Option<LogSpan>| s.map_or(0, |s| s.first);
         Ok(first(self.span(region)).saturating_sub(first(before)))
     }
