@@ -17,7 +17,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use flotilla::RegionId;
 use flotilla::proto::raftpb::{Entry, HardState};
 use flotilla::proto::storagepb::RaftLocalState;
-use flotilla::storage::raft_log::SyncMode;
+use flotilla::storage::SyncMode;
 use flotilla::storage::raft_log::{LogWriteBatch, RaftLogConfig, RaftLogEngine, RaftLogStore};
 use flotilla::storage::wal_entry::{WalEntry, WalEntryExt};
 use prost::Message as _;

@@ -8,34 +8,14 @@ use std::sync::Mutex;
 
 mod common;
 
-use common::raft::{handle_ready, write_ready};
+use common::raft::{ET, HB, handle_ready, is, lease_cluster, role, write_ready};
 use flotilla::proto::raftpb::{ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata};
 use flotilla::raft::StorageResult;
 use flotilla::raft::{
     CampaignRefusal, Config, DropReason, LogStorage, MemStorage, NodeStart, RaftError, RaftState,
-    RawNode, ReadOnlyOption, Role, StorageError,
+    RawNode, Role, StorageError,
 };
 use flotilla::testkit::raft_sim::cluster::Cluster;
-
-const ET: usize = 10;
-const HB: usize = 2;
-
-fn lease_cluster() -> Cluster {
-    let mut c = Cluster::new(&[1, 2, 3], |cfg| {
-        cfg.read_only_option = ReadOnlyOption::LeaseBased;
-    });
-    c.tick_all(ET); // past the boot guard
-    c.elect(1);
-    c
-}
-
-fn role(c: &Cluster, id: u64) -> Role {
-    c.node(id).raw().raft().role()
-}
-
-fn is(m: &Message, t: MessageType) -> bool {
-    m.msg_type == t as i32
-}
 
 /// No node other than `old` leads and has committed an entry of its own term while `old`
 /// still believes its lease is valid (that would let `old` serve a stale read).

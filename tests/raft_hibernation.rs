@@ -1,21 +1,12 @@
 //! The quiescence hooks the store's hibernation builds on.
 
-use flotilla::raft::ReadOnlyOption;
-use flotilla::testkit::raft_sim::cluster::Cluster;
+mod common;
 
-fn lease_cluster() -> (Cluster, usize) {
-    let mut c = Cluster::new(&[1, 2, 3], |cfg| {
-        cfg.read_only_option = ReadOnlyOption::LeaseBased
-    });
-    let et = c.node(1).raw().raft().config().election_tick;
-    c.tick_all(et); // past the boot guard
-    c.elect(1);
-    (c, et)
-}
+use common::raft::{ET, lease_cluster};
 
 #[test]
 fn settled_group_is_quiescent_and_a_proposal_ends_it() {
-    let (mut c, _) = lease_cluster();
+    let mut c = lease_cluster();
     c.propose(1, b"a").unwrap();
     c.tick_all(2); // a heartbeat round tells followers the final commit index
     for id in [1, 2, 3] {
@@ -30,7 +21,7 @@ fn settled_group_is_quiescent_and_a_proposal_ends_it() {
 
 #[test]
 fn follower_stops_being_quiescent_when_the_leader_goes_silent() {
-    let (mut c, et) = lease_cluster();
+    let (mut c, et) = (lease_cluster(), ET);
     c.propose(1, b"a").unwrap();
     assert!(c.node(2).raw().is_quiescent());
     c.isolate(1);
@@ -42,7 +33,7 @@ fn follower_stops_being_quiescent_when_the_leader_goes_silent() {
 
 #[test]
 fn waking_voids_the_lease_until_a_new_round_is_acknowledged() {
-    let (mut c, _) = lease_cluster();
+    let mut c = lease_cluster();
     c.tick_all(2);
     assert!(c.node(1).raw().status().lease_valid);
     // Hibernate: no ticks for a while (the core cannot see how long), then wake.
@@ -64,7 +55,7 @@ fn waking_voids_the_lease_until_a_new_round_is_acknowledged() {
 
 #[test]
 fn woken_leader_does_not_step_down_for_the_pause() {
-    let (mut c, et) = lease_cluster();
+    let (mut c, et) = (lease_cluster(), ET);
     c.tick_all(et - 1);
     c.tick(1); // the quorum check runs and clears the activity flags
     // Hibernation: followers stop answering, the leader stops ticking just short of its

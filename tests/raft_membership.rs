@@ -22,7 +22,7 @@ fn two_voter_changes_enter_joint_and_leave_automatically() {
     c.raw_mut(1).propose_conf_change(cc).unwrap();
     let mut joint = Vec::new();
     let observe = |c: &Cluster| joint.push(st(c, 1).conf_state);
-    run(&mut c, false, |_| false, observe);
+    run(&mut c, Delivery::InOrder, |_| false, observe);
     let joint = joint.into_iter().find(|cs| !cs.voters_outgoing.is_empty());
     let joint = joint.expect("the leader never was in a joint configuration");
     assert_eq!(joint.voters_outgoing, vec![1, 2, 3]);

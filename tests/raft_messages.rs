@@ -118,7 +118,7 @@ fn duplicated_and_reordered_messages_do_no_harm() {
         c.raw_mut(1).propose(vec![k], vec![]).unwrap();
         expected.push(vec![k]);
         c.tick(1);
-        run(&mut c, true, |_| false, |_| {});
+        run(&mut c, Delivery::Chaos, |_| false, |_| {});
     }
     c.tick_all(HB);
     for id in 1..=3 {

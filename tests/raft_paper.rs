@@ -12,7 +12,7 @@ use std::rc::Rc;
 
 mod common;
 
-use common::raft::settle;
+use common::raft::{ent, is, role, settle};
 use flotilla::proto::raftpb::{Entry, HardState, Message, MessageType};
 use flotilla::raft::{Config, MemStorage, RawNode, Role};
 use flotilla::testkit::raft_sim::cluster::{BOOTSTRAP_INDEX, Cluster};
@@ -28,14 +28,6 @@ use MessageType::{
 fn plain(cfg: &mut Config) {
     cfg.pre_vote = false;
     cfg.check_quorum = false;
-}
-
-fn ent(index: u64, term: u64) -> Entry {
-    Entry {
-        index,
-        term,
-        ..Default::default()
-    }
 }
 
 fn hs(term: u64, vote: u64, commit: u64) -> HardState {
@@ -95,10 +87,6 @@ fn term_at(c: &Cluster, id: u64, index: u64) -> u64 {
     c.node(id).raw().raft().log().term_or_zero(index)
 }
 
-fn role(c: &Cluster, id: u64) -> Role {
-    c.node(id).raw().raft().role()
-}
-
 /// (role, term, vote) of a node.
 fn rtv(c: &Cluster, id: u64) -> (Role, u64, u64) {
     let r = c.node(id).raw().raft();
@@ -112,10 +100,6 @@ fn leaders(c: &Cluster) -> Vec<u64> {
 
 fn data(items: &[&str]) -> Vec<Vec<u8>> {
     items.iter().map(|s| s.as_bytes().to_vec()).collect()
-}
-
-fn is(m: &Message, t: MessageType) -> bool {
-    m.msg_type == t as i32
 }
 
 /// Campaigns (each time in a new term) until `id` leads; false if it never does.

@@ -78,9 +78,13 @@ fn suite<E: KvEngine>(e: &E) {
     );
 
     // Delete range within one keyspace, ordered with the batch's other operations: a key
-    // put earlier in the batch is deleted, a key put after it survives.
+    // put earlier in the batch inside the range is deleted; one put after it, one before
+    // the start, one at the (exclusive) end and one in another keyspace survive.
     let mut b = KvWriteBatch::default();
+    b.put(Keyspace::Data, "a", "before-start");
     b.put(Keyspace::Data, "bb", "x");
+    b.put(Keyspace::Data, "d", "at-end");
+    b.put(Keyspace::Meta, "bc", "other-keyspace");
     b.delete_range(Keyspace::Data, "b", Some(Bytes::from("d")));
     b.put(Keyspace::Data, "c", "again");
     e.write(&b).unwrap();
@@ -88,9 +92,16 @@ fn suite<E: KvEngine>(e: &E) {
         keys(e.scan(Keyspace::Data, b"", None, false)),
         ["a", "c", "d"]
     );
+    let get = |ks, k: &[u8]| e.get(ks, k).unwrap();
+    assert_eq!(get(Keyspace::Data, b"c").as_deref(), Some(&b"again"[..]));
     assert_eq!(
-        e.get(Keyspace::Data, b"c").unwrap().as_deref(),
-        Some(&b"again"[..])
+        get(Keyspace::Data, b"a").as_deref(),
+        Some(&b"before-start"[..])
+    );
+    assert_eq!(get(Keyspace::Data, b"d").as_deref(), Some(&b"at-end"[..]));
+    assert_eq!(
+        get(Keyspace::Meta, b"bc").as_deref(),
+        Some(&b"other-keyspace"[..])
     );
     assert_eq!(
         e.get(Keyspace::Meta, b"a").unwrap().as_deref(),

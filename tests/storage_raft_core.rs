@@ -10,7 +10,7 @@ use flotilla::RegionId;
 use flotilla::proto::raftpb::{ConfState, Entry, Message, Snapshot, SnapshotMetadata};
 use flotilla::proto::storagepb::RaftLocalState;
 use flotilla::raft::{Config, RawNode, Role};
-use flotilla::storage::raft_log::SyncMode;
+use flotilla::storage::SyncMode;
 use flotilla::storage::raft_log::{
     LogWriteBatch, RaftLogConfig, RaftLogEngine, RaftLogStore, RegionLog,
 };

@@ -8,8 +8,8 @@ use flotilla::RegionId;
 use flotilla::proto::raftpb::{ConfState, Entry, HardState};
 use flotilla::proto::storagepb::RaftLocalState;
 use flotilla::raft::{LogStorage, MemStorage, StorageError};
+use flotilla::storage::SyncMode;
 use flotilla::storage::mem_log::MemRaftLog;
-use flotilla::storage::raft_log::SyncMode;
 use flotilla::storage::raft_log::{
     LogError, LogSpan, LogWriteBatch, RaftLogConfig, RaftLogEngine, RaftLogStore, RegionLog,
 };
@@ -1041,6 +1041,60 @@ fn a_state_alone_is_an_empty_log_after_its_last_index() {
     let log = open(dir.path());
     assert_eq!(log.span(RegionId(13)), span(31, 30));
     assert_eq!(log.repairs(), &[]);
+}
+
+/// Damage inside entry data that open's repair reads (it rewrites the last recorded entry
+/// to cut what lies beyond) is named by file, like damage found by any other read.
+#[test]
+fn damage_found_by_opens_repair_is_named() {
+    use flotilla::storage::wal_entry::WalEntryExt;
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // Small files, so the damaged batch sits in a sealed one (damage in the last file
+        // is cut like a torn write).
+        let cfg = raft_engine::Config {
+            dir: dir.path().to_string_lossy().into_owned(),
+            target_file_size: raft_engine::ReadableSize(1024),
+            ..Default::default()
+        };
+        let engine = raft_engine::Engine::open(cfg).unwrap();
+        let mut lb = raft_engine::LogBatch::default();
+        // Region 14 holds 5..=12 but its records end the log at 10: open cuts 11..=12 by
+        // writing entry 10 again, which it reads first.
+        lb.add_entries::<WalEntryExt>(14, &wal(&ents(5, 12, 1)))
+            .unwrap();
+        let st = state(1, 0, 10).encode_to_vec();
+        lb.put(14, b"raft_local_state".to_vec(), st).unwrap();
+        let first = u64::to_le_bytes(5).to_vec();
+        lb.put(14, b"log_first_index".to_vec(), first).unwrap();
+        engine.write(&mut lb, true).unwrap();
+        for i in 1..=4u64 {
+            let mut e = ents(i, i, 1);
+            e[0].data = Bytes::from(vec![b'f'; 600]);
+            lb.add_entries::<WalEntryExt>(15, &wal(&e)).unwrap();
+            let st = state(1, 0, i).encode_to_vec();
+            lb.put(15, b"raft_local_state".to_vec(), st).unwrap();
+            let first = u64::to_le_bytes(1).to_vec();
+            lb.put(15, b"log_first_index".to_vec(), first).unwrap();
+            engine.write(&mut lb, true).unwrap();
+        }
+    }
+    let files = log_files(dir.path());
+    assert!(files.len() > 1, "{files:?}");
+    let file = files[0].clone();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes
+        .windows(5)
+        .position(|w| w == b"e10t1")
+        .expect("entry 10's data");
+    bytes[at + 1] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    match RaftLogEngine::open(&RaftLogConfig::new(dir.path())) {
+        Err(LogError::CorruptFile { file: named, .. }) => assert_eq!(named, file),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(log) => panic!("opened over damaged entry data: {:?}", log.repairs()),
+    }
 }
 
 /// What open removes, and how it says so, for entries raft-engine holds outside the

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::log_model::{Workload, check, config};
-use flotilla::storage::raft_log::SyncMode;
+use flotilla::storage::SyncMode;
 use flotilla::storage::raft_log::{RaftLogEngine, RaftLogStore};
 use flotilla::testkit::Rng;
 

@@ -14,7 +14,7 @@ use std::time::Instant;
 use common::log_model::{Workload, check, config, state};
 use flotilla::RegionId;
 use flotilla::proto::raftpb::Entry;
-use flotilla::storage::raft_log::SyncMode;
+use flotilla::storage::SyncMode;
 use flotilla::storage::raft_log::{
     LogError, LogOp, LogSpan, LogWriteBatch, RaftLogEngine, RaftLogStore,
 };

@@ -25,7 +25,9 @@ pub use config::{Config, NodeStart, ReadOnlyOption};
 pub use core::{CampaignKind, CampaignRefusal, Raft, Role, SoftState};
 pub use errors::{ConfChangeRejection, DropReason, RaftError, Result, StorageError};
 pub use log::ReplicaLog;
-pub use progress::ProgressState;
-pub use raw_node::{ProgressStatus, RawNode, Ready, SnapshotStatus, Status};
+pub use progress::{ProgressState, SnapshotStatus};
+pub use raw_node::{ProgressStatus, RawNode, Ready, Status};
 pub use read_only::ReadState;
-pub use storage::{LogStorage, MemStorage, MemStorageCore, RaftState, StorageResult};
+pub use storage::{
+    LogStorage, MemStorage, MemStorageCore, RaftState, StorageResult, entry_size, limit_size,
+};

@@ -6,6 +6,16 @@ use super::inflights::Inflights;
 use super::quorum::{JointConfig, VoteResult};
 use crate::proto::raftpb::ConfState;
 
+/// How sending a snapshot to a follower ended, as the transport reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotStatus {
+    /// The follower received the whole snapshot.
+    Finished,
+    /// The send failed; the leader probes the follower from its last known match, and
+    /// sends a new snapshot if what it needs is compacted.
+    Failed,
+}
+
 /// How the leader replicates to one follower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressState {

@@ -24,7 +24,7 @@ use super::config::Config;
 use super::core::{CampaignKind, Raft, Role, SoftState};
 use super::errors::{RaftError, Result};
 use super::message::{is_local, msg_type};
-use super::progress::ProgressState;
+use super::progress::{ProgressState, SnapshotStatus};
 use super::read_only::ReadState;
 use super::storage::{LogStorage, snapshot_index};
 use crate::proto::raftpb::{ConfChangeV2, ConfState, Entry, HardState, Message, Snapshot};
@@ -71,15 +71,6 @@ impl Ready {
         let meta = self.snapshot.as_ref()?.metadata.as_ref()?;
         Some((meta.index, meta.term))
     }
-}
-
-/// How sending a snapshot to a follower ended, as the transport reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SnapshotStatus {
-    /// The follower received the whole snapshot.
-    Finished,
-    /// The send failed; the leader sends a new one when the follower asks again.
-    Failed,
 }
 
 /// A follower's replication state as seen by the leader.

@@ -9,7 +9,8 @@ use std::collections::VecDeque;
 /// started by `request_ctx` is linearizable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadState {
-    /// Commit index when leadership was confirmed: serve the read once it is applied.
+    /// The leader's commit index when it took the request (confirmed as still leading
+    /// after that): serve the read once this index is applied.
     pub index: u64,
     /// The context passed to `read_index`, identifying the request.
     pub request_ctx: Vec<u8>,

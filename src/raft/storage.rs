@@ -85,7 +85,7 @@ pub fn limit_size(entries: &mut Vec<Entry>, max_bytes: u64) {
 /// Counts entry bytes against a limit the way every read of a log does: entries are taken
 /// while their total (`entry_size`) stays within `max_bytes`, but the first is always
 /// taken, so a read never comes back empty for want of bytes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(crate) struct ByteBudget {
     max_bytes: u64,
     used: u64,

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::raft_log::SyncMode;
+use super::SyncMode;
 
 #[derive(Default)]
 pub(crate) struct Journaled<T, W> {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+use super::SyncMode;
 use super::journaled::Journaled;
 use super::kv::{
     Keyspace, KvEngine, KvError, KvIter, KvRead, KvWriteBatch, WriteOp, bounds, in_order,
 };
-use super::raft_log::SyncMode;
 
 type Tables = BTreeMap<Keyspace, BTreeMap<Bytes, Bytes>>;
 

@@ -5,8 +5,9 @@
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 
+use super::SyncMode;
 use super::journaled::Journaled;
-use super::raft_log::{LogError, LogOp, LogSpan, LogWriteBatch, RaftLogStore, SyncMode};
+use super::raft_log::{LogError, LogOp, LogSpan, LogWriteBatch, RaftLogStore};
 use crate::RegionId;
 use crate::proto::raftpb::Entry;
 use crate::proto::storagepb::RaftLocalState;

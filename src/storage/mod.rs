@@ -13,3 +13,37 @@ pub mod raft_log;
 pub mod region_meta;
 pub mod snapshot;
 pub mod wal_entry;
+
+/// Whether a write waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Fsynced before the write returns: what votes and append acknowledgements wait for.
+    Sync,
+    /// Left in the page cache (or the engine's journal buffer); a crash may lose it.
+    NoSync,
+}
+
+/// How a block that ends with the CRC32 (little-endian) of the bytes before it checks out.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Crc32Trailer<'a> {
+    /// The checksum matches; the bytes it covers.
+    Intact(&'a [u8]),
+    /// The checksum does not match.
+    Mismatch,
+    /// Too short to hold a checksum.
+    TooShort,
+}
+
+/// Checks a block's CRC32 trailer (raft-engine's entry blocks, snapshot meta files).
+pub(crate) fn check_crc32_trailer(block: &[u8]) -> Crc32Trailer<'_> {
+    let Some(split) = block.len().checked_sub(4) else {
+        return Crc32Trailer::TooShort;
+    };
+    let (body, crc) = block.split_at(split);
+    let crc = u32::from_le_bytes(crc.try_into().expect("four bytes"));
+    if crc32fast::hash(body) == crc {
+        Crc32Trailer::Intact(body)
+    } else {
+        Crc32Trailer::Mismatch
+    }
+}

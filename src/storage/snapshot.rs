@@ -28,6 +28,7 @@ use super::kv::{Keyspace, KvEngine, KvError, KvRead, KvWriteBatch, check_key, ch
 use super::region_meta::{
     all_region_states, contains_key, end_bound, put_apply_state, put_region_state,
 };
+use super::{Crc32Trailer, check_crc32_trailer};
 use crate::RegionId;
 use crate::proto::metapb::Region;
 use crate::proto::storagepb::{
@@ -207,15 +208,14 @@ pub fn generate(
 pub fn read_meta(dir: &Path) -> Result<SnapshotMeta, SnapshotError> {
     let path = dir.join(META_FILE);
     let raw = fs::read(&path).map_err(io_err(&path))?;
-    let Some(split) = raw.len().checked_sub(4) else {
-        let what = format!("meta file of {} bytes", raw.len());
-        return Err(SnapshotError::Corrupt { path, what });
+    let body = match check_crc32_trailer(&raw) {
+        Crc32Trailer::Intact(body) => body,
+        Crc32Trailer::Mismatch => return Err(SnapshotError::Checksum { path }),
+        Crc32Trailer::TooShort => {
+            let what = format!("meta file of {} bytes", raw.len());
+            return Err(SnapshotError::Corrupt { path, what });
+        }
     };
-    let (body, crc) = raw.split_at(split);
-    let crc = u32::from_le_bytes(crc.try_into().expect("four bytes"));
-    if crc32fast::hash(body) != crc {
-        return Err(SnapshotError::Checksum { path });
-    }
     SnapshotMeta::decode(body).map_err(|e| SnapshotError::Corrupt {
         path,
         what: e.to_string(),

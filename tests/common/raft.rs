@@ -32,6 +32,16 @@ pub fn elected(ids: &[u64], tune: impl Fn(&mut Config), leader: u64) -> Cluster 
     c
 }
 
+/// Leader 1 of three nodes serving lease reads, elected after the boot guard lapsed.
+pub fn lease_cluster() -> Cluster {
+    let mut c = Cluster::new(&[1, 2, 3], |cfg| {
+        cfg.read_only_option = ReadOnlyOption::LeaseBased;
+    });
+    c.tick_all(ET);
+    c.elect(1);
+    c
+}
+
 pub fn elected3() -> Cluster {
     elected(&[1, 2, 3], |_| {}, 1)
 }
@@ -146,16 +156,25 @@ pub fn assert_clean(c: &Cluster) {
     assert!(c.checker.failures.is_empty(), "{:?}", c.checker.failures);
 }
 
+/// How `run` delivers each round's messages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Once each, in the order sent.
+    InOrder,
+    /// Twice each, in reverse order, every third one a round late.
+    Chaos,
+}
+
 /// Runs the cluster until it settles (like `stabilize`), holding back the messages `hold`
-/// selects and calling `observe` after every round. With `chaos`, each round's messages are
-/// delivered twice, in reverse order, every third one a round late. Returns (delivered
-/// messages in order, held messages).
+/// selects and calling `observe` after every round. Returns (delivered messages in order,
+/// held messages).
 pub fn run(
     c: &mut Cluster,
-    chaos: bool,
+    delivery: Delivery,
     mut hold: impl FnMut(&Message) -> bool,
     mut observe: impl FnMut(&Cluster),
 ) -> (Vec<Message>, Vec<Message>) {
+    let chaos = delivery == Delivery::Chaos;
     let (mut seen, mut held, mut late) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..1000 {
         let mut busy = !late.is_empty();
@@ -194,7 +213,7 @@ pub fn run(
 }
 
 pub fn pump(c: &mut Cluster, hold: impl FnMut(&Message) -> bool) -> (Vec<Message>, Vec<Message>) {
-    run(c, false, hold, |_| {})
+    run(c, Delivery::InOrder, hold, |_| {})
 }
 
 /// Takes the first in-flight message matching `pred` off the network.

@@ -11,7 +11,6 @@ use raft_engine::{Command, LogBatch};
 
 use super::{
     LogError, LogOp, LogSpan, LogSpans, LogWriteBatch, RaftLogConfig, RaftLogStore, SpanChange,
-    SyncMode,
 };
 use crate::RegionId;
 use crate::proto::raftpb::Entry;
@@ -19,6 +18,7 @@ use crate::proto::storagepb::RaftLocalState;
 use crate::raft::message::MAX_INDEX_OR_TERM;
 use crate::raft::storage::ByteBudget;
 use crate::storage::wal_entry::WalEntryExt;
+use crate::storage::{Crc32Trailer, SyncMode, check_crc32_trailer};
 
 /// Key of a region's `RaftLocalState` inside its raft-engine group.
 const STATE_KEY: &[u8] = b"raft_local_state";
@@ -187,7 +187,13 @@ impl RaftLogEngine {
                 state: &state,
                 held,
             };
-            fix.queue(&engine, &mut repair, &mut repairs)?;
+            fix.queue(&engine, &mut repair, &mut repairs)
+                .map_err(|e| match e {
+                    LogError::Engine(e) => damage_error(e, || {
+                        find_corrupt_file(&cfg.dir).unwrap_or_else(|| cfg.dir.clone())
+                    }),
+                    e => e,
+                })?;
             spans.insert(region, span);
         }
         if !repair.is_empty() {
@@ -212,20 +218,14 @@ impl RaftLogEngine {
 
     /// A failed read of entries: damage is named as `CorruptFile`.
     fn read_error(&self, e: raft_engine::Error) -> LogError {
-        match e {
-            raft_engine::Error::Corruption(_) | raft_engine::Error::Codec(_) => {
-                // Scanned once: damage does not heal, and a caller retrying a failed read
-                // must not rescan the whole log each time.
-                let file = self.damaged.get_or_init(|| {
-                    find_corrupt_file(&self.dir).unwrap_or_else(|| self.dir.clone())
-                });
-                LogError::CorruptFile {
-                    file: file.clone(),
-                    detail: e.to_string(),
-                }
-            }
-            e => e.into(),
-        }
+        // Scanned once: damage does not heal, and a caller retrying a failed read must not
+        // rescan the whole log each time.
+        damage_error(e, || {
+            let file = self
+                .damaged
+                .get_or_init(|| find_corrupt_file(&self.dir).unwrap_or_else(|| self.dir.clone()));
+            file.clone()
+        })
     }
 
     /// Entries in `[low, high)` as raft-engine holds them, within `max_bytes` (at least
@@ -593,7 +593,7 @@ fn check_file_headers(dir: &Path) -> Result<(), LogError> {
                 .take(FILE_HEADER_MAX as u64)
                 .read_to_end(&mut header)
                 .map_err(unreadable)?;
-            let Err(what) = check_file_header(&header) else {
+            let Err(what) = parse_file_header(&header) else {
                 continue;
             };
             // Damaged headers are rare: only now read the rest, to see whether data
@@ -609,17 +609,33 @@ fn check_file_headers(dir: &Path) -> Result<(), LogError> {
     Ok(())
 }
 
-fn check_file_header(bytes: &[u8]) -> Result<(), &'static str> {
+/// What a log file's header says.
+#[derive(Debug, PartialEq, Eq)]
+struct FileHeader {
+    /// Bytes the header takes (V1: magic and version; V2: and the alignment).
+    len: u64,
+    /// Batches start at multiples of this (0: anywhere).
+    alignment: u64,
+}
+
+fn parse_file_header(bytes: &[u8]) -> Result<FileHeader, &'static str> {
     let Some(rest) = bytes.strip_prefix(FILE_MAGIC) else {
         return Err("damaged header");
     };
     let field = |at: usize| -> Option<u64> {
         Some(u64::from_be_bytes(rest.get(at..at + 8)?.try_into().ok()?))
     };
+    let magic = FILE_MAGIC.len() as u64;
     match field(0) {
-        Some(1) => Ok(()),
+        Some(1) => Ok(FileHeader {
+            len: magic + 8,
+            alignment: 0,
+        }),
         Some(2) => match field(8) {
-            Some(a) if a == 0 || (a.is_power_of_two() && a <= MAX_ALIGNMENT) => Ok(()),
+            Some(a) if a == 0 || (a.is_power_of_two() && a <= MAX_ALIGNMENT) => Ok(FileHeader {
+                len: magic + 16,
+                alignment: a,
+            }),
             _ => Err("damaged alignment in the header"),
         },
         _ => Err("damaged version in the header"),
@@ -639,71 +655,89 @@ fn log_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
 }
 
 /// The first log file (in file order) that does not read back cleanly.
+/// raft-engine reports damage it finds while reading a file without naming the file:
+/// `file` finds it.
+fn damage_error(e: raft_engine::Error, file: impl FnOnce() -> PathBuf) -> LogError {
+    match e {
+        raft_engine::Error::Corruption(_) | raft_engine::Error::Codec(_) => LogError::CorruptFile {
+            file: file(),
+            detail: e.to_string(),
+        },
+        e => e.into(),
+    }
+}
+
+/// The damaged log file, for an error raft-engine reported without naming one. Entry
+/// blocks are checked first: raft-engine checks them only when it reads them, which is when
+/// a running log finds damage. Then item batches, through raft-engine's own reader, which
+/// takes a preallocated zero tail for damage: so each queue's last (active) file is
+/// checked last.
 fn find_corrupt_file(dir: &Path) -> Option<PathBuf> {
-    let mut files = log_files(dir, "raftlog");
-    files.extend(log_files(dir, "rewrite"));
-    files.into_iter().find(|f| {
-        let items_damaged = match raft_engine::Engine::dump(f) {
-            Ok(mut items) => items.any(|item| item.is_err()),
-            Err(_) => true,
-        };
-        items_damaged || !entry_blocks_intact(f)
-    })
+    let mut files = Vec::new();
+    let mut active = Vec::new();
+    for ext in ["raftlog", "rewrite"] {
+        let mut queue = log_files(dir, ext);
+        active.extend(queue.pop());
+        files.extend(queue);
+    }
+    files.extend(active);
+    let items_damaged = |f: &&PathBuf| match raft_engine::Engine::dump(f) {
+        Ok(mut items) => items.any(|item| item.is_err()),
+        Err(_) => true,
+    };
+    let found = files.iter().find(|f| !entry_blocks_intact(f));
+    found.or_else(|| files.iter().find(items_damaged)).cloned()
 }
 
 /// raft-engine's log batch header: the batch length (shifted left by 8, the compression
 /// type in the low byte), then the offset of its items, both big-endian u64s. The entries
-/// block lies between the header and the items and ends with its own CRC32 (little-endian).
-const BATCH_HEADER_LEN: usize = 16;
-const BLOCK_CHECKSUM_LEN: usize = 4;
+/// block lies between the header and the items and ends with its own CRC32.
+const BATCH_HEADER_LEN: u64 = 16;
 
-/// Whether every entries block of a log file matches its checksum. raft-engine checks entry
-/// data only when it reads it, and its item scan (`Engine::dump`) never looks at it, so
-/// this is how a failed read finds the file to name. Batches it cannot parse are left to
-/// that scan.
-fn entry_blocks_intact(file: &Path) -> bool {
-    let Ok(data) = std::fs::read(file) else {
+/// Whether every entries block of a log file matches its checksum. Reads one block at a
+/// time; a batch it cannot parse ends the walk (raft-engine's item reader judges those).
+fn entry_blocks_intact(path: &Path) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Ok(file) = std::fs::File::open(path) else {
         return false;
     };
-    let Some(rest) = data.strip_prefix(FILE_MAGIC) else {
+    let Ok(size) = file.metadata().map(|m| m.len()) else {
         return false;
     };
-    let word = |at: usize| -> Option<u64> {
-        Some(u64::from_be_bytes(data.get(at..at + 8)?.try_into().ok()?))
+    let read = |at: u64, len: u64| -> Option<Vec<u8>> {
+        let end = at.checked_add(len).filter(|&end| end <= size)?;
+        let mut buf = vec![0; usize::try_from(end - at).ok()?];
+        file.read_exact_at(&mut buf, at).ok()?;
+        Some(buf)
     };
-    let (mut pos, alignment) = match word(FILE_MAGIC.len()) {
-        Some(1) => (FILE_MAGIC.len() + 8, 0),
-        Some(2) => (
-            FILE_MAGIC.len() + 16,
-            word(FILE_MAGIC.len() + 8).unwrap_or(0),
-        ),
-        _ => return rest.is_empty(),
+    let Some(head) = read(0, size.min(FILE_HEADER_MAX as u64)) else {
+        return false;
     };
-    let alignment = usize::try_from(alignment).unwrap_or(0);
-    while let (Some(len_and_type), Some(items_at)) = (word(pos), word(pos + 8)) {
-        let (len, items_at) = ((len_and_type >> 8) as usize, items_at as usize);
+    let Ok(header) = parse_file_header(&head) else {
+        return false;
+    };
+    let mut pos = header.len;
+    while let Some(batch) = read(pos, BATCH_HEADER_LEN) {
+        let word = |at: usize| u64::from_be_bytes(batch[at..at + 8].try_into().expect("8 bytes"));
+        let (len, items_at) = (word(0) >> 8, word(8));
         if len == 0 {
             // Zero padding up to the next aligned batch, or the end of what was written.
-            if alignment == 0 || pos % alignment == 0 {
-                break;
+            match pos.checked_next_multiple_of(header.alignment) {
+                Some(next) if next > pos => pos = next,
+                _ => break,
             }
-            pos = pos.next_multiple_of(alignment);
             continue;
         }
-        let Some(batch) = data.get(pos..pos.saturating_add(len)) else {
-            break;
-        };
-        if items_at < BATCH_HEADER_LEN || items_at > len {
+        let fits = pos.checked_add(len).is_some_and(|end| end <= size);
+        if !fits || items_at < BATCH_HEADER_LEN || items_at > len {
             break;
         }
-        let block = &batch[BATCH_HEADER_LEN..items_at];
-        if !block.is_empty() {
-            let Some(split) = block.len().checked_sub(BLOCK_CHECKSUM_LEN) else {
+        let block_len = items_at - BATCH_HEADER_LEN;
+        if block_len > 0 {
+            let Some(block) = read(pos + BATCH_HEADER_LEN, block_len) else {
                 return false;
             };
-            let (body, crc) = block.split_at(split);
-            let crc = u32::from_le_bytes(crc.try_into().expect("four bytes"));
-            if crc32fast::hash(body) != crc {
+            if !matches!(check_crc32_trailer(&block), Crc32Trailer::Intact(_)) {
                 return false;
             }
         }
@@ -722,7 +756,8 @@ mod tests {
     /// entries of any batch.
     #[test]
     fn entry_block_scan_accepts_written_files_and_catches_damage() {
-        use crate::storage::raft_log::{LogWriteBatch, RaftLogConfig, RaftLogStore, SyncMode};
+        use crate::storage::SyncMode;
+        use crate::storage::raft_log::{LogWriteBatch, RaftLogConfig, RaftLogStore};
         for compress_above in [0, 1] {
             let dir = tempfile::tempdir().unwrap();
             let mut cfg = RaftLogConfig::new(dir.path());
@@ -786,14 +821,16 @@ mod tests {
     /// alignment) and refuses damage, including alignments that made raft-engine abort.
     #[test]
     fn file_header_check_table() {
+        let magic = FILE_MAGIC.len() as u64;
         let ok = [
-            header(1, None),
-            header(2, Some(0)),
-            header(2, Some(4096)),
-            header(2, Some(MAX_ALIGNMENT)),
+            (header(1, None), magic + 8, 0),
+            (header(2, Some(0)), magic + 16, 0),
+            (header(2, Some(4096)), magic + 16, 4096),
+            (header(2, Some(MAX_ALIGNMENT)), magic + 16, MAX_ALIGNMENT),
         ];
-        for h in ok {
-            assert_eq!(check_file_header(&h), Ok(()), "{h:?}");
+        for (h, len, alignment) in ok {
+            let want = FileHeader { len, alignment };
+            assert_eq!(parse_file_header(&h), Ok(want), "{h:?}");
         }
         let mut bad_magic = header(2, Some(0));
         bad_magic[3] ^= 1;
@@ -808,7 +845,7 @@ mod tests {
             FILE_MAGIC[..20].to_vec(),
         ];
         for h in bad {
-            assert!(check_file_header(&h).is_err(), "{h:?}");
+            assert!(parse_file_header(&h).is_err(), "{h:?}");
         }
     }
 

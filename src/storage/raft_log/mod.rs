@@ -12,9 +12,11 @@ use std::path::PathBuf;
 
 use raft_engine::{ReadableSize, RecoveryMode};
 
+use super::SyncMode;
+
 pub use batch::{LogOp, LogSpan, LogWriteBatch, SpanChange};
 pub use engine::{LogRepair, RaftLogEngine};
-pub use region_log::RegionLog;
+pub use region_log::{RegionLog, RegionLogError};
 
 use crate::RegionId;
 use crate::proto::raftpb::Entry;
@@ -23,7 +25,8 @@ use crate::proto::storagepb::RaftLocalState;
 /// Why a raft log operation failed or was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    /// raft-engine failed for a reason other than a damaged file (typically I/O).
+    /// raft-engine failed (typically I/O). Damage found reading a file is `CorruptFile`
+    /// instead.
     #[error("raft log engine: {0}")]
     Engine(#[from] raft_engine::Error),
     /// A log file is damaged (its header, or a record that does not read back), found on open
@@ -88,15 +91,6 @@ impl std::fmt::Display for SpanDisplay {
             Some(s) => write!(f, "{}..={}", s.first, s.last),
         }
     }
-}
-
-/// Whether a write waits for the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncMode {
-    /// Fsynced before the write returns: what votes and append acknowledgements wait for.
-    Sync,
-    /// Left in the page cache; a crash may lose it (log GC's compactions, for one).
-    NoSync,
 }
 
 /// Settings of the store's raft log.

@@ -219,11 +219,14 @@ impl RegionLog {
     }
 }
 
-/// A failure of the store's raft log, as one region's `LogStorage` reports it.
+/// A failure of the store's raft log, as one region's `LogStorage` reports it: the core
+/// gets it as `StorageError::Backend`, from which the store can downcast it.
 #[derive(Debug, thiserror::Error)]
 #[error("raft log of region {region}: {source}")]
 pub struct RegionLogError {
+    /// The region whose read failed.
     pub region: RegionId,
+    /// What the raft log reported.
     pub source: LogError,
 }
 
