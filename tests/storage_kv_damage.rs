@@ -211,3 +211,53 @@ fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
         }
     }
 }
+
+const PERSIST_CHILD_DIR: &str = "FLOTILLA_KV_PERSIST_CHILD_DIR";
+
+/// The child of `persisted_writes_survive_a_kill`: writes small batches (they stay in
+/// fjall's journal buffer), persists, says so, and waits to be killed.
+#[test]
+fn persist_child() {
+    use std::io::Write as _;
+    let Ok(dir) = std::env::var(PERSIST_CHILD_DIR) else {
+        return;
+    };
+    let kv = FjallKvEngine::open(&KvConfig::new(&dir)).unwrap();
+    for i in 0..10 {
+        let mut b = KvWriteBatch::default();
+        b.put(Keyspace::Data, format!("k{i}"), "v");
+        kv.write(&b).unwrap();
+    }
+    kv.persist().unwrap();
+    println!("PERSISTED");
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(60));
+}
+
+/// What `persist` returned for survives a kill -9 of the process.
+#[test]
+fn persisted_writes_survive_a_kill() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "persist_child", "--nocapture"])
+        .env(PERSIST_CHILD_DIR, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let persisted = std::io::BufReader::new(stdout)
+        .lines()
+        .any(|l| l.is_ok_and(|l| l == "PERSISTED"));
+    child.kill().unwrap(); // SIGKILL: fjall's buffers die with the process
+    child.wait().unwrap();
+    assert!(persisted, "the child never persisted");
+    let kv = FjallKvEngine::open(&KvConfig::new(dir.path())).unwrap();
+    for i in 0..10 {
+        let key = format!("k{i}");
+        assert!(
+            kv.get(Keyspace::Data, key.as_bytes()).unwrap().is_some(),
+            "{key} lost"
+        );
+    }
+}

@@ -232,14 +232,15 @@ fn region_log_reads_like_mem_storage(engine: Arc<dyn RaftLogStore>) {
         voters: vec![1, 2, 3],
         ..Default::default()
     };
-    // A small cache, so reads mix cached and on-disk entries.
+    // A small cache (about eight of these entries), so reads mix cached and on-disk
+    // entries.
     let region = RegionLog::new(
         RegionId(5),
         engine.clone(),
         RaftLocalState::default(),
         (0, 0),
         cs.clone(),
-        300,
+        100,
     );
     let mem = MemStorage::new();
     mem.wl().set_conf_state(cs);
@@ -880,7 +881,21 @@ fn damage_anywhere_in_a_sealed_file_is_named_or_harmless() {
                         );
                         "read back intact"
                     }
-                    Err(LogError::CorruptFile { file, .. }) if named(&file) => "named at read",
+                    Err(LogError::CorruptFile { file, .. }) if named(&file) => {
+                        // One entry at a time, the damage is named too, never read as
+                        // an entry outside the log.
+                        let one = |i| log.entry(RegionId(1), i);
+                        let named_one = (1..=last).any(|i| match one(i) {
+                            Ok(Some(e)) => {
+                                assert!(e.data.iter().all(|&b| b == i as u8), "damage at {at}");
+                                false
+                            }
+                            Err(LogError::CorruptFile { file, .. }) => named(&file),
+                            other => panic!("damage at {at}: entry {i} read as {other:?}"),
+                        });
+                        assert!(named_one, "damage at {at}: no single entry read names it");
+                        "named at read"
+                    }
                     Err(e) => panic!("damage at {at}: unexpected read error {e}"),
                 }
             }
@@ -1043,6 +1058,24 @@ fn a_state_alone_is_an_empty_log_after_its_last_index() {
     assert_eq!(log.repairs(), &[]);
 }
 
+/// `SyncMode` decides whether raft-engine fsyncs the write (its perf context counts the
+/// time spent syncing on the writing thread).
+#[test]
+fn sync_mode_decides_whether_the_write_is_fsynced() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let write = |index: u64, sync: SyncMode| {
+        let mut batch = LogWriteBatch::default();
+        batch.append(RegionId(1), &ents(index, index, 1)).unwrap();
+        batch.put_state(RegionId(1), &state(1, 0, index));
+        raft_engine::take_perf_context();
+        log.write(&mut batch, sync).unwrap();
+        raft_engine::take_perf_context().log_sync_duration
+    };
+    assert_eq!(write(1, SyncMode::NoSync), std::time::Duration::ZERO);
+    assert!(write(2, SyncMode::Sync) > std::time::Duration::ZERO);
+}
+
 /// Damage inside entry data that open's repair reads (it rewrites the last recorded entry
 /// to cut what lies beyond) is named by file, like damage found by any other read.
 #[test]
@@ -1192,4 +1225,59 @@ fn a_last_file_torn_at_creation_is_dropped_and_the_log_opens() {
     std::fs::write(&torn, bytes).unwrap();
     let log = RaftLogEngine::open(&cfg).expect("a torn new file is dropped");
     assert_eq!(entry_range(&log, 1), Some((1, 200)));
+}
+
+/// `RegionLog`'s own bookkeeping: its region, the configuration it reports, inverted reads,
+/// and its snapshot slot — an offer at the same index replaces the offered one (handed
+/// back for its files to go), an older offer is handed back itself, and a truncation
+/// retires the offered snapshot only once the log starts past it.
+#[test]
+fn region_log_bookkeeping_and_snapshot_slot() {
+    use flotilla::proto::raftpb::{Snapshot, SnapshotMetadata};
+    let engine: Arc<dyn RaftLogStore> = Arc::new(MemRaftLog::new());
+    let region = RegionLog::new(
+        RegionId(5),
+        engine.clone(),
+        RaftLocalState::default(),
+        (0, 0),
+        ConfState::default(),
+        1 << 20,
+    );
+    assert_eq!(region.region(), RegionId(5));
+    let cs = ConfState {
+        voters: vec![1, 2],
+        ..Default::default()
+    };
+    region.set_conf_state(cs.clone());
+    assert_eq!(region.initial_state().unwrap().conf_state, cs);
+
+    let mut batch = LogWriteBatch::default();
+    batch.append(RegionId(5), &ents(1, 12, 1)).unwrap();
+    let local = state(1, 12, 12);
+    batch.put_state(RegionId(5), &local);
+    engine.write(&mut batch, SyncMode::Sync).unwrap();
+    region.on_written(&ents(1, 12, 1), &local);
+    assert_eq!(
+        region.entries(10, 9, u64::MAX),
+        Err(StorageError::Unavailable)
+    );
+
+    let snap = |index: u64, data: &'static [u8]| Snapshot {
+        data: Bytes::from_static(data),
+        metadata: Some(SnapshotMetadata {
+            conf_state: Some(cs.clone()),
+            index,
+            term: 1,
+        }),
+    };
+    assert_eq!(region.offer_snapshot(snap(10, b"a")), None);
+    assert_eq!(region.offer_snapshot(snap(10, b"b")), Some(snap(10, b"a")));
+    assert_eq!(region.offer_snapshot(snap(9, b"c")), Some(snap(9, b"c")));
+    assert_eq!(region.snapshot(10).unwrap(), snap(10, b"b"));
+    assert_eq!(
+        region.on_truncated(10, 1),
+        None,
+        "it still covers the truncated log"
+    );
+    assert_eq!(region.on_truncated(11, 1), Some(snap(10, b"b")));
 }

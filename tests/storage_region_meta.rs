@@ -140,3 +140,39 @@ fn data_and_apply_state_survive_or_vanish_together_and_gc_waits_for_persist() {
     )]);
     assert_eq!(recovered.durable_applied(RegionId(1)), 10);
 }
+
+/// A region's range is `[start_key, end_key)`, an empty end key leaving it unbounded.
+#[test]
+fn region_ranges_include_the_start_and_exclude_the_end() {
+    use flotilla::storage::region_meta::contains_key;
+    let bounded = region(1, "b", "d").region.unwrap();
+    let unbounded = region(2, "b", "").region.unwrap();
+    let table: [(&[u8], bool, bool); 5] = [
+        (b"a", false, false),
+        (b"b", true, true),
+        (b"c", true, true),
+        (b"d", false, true),
+        (b"zz", false, true),
+    ];
+    for (key, in_bounded, in_unbounded) in table {
+        assert_eq!(contains_key(&bounded, key), in_bounded, "{key:?} in [b, d)");
+        assert_eq!(
+            contains_key(&unbounded, key),
+            in_unbounded,
+            "{key:?} in [b, ..)"
+        );
+    }
+}
+
+/// A region that left the store is forgotten: it no longer bounds log GC, and a later
+/// persist does not bring its old written index back.
+#[test]
+fn a_forgotten_region_has_no_durable_index() {
+    let kv = MemKvEngine::new();
+    let mut tracker = ApplyTracker::recovered([(RegionId(1), 5), (RegionId(2), 7)]);
+    tracker.on_written(RegionId(1), 9);
+    tracker.forget(RegionId(1));
+    tracker.persist(&kv).unwrap();
+    assert_eq!(tracker.durable_applied(RegionId(1)), 0);
+    assert_eq!(tracker.durable_applied(RegionId(2)), 7);
+}

@@ -728,8 +728,10 @@ fn entry_blocks_intact(path: &Path) -> bool {
             }
             continue;
         }
+        // Every batch raft-engine writes has items (at least their checksum) after the
+        // entries block.
         let fits = pos.checked_add(len).is_some_and(|end| end <= size);
-        if !fits || items_at < BATCH_HEADER_LEN || items_at > len {
+        if !fits || items_at < BATCH_HEADER_LEN || items_at >= len {
             break;
         }
         let block_len = items_at - BATCH_HEADER_LEN;
@@ -750,6 +752,115 @@ fn entry_blocks_intact(path: &Path) -> bool {
 mod tests {
     use super::*;
     use std::hash::BuildHasher;
+
+    /// A hand-built raft-engine batch: the entries block with its CRC32 (flipped when
+    /// `damaged`), then `items` (which the entry scan does not read).
+    fn batch(entries: &[u8], items: &[u8], damaged: bool) -> Vec<u8> {
+        let mut block = entries.to_vec();
+        if !entries.is_empty() {
+            let crc = crc32fast::hash(entries) ^ u32::from(damaged);
+            block.extend_from_slice(&crc.to_le_bytes());
+        }
+        let items_at = BATCH_HEADER_LEN + block.len() as u64;
+        let len = items_at + items.len() as u64;
+        let mut b = (len << 8).to_be_bytes().to_vec();
+        b.extend_from_slice(&items_at.to_be_bytes());
+        b.extend(block);
+        b.extend_from_slice(items);
+        b
+    }
+
+    /// A batch header alone, with whatever length and item offset it claims.
+    fn batch_header(len: u64, items_at: u64) -> Vec<u8> {
+        let mut b = (len << 8).to_be_bytes().to_vec();
+        b.extend_from_slice(&items_at.to_be_bytes());
+        b
+    }
+
+    /// The entry scan over hand-built files: it walks every batch (V1 and V2 headers),
+    /// skips alignment padding, stops at a zero tail, an empty entries block is fine, and
+    /// a header it cannot follow (item offset out of the batch, a batch cut short) ends
+    /// the walk instead of reading garbage as a block.
+    #[test]
+    fn entry_block_scan_table() {
+        let good = batch(b"entries", b"items", false);
+        let bad = batch(b"entries", b"items", true);
+        let padded_to = |mut file: Vec<u8>, to: usize| {
+            file.resize(to, 0);
+            file
+        };
+        let v1 = header(1, None);
+        let v2 = header(2, Some(0));
+        let aligned = header(2, Some(4096));
+        let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+            (
+                "v1, two good batches",
+                [&v1[..], &good, &good].concat(),
+                true,
+            ),
+            (
+                "v1, the second batch damaged",
+                [&v1[..], &good, &bad].concat(),
+                false,
+            ),
+            (
+                "v2, the first batch damaged",
+                [&v2[..], &bad, &good].concat(),
+                false,
+            ),
+            (
+                "v2, an empty entries block",
+                [&v2[..], &batch(b"", b"items", false), &good].concat(),
+                true,
+            ),
+            (
+                "v2, an empty entries block, then damage",
+                [&v2[..], &batch(b"", b"items", false), &bad].concat(),
+                false,
+            ),
+            (
+                "v2, a zero tail",
+                padded_to([&v2[..], &good].concat(), 8192),
+                true,
+            ),
+            (
+                "aligned, a damaged batch after padding",
+                [padded_to([&aligned[..], &good].concat(), 4096), bad.clone()].concat(),
+                false,
+            ),
+            (
+                "aligned, a zero tail from a boundary",
+                padded_to(padded_to([&aligned[..], &good].concat(), 4096), 8192),
+                true,
+            ),
+            (
+                "item offset before the entries",
+                [&v2[..], &batch_header(64, 8), &[0xee; 48]].concat(),
+                true,
+            ),
+            (
+                "item offset beyond the batch",
+                [&v2[..], &batch_header(32, 40), &[0xee; 16]].concat(),
+                true,
+            ),
+            (
+                "a batch without items",
+                [&v2[..], &batch(b"entries", b"", false), &bad].concat(),
+                true,
+            ),
+            (
+                "a batch cut short",
+                [&v2[..], &batch_header(4000, 40), &[0xee; 100]].concat(),
+                true,
+            ),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        for (what, bytes, intact) in cases {
+            let file = dir.path().join("0000000000000001.raftlog");
+            std::fs::write(&file, &bytes).unwrap();
+            assert_eq!(entry_blocks_intact(&file), intact, "{what}");
+        }
+    }
 
     /// The entry-block scan a failed read uses to name the damaged file: it accepts what
     /// raft-engine writes, plain or LZ4-compressed, and catches a flipped byte in the

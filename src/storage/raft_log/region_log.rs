@@ -333,3 +333,107 @@ impl LogStorage for RegionLog {
         Err(StorageError::SnapshotTemporarilyUnavailable)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ents(first: u64, last: u64, term: u64) -> Vec<Entry> {
+        (first..=last)
+            .map(|index| Entry {
+                index,
+                term,
+                data: vec![0; 10].into(),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    /// (index, term) of every cached entry, checking `first_index`, `get` and the byte
+    /// count agree with them.
+    fn held(c: &EntryCache) -> Vec<(u64, u64)> {
+        let out: Vec<(u64, u64)> = c.entries.iter().map(|e| (e.index, e.term)).collect();
+        assert_eq!(c.first_index(), out.first().map(|&(i, _)| i));
+        for &(i, t) in &out {
+            assert_eq!(c.get(i).map(|e| e.term), Some(t), "entry {i}");
+        }
+        assert_eq!(c.bytes, c.entries.iter().map(entry_size).sum::<u64>());
+        out
+    }
+
+    /// A read a concurrent write moved out of the log is `Compacted` below the log and
+    /// `Unavailable` beyond it (or with no log); any other failure is the log's own.
+    #[test]
+    fn engine_errors_map_to_what_the_core_handles() {
+        use crate::storage::mem_log::MemRaftLog;
+        use crate::storage::raft_log::{LogSpan, SpanDisplay};
+        let log = RegionLog::new(
+            RegionId(5),
+            Arc::new(MemRaftLog::new()),
+            RaftLocalState::default(),
+            (0, 0),
+            ConfState::default(),
+            0,
+        );
+        let moved = |low: u64, span: Option<LogSpan>| LogError::OutOfRange {
+            region: RegionId(5),
+            low,
+            high: low + 1,
+            span: SpanDisplay(span),
+        };
+        let span = Some(LogSpan { first: 5, last: 10 });
+        let table = [
+            (moved(4, span), StorageError::Compacted),
+            (moved(5, span), StorageError::Unavailable),
+            (moved(11, span), StorageError::Unavailable),
+            (moved(1, None), StorageError::Unavailable),
+        ];
+        for (e, want) in table {
+            assert_eq!(log.engine_error(e), want);
+        }
+        let own = LogError::Corrupt {
+            region: RegionId(5),
+            what: "test".into(),
+        };
+        assert!(matches!(log.engine_error(own), StorageError::Backend(_)));
+    }
+
+    /// The cache follows the log: appends continue it, an overwrite replaces the suffix,
+    /// anything that does not connect (a gap after it, a start before it) starts it over,
+    /// and it keeps the newest entries within its byte budget (at least one).
+    #[test]
+    fn entry_cache_follows_appends_overwrites_and_its_budget() {
+        let size = entry_size(&ents(1, 1, 1)[0]);
+        let mut c = EntryCache::default();
+        c.append(&ents(1, 3, 1), u64::MAX);
+        assert_eq!(held(&c), [(1, 1), (2, 1), (3, 1)]);
+        c.append(&ents(4, 5, 1), u64::MAX);
+        assert_eq!(held(&c), [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)]);
+        c.append(&ents(3, 4, 2), u64::MAX);
+        assert_eq!(held(&c), [(1, 1), (2, 1), (3, 2), (4, 2)], "overwrite");
+        c.append(&ents(6, 7, 2), u64::MAX);
+        assert_eq!(held(&c), [(6, 2), (7, 2)], "a gap starts over");
+        c.append(&ents(2, 3, 3), u64::MAX);
+        assert_eq!(
+            held(&c),
+            [(2, 3), (3, 3)],
+            "a start before the cache starts over"
+        );
+        c.append(&ents(4, 8, 3), 3 * size);
+        assert_eq!(
+            held(&c),
+            [(6, 3), (7, 3), (8, 3)],
+            "the newest within the budget"
+        );
+        c.append(&ents(9, 9, 3), 0);
+        assert_eq!(held(&c), [(9, 3)], "at least one");
+        assert!(c.get(8).is_none() && c.get(10).is_none());
+        c.append(&[], u64::MAX);
+        assert_eq!(held(&c), [(9, 3)]);
+        c.append(&ents(10, 12, 3), u64::MAX);
+        c.drop_below(11);
+        assert_eq!(held(&c), [(11, 3), (12, 3)]);
+        c.clear();
+        assert!(held(&c).is_empty());
+    }
+}
