@@ -214,8 +214,8 @@ fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
 
 const PERSIST_CHILD_DIR: &str = "FLOTILLA_KV_PERSIST_CHILD_DIR";
 
-/// The child of `persisted_writes_survive_a_kill`: writes small batches (they stay in
-/// fjall's journal buffer), persists, says so, and waits to be killed.
+/// The child of `persisted_writes_survive_a_kill`: writes small batches, persists, says
+/// so, and waits to be killed.
 #[test]
 fn persist_child() {
     use std::io::Write as _;
@@ -249,7 +249,7 @@ fn persisted_writes_survive_a_kill() {
     let persisted = std::io::BufReader::new(stdout)
         .lines()
         .any(|l| l.is_ok_and(|l| l == "PERSISTED"));
-    child.kill().unwrap(); // SIGKILL: fjall's buffers die with the process
+    child.kill().unwrap(); // SIGKILL: whatever the process still held is gone
     child.wait().unwrap();
     assert!(persisted, "the child never persisted");
     let kv = FjallKvEngine::open(&KvConfig::new(dir.path())).unwrap();
