@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 mod common;
 
-use common::raft::{ET, HB, handle_ready, is, lease_cluster, role, write_ready};
+use common::raft::{ET, HB, ent, handle_ready, is, lease_cluster, role, write_ready};
 use flotilla::proto::raftpb::{ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata};
 use flotilla::raft::StorageResult;
 use flotilla::raft::{
@@ -367,13 +367,7 @@ fn unreadable_last_term_refuses_the_vote() {
         inner: MemStorage::with_voters(&[1, 2, 3]),
         ..Default::default()
     };
-    let ents: Vec<Entry> = (1..=5)
-        .map(|index| Entry {
-            index,
-            term: 2,
-            ..Default::default()
-        })
-        .collect();
+    let ents: Vec<Entry> = (1..=5).map(|index| ent(index, 2)).collect();
     store.inner.wl().append(&ents).unwrap();
     let mut cfg = Config::new(2);
     (cfg.check_quorum, cfg.pre_vote) = (false, false);
@@ -619,13 +613,7 @@ fn raft_accessors_agree_with_status() {
 #[test]
 fn a_pending_snapshot_claims_nothing_persisted_at_or_above_it() {
     let store = MemStorage::with_voters(&[1, 2, 3]);
-    let old: Vec<Entry> = (1..=10)
-        .map(|index| Entry {
-            index,
-            term: 1,
-            ..Default::default()
-        })
-        .collect();
+    let old: Vec<Entry> = (1..=10).map(|index| ent(index, 1)).collect();
     store.wl().append(&old).unwrap();
     let mut n = RawNode::new(Config::new(2), store.clone()).unwrap();
     assert_eq!(n.status().persisted_index, 10);
