@@ -654,7 +654,6 @@ fn log_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     files
 }
 
-/// The first log file (in file order) that does not read back cleanly.
 /// raft-engine reports damage it finds while reading a file without naming the file:
 /// `file` finds it.
 fn damage_error(e: raft_engine::Error, file: impl FnOnce() -> PathBuf) -> LogError {
