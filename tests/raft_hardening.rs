@@ -1,14 +1,12 @@
 //! Findings of the review that ported etcd-raft's and raft-rs's suites to the core: each
 //! test reproduces one finding's behaviour and fails without its fix.
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::Mutex;
 
 mod common;
 
-use common::raft::{ET, HB, ent, handle_ready, is, lease_cluster, role, write_ready};
+use common::raft::{ET, HB, ent, handle_ready, is, lease_cluster, role, watch, write_ready};
 use flotilla::proto::raftpb::{ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata};
 use flotilla::raft::StorageResult;
 use flotilla::raft::{
@@ -121,14 +119,7 @@ fn transfer_to_self_cancels_a_pending_transfer() {
 #[test]
 fn forwarded_transfer_carries_its_real_sender() {
     let mut c = lease_cluster();
-    let seen: Rc<RefCell<Vec<Message>>> = Rc::default();
-    let log = seen.clone();
-    c.set_filter(move |m| {
-        if is(m, MessageType::MsgTransferLeader) {
-            log.borrow_mut().push(m.clone());
-        }
-        true
-    });
+    let seen = watch(&mut c, |m| is(m, MessageType::MsgTransferLeader));
     c.raw_mut(2).transfer_leader(1).unwrap();
     c.stabilize();
     assert!(c.step_errors.is_empty(), "{:?}", c.step_errors);
@@ -248,18 +239,12 @@ fn zero_max_size_per_msg_is_unlimited() {
     let mut c = Cluster::new(&[1, 2, 3], |cfg| cfg.max_size_per_msg = 0);
     c.tick_all(ET);
     c.elect(1);
-    let sizes: Rc<RefCell<Vec<usize>>> = Rc::default();
-    let log = sizes.clone();
-    c.set_filter(move |m| {
-        if is(m, MessageType::MsgAppend) && m.to == 2 {
-            log.borrow_mut().push(m.entries.len());
-        }
-        true
-    });
+    let appends = watch(&mut c, |m| is(m, MessageType::MsgAppend) && m.to == 2);
     let batch = (0..5).map(|i| (vec![i as u8; 10], Vec::new()));
     c.raw_mut(1).propose_batch(batch).unwrap();
     c.stabilize();
-    assert_eq!(sizes.borrow().first(), Some(&5), "{:?}", sizes.borrow());
+    let sizes: Vec<usize> = appends.borrow().iter().map(|m| m.entries.len()).collect();
+    assert_eq!(sizes.first(), Some(&5), "{sizes:?}");
 }
 
 /// Finding 8: an empty batch proposes nothing and says so.
@@ -558,14 +543,7 @@ fn requests_without_a_known_leader_are_refused_not_forwarded() {
 #[test]
 fn heartbeat_acks_resend_entries_only_to_followers_that_lag() {
     let mut c = lease_cluster();
-    let appends: Rc<RefCell<Vec<u64>>> = Rc::default();
-    let log = appends.clone();
-    c.set_filter(move |m| {
-        if is(m, MessageType::MsgAppend) {
-            log.borrow_mut().push(m.to);
-        }
-        true
-    });
+    let appends = watch(&mut c, |m| is(m, MessageType::MsgAppend));
     c.tick_all(HB);
     assert!(appends.borrow().is_empty(), "{:?}", appends.borrow());
     // 3 misses an entry; the next heartbeat acknowledgement from it brings an append.
@@ -574,7 +552,7 @@ fn heartbeat_acks_resend_entries_only_to_followers_that_lag() {
     c.heal();
     appends.borrow_mut().clear();
     c.tick_all(HB);
-    let sent = appends.borrow();
+    let sent: Vec<u64> = appends.borrow().iter().map(|m| m.to).collect();
     assert!(
         !sent.is_empty() && sent.iter().all(|&to| to == 3),
         "{sent:?}"

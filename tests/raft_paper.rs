@@ -6,13 +6,11 @@
 //! unless a test says otherwise. Cluster groups start from a snapshot at index 5, term 5, so
 //! the first leader is elected for term 6 and its no-op is index 6.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::rc::Rc;
 
 mod common;
 
-use common::raft::{ent, is, role, settle};
+use common::raft::{ent, is, role, settle, watch};
 use flotilla::proto::raftpb::{Entry, HardState, Message, MessageType};
 use flotilla::raft::{Config, MemStorage, RawNode, Role};
 use flotilla::testkit::raft_sim::cluster::{BOOTSTRAP_INDEX, Cluster};
@@ -295,17 +293,15 @@ fn s5_2_vote_survives_restart() {
     assert_eq!(c.node(1).raw().raft().hard_state(), voted);
     // Node 3, which never heard of term 6, now campaigns in term 6 too.
     c.heal();
-    let seen = Rc::new(RefCell::new(Vec::new()));
-    let log = seen.clone();
-    c.set_filter(move |m| {
-        if is(m, MsgRequestVoteResponse) && m.to == 3 {
-            log.borrow_mut().push((m.from, m.term, m.reject));
-        }
-        true
-    });
+    let responses = watch(&mut c, |m| is(m, MsgRequestVoteResponse) && m.to == 3);
     c.campaign(3).unwrap();
     // Node 1 refuses: it already voted in term 6 before its restart.
-    assert!(seen.borrow().contains(&(1, 6, true)), "{:?}", seen.borrow());
+    let seen: Vec<_> = responses
+        .borrow()
+        .iter()
+        .map(|m| (m.from, m.term, m.reject))
+        .collect();
+    assert!(seen.contains(&(1, 6, true)), "{seen:?}");
     assert_eq!(rtv(&c, 3), (Role::Follower, 6, 3));
     assert_eq!(rtv(&c, 1), (Role::Follower, 6, 2));
     assert_no_failures(&c);

@@ -25,6 +25,18 @@ fn ents(first: u64, last: u64, term: u64) -> Vec<Entry> {
         .collect()
 }
 
+/// Entries `first..=last` at term 1, each carrying `len` bytes of `fill(index)`.
+fn sized_ents(first: u64, last: u64, len: usize, fill: impl Fn(u64) -> u8) -> Vec<Entry> {
+    (first..=last)
+        .map(|index| Entry {
+            index,
+            term: 1,
+            data: Bytes::from(vec![fill(index); len]),
+            ..Default::default()
+        })
+        .collect()
+}
+
 fn state(term: u64, commit: u64, last_index: u64) -> RaftLocalState {
     RaftLocalState {
         hard_state: Some(HardState {
@@ -557,14 +569,7 @@ fn fill_small_files(dir: &std::path::Path) -> RaftLogConfig {
     let log = RaftLogEngine::open(&cfg).unwrap();
     for i in 0..20u64 {
         let mut batch = LogWriteBatch::default();
-        let e: Vec<Entry> = (i * 10 + 1..=i * 10 + 10)
-            .map(|index| Entry {
-                index,
-                term: 1,
-                data: Bytes::from(vec![index as u8; 100]),
-                ..Default::default()
-            })
-            .collect();
+        let e = sized_ents(i * 10 + 1, i * 10 + 10, 100, |index| index as u8);
         batch.append(RegionId(1), &e).unwrap();
         batch.put_state(RegionId(1), &state(1, i * 10 + 10, i * 10 + 10));
         log.write(&mut batch, SyncMode::Sync).unwrap();
@@ -642,14 +647,7 @@ fn pinning_layout() -> (tempfile::TempDir, RaftLogEngine, usize) {
     batch.put_state(RegionId(2), &state(1, 60, 60));
     log.write(&mut batch, SyncMode::Sync).unwrap();
     for i in 0..40u64 {
-        let big: Vec<Entry> = (i * 10 + 1..=i * 10 + 10)
-            .map(|index| Entry {
-                index,
-                term: 1,
-                data: Bytes::from(vec![1u8; 200]),
-                ..Default::default()
-            })
-            .collect();
+        let big = sized_ents(i * 10 + 1, i * 10 + 10, 200, |_| 1);
         batch.append(RegionId(1), &big).unwrap();
         batch.put_state(RegionId(1), &state(1, i * 10 + 10, i * 10 + 10));
         log.write(&mut batch, SyncMode::Sync).unwrap();
@@ -1000,14 +998,7 @@ fn the_compression_threshold_is_honoured() {
         cfg.batch_compression_threshold = threshold;
         let log = RaftLogEngine::open(&cfg).unwrap();
         let mut batch = LogWriteBatch::default();
-        let e: Vec<Entry> = (1..=64)
-            .map(|index| Entry {
-                index,
-                term: 1,
-                data: Bytes::from(vec![7u8; 4096]),
-                ..Default::default()
-            })
-            .collect();
+        let e = sized_ents(1, 64, 4096, |_| 7);
         batch.append(RegionId(1), &e).unwrap();
         batch.put_state(RegionId(1), &state(1, 0, 64));
         // raft-engine says how many bytes the batch took in the log.
@@ -1103,8 +1094,7 @@ fn damage_found_by_opens_repair_is_named() {
         lb.put(14, b"log_first_index".to_vec(), first).unwrap();
         engine.write(&mut lb, true).unwrap();
         for i in 1..=4u64 {
-            let mut e = ents(i, i, 1);
-            e[0].data = Bytes::from(vec![b'f'; 600]);
+            let e = sized_ents(i, i, 600, |_| b'f');
             lb.add_entries::<WalEntryExt>(15, &wal(&e)).unwrap();
             let st = state(1, 0, i).encode_to_vec();
             lb.put(15, b"raft_local_state".to_vec(), st).unwrap();

@@ -1,6 +1,9 @@
 //! Helpers of the consensus core's scenario tests: a prelude of the types they use, cluster
 //! shorthands, message builders, and one Ready loop for tests that drive a lone `RawNode`.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 pub use flotilla::proto::raftpb::ConfChangeType::{AddLearnerNode, AddNode, RemoveNode};
 pub use flotilla::proto::raftpb::MessageType::*;
 pub use flotilla::proto::raftpb::{
@@ -214,6 +217,22 @@ pub fn run(
 
 pub fn pump(c: &mut Cluster, hold: impl FnMut(&Message) -> bool) -> (Vec<Message>, Vec<Message>) {
     run(c, Delivery::InOrder, hold, |_| {})
+}
+
+/// Lets every message through and keeps a copy of those `pick` selects, in send order.
+pub fn watch(
+    c: &mut Cluster,
+    pick: impl Fn(&Message) -> bool + 'static,
+) -> Rc<RefCell<Vec<Message>>> {
+    let seen: Rc<RefCell<Vec<Message>>> = Rc::default();
+    let log = seen.clone();
+    c.set_filter(move |m| {
+        if pick(m) {
+            log.borrow_mut().push(m.clone());
+        }
+        true
+    });
+    seen
 }
 
 /// Takes the first in-flight message matching `pred` off the network.
