@@ -67,7 +67,7 @@ impl std::fmt::Display for SimFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "simulation failed (seed {}, step {}): {}\nreplay: FLOTILLA_SIM_SEED={} cargo test --test raft_sim replay_one_seed -- --nocapture",
+            "simulation failed (seed {}, step {}): {}\nreplay: FLOTILLA_SIM_SEED={} cargo test --test raft sim::replay_one_seed -- --nocapture",
             self.seed, self.step, self.what, self.seed
         )
     }

@@ -1,14 +1,10 @@
 //! Replication: the pipelined window, fast backtracking, size limits, the leader's own
 //! persistence and minimal heartbeats.
-//! Feature tests of the consensus core, one section per README feature: each asserts
-//! behaviour that breaks if its feature does.
-
-mod common;
 
 use std::cell::Cell;
 use std::rc::Rc;
 
-use common::raft::*;
+use crate::common::raft::*;
 
 // ---- 6. pipelined replication ---------------------------------------------------------
 

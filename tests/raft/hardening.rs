@@ -4,9 +4,7 @@
 use std::sync::Arc;
 use std::sync::Mutex;
 
-mod common;
-
-use common::raft::{ET, HB, ent, handle_ready, is, lease_cluster, role, watch, write_ready};
+use crate::common::raft::{ET, HB, ent, handle_ready, is, lease_cluster, role, watch, write_ready};
 use flotilla::proto::raftpb::{ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata};
 use flotilla::raft::StorageResult;
 use flotilla::raft::{

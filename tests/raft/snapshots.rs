@@ -1,10 +1,6 @@
 //! Log compaction and snapshots: lagging and new followers caught up by snapshot.
-//! Feature tests of the consensus core, one section per README feature: each asserts
-//! behaviour that breaks if its feature does.
 
-mod common;
-
-use common::raft::*;
+use crate::common::raft::*;
 
 // ---- 8. log compaction and snapshots --------------------------------------------------
 

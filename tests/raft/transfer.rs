@@ -1,10 +1,6 @@
 //! Leader transfer, and the no-op a new leader appends.
-//! Feature tests of the consensus core, one section per README feature: each asserts
-//! behaviour that breaks if its feature does.
 
-mod common;
-
-use common::raft::*;
+use crate::common::raft::*;
 
 const TRANSFER_TO_3: DropReason = DropReason::LeaderTransferInProgress { transferee: 3 };
 

@@ -1,8 +1,6 @@
 //! The quiescence hooks the store's hibernation builds on.
 
-mod common;
-
-use common::raft::{ET, lease_cluster};
+use crate::common::raft::{ET, lease_cluster};
 
 #[test]
 fn settled_group_is_quiescent_and_a_proposal_ends_it() {

@@ -1,10 +1,6 @@
 //! Quiescence of a settled group.
-//! Feature tests of the consensus core, one section per README feature: each asserts
-//! behaviour that breaks if its feature does.
 
-mod common;
-
-use common::raft::*;
+use crate::common::raft::*;
 
 // ---- 15. quiescence -------------------------------------------------------------------
 

@@ -8,9 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-mod common;
-
-use common::raft::{ent, is, role, settle, watch};
+use crate::common::raft::{ent, is, role, settle, watch};
 use flotilla::proto::raftpb::{Entry, HardState, Message, MessageType};
 use flotilla::raft::{Config, MemStorage, RawNode, Role};
 use flotilla::testkit::raft_sim::cluster::{BOOTSTRAP_INDEX, Cluster};

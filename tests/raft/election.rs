@@ -1,12 +1,8 @@
 //! Elections: randomized timeouts, pre-vote and check-quorum.
-//! Feature tests of the consensus core, one section per README feature: each asserts
-//! behaviour that breaks if its feature does.
-
-mod common;
 
 use std::collections::BTreeSet;
 
-use common::raft::*;
+use crate::common::raft::*;
 
 // ---- 1. randomized election timeout ---------------------------------------------------
 
