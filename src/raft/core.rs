@@ -342,11 +342,9 @@ impl<S: LogStorage> Raft<S> {
         }
         // Conf changes proposed by an earlier leader may be uncommitted; wait for them.
         self.leader = Some(LeaderState::new(self.log.last_index()));
-        // The no-op entry lets this leader commit (and so learn) everything before it.
-        let noop = crate::proto::raftpb::Entry {
-            entry_type: EntryType::EntryNormal as i32,
-            ..Default::default()
-        };
+        // The no-op (an empty normal entry) lets this leader commit (and so learn)
+        // everything before it.
+        let noop = crate::proto::raftpb::Entry::default();
         // Forced past the uncommitted-size limit, it cannot fail.
         let _ = self.append_entries(vec![noop], SizeLimit::Ignore);
     }
@@ -614,7 +612,9 @@ impl<S: LogStorage> Raft<S> {
             MessageType::MsgSnapshot => {
                 let meta = m.snapshot.as_ref().and_then(|s| s.metadata.as_ref());
                 let cs = meta.and_then(|m| m.conf_state.clone()).unwrap_or_default();
-                confchange::restore(&self.tracker, &cs, 0).map(|_| ())
+                confchange::restore(&self.tracker, &cs, 0)
+                    .map(|_| ())
+                    .map_err(|e| invalid(format!("snapshot configuration: {e}")))
             }
             _ => Ok(()),
         }
@@ -675,16 +675,16 @@ impl<S: LogStorage> Raft<S> {
                 // Refused only if we cannot lead (removed, or a conf change to apply first).
                 let _ = self.hup(CampaignKind::Transfer);
             }
-            // A request forwarded to us by a node that took us for the leader: forwarding it
-            // again could bounce it between stale nodes, so it is dropped (the requester
-            // retries).
-            MessageType::MsgReadIndex | MessageType::MsgTransferLeader => {}
             MessageType::MsgReadIndexResponse if m.from == self.leader_id => {
                 self.read_states.push(ReadState {
                     index: m.index,
                     request_ctx: m.context,
                 });
             }
+            // Nothing else is for a follower. That includes a MsgReadIndex or
+            // MsgTransferLeader forwarded by a node that took us for the leader: forwarding
+            // it again could bounce it between stale nodes, so it is dropped (the requester
+            // retries).
             _ => {}
         }
         Ok(())

@@ -92,8 +92,8 @@ impl<S: LogStorage> Raft<S> {
                     max,
                 });
             }
+            // A normal entry: the default type.
             ents.push(Entry {
-                entry_type: EntryType::EntryNormal as i32,
                 data,
                 context,
                 ..Default::default()
@@ -170,10 +170,8 @@ impl<S: LogStorage> Raft<S> {
             e.term = self.term;
             e.index = index;
         }
-        if size > 0 {
-            l.uncommitted.push_back((index, size));
-            l.uncommitted_size += size;
-        }
+        l.uncommitted.push_back((index, size));
+        l.uncommitted_size += size;
         self.log.append(&ents);
         Ok(index)
     }
@@ -185,7 +183,6 @@ impl<S: LogStorage> Raft<S> {
             return false;
         }
         let committed = self.log.committed;
-        let in_term = self.committed_in_current_term();
         let Some(l) = self.leader.as_mut() else {
             return true;
         };
@@ -196,10 +193,10 @@ impl<S: LogStorage> Raft<S> {
             l.uncommitted.pop_front();
             l.uncommitted_size -= size;
         }
-        if in_term && !l.read_only.awaiting_commit.is_empty() {
-            for (ctx, from) in std::mem::take(&mut l.read_only.awaiting_commit) {
-                self.handle_read_index(from, ctx);
-            }
+        // Reads that waited for the term's first commit are handled again (any still early
+        // go back to waiting).
+        for (ctx, from) in std::mem::take(&mut l.read_only.awaiting_commit) {
+            self.handle_read_index(from, ctx);
         }
         true
     }
@@ -620,9 +617,9 @@ impl<S: LogStorage> Raft<S> {
             && cfg.auto_leave
             && self.pending_conf_index() <= self.log.applied
         {
+            // An empty ConfChangeV2, which encodes to no bytes, leaves the joint config.
             let leave = Entry {
                 entry_type: EntryType::EntryConfChangeV2 as i32,
-                data: ConfChangeV2::default().encode_to_vec().into(),
                 ..Default::default()
             };
             if let Ok(index) = self.append_entries(vec![leave], SizeLimit::Ignore) {
@@ -672,6 +669,183 @@ impl<S: LogStorage> Raft<S> {
                 self.leader_id != 0 && self.election_elapsed < self.cfg.election_tick
             }
             _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::raftpb::HardState;
+    use crate::raft::config::{Config, NodeStart};
+    use crate::raft::core::CampaignKind;
+    use crate::raft::inflights::Inflights;
+    use crate::raft::storage::MemStorage;
+
+    /// Leader 1 of {1, 2, 3} in term 2 over entries 1..=10 of term 1, the first `compacted`
+    /// of them in a snapshot; its no-op is 11. What it sent while winning is dropped.
+    fn leader(compacted: u64) -> Raft<MemStorage> {
+        let store = MemStorage::with_voters(&[1, 2, 3]);
+        {
+            let mut s = store.wl();
+            let ents: Vec<Entry> = (1..=10)
+                .map(|index| Entry {
+                    index,
+                    term: 1,
+                    ..Default::default()
+                })
+                .collect();
+            s.append(&ents).unwrap();
+            s.set_hard_state(HardState {
+                term: 1,
+                vote: 0,
+                commit: 10,
+            });
+            if compacted > 0 {
+                let cs = ConfState {
+                    voters: vec![1, 2, 3],
+                    ..Default::default()
+                };
+                s.create_snapshot(compacted, cs, Bytes::new()).unwrap();
+            }
+        }
+        let mut cfg = Config::new(1);
+        cfg.start = NodeStart::Created;
+        let mut r = Raft::new(cfg, store).unwrap();
+        r.hup(CampaignKind::Transfer).unwrap();
+        for from in [1, 2] {
+            r.step(reply(MessageType::MsgRequestVoteResponse, from, r.term))
+                .unwrap();
+        }
+        assert_eq!((r.role, r.term, r.log.last_index()), (Role::Leader, 2, 11));
+        r.msgs.clear();
+        r.persisted_msgs.clear();
+        r
+    }
+
+    fn reply(t: MessageType, from: u64, term: u64) -> Message {
+        let mut m = msg(t, 1, term);
+        m.from = from;
+        m
+    }
+
+    fn ack(from: u64, index: u64) -> Message {
+        let mut m = reply(MessageType::MsgAppendResponse, from, 2);
+        m.index = index;
+        m
+    }
+
+    fn rejection(from: u64, index: u64, hint: u64, hint_term: u64) -> Message {
+        let mut m = ack(from, index);
+        (m.reject, m.reject_hint, m.log_term) = (true, hint, hint_term);
+        m
+    }
+
+    fn sent_to(r: &Raft<MemStorage>, to: u64) -> Vec<Message> {
+        r.msgs.iter().filter(|m| m.to == to).cloned().collect()
+    }
+
+    /// A follower that cannot name the term at its hint (its log there is compacted) still
+    /// says where its log ends: probing resumes right there, not at the start of the log.
+    #[test]
+    fn a_rejection_without_a_hint_term_probes_from_the_hinted_index() {
+        let mut r = leader(0);
+        r.step(rejection(2, 10, 6, 0)).unwrap();
+        let sent = sent_to(&r, 2);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!((sent[0].index, sent[0].log_term), (6, 1));
+        // With a term, the leader skips to the last of its entries not above that term.
+        let mut r = leader(0);
+        r.step(rejection(2, 10, 6, 1)).unwrap();
+        assert_eq!(sent_to(&r, 2)[0].index, 6);
+    }
+
+    /// A rejection while replicating means the optimistic window was wrong: the follower
+    /// goes back to probing from its match.
+    #[test]
+    fn a_rejection_sends_a_replicating_follower_back_to_probing() {
+        let mut r = leader(0);
+        r.step(ack(2, 11)).unwrap();
+        assert_eq!(r.tracker.progress[&2].state, ProgressState::Replicate);
+        r.propose_batch([(Bytes::from_static(b"x"), Vec::new())])
+            .unwrap();
+        r.propose_batch([(Bytes::from_static(b"y"), Vec::new())])
+            .unwrap();
+        assert_eq!(r.tracker.progress[&2].next_idx, 14);
+        r.msgs.clear();
+        r.step(rejection(2, 12, 11, 2)).unwrap();
+        let pr = &r.tracker.progress[&2];
+        assert_eq!((pr.state, pr.next_idx), (ProgressState::Probe, 12));
+        assert_eq!(sent_to(&r, 2).len(), 1, "one probe");
+    }
+
+    /// A late acknowledgement of an entry the leader no longer has does not end the wait for
+    /// a snapshot: the follower still needs it, and a second one is not sent.
+    #[test]
+    fn an_ack_below_the_log_keeps_a_follower_waiting_for_its_snapshot() {
+        let mut r = leader(8);
+        r.tracker.progress.get_mut(&3).unwrap().become_snapshot(8);
+        r.step(ack(3, 6)).unwrap();
+        let pr = &r.tracker.progress[&3];
+        assert_eq!((pr.state, pr.matched), (ProgressState::Snapshot, 6));
+        assert_eq!(pr.pending_snapshot, 8);
+        assert!(sent_to(&r, 3).is_empty(), "{:?}", sent_to(&r, 3));
+        // Acknowledging the snapshot resumes replication from it.
+        r.step(ack(3, 8)).unwrap();
+        let pr = &r.tracker.progress[&3];
+        assert_eq!((pr.state, pr.matched), (ProgressState::Replicate, 8));
+        assert_eq!(sent_to(&r, 3)[0].index, 8);
+    }
+
+    /// A heartbeat answer frees a slot of a full window (the pipeline may have stalled on a
+    /// lost acknowledgement), never one of a window with room: its appends are in flight.
+    #[test]
+    fn a_heartbeat_answer_frees_a_window_slot_only_when_the_window_is_full() {
+        let mut r = leader(0);
+        r.step(ack(2, 11)).unwrap();
+        r.tracker.progress.get_mut(&2).unwrap().inflights = Inflights::new(2, u64::MAX);
+        let in_flight = |r: &Raft<MemStorage>| r.tracker.progress[&2].inflights.count();
+        let heartbeat_answer = || reply(MessageType::MsgHeartbeatResponse, 2, 2);
+        r.propose_batch([(Bytes::from_static(b"x"), Vec::new())])
+            .unwrap();
+        assert_eq!(in_flight(&r), 1);
+        r.step(heartbeat_answer()).unwrap();
+        assert_eq!(in_flight(&r), 1, "room left: nothing freed");
+        r.propose_batch([(Bytes::from_static(b"y"), Vec::new())])
+            .unwrap();
+        assert_eq!(in_flight(&r), 2);
+        r.step(heartbeat_answer()).unwrap();
+        assert_eq!(in_flight(&r), 1, "a full window gives one slot back");
+    }
+
+    /// An unreachable follower stops the optimistic pipeline and is probed; one waiting for a
+    /// snapshot keeps waiting (the transport reports that transfer on its own).
+    #[test]
+    fn an_unreachable_follower_is_probed_unless_a_snapshot_is_on_its_way() {
+        let mut r = leader(8);
+        r.step(ack(2, 11)).unwrap();
+        assert_eq!(r.tracker.progress[&2].state, ProgressState::Replicate);
+        r.report_unreachable(2);
+        assert_eq!(r.tracker.progress[&2].state, ProgressState::Probe);
+        r.tracker.progress.get_mut(&3).unwrap().become_snapshot(8);
+        r.report_unreachable(3);
+        let pr = &r.tracker.progress[&3];
+        assert_eq!(
+            (pr.state, pr.pending_snapshot),
+            (ProgressState::Snapshot, 8)
+        );
+    }
+
+    /// A snapshot report is about a transfer in progress: for a follower not waiting for one
+    /// (a late or duplicated report) it changes nothing.
+    #[test]
+    fn a_snapshot_report_for_a_follower_not_waiting_for_one_changes_nothing() {
+        let mut r = leader(8);
+        r.step(ack(2, 11)).unwrap();
+        for status in [SnapshotStatus::Finished, SnapshotStatus::Failed] {
+            r.report_snapshot(2, status);
+            let pr = &r.tracker.progress[&2];
+            assert_eq!((pr.state, pr.next_idx), (ProgressState::Replicate, 12));
         }
     }
 }

@@ -82,6 +82,43 @@ fn without_prevote_a_partitioned_node_inflates_its_term() {
     assert_eq!(term(&c, 1), t);
 }
 
+/// A pre-vote for a later term may be granted by a node that follows a leader or voted in
+/// its own term (the election has not happened yet); a pre-vote for its own term may not:
+/// there the node keeps to its leader and to its vote, exactly as for a vote.
+#[test]
+fn prevote_for_our_own_term_is_refused_to_a_node_other_than_our_leader_or_vote() {
+    let prevote = |term| msg(MsgRequestPreVote, 3, 2, term);
+    let answer = |n: &mut RawNode<MemStorage>, m: Message| {
+        n.step(m).unwrap();
+        let out = settle(n);
+        let (resp, after_persist) = out.one(MsgRequestPreVoteResponse);
+        assert!(!after_persist, "a pre-vote answer promises nothing durable");
+        (resp.reject, n.raft().term())
+    };
+    let paper = |cfg: &mut Config| cfg.check_quorum = false;
+    // Following leader 1 in term 5.
+    let mut n = lone_node(2, &[1, 2, 3], paper);
+    n.step(msg(MsgHeartbeat, 1, 2, 5)).unwrap();
+    assert_eq!(answer(&mut n, prevote(5)), (true, 5));
+    assert_eq!(
+        answer(&mut n, prevote(6)),
+        (false, 5),
+        "a later term: granted"
+    );
+    // Voted for 1 in term 5, no leader yet.
+    let mut n = lone_node(2, &[1, 2, 3], paper);
+    n.step(msg(MsgRequestVote, 1, 2, 5)).unwrap();
+    settle(&mut n);
+    assert_eq!(n.raft().vote(), 1);
+    assert_eq!(answer(&mut n, prevote(5)), (true, 5));
+    assert_eq!(answer(&mut n, prevote(6)), (false, 5));
+    // Neither a leader nor a vote in term 5: the same pre-vote is granted.
+    let mut n = lone_node(2, &[1, 2, 3], paper);
+    n.step(msg(MsgAppendResponse, 1, 2, 5)).unwrap();
+    assert_eq!((n.raft().term(), n.raft().leader_id()), (5, 0));
+    assert_eq!(answer(&mut n, prevote(5)), (false, 5));
+}
+
 // ---- 3. check-quorum ------------------------------------------------------------------
 
 #[test]

@@ -4,12 +4,14 @@
 use std::sync::Arc;
 use std::sync::Mutex;
 
-use crate::common::raft::{ET, HB, ent, handle_ready, is, lease_cluster, role, watch, write_ready};
+use crate::common::raft::{
+    ET, HB, ent, handle_ready, is, lease_cluster, role, tick_one, watch, write_ready,
+};
 use flotilla::proto::raftpb::{ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata};
 use flotilla::raft::StorageResult;
 use flotilla::raft::{
     CampaignRefusal, Config, DropReason, LogStorage, MemStorage, NodeStart, RaftError, RaftState,
-    RawNode, Role, StorageError,
+    RawNode, ReadOnlyOption, Role, StorageError,
 };
 use flotilla::testkit::raft_sim::cluster::Cluster;
 
@@ -82,6 +84,26 @@ fn created_group_campaigns_at_once_restarted_one_waits() {
             leader: 0
         }))
     );
+    // The guard lasts one election timeout of the node's own ticks: until then it neither
+    // campaigns on request nor grants votes.
+    for id in [2, 3] {
+        tick_one(&mut restarted, id, ET - 1);
+    }
+    tick_one(&mut restarted, 1, ET - 1);
+    assert_eq!(
+        restarted.campaign(1),
+        Err(RaftError::CampaignRefused(CampaignRefusal::InLease {
+            leader: 0
+        }))
+    );
+    tick_one(&mut restarted, 1, 1);
+    restarted.campaign(1).unwrap();
+    assert_eq!(
+        restarted.leader(),
+        None,
+        "2 and 3 are still inside their guard"
+    );
+
     let mut c = Cluster::new(&[1, 2, 3], |cfg| cfg.start = NodeStart::Created);
     c.campaign(1).unwrap();
     assert_eq!(c.leader(), Some(1));
@@ -324,9 +346,10 @@ fn ready_surfaces_storage_errors() {
     cfg.start = NodeStart::Created;
     let mut n = RawNode::new(cfg, store.clone()).unwrap();
     n.campaign().unwrap();
-    while n.has_ready() {
+    for _ in 0..10 {
         handle_ready(&mut n, &store.inner);
     }
+    assert!(!n.has_ready(), "a lone node settles at once");
     let index = n.propose(b"x".to_vec(), Vec::new()).unwrap();
     write_ready(&mut n, &store.inner);
     n.on_persisted(index, n.raft().term()); // committed now, readable only from storage
@@ -580,6 +603,8 @@ fn raft_accessors_agree_with_status() {
         assert_eq!(r.log().applying(), st.applied, "all handed out is applied");
         assert_eq!(r.log().last_index(), st.last_index);
         assert_eq!(r.leader_id(), 1, "node {id}");
+        assert_eq!(r.config().id, id);
+        assert_eq!(r.config().read_only_option, ReadOnlyOption::LeaseBased);
     }
 }
 

@@ -1,6 +1,6 @@
 //! The quiescence hooks the store's hibernation builds on.
 
-use crate::common::raft::{ET, lease_cluster};
+use crate::common::raft::*;
 
 #[test]
 fn settled_group_is_quiescent_and_a_proposal_ends_it() {
@@ -71,4 +71,27 @@ fn woken_leader_does_not_step_down_for_the_pause() {
     c.tick(1);
     c.stabilize();
     assert_eq!(c.leader(), Some(1));
+}
+
+/// A round sent before a pause and answered after it says nothing about how long the pause
+/// was: its answers grant no lease, even to a leader whose clock had not moved at all.
+#[test]
+fn answers_to_a_round_sent_before_a_pause_grant_no_lease() {
+    let mut c = Cluster::new(&[1, 2, 3], |cfg| {
+        cfg.start = NodeStart::Created;
+        cfg.read_only_option = ReadOnlyOption::LeaseBased;
+    });
+    c.elect(1); // no tick yet: the leader's clock is at 0
+    c.raw_mut(1).read_index(b"r".to_vec()).unwrap();
+    let (_, held) = pump(&mut c, |m| is(m, MsgHeartbeatResponse));
+    assert_eq!(held.len(), 2);
+    for id in [1, 2, 3] {
+        c.raw_mut(id).wake();
+    }
+    for m in held {
+        c.deliver(m);
+    }
+    c.stabilize();
+    assert_eq!(c.node(1).read_states, vec![rs(c.committed(1), b"r")]);
+    assert!(!st(&c, 1).lease_valid);
 }

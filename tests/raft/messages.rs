@@ -15,6 +15,23 @@ fn expect_invalid(c: &mut Cluster, id: u64, m: Message) {
     assert!(!c.node(id).raw().has_ready(), "{what} produced output");
 }
 
+fn snapshot_with(index: u64, term: u64, voters: &[u64], learners: &[u64]) -> Snapshot {
+    let conf_state = ConfState {
+        voters: voters.to_vec(),
+        learners: learners.to_vec(),
+        ..Default::default()
+    };
+    let metadata = SnapshotMetadata {
+        conf_state: Some(conf_state),
+        index,
+        term,
+    };
+    Snapshot {
+        metadata: Some(metadata),
+        ..Default::default()
+    }
+}
+
 #[test]
 fn malformed_messages_are_refused_and_change_nothing() {
     let mut c = elected3();
@@ -40,7 +57,17 @@ fn malformed_messages_are_refused_and_change_nothing() {
         append(vec![ent(l + 1, t + 1)]), // above the message term
         append(vec![ent(l + 1, 0)]),
         snap.clone(),
-        with(snap, |m| m.snapshot = Some(Snapshot::default())),
+        with(snap.clone(), |m| m.snapshot = Some(Snapshot::default())),
+        // Configurations no group can have, in a snapshot of a newer term: refused before
+        // the term moves.
+        with(snap.clone(), |m| {
+            m.term = t + 1;
+            m.snapshot = Some(snapshot_with(l + 5, t + 1, &[0, 1, 2], &[]));
+        }),
+        with(snap, |m| {
+            m.term = t + 1;
+            m.snapshot = Some(snapshot_with(l + 5, t + 1, &[1, 2, 3], &[3]));
+        }),
         with(msg(MsgRequestVote, 3, 2, t + 1), |m| m.log_term = t + 2),
     ];
     let local = [
@@ -100,6 +127,27 @@ fn stale_messages_are_ignored_without_error() {
     assert_eq!((c.leader(), term(&c, 1)), (Some(1), t));
     assert_eq!(c.applied_data(2).len(), 3);
     assert_clean(&c);
+}
+
+/// A pre-candidate of an older term (cut off while the group moved on) is told the current
+/// term by whoever it polls, and steps down, instead of polling until a leader finds it.
+#[test]
+fn a_stale_prevote_is_answered_with_the_current_term() {
+    let mut c = elected(&[1, 2, 3], |cfg| cfg.check_quorum = false, 1);
+    let t = term(&c, 3);
+    c.isolate(3);
+    c.elect(2);
+    c.elect(1);
+    assert_eq!(term(&c, 1), t + 2);
+    c.heal();
+    let rt = timeout(c.node(3).raw());
+    tick_one(&mut c, 3, rt);
+    assert_eq!((role(&c, 3), term(&c, 3)), (Role::PreCandidate, t));
+    let answers = watch(&mut c, |m| is(m, MsgRequestPreVoteResponse));
+    c.stabilize(); // only 3's pre-votes are in flight; the leader does not tick
+    assert_eq!(answers.borrow().len(), 2);
+    assert!(answers.borrow().iter().all(|m| m.reject && m.term == t + 2));
+    assert_eq!((role(&c, 3), term(&c, 3)), (Role::Follower, t + 2));
 }
 
 #[test]

@@ -44,6 +44,31 @@ fn lease_reads_skip_the_heartbeat_round_until_the_lease_expires() {
     assert!(c.node(1).read_states.is_empty());
 }
 
+/// The lease lasts `election_tick - lease_margin_ticks` ticks from the moment its round was
+/// sent: a follower refuses votes for an election timeout after it last heard from the
+/// leader, and the margin absorbs clock drift.
+#[test]
+fn the_lease_runs_election_tick_less_the_margin_from_when_its_round_was_sent() {
+    let mut c = lease_cluster();
+    tick_one(&mut c, 1, HB); // the round goes out at this tick
+    c.stabilize();
+    assert!(st(&c, 1).lease_valid);
+    c.isolate(1);
+    let lease = ET - Config::new(1).lease_margin_ticks;
+    let mut ticks = 0;
+    while st(&c, 1).lease_valid {
+        c.tick(1);
+        ticks += 1;
+        assert!(ticks <= ET, "lease still valid after {ticks} ticks alone");
+    }
+    assert_eq!(ticks, lease);
+    assert_eq!(
+        role(&c, 1),
+        Role::Leader,
+        "the lease ends before check-quorum acts"
+    );
+}
+
 #[test]
 fn lease_based_reads_require_check_quorum() {
     let mut cfg = Config::new(1);
@@ -80,6 +105,64 @@ fn reads_share_one_heartbeat_round_and_followers_forward_theirs() {
     let fwd = |m: &Message| is(m, MsgReadIndex) && m.from == 2 && m.to == 1;
     assert!(seen.iter().any(fwd));
     assert_eq!(c.node(2).read_states, vec![rs(c.committed(1), b"f")]);
+}
+
+/// With `ReadOnlyOption::Safe` every read waits for a heartbeat round, however recently a
+/// quorum answered the last one: answering from the lease is `LeaseBased`'s alone.
+#[test]
+fn safe_reads_take_a_heartbeat_round_even_right_after_one() {
+    let mut c = elected3();
+    c.propose(1, b"a").unwrap();
+    tick_one(&mut c, 1, HB);
+    c.stabilize(); // a round both followers just answered
+    assert!(!st(&c, 1).lease_valid);
+    c.raw_mut(1).read_index(b"r".to_vec()).unwrap();
+    assert!(
+        c.node(1).raw().raft().read_states().is_empty(),
+        "answered without a round"
+    );
+    let (seen, _) = pump(&mut c, |_| false);
+    assert!(seen.iter().any(|m| is(m, MsgHeartbeat)));
+    assert_eq!(c.node(1).read_states, vec![rs(c.committed(1), b"r")]);
+}
+
+/// The leader judges a forwarded read or transfer by what it asks, not by who forwarded it:
+/// a node it does not track (removed, or not added yet) is answered too.
+#[test]
+fn the_leader_answers_requests_forwarded_by_nodes_it_does_not_track() {
+    let mut c = lease_cluster();
+    tick_one(&mut c, 1, HB);
+    c.stabilize();
+    assert!(st(&c, 1).lease_valid);
+    let read = with(msg(MsgReadIndex, 4, 1, 0), |m| m.context = b"r4".to_vec());
+    c.raw_mut(1).step(read).unwrap();
+    let committed = c.committed(1);
+    let rd = c.raw_mut(1).ready().unwrap();
+    let answer = rd.messages.iter().find(|m| is(m, MsgReadIndexResponse));
+    let answer = answer.expect("the read is answered");
+    assert_eq!((answer.to, answer.index), (4, committed));
+    assert_eq!(answer.context, b"r4");
+    let transfer = with(msg(MsgTransferLeader, 4, 1, 0), |m| m.transferee = 2);
+    c.raw_mut(1).step(transfer).unwrap();
+    assert_eq!(st(&c, 1).lead_transferee, Some(2));
+}
+
+/// A follower takes read states only from its leader: a read response from any other node
+/// (misrouted, or forged) confirms nothing.
+#[test]
+fn read_index_responses_count_only_from_the_leader() {
+    let mut n = lone_node(2, &[1, 2, 3], |_| {});
+    n.step(msg(MsgHeartbeat, 1, 2, 5)).unwrap();
+    n.read_index(b"r".to_vec()).unwrap();
+    let resp = |from| {
+        with(msg(MsgReadIndexResponse, from, 2, 5), |m| {
+            m.context = b"r".to_vec()
+        })
+    };
+    n.step(resp(3)).unwrap();
+    assert!(n.raft().read_states().is_empty());
+    n.step(resp(1)).unwrap();
+    assert_eq!(n.raft().read_states(), &[rs(0, b"r")]);
 }
 
 #[test]

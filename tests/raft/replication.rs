@@ -146,6 +146,30 @@ fn uncommitted_size_limit_drops_proposals_until_entries_commit() {
     assert_eq!(c.committed(1), last(&c, 1));
     let i = c.propose(1, &[3; 100]).unwrap();
     assert_eq!(c.committed(1), i);
+    // Every committed entry gives its bytes back, whatever their sizes.
+    c.isolate(1);
+    for size in [1, 7, 1] {
+        c.propose(1, &vec![4; size]).unwrap();
+    }
+    assert_eq!(st(&c, 1).uncommitted_bytes, 9);
+    c.heal();
+    c.tick_all(HB);
+    assert_eq!(st(&c, 1).uncommitted_bytes, 0);
+}
+
+/// The limit never blocks progress: with nothing uncommitted, an entry larger than the limit
+/// is taken; entries without payload cost nothing and are taken at any level.
+#[test]
+fn uncommitted_size_limit_admits_a_large_first_entry_and_empty_ones() {
+    let mut c = elected(&[1, 2, 3], |cfg| cfg.max_uncommitted_size = 300, 1);
+    c.isolate(1);
+    assert_eq!(st(&c, 1).uncommitted_bytes, 0);
+    c.propose(1, &[1; 500]).unwrap();
+    assert_eq!(st(&c, 1).uncommitted_bytes, 500);
+    let r = c.raw_mut(1).propose(vec![2; 1], vec![]);
+    assert_eq!(dropped(r), DropReason::UncommittedSizeLimit { limit: 300 });
+    c.propose(1, &[]).unwrap();
+    assert_eq!(st(&c, 1).uncommitted_bytes, 500);
 }
 
 // ---- 13. the leader's own persistence -------------------------------------------------
@@ -215,7 +239,43 @@ fn single_node_commits_only_after_on_persisted() {
     assert_eq!(n.raft().log().committed(), j);
 }
 
+/// An entry reaches every replica as it was proposed: data, context and type.
+#[test]
+fn proposed_entries_keep_their_data_context_and_type() {
+    let mut c = elected3();
+    let batch = [(b"d".to_vec(), b"ctx".to_vec())];
+    let index = c.raw_mut(1).propose_batch(batch).unwrap();
+    c.stabilize();
+    for id in 1..=3 {
+        let e = entry(&c, id, index);
+        assert_eq!((&e.data[..], &e.context[..]), (&b"d"[..], &b"ctx"[..]));
+        assert_eq!(e.entry_type, EntryType::EntryNormal as i32);
+    }
+}
+
 // ---- 14. minimal heartbeats -----------------------------------------------------------
+
+#[test]
+fn the_leader_sends_one_heartbeat_round_every_heartbeat_tick() {
+    let mut c = elected3();
+    let hbs = watch(&mut c, |m| is(m, MsgHeartbeat));
+    for round in 1..=5 {
+        tick_one(&mut c, 1, HB - 1);
+        pump(&mut c, |_| false);
+        assert_eq!(
+            hbs.borrow().len(),
+            2 * (round - 1),
+            "a round before heartbeat_tick"
+        );
+        tick_one(&mut c, 1, 1);
+        pump(&mut c, |_| false);
+        assert_eq!(
+            hbs.borrow().len(),
+            2 * round,
+            "one heartbeat per follower a round"
+        );
+    }
+}
 
 #[test]
 fn heartbeats_carry_only_term_commit_and_read_round() {

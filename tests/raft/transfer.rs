@@ -25,6 +25,31 @@ fn transfer_to_a_lagging_follower_catches_it_up_first() {
     assert_eq!(c.applied_data(3).len(), 5);
 }
 
+/// A transfer ends when a membership change makes its target unable to lead (removed, or
+/// made a learner), and only then: other changes leave it running.
+#[test]
+fn a_transfer_is_cancelled_when_its_target_stops_being_a_voter() {
+    let ids = [1, 2, 3, 4];
+    for (change, cancelled) in [(RemoveNode, true), (AddLearnerNode, false)] {
+        let target = if cancelled { 3 } else { 4 };
+        let mut c = booted(Cluster::with_members(&ids, &ids[..3], &[], |_| {}));
+        c.elect(1);
+        c.isolate(3); // the transfer to 3 cannot finish
+        let cc = cc_v1(change, target);
+        c.raw_mut(1).propose_conf_change(cc).unwrap();
+        c.raw_mut(1).transfer_leader(3).unwrap();
+        c.stabilize();
+        let voters = st(&c, 1).conf_state.voters;
+        assert_eq!(
+            voters.contains(&3),
+            !cancelled,
+            "{change:?}: the change applied"
+        );
+        let transferee = st(&c, 1).lead_transferee;
+        assert_eq!(transferee, (!cancelled).then_some(3), "{change:?}");
+    }
+}
+
 #[test]
 fn transfer_to_an_unreachable_target_is_aborted_after_an_election_timeout() {
     let mut c = elected3();
