@@ -322,6 +322,24 @@ mod tests {
         t.progress = r.1;
     }
 
+    /// A member starts probing optimistically just past the leader's log, having matched
+    /// nothing: on restore and when a change adds it.
+    #[test]
+    fn new_members_start_past_the_last_index_with_nothing_matched() {
+        let t = tracker(&[1, 2, 3], &[4]);
+        for pr in t.progress.values() {
+            assert_eq!((pr.next_idx, pr.matched), (11, 0));
+        }
+        let added = Changer::new(&t, 20)
+            .simple(&[change(ConfChangeType::AddNode, 5)])
+            .unwrap();
+        assert_eq!((added.1[&5].next_idx, added.1[&5].matched), (21, 0));
+        assert_eq!(
+            added.1[&1].next_idx, 11,
+            "existing members keep their progress"
+        );
+    }
+
     #[test]
     fn simple_change_allows_one_voter_only() {
         let t = tracker(&[1, 2, 3], &[]);

@@ -85,6 +85,18 @@ mod tests {
         assert_eq!((w.count(), w.bytes()), (0, 0));
     }
 
+    /// Leaving Replicate forgets the window: nothing sent before counts any more.
+    #[test]
+    fn reset_empties_the_window() {
+        let mut w = Inflights::new(2, 1000);
+        w.add(1, 600);
+        w.add(2, 600);
+        assert!(w.full());
+        w.reset();
+        assert_eq!((w.count(), w.bytes()), (0, 0));
+        assert!(!w.full());
+    }
+
     #[test]
     fn full_by_bytes() {
         let mut w = Inflights::new(100, 1000);

@@ -184,10 +184,9 @@ impl<S: LogStorage> ReplicaLog<S> {
         self.last_index()
     }
 
+    /// Raises the commit index to `index` (never beyond our log), never lowers it.
     pub(crate) fn commit_to(&mut self, index: u64) {
-        if index > self.committed {
-            self.committed = index.min(self.last_index());
-        }
+        self.committed = self.committed.max(index.min(self.last_index()));
     }
 
     /// Commits `index` if it is from `term` (§5.4.2: only current-term entries are
@@ -221,10 +220,9 @@ impl<S: LogStorage> ReplicaLog<S> {
         } else {
             Vec::new()
         };
-        if high > split {
-            out.extend_from_slice(self.unstable.slice(low.max(split), high));
-            limit_size(&mut out, max_bytes);
-        }
+        // The part in the unstable tail: empty when the range ends before it.
+        out.extend_from_slice(self.unstable.slice(low.max(split), high.max(split)));
+        limit_size(&mut out, max_bytes);
         Ok(out)
     }
 
@@ -269,8 +267,9 @@ impl<S: LogStorage> ReplicaLog<S> {
     }
 
     pub(crate) fn applied_to(&mut self, index: u64) {
-        if index > self.applied && index <= self.applying {
-            self.applied = index;
+        // Forward only, and never past what was handed out.
+        if index <= self.applying {
+            self.applied = self.applied.max(index);
         }
     }
 
@@ -384,6 +383,21 @@ mod tests {
         log.store.wl().append(&[ent(2, 1)]).unwrap();
         assert_eq!(log.take_committed_entries().unwrap(), vec![ent(2, 1)]);
         assert!(!log.has_next_committed_entries());
+    }
+
+    #[test]
+    fn applied_moves_forward_within_what_was_handed_out() {
+        let mut log = log_with(&[1, 1, 1]);
+        log.commit_to(3);
+        assert_eq!(log.take_committed_entries().unwrap().len(), 3);
+        log.applied_to(2);
+        assert_eq!(log.applied, 2);
+        log.applied_to(1);
+        assert_eq!(log.applied, 2, "backwards");
+        log.applied_to(4);
+        assert_eq!(log.applied, 2, "beyond what was handed out");
+        log.applied_to(3);
+        assert_eq!(log.applied, 3);
     }
 
     #[test]
