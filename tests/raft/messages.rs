@@ -58,6 +58,22 @@ fn malformed_messages_are_refused_and_change_nothing() {
         append(vec![ent(l + 1, 0)]),
         snap.clone(),
         with(snap.clone(), |m| m.snapshot = Some(Snapshot::default())),
+        // Metadata wrong in exactly one way each.
+        with(snap.clone(), |m| {
+            m.snapshot = Some(snapshot_with(l + 5, t, &[], &[]))
+        }),
+        with(snap.clone(), |m| {
+            m.snapshot = Some(snapshot_with(0, t, &[1, 2, 3], &[]))
+        }),
+        with(snap.clone(), |m| {
+            m.snapshot = Some(snapshot_with(u64::MAX, t, &[1, 2, 3], &[]));
+        }),
+        with(snap.clone(), |m| {
+            m.snapshot = Some(snapshot_with(l + 5, 0, &[1, 2, 3], &[]))
+        }),
+        with(snap.clone(), |m| {
+            m.snapshot = Some(snapshot_with(l + 5, t + 1, &[1, 2, 3], &[]));
+        }),
         // Configurations no group can have, in a snapshot of a newer term: refused before
         // the term moves.
         with(snap.clone(), |m| {
