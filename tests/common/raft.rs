@@ -119,6 +119,24 @@ pub fn ent(index: u64, term: u64) -> Entry {
     e
 }
 
+/// A snapshot at (index, term) whose configuration has these voters and learners.
+pub fn snapshot_of(index: u64, term: u64, voters: &[u64], learners: &[u64]) -> Snapshot {
+    let conf_state = ConfState {
+        voters: voters.to_vec(),
+        learners: learners.to_vec(),
+        ..Default::default()
+    };
+    let metadata = SnapshotMetadata {
+        conf_state: Some(conf_state),
+        index,
+        term,
+    };
+    Snapshot {
+        metadata: Some(metadata),
+        ..Default::default()
+    }
+}
+
 pub fn rs(index: u64, ctx: &[u8]) -> ReadState {
     ReadState {
         index,

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::sync::Mutex;
 
 use crate::common::raft::{
-    ET, HB, ent, handle_ready, is, lease_cluster, role, tick_one, watch, write_ready,
+    ET, HB, ent, handle_ready, is, lease_cluster, msg, role, snapshot_of, tick_one, watch,
+    write_ready,
 };
-use flotilla::proto::raftpb::{ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata};
+use flotilla::proto::raftpb::{Entry, Message, MessageType, Snapshot};
 use flotilla::raft::StorageResult;
 use flotilla::raft::{
     CampaignRefusal, Config, DropReason, LogStorage, MemStorage, NodeStart, RaftError, RaftState,
@@ -159,20 +160,14 @@ fn forwarded_transfer_carries_its_real_sender() {
     assert_eq!((seen[0].transferee, seen[1].transferee), (1, 3));
 }
 
-fn snapshot_msg(from: u64, to: u64, term: u64, index: u64, cs: ConfState) -> Message {
+/// A snapshot at (index, term) with these voters and learners, sent in `term`.
+fn snapshot_msg(from: u64, to: u64, term: u64, index: u64, members: (&[u64], &[u64])) -> Message {
     Message {
         msg_type: MessageType::MsgSnapshot as i32,
         from,
         to,
         term,
-        snapshot: Some(Snapshot {
-            metadata: Some(SnapshotMetadata {
-                conf_state: Some(cs),
-                index,
-                term,
-            }),
-            ..Default::default()
-        }),
+        snapshot: Some(snapshot_of(index, term, members.0, members.1)),
         ..Default::default()
     }
 }
@@ -183,11 +178,7 @@ fn snapshot_without_voters_is_refused() {
     let store = MemStorage::with_voters(&[1, 2, 3]);
     let mut n = RawNode::new(Config::new(2), store).unwrap();
     let before = n.status();
-    let cs = ConfState {
-        learners: vec![2],
-        ..Default::default()
-    };
-    let r = n.step(snapshot_msg(1, 2, 3, 50, cs));
+    let r = n.step(snapshot_msg(1, 2, 3, 50, (&[], &[2])));
     assert!(matches!(r, Err(RaftError::InvalidMessage(_))), "{r:?}");
     assert_eq!(n.status(), before);
     assert!(!n.has_ready());
@@ -201,11 +192,8 @@ fn installed_snapshot_does_not_block_elections() {
     let mut cfg = Config::new(2);
     cfg.pre_vote = false;
     let mut n = RawNode::new(cfg, store.clone()).unwrap();
-    let cs = ConfState {
-        voters: vec![1, 2, 3],
-        ..Default::default()
-    };
-    n.step(snapshot_msg(1, 2, 3, 50, cs)).unwrap();
+    n.step(snapshot_msg(1, 2, 3, 50, (&[1, 2, 3], &[])))
+        .unwrap();
     let written = write_ready(&mut n, &store);
     assert_eq!(written.ack, Some((50, 3)), "the snapshot to install");
     n.on_persisted(50, 3);
@@ -225,11 +213,8 @@ fn compacted_range_does_not_block_elections() {
     let mut cfg = Config::new(2);
     cfg.pre_vote = false;
     let mut n = RawNode::new(cfg, store).unwrap();
-    let cs = ConfState {
-        voters: vec![1, 2, 3],
-        ..Default::default()
-    };
-    n.step(snapshot_msg(1, 2, 3, 50, cs)).unwrap();
+    n.step(snapshot_msg(1, 2, 3, 50, (&[1, 2, 3], &[])))
+        .unwrap();
     let rd = n.ready().unwrap();
     assert!(rd.snapshot.is_some());
     for _ in 0..2 * ET {
@@ -440,13 +425,12 @@ fn reads_awaiting_the_first_commit_are_reported_dropped() {
     c.raw_mut(1).read_index(b"early".to_vec()).unwrap();
     c.stabilize();
     // A newer term deposes it.
-    let m = Message {
-        msg_type: MessageType::MsgHeartbeat as i32,
-        from: 2,
-        to: 1,
-        term: c.node(1).raw().raft().term() + 1,
-        ..Default::default()
-    };
+    let m = msg(
+        MessageType::MsgHeartbeat,
+        2,
+        1,
+        c.node(1).raw().raft().term() + 1,
+    );
     c.raw_mut(1).step(m).unwrap();
     c.stabilize();
     assert_eq!(role(&c, 1), Role::Follower);
@@ -465,13 +449,12 @@ fn forwarded_reads_dropped_at_step_down_are_reported_by_the_follower() {
     c.raw_mut(2).read_index(b"forwarded".to_vec()).unwrap();
     c.stabilize();
     assert!(c.node(2).read_states.is_empty());
-    let depose = Message {
-        msg_type: MessageType::MsgHeartbeat as i32,
-        from: 3,
-        to: 1,
-        term: c.node(1).raw().raft().term() + 1,
-        ..Default::default()
-    };
+    let depose = msg(
+        MessageType::MsgHeartbeat,
+        3,
+        1,
+        c.node(1).raw().raft().term() + 1,
+    );
     c.raw_mut(1).step(depose).unwrap();
     c.stabilize();
     assert_eq!(role(&c, 1), Role::Follower);
@@ -618,12 +601,8 @@ fn a_pending_snapshot_claims_nothing_persisted_at_or_above_it() {
     store.wl().append(&old).unwrap();
     let mut n = RawNode::new(Config::new(2), store.clone()).unwrap();
     assert_eq!(n.status().persisted_index, 10);
-    let cs = ConfState {
-        voters: vec![1, 2, 3],
-        ..Default::default()
-    };
     // Index 8 at term 2: our entry 8 is at term 1, so the snapshot replaces the log.
-    n.step(snapshot_msg(1, 2, 2, 8, cs)).unwrap();
+    n.step(snapshot_msg(1, 2, 2, 8, (&[1, 2, 3], &[]))).unwrap();
     assert_eq!(n.status().persisted_index, 7);
     let written = write_ready(&mut n, &store);
     n.on_persisted(8, 2);

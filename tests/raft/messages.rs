@@ -15,23 +15,6 @@ fn expect_invalid(c: &mut Cluster, id: u64, m: Message) {
     assert!(!c.node(id).raw().has_ready(), "{what} produced output");
 }
 
-fn snapshot_with(index: u64, term: u64, voters: &[u64], learners: &[u64]) -> Snapshot {
-    let conf_state = ConfState {
-        voters: voters.to_vec(),
-        learners: learners.to_vec(),
-        ..Default::default()
-    };
-    let metadata = SnapshotMetadata {
-        conf_state: Some(conf_state),
-        index,
-        term,
-    };
-    Snapshot {
-        metadata: Some(metadata),
-        ..Default::default()
-    }
-}
-
 #[test]
 fn malformed_messages_are_refused_and_change_nothing() {
     let mut c = elected3();
@@ -60,29 +43,29 @@ fn malformed_messages_are_refused_and_change_nothing() {
         with(snap.clone(), |m| m.snapshot = Some(Snapshot::default())),
         // Metadata wrong in exactly one way each.
         with(snap.clone(), |m| {
-            m.snapshot = Some(snapshot_with(l + 5, t, &[], &[]))
+            m.snapshot = Some(snapshot_of(l + 5, t, &[], &[]))
         }),
         with(snap.clone(), |m| {
-            m.snapshot = Some(snapshot_with(0, t, &[1, 2, 3], &[]))
+            m.snapshot = Some(snapshot_of(0, t, &[1, 2, 3], &[]))
         }),
         with(snap.clone(), |m| {
-            m.snapshot = Some(snapshot_with(u64::MAX, t, &[1, 2, 3], &[]));
+            m.snapshot = Some(snapshot_of(u64::MAX, t, &[1, 2, 3], &[]));
         }),
         with(snap.clone(), |m| {
-            m.snapshot = Some(snapshot_with(l + 5, 0, &[1, 2, 3], &[]))
+            m.snapshot = Some(snapshot_of(l + 5, 0, &[1, 2, 3], &[]))
         }),
         with(snap.clone(), |m| {
-            m.snapshot = Some(snapshot_with(l + 5, t + 1, &[1, 2, 3], &[]));
+            m.snapshot = Some(snapshot_of(l + 5, t + 1, &[1, 2, 3], &[]));
         }),
         // Configurations no group can have, in a snapshot of a newer term: refused before
         // the term moves.
         with(snap.clone(), |m| {
             m.term = t + 1;
-            m.snapshot = Some(snapshot_with(l + 5, t + 1, &[0, 1, 2], &[]));
+            m.snapshot = Some(snapshot_of(l + 5, t + 1, &[0, 1, 2], &[]));
         }),
         with(snap, |m| {
             m.term = t + 1;
-            m.snapshot = Some(snapshot_with(l + 5, t + 1, &[1, 2, 3], &[3]));
+            m.snapshot = Some(snapshot_of(l + 5, t + 1, &[1, 2, 3], &[3]));
         }),
         with(msg(MsgRequestVote, 3, 2, t + 1), |m| m.log_term = t + 2),
     ];

@@ -45,19 +45,7 @@ fn follower_rejects_a_stale_snapshot() {
     let commit = before.hard_state.commit;
     // At or below the commit index; the last one does not even match our log.
     for (index, snap_term) in [(commit, t), (commit - 2, t), (commit - 1, t - 1)] {
-        let cs = ConfState {
-            voters: vec![1, 2, 3],
-            ..Default::default()
-        };
-        let meta = SnapshotMetadata {
-            conf_state: Some(cs),
-            index,
-            term: snap_term,
-        };
-        let snapshot = Some(Snapshot {
-            data: Default::default(),
-            metadata: Some(meta),
-        });
+        let snapshot = Some(snapshot_of(index, snap_term, &[1, 2, 3], &[]));
         let m = with(msg(MsgSnapshot, 1, 2, t), |m| m.snapshot = snapshot);
         c.raw_mut(2).step(m).unwrap();
         let after = st(&c, 2);
