@@ -457,7 +457,8 @@ impl<S: LogStorage> Raft<S> {
 
     pub(super) fn handle_read_index(&mut self, from: u64, ctx: Vec<u8>) {
         let index = self.log.committed;
-        let at_once = (self.tracker.is_singleton() && self.promotable()) || self.lease_valid();
+        // A single voter's round is acknowledged as it starts: no special case needed.
+        let at_once = self.lease_valid();
         let in_term = self.committed_in_current_term();
         let Some(l) = self.leader.as_mut() else {
             return;
@@ -847,5 +848,28 @@ mod tests {
             let pr = &r.tracker.progress[&2];
             assert_eq!((pr.state, pr.next_idx), (ProgressState::Replicate, 12));
         }
+    }
+
+    /// An acknowledgement of the last read round sent counts; one of a round not sent yet
+    /// is forged or corrupt, and refused.
+    #[test]
+    fn an_ack_of_the_last_round_sent_counts_and_of_the_next_is_refused() {
+        let mut r = leader(0);
+        r.bcast_heartbeat();
+        r.bcast_heartbeat();
+        let sent = r.last_sent_round();
+        let answer = |round| {
+            let mut m = reply(MessageType::MsgHeartbeatResponse, 2, 2);
+            m.read_round = round;
+            m
+        };
+        let early = r.step(answer(sent + 1));
+        assert!(
+            matches!(early, Err(RaftError::InvalidMessage(_))),
+            "{early:?}"
+        );
+        assert_eq!(r.tracker.progress[&2].read_round, 0);
+        r.step(answer(sent)).unwrap();
+        assert_eq!(r.tracker.progress[&2].read_round, sent);
     }
 }

@@ -194,10 +194,6 @@ impl ProgressTracker {
         self.config.voters.contains(id)
     }
 
-    pub fn is_singleton(&self) -> bool {
-        !self.config.voters.is_joint() && self.config.voters.incoming.voters.len() == 1
-    }
-
     /// The highest index a quorum has durably matched.
     pub fn committed(&self) -> u64 {
         self.config
@@ -277,6 +273,22 @@ mod tests {
         let mut p = pr(ProgressState::Probe, 2, 10);
         assert!(p.maybe_decr_to(9, 0));
         assert_eq!(p.next_idx, 3, "never below match + 1");
+    }
+
+    #[test]
+    fn an_ack_moves_next_past_it_and_never_back() {
+        // A probe backed off to 5, then a delayed ack of 7 arrives: 7 is matched, so the
+        // next append starts at 8, not at 7 again.
+        let mut p = pr(ProgressState::Probe, 0, 5);
+        assert!(p.maybe_update(7));
+        assert_eq!((p.matched, p.next_idx), (7, 8));
+        // An older ack changes neither.
+        assert!(!p.maybe_update(6));
+        assert_eq!((p.matched, p.next_idx), (7, 8));
+        // In Replicate, next is already past what was sent; an ack below it keeps it there.
+        let mut p = pr(ProgressState::Replicate, 3, 10);
+        assert!(p.maybe_update(6));
+        assert_eq!((p.matched, p.next_idx), (6, 10));
     }
 
     #[test]

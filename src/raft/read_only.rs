@@ -25,6 +25,10 @@ pub struct PendingRead {
     pub round: u64,
 }
 
+/// How many recent rounds' send ticks are kept. Only a round that may still become the
+/// quorum round matters for the lease; an acknowledgement of an older one renews nothing.
+const REMEMBERED_ROUNDS: usize = 64;
+
 #[derive(Debug, Default)]
 pub struct ReadOnly {
     /// Reads waiting for their round's quorum, in order of rounds.
@@ -67,8 +71,7 @@ impl ReadOnly {
         let round = self.next_round;
         self.next_round += 1;
         self.sent.push_back((round, now));
-        // Only rounds that may still become the quorum round matter; a few suffice.
-        while self.sent.len() > 64 {
+        while self.sent.len() > REMEMBERED_ROUNDS {
             self.sent.pop_front();
         }
         round
@@ -133,5 +136,21 @@ mod tests {
         assert_eq!(got, vec![b"a".to_vec(), b"b".to_vec()]);
         assert_eq!(ro.release(r2).len(), 1);
         assert!(ro.is_empty());
+    }
+
+    #[test]
+    fn the_send_ticks_of_the_last_rounds_are_remembered() {
+        let mut ro = ReadOnly::new();
+        assert_eq!(ro.last_sent_round(), 0);
+        let rounds: Vec<u64> = (0..=REMEMBERED_ROUNDS as u64)
+            .map(|tick| ro.start_round(tick))
+            .collect();
+        assert_eq!(ro.last_sent_round(), *rounds.last().unwrap());
+        assert_eq!(ro.sent_tick(rounds[0]), None, "one round too old");
+        assert_eq!(ro.sent_tick(rounds[1]), Some(1));
+        assert_eq!(
+            ro.sent_tick(*rounds.last().unwrap()),
+            Some(REMEMBERED_ROUNDS as u64)
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The core reads its persisted log through `LogStorage`; `MemStorage` is the in-memory
 //! implementation used by tests, the simulator and benchmarks.
 
+use std::cmp::Ordering;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
@@ -235,16 +236,15 @@ impl MemStorageCore {
     }
 
     fn term(&self, index: u64) -> StorageResult<u64> {
-        if index == self.snapshot_meta.index {
-            return Ok(self.snapshot_meta.term);
+        match index.cmp(&self.snapshot_meta.index) {
+            Ordering::Less => Err(StorageError::Compacted),
+            Ordering::Equal => Ok(self.snapshot_meta.term),
+            Ordering::Greater => self
+                .entries
+                .get((index - self.first_index()) as usize)
+                .map(|e| e.term)
+                .ok_or(StorageError::Unavailable),
         }
-        if index < self.snapshot_meta.index {
-            return Err(StorageError::Compacted);
-        }
-        self.entries
-            .get((index - self.first_index()) as usize)
-            .map(|e| e.term)
-            .ok_or(StorageError::Unavailable)
     }
 }
 
@@ -380,6 +380,9 @@ mod tests {
         assert_eq!(s.term(1), Err(StorageError::Compacted));
         assert_eq!(s.entries(2, 3, u64::MAX), Err(StorageError::Compacted));
         assert_eq!(s.entries(3, 4, u64::MAX).unwrap(), vec![ent(3, 3)]);
+        assert_eq!(s.entries(3, 3, u64::MAX).unwrap(), vec![], "an empty range");
+        assert_eq!(s.entries(3, 5, u64::MAX), Err(StorageError::Unavailable));
+        assert_eq!(s.entries(4, 3, u64::MAX), Err(StorageError::Unavailable));
         // Appending below the snapshot keeps only the part after it.
         s.wl().append(&[ent(2, 2), ent(3, 3), ent(4, 3)]).unwrap();
         assert_eq!(s.last_index(), 4);
@@ -395,7 +398,7 @@ mod tests {
     }
 
     #[test]
-    fn older_snapshot_is_refused() {
+    fn an_older_snapshot_is_refused_the_same_one_again_is_not() {
         let s = MemStorage::new();
         let snap = |i| Snapshot {
             data: Bytes::new(),
@@ -406,10 +409,30 @@ mod tests {
             }),
         };
         s.wl().apply_snapshot(snap(5)).unwrap();
+        // The same snapshot again (installed, then a crash before it was acknowledged).
+        s.wl().apply_snapshot(snap(5)).unwrap();
         assert_eq!(
             s.wl().apply_snapshot(snap(4)),
             Err(StorageError::SnapshotOutOfDate)
         );
         assert_eq!(s.first_index(), 6);
+    }
+
+    /// A log shared behind an `Arc` answers exactly as the log itself.
+    #[test]
+    fn a_shared_log_answers_as_the_log() {
+        let s = MemStorage::new();
+        s.wl().append(&[ent(1, 1), ent(2, 2), ent(3, 3)]).unwrap();
+        s.wl().compact(2).unwrap();
+        let shared = Arc::new(s.clone());
+        assert_eq!(
+            (shared.first_index(), shared.last_index()),
+            (s.first_index(), s.last_index())
+        );
+        assert_eq!((shared.first_index(), shared.last_index()), (3, 3));
+        assert_eq!(shared.term(2), s.term(2));
+        assert_eq!(shared.entries(3, 4, u64::MAX), s.entries(3, 4, u64::MAX));
+        assert_eq!(shared.initial_state(), s.initial_state());
+        assert_eq!(shared.snapshot(3), s.snapshot(3));
     }
 }

@@ -176,6 +176,66 @@ mod tests {
         assert!(!u.stable_to(7, 1));
         assert!(u.stable_to(5, 1));
         assert_eq!(u.entries, vec![ent(6, 2)]);
+        // An overwrite further in keeps exactly the entries before it.
+        let mut u = Unstable::new(5);
+        u.truncate_and_append(&[ent(5, 1), ent(6, 1), ent(7, 1), ent(8, 1), ent(9, 1)]);
+        u.truncate_and_append(&[ent(8, 2)]);
+        assert_eq!(u.entries, vec![ent(5, 1), ent(6, 1), ent(7, 1), ent(8, 2)]);
+    }
+
+    /// An acknowledgement below what is held, or of a snapshot not handed out yet or of
+    /// another term, stabilises nothing and says so.
+    #[test]
+    fn stale_or_premature_acks_stabilise_nothing() {
+        let mut u = Unstable::new(5);
+        u.truncate_and_append(&[ent(5, 1)]);
+        u.accept_in_progress();
+        assert!(u.stable_to(5, 1));
+        assert!(!u.stable_to(4, 1), "below the held entries");
+        assert!(!u.stable_to(5, 1), "already stable");
+
+        let snapshot = |term| Snapshot {
+            data: Default::default(),
+            metadata: Some(SnapshotMetadata {
+                index: 10,
+                term,
+                conf_state: None,
+            }),
+        };
+        let mut u = Unstable::new(1);
+        u.restore(snapshot(3));
+        assert!(!u.stable_to(10, 3), "the snapshot was not handed out yet");
+        assert!(u.next_snapshot().is_some(), "and is still to be handed out");
+        u.accept_in_progress();
+        assert!(!u.stable_to(10, 2), "another term");
+        assert!(u.snapshot.is_some());
+        assert!(u.stable_to(10, 3));
+        assert!(u.snapshot.is_none());
+    }
+
+    /// After a burst the buffer gives its memory back; a buffer of ordinary size is kept,
+    /// so acknowledgements do not reallocate.
+    #[test]
+    fn a_burst_gives_its_memory_back_once_acknowledged() {
+        let fill = |u: &mut Unstable, n: u64| {
+            let ents: Vec<Entry> = (u.offset..u.offset + n).map(|i| ent(i, 1)).collect();
+            u.truncate_and_append(&ents);
+            u.accept_in_progress();
+        };
+        let mut u = Unstable::new(1);
+        fill(&mut u, 10_000);
+        assert!(u.stable_to(10_000, 1));
+        assert!(u.entries.capacity() <= 4 * 64, "{}", u.entries.capacity());
+
+        // Exactly four times what the shrink keeps, and below: kept as it is.
+        for cap in [200, 4 * 64] {
+            let mut u = Unstable::new(1);
+            u.entries = Vec::with_capacity(cap);
+            fill(&mut u, 10);
+            let before = u.entries.capacity();
+            assert!(u.stable_to(5, 1));
+            assert_eq!(u.entries.capacity(), before, "capacity {cap}");
+        }
     }
 
     #[test]

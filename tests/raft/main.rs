@@ -7,6 +7,7 @@
 //!   `quiescence`, `hibernation`, `messages`: one module per README feature, each asserting
 //!   behaviour that breaks if its feature does;
 //! - `hardening`, `regressions`: the bugs found by review, each named after what it broke;
+//! - `ready`: the Ready contract (what to sync, when there is work) through `RawNode`;
 //! - `hostile`: random and malformed messages in every role;
 //! - `sim`: the randomized single-group simulator over many seeds.
 //!
@@ -24,6 +25,7 @@ mod messages;
 mod paper;
 mod quiescence;
 mod reads;
+mod ready;
 mod regressions;
 mod replication;
 mod sim;

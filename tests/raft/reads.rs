@@ -179,3 +179,33 @@ fn reads_wait_for_the_new_leaders_noop_to_commit() {
     assert_eq!(c.committed(1), NOOP);
     assert_eq!(c.node(1).read_states, vec![rs(NOOP, b"early")]);
 }
+
+/// A single voter confirms its own reads: answered in the next Ready, with no message. A
+/// joint configuration whose incoming half is one voter is not a single voter: its reads
+/// wait for a quorum of the outgoing half too.
+#[test]
+fn a_lone_voter_answers_reads_alone_but_a_joint_one_waits_for_both_halves() {
+    let mut c = elected(&[1], |_| {}, 1);
+    c.raw_mut(1).read_index(b"solo".to_vec()).unwrap();
+    let rd = c.raw_mut(1).ready().unwrap();
+    assert_eq!(rd.read_states, vec![rs(c.committed(1), b"solo")]);
+    assert!(rd.messages.is_empty());
+
+    let mut c = elected3();
+    let shrink = [(RemoveNode, 2), (RemoveNode, 3)];
+    let cc = cc_v2(ConfChangeTransition::Explicit, &shrink);
+    c.raw_mut(1).propose_conf_change(cc).unwrap();
+    c.stabilize();
+    let cs = st(&c, 1).conf_state;
+    assert_eq!((cs.voters, cs.voters_outgoing), (vec![1], vec![1, 2, 3]));
+    c.isolate(1);
+    c.raw_mut(1).read_index(b"joint".to_vec()).unwrap();
+    c.stabilize();
+    assert!(
+        c.node(1).read_states.is_empty(),
+        "answered without the outgoing half"
+    );
+    c.heal();
+    c.tick_all(HB);
+    assert_eq!(c.node(1).read_states, vec![rs(c.committed(1), b"joint")]);
+}
