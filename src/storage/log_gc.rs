@@ -142,7 +142,11 @@ mod tests {
             (input(500, Some(450), 1), d(451, false)),       // keep what the follower needs
             (input(500, Some(300), 1), d(501, true)),        // lags beyond 100: snapshot it
             (input(500, Some(600), 1), d(501, false)),       // never past durable applied
-            (input(500, Some(450), 445), None),              // fewer than 10 entries to drop
+            (input(500, Some(400), 1), d(401, false)),       // lags exactly 100: kept
+            (input(500, Some(399), 1), d(501, true)),        // 101: snapshot it
+            (input(500, Some(500), 1), d(501, false)),       // needs nothing below 501
+            (input(500, Some(450), 441), d(451, false)),     // exactly 10 entries to drop
+            (input(500, Some(450), 442), None),              // fewer than 10 entries to drop
             (input(0, None, 1), None),                       // nothing applied
         ];
         for (r, want) in cases {
@@ -162,5 +166,7 @@ mod tests {
             }
         );
         assert_eq!(p.forced(&input(500, None, 501)), None, "already compacted");
+        let one = p.forced(&input(500, None, 500)).map(|d| d.compact_to);
+        assert_eq!(one, Some(501), "a single applied entry still goes");
     }
 }
