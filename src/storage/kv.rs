@@ -376,3 +376,84 @@ pub(crate) fn bounds(start: &[u8], end: Option<&[u8]>) -> (Bound<Vec<u8>>, Bound
         end.map_or(Bound::Unbounded, |e| Bound::Excluded(e.to_vec())),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first data key of the form `k<i>` that is (or is not) sampled.
+    fn key_sampled(sampled: bool) -> Bytes {
+        (0u32..)
+            .map(|i| Bytes::from(format!("k{i}")))
+            .find(|k| is_sampled(k) == sampled)
+            .expect("some key of each kind")
+    }
+
+    /// Only a sampled data key carries a size sample: a put or delete of any other key is
+    /// one operation, and a meta key never touches the sample stored under the same bytes.
+    #[test]
+    fn only_sampled_data_keys_move_a_sample() {
+        let (sampled, plain) = (key_sampled(true), key_sampled(false));
+        let ops = |f: &dyn Fn(&mut KvWriteBatch)| {
+            let mut b = KvWriteBatch::default();
+            f(&mut b);
+            b.ops().to_vec()
+        };
+        assert_eq!(
+            ops(&|b| b.put(Keyspace::Data, sampled.clone(), "v")).len(),
+            2
+        );
+        assert_eq!(ops(&|b| b.delete(Keyspace::Data, sampled.clone())).len(), 2);
+        for (ks, key) in [(Keyspace::Data, &plain), (Keyspace::Meta, &sampled)] {
+            let put = ops(&|b| b.put(ks, key.clone(), "v"));
+            assert_eq!(put.len(), 1, "put of {ks:?} {key:?}");
+            let delete = ops(&|b| b.delete(ks, key.clone()));
+            let want = WriteOp::Delete {
+                ks,
+                key: key.clone(),
+            };
+            assert_eq!(delete, vec![want], "delete of {ks:?} {key:?}");
+        }
+    }
+
+    /// `len`, `is_empty` and `size_bytes` count every operation and every key and value
+    /// byte, a range delete's bounds included.
+    #[test]
+    fn a_batch_counts_its_operations_and_bytes() {
+        let mut b = KvWriteBatch::default();
+        assert!(b.is_empty());
+        assert_eq!((b.len(), b.size_bytes()), (0, 0));
+        b.put(Keyspace::Meta, "abc", "12345");
+        assert!(!b.is_empty());
+        assert_eq!((b.len(), b.size_bytes()), (1, 8));
+        b.delete(Keyspace::Meta, "abcd");
+        assert_eq!((b.len(), b.size_bytes()), (2, 12));
+        b.delete_range(Keyspace::Meta, "ab", Some(Bytes::from_static(b"xyz")));
+        assert_eq!((b.len(), b.size_bytes()), (3, 17));
+        b.delete_range(Keyspace::Meta, "ab", None);
+        assert_eq!((b.len(), b.size_bytes()), (4, 19));
+        // A sampled data key's sample (the key with its prefix byte, an 8-byte size) counts.
+        let sampled = key_sampled(true);
+        b.put(Keyspace::Data, sampled.clone(), "v");
+        let sample = (sampled.len() + 1) + 8;
+        assert_eq!(b.len(), 6);
+        assert_eq!(b.size_bytes(), 19 + sample + sampled.len() + 1);
+    }
+
+    /// A refused key's error names its keyspace, its length and the limit it broke.
+    #[test]
+    fn a_refused_key_is_described_with_its_keyspace() {
+        let mut b = KvWriteBatch::default();
+        b.put(Keyspace::Data, vec![b'x'; MAX_KEY_BYTES + 1], "v");
+        let e = b.check().unwrap_err().to_string();
+        let want = format!("a data key of {} bytes is refused", MAX_KEY_BYTES + 1);
+        assert!(e.starts_with(&want), "{e}");
+        let mut b = KvWriteBatch::default();
+        b.delete(Keyspace::Meta, Bytes::new());
+        let e = b.check().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "a meta key of 0 bytes is refused: keys must not be empty"
+        );
+    }
+}
