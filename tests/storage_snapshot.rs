@@ -3,6 +3,7 @@
 //! without changes, and recovery from a crash at every step of an apply.
 
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
@@ -91,11 +92,18 @@ fn generate_verify_apply() {
     let root = tempfile::tempdir().unwrap();
     let (expected, meta) = make_snapshot(root.path());
     assert_eq!(expected.len(), 500);
-    assert!(
-        meta.chunks.len() > 10,
-        "512-byte chunks: {}",
-        meta.chunks.len()
-    );
+    // A chunk rolls over once it holds 512 bytes: each but the last holds at least that,
+    // and less than one record more.
+    let record = |(k, v): &(Bytes, Bytes)| (8 + k.len() + v.len()) as u64;
+    let longest = expected.iter().map(record).max().unwrap();
+    let (last, full) = meta.chunks.split_last().unwrap();
+    assert!(full.len() > 10, "512-byte chunks: {}", meta.chunks.len());
+    for c in full {
+        assert!((512..512 + longest).contains(&c.bytes), "{c:?}");
+    }
+    assert!((1..512 + longest).contains(&last.bytes), "{last:?}");
+    let total: u64 = meta.chunks.iter().map(|c| c.bytes).sum();
+    assert_eq!(total, expected.iter().map(record).sum::<u64>());
     let dir = snapshot::snapshot_dir(root.path(), RegionId(7), 4, 40);
     let sent = snapshot::summary(&meta);
     let verified = snapshot::verify(&dir, &sent).unwrap();
@@ -182,14 +190,26 @@ fn bad_chunks_and_mismatched_metadata_are_refused_and_change_nothing() {
 
 /// An engine that crashes at its n-th write or persist, keeping the first `kept` batches
 /// written since the last persist (any prefix may have reached the disk).
+/// It records the size of every batch it is given.
 struct Crashing {
     inner: MemKvEngine,
     steps: AtomicUsize,
     crash_at: usize,
     kept: usize,
+    batch_sizes: Mutex<Vec<usize>>,
 }
 
 impl Crashing {
+    fn new(inner: MemKvEngine, crash_at: usize, kept: usize) -> Self {
+        Crashing {
+            inner,
+            steps: AtomicUsize::new(0),
+            crash_at,
+            kept,
+            batch_sizes: Mutex::default(),
+        }
+    }
+
     fn step(&self) -> Result<(), KvError> {
         let n = self.steps.fetch_add(1, Ordering::SeqCst) + 1;
         if n == self.crash_at {
@@ -220,6 +240,7 @@ impl KvRead for Crashing {
 impl KvEngine for Crashing {
     type View = MemKvView;
     fn write(&self, batch: &KvWriteBatch) -> Result<(), KvError> {
+        self.batch_sizes.lock().unwrap().push(batch.size_bytes());
         self.step()?;
         self.inner.write(batch)
     }
@@ -242,12 +263,7 @@ fn a_crash_at_any_step_of_an_apply_restarts_cleanly() {
     let mut crashes = 0;
     'points: for crash_at in 1.. {
         for kept in 0..8 {
-            let kv = Crashing {
-                inner: follower(),
-                steps: AtomicUsize::new(0),
-                crash_at,
-                kept,
-            };
+            let kv = Crashing::new(follower(), crash_at, kept);
             let applied = snapshot::apply(&kv, &verified, 512).and_then(|()| Ok(kv.persist()?));
             if applied.is_ok() {
                 assert!(crash_at > 3, "an apply takes several steps");
@@ -353,12 +369,8 @@ fn recovery_finishes_the_snapshot_the_mark_names() {
 
     let dir = snapshot::snapshot_dir(root.path(), RegionId(7), 4, 40);
     let verified = snapshot::verify(&dir, &snapshot::summary(&meta)).unwrap();
-    let kv = Crashing {
-        inner: follower(),
-        steps: AtomicUsize::new(0),
-        crash_at: 4, // after the mark, part way through the ingest
-        kept: 1,
-    };
+    // Crashes after the mark, part way through the ingest.
+    let kv = Crashing::new(follower(), 4, 1);
     assert!(snapshot::apply(&kv, &verified, 512).is_err());
     let report = snapshot::recover(&kv.inner, root.path(), 512).unwrap();
     assert_eq!(report.resumed, vec![RegionId(7)]);
@@ -456,15 +468,46 @@ fn a_snapshot_gone_after_the_apply_began_voids_the_region() {
     let (_, meta) = make_snapshot(root.path());
     let dir = snapshot::snapshot_dir(root.path(), RegionId(7), 4, 40);
     let verified = snapshot::verify(&dir, &snapshot::summary(&meta)).unwrap();
-    let kv = Crashing {
-        inner: follower(),
-        steps: AtomicUsize::new(0),
-        crash_at: 4,
-        kept: 1,
-    };
+    let kv = Crashing::new(follower(), 4, 1);
     assert!(snapshot::apply(&kv, &verified, 512).is_err());
     std::fs::remove_file(dir.join("chunk-00002")).unwrap();
     let report = snapshot::recover(&kv.inner, root.path(), 512).unwrap();
     assert_eq!(report.awaiting_snapshot, vec![RegionId(7)]);
     assert!(data(&kv.inner).iter().all(|(k, _)| !in_region(k)));
+}
+
+/// Clearing the range and ingesting the chunks go in batches of about `batch_bytes`:
+/// never one batch holding the whole region, nor a batch per key.
+#[test]
+fn an_apply_writes_batches_of_about_the_size_asked() {
+    let root = tempfile::tempdir().unwrap();
+    let (_, meta) = make_snapshot(root.path());
+    let dir = snapshot::snapshot_dir(root.path(), RegionId(7), 4, 40);
+    let verified = snapshot::verify(&dir, &snapshot::summary(&meta)).unwrap();
+    let kv = Crashing::new(follower(), usize::MAX, 0);
+    snapshot::apply(&kv, &verified, 256).unwrap();
+    let sizes = kv.batch_sizes.lock().unwrap().clone();
+    // First the mark, last the final data with the states; in between the data batches,
+    // each past 256 bytes by less than one key's write (with its size sample) here.
+    let data_batches = &sizes[1..sizes.len() - 1];
+    assert!(data_batches.len() > 10, "{sizes:?}");
+    assert!(data_batches.iter().all(|&s| s < 256 + 64), "{sizes:?}");
+    // Below the size: only the last batch of the clear.
+    let small = data_batches.iter().filter(|&&s| s < 256).count();
+    assert!(small <= 1, "{sizes:?}");
+}
+
+/// `remove` deletes a snapshot's files; a second removal finds nothing and says so.
+#[test]
+fn a_removed_snapshot_is_gone() {
+    let root = tempfile::tempdir().unwrap();
+    make_snapshot(root.path());
+    let dir = snapshot::snapshot_dir(root.path(), RegionId(7), 4, 40);
+    assert!(dir.join("chunk-00000").exists());
+    snapshot::remove(&dir).unwrap();
+    assert!(!dir.exists());
+    assert!(matches!(
+        snapshot::remove(&dir),
+        Err(SnapshotError::Io { .. })
+    ));
 }

@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use prost::Message as _;
 
-use super::kv::{Keyspace, KvEngine, KvError, KvRead, KvWriteBatch, check_key, check_value};
+use super::kv::{
+    Keyspace, KvEngine, KvError, KvRead, KvWriteBatch, MAX_VALUE_BYTES, check_key, check_value,
+};
 use super::region_meta::{
     all_region_states, contains_key, end_bound, put_apply_state, put_region_state,
 };
@@ -37,8 +39,9 @@ use crate::proto::storagepb::{
 
 const META_FILE: &str = "meta";
 const TMP_SUFFIX: &str = ".tmp";
-/// Keys and values are bounded far below this; a larger length field means corruption.
-const MAX_RECORD_FIELD: u32 = 1 << 30;
+/// No key or value the engine takes is longer than a value may be (`check_key`,
+/// `check_value`): a longer length field is corruption, refused before it is allocated.
+const MAX_RECORD_FIELD: u32 = MAX_VALUE_BYTES as u32;
 
 /// Why generating, verifying, applying or recovering a snapshot failed.
 #[derive(Debug, thiserror::Error)]
@@ -300,7 +303,8 @@ impl ChunkReader {
         let mut len = [0u8; 4];
         self.read_exact(&mut len)?;
         let n = u32::from_le_bytes(len);
-        if n > MAX_RECORD_FIELD || u64::from(n) > self.left_bytes {
+        // A field longer than what is left of the chunk is refused by `read_exact`.
+        if n > MAX_RECORD_FIELD {
             let what = format!("record field of {n} bytes");
             return Err(SnapshotError::Corrupt {
                 path: self.path.clone(),
@@ -580,4 +584,44 @@ fn mark_applying(
     put_region_state(&mut batch, &state);
     kv.write(&batch)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader of a one-chunk file: a length field saying `len`, then `body` bytes.
+    fn chunk_with_field(dir: &Path, len: u32, body: usize) -> ChunkReader {
+        let mut bytes = len.to_le_bytes().to_vec();
+        bytes.resize(4 + body, 7);
+        fs::write(chunk_path(dir, 0), &bytes).unwrap();
+        let meta = ChunkMeta {
+            crc32: crc32fast::hash(&bytes),
+            bytes: bytes.len() as u64,
+            pairs: 1,
+        };
+        ChunkReader::open(dir, 0, &meta).unwrap()
+    }
+
+    fn corruption(r: Result<Vec<u8>, SnapshotError>) -> String {
+        match r {
+            Err(SnapshotError::Corrupt { what, .. }) => what,
+            other => panic!("expected corruption, got {:?}", other.map(|f| f.len())),
+        }
+    }
+
+    /// A field as long as the longest value is read; one byte more is corruption, refused
+    /// without allocating it; a field running past the chunk's end is a truncated record.
+    #[test]
+    fn a_record_field_is_at_most_a_value_long_and_within_its_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let max = MAX_RECORD_FIELD as usize;
+        let mut r = chunk_with_field(dir.path(), MAX_RECORD_FIELD, max);
+        assert_eq!(r.read_field().unwrap().len(), max);
+        let mut r = chunk_with_field(dir.path(), MAX_RECORD_FIELD + 1, max + 1);
+        let what = corruption(r.read_field());
+        assert_eq!(what, format!("record field of {} bytes", max + 1));
+        let mut r = chunk_with_field(dir.path(), 100, 99);
+        assert_eq!(corruption(r.read_field()), "truncated record");
+    }
 }
