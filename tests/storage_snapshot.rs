@@ -63,6 +63,20 @@ fn make_snapshot(
     (expected, meta)
 }
 
+/// `make_snapshot`'s snapshot, verified: its pairs, its directory and the verified handle.
+fn verified_snapshot(
+    root: &Path,
+) -> (
+    Vec<(Bytes, Bytes)>,
+    std::path::PathBuf,
+    snapshot::VerifiedSnapshot,
+) {
+    let (expected, meta) = make_snapshot(root);
+    let dir = snapshot::snapshot_dir(root, RegionId(7), 4, 40);
+    let verified = snapshot::verify(&dir, &snapshot::summary(&meta)).unwrap();
+    (expected, dir, verified)
+}
+
 /// A follower with stale data in the region's range and unrelated data around it.
 fn follower() -> MemKvEngine {
     let kv = MemKvEngine::new();
@@ -256,9 +270,7 @@ impl KvEngine for Crashing {
 #[test]
 fn a_crash_at_any_step_of_an_apply_restarts_cleanly() {
     let root = tempfile::tempdir().unwrap();
-    let (expected, meta) = make_snapshot(root.path());
-    let dir = snapshot::snapshot_dir(root.path(), RegionId(7), 4, 40);
-    let verified = snapshot::verify(&dir, &snapshot::summary(&meta)).unwrap();
+    let (expected, _, verified) = verified_snapshot(root.path());
     let old = data(&follower());
     let mut crashes = 0;
     'points: for crash_at in 1.. {
@@ -394,9 +406,7 @@ fn recovery_finishes_the_snapshot_the_mark_names() {
 #[test]
 fn a_chunk_damaged_after_verify_voids_the_region_and_the_store_starts() {
     let root = tempfile::tempdir().unwrap();
-    let (_, meta) = make_snapshot(root.path());
-    let dir = snapshot::snapshot_dir(root.path(), RegionId(7), 4, 40);
-    let verified = snapshot::verify(&dir, &snapshot::summary(&meta)).unwrap();
+    let (_, dir, verified) = verified_snapshot(root.path());
     let chunk = dir.join("chunk-00005");
     let mut bytes = std::fs::read(&chunk).unwrap();
     bytes[10] ^= 0x01;
@@ -465,9 +475,7 @@ fn verify_refuses_keys_and_values_the_engine_cannot_take() {
 #[test]
 fn a_snapshot_gone_after_the_apply_began_voids_the_region() {
     let root = tempfile::tempdir().unwrap();
-    let (_, meta) = make_snapshot(root.path());
-    let dir = snapshot::snapshot_dir(root.path(), RegionId(7), 4, 40);
-    let verified = snapshot::verify(&dir, &snapshot::summary(&meta)).unwrap();
+    let (_, dir, verified) = verified_snapshot(root.path());
     let kv = Crashing::new(follower(), 4, 1);
     assert!(snapshot::apply(&kv, &verified, 512).is_err());
     std::fs::remove_file(dir.join("chunk-00002")).unwrap();
@@ -481,9 +489,7 @@ fn a_snapshot_gone_after_the_apply_began_voids_the_region() {
 #[test]
 fn an_apply_writes_batches_of_about_the_size_asked() {
     let root = tempfile::tempdir().unwrap();
-    let (_, meta) = make_snapshot(root.path());
-    let dir = snapshot::snapshot_dir(root.path(), RegionId(7), 4, 40);
-    let verified = snapshot::verify(&dir, &snapshot::summary(&meta)).unwrap();
+    let (_, _, verified) = verified_snapshot(root.path());
     let kv = Crashing::new(follower(), usize::MAX, 0);
     snapshot::apply(&kv, &verified, 256).unwrap();
     let sizes = kv.batch_sizes.lock().unwrap().clone();
