@@ -845,6 +845,58 @@ fn a_damaged_header_in_front_of_written_data_is_named_not_dropped() {
     }
 }
 
+/// The same with a single small batch right behind the damaged header: the check looks
+/// at everything after the header, not only past a generous margin.
+#[test]
+fn a_damaged_header_in_front_of_one_small_batch_is_named_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path());
+        let mut batch = LogWriteBatch::default();
+        batch.append(RegionId(1), &ents(1, 1, 1)).unwrap();
+        batch.put_state(RegionId(1), &state(1, 0, 1));
+        log.write(&mut batch, SyncMode::Sync).unwrap();
+    }
+    let files = log_files(dir.path());
+    assert_eq!(files.len(), 1);
+    let written = std::fs::read(&files[0]).unwrap();
+    let data_end = written.iter().rposition(|&b| b != 0).unwrap();
+    assert!(
+        data_end < 400,
+        "one small batch: data ends at byte {data_end}"
+    );
+    damage(&files[0], |_| 0);
+    match RaftLogEngine::open(&RaftLogConfig::new(dir.path())) {
+        Err(LogError::CorruptFile { file, .. }) => assert_eq!(file, files[0]),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(log) => panic!(
+            "opened with entries {:?}: the batch behind the header was dropped",
+            entry_range(&log, 1)
+        ),
+    }
+}
+
+/// Only raft-engine's own files are checked: anything else an operator leaves in the
+/// directory does not stop the log from opening.
+#[test]
+fn other_files_in_the_log_directory_are_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path());
+        let mut batch = LogWriteBatch::default();
+        batch.append(RegionId(1), &ents(1, 3, 1)).unwrap();
+        batch.put_state(RegionId(1), &state(1, 0, 3));
+        log.write(&mut batch, SyncMode::Sync).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("NOTES.txt"),
+        b"moved here from the old disk",
+    )
+    .unwrap();
+    let log = open(dir.path());
+    assert_eq!(entry_range(&log, 1), Some((1, 3)));
+}
+
 /// Bytes flipped anywhere in a sealed file: the log refuses to open, or it opens and every
 /// entry reads back intact or fails as `CorruptFile` naming the file (damage inside entry
 /// data, which raft-engine checks only when it reads it). Never a panic, an abort (a

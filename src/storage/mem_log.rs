@@ -160,3 +160,33 @@ impl RaftLogStore for MemRaftLog {
         Ok(Vec::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purge_names_no_region_since_there_are_no_files() {
+        let log = MemRaftLog::new();
+        let mut batch = LogWriteBatch::default();
+        let entries: Vec<Entry> = (1..=5)
+            .map(|index| Entry {
+                index,
+                term: 1,
+                ..Default::default()
+            })
+            .collect();
+        batch.append(RegionId(3), &entries).unwrap();
+        batch.put_state(
+            RegionId(3),
+            &RaftLocalState {
+                hard_state: None,
+                last_index: 5,
+            },
+        );
+        log.write(&mut batch, SyncMode::Sync).unwrap();
+        assert_eq!(log.purge_expired_files().unwrap(), Vec::<RegionId>::new());
+        assert_eq!(log.compact_to(RegionId(3), 4).unwrap(), 3);
+        assert_eq!(log.purge_expired_files().unwrap(), Vec::<RegionId>::new());
+    }
+}

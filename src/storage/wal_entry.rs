@@ -198,4 +198,33 @@ mod tests {
         // A well-formed wrapper around garbage: an error, not a panic.
         assert!(WalEntry::parse_from_bytes(&[0x0a, 0x03, 0xff, 0xff, 0xff]).is_err());
     }
+
+    #[test]
+    fn the_protobuf_message_contract_holds() {
+        let mut w = WalEntry::from_entry(&Entry {
+            term: 2,
+            index: 9,
+            data: Bytes::from_static(b"abc"),
+            ..Default::default()
+        });
+        let size = w.compute_size();
+        assert_eq!(
+            w.get_cached_size(),
+            size,
+            "compute_size caches what it returns"
+        );
+        // Unknown fields set through one accessor are seen through the other.
+        w.mut_unknown_fields().add_varint(9, 1);
+        assert!(w.get_unknown_fields().get(9).is_some());
+        // Clearing forgets the entry and the unknown fields.
+        w.clear();
+        assert_eq!(w.entry, Entry::default());
+        assert!(w.get_unknown_fields().get(9).is_none());
+        // One shared default instance.
+        assert!(std::ptr::eq(
+            WalEntry::default_instance(),
+            WalEntry::default_instance()
+        ));
+        assert_eq!(*WalEntry::default_instance(), WalEntry::default());
+    }
 }

@@ -381,3 +381,95 @@ impl SpanCheck {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    struct Spans(HashMap<RegionId, LogSpan>);
+
+    impl LogSpans for Spans {
+        fn current_span(&self, region: RegionId) -> Option<LogSpan> {
+            self.0.get(&region).copied()
+        }
+    }
+
+    const R: RegionId = RegionId(1);
+
+    fn span(first: u64, last: u64) -> LogSpan {
+        LogSpan { first, last }
+    }
+
+    fn entries(first: u64, last: u64) -> Vec<Entry> {
+        (first..=last)
+            .map(|index| Entry {
+                index,
+                term: 1,
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn state(last_index: u64) -> RaftLocalState {
+        RaftLocalState {
+            hard_state: None,
+            last_index,
+        }
+    }
+
+    /// The one change `prepare` finds for region R, whose log is `before`.
+    fn change(before: Option<LogSpan>, fill: impl FnOnce(&mut LogWriteBatch)) -> SpanChange {
+        let mut batch = LogWriteBatch::default();
+        fill(&mut batch);
+        let spans = Spans(before.map(|s| (R, s)).into_iter().collect());
+        batch.prepare(&spans).unwrap();
+        assert_eq!(batch.changes().len(), 1);
+        batch.changes()[0]
+    }
+
+    /// While a batch is written, readers may only see what the log holds both before and
+    /// after it; a plain append narrows nothing.
+    #[test]
+    fn what_may_be_read_during_a_write_is_what_it_keeps() {
+        let append = change(Some(span(1, 10)), |b| {
+            b.append(R, &entries(11, 12)).unwrap();
+            b.put_state(R, &state(12));
+        });
+        assert_eq!(append.during, Some(span(1, 10)));
+        assert!(!append.narrows);
+        assert_eq!(append.after, Some(span(1, 12)));
+
+        let compact = change(Some(span(1, 10)), |b| b.compact_to(R, 6));
+        assert_eq!(compact.during, Some(span(6, 10)));
+        assert!(compact.narrows);
+        assert!(compact.first_moved);
+
+        // Compacting everything: nothing may be read meanwhile, and the empty span keeps
+        // its place (next index 11).
+        let all = change(Some(span(1, 10)), |b| b.compact_to(R, 11));
+        assert_eq!(all.during, Some(span(11, 10)));
+        assert_eq!(all.after, Some(span(11, 10)));
+        assert!(all.narrows);
+
+        // A reset (a snapshot install) keeps nothing readable, even where the new log
+        // overlaps the old one.
+        let reset = change(Some(span(1, 10)), |b| {
+            b.reset(R);
+            b.put_state(R, &state(8));
+        });
+        assert_eq!(reset.during, None);
+        assert!(reset.narrows);
+        assert_eq!(reset.after, Some(span(9, 8)));
+        assert!(reset.first_moved);
+
+        let new = change(None, |b| {
+            b.append(R, &entries(5, 6)).unwrap();
+            b.put_state(R, &state(6));
+        });
+        assert_eq!(new.during, None);
+        assert!(!new.narrows);
+        assert_eq!(new.after, Some(span(5, 6)));
+    }
+}

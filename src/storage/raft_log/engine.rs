@@ -107,6 +107,22 @@ fn engine_entries(engine: &raft_engine::Engine, region: RegionId) -> Option<(u64
         .zip(engine.last_index(region.get()))
 }
 
+/// What an I/O error from raft-engine's open means. raft-engine that found damage near the
+/// end of a sealed file and failed to cut it (its handle is read-only: `ftruncate`
+/// refused) reports it as I/O, but it is damage, not the disk; so is any error while a file
+/// fails to read back (`damaged`, found by scanning). Other I/O errors are the disk's.
+fn open_io_error(e: std::io::Error, damaged: Option<PathBuf>, dir: &Path) -> LogError {
+    let cut_refused =
+        e.kind() == std::io::ErrorKind::InvalidInput && e.to_string().contains("ftruncate");
+    match damaged.or_else(|| cut_refused.then(|| dir.to_path_buf())) {
+        Some(file) => LogError::CorruptFile {
+            file,
+            detail: e.to_string(),
+        },
+        None => raft_engine::Error::Io(e).into(),
+    }
+}
+
 /// Region ids need no cryptographic hashing: a multiply and a fold spread them well.
 #[derive(Default)]
 struct RegionIdHasher(u64);
@@ -151,21 +167,8 @@ impl RaftLogEngine {
                 let file = find_corrupt_file(&cfg.dir).unwrap_or_else(|| cfg.dir.clone());
                 return Err(LogError::CorruptFile { file, detail });
             }
-            // raft-engine found damage near the end of a sealed file and failed to cut it
-            // (its handle is read-only): damage, not the disk. Other I/O errors are the
-            // disk's, unless a file fails to read back.
             Err(raft_engine::Error::Io(e)) => {
-                let cut_refused = e.kind() == std::io::ErrorKind::InvalidInput
-                    && e.to_string().contains("ftruncate");
-                let file =
-                    find_corrupt_file(&cfg.dir).or_else(|| cut_refused.then(|| cfg.dir.clone()));
-                return Err(match file {
-                    Some(file) => LogError::CorruptFile {
-                        file,
-                        detail: e.to_string(),
-                    },
-                    None => raft_engine::Error::Io(e).into(),
-                });
+                return Err(open_io_error(e, find_corrupt_file(&cfg.dir), &cfg.dir));
             }
             Err(e) => return Err(e.into()),
         };
@@ -523,24 +526,11 @@ impl RaftLogStore for RaftLogEngine {
     }
 
     fn entry(&self, region: RegionId, index: u64) -> Result<Option<Entry>, LogError> {
-        let span = self.span(region);
-        if !span.is_some_and(|s| s.holds(index)) {
-            return Ok(None);
-        }
-        let read = self.engine.get_entry::<WalEntryExt>(region.get(), index);
-        let found = read.map_err(|e| self.read_error(e)).and_then(|entry| {
-            entry.ok_or_else(|| LogError::Corrupt {
-                region,
-                what: format!("recorded entry {index} is not held"),
-            })
-        });
-        match found {
-            Ok(entry) => Ok(Some(entry.into_entry())),
-            // Moved out of the log by a write racing this read.
-            Err(e) => match self.moved_or(region, span, index, index + 1, e) {
-                LogError::OutOfRange { .. } => Ok(None),
-                e => Err(e),
-            },
+        // One way to read: outside the log (before or racing the read) is None.
+        match self.entries(region, index, index.saturating_add(1), u64::MAX) {
+            Ok(mut one) => Ok(one.pop()),
+            Err(LogError::OutOfRange { .. }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -751,6 +741,37 @@ fn entry_blocks_intact(path: &Path) -> bool {
 mod tests {
     use super::*;
     use std::hash::BuildHasher;
+
+    /// An I/O error at open is the disk's, unless a file is found damaged or raft-engine
+    /// was refused cutting a sealed file.
+    #[test]
+    fn an_io_error_at_open_is_damage_only_when_a_file_is_or_a_cut_was_refused() {
+        let dir = Path::new("/logs");
+        let io = |kind, what: &str| std::io::Error::new(kind, what.to_string());
+        let damaged = Some(PathBuf::from("/logs/0001.raftlog"));
+        let file_of = |e: LogError| match e {
+            LogError::CorruptFile { file, .. } => file,
+            other => panic!("not damage: {other:?}"),
+        };
+        let e = open_io_error(io(std::io::ErrorKind::Other, "read"), damaged.clone(), dir);
+        assert_eq!(Some(file_of(e)), damaged);
+        let cut = io(
+            std::io::ErrorKind::InvalidInput,
+            "ftruncate: Bad file descriptor",
+        );
+        assert_eq!(file_of(open_io_error(cut, None, dir)), dir);
+        for (kind, what) in [
+            (std::io::ErrorKind::PermissionDenied, "ftruncate denied"),
+            (std::io::ErrorKind::InvalidInput, "bad argument"),
+            (std::io::ErrorKind::Other, "disk on fire"),
+        ] {
+            let e = open_io_error(io(kind, what), None, dir);
+            assert!(
+                matches!(e, LogError::Engine(raft_engine::Error::Io(_))),
+                "{what}: {e:?}"
+            );
+        }
+    }
 
     /// A hand-built raft-engine batch: the entries block with its CRC32 (flipped when
     /// `damaged`), then `items` (which the entry scan does not read).
@@ -976,5 +997,84 @@ mod tests {
             })
             .collect();
         assert_eq!(bytes.len(), 1000);
+    }
+
+    /// A read that failed while a write moved its range out of the log reports the range
+    /// as outside the log (the core then sees Compacted or Unavailable); a failure with the
+    /// span unchanged keeps its own error, even for a range outside the log.
+    #[test]
+    fn a_failed_read_is_out_of_range_only_if_a_write_moved_the_log_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = RaftLogEngine::open(&RaftLogConfig::new(dir.path())).unwrap();
+        let r = RegionId(1);
+        let mut batch = LogWriteBatch::default();
+        let entries: Vec<Entry> = (1..=10)
+            .map(|index| Entry {
+                index,
+                term: 1,
+                ..Default::default()
+            })
+            .collect();
+        batch.append(r, &entries).unwrap();
+        batch.put_state(
+            r,
+            &RaftLocalState {
+                hard_state: None,
+                last_index: 10,
+            },
+        );
+        log.write(&mut batch, SyncMode::NoSync).unwrap();
+        let before = log.span(r);
+        let failure = || LogError::Corrupt {
+            region: r,
+            what: "injected".into(),
+        };
+        // Unchanged span: the failure stands, inside the log or not.
+        assert!(matches!(
+            log.moved_or(r, before, 2, 5, failure()),
+            LogError::Corrupt { .. }
+        ));
+        assert!(matches!(
+            log.moved_or(r, before, 20, 25, failure()),
+            LogError::Corrupt { .. }
+        ));
+        log.compact_to(r, 6).unwrap();
+        // The log moved past the read: outside it now.
+        assert!(matches!(
+            log.moved_or(r, before, 2, 5, failure()),
+            LogError::OutOfRange {
+                low: 2,
+                high: 5,
+                ..
+            }
+        ));
+        // The log moved, but the read is still inside it: the failure stands.
+        assert!(matches!(
+            log.moved_or(r, before, 7, 9, failure()),
+            LogError::Corrupt { .. }
+        ));
+    }
+
+    /// hashbrown picks a bucket from a hash's low bits: they must spread both for ids in
+    /// sequence and for ids that differ only in their high half.
+    #[test]
+    fn region_id_hasher_spreads_the_bucket_bits() {
+        let build = BuildHasherDefault::<RegionIdHasher>::default();
+        let buckets = |ids: &mut dyn Iterator<Item = u64>| {
+            ids.map(|id| build.hash_one(id) & 1023)
+                .collect::<std::collections::HashSet<u64>>()
+                .len()
+        };
+        // 10,000 draws into 1,024 buckets leave none empty when the bits are uniform.
+        let sequential = buckets(&mut (0..10_000u64));
+        assert!(
+            sequential > 1000,
+            "sequential ids fill {sequential} of 1024"
+        );
+        let high = buckets(&mut (0..1024u64).map(|k| k << 32));
+        assert!(
+            high > 600,
+            "ids differing in the high half fill {high} of 1024"
+        );
     }
 }

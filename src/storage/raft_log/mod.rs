@@ -10,7 +10,7 @@ mod region_log;
 
 use std::path::PathBuf;
 
-use raft_engine::{ReadableSize, RecoveryMode};
+use raft_engine::ReadableSize;
 
 use super::SyncMode;
 
@@ -128,8 +128,9 @@ impl RaftLogConfig {
             purge_threshold: ReadableSize(self.purge_threshold),
             recovery_threads: self.recovery_threads.max(1),
             batch_compression_threshold: ReadableSize(self.batch_compression_threshold),
-            // A torn tail (a crash mid-write) is cut off; damage elsewhere refuses to open.
-            recovery_mode: RecoveryMode::TolerateTailCorruption,
+            // The default recovery mode is the one wanted, TolerateTailCorruption: a torn
+            // tail (a crash mid-write) is cut off; damage elsewhere refuses to open. A unit
+            // test pins it, so an upgrade that changes the default cannot go unnoticed.
             ..Default::default()
         }
     }
@@ -185,4 +186,44 @@ pub trait RaftLogStore: Send + Sync {
     /// entries keep the oldest files alive (to be force-compacted, or to have lagging
     /// followers sent a snapshot).
     fn purge_expired_files(&self) -> Result<Vec<RegionId>, LogError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use raft_engine::RecoveryMode;
+
+    use super::*;
+
+    #[test]
+    fn a_span_shows_as_its_range_or_as_empty_with_its_next_index() {
+        assert_eq!(SpanDisplay(None).to_string(), "no log");
+        let empty = LogSpan { first: 8, last: 7 };
+        assert_eq!(SpanDisplay(Some(empty)).to_string(), "empty, next index 8");
+        let held = LogSpan { first: 3, last: 7 };
+        assert_eq!(SpanDisplay(Some(held)).to_string(), "3..=7");
+    }
+
+    #[test]
+    fn every_setting_reaches_the_engine() {
+        let cfg = RaftLogConfig {
+            dir: PathBuf::from("/tmp/somewhere"),
+            target_file_size: 1 << 20,
+            purge_threshold: 3 << 20,
+            recovery_threads: 2,
+            batch_compression_threshold: 0,
+        };
+        let e = cfg.engine_config();
+        assert_eq!(e.dir, "/tmp/somewhere");
+        assert_eq!(e.target_file_size, ReadableSize(1 << 20));
+        assert_eq!(e.purge_threshold, ReadableSize(3 << 20));
+        assert_eq!(e.recovery_threads, 2);
+        assert_eq!(e.batch_compression_threshold, ReadableSize(0));
+        assert_eq!(e.recovery_mode, RecoveryMode::TolerateTailCorruption);
+        // Zero threads would make raft-engine refuse to open: at least one.
+        let none = RaftLogConfig {
+            recovery_threads: 0,
+            ..cfg
+        };
+        assert_eq!(none.engine_config().recovery_threads, 1);
+    }
 }

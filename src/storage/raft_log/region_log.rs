@@ -287,11 +287,10 @@ impl LogStorage for RegionLog {
     fn term(&self, index: u64) -> StorageResult<u64> {
         let st = self.state.read();
         let (t_index, t_term) = st.truncated;
-        if index == t_index {
-            return Ok(t_term);
-        }
-        if index < t_index {
-            return Err(StorageError::Compacted);
+        match index.cmp(&t_index) {
+            std::cmp::Ordering::Equal => return Ok(t_term),
+            std::cmp::Ordering::Less => return Err(StorageError::Compacted),
+            std::cmp::Ordering::Greater => {}
         }
         if index > st.local.last_index {
             return Err(StorageError::Unavailable);
@@ -435,5 +434,72 @@ mod tests {
         assert_eq!(held(&c), [(11, 3), (12, 3)]);
         c.clear();
         assert!(held(&c).is_empty());
+    }
+
+    /// A log that serves at most two entries per read, as one whose byte budget ran out
+    /// would.
+    struct ShortReads(crate::storage::mem_log::MemRaftLog);
+
+    impl RaftLogStore for ShortReads {
+        fn write(
+            &self,
+            batch: &mut crate::storage::raft_log::LogWriteBatch,
+            sync: crate::storage::SyncMode,
+        ) -> Result<usize, LogError> {
+            self.0.write(batch, sync)
+        }
+        fn recover(&self) -> Result<Vec<(RegionId, RaftLocalState)>, LogError> {
+            self.0.recover()
+        }
+        fn local_state(&self, region: RegionId) -> Result<Option<RaftLocalState>, LogError> {
+            self.0.local_state(region)
+        }
+        fn span(&self, region: RegionId) -> Option<crate::storage::raft_log::LogSpan> {
+            self.0.span(region)
+        }
+        fn entry(&self, region: RegionId, index: u64) -> Result<Option<Entry>, LogError> {
+            self.0.entry(region, index)
+        }
+        fn entries(
+            &self,
+            region: RegionId,
+            low: u64,
+            high: u64,
+            max_bytes: u64,
+        ) -> Result<Vec<Entry>, LogError> {
+            let mut got = self.0.entries(region, low, high, max_bytes)?;
+            got.truncate(2);
+            Ok(got)
+        }
+        fn purge_expired_files(&self) -> Result<Vec<RegionId>, LogError> {
+            self.0.purge_expired_files()
+        }
+    }
+
+    /// A read the log answers short (its byte budget ran out) is returned as it is, never
+    /// continued from the cache past a gap: what `entries` returns is consecutive.
+    #[test]
+    fn a_short_read_from_the_log_is_not_continued_past_a_gap() {
+        use crate::storage::SyncMode;
+        use crate::storage::raft_log::LogWriteBatch;
+        let engine = Arc::new(ShortReads(crate::storage::mem_log::MemRaftLog::new()));
+        let r = RegionId(1);
+        let mut batch = LogWriteBatch::default();
+        batch.append(r, &ents(1, 10, 1)).unwrap();
+        let local = RaftLocalState {
+            hard_state: None,
+            last_index: 10,
+        };
+        batch.put_state(r, &local);
+        engine.write(&mut batch, SyncMode::Sync).unwrap();
+        let log = RegionLog::new(r, engine, local, (0, 0), ConfState::default(), 1 << 20);
+        // The cache holds 8..=10 only (a restart, then the last write).
+        log.on_written(&ents(8, 10, 1), &local);
+        let got = log.entries(1, 11, u64::MAX).unwrap();
+        let indices: Vec<u64> = got.iter().map(|e| e.index).collect();
+        assert_eq!(indices, vec![1, 2]);
+        // Reads inside the cache still come whole.
+        let got = log.entries(8, 11, u64::MAX).unwrap();
+        assert_eq!(got.len(), 3);
     }
 }
