@@ -8,6 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/raft.proto",
         "proto/meta.proto",
         "proto/storage.proto",
+        "proto/transport.proto",
+        "proto/command.proto",
     ] {
         println!("cargo:rerun-if-changed={proto}");
     }
@@ -25,6 +27,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(false)
         .extern_path(".raftpb", "crate::proto::raftpb")
         .extern_path(".metapb", "crate::proto::metapb")
-        .compile_protos(&["proto/storage.proto"], &["proto"])?;
+        // Keys and values are sliced out of the entry they arrive in, not copied.
+        .bytes(".commandpb")
+        .compile_protos(
+            &[
+                "proto/storage.proto",
+                "proto/transport.proto",
+                "proto/command.proto",
+            ],
+            &["proto"],
+        )?;
     Ok(())
 }

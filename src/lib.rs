@@ -10,16 +10,21 @@
 //!   `RawNode` (no I/O, clock or threads of its own).
 //! - `storage`: the shared raft log, the KV engine, region snapshots, region and apply
 //!   state, and log GC.
+//! - `region`: the typed region errors every request can get back.
+//! - `store`: the store runtime; built so far: the generic batch system (`store::batch`)
+//!   and the one-shot responder every request is answered through.
 //! - `testkit`: test harnesses (the Raft simulator, a seeded `Rng`); not part of the
 //!   embedding API.
 //!
-//! Not built yet: the store runtime that drives the regions, the network transport, and
-//! placement.
+//! Not built yet: the peer and apply FSMs and the WAL writer of the store runtime, the
+//! network transport, and placement.
 
 pub mod ids;
 pub mod proto;
 pub mod raft;
+pub mod region;
 pub mod storage;
+pub mod store;
 pub mod testkit;
 
 pub use ids::{PeerId, RegionId, StoreId};

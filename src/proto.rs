@@ -20,3 +20,17 @@ pub mod storagepb {
     //! metadata (proto/storage.proto).
     include!(concat!(env!("OUT_DIR"), "/storagepb.rs"));
 }
+
+#[allow(missing_docs)]
+pub mod transportpb {
+    //! What stores send each other: batches of Raft messages with folded heartbeats
+    //! (proto/transport.proto).
+    include!(concat!(env!("OUT_DIR"), "/transportpb.rs"));
+}
+
+#[allow(missing_docs)]
+pub mod commandpb {
+    //! What region log entries carry: write commands, splits, membership change contexts
+    //! (proto/command.proto).
+    include!(concat!(env!("OUT_DIR"), "/commandpb.rs"));
+}

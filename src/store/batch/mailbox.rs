@@ -1,0 +1,310 @@
+//! A mailbox: the message queue of one FSM plus the slot the FSM rests in while it has
+//! nothing to do. The first message (or tick) that finds the FSM resting takes it out and
+//! hands it to the pollers' scheduling queue, so an FSM is queued once however many
+//! messages arrive; the poller that ran it puts it back when it is done.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crossbeam::channel::{self, Receiver, Sender};
+use parking_lot::Mutex;
+
+use super::fsm::{Fsm, Handled};
+
+/// Why a message was not delivered; the message comes back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendError<M> {
+    /// The mailbox holds its capacity already: the sender should back off.
+    Full(M),
+    /// The FSM has stopped (or was never registered); nobody will read the message.
+    Closed(M),
+}
+
+impl<M> SendError<M> {
+    /// The message that was not delivered.
+    pub fn into_inner(self) -> M {
+        match self {
+            SendError::Full(m) | SendError::Closed(m) => m,
+        }
+    }
+}
+
+/// Where an FSM is while it is not being run.
+enum Slot<N> {
+    /// Resting in its mailbox, waiting for work.
+    Idle(Box<N>),
+    /// In the scheduling queue or in a poller's hands.
+    Scheduled,
+    /// Closed while a poller holds it: refuses messages; becomes `Closed` when the poller
+    /// drops the FSM. Until then the address cannot be registered again, so an old and a
+    /// new FSM of one address never run at once.
+    Closing,
+    /// Stopped and dropped.
+    Closed,
+}
+
+/// Hands a woken FSM to the pollers.
+pub(super) trait Schedule<N: Fsm>: Send + Sync {
+    fn schedule(&self, owned: Owned<N>);
+}
+
+/// An FSM out of its mailbox: queued for a poller, or being run by one.
+pub(super) struct Owned<N: Fsm> {
+    pub(super) fsm: Box<N>,
+    pub(super) mailbox: Mailbox<N>,
+}
+
+impl<N: Fsm> Owned<N> {
+    /// Where the FSM goes after a poller's round: back to rest, to the back of the
+    /// scheduling queue, or away.
+    pub(super) fn finish(self, handled: Handled) {
+        match handled {
+            Handled::Idle => self.mailbox.release(self.fsm),
+            Handled::Busy => {
+                let scheduler = self.mailbox.shared.scheduler.clone();
+                scheduler.schedule(self);
+            }
+            Handled::Stopped => self.discard(),
+        }
+    }
+
+    /// Drops the FSM and closes its mailbox for good.
+    pub(super) fn discard(self) {
+        let Owned { fsm, mailbox } = self;
+        drop(fsm);
+        mailbox.retire();
+    }
+}
+
+struct Shared<N: Fsm> {
+    sender: Sender<N::Message>,
+    receiver: Receiver<N::Message>,
+    /// `try_send` refuses past this many queued messages; `force_send` ignores it.
+    capacity: usize,
+    slot: Mutex<Slot<N>>,
+    /// Timer ticks not yet taken by the FSM, capped by the timer.
+    ticks: AtomicU32,
+    scheduler: Arc<dyn Schedule<N>>,
+}
+
+/// The sending side of one FSM's queue. Cheap to clone; every clone reaches the same FSM.
+pub struct Mailbox<N: Fsm> {
+    shared: Arc<Shared<N>>,
+}
+
+impl<N: Fsm> Clone for Mailbox<N> {
+    fn clone(&self) -> Self {
+        Mailbox {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<N: Fsm> std::fmt::Debug for Mailbox<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailbox")
+            .field("queued", &self.len())
+            .field("ticks", &self.shared.ticks.load(Ordering::Relaxed))
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl<N: Fsm> Mailbox<N> {
+    pub(super) fn new(fsm: Box<N>, capacity: usize, scheduler: Arc<dyn Schedule<N>>) -> Self {
+        let (sender, receiver) = channel::unbounded();
+        Mailbox {
+            shared: Arc::new(Shared {
+                sender,
+                receiver,
+                capacity,
+                slot: Mutex::new(Slot::Idle(fsm)),
+                ticks: AtomicU32::new(0),
+                scheduler,
+            }),
+        }
+    }
+
+    /// Queues a message unless the mailbox is at capacity or closed, and wakes the FSM.
+    pub fn try_send(&self, msg: N::Message) -> Result<(), SendError<N::Message>> {
+        if self.shared.receiver.len() >= self.shared.capacity && !self.is_closed() {
+            return Err(SendError::Full(msg));
+        }
+        self.force_send(msg)
+    }
+
+    /// Queues a message whatever the capacity (for what must not be refused: a write's
+    /// completion, an apply result), and wakes the FSM.
+    pub fn force_send(&self, msg: N::Message) -> Result<(), SendError<N::Message>> {
+        let woken = {
+            // Under the slot lock, so a message is never queued after `close` drained the
+            // mailbox: it is refused instead.
+            let mut slot = self.shared.slot.lock();
+            if matches!(*slot, Slot::Closing | Slot::Closed) {
+                return Err(SendError::Closed(msg));
+            }
+            // The receiver lives in `Shared` too, so the channel cannot be disconnected.
+            self.shared
+                .sender
+                .send(msg)
+                .map_err(|e| SendError::Closed(e.into_inner()))?;
+            take_idle(&mut slot)
+        };
+        self.schedule(woken);
+        Ok(())
+    }
+
+    /// Adds one timer tick, keeping at most `cap` pending (an FSM that was busy for a
+    /// while catches up by `cap` ticks, not by every tick it missed), and wakes the FSM.
+    /// Returns false if the mailbox is closed.
+    pub fn tick(&self, cap: u32) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        let _ = self
+            .shared
+            .ticks
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                (t < cap).then(|| t + 1)
+            });
+        self.wake();
+        true
+    }
+
+    /// Messages queued and not yet taken.
+    pub fn len(&self) -> usize {
+        self.shared.receiver.len()
+    }
+
+    /// Whether no message is queued.
+    pub fn is_empty(&self) -> bool {
+        self.shared.receiver.is_empty()
+    }
+
+    /// Whether the FSM has stopped (or is stopping): sends are refused.
+    pub fn is_closed(&self) -> bool {
+        matches!(*self.shared.slot.lock(), Slot::Closing | Slot::Closed)
+    }
+
+    /// Whether the FSM is gone for good (not even a poller holds it any more).
+    pub(super) fn is_retired(&self) -> bool {
+        matches!(*self.shared.slot.lock(), Slot::Closed)
+    }
+
+    /// Stops the FSM: later sends are refused and queued messages are dropped. A resting
+    /// FSM is dropped now; one a poller holds is dropped when the poller is done with it.
+    pub fn close(&self) {
+        let resting = {
+            let mut slot = self.shared.slot.lock();
+            match std::mem::replace(&mut *slot, Slot::Closed) {
+                Slot::Idle(fsm) => Some(fsm),
+                Slot::Scheduled | Slot::Closing => {
+                    *slot = Slot::Closing;
+                    None
+                }
+                Slot::Closed => None,
+            }
+        };
+        // Dropped outside the lock: the FSM's and the messages' drops may send elsewhere
+        // (a dropped responder answers its caller).
+        drop(resting);
+        self.drain();
+    }
+
+    /// Marks the mailbox closed for good once its FSM is dropped.
+    pub(super) fn retire(&self) {
+        *self.shared.slot.lock() = Slot::Closed;
+        self.drain();
+    }
+
+    fn drain(&self) {
+        while self.shared.receiver.try_recv().is_ok() {}
+    }
+
+    /// Takes the FSM out of its slot and schedules it, if it is resting there.
+    fn wake(&self) {
+        let woken = take_idle(&mut self.shared.slot.lock());
+        self.schedule(woken);
+    }
+
+    fn schedule(&self, woken: Option<Box<N>>) {
+        if let Some(fsm) = woken {
+            self.shared.scheduler.schedule(Owned {
+                fsm,
+                mailbox: self.clone(),
+            });
+        }
+    }
+
+    /// Puts an FSM a poller is done with back to rest. Work that arrived while it was
+    /// being run found it scheduled and did not wake it, so it is looked for after the
+    /// FSM is back in its slot: a sender either saw it scheduled before this (and its
+    /// message is visible now) or finds it resting and wakes it.
+    pub(super) fn release(&self, fsm: Box<N>) {
+        let closed = {
+            let mut slot = self.shared.slot.lock();
+            if matches!(*slot, Slot::Closing | Slot::Closed) {
+                *slot = Slot::Closed;
+                Some(fsm)
+            } else {
+                *slot = Slot::Idle(fsm);
+                None
+            }
+        };
+        if closed.is_some() {
+            drop(closed);
+            self.drain();
+            return;
+        }
+        if !self.shared.receiver.is_empty() || self.shared.ticks.load(Ordering::Acquire) > 0 {
+            self.wake();
+        }
+    }
+
+    /// The receiving side, for the poller holding the FSM.
+    pub(super) fn inbox(&self) -> Inbox<'_, N::Message> {
+        Inbox {
+            receiver: &self.shared.receiver,
+            ticks: &self.shared.ticks,
+        }
+    }
+}
+
+/// The FSM out of a slot that holds it resting; the slot is then `Scheduled`.
+fn take_idle<N>(slot: &mut Slot<N>) -> Option<Box<N>> {
+    match std::mem::replace(slot, Slot::Scheduled) {
+        Slot::Idle(fsm) => Some(fsm),
+        other => {
+            *slot = other;
+            None
+        }
+    }
+}
+
+/// What an FSM reads its messages and ticks from while a poller runs it.
+pub struct Inbox<'a, M> {
+    receiver: &'a Receiver<M>,
+    ticks: &'a AtomicU32,
+}
+
+impl<M> Inbox<'_, M> {
+    /// The next queued message, if any.
+    pub fn next_message(&mut self) -> Option<M> {
+        self.receiver.try_recv().ok()
+    }
+
+    /// Whether messages are still queued.
+    pub fn has_messages(&self) -> bool {
+        !self.receiver.is_empty()
+    }
+
+    /// Takes the pending timer ticks (0 if none).
+    pub fn take_ticks(&mut self) -> u32 {
+        self.ticks.swap(0, Ordering::AcqRel)
+    }
+
+    /// Whether ticks are pending.
+    pub fn has_ticks(&self) -> bool {
+        self.ticks.load(Ordering::Acquire) > 0
+    }
+}

@@ -1,0 +1,179 @@
+//! One responder per proposal or read: a one-shot channel answered exactly once. Answering
+//! consumes it, so a second answer does not compile; dropping it unanswered answers
+//! `ProposalDropped(Unanswered)`, so no caller waits forever. The caller's side is a
+//! future (`Response`) that also has a blocking `wait` for threads outside async code.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+
+use crate::RegionId;
+use crate::region::{DroppedReason, RegionError};
+
+/// What a request gets back: its result or a typed region error.
+pub type RegionResult<T> = Result<T, RegionError>;
+
+/// The runtime's end: answers the request once.
+#[derive(Debug)]
+pub struct Responder<T> {
+    sender: Option<oneshot::Sender<RegionResult<T>>>,
+    region: RegionId,
+}
+
+/// The caller's end: resolves to the answer.
+#[derive(Debug)]
+pub struct Response<T> {
+    receiver: oneshot::Receiver<RegionResult<T>>,
+    region: RegionId,
+}
+
+/// A responder and the response it answers, for a request to `region`.
+pub fn response_channel<T>(region: RegionId) -> (Responder<T>, Response<T>) {
+    let (sender, receiver) = oneshot::channel();
+    (
+        Responder {
+            sender: Some(sender),
+            region,
+        },
+        Response { receiver, region },
+    )
+}
+
+impl<T> Responder<T> {
+    /// Answers the request. A caller that went away is not an error: the answer is dropped.
+    pub fn respond(mut self, result: RegionResult<T>) {
+        if let Some(sender) = self.sender.take() {
+            let _ = sender.send(result);
+        }
+    }
+
+    /// Answers with an error.
+    pub fn fail(self, error: RegionError) {
+        self.respond(Err(error));
+    }
+
+    /// Whether the caller stopped waiting (its `Response` was dropped): the runtime may
+    /// skip work that only this caller wanted, such as a read.
+    pub fn is_abandoned(&self) -> bool {
+        self.sender.as_ref().is_none_or(|s| s.is_closed())
+    }
+
+    /// The region the request was sent to.
+    pub fn region(&self) -> RegionId {
+        self.region
+    }
+}
+
+impl<T> Drop for Responder<T> {
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            let _ = sender.send(Err(unanswered(self.region)));
+        }
+    }
+}
+
+fn unanswered(region: RegionId) -> RegionError {
+    RegionError::ProposalDropped {
+        region,
+        reason: DroppedReason::Unanswered,
+    }
+}
+
+impl<T> Response<T> {
+    /// Blocks the thread until the answer comes. Not for async code (await the response
+    /// instead): it panics inside a tokio runtime.
+    pub fn wait(self) -> RegionResult<T> {
+        self.receiver
+            .blocking_recv()
+            .unwrap_or_else(|_| Err(unanswered(self.region)))
+    }
+
+    /// The answer if it has come, without waiting.
+    pub fn try_take(&mut self) -> Option<RegionResult<T>> {
+        match self.receiver.try_recv() {
+            Ok(result) => Some(result),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(unanswered(self.region))),
+        }
+    }
+}
+
+impl<T> Future for Response<T> {
+    type Output = RegionResult<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let region = self.region;
+        Pin::new(&mut self.receiver)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| Err(unanswered(region))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_reaches_the_caller_once() {
+        let (responder, response) = response_channel::<u32>(RegionId(3));
+        assert_eq!(responder.region(), RegionId(3));
+        assert!(!responder.is_abandoned());
+        responder.respond(Ok(7));
+        assert_eq!(response.wait(), Ok(7));
+    }
+
+    #[test]
+    fn a_responder_dropped_unanswered_answers_with_an_error() {
+        let (responder, mut response) = response_channel::<u32>(RegionId(5));
+        assert_eq!(response.try_take(), None);
+        drop(responder);
+        assert_eq!(
+            response.try_take(),
+            Some(Err(RegionError::ProposalDropped {
+                region: RegionId(5),
+                reason: DroppedReason::Unanswered,
+            }))
+        );
+    }
+
+    #[test]
+    fn an_error_answer_is_delivered_as_given() {
+        let (responder, response) = response_channel::<()>(RegionId(1));
+        responder.fail(RegionError::StaleCommand {
+            region: RegionId(1),
+        });
+        assert_eq!(
+            response.wait(),
+            Err(RegionError::StaleCommand {
+                region: RegionId(1)
+            })
+        );
+    }
+
+    #[test]
+    fn a_caller_that_went_away_shows_as_abandoned() {
+        let (responder, response) = response_channel::<u32>(RegionId(1));
+        drop(response);
+        assert!(responder.is_abandoned());
+        responder.respond(Ok(1)); // no panic, nobody to tell
+    }
+
+    #[test]
+    fn the_response_is_a_future() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (responder, response) = response_channel::<u32>(RegionId(1));
+        let answer = std::thread::spawn(move || responder.respond(Ok(42)));
+        assert_eq!(rt.block_on(response), Ok(42));
+        answer.join().unwrap();
+        let (responder, response) = response_channel::<u32>(RegionId(2));
+        drop(responder);
+        assert!(matches!(
+            rt.block_on(response),
+            Err(RegionError::ProposalDropped { .. })
+        ));
+    }
+}
