@@ -888,11 +888,9 @@ fn other_files_in_the_log_directory_are_left_alone() {
         batch.put_state(RegionId(1), &state(1, 0, 3));
         log.write(&mut batch, SyncMode::Sync).unwrap();
     }
-    std::fs::write(
-        dir.path().join("NOTES.txt"),
-        b"moved here from the old disk",
-    )
-    .unwrap();
+    // Longer than a log file's header, so a header check would find "data" behind it.
+    let notes = "moved here from the old disk; keep until the migration is verified.\n";
+    std::fs::write(dir.path().join("NOTES.txt"), notes.repeat(8)).unwrap();
     let log = open(dir.path());
     assert_eq!(entry_range(&log, 1), Some((1, 3)));
 }
