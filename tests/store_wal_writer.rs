@@ -245,6 +245,22 @@ fn ack(from: u64, to: u64, index: u64) -> Message {
     }
 }
 
+/// Region `r`'s peer on store 1 (id r*10+2) acknowledging index 1..=`index` to its peers
+/// `(suffix, store)` (ids r*10+suffix).
+fn held_acks(r: u64, index: u64, to: &[(u64, u64)]) -> HeldMessages {
+    HeldMessages {
+        region: region_meta(r),
+        from: peer(r * 10 + 2, 1),
+        messages: to
+            .iter()
+            .map(|&(suffix, store)| {
+                let id = r * 10 + suffix;
+                (peer(id, store), ack(r * 10 + 2, id, index))
+            })
+            .collect(),
+    }
+}
+
 const NOW: Duration = Duration::ZERO;
 
 #[test]
@@ -300,14 +316,7 @@ fn held_messages_leave_after_the_write_one_batch_per_store() {
     let mut f = Fixture::new(50, WalWriterConfig::default());
     for r in 1..=50 {
         let mut task = f.append(r, 1, 2, SyncMode::Sync, r);
-        task.held = Some(HeldMessages {
-            region: region_meta(r),
-            from: peer(r * 10 + 2, 1),
-            messages: vec![
-                (peer(r * 10 + 1, 2), ack(r * 10 + 2, r * 10 + 1, 2)),
-                (peer(r * 10 + 3, 3), ack(r * 10 + 2, r * 10 + 3, 2)),
-            ],
-        });
+        task.held = Some(held_acks(r, 2, &[(1, 2), (3, 3)]));
         f.send(task);
     }
     assert!(matches!(f.writer.write_once(NOW), WriteOutcome::Written(_)));
@@ -332,11 +341,7 @@ fn an_unreachable_store_is_reported_for_each_region_that_wrote_to_it() {
     f.wire.down.lock().push(3);
     for r in 1..=2 {
         let mut task = f.append(r, 1, 1, SyncMode::Sync, r);
-        task.held = Some(HeldMessages {
-            region: region_meta(r),
-            from: peer(r * 10 + 2, 1),
-            messages: vec![(peer(r * 10 + 3, 3), ack(r * 10 + 2, r * 10 + 3, 1))],
-        });
+        task.held = Some(held_acks(r, 1, &[(3, 3)]));
         f.send(task);
     }
     assert!(matches!(f.writer.write_once(NOW), WriteOutcome::Written(_)));
@@ -359,11 +364,7 @@ fn a_failed_write_stops_the_store_and_acknowledges_nothing() {
     f.log.fail.store(true, Ordering::SeqCst);
     for r in 1..=3 {
         let mut task = f.append(r, 1, 1, SyncMode::Sync, r);
-        task.held = Some(HeldMessages {
-            region: region_meta(r),
-            from: peer(r * 10 + 2, 1),
-            messages: vec![(peer(r * 10 + 1, 2), ack(r * 10 + 2, r * 10 + 1, 1))],
-        });
+        task.held = Some(held_acks(r, 1, &[(1, 2)]));
         f.send(task);
     }
     assert_eq!(f.writer.write_once(NOW), WriteOutcome::Failed);
