@@ -11,13 +11,14 @@
 //! - `storage`: the shared raft log, the KV engine, region snapshots, region and apply
 //!   state, and log GC.
 //! - `region`: the typed region errors every request can get back.
-//! - `store`: the store runtime; built so far: the generic batch system (`store::batch`)
-//!   and the one-shot responder every request is answered through.
+//! - `store`: the store runtime; built so far: the generic batch system (`store::batch`),
+//!   the group-commit WAL writer, outbound batching with folded heartbeats and the
+//!   in-process network, the store ticker, responders, apply-time command evaluation.
 //! - `testkit`: test harnesses (the Raft simulator, a seeded `Rng`); not part of the
 //!   embedding API.
 //!
-//! Not built yet: the peer and apply FSMs and the WAL writer of the store runtime, the
-//! network transport, and placement.
+//! Not built yet: the store runtime's peer, apply and store FSMs and its embedding API,
+//! the network transport, and placement.
 
 pub mod ids;
 pub mod proto;
