@@ -512,3 +512,80 @@ fn the_writer_reports_closed_once_every_sender_is_gone() {
         WriteOutcome::Closed
     );
 }
+
+/// Over raft-engine on disk: a thousand regions' tasks become one synced write, and a
+/// reopened log holds every region's entries and state.
+#[test]
+fn a_thousand_regions_written_together_survive_a_reopen() {
+    use flotilla::storage::raft_log::{RaftLogConfig, RaftLogEngine};
+    const REGIONS: u64 = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = Arc::new(RaftLogEngine::open(&RaftLogConfig::new(dir.path())).unwrap());
+        let (tx, rx) = channel::unbounded();
+        let mut writer = WalWriter::new(
+            StoreId(1),
+            engine.clone(),
+            rx,
+            Notices::default(),
+            Arc::new(Wire::default()),
+            FailStop::new(),
+            WalWriterConfig::default(),
+        );
+        for r in 1..=REGIONS {
+            let log = Arc::new(RegionLog::new(
+                RegionId(r),
+                engine.clone(),
+                RaftLocalState::default(),
+                (0, 0),
+                ConfState::default(),
+                1 << 20,
+            ));
+            let entries: Vec<Entry> = (1..=2)
+                .map(|index| Entry {
+                    term: 1,
+                    index,
+                    data: vec![r as u8; 64].into(),
+                    ..Default::default()
+                })
+                .collect();
+            tx.send(WriteTask {
+                log,
+                start: LogStart::Continue,
+                entries,
+                state: Some(RaftLocalState {
+                    hard_state: Some(HardState {
+                        term: 1,
+                        vote: 1,
+                        commit: 1,
+                    }),
+                    last_index: 2,
+                }),
+                sync: SyncMode::Sync,
+                persisted: Some((2, 1)),
+                held: None,
+                id: r,
+            })
+            .unwrap();
+        }
+        raft_engine::take_perf_context();
+        let WriteOutcome::Written(stats) = writer.write_once(NOW) else {
+            panic!("no write");
+        };
+        assert_eq!(
+            (stats.tasks, stats.regions, stats.entries),
+            (1000, 1000, 2000)
+        );
+        assert!(stats.synced);
+        assert!(raft_engine::take_perf_context().log_sync_duration > Duration::ZERO);
+    }
+    let engine = RaftLogEngine::open(&RaftLogConfig::new(dir.path())).unwrap();
+    let recovered = engine.recover().unwrap();
+    assert_eq!(recovered.len(), REGIONS as usize);
+    for (region, state) in recovered {
+        assert_eq!(state.last_index, 2);
+        assert_eq!(engine.span(region), Some(LogSpan { first: 1, last: 2 }));
+        let e = engine.entry(region, 2).unwrap().unwrap();
+        assert_eq!(e.data.as_ref(), &[region.get() as u8; 64][..]);
+    }
+}
