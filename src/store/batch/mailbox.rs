@@ -261,11 +261,13 @@ impl<N: Fsm> Mailbox<N> {
         }
     }
 
-    /// The receiving side, for the poller holding the FSM.
-    pub(super) fn inbox(&self) -> Inbox<'_, N::Message> {
+    /// The receiving side, for the poller holding the FSM, handing out at most `budget`
+    /// messages this round.
+    pub(super) fn inbox(&self, budget: usize) -> Inbox<'_, N::Message> {
         Inbox {
             receiver: &self.shared.receiver,
             ticks: &self.shared.ticks,
+            budget,
         }
     }
 }
@@ -285,15 +287,23 @@ fn take_idle<N>(slot: &mut Slot<N>) -> Option<Box<N>> {
 pub struct Inbox<'a, M> {
     receiver: &'a Receiver<M>,
     ticks: &'a AtomicU32,
+    /// Messages this round may still take (`BatchConfig::messages_per_round`).
+    budget: usize,
 }
 
 impl<M> Inbox<'_, M> {
-    /// The next queued message, if any.
+    /// The next queued message, if any and if the round's budget allows: an FSM with more
+    /// queued than one round may take is scheduled again behind the others.
     pub fn next_message(&mut self) -> Option<M> {
-        self.receiver.try_recv().ok()
+        if self.budget == 0 {
+            return None;
+        }
+        let m = self.receiver.try_recv().ok()?;
+        self.budget -= 1;
+        Some(m)
     }
 
-    /// Whether messages are still queued.
+    /// Whether messages are still queued (this round's budget aside).
     pub fn has_messages(&self) -> bool {
         !self.receiver.is_empty()
     }

@@ -35,6 +35,8 @@ pub struct BatchConfig {
     pub pollers: usize,
     /// FSMs a poller takes in one batch. Default 256.
     pub max_batch: usize,
+    /// Messages an FSM takes in one round before it goes behind the others. Default 256.
+    pub messages_per_round: usize,
     /// Messages a normal FSM's mailbox holds before `try_send` refuses (`force_send` does
     /// not). Default 4,096.
     pub mailbox_capacity: usize,
@@ -45,6 +47,7 @@ impl Default for BatchConfig {
         BatchConfig {
             pollers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_batch: 256,
+            messages_per_round: 256,
             mailbox_capacity: 4096,
         }
     }
@@ -75,7 +78,12 @@ impl<K: std::hash::Hash + Eq + Copy + Send + Sync + 'static, N: Fsm, C: Fsm> Bat
 
     /// A poller over this system's queue, to be stepped by the caller (`poll_once`).
     pub fn poller<H: PollHandler<N, C>>(&self, handler: H) -> Poller<N, C, H> {
-        Poller::new(self.queue.clone(), handler, self.config.max_batch)
+        Poller::new(
+            self.queue.clone(),
+            handler,
+            self.config.max_batch,
+            self.config.messages_per_round,
+        )
     }
 
     /// Starts `config.pollers` threads named `name-<i>`, each looping on `poll_once` with

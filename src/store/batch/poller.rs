@@ -49,15 +49,22 @@ pub struct Poller<N: Fsm, C: Fsm, H> {
     queue: Receiver<Scheduled<N, C>>,
     handler: H,
     max_batch: usize,
+    messages_per_round: usize,
     batch: Vec<Polled<N>>,
 }
 
 impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
-    pub(super) fn new(queue: Receiver<Scheduled<N, C>>, handler: H, max_batch: usize) -> Self {
+    pub(super) fn new(
+        queue: Receiver<Scheduled<N, C>>,
+        handler: H,
+        max_batch: usize,
+        messages_per_round: usize,
+    ) -> Self {
         Poller {
             queue,
             handler,
             max_batch: max_batch.max(1),
+            messages_per_round: messages_per_round.max(1),
             batch: Vec::new(),
         }
     }
@@ -117,7 +124,7 @@ impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
             let handled = if owned.mailbox.is_closed() {
                 Handled::Stopped
             } else {
-                let mut inbox = owned.mailbox.inbox();
+                let mut inbox = owned.mailbox.inbox(self.messages_per_round);
                 self.handler.handle_control(&mut owned.fsm, &mut inbox)
             };
             owned.finish(handled);
@@ -129,7 +136,7 @@ impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
                 owned.discard();
                 continue;
             }
-            let mut inbox = owned.mailbox.inbox();
+            let mut inbox = owned.mailbox.inbox(self.messages_per_round);
             let handled = self.handler.handle_normal(&mut owned.fsm, &mut inbox);
             if handled == Handled::Stopped {
                 owned.finish(handled);

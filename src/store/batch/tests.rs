@@ -126,6 +126,7 @@ impl Fixture {
         Fixture::new(BatchConfig {
             pollers: 1,
             max_batch: 8,
+            messages_per_round: 1000,
             mailbox_capacity: 4,
         })
     }
@@ -190,6 +191,7 @@ fn a_busy_fsm_goes_behind_the_others_and_cannot_starve_them() {
     let f = Fixture::new(BatchConfig {
         pollers: 1,
         max_batch: 1,
+        messages_per_round: 1000,
         mailbox_capacity: 1000,
     });
     let router = f.system.router();
@@ -340,6 +342,7 @@ fn a_batch_is_bounded_and_end_sees_every_fsm_that_did_not_stop() {
     let f = Fixture::new(BatchConfig {
         pollers: 1,
         max_batch: 4,
+        messages_per_round: 1000,
         mailbox_capacity: 10,
     });
     let router = f.system.router();
@@ -428,6 +431,7 @@ fn threaded_pollers_deliver_every_message_once_and_in_order() {
     let f = Fixture::new(BatchConfig {
         pollers: 2,
         max_batch: 16,
+        messages_per_round: 1000,
         mailbox_capacity: usize::MAX,
     });
     for id in 0..FSMS {
@@ -558,4 +562,35 @@ fn a_send_racing_a_close_is_refused_or_dropped_never_stranded() {
             accepted.load(Ordering::SeqCst)
         );
     }
+}
+
+/// The batch system bounds a round by itself: a handler that drains greedily still takes
+/// only `messages_per_round`, and the FSM goes behind the others with the rest.
+#[test]
+fn a_round_takes_at_most_the_configured_messages() {
+    let f = Fixture::new(BatchConfig {
+        pollers: 1,
+        max_batch: 1,
+        messages_per_round: 4,
+        mailbox_capacity: 100,
+    });
+    let router = f.system.router();
+    f.register(1);
+    f.register(2);
+    for v in 0..10 {
+        router.try_send(1, Msg::Value(v)).unwrap();
+    }
+    router.try_send(2, Msg::Value(100)).unwrap();
+    // The handler would take 1,000 per round.
+    let mut poller = f.system.poller(f.handler(1000));
+    assert_eq!(poller.poll_once(NOW), PollOutcome::Handled(1));
+    assert_eq!(f.seen(1).len(), 4);
+    assert_eq!(poller.poll_once(NOW), PollOutcome::Handled(1));
+    assert_eq!(
+        f.seen(2),
+        vec![Msg::Value(100)],
+        "region 2 before region 1's rest"
+    );
+    while poller.poll_once(NOW) != PollOutcome::Empty {}
+    assert_eq!(f.seen(1), (0..10).map(Msg::Value).collect::<Vec<_>>());
 }
