@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, RecvTimeoutError, TryRecvError};
+use crossbeam::channel::{Receiver, RecvTimeoutError};
 
 use super::fail_stop::FailStop;
 use super::transport::{Outbound, Transport};
@@ -194,7 +194,8 @@ impl<N: WriteNotifier> WalWriter<N> {
         }
         let first = match self.carried.take() {
             Some(task) => task,
-            None => match self.receive(wait) {
+            // crossbeam tries the queue before it looks at the deadline: a zero wait is a try.
+            None => match self.tasks.recv_timeout(wait) {
                 Ok(task) => task,
                 Err(RecvTimeoutError::Timeout) => return WriteOutcome::Idle,
                 Err(RecvTimeoutError::Disconnected) => return WriteOutcome::Closed,
@@ -228,17 +229,6 @@ impl<N: WriteNotifier> WalWriter<N> {
         let stats = written.unwrap_or_default();
         self.acknowledge();
         WriteOutcome::Written(stats)
-    }
-
-    fn receive(&self, wait: Duration) -> Result<WriteTask, RecvTimeoutError> {
-        if wait.is_zero() {
-            self.tasks.try_recv().map_err(|e| match e {
-                TryRecvError::Empty => RecvTimeoutError::Timeout,
-                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-            })
-        } else {
-            self.tasks.recv_timeout(wait)
-        }
     }
 
     /// Writes the pending tasks as one batch.

@@ -36,7 +36,7 @@ impl Overlay {
         let in_deleted = self
             .deleted
             .iter()
-            .any(|(s, e)| key >= s.as_ref() && e.as_ref().is_none_or(|e| key < e.as_ref()));
+            .any(|(s, e)| in_range(key, s, e.as_deref()));
         if in_deleted {
             return Ok(None);
         }
@@ -48,8 +48,8 @@ impl Overlay {
     }
 
     fn delete_range(&mut self, start: Bytes, end: Option<Bytes>) {
-        let in_range = |k: &Bytes| k >= &start && end.as_ref().is_none_or(|e| k < e);
-        self.keys.retain(|k, _| !in_range(k));
+        self.keys
+            .retain(|k, _| !in_range(k, &start, end.as_deref()));
         self.deleted.push((start, end));
     }
 
@@ -63,6 +63,11 @@ impl Overlay {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty() && self.deleted.is_empty()
     }
+}
+
+/// Whether `key` lies in `[start, end)` (`end` None: unbounded).
+fn in_range(key: &[u8], start: &[u8], end: Option<&[u8]>) -> bool {
+    key >= start && end.is_none_or(|e| key < e)
 }
 
 /// What one operation did.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crossbeam::channel::{Receiver, RecvTimeoutError, TryRecvError};
+use crossbeam::channel::{Receiver, RecvTimeoutError};
 
 use super::fsm::{Fsm, Handled, PollHandler};
 use super::mailbox::Owned;
@@ -78,15 +78,8 @@ impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
     /// `Duration::ZERO`), takes up to the batch size of those queued behind it, runs one
     /// round of each, then `end`.
     pub fn poll_once(&mut self, wait: Duration) -> PollOutcome {
-        let first = if wait.is_zero() {
-            self.queue.try_recv().map_err(|e| match e {
-                TryRecvError::Empty => RecvTimeoutError::Timeout,
-                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-            })
-        } else {
-            self.queue.recv_timeout(wait)
-        };
-        let first = match first {
+        // crossbeam tries the queue before it looks at the deadline: a zero wait is a try.
+        let first = match self.queue.recv_timeout(wait) {
             Ok(s) => s,
             Err(RecvTimeoutError::Timeout) => return PollOutcome::Empty,
             Err(RecvTimeoutError::Disconnected) => return PollOutcome::Exit,
