@@ -10,15 +10,17 @@
 //!   `RawNode` (no I/O, clock or threads of its own).
 //! - `storage`: the shared raft log, the KV engine, region snapshots, region and apply
 //!   state, and log GC.
-//! - `region`: the typed region errors every request can get back.
-//! - `store`: the store runtime; built so far: the generic batch system (`store::batch`),
-//!   the group-commit WAL writer, outbound batching with folded heartbeats and the
-//!   in-process network, the store ticker, responders, apply-time command evaluation.
+//! - `region`: the typed region errors every request can get back, the epoch table, key
+//!   checks, splits.
+//! - `store`: the store runtime and the embedding API (`store::Store`): the batch system,
+//!   the peer and apply FSMs, the group-commit WAL writer, outbound batching with folded
+//!   heartbeats and the in-process network, the ticker, responders; writes, linearizable
+//!   reads, splits and leader transfer.
 //! - `testkit`: test harnesses (the Raft simulator, a seeded `Rng`); not part of the
 //!   embedding API.
 //!
-//! Not built yet: the store runtime's peer, apply and store FSMs and its embedding API,
-//! the network transport, and placement.
+//! Not built yet: membership changes, snapshots between stores, hibernation and log GC in
+//! the store runtime; the network transport; placement.
 
 pub mod ids;
 pub mod proto;

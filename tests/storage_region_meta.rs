@@ -42,6 +42,8 @@ fn apply(index: u64) -> RaftApplyState {
         applied_term: 1,
         truncated_index: 5,
         truncated_term: 5,
+        partial_index: index + 1,
+        partial_ops: 2,
     }
 }
 

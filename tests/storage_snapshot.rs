@@ -90,6 +90,7 @@ fn follower() -> MemKvEngine {
             applied_term: 2,
             truncated_index: 5,
             truncated_term: 1,
+            ..Default::default()
         },
     );
     kv.write(&b).unwrap();

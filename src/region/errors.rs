@@ -77,6 +77,13 @@ pub enum RegionError {
         /// This store.
         actual: StoreId,
     },
+    /// The request itself is malformed (an empty or oversized key or value, an inverted
+    /// range, split keys out of order); retrying it unchanged fails the same way.
+    #[error("invalid request: {reason}")]
+    InvalidRequest {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The command's encoding exceeds the entry size limit.
     #[error("entry of {size} bytes exceeds the limit of {limit} bytes")]
     EntryTooLarge {
@@ -116,6 +123,9 @@ pub enum DroppedReason {
     /// The membership change was refused by the consensus core.
     #[error("membership change refused: {0}")]
     ConfChangeRejected(String),
+    /// The leader transfer names a peer that cannot lead (not a member, or a learner).
+    #[error("peer {0} cannot take over leadership")]
+    InvalidTransferTarget(u64),
     /// The region's replica on this store is being destroyed.
     #[error("the region's replica is being removed")]
     PeerDestroyed,

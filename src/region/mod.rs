@@ -1,11 +1,13 @@
 //! Regions: the typed region errors, the epoch table (which parts of a region's epoch each
-//! kind of command checks and bumps) and key range checks. Being built: splits and
+//! kind of command checks and bumps), key range checks and splits. Being built:
 //! membership changes as the store applies them.
 
 mod epoch;
 mod errors;
 mod range;
+mod split;
 
 pub use epoch::{CommandKind, EpochRule, bumped, check_epoch, is_stale};
 pub use errors::{BusyReason, DroppedReason, RegionError};
 pub use range::{check_key, check_range};
+pub use split::{RAFT_INIT_INDEX, RAFT_INIT_TERM, initial_apply_state, split_region};

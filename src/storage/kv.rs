@@ -357,6 +357,32 @@ pub trait KvEngine: KvRead + Send + Sync {
     fn persist(&self) -> Result<(), KvError>;
 }
 
+/// Deletes every data key in `[start, end)` (`end` None: to the keyspace's end) as found
+/// in `view`, through `write`, in batches of about `batch_bytes`, never one batch holding
+/// the whole range. Not atomic: a crash may leave part of the range deleted, and running
+/// it again finishes the job. Returns the keys deleted.
+pub fn clear_data_range(
+    view: &(impl KvRead + ?Sized),
+    mut write: impl FnMut(&KvWriteBatch) -> Result<(), KvError>,
+    start: &[u8],
+    end: Option<&[u8]>,
+    batch_bytes: usize,
+) -> Result<u64, KvError> {
+    let mut batch = KvWriteBatch::default();
+    let mut deleted = 0;
+    for pair in view.scan(Keyspace::Data, start, end, false) {
+        batch.delete(Keyspace::Data, pair?.0);
+        deleted += 1;
+        if batch.size_bytes() >= batch_bytes {
+            write(&std::mem::take(&mut batch))?;
+        }
+    }
+    if !batch.is_empty() {
+        write(&batch)?;
+    }
+    Ok(deleted)
+}
+
 /// A scan's pairs boxed in the order asked for.
 pub(crate) fn in_order<'a>(
     pairs: impl DoubleEndedIterator<Item = Result<KvPair, KvError>> + 'a,

@@ -68,7 +68,7 @@ pub fn put_apply_state(batch: &mut KvWriteBatch, region: RegionId, state: &RaftA
 /// The region's `RegionLocalState` (None: never written); `KvError::CorruptRecord` if it
 /// does not decode.
 pub fn region_state(
-    kv: &impl KvRead,
+    kv: &(impl KvRead + ?Sized),
     region: RegionId,
 ) -> Result<Option<RegionLocalState>, KvError> {
     read_state(kv, region, REGION_STATE_SUFFIX, "region state")
@@ -76,12 +76,15 @@ pub fn region_state(
 
 /// The region's `RaftApplyState` (None: never written); `KvError::CorruptRecord` if it
 /// does not decode.
-pub fn apply_state(kv: &impl KvRead, region: RegionId) -> Result<Option<RaftApplyState>, KvError> {
+pub fn apply_state(
+    kv: &(impl KvRead + ?Sized),
+    region: RegionId,
+) -> Result<Option<RaftApplyState>, KvError> {
     read_state(kv, region, APPLY_STATE_SUFFIX, "apply state")
 }
 
 fn read_state<M: prost::Message + Default>(
-    kv: &impl KvRead,
+    kv: &(impl KvRead + ?Sized),
     region: RegionId,
     suffix: u8,
     what: &str,
@@ -95,7 +98,7 @@ fn read_state<M: prost::Message + Default>(
 }
 
 /// Every region with a region state, in id order (what a store loads on start).
-pub fn all_region_states(kv: &impl KvRead) -> Result<Vec<RegionLocalState>, KvError> {
+pub fn all_region_states(kv: &(impl KvRead + ?Sized)) -> Result<Vec<RegionLocalState>, KvError> {
     let mut out = Vec::new();
     for pair in kv.scan(
         Keyspace::Meta,

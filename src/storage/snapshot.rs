@@ -26,6 +26,7 @@ use prost::Message as _;
 
 use super::kv::{
     Keyspace, KvEngine, KvError, KvRead, KvWriteBatch, MAX_VALUE_BYTES, check_key, check_value,
+    clear_data_range,
 };
 use super::region_meta::{
     all_region_states, contains_key, end_bound, put_apply_state, put_region_state,
@@ -163,7 +164,7 @@ impl ChunkWriter {
 
 /// Streams the region's data from `view` into a snapshot at (`term`, `index`) under `root`.
 pub fn generate(
-    view: &impl KvRead,
+    view: &(impl KvRead + ?Sized),
     region: &Region,
     term: u64,
     index: u64,
@@ -442,6 +443,7 @@ pub fn apply(
         applied_term: meta.term,
         truncated_index: meta.index,
         truncated_term: meta.term,
+        ..Default::default()
     };
     put_apply_state(&mut batch, region.region_id(), &done);
     put_region_state(
@@ -463,16 +465,13 @@ fn clear_range(
     region: &Region,
     batch_bytes: usize,
 ) -> Result<(), SnapshotError> {
-    let view = kv.view();
-    let end = end_bound(region);
-    let mut batch = KvWriteBatch::default();
-    for pair in view.scan(Keyspace::Data, &region.start_key, end, false) {
-        batch.delete(Keyspace::Data, pair?.0);
-        write_if_full(kv, &mut batch, batch_bytes)?;
-    }
-    if !batch.is_empty() {
-        kv.write(&batch)?;
-    }
+    clear_data_range(
+        &kv.view(),
+        |batch| kv.write(batch),
+        &region.start_key,
+        end_bound(region),
+        batch_bytes,
+    )?;
     Ok(())
 }
 

@@ -1,32 +1,59 @@
-//! The store runtime: the regions of one store driven by a shared batch system.
+//! The store runtime: the regions of one store driven by a shared batch system, and the
+//! embedding API over it (`Store`).
+//!
+//! The write path, in one pass: `Store::propose` → the router → the region's peer FSM
+//! (`peer`: checks, proposes) → its Ready (`peer/ready.rs`): messages into the round's
+//! `Outbound`, entries into a `WriteTask` → the `WalWriter` (one write, one fsync for
+//! every region) → the peer learns what is durable → committed entries to the apply FSM
+//! (`apply`: one KV batch for many regions) → the responder.
 //!
 //! - `batch`: the generic batch system (FSMs, mailboxes, router, pollers) the region peers
 //!   and their apply delegates run on.
-//! - `apply::eval`: a write command evaluated at apply (CompareAndSwap against the applied
-//!   state and the round's own earlier writes).
+//! - `Store`, `StoreConfig`, `Engines`, `bootstrap_region`: opening a store and using it.
 //! - `Responder` / `Response`: the one-shot answer of every proposal and read.
 //! - `Transport` and `Outbound`: one batch per destination store per round, heartbeats
 //!   folded (`unfold` restores them on arrival); `InProcessNetwork` carries them between
 //!   stores of one process, with faults for tests.
-//! - `WalWriter`: group commit — every pending region write merged into one raft log write
-//!   and at most one fsync; `FailStop` is the one place a failed write stops the store.
+//! - `WalWriter`: group commit; `FailStop` is the one place a failed write stops the store.
 //! - `Ticker`: the store's one timer, ticking only the regions that are not hibernated.
 //! - `Clock`: where the runtime's time comes from (`ManualClock` for tests and simulation).
 //!
-//! Being built: the peer and apply FSMs, the store FSM and the embedding API (see the README's status table).
+//! Being built: membership changes, snapshots between stores, hibernation, log GC (see the
+//! README's status table).
 
 pub mod apply;
 pub mod batch;
+mod bootstrap;
 mod clock;
+mod config;
+mod context;
+mod engines;
 mod fail_stop;
+mod meta;
+mod msg;
+mod peer;
+mod raft_poller;
+mod request;
 mod responder;
+mod runtime;
+mod store_fsm;
 mod ticker;
 mod transport;
 mod wal_writer;
 
+pub use bootstrap::{BootstrapError, bootstrap_region};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{RaftSettings, StoreConfig};
+pub use context::StartError;
+pub use engines::{Engines, KvView, StoreKv};
 pub use fail_stop::FailStop;
+pub use meta::StoreMeta;
+pub use msg::Command;
+pub use request::{
+    ReadRequest, ReadResponse, RegionStatus, ScanOrder, SplitResponse, WriteResponse,
+};
 pub use responder::{RegionResult, Responder, Response, response_channel};
+pub use runtime::{RunMode, Store, StoreError};
 pub use ticker::{TickReport, Ticker};
 pub use transport::{
     BatchReceiver, Fault, FaultId, FlushReport, InProcessNetwork, Outbound, Transport,

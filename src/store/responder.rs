@@ -90,6 +90,22 @@ impl<T> Response<T> {
             .unwrap_or_else(|_| Err(unanswered(self.region)))
     }
 
+    /// Blocks the thread until the answer comes or `timeout` passes (None: no answer
+    /// yet; the response can still be waited on). Polls, so for tests and tools rather
+    /// than hot paths.
+    pub fn wait_for(&mut self, timeout: std::time::Duration) -> Option<RegionResult<T>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(answer) = self.try_take() {
+                return Some(answer);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// The answer if it has come, without waiting.
     pub fn try_take(&mut self) -> Option<RegionResult<T>> {
         match self.receiver.try_recv() {

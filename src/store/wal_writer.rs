@@ -92,6 +92,9 @@ pub struct Persisted {
     /// A snapshot the region had offered that a `Reset` left too old to send: its files
     /// may go.
     pub retired_snapshot: Option<Snapshot>,
+    /// Held messages the region addressed to its own peer (a candidate's vote for
+    /// itself): the region steps them back into its core.
+    pub own_messages: Vec<Message>,
 }
 
 /// How the writer tells regions about their writes.
@@ -286,9 +289,14 @@ impl<N: WriteNotifier> WalWriter<N> {
             if let Some(state) = &task.state {
                 task.log.on_written(&task.entries, state);
             }
+            let mut own_messages = Vec::new();
             if let Some(held) = task.held {
                 for (to, message) in held.messages {
-                    self.outbound.push(&held.region, &held.from, &to, message);
+                    if to.id == held.from.id {
+                        own_messages.push(message);
+                    } else {
+                        self.outbound.push(&held.region, &held.from, &to, message);
+                    }
                 }
             }
             self.notifier.persisted(
@@ -297,6 +305,7 @@ impl<N: WriteNotifier> WalWriter<N> {
                     id: task.id,
                     up_to: task.persisted,
                     retired_snapshot,
+                    own_messages,
                 },
             );
         }

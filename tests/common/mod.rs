@@ -3,3 +3,4 @@
 
 pub mod log_model;
 pub mod raft;
+pub mod store;

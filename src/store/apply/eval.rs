@@ -29,7 +29,7 @@ pub struct Overlay {
 
 impl Overlay {
     /// The key's value as the round has left it.
-    pub fn get(&self, kv: &impl KvRead, key: &[u8]) -> Result<Option<Bytes>, KvError> {
+    pub fn get(&self, kv: &(impl KvRead + ?Sized), key: &[u8]) -> Result<Option<Bytes>, KvError> {
         if let Some(v) = self.keys.get(key) {
             return Ok(v.clone());
         }
@@ -105,6 +105,21 @@ pub enum EvalError {
     InvertedRange,
 }
 
+impl EvalError {
+    /// What the proposer is told. A failed read of the applied state is the engine's
+    /// failure, not the request's: it comes back as the `KvError` (the store stops).
+    pub fn into_region_error(self) -> Result<RegionError, KvError> {
+        let invalid = |reason: String| Ok(RegionError::InvalidRequest { reason });
+        match self {
+            EvalError::Region(e) => Ok(e),
+            EvalError::Read(e) => Err(e),
+            e @ (EvalError::Invalid(_) | EvalError::Empty | EvalError::InvertedRange) => {
+                invalid(e.to_string())
+            }
+        }
+    }
+}
+
 /// Where a range delete in a command splits its evaluation: the writes before it must
 /// reach the engine before the range is cleared in bounded batches, then the rest follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,7 +187,7 @@ pub fn evaluate(
     ops: &[Op],
     from: usize,
     region: &Region,
-    kv: &impl KvRead,
+    kv: &(impl KvRead + ?Sized),
     overlay: &mut Overlay,
     batch: &mut KvWriteBatch,
     outcomes: &mut Vec<OpOutcome>,
@@ -208,7 +223,7 @@ pub fn evaluate(
 
 fn compare_and_swap(
     c: &CompareAndSwap,
-    kv: &impl KvRead,
+    kv: &(impl KvRead + ?Sized),
     overlay: &mut Overlay,
     batch: &mut KvWriteBatch,
 ) -> Result<OpOutcome, EvalError> {

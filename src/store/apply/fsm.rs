@@ -1,0 +1,501 @@
+//! The apply delegate of a region and the apply pollers' handler.
+//!
+//! One apply batch gathers the committed entries of many regions into ONE KV write batch,
+//! each region's `RaftApplyState` in the same batch as the data it describes, so after a
+//! crash data and applied index agree and the raft log is replayed from there: apply is
+//! exactly-once. Proposals are answered only once their batch is in the engine, and the
+//! peers learn what was applied (their waiting reads need it) only then.
+//!
+//! A range delete is the one command written in several batches: the writes before it go
+//! with an apply state marking the entry partly applied (`partial_index`/`partial_ops`),
+//! the range is cleared in bounded batches, and the rest follows; a replay resumes after
+//! the operations already done.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use prost::Message as _;
+
+use super::eval::{Overlay, check_command, evaluate};
+use crate::proto::commandpb::{RaftCommand, SplitCommand, WriteCommand, raft_command};
+use crate::proto::metapb::{Region, RegionEpoch};
+use crate::proto::raftpb::{Entry, EntryType};
+use crate::proto::storagepb::{PeerState, RaftApplyState, RegionLocalState};
+use crate::region::{CommandKind, RegionError, check_epoch, initial_apply_state, split_region};
+use crate::storage::kv::{KvError, KvWriteBatch, clear_data_range};
+use crate::storage::region_meta::{put_apply_state, put_region_state, region_state};
+use crate::store::batch::{Fsm, Handled, Inbox, PollHandler, Polled};
+use crate::store::context::RaftRouter;
+use crate::store::engines::StoreKv;
+use crate::store::fail_stop::FailStop;
+use crate::store::msg::{
+    ApplyMsg, ApplyResult, ApplyTask, PeerMsg, Proposal, ProposalResponder, RegionChange,
+};
+use crate::store::request::{SplitResponse, WriteResponse};
+use crate::store::responder::{RegionResult, Responder};
+
+/// One region's apply delegate.
+pub(crate) struct ApplyFsm {
+    region: Region,
+    /// The last entry applied: (index, term).
+    applied: (u64, u64),
+    truncated: (u64, u64),
+    /// Set while an entry is applied in parts (see the module notes): (index, operations
+    /// done).
+    partial: Option<(u64, u64)>,
+    /// Proposals handed over with their entries, in index order.
+    proposals: VecDeque<Proposal>,
+    /// The applied index last reported to the peer.
+    reported: u64,
+    changes: Vec<RegionChange>,
+}
+
+impl Fsm for ApplyFsm {
+    type Message = ApplyMsg;
+}
+
+impl ApplyFsm {
+    pub(crate) fn new(region: Region, state: &RaftApplyState) -> Self {
+        ApplyFsm {
+            region,
+            applied: (state.applied_index, state.applied_term),
+            truncated: (state.truncated_index, state.truncated_term),
+            partial: (state.partial_index != 0).then_some((state.partial_index, state.partial_ops)),
+            proposals: VecDeque::new(),
+            reported: state.applied_index,
+            changes: Vec::new(),
+        }
+    }
+
+    fn apply_state(&self) -> RaftApplyState {
+        let (partial_index, partial_ops) = self.partial.unwrap_or_default();
+        RaftApplyState {
+            applied_index: self.applied.0,
+            applied_term: self.applied.1,
+            truncated_index: self.truncated.0,
+            truncated_term: self.truncated.1,
+            partial_index,
+            partial_ops,
+        }
+    }
+
+    /// The proposal whose entry this is, if any. Proposals at or below the entry's index
+    /// that it does not match were overtaken: their entries were replaced by another
+    /// leader's, which is now committed in their place.
+    fn take_proposal(
+        &mut self,
+        entry: &Entry,
+        answers: &mut Vec<Answer>,
+    ) -> Option<ProposalResponder> {
+        while let Some(p) = self.proposals.pop_front_if(|p| p.index <= entry.index) {
+            if p.index == entry.index && p.term == entry.term {
+                return Some(p.responder);
+            }
+            answers.push(Answer::failed(
+                p.responder,
+                RegionError::StaleCommand {
+                    region: self.region.region_id(),
+                },
+            ));
+        }
+        None
+    }
+}
+
+/// The apply system's control FSM: it has no messages (yet); the batch system wants one.
+pub(crate) struct ApplyControl;
+
+impl Fsm for ApplyControl {
+    type Message = Infallible;
+}
+
+/// An answer held until the batch holding its command is in the engine.
+enum Answer {
+    Write(Responder<WriteResponse>, RegionResult<WriteResponse>),
+    Split(Responder<SplitResponse>, RegionResult<SplitResponse>),
+}
+
+impl Answer {
+    fn failed(responder: ProposalResponder, error: RegionError) -> Answer {
+        match responder {
+            ProposalResponder::Write(r) => Answer::Write(r, Err(error)),
+            ProposalResponder::Split(r) => Answer::Split(r, Err(error)),
+        }
+    }
+
+    fn send(self) {
+        match self {
+            Answer::Write(r, result) => r.respond(result),
+            Answer::Split(r, result) => r.respond(result),
+        }
+    }
+}
+
+/// Settings of an apply poller.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ApplyLimits {
+    /// Bytes of writes gathered before the batch is written (between entries).
+    pub batch_bytes: usize,
+    /// Bytes of one batch of a range delete.
+    pub delete_range_bytes: usize,
+}
+
+/// The apply pollers' handler: one KV write per batch of regions.
+pub(crate) struct ApplyPoller {
+    kv: Arc<dyn StoreKv>,
+    raft_router: RaftRouter,
+    fail_stop: FailStop,
+    limits: ApplyLimits,
+    batch: KvWriteBatch,
+    overlay: Overlay,
+    answers: Vec<Answer>,
+    results: Vec<(crate::RegionId, ApplyResult)>,
+}
+
+impl ApplyPoller {
+    pub(crate) fn new(
+        kv: Arc<dyn StoreKv>,
+        raft_router: RaftRouter,
+        fail_stop: FailStop,
+        limits: ApplyLimits,
+    ) -> Self {
+        ApplyPoller {
+            kv,
+            raft_router,
+            fail_stop,
+            limits,
+            batch: KvWriteBatch::default(),
+            overlay: Overlay::default(),
+            answers: Vec::new(),
+            results: Vec::new(),
+        }
+    }
+
+    /// Writes the batch; then the answers it holds go out. A failed write stops the store
+    /// and answers nothing (the proposals drop unanswered: their outcome is unknown).
+    fn flush(&mut self) -> Result<(), ()> {
+        if !self.batch.is_empty() {
+            let written = self.kv.write_batch(&self.batch);
+            self.batch = KvWriteBatch::default();
+            if let Err(e) = written {
+                self.fail(format!("KV write failed: {e}"));
+                return Err(());
+            }
+        }
+        self.overlay.clear();
+        for answer in self.answers.drain(..) {
+            answer.send();
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, reason: String) {
+        self.fail_stop.trip(reason);
+        self.answers.clear();
+        self.results.clear();
+        self.batch = KvWriteBatch::default();
+        self.overlay.clear();
+    }
+
+    fn apply_task(&mut self, fsm: &mut ApplyFsm, task: ApplyTask) -> Result<(), ()> {
+        fsm.proposals.extend(task.proposals);
+        for entry in task.entries {
+            if entry.index <= fsm.applied.0 {
+                continue;
+            }
+            self.apply_entry(fsm, &entry)?;
+            if self.batch.size_bytes() >= self.limits.batch_bytes {
+                put_apply_state(&mut self.batch, fsm.region.region_id(), &fsm.apply_state());
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_entry(&mut self, fsm: &mut ApplyFsm, entry: &Entry) -> Result<(), ()> {
+        let proposal = fsm.take_proposal(entry, &mut self.answers);
+        match EntryType::try_from(entry.entry_type) {
+            Ok(EntryType::EntryNormal) if entry.data.is_empty() => {
+                // A new leader's empty entry: nothing to apply.
+                if let Some(p) = proposal {
+                    self.answers
+                        .push(Answer::failed(p, invalid("an empty command")));
+                }
+            }
+            Ok(EntryType::EntryNormal) => self.apply_command(fsm, entry, proposal)?,
+            _ => {
+                // Membership changes are proposed by nothing yet (they are being built);
+                // an entry of another type changes nothing here.
+                tracing::warn!(
+                    region = fsm.region.id,
+                    index = entry.index,
+                    "entry type not applied"
+                );
+            }
+        }
+        fsm.applied = (entry.index, entry.term);
+        Ok(())
+    }
+
+    fn apply_command(
+        &mut self,
+        fsm: &mut ApplyFsm,
+        entry: &Entry,
+        proposal: Option<ProposalResponder>,
+    ) -> Result<(), ()> {
+        let command = match RaftCommand::decode(entry.data.clone()) {
+            Ok(c) if c.region_id == fsm.region.id => c,
+            Ok(c) => {
+                let e = invalid(&format!("a command of region {} in the log", c.region_id));
+                return self.answer_error(proposal, e);
+            }
+            Err(e) => return self.answer_error(proposal, invalid(&format!("undecodable: {e}"))),
+        };
+        match command.body {
+            Some(raft_command::Body::Write(write)) => {
+                self.apply_write(fsm, entry.index, command.epoch.as_ref(), &write, proposal)
+            }
+            Some(raft_command::Body::Split(split)) => {
+                self.apply_split(fsm, command.epoch.as_ref(), &split, proposal)
+            }
+            None => self.answer_error(proposal, invalid("a command with no body")),
+        }
+    }
+
+    fn answer_error(
+        &mut self,
+        proposal: Option<ProposalResponder>,
+        e: RegionError,
+    ) -> Result<(), ()> {
+        if let Some(p) = proposal {
+            self.answers.push(Answer::failed(p, e));
+        }
+        Ok(())
+    }
+
+    fn apply_write(
+        &mut self,
+        fsm: &mut ApplyFsm,
+        index: u64,
+        epoch: Option<&RegionEpoch>,
+        write: &WriteCommand,
+        proposal: Option<ProposalResponder>,
+    ) -> Result<(), ()> {
+        let checked = check_epoch(CommandKind::Write, epoch, &fsm.region).and_then(|()| {
+            check_command(write, &fsm.region).map_err(|e| {
+                e.into_region_error()
+                    .unwrap_or_else(|kv| invalid(&kv.to_string()))
+            })
+        });
+        if let Err(e) = checked {
+            return self.answer_error(proposal, e);
+        }
+        // After a crash in the middle of this entry, resume after the operations done.
+        let mut from = match fsm.partial.take() {
+            Some((i, done)) if i == index => usize::try_from(done).unwrap_or(usize::MAX),
+            _ => 0,
+        };
+        let mut outcomes = Vec::with_capacity(write.ops.len());
+        loop {
+            let evaluated = evaluate(
+                &write.ops,
+                from,
+                &fsm.region,
+                self.kv.as_ref(),
+                &mut self.overlay,
+                &mut self.batch,
+                &mut outcomes,
+            );
+            match evaluated {
+                Ok(None) => break,
+                Ok(Some((range, resume))) => {
+                    fsm.partial = Some((index, resume as u64));
+                    put_apply_state(&mut self.batch, fsm.region.region_id(), &fsm.apply_state());
+                    self.flush()?;
+                    let kv = self.kv.clone();
+                    let view = kv.read_view();
+                    let cleared = clear_data_range(
+                        view.as_ref(),
+                        |b| kv.write_batch(b),
+                        &range.start,
+                        range.end.as_deref(),
+                        self.limits.delete_range_bytes,
+                    );
+                    if let Err(e) = cleared {
+                        self.fail(format!(
+                            "region {}: range delete failed: {e}",
+                            fsm.region.id
+                        ));
+                        return Err(());
+                    }
+                    from = resume;
+                }
+                Err(e) => match e.into_region_error() {
+                    // Checked above: only a failed read of the applied state gets here.
+                    Ok(e) => return self.answer_error(proposal, e),
+                    Err(kv) => {
+                        self.fail(format!(
+                            "region {}: reading applied state: {kv}",
+                            fsm.region.id
+                        ));
+                        return Err(());
+                    }
+                },
+            }
+        }
+        fsm.partial = None;
+        if let Some(ProposalResponder::Write(r)) = proposal {
+            self.answers
+                .push(Answer::Write(r, Ok(WriteResponse { index, outcomes })));
+        } else if let Some(p) = proposal {
+            self.answers.push(Answer::failed(
+                p,
+                invalid("a write proposed as another command"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn apply_split(
+        &mut self,
+        fsm: &mut ApplyFsm,
+        epoch: Option<&RegionEpoch>,
+        split: &SplitCommand,
+        proposal: Option<ProposalResponder>,
+    ) -> Result<(), ()> {
+        let regions = match check_epoch(CommandKind::Split, epoch, &fsm.region)
+            .and_then(|()| split_region(&fsm.region, &split.splits))
+        {
+            Ok(regions) => regions,
+            Err(e) => return self.answer_error(proposal, e),
+        };
+        let init = initial_apply_state();
+        let mut created = Vec::new();
+        for new in &regions[1..] {
+            match self.known_region(new) {
+                Ok(true) => {
+                    // Known here already: destroyed after the split elsewhere (a tombstone)
+                    // — never revived by a late split.
+                    tracing::info!(
+                        region = new.id,
+                        "split: region already known here, not created"
+                    );
+                }
+                Ok(false) => {
+                    put_region_state(&mut self.batch, &normal_state(new.clone()));
+                    put_apply_state(&mut self.batch, new.region_id(), &init);
+                    created.push(new.clone());
+                }
+                Err(e) => {
+                    self.fail(format!("split of region {}: {e}", fsm.region.id));
+                    return Err(());
+                }
+            }
+        }
+        fsm.region = regions[0].clone();
+        put_region_state(&mut self.batch, &normal_state(fsm.region.clone()));
+        fsm.changes.push(RegionChange::Split {
+            region: fsm.region.clone(),
+            created,
+        });
+        match proposal {
+            Some(ProposalResponder::Split(r)) => {
+                self.answers
+                    .push(Answer::Split(r, Ok(SplitResponse { regions })));
+            }
+            Some(p) => self.answers.push(Answer::failed(
+                p,
+                invalid("a split proposed as another command"),
+            )),
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Whether the engine (or this batch) already holds a state for the region.
+    fn known_region(&self, region: &Region) -> Result<bool, KvError> {
+        Ok(
+            region_state(self.kv.as_ref(), region.region_id())?.is_some()
+                || self.results.iter().any(|(_, r)| {
+                    r.changes.iter().any(|c| match c {
+                        RegionChange::Split { created, .. } => {
+                            created.iter().any(|n| n.id == region.id)
+                        }
+                    })
+                }),
+        )
+    }
+}
+
+fn normal_state(region: Region) -> RegionLocalState {
+    RegionLocalState {
+        region: Some(region),
+        state: PeerState::Normal as i32,
+        applying: None,
+    }
+}
+
+fn invalid(reason: &str) -> RegionError {
+    RegionError::InvalidRequest {
+        reason: reason.to_string(),
+    }
+}
+
+impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
+    fn begin(&mut self, _batch_len: usize) {}
+
+    fn handle_control(
+        &mut self,
+        _fsm: &mut ApplyControl,
+        inbox: &mut Inbox<'_, Infallible>,
+    ) -> Handled {
+        if let Some(never) = inbox.next_message() {
+            match never {}
+        }
+        Handled::Idle
+    }
+
+    fn handle_normal(&mut self, fsm: &mut ApplyFsm, inbox: &mut Inbox<'_, ApplyMsg>) -> Handled {
+        if self.fail_stop.is_tripped() {
+            return Handled::Idle;
+        }
+        while let Some(msg) = inbox.next_message() {
+            let done = match msg {
+                ApplyMsg::Apply(task) => self.apply_task(fsm, task),
+            };
+            if done.is_err() {
+                return Handled::Idle;
+            }
+        }
+        let changes = std::mem::take(&mut fsm.changes);
+        if fsm.applied.0 > fsm.reported || !changes.is_empty() {
+            put_apply_state(&mut self.batch, fsm.region.region_id(), &fsm.apply_state());
+            fsm.reported = fsm.applied.0;
+            self.results.push((
+                fsm.region.region_id(),
+                ApplyResult {
+                    applied: fsm.applied,
+                    changes,
+                },
+            ));
+        }
+        if inbox.has_messages() {
+            Handled::Busy
+        } else {
+            Handled::Idle
+        }
+    }
+
+    fn end(&mut self, _batch: &mut [Polled<ApplyFsm>]) {
+        if self.flush().is_err() {
+            return;
+        }
+        for (region, result) in self.results.drain(..) {
+            // A peer that is gone (its store stopping) needs no report.
+            let _ = self
+                .raft_router
+                .force_send(region, PeerMsg::Applied(result));
+        }
+    }
+}

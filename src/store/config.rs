@@ -1,0 +1,85 @@
+//! Settings of a store's runtime.
+
+use std::time::Duration;
+
+use super::batch::BatchConfig;
+use super::wal_writer::WalWriterConfig;
+use crate::StoreId;
+
+/// Raft timing and limits every region of the store uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftSettings {
+    /// The store timer's period: one tick of every active region. Default 100 ms.
+    pub tick_interval: Duration,
+    /// Ticks without a leader before a follower campaigns (randomized up to twice this).
+    /// Default 10.
+    pub election_ticks: usize,
+    /// Ticks between a leader's heartbeats. Default 2.
+    pub heartbeat_ticks: usize,
+    /// Bytes of entries in one append message at most. Default 1 MiB.
+    pub max_size_per_msg: u64,
+    /// Append messages in flight to one follower at most. Default 256.
+    pub max_inflight_msgs: usize,
+    /// Bytes of one command at most; a larger one gets `EntryTooLarge`. Default 8 MiB.
+    pub max_entry_size: u64,
+    /// Bytes of each region's recent entries kept in memory for replication. Default 1 MiB.
+    pub entry_cache_bytes: u64,
+    /// Ticks an FSM catches up at most after a slow round. Default 4.
+    pub max_catch_up_ticks: u32,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings {
+            tick_interval: Duration::from_millis(100),
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            max_entry_size: 8 << 20,
+            entry_cache_bytes: 1 << 20,
+            max_catch_up_ticks: 4,
+        }
+    }
+}
+
+/// Settings of one store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// This store's id in the cluster.
+    pub store_id: StoreId,
+    /// Raft timing and limits.
+    pub raft: RaftSettings,
+    /// The raft pollers (peer FSMs).
+    pub raft_pollers: BatchConfig,
+    /// The apply pollers (apply FSMs).
+    pub apply_pollers: BatchConfig,
+    /// The WAL writer.
+    pub wal: WalWriterConfig,
+    /// Bytes of KV writes one apply batch gathers before it writes them (it writes at
+    /// least one entry). Default 4 MiB.
+    pub max_apply_batch_bytes: usize,
+    /// Bytes of one batch of a range delete (a range is never cleared in one batch).
+    /// Default 1 MiB.
+    pub delete_range_batch_bytes: usize,
+}
+
+impl StoreConfig {
+    /// Defaults for the store `store_id`.
+    pub fn new(store_id: StoreId) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pollers = |n: usize| BatchConfig {
+            pollers: n.max(1),
+            ..BatchConfig::default()
+        };
+        StoreConfig {
+            store_id,
+            raft: RaftSettings::default(),
+            raft_pollers: pollers(cores.div_ceil(2)),
+            apply_pollers: pollers(cores.div_ceil(2)),
+            wal: WalWriterConfig::default(),
+            max_apply_batch_bytes: 4 << 20,
+            delete_range_batch_bytes: 1 << 20,
+        }
+    }
+}

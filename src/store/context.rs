@@ -1,0 +1,194 @@
+//! What every poller of a store shares (`StoreShared`: engines, routers, transport, the
+//! store's region map, the ticker, the fail-stop switch) and what one raft poller round
+//! collects (`PollContext`: outgoing messages and write tasks, sent once at its end).
+
+use std::sync::Arc;
+
+use crossbeam::channel::Sender;
+use parking_lot::Mutex;
+
+use super::apply::{ApplyControl, ApplyFsm};
+use super::batch::Router;
+use super::config::StoreConfig;
+use super::engines::Engines;
+use super::fail_stop::FailStop;
+use super::meta::StoreMeta;
+use super::peer::PeerFsm;
+use super::store_fsm::StoreFsm;
+use super::ticker::Ticker;
+use super::transport::{Outbound, Transport};
+use super::wal_writer::WriteTask;
+use crate::proto::metapb::{PeerRole, Region};
+use crate::proto::raftpb::{ConfState, HardState};
+use crate::proto::storagepb::{RaftApplyState, RaftLocalState};
+use crate::raft::{Config, NodeStart, RaftError, RawNode, ReadOnlyOption};
+use crate::storage::raft_log::{LogError, RegionLog};
+use crate::{RegionId, StoreId};
+
+/// The raft pollers' router: region → peer FSM, plus the store FSM.
+pub(crate) type RaftRouter = Router<RegionId, PeerFsm, StoreFsm>;
+/// The apply pollers' router: region → apply FSM.
+pub(crate) type ApplyRouter = Router<RegionId, ApplyFsm, ApplyControl>;
+
+/// Why a region's peer could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The region lists no peer on this store.
+    #[error("region {region} has no peer on store {store}")]
+    NoLocalPeer {
+        /// The region.
+        region: RegionId,
+        /// This store.
+        store: StoreId,
+    },
+    /// The region's raft state could not be read.
+    #[error("reading region {region}'s raft state: {source}")]
+    Log {
+        /// The region.
+        region: RegionId,
+        /// The log's error.
+        #[source]
+        source: LogError,
+    },
+    /// The consensus core refused the stored state.
+    #[error("region {region}: {source}")]
+    Raft {
+        /// The region.
+        region: RegionId,
+        /// The core's error.
+        #[source]
+        source: RaftError,
+    },
+    /// A peer of the region already runs on this store.
+    #[error("region {0} already has a peer running on this store")]
+    AlreadyRunning(RegionId),
+}
+
+/// What the pollers of one store share.
+pub(crate) struct StoreShared {
+    pub store_id: StoreId,
+    pub cfg: StoreConfig,
+    pub engines: Engines,
+    pub raft_router: RaftRouter,
+    pub apply_router: ApplyRouter,
+    pub transport: Arc<dyn Transport>,
+    pub meta: Mutex<StoreMeta>,
+    pub ticker: Ticker<RegionId, PeerFsm, StoreFsm>,
+    pub fail_stop: FailStop,
+}
+
+impl StoreShared {
+    /// Starts this store's peer of `region` from its apply state: the peer FSM and its
+    /// apply delegate are registered, the region recorded and ticking. `start` says
+    /// whether the group existed before (`Restarted`) or was just created here (a split).
+    pub(crate) fn start_region(
+        &self,
+        region: Region,
+        apply: &RaftApplyState,
+        start: NodeStart,
+    ) -> Result<(), StartError> {
+        let id = region.region_id();
+        let peer = *region
+            .peers
+            .iter()
+            .find(|p| p.store_id == self.store_id.get())
+            .ok_or(StartError::NoLocalPeer {
+                region: id,
+                store: self.store_id,
+            })?;
+        let log_engine = self.engines.log.clone();
+        let local = log_engine
+            .local_state(id)
+            .map_err(|source| StartError::Log { region: id, source })?
+            .unwrap_or_else(|| initial_local_state(apply));
+        let log = Arc::new(RegionLog::new(
+            id,
+            log_engine,
+            local,
+            (apply.truncated_index, apply.truncated_term),
+            conf_state_of(&region),
+            self.cfg.raft.entry_cache_bytes,
+        ));
+        let cfg = self.raft_config(id, peer.id, apply.applied_index, start);
+        let raw = RawNode::new(cfg, log.clone())
+            .map_err(|source| StartError::Raft { region: id, source })?;
+        let peer_fsm = PeerFsm::new(region.clone(), peer, raw, log, local.last_index, apply);
+        let apply_fsm = ApplyFsm::new(region.clone(), apply);
+        if self.apply_router.register(id, Box::new(apply_fsm)).is_err() {
+            return Err(StartError::AlreadyRunning(id));
+        }
+        if self.raft_router.register(id, Box::new(peer_fsm)).is_err() {
+            self.apply_router.remove(id);
+            return Err(StartError::AlreadyRunning(id));
+        }
+        self.meta.lock().set(region);
+        self.ticker.start(id);
+        Ok(())
+    }
+
+    fn raft_config(&self, region: RegionId, peer: u64, applied: u64, start: NodeStart) -> Config {
+        let s = &self.cfg.raft;
+        Config {
+            id: peer,
+            election_tick: s.election_ticks,
+            heartbeat_tick: s.heartbeat_ticks,
+            applied,
+            max_size_per_msg: s.max_size_per_msg,
+            max_inflight_msgs: s.max_inflight_msgs,
+            max_entry_size: s.max_entry_size,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: ReadOnlyOption::LeaseBased,
+            // Distinct per replica, the same on every run: elections replay.
+            seed: region.get().wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ peer,
+            start,
+            ..Config::default()
+        }
+    }
+}
+
+/// The raft state of a region whose log has never been written on this store: it starts
+/// where its apply state says the log was truncated (bootstrap and splits start there).
+pub(crate) fn initial_local_state(apply: &RaftApplyState) -> RaftLocalState {
+    RaftLocalState {
+        hard_state: Some(HardState {
+            term: apply.truncated_term,
+            vote: 0,
+            commit: apply.truncated_index,
+        }),
+        last_index: apply.truncated_index,
+    }
+}
+
+/// The membership the region's peer list describes.
+pub(crate) fn conf_state_of(region: &Region) -> ConfState {
+    let mut cs = ConfState::default();
+    for p in &region.peers {
+        if p.role == PeerRole::Learner as i32 {
+            cs.learners.push(p.id);
+        } else {
+            cs.voters.push(p.id);
+        }
+    }
+    cs
+}
+
+/// What one raft poller round collects, sent once at its end: one batch per store, the
+/// write tasks in one go to the WAL writer.
+pub(crate) struct PollContext {
+    pub shared: Arc<StoreShared>,
+    pub outbound: Outbound,
+    pub writes: Vec<WriteTask>,
+    pub wal: Sender<WriteTask>,
+}
+
+impl PollContext {
+    pub(crate) fn new(shared: Arc<StoreShared>, wal: Sender<WriteTask>) -> Self {
+        PollContext {
+            outbound: Outbound::new(shared.store_id),
+            shared,
+            writes: Vec::new(),
+            wal,
+        }
+    }
+}

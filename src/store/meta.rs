@@ -1,0 +1,139 @@
+//! What a store knows of the regions it holds: each one's metadata by id, and their ranges
+//! by start key, so a new peer is never created over a range a local region still covers
+//! and a key finds its region.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::RegionId;
+use crate::proto::metapb::Region;
+use crate::storage::region_meta::end_bound;
+
+/// The regions of one store. Ranges of initialized regions never overlap.
+#[derive(Debug, Default)]
+pub struct StoreMeta {
+    regions: HashMap<RegionId, Region>,
+    /// Start key → region, for the regions whose range is known.
+    by_start: BTreeMap<Vec<u8>, RegionId>,
+}
+
+impl StoreMeta {
+    /// Records `region` (new, or its range or epoch changed).
+    pub fn set(&mut self, region: Region) {
+        let id = region.region_id();
+        if let Some(old) = self.regions.get(&id)
+            && self.by_start.get(&old.start_key) == Some(&id)
+        {
+            self.by_start.remove(&old.start_key);
+        }
+        self.by_start.insert(region.start_key.clone(), id);
+        self.regions.insert(id, region);
+    }
+
+    /// Forgets the region (destroyed, or merged away).
+    pub fn remove(&mut self, id: RegionId) -> Option<Region> {
+        let old = self.regions.remove(&id)?;
+        if self.by_start.get(&old.start_key) == Some(&id) {
+            self.by_start.remove(&old.start_key);
+        }
+        Some(old)
+    }
+
+    /// The region's metadata as this store last recorded it.
+    pub fn region(&self, id: RegionId) -> Option<&Region> {
+        self.regions.get(&id)
+    }
+
+    /// Every region, in start-key order.
+    pub fn regions(&self) -> impl Iterator<Item = &Region> {
+        self.by_start.values().filter_map(|id| self.regions.get(id))
+    }
+
+    /// How many regions the store holds.
+    pub fn len(&self) -> usize {
+        self.regions.len()
+    }
+
+    /// Whether the store holds no region.
+    pub fn is_empty(&self) -> bool {
+        self.regions.is_empty()
+    }
+
+    /// The region whose range holds `key`.
+    pub fn region_for_key(&self, key: &[u8]) -> Option<&Region> {
+        let (_, id) = self.by_start.range(..=key.to_vec()).next_back()?;
+        let region = self.regions.get(id)?;
+        end_bound(region)
+            .is_none_or(|end| key < end)
+            .then_some(region)
+    }
+
+    /// The regions whose ranges overlap `[start, end)` (an empty `end`: unbounded).
+    pub fn overlapping(&self, start: &[u8], end: &[u8]) -> Vec<RegionId> {
+        let mut out = Vec::new();
+        // The region starting at or before `start` may reach into the range.
+        if let Some(r) = self.region_for_key(start) {
+            out.push(r.region_id());
+        }
+        let upper = if end.is_empty() {
+            self.by_start.range(start.to_vec()..)
+        } else {
+            self.by_start.range(start.to_vec()..end.to_vec())
+        };
+        for (_, id) in upper {
+            if !out.contains(id) {
+                out.push(*id);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(id: u64, start: &[u8], end: &[u8]) -> Region {
+        Region {
+            id,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn keys_find_their_region_and_ranges_their_overlaps() {
+        let mut m = StoreMeta::default();
+        m.set(region(1, b"", b"g"));
+        m.set(region(2, b"g", b"p"));
+        m.set(region(3, b"t", b""));
+        let at = |k: &[u8]| m.region_for_key(k).map(|r| r.id);
+        assert_eq!(at(b""), Some(1));
+        assert_eq!(at(b"f\xff"), Some(1));
+        assert_eq!(at(b"g"), Some(2));
+        assert_eq!(at(b"p"), None, "the gap [p, t) is no region's");
+        assert_eq!(at(b"zzz"), Some(3));
+        let ids = |v: Vec<RegionId>| v.into_iter().map(|r| r.0).collect::<Vec<_>>();
+        assert_eq!(ids(m.overlapping(b"p", b"t")), Vec::<u64>::new());
+        assert_eq!(ids(m.overlapping(b"p", b"t\x00")), vec![3]);
+        assert_eq!(ids(m.overlapping(b"a", b"h")), vec![1, 2]);
+        assert_eq!(ids(m.overlapping(b"h", b"")), vec![2, 3]);
+        assert_eq!(ids(m.overlapping(b"g", b"g\x00")), vec![2]);
+    }
+
+    #[test]
+    fn a_split_moves_the_range_index_with_the_region() {
+        let mut m = StoreMeta::default();
+        m.set(region(1, b"", b""));
+        m.set(region(1, b"", b"m"));
+        m.set(region(2, b"m", b""));
+        assert_eq!(m.region_for_key(b"z").map(|r| r.id), Some(2));
+        assert_eq!(m.region_for_key(b"a").map(|r| r.id), Some(1));
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.remove(RegionId(2)).map(|r| r.id), Some(2));
+        assert_eq!(m.region_for_key(b"z"), None);
+        assert_eq!(m.remove(RegionId(2)), None);
+        let order: Vec<u64> = m.regions().map(|r| r.id).collect();
+        assert_eq!(order, vec![1]);
+    }
+}

@@ -1,0 +1,153 @@
+//! What the store's FSMs send each other: the peer's mailbox (network messages, requests,
+//! WAL and apply completions), the apply delegate's, and the store's.
+
+use super::request::{ReadRequest, ReadResponse, RegionStatus, SplitResponse, WriteResponse};
+use super::responder::Responder;
+use super::wal_writer::Persisted;
+use crate::PeerId;
+use crate::proto::commandpb::{SplitRequest, WriteCommand};
+use crate::proto::metapb::{Region, RegionEpoch};
+use crate::proto::raftpb::Entry;
+use crate::proto::transportpb::RaftMessage;
+use crate::region::RegionError;
+
+/// A command to propose through the region's log.
+#[derive(Debug)]
+pub enum Command {
+    /// Data operations, applied atomically.
+    Write {
+        /// The operations.
+        command: WriteCommand,
+        /// Answered once applied.
+        responder: Responder<WriteResponse>,
+    },
+    /// Split the region at these keys.
+    Split {
+        /// One request per new region, in key order.
+        splits: Vec<SplitRequest>,
+        /// Answered once applied.
+        responder: Responder<SplitResponse>,
+    },
+}
+
+/// A proposal's answer, of the type its command wants.
+#[derive(Debug)]
+pub(crate) enum ProposalResponder {
+    Write(Responder<WriteResponse>),
+    Split(Responder<SplitResponse>),
+}
+
+impl ProposalResponder {
+    pub(crate) fn fail(self, error: RegionError) {
+        match self {
+            ProposalResponder::Write(r) => r.fail(error),
+            ProposalResponder::Split(r) => r.fail(error),
+        }
+    }
+}
+
+/// A command in the log, waiting for the verdict on its entry: applied if the entry at
+/// `index` is of `term`, stale if another leader's entry took the index.
+#[derive(Debug)]
+pub(crate) struct Proposal {
+    pub index: u64,
+    pub term: u64,
+    pub responder: ProposalResponder,
+}
+
+/// The peer FSM's mailbox.
+#[derive(Debug)]
+pub(crate) enum PeerMsg {
+    /// From another store's replica of the region.
+    Raft(Box<RaftMessage>),
+    /// A command routed with `epoch`.
+    Propose {
+        epoch: Option<RegionEpoch>,
+        command: Command,
+    },
+    /// A read routed with `epoch`.
+    Read {
+        epoch: Option<RegionEpoch>,
+        request: ReadRequest,
+        responder: Responder<ReadResponse>,
+    },
+    /// Hand leadership to the region's peer `to`.
+    TransferLeader {
+        epoch: Option<RegionEpoch>,
+        to: PeerId,
+        responder: Responder<()>,
+    },
+    /// The WAL writer made a write task durable.
+    Persisted(Persisted),
+    /// The transport could not reach this peer.
+    Unreachable(PeerId),
+    /// The apply delegate applied entries.
+    Applied(ApplyResult),
+    /// Start an election now (a region just split off a leader's region).
+    Campaign,
+    /// Report the replica's state.
+    Status(Responder<RegionStatus>),
+}
+
+impl PeerMsg {
+    /// Answers the request the message carries, if any, with `error` (the message could
+    /// not be delivered).
+    pub(crate) fn fail(self, error: RegionError) {
+        match self {
+            PeerMsg::Propose { command, .. } => match command {
+                Command::Write { responder, .. } => responder.fail(error),
+                Command::Split { responder, .. } => responder.fail(error),
+            },
+            PeerMsg::Read { responder, .. } => responder.fail(error),
+            PeerMsg::TransferLeader { responder, .. } => responder.fail(error),
+            PeerMsg::Status(responder) => responder.fail(error),
+            PeerMsg::Raft(_)
+            | PeerMsg::Persisted(_)
+            | PeerMsg::Unreachable(_)
+            | PeerMsg::Applied(_)
+            | PeerMsg::Campaign => {}
+        }
+    }
+}
+
+/// What an apply round did to one region.
+#[derive(Debug)]
+pub(crate) struct ApplyResult {
+    /// The last entry applied: (index, term).
+    pub applied: (u64, u64),
+    /// Changes to the region's metadata, in log order.
+    pub changes: Vec<RegionChange>,
+}
+
+/// A change to the region's metadata made at apply.
+#[derive(Debug)]
+pub(crate) enum RegionChange {
+    /// The region was split: `region` is the region itself with its new range and epoch,
+    /// `created` the new regions whose peers this store must start (a new region already
+    /// known here — a tombstone — is left alone).
+    Split {
+        region: Region,
+        created: Vec<Region>,
+    },
+}
+
+/// Committed entries for the apply delegate, with the proposals they may answer.
+#[derive(Debug)]
+pub(crate) struct ApplyTask {
+    pub entries: Vec<Entry>,
+    /// Proposals at or below the last entry's index, in index order.
+    pub proposals: Vec<Proposal>,
+}
+
+/// The apply FSM's mailbox.
+#[derive(Debug)]
+pub(crate) enum ApplyMsg {
+    Apply(ApplyTask),
+}
+
+/// The store FSM's mailbox.
+#[derive(Debug)]
+pub(crate) enum StoreMsg {
+    /// A message for a region this store has no peer of.
+    RaftMessage(Box<RaftMessage>),
+}

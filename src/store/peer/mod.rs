@@ -1,0 +1,274 @@
+//! The peer FSM: one region's replica on this store — its Raft core, its metadata, and the
+//! proposals and reads waiting on it. `handle` is one `match` that dispatches; the logic
+//! lives per concern: `propose` (commands into the log), `read` (linearizable reads),
+//! `ready` (what the core hands out: messages, writes, committed entries) and `applied`
+//! (what the apply delegate reports back).
+
+mod applied;
+mod propose;
+mod read;
+mod ready;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::batch::Fsm;
+use super::context::PollContext;
+use super::msg::{PeerMsg, Proposal, ProposalResponder};
+use super::request::RegionStatus;
+use crate::proto::metapb::{Peer, Region};
+use crate::proto::storagepb::RaftApplyState;
+use crate::proto::transportpb::RaftMessage;
+use crate::raft::{DropReason, RaftError, RawNode, Role};
+use crate::region::{BusyReason, DroppedReason, RegionError};
+use crate::storage::raft_log::RegionLog;
+use crate::{PeerId, RegionId};
+
+use read::ReadQueue;
+
+/// One region's replica on this store.
+pub(crate) struct PeerFsm {
+    /// The region as this replica has applied it (range, epoch, peers).
+    region: Region,
+    /// This replica.
+    peer: Peer,
+    raw: RawNode<Arc<RegionLog>>,
+    log: Arc<RegionLog>,
+    /// Last index of the log as handed to the WAL writer.
+    last_index: u64,
+    /// Highest index the apply delegate has applied.
+    applied_index: u64,
+    /// Peers met in messages that the region's peer list does not name (yet).
+    peer_cache: HashMap<u64, Peer>,
+    /// Commands of this round, proposed together at its end.
+    pending_batch: Vec<(Bytes, ProposalResponder)>,
+    /// Proposed, waiting for their entries to commit, in index order.
+    proposals: VecDeque<Proposal>,
+    reads: ReadQueue,
+    /// The next write task's id.
+    next_write_id: u64,
+}
+
+impl Fsm for PeerFsm {
+    type Message = PeerMsg;
+}
+
+impl PeerFsm {
+    pub(crate) fn new(
+        region: Region,
+        peer: Peer,
+        raw: RawNode<Arc<RegionLog>>,
+        log: Arc<RegionLog>,
+        last_index: u64,
+        apply: &RaftApplyState,
+    ) -> Self {
+        PeerFsm {
+            region,
+            peer,
+            raw,
+            log,
+            last_index,
+            applied_index: apply.applied_index,
+            peer_cache: HashMap::new(),
+            pending_batch: Vec::new(),
+            proposals: VecDeque::new(),
+            reads: ReadQueue::default(),
+            next_write_id: 1,
+        }
+    }
+
+    pub(crate) fn region_id(&self) -> RegionId {
+        self.region.region_id()
+    }
+
+    /// Handles one message of the mailbox.
+    pub(crate) fn handle(&mut self, msg: PeerMsg, ctx: &mut PollContext) {
+        match msg {
+            PeerMsg::Raft(m) => self.on_raft_message(*m),
+            PeerMsg::Propose { epoch, command } => self.on_propose(epoch.as_ref(), command),
+            PeerMsg::Read {
+                epoch,
+                request,
+                responder,
+            } => self.on_read(epoch.as_ref(), request, responder),
+            PeerMsg::TransferLeader {
+                epoch,
+                to,
+                responder,
+            } => self.on_transfer_leader(epoch.as_ref(), to, responder),
+            PeerMsg::Persisted(p) => self.on_persisted(p),
+            PeerMsg::Unreachable(to) => self.raw.report_unreachable(to.get()),
+            PeerMsg::Applied(result) => self.on_applied(result, ctx),
+            PeerMsg::Campaign => {
+                if let Err(e) = self.raw.campaign() {
+                    tracing::debug!(region = self.region.id, error = %e, "campaign refused");
+                }
+            }
+            PeerMsg::Status(responder) => responder.respond(Ok(self.status())),
+        }
+    }
+
+    /// The end of this FSM's round: proposals of the round go into the log together, then
+    /// whatever the core has to hand out.
+    pub(crate) fn finish_round(&mut self, ticks: u32, ctx: &mut PollContext) {
+        for _ in 0..ticks {
+            self.raw.tick();
+        }
+        self.propose_pending();
+        self.handle_ready(ctx);
+    }
+
+    /// Whether the core has more to hand out than one round took.
+    pub(crate) fn has_ready(&self) -> bool {
+        self.raw.has_ready()
+    }
+
+    fn on_raft_message(&mut self, m: RaftMessage) {
+        let Some(message) = m.message else { return };
+        if m.to_peer.is_none_or(|p| p.id != self.peer.id) {
+            // For another replica of the region on this store (an older or newer one).
+            tracing::debug!(region = m.region_id, "message for another peer id dropped");
+            return;
+        }
+        if let Some(from) = m.from_peer
+            && from.store_id != 0
+        {
+            self.peer_cache.insert(from.id, from);
+        }
+        if let Err(e) = self.raw.step(message) {
+            tracing::debug!(region = m.region_id, error = %e, "raft message refused");
+        }
+    }
+
+    fn on_persisted(&mut self, p: super::wal_writer::Persisted) {
+        if let Some((index, term)) = p.up_to {
+            self.raw.on_persisted(index, term);
+        }
+        for m in p.own_messages {
+            if let Err(e) = self.raw.step(m) {
+                tracing::debug!(region = self.region.id, error = %e, "own message refused");
+            }
+        }
+    }
+
+    fn status(&self) -> RegionStatus {
+        let raft = self.raw.raft();
+        RegionStatus {
+            region: self.region.clone(),
+            peer: self.peer,
+            role: raft.role(),
+            leader: self.leader(),
+            term: raft.term(),
+            commit_index: raft.hard_state().commit,
+            applied_index: self.applied_index,
+        }
+    }
+
+    /// The peer with this id: from the region's peer list, else as met in a message.
+    fn peer_by_id(&self, id: u64) -> Option<Peer> {
+        self.region
+            .peers
+            .iter()
+            .find(|p| p.id == id)
+            .copied()
+            .or_else(|| self.peer_cache.get(&id).copied())
+    }
+
+    /// The leader as this replica knows it.
+    fn leader(&self) -> Option<Peer> {
+        match self.raw.raft().leader_id() {
+            0 => None,
+            id => self.peer_by_id(id),
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raw.raft().role() == Role::Leader
+    }
+
+    fn not_leader(&self) -> RegionError {
+        RegionError::NotLeader {
+            region: self.region_id(),
+            leader: self.leader(),
+        }
+    }
+
+    /// The region error a refusal of the core becomes.
+    fn refusal(&self, e: RaftError) -> RegionError {
+        let region = self.region_id();
+        let dropped = |reason| RegionError::ProposalDropped { region, reason };
+        match e {
+            RaftError::ProposalDropped(reason) => match reason {
+                DropReason::NotLeader { .. } => self.not_leader(),
+                DropReason::LeaderTransferInProgress { .. } => {
+                    dropped(DroppedReason::LeaderTransferring)
+                }
+                DropReason::UncommittedSizeLimit { .. } => RegionError::ServerIsBusy {
+                    reason: BusyReason::RegionPendingBytes,
+                    backoff: BUSY_BACKOFF,
+                },
+                DropReason::ConfChangePending { .. } => dropped(DroppedReason::ConfChangePending),
+                DropReason::ConfChangeRejected(r) => {
+                    dropped(DroppedReason::ConfChangeRejected(r.to_string()))
+                }
+                DropReason::InvalidTransferTarget { target, .. } => {
+                    dropped(DroppedReason::InvalidTransferTarget(target))
+                }
+            },
+            RaftError::EntryTooLarge { size, max } => {
+                RegionError::EntryTooLarge { size, limit: max }
+            }
+            other => RegionError::InvalidRequest {
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    fn on_transfer_leader(
+        &mut self,
+        epoch: Option<&crate::proto::metapb::RegionEpoch>,
+        to: PeerId,
+        responder: super::Responder<()>,
+    ) {
+        let checked = crate::region::check_epoch(
+            crate::region::CommandKind::TransferLeader,
+            epoch,
+            &self.region,
+        )
+        .and_then(|()| {
+            if self.is_leader() {
+                Ok(())
+            } else {
+                Err(self.not_leader())
+            }
+        })
+        .and_then(|()| {
+            self.raw
+                .transfer_leader(to.get())
+                .map_err(|e| self.refusal(e))
+        });
+        responder.respond(checked);
+    }
+}
+
+/// The backoff suggested with `ServerIsBusy`.
+const BUSY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
+impl Drop for PeerFsm {
+    /// A peer that goes away (its store stopping) answers what waits on it: what never
+    /// reached the log was not applied; what is in the log may still be applied by the
+    /// other replicas, so those proposals drop unanswered (outcome unknown).
+    fn drop(&mut self) {
+        let region = self.region_id();
+        let stopping = || RegionError::ProposalDropped {
+            region,
+            reason: DroppedReason::StoreStopping,
+        };
+        for (_, responder) in self.pending_batch.drain(..) {
+            responder.fail(stopping());
+        }
+        self.reads.fail_all(stopping);
+    }
+}

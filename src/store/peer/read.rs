@@ -1,0 +1,184 @@
+//! Linearizable reads on the leader. Each read asks the core for a read index (the core
+//! answers from its lease when it holds a valid one, else one heartbeat round serves every
+//! read of the round); a confirmed read waits until apply reaches its index, then reads one
+//! KV view. The region is checked again when the read is served: a split in between turns
+//! it into the typed error, never into another region's data.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use super::PeerFsm;
+use crate::proto::metapb::{Region, RegionEpoch};
+use crate::raft::ReadState;
+use crate::region::{CommandKind, DroppedReason, RegionError, check_epoch, check_key};
+use crate::storage::kv::{Keyspace, KvError, KvRead};
+use crate::storage::region_meta::end_bound;
+use crate::store::Responder;
+use crate::store::context::PollContext;
+use crate::store::request::{ReadRequest, ReadResponse, ScanOrder};
+
+struct PendingRead {
+    epoch: Option<RegionEpoch>,
+    request: ReadRequest,
+    responder: Responder<ReadResponse>,
+}
+
+/// The reads of one peer, from arrival to answer.
+#[derive(Default)]
+pub(super) struct ReadQueue {
+    next_id: u64,
+    /// Waiting for the core to confirm the read index: request id → read.
+    unconfirmed: HashMap<u64, PendingRead>,
+    /// Confirmed, with the index apply must reach first.
+    confirmed: Vec<(u64, PendingRead)>,
+}
+
+impl ReadQueue {
+    pub(super) fn fail_all(&mut self, error: impl Fn() -> RegionError) {
+        for (_, r) in self.unconfirmed.drain() {
+            r.responder.fail(error());
+        }
+        for (_, r) in self.confirmed.drain(..) {
+            r.responder.fail(error());
+        }
+    }
+}
+
+fn read_id(ctx: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(ctx.try_into().ok()?))
+}
+
+impl PeerFsm {
+    pub(super) fn on_read(
+        &mut self,
+        epoch: Option<&RegionEpoch>,
+        request: ReadRequest,
+        responder: Responder<ReadResponse>,
+    ) {
+        if !self.is_leader() {
+            return responder.fail(self.not_leader());
+        }
+        if let Err(e) = check_read(epoch, &request, &self.region) {
+            return responder.fail(e);
+        }
+        let id = self.reads.next_id;
+        self.reads.next_id += 1;
+        if let Err(e) = self.raw.read_index(id.to_be_bytes().to_vec()) {
+            return responder.fail(self.refusal(e));
+        }
+        let read = PendingRead {
+            epoch: epoch.copied(),
+            request,
+            responder,
+        };
+        self.reads.unconfirmed.insert(id, read);
+    }
+
+    /// Reads the core confirmed, and reads it will never confirm.
+    pub(super) fn on_read_states(&mut self, states: Vec<ReadState>, dropped: Vec<Vec<u8>>) {
+        for rs in states {
+            if let Some(read) =
+                read_id(&rs.request_ctx).and_then(|id| self.reads.unconfirmed.remove(&id))
+            {
+                self.reads.confirmed.push((rs.index, read));
+            }
+        }
+        for ctx in dropped {
+            if let Some(read) = read_id(&ctx).and_then(|id| self.reads.unconfirmed.remove(&id)) {
+                read.responder.fail(self.not_leader());
+            }
+        }
+    }
+
+    /// Serves the confirmed reads whose index is applied, from one view.
+    pub(super) fn serve_reads(&mut self, ctx: &mut PollContext) {
+        let applied = self.applied_index;
+        if !self
+            .reads
+            .confirmed
+            .iter()
+            .any(|(index, _)| *index <= applied)
+        {
+            return;
+        }
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads.confirmed)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        self.reads.confirmed = waiting;
+        let view = ctx.shared.engines.kv.read_view();
+        for (_, read) in due {
+            let answer =
+                check_read(read.epoch.as_ref(), &read.request, &self.region).and_then(|()| {
+                    match serve(view.as_ref(), &read.request, &self.region) {
+                        Ok(response) => Ok(response),
+                        Err(e) => {
+                            ctx.shared
+                                .fail_stop
+                                .trip(format!("reading region {}: {e}", self.region.id));
+                            Err(RegionError::ProposalDropped {
+                                region: self.region_id(),
+                                reason: DroppedReason::StoreStopping,
+                            })
+                        }
+                    }
+                });
+            read.responder.respond(answer);
+        }
+    }
+}
+
+/// Checks a read against the region: its epoch's version and every key it names.
+fn check_read(
+    epoch: Option<&RegionEpoch>,
+    request: &ReadRequest,
+    region: &Region,
+) -> Result<(), RegionError> {
+    check_epoch(CommandKind::Read, epoch, region)?;
+    match request {
+        ReadRequest::Get { key } => check_key(key, region),
+        ReadRequest::BatchGet { keys } => keys.iter().try_for_each(|k| check_key(k, region)),
+        ReadRequest::Scan { start, end, .. } => {
+            if end.as_ref().is_some_and(|e| e < start) {
+                return Err(RegionError::InvalidRequest {
+                    reason: "a scan whose end is before its start".into(),
+                });
+            }
+            check_key(start, region)
+        }
+    }
+}
+
+/// Reads a checked request from `view`, never past the region's range.
+fn serve(
+    view: &(impl KvRead + ?Sized),
+    request: &ReadRequest,
+    region: &Region,
+) -> Result<ReadResponse, KvError> {
+    match request {
+        ReadRequest::Get { key } => Ok(ReadResponse::Value(view.get(Keyspace::Data, key)?)),
+        ReadRequest::BatchGet { keys } => keys
+            .iter()
+            .map(|k| view.get(Keyspace::Data, k))
+            .collect::<Result<_, _>>()
+            .map(ReadResponse::Values),
+        ReadRequest::Scan {
+            start,
+            end,
+            limit,
+            order,
+        } => {
+            let end = match (end.as_deref(), end_bound(region)) {
+                (Some(e), Some(r)) => Some(e.min(r)),
+                (Some(e), None) => Some(e),
+                (None, r) => r,
+            };
+            let limit = if *limit == 0 { usize::MAX } else { *limit };
+            let reverse = *order == ScanOrder::Reverse;
+            view.scan(Keyspace::Data, start, end, reverse)
+                .take(limit)
+                .collect::<Result<Vec<(Bytes, Bytes)>, _>>()
+                .map(ReadResponse::Pairs)
+        }
+    }
+}

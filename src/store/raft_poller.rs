@@ -1,0 +1,131 @@
+//! The raft pollers' handler: each peer of a batch drains its mailbox, consumes its ticks,
+//! proposes the round's commands and hands out its Ready into the round's context; at the
+//! end of the batch the outbound messages leave as one batch per store and the write tasks
+//! go to the WAL writer together.
+
+use std::sync::Arc;
+
+use super::batch::{Handled, Inbox, PollHandler, Polled};
+use super::context::{PollContext, RaftRouter};
+use super::msg::{PeerMsg, StoreMsg};
+use super::peer::PeerFsm;
+use super::store_fsm::StoreFsm;
+use super::wal_writer::{Persisted, WriteNotifier};
+use crate::{PeerId, RegionId};
+
+/// The raft pollers' handler.
+pub(crate) struct RaftPoller {
+    ctx: PollContext,
+}
+
+impl RaftPoller {
+    pub(crate) fn new(ctx: PollContext) -> Self {
+        RaftPoller { ctx }
+    }
+}
+
+impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
+    fn begin(&mut self, _batch_len: usize) {}
+
+    fn handle_control(&mut self, fsm: &mut StoreFsm, inbox: &mut Inbox<'_, StoreMsg>) -> Handled {
+        while let Some(msg) = inbox.next_message() {
+            fsm.handle(msg, &mut self.ctx);
+        }
+        if inbox.has_messages() {
+            Handled::Busy
+        } else {
+            Handled::Idle
+        }
+    }
+
+    fn handle_normal(&mut self, fsm: &mut PeerFsm, inbox: &mut Inbox<'_, PeerMsg>) -> Handled {
+        if self.ctx.shared.fail_stop.is_tripped() {
+            // The store is stopping: nothing more is proposed, written or sent.
+            return Handled::Idle;
+        }
+        while let Some(msg) = inbox.next_message() {
+            fsm.handle(msg, &mut self.ctx);
+        }
+        let ticks = inbox.take_ticks();
+        fsm.finish_round(ticks, &mut self.ctx);
+        if inbox.has_messages() || inbox.has_ticks() || fsm.has_ready() {
+            Handled::Busy
+        } else {
+            Handled::Idle
+        }
+    }
+
+    fn end(&mut self, _batch: &mut [Polled<PeerFsm>]) {
+        let ctx = &mut self.ctx;
+        if !ctx.outbound.is_empty() {
+            let report = ctx.outbound.flush(ctx.shared.transport.as_ref());
+            for (region, peer) in report.unreachable {
+                let _ = ctx
+                    .shared
+                    .raft_router
+                    .force_send(region, PeerMsg::Unreachable(peer));
+            }
+        }
+        for task in ctx.writes.drain(..) {
+            // The writer is gone only when the store stops; the task's acks go with it.
+            if ctx.wal.send(task).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Tells peers what the WAL writer made durable, through their mailboxes.
+pub(crate) struct RouterNotifier {
+    router: RaftRouter,
+}
+
+impl RouterNotifier {
+    pub(crate) fn new(router: RaftRouter) -> Self {
+        RouterNotifier { router }
+    }
+}
+
+impl WriteNotifier for RouterNotifier {
+    fn persisted(&self, region: RegionId, persisted: Persisted) {
+        let _ = self
+            .router
+            .force_send(region, PeerMsg::Persisted(persisted));
+    }
+
+    fn unreachable(&self, region: RegionId, to: PeerId) {
+        let _ = self.router.force_send(region, PeerMsg::Unreachable(to));
+    }
+}
+
+/// Where other stores' batches enter: each message goes to its region's mailbox, or to
+/// the store FSM when the region has no peer here.
+pub(crate) struct StoreReceiver {
+    router: RaftRouter,
+}
+
+impl StoreReceiver {
+    pub(crate) fn new(router: RaftRouter) -> Arc<Self> {
+        Arc::new(StoreReceiver { router })
+    }
+}
+
+impl super::transport::BatchReceiver for StoreReceiver {
+    fn receive(&self, batch: crate::proto::transportpb::RaftMessageBatch) {
+        use super::batch::SendError;
+        for m in super::transport::unfold(batch) {
+            let region = RegionId(m.region_id);
+            match self.router.try_send(region, PeerMsg::Raft(Box::new(m))) {
+                Ok(()) => {}
+                // Raft tolerates a lost message; a full mailbox sheds load here.
+                Err(SendError::Full(_)) => {
+                    metrics::counter!("flotilla_store_dropped_messages_total").increment(1);
+                }
+                Err(SendError::Closed(PeerMsg::Raft(m))) => {
+                    let _ = self.router.send_control(StoreMsg::RaftMessage(m));
+                }
+                Err(SendError::Closed(_)) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! What an embedder asks of a region and what it gets back.
+
+use bytes::Bytes;
+
+use super::apply::eval::OpOutcome;
+use crate::proto::metapb::{Peer, Region};
+use crate::raft::Role;
+
+/// A read of one region's data, served linearizably by its leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadRequest {
+    /// One key's value.
+    Get {
+        /// The key (in the region's range).
+        key: Bytes,
+    },
+    /// Several keys' values, from one consistent view.
+    BatchGet {
+        /// The keys (each in the region's range).
+        keys: Vec<Bytes>,
+    },
+    /// Pairs in `[start, end)`, bounded by the region's range: a scan never returns
+    /// another region's keys, and the caller goes on in the next region.
+    Scan {
+        /// The first key (in the region's range).
+        start: Bytes,
+        /// The end (exclusive); None, or past the region's end, stops at the region's end.
+        end: Option<Bytes>,
+        /// At most this many pairs (0: no limit).
+        limit: usize,
+        /// Ascending or descending key order.
+        order: ScanOrder,
+    },
+}
+
+/// The order of a scan's pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanOrder {
+    /// Ascending keys.
+    Forward,
+    /// Descending keys: from the end of the range down to `start`.
+    Reverse,
+}
+
+/// The answer to a `ReadRequest`, shaped like it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadResponse {
+    /// `Get`: the value, None if the key is absent.
+    Value(Option<Bytes>),
+    /// `BatchGet`: the values in the order of the keys asked.
+    Values(Vec<Option<Bytes>>),
+    /// `Scan`: the pairs in the order asked.
+    Pairs(Vec<(Bytes, Bytes)>),
+}
+
+/// A write command applied: where it sits in the region's log and what each operation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteResponse {
+    /// The log index of the command.
+    pub index: u64,
+    /// One outcome per operation, in order (CompareAndSwap: swapped or the value found).
+    pub outcomes: Vec<OpOutcome>,
+}
+
+/// A split applied: the region and the regions split from it, in key order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitResponse {
+    /// Every region of the old range after the split, in key order (the first is the
+    /// region that was split).
+    pub regions: Vec<Region>,
+}
+
+/// One replica's view of its region.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionStatus {
+    /// The region as this replica has applied it.
+    pub region: Region,
+    /// This replica.
+    pub peer: Peer,
+    /// Its role in the current term.
+    pub role: Role,
+    /// The leader it knows of.
+    pub leader: Option<Peer>,
+    /// The current term.
+    pub term: u64,
+    /// The highest index known committed.
+    pub commit_index: u64,
+    /// The highest index applied to the KV engine.
+    pub applied_index: u64,
+}

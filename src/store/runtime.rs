@@ -1,0 +1,451 @@
+//! `Store`: one store's runtime, assembled — the raft and apply batch systems, the WAL
+//! writer, the ticker — and the embedding API over it: propose, read, split, transfer
+//! leadership, status.
+//!
+//! It runs either on threads (`RunMode::Threads`: poller pools, one WAL writer thread,
+//! one timer thread) or stepped by the caller (`RunMode::Stepped`: `step_raft`,
+//! `step_apply`, `step_wal`, `tick` are the threads' loop bodies, for deterministic tests).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam::channel::{self, Sender};
+use parking_lot::Mutex;
+
+use super::apply::{ApplyControl, ApplyFsm, ApplyPoller};
+use super::batch::{BatchSystem, PollOutcome, Poller, PollerPool, SendError};
+use super::config::StoreConfig;
+use super::context::{PollContext, StartError, StoreShared};
+use super::engines::Engines;
+use super::fail_stop::FailStop;
+use super::meta::StoreMeta;
+use super::msg::{Command, PeerMsg};
+use super::peer::PeerFsm;
+use super::raft_poller::{RaftPoller, RouterNotifier, StoreReceiver};
+use super::request::{ReadRequest, ReadResponse, RegionStatus, SplitResponse, WriteResponse};
+use super::responder::{Response, response_channel};
+use super::store_fsm::StoreFsm;
+use super::ticker::Ticker;
+use super::transport::{BatchReceiver, Transport};
+use super::wal_writer::{WalWriter, WriteOutcome, WriteTask};
+use crate::proto::commandpb::{SplitRequest, WriteCommand};
+use crate::proto::metapb::{Region, RegionEpoch};
+use crate::proto::storagepb::PeerState;
+use crate::raft::NodeStart;
+use crate::region::{BusyReason, DroppedReason, RegionError};
+use crate::storage::kv::KvError;
+use crate::storage::region_meta::{all_region_states, apply_state};
+use crate::{PeerId, RegionId, StoreId};
+
+/// Why a store could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The KV engine failed reading the regions' state.
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    /// A region's peer could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// A region has a region state but no apply state: the KV engine is damaged.
+    #[error("region {0} has a region state but no apply state")]
+    MissingApplyState(RegionId),
+    /// A runtime thread could not be started.
+    #[error("starting a runtime thread: {0}")]
+    Spawn(#[from] std::io::Error),
+}
+
+/// How the store's loops run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// On threads of its own: poller pools, a WAL writer thread, a timer thread.
+    Threads,
+    /// Stepped by the caller, on the caller's thread (`step_raft`, `step_apply`,
+    /// `step_wal`, `tick`).
+    Stepped,
+}
+
+type RaftSystem = BatchSystem<RegionId, PeerFsm, StoreFsm>;
+type ApplySystem = BatchSystem<RegionId, ApplyFsm, ApplyControl>;
+
+struct Threads {
+    raft: PollerPool<RegionId, PeerFsm, StoreFsm>,
+    apply: PollerPool<RegionId, ApplyFsm, ApplyControl>,
+    wal: JoinHandle<()>,
+    timer: JoinHandle<()>,
+    stop_timer: Arc<AtomicBool>,
+}
+
+struct Stepped {
+    raft: Poller<PeerFsm, StoreFsm, RaftPoller>,
+    apply: Poller<ApplyFsm, ApplyControl, ApplyPoller>,
+    wal: WalWriter<RouterNotifier>,
+}
+
+enum Driver {
+    Threads(Box<Threads>),
+    Stepped(Box<Stepped>),
+    Stopped,
+}
+
+/// One store: the regions it holds, and the API an embedding database uses.
+pub struct Store {
+    shared: Arc<StoreShared>,
+    driver: Driver,
+    /// Kept so pollers made later can reach the writer; dropped on shutdown, which lets
+    /// the writer see the end.
+    wal: Option<Sender<WriteTask>>,
+}
+
+impl Store {
+    /// Opens the store over its engines: every region the KV engine holds starts (its log
+    /// replayed from its applied index), and the runtime starts in `mode`. Batches from
+    /// other stores go to `receiver()`; batches to them leave through `transport`.
+    pub fn open(
+        config: StoreConfig,
+        engines: Engines,
+        transport: Arc<dyn Transport>,
+        mode: RunMode,
+    ) -> Result<Store, StoreError> {
+        let raft_system: RaftSystem =
+            BatchSystem::new(Box::new(StoreFsm::default()), config.raft_pollers.clone());
+        let apply_system: ApplySystem =
+            BatchSystem::new(Box::new(ApplyControl), config.apply_pollers.clone());
+        let (wal_tx, wal_rx) = channel::unbounded();
+        let fail_stop = FailStop::new();
+        let shared = Arc::new(StoreShared {
+            store_id: config.store_id,
+            ticker: Ticker::new(raft_system.router().clone(), config.raft.max_catch_up_ticks),
+            raft_router: raft_system.router().clone(),
+            apply_router: apply_system.router().clone(),
+            engines: engines.clone(),
+            transport: transport.clone(),
+            meta: Mutex::new(StoreMeta::default()),
+            fail_stop: fail_stop.clone(),
+            cfg: config.clone(),
+        });
+        load_regions(&shared)?;
+        let writer = WalWriter::new(
+            config.store_id,
+            engines.log.clone(),
+            wal_rx,
+            RouterNotifier::new(shared.raft_router.clone()),
+            transport,
+            fail_stop.clone(),
+            config.wal.clone(),
+        );
+        let apply_poller = |_| {
+            ApplyPoller::new(
+                engines.kv.clone(),
+                shared.raft_router.clone(),
+                fail_stop.clone(),
+                super::apply::ApplyLimits {
+                    batch_bytes: config.max_apply_batch_bytes,
+                    delete_range_bytes: config.delete_range_batch_bytes,
+                },
+            )
+        };
+        let raft_poller = |_| RaftPoller::new(PollContext::new(shared.clone(), wal_tx.clone()));
+        let driver = match mode {
+            RunMode::Stepped => Driver::Stepped(Box::new(Stepped {
+                raft: raft_system.poller(raft_poller(0)),
+                apply: apply_system.poller(apply_poller(0)),
+                wal: writer,
+            })),
+            RunMode::Threads => {
+                let store = config.store_id;
+                let raft = raft_system.spawn(&format!("raft-{store}"), raft_poller)?;
+                let apply = apply_system.spawn(&format!("apply-{store}"), apply_poller)?;
+                let wal = spawn_wal(store, writer)?;
+                let stop_timer = Arc::new(AtomicBool::new(false));
+                let timer = spawn_timer(&shared, stop_timer.clone())?;
+                Driver::Threads(Box::new(Threads {
+                    raft,
+                    apply,
+                    wal,
+                    timer,
+                    stop_timer,
+                }))
+            }
+        };
+        Ok(Store {
+            shared,
+            driver,
+            wal: Some(wal_tx),
+        })
+    }
+
+    /// This store's id.
+    pub fn id(&self) -> StoreId {
+        self.shared.store_id
+    }
+
+    /// Where other stores' batches for this store are delivered.
+    pub fn receiver(&self) -> Arc<dyn BatchReceiver> {
+        StoreReceiver::new(self.shared.raft_router.clone())
+    }
+
+    /// Proposes a write command to `region`, routed with `epoch`. The response comes once
+    /// the command is applied here, or with the typed error that stopped it.
+    pub fn propose(
+        &self,
+        region: RegionId,
+        epoch: RegionEpoch,
+        command: WriteCommand,
+    ) -> Response<WriteResponse> {
+        let (responder, response) = response_channel(region);
+        let command = Command::Write { command, responder };
+        self.send(
+            region,
+            PeerMsg::Propose {
+                epoch: Some(epoch),
+                command,
+            },
+        );
+        response
+    }
+
+    /// Reads from `region`, routed with `epoch`, linearizably (on its leader).
+    pub fn read(
+        &self,
+        region: RegionId,
+        epoch: RegionEpoch,
+        request: ReadRequest,
+    ) -> Response<ReadResponse> {
+        let (responder, response) = response_channel(region);
+        self.send(
+            region,
+            PeerMsg::Read {
+                epoch: Some(epoch),
+                request,
+                responder,
+            },
+        );
+        response
+    }
+
+    /// Splits `region` at the requests' keys (new region and peer ids supplied by the
+    /// caller). The response lists every region of the old range once the split is applied
+    /// here.
+    pub fn split(
+        &self,
+        region: RegionId,
+        epoch: RegionEpoch,
+        splits: Vec<SplitRequest>,
+    ) -> Response<SplitResponse> {
+        let (responder, response) = response_channel(region);
+        let command = Command::Split { splits, responder };
+        self.send(
+            region,
+            PeerMsg::Propose {
+                epoch: Some(epoch),
+                command,
+            },
+        );
+        response
+    }
+
+    /// Asks `region`'s leader (this replica) to hand leadership to the peer `to`. The
+    /// response says the transfer started; the region's status shows when it is done.
+    pub fn transfer_leader(
+        &self,
+        region: RegionId,
+        epoch: RegionEpoch,
+        to: PeerId,
+    ) -> Response<()> {
+        let (responder, response) = response_channel(region);
+        self.send(
+            region,
+            PeerMsg::TransferLeader {
+                epoch: Some(epoch),
+                to,
+                responder,
+            },
+        );
+        response
+    }
+
+    /// This replica's view of `region`.
+    pub fn region_status(&self, region: RegionId) -> Response<RegionStatus> {
+        let (responder, response) = response_channel(region);
+        self.send(region, PeerMsg::Status(responder));
+        response
+    }
+
+    /// The region as this store last recorded it.
+    pub fn region(&self, region: RegionId) -> Option<Region> {
+        self.shared.meta.lock().region(region).cloned()
+    }
+
+    /// Every region this store holds, in key order.
+    pub fn regions(&self) -> Vec<Region> {
+        self.shared.meta.lock().regions().cloned().collect()
+    }
+
+    /// The region of this store whose range holds `key`.
+    pub fn region_for_key(&self, key: &[u8]) -> Option<Region> {
+        self.shared.meta.lock().region_for_key(key).cloned()
+    }
+
+    /// Why the store stopped, if a fatal error (a failed log or KV write) stopped it.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.fail_stop.reason().map(str::to_string)
+    }
+
+    fn send(&self, region: RegionId, msg: PeerMsg) {
+        if self.shared.fail_stop.is_tripped() || matches!(self.driver, Driver::Stopped) {
+            return msg.fail(RegionError::ProposalDropped {
+                region,
+                reason: DroppedReason::StoreStopping,
+            });
+        }
+        match self.shared.raft_router.try_send(region, msg) {
+            Ok(()) => {}
+            Err(SendError::Full(msg)) => msg.fail(RegionError::ServerIsBusy {
+                reason: BusyReason::MailboxFull,
+                backoff: Duration::from_millis(50),
+            }),
+            Err(SendError::Closed(msg)) => msg.fail(RegionError::RegionNotFound { region }),
+        }
+    }
+
+    /// One batch of the raft pollers (stepped mode); `None` when the store runs threads.
+    pub fn step_raft(&mut self) -> Option<PollOutcome> {
+        match &mut self.driver {
+            Driver::Stepped(s) => Some(s.raft.poll_once(Duration::ZERO)),
+            _ => None,
+        }
+    }
+
+    /// One batch of the apply pollers (stepped mode).
+    pub fn step_apply(&mut self) -> Option<PollOutcome> {
+        match &mut self.driver {
+            Driver::Stepped(s) => Some(s.apply.poll_once(Duration::ZERO)),
+            _ => None,
+        }
+    }
+
+    /// One WAL write of whatever tasks are queued (stepped mode).
+    pub fn step_wal(&mut self) -> Option<WriteOutcome> {
+        match &mut self.driver {
+            Driver::Stepped(s) => Some(s.wal.write_once(Duration::ZERO)),
+            _ => None,
+        }
+    }
+
+    /// One timer tick for every ticking region (the timer thread does this in threaded
+    /// mode).
+    pub fn tick(&self) {
+        self.shared.ticker.tick_once();
+    }
+
+    /// Steps raft, WAL and apply until none of them has work left (stepped mode); returns
+    /// the steps that did something. Messages to other stores are handed to the
+    /// transport, not delivered.
+    pub fn run_until_idle(&mut self) -> usize {
+        let mut steps = 0;
+        loop {
+            let mut progressed = false;
+            if let Some(PollOutcome::Handled(n)) = self.step_raft()
+                && n > 0
+            {
+                progressed = true;
+            }
+            if let Some(WriteOutcome::Written(_)) = self.step_wal() {
+                progressed = true;
+            }
+            if let Some(PollOutcome::Handled(n)) = self.step_apply()
+                && n > 0
+            {
+                progressed = true;
+            }
+            if !progressed {
+                return steps;
+            }
+            steps += 1;
+        }
+    }
+
+    /// Stops the runtime: the timer, the pollers, then the WAL writer once every task
+    /// queued is written. Requests still waiting are answered (`StoreStopping`, or
+    /// dropped unanswered when their command may already be in the log).
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        match std::mem::replace(&mut self.driver, Driver::Stopped) {
+            Driver::Threads(t) => {
+                t.stop_timer.store(true, Ordering::Release);
+                let _ = t.timer.join();
+                t.raft.shutdown();
+                t.apply.shutdown();
+                // The pollers' senders are gone with them; the last one lets the writer end.
+                self.wal = None;
+                let _ = t.wal.join();
+            }
+            Driver::Stepped(_) | Driver::Stopped => self.wal = None,
+        }
+        // Peers and apply delegates still registered answer what waits on them as they
+        // drop.
+        let mut regions = Vec::new();
+        self.shared.raft_router.for_each(|id, _| regions.push(id));
+        for id in regions {
+            self.shared.raft_router.remove(id);
+            self.shared.apply_router.remove(id);
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts the peer of every region the KV engine holds in the Normal state.
+fn load_regions(shared: &StoreShared) -> Result<(), StoreError> {
+    let kv = shared.engines.kv.as_ref();
+    for state in all_region_states(kv)? {
+        let Some(region) = state.region else { continue };
+        if state.state != PeerState::Normal as i32 {
+            // Tombstones and interrupted snapshot applies are handled with membership
+            // changes and snapshots (being built).
+            continue;
+        }
+        let id = region.region_id();
+        let apply = apply_state(kv, id)?.ok_or(StoreError::MissingApplyState(id))?;
+        shared.start_region(region, &apply, NodeStart::Restarted)?;
+    }
+    Ok(())
+}
+
+fn spawn_wal(
+    store: StoreId,
+    mut writer: WalWriter<RouterNotifier>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("wal-{store}"))
+        .spawn(move || {
+            while let WriteOutcome::Written(_) | WriteOutcome::Idle =
+                writer.write_once(Duration::from_millis(500))
+            {}
+        })
+}
+
+fn spawn_timer(
+    shared: &Arc<StoreShared>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    let ticker = shared.ticker.clone();
+    let interval = shared.cfg.raft.tick_interval;
+    std::thread::Builder::new()
+        .name(format!("timer-{}", shared.store_id))
+        .spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                std::thread::sleep(interval);
+                ticker.tick_once();
+            }
+        })
+}

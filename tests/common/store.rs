@@ -1,0 +1,249 @@
+//! A cluster of stores in one process: in-memory engines, the in-process network, the
+//! runtime on its own threads. The first region (the whole key space) is bootstrapped on
+//! every store; helpers find leaders and retry requests the way a client would.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use flotilla::proto::commandpb::{Op, Put, WriteCommand, op};
+use flotilla::proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
+use flotilla::raft::Role;
+use flotilla::region::RegionError;
+use flotilla::storage::kv::{Keyspace, KvRead};
+use flotilla::storage::mem_kv::MemKvEngine;
+use flotilla::storage::mem_log::MemRaftLog;
+use flotilla::store::{
+    Engines, InProcessNetwork, ReadRequest, ReadResponse, RegionStatus, Response, RunMode, Store,
+    StoreConfig, WriteResponse, bootstrap_region,
+};
+use flotilla::{RegionId, StoreId};
+
+pub const FIRST_REGION: RegionId = RegionId(1);
+/// How long a helper waits for the cluster to get somewhere before it fails the test.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub struct Node {
+    pub store: Option<Store>,
+    pub kv: Arc<MemKvEngine>,
+    pub log: Arc<MemRaftLog>,
+}
+
+pub struct Cluster {
+    pub net: InProcessNetwork,
+    pub nodes: Vec<Node>,
+    pub config: Box<dyn Fn(StoreId) -> StoreConfig>,
+}
+
+/// Fast timing for tests: 20 ms ticks, elections after 10 of them.
+pub fn test_config(store: StoreId) -> StoreConfig {
+    let mut cfg = StoreConfig::new(store);
+    cfg.raft.tick_interval = Duration::from_millis(20);
+    cfg.raft_pollers.pollers = 1;
+    cfg.apply_pollers.pollers = 1;
+    cfg
+}
+
+pub fn first_region(stores: u64) -> Region {
+    Region {
+        id: FIRST_REGION.get(),
+        start_key: Vec::new(),
+        end_key: Vec::new(),
+        epoch: Some(RegionEpoch {
+            conf_ver: 1,
+            version: 1,
+        }),
+        peers: (1..=stores)
+            .map(|s| Peer {
+                id: s,
+                store_id: s,
+                role: PeerRole::Voter as i32,
+            })
+            .collect(),
+    }
+}
+
+/// Waits for a response, failing the test rather than hanging it.
+pub fn answer<T>(mut response: Response<T>) -> Result<T, RegionError> {
+    response
+        .wait_for(PATIENCE)
+        .expect("no answer within the test's patience")
+}
+
+impl Cluster {
+    /// `stores` stores, all holding the first region, running.
+    pub fn start(stores: u64) -> Cluster {
+        Cluster::start_with(stores, test_config)
+    }
+
+    pub fn start_with(stores: u64, config: impl Fn(StoreId) -> StoreConfig + 'static) -> Cluster {
+        let mut c = Cluster {
+            net: InProcessNetwork::new(stores),
+            nodes: Vec::new(),
+            config: Box::new(config),
+        };
+        let region = first_region(stores);
+        for _ in 1..=stores {
+            let node = Node {
+                store: None,
+                kv: Arc::new(MemKvEngine::new()),
+                log: Arc::new(MemRaftLog::new()),
+            };
+            bootstrap_region(&engines(&node), &region).expect("bootstrap");
+            c.nodes.push(node);
+        }
+        for s in 1..=stores {
+            c.restart(StoreId(s));
+        }
+        c
+    }
+
+    /// (Re)opens a store over its engines and connects it.
+    pub fn restart(&mut self, store: StoreId) {
+        let cfg = (self.config)(store);
+        let node = &mut self.nodes[store.get() as usize - 1];
+        let s = Store::open(
+            cfg,
+            engines(node),
+            Arc::new(self.net.clone()),
+            RunMode::Threads,
+        )
+        .expect("open store");
+        self.net.register(store, s.receiver());
+        node.store = Some(s);
+    }
+
+    /// Stops a store (its engines keep what they hold).
+    pub fn stop(&mut self, store: StoreId) {
+        self.net.unregister(store);
+        if let Some(s) = self.nodes[store.get() as usize - 1].store.take() {
+            s.shutdown();
+        }
+    }
+
+    pub fn store(&self, store: StoreId) -> &Store {
+        self.nodes[store.get() as usize - 1]
+            .store
+            .as_ref()
+            .expect("store running")
+    }
+
+    pub fn running(&self) -> impl Iterator<Item = &Store> {
+        self.nodes.iter().filter_map(|n| n.store.as_ref())
+    }
+
+    /// Waits until one running store leads `region`; its status.
+    pub fn wait_leader(&self, region: RegionId) -> RegionStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            for s in self.running() {
+                if let Ok(st) = answer(s.region_status(region))
+                    && st.role == Role::Leader
+                {
+                    return st;
+                }
+            }
+            assert!(Instant::now() < deadline, "region {region}: no leader");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The store of `region`'s leader.
+    pub fn leader_store(&self, region: RegionId) -> StoreId {
+        StoreId(self.wait_leader(region).peer.store_id)
+    }
+
+    pub fn epoch(&self, region: RegionId) -> RegionEpoch {
+        let st = self.wait_leader(region);
+        st.region.epoch.unwrap_or_default()
+    }
+
+    /// Proposes on the leader, retrying while leadership moves.
+    pub fn must_write(&self, region: RegionId, command: WriteCommand) -> WriteResponse {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let leader = self.wait_leader(region);
+            let epoch = leader.region.epoch.unwrap_or_default();
+            let store = self.store(StoreId(leader.peer.store_id));
+            match answer(store.propose(region, epoch, command.clone())) {
+                Ok(r) => return r,
+                Err(RegionError::NotLeader { .. }) if Instant::now() < deadline => {}
+                Err(e) => panic!("write to region {region}: {e}"),
+            }
+        }
+    }
+
+    pub fn must_put(&self, region: RegionId, key: &[u8], value: &[u8]) {
+        self.must_write(region, put(key, value));
+    }
+
+    /// Reads on the leader, retrying while leadership moves.
+    pub fn must_read(&self, region: RegionId, request: ReadRequest) -> ReadResponse {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let leader = self.wait_leader(region);
+            let epoch = leader.region.epoch.unwrap_or_default();
+            let store = self.store(StoreId(leader.peer.store_id));
+            match answer(store.read(region, epoch, request.clone())) {
+                Ok(r) => return r,
+                Err(RegionError::NotLeader { .. }) if Instant::now() < deadline => {}
+                Err(e) => panic!("read of region {region}: {e}"),
+            }
+        }
+    }
+
+    pub fn must_get(&self, region: RegionId, key: &[u8]) -> Option<Bytes> {
+        match self.must_read(
+            region,
+            ReadRequest::Get {
+                key: Bytes::copy_from_slice(key),
+            },
+        ) {
+            ReadResponse::Value(v) => v,
+            other => panic!("a get answered {other:?}"),
+        }
+    }
+
+    /// Waits until every running store's KV engine holds `key` = `value` (applied there).
+    pub fn wait_applied_everywhere(&self, key: &[u8], value: Option<&[u8]>) {
+        let deadline = Instant::now() + PATIENCE;
+        for n in &self.nodes {
+            if n.store.is_none() {
+                continue;
+            }
+            loop {
+                let v = n.kv.get(Keyspace::Data, key).expect("kv get");
+                if v.as_deref() == value {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{key:?} never became {value:?}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(s) = n.store.take() {
+                s.shutdown();
+            }
+        }
+    }
+}
+
+pub fn engines(node: &Node) -> Engines {
+    Engines::new(node.log.clone(), node.kv.clone())
+}
+
+pub fn put(key: &[u8], value: &[u8]) -> WriteCommand {
+    WriteCommand {
+        ops: vec![Op {
+            op: Some(op::Op::Put(Put {
+                key: Bytes::copy_from_slice(key),
+                value: Bytes::copy_from_slice(value),
+            })),
+        }],
+    }
+}

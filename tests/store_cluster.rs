@@ -1,0 +1,402 @@
+//! Whole stores over the in-process network: three stores elect a leader for the first
+//! region, replicate and apply writes, serve linearizable reads, refuse what does not fit
+//! (follower, stale epoch, foreign key), split, hand leadership over and restart.
+
+mod common;
+
+use bytes::Bytes;
+use common::store::*;
+use flotilla::proto::commandpb::{
+    CompareAndSwap, Delete, DeleteRange, Op, SplitRequest, WriteCommand, op,
+};
+use flotilla::proto::metapb::RegionEpoch;
+use flotilla::raft::Role;
+use flotilla::region::RegionError;
+use flotilla::store::apply::eval::OpOutcome;
+use flotilla::store::{ReadRequest, ReadResponse, ScanOrder};
+use flotilla::{PeerId, RegionId, StoreId};
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn cas(key: &str, expected: Option<&str>, new: Option<&str>) -> WriteCommand {
+    WriteCommand {
+        ops: vec![Op {
+            op: Some(op::Op::CompareAndSwap(CompareAndSwap {
+                key: b(key),
+                expected: expected.map(b),
+                new_value: new.map(b),
+            })),
+        }],
+    }
+}
+
+fn scan(start: &str, end: Option<&str>, limit: usize, order: ScanOrder) -> ReadRequest {
+    ReadRequest::Scan {
+        start: b(start),
+        end: end.map(b),
+        limit,
+        order,
+    }
+}
+
+fn pairs(r: ReadResponse) -> Vec<(String, String)> {
+    match r {
+        ReadResponse::Pairs(p) => p
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8(k.to_vec()).unwrap(),
+                    String::from_utf8(v.to_vec()).unwrap(),
+                )
+            })
+            .collect(),
+        other => panic!("a scan answered {other:?}"),
+    }
+}
+
+#[test]
+fn three_stores_replicate_writes_and_serve_reads_from_the_leader() {
+    let c = Cluster::start(3);
+    for i in 0..50 {
+        let key = format!("k{i:02}");
+        c.must_put(FIRST_REGION, key.as_bytes(), format!("v{i}").as_bytes());
+    }
+    assert_eq!(c.must_get(FIRST_REGION, b"k07"), Some(b("v7")));
+    assert_eq!(c.must_get(FIRST_REGION, b"nope"), None);
+    // Every replica applied every write.
+    c.wait_applied_everywhere(b"k49", Some(b"v49"));
+    let got = pairs(c.must_read(
+        FIRST_REGION,
+        scan("k10", Some("k13"), 0, ScanOrder::Forward),
+    ));
+    assert_eq!(
+        got,
+        vec![
+            ("k10".into(), "v10".into()),
+            ("k11".into(), "v11".into()),
+            ("k12".into(), "v12".into())
+        ]
+    );
+    let got = pairs(c.must_read(FIRST_REGION, scan("k40", None, 2, ScanOrder::Reverse)));
+    assert_eq!(
+        got,
+        vec![("k49".into(), "v49".into()), ("k48".into(), "v48".into())]
+    );
+    let values = c.must_read(
+        FIRST_REGION,
+        ReadRequest::BatchGet {
+            keys: vec![b("k01"), b("zz"), b("k02")],
+        },
+    );
+    assert_eq!(
+        values,
+        ReadResponse::Values(vec![Some(b("v1")), None, Some(b("v2"))])
+    );
+}
+
+#[test]
+fn compare_and_swap_is_decided_at_apply() {
+    let c = Cluster::start(3);
+    let r = c.must_write(FIRST_REGION, cas("x", None, Some("1")));
+    assert_eq!(r.outcomes, vec![OpOutcome::Swapped]);
+    let r = c.must_write(FIRST_REGION, cas("x", None, Some("2")));
+    assert_eq!(
+        r.outcomes,
+        vec![OpOutcome::Mismatch {
+            current: Some(b("1"))
+        }]
+    );
+    let r = c.must_write(FIRST_REGION, cas("x", Some("1"), None));
+    assert_eq!(r.outcomes, vec![OpOutcome::Swapped]);
+    assert_eq!(c.must_get(FIRST_REGION, b"x"), None);
+    c.wait_applied_everywhere(b"x", None);
+}
+
+#[test]
+fn requests_that_do_not_fit_get_typed_errors_and_change_nothing() {
+    let c = Cluster::start(3);
+    c.must_put(FIRST_REGION, b"a", b"1");
+    let leader = c.wait_leader(FIRST_REGION);
+    let epoch = leader.region.epoch.unwrap();
+    let follower = (1..=3)
+        .map(StoreId)
+        .find(|s| s.get() != leader.peer.store_id)
+        .unwrap();
+    // A follower answers NotLeader, naming the leader.
+    let store = c.store(follower);
+    match answer(store.read(FIRST_REGION, epoch, ReadRequest::Get { key: b("a") })) {
+        Err(RegionError::NotLeader {
+            leader: Some(l), ..
+        }) => assert_eq!(l.id, leader.peer.id),
+        other => panic!("a follower read answered {other:?}"),
+    }
+    match answer(store.propose(FIRST_REGION, epoch, put(b"a", b"2"))) {
+        Err(RegionError::NotLeader { .. }) => {}
+        other => panic!("a follower write answered {other:?}"),
+    }
+    let store = c.store(StoreId(leader.peer.store_id));
+    // A stale version is refused.
+    let stale = RegionEpoch {
+        version: epoch.version - 1,
+        ..epoch
+    };
+    assert!(matches!(
+        answer(store.propose(FIRST_REGION, stale, put(b"a", b"3"))),
+        Err(RegionError::EpochNotMatch { .. })
+    ));
+    assert!(matches!(
+        answer(store.read(FIRST_REGION, stale, ReadRequest::Get { key: b("a") })),
+        Err(RegionError::EpochNotMatch { .. })
+    ));
+    // An empty key, an unknown region.
+    assert!(matches!(
+        answer(store.propose(FIRST_REGION, epoch, put(b"", b"3"))),
+        Err(RegionError::KeyNotInRegion { .. } | RegionError::InvalidRequest { .. })
+    ));
+    assert!(matches!(
+        answer(store.propose(RegionId(99), epoch, put(b"a", b"3"))),
+        Err(RegionError::RegionNotFound {
+            region: RegionId(99)
+        })
+    ));
+    assert_eq!(c.must_get(FIRST_REGION, b"a"), Some(b("1")));
+}
+
+#[test]
+fn a_split_starts_the_new_region_on_every_store_and_both_serve() {
+    let c = Cluster::start(3);
+    c.must_put(FIRST_REGION, b"apple", b"1");
+    c.must_put(FIRST_REGION, b"pear", b"2");
+    let leader = c.wait_leader(FIRST_REGION);
+    let old_epoch = leader.region.epoch.unwrap();
+    let store = c.store(StoreId(leader.peer.store_id));
+    let split = SplitRequest {
+        split_key: b("m"),
+        new_region_id: 2,
+        new_peer_ids: vec![4, 5, 6],
+    };
+    let regions = answer(store.split(FIRST_REGION, old_epoch, vec![split]))
+        .expect("split")
+        .regions;
+    assert_eq!(regions.len(), 2);
+    assert_eq!(
+        (
+            regions[0].start_key.as_slice(),
+            regions[0].end_key.as_slice()
+        ),
+        (&b""[..], &b"m"[..])
+    );
+    assert_eq!(
+        (
+            regions[1].start_key.as_slice(),
+            regions[1].end_key.as_slice()
+        ),
+        (&b"m"[..], &b""[..])
+    );
+    let region2 = RegionId(2);
+    // The data stayed where it was: each region reads its half.
+    assert_eq!(c.must_get(region2, b"pear"), Some(b("2")));
+    assert_eq!(c.must_get(FIRST_REGION, b"apple"), Some(b("1")));
+    c.must_put(region2, b"zebra", b"3");
+    assert_eq!(c.must_get(region2, b"zebra"), Some(b("3")));
+    // The old epoch and the other half's keys are refused.
+    assert!(matches!(
+        answer(store.propose(FIRST_REGION, old_epoch, put(b"b", b"x"))),
+        Err(RegionError::EpochNotMatch { .. })
+    ));
+    let epoch1 = c.epoch(FIRST_REGION);
+    let leader1 = c.store(c.leader_store(FIRST_REGION));
+    assert!(matches!(
+        answer(leader1.propose(FIRST_REGION, epoch1, put(b"pear", b"x"))),
+        Err(RegionError::KeyNotInRegion { .. })
+    ));
+    // A scan of region 1 stops at its end, though keys follow.
+    let got = pairs(c.must_read(FIRST_REGION, scan("a", None, 0, ScanOrder::Forward)));
+    assert_eq!(got, vec![("apple".into(), "1".into())]);
+    // Every store knows both regions.
+    for s in c.running() {
+        let ids: Vec<u64> = s.regions().iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![1, 2], "store {}", s.id());
+        assert_eq!(s.region_for_key(b"q").map(|r| r.id), Some(2));
+    }
+}
+
+#[test]
+fn leadership_moves_where_it_is_sent() {
+    let c = Cluster::start(3);
+    c.must_put(FIRST_REGION, b"k", b"v");
+    let leader = c.wait_leader(FIRST_REGION);
+    let target = leader
+        .region
+        .peers
+        .iter()
+        .find(|p| p.id != leader.peer.id)
+        .unwrap();
+    let epoch = leader.region.epoch.unwrap();
+    answer(c.store(StoreId(leader.peer.store_id)).transfer_leader(
+        FIRST_REGION,
+        epoch,
+        PeerId(target.id),
+    ))
+    .expect("transfer started");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let st = answer(
+            c.store(StoreId(target.store_id))
+                .region_status(FIRST_REGION),
+        )
+        .unwrap();
+        if st.role == Role::Leader {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "transfer never completed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    c.must_put(FIRST_REGION, b"k", b"w");
+    assert_eq!(c.must_get(FIRST_REGION, b"k"), Some(b("w")));
+}
+
+#[test]
+fn a_range_delete_clears_its_range_in_bounded_batches() {
+    let c = Cluster::start_with(3, |s| {
+        let mut cfg = test_config(s);
+        cfg.delete_range_batch_bytes = 64;
+        cfg
+    });
+    let mut ops = Vec::new();
+    for i in 0..200 {
+        ops.push(Op {
+            op: Some(op::Op::Put(flotilla::proto::commandpb::Put {
+                key: Bytes::from(format!("r{i:03}")),
+                value: b("v"),
+            })),
+        });
+    }
+    c.must_write(FIRST_REGION, WriteCommand { ops });
+    // Writes before and after the range delete in one command, a CAS seeing its effect.
+    let command = WriteCommand {
+        ops: vec![
+            Op {
+                op: Some(op::Op::Put(flotilla::proto::commandpb::Put {
+                    key: b("q"),
+                    value: b("before"),
+                })),
+            },
+            Op {
+                op: Some(op::Op::DeleteRange(DeleteRange {
+                    start_key: b("r010"),
+                    end_key: b("r190"),
+                })),
+            },
+            Op {
+                op: Some(op::Op::CompareAndSwap(CompareAndSwap {
+                    key: b("r100"),
+                    expected: None,
+                    new_value: Some(b("after")),
+                })),
+            },
+            Op {
+                op: Some(op::Op::Delete(Delete { key: b("r000") })),
+            },
+        ],
+    };
+    let r = c.must_write(FIRST_REGION, command);
+    assert_eq!(r.outcomes[2], OpOutcome::Swapped);
+    let left = pairs(c.must_read(FIRST_REGION, scan("r", Some("s"), 0, ScanOrder::Forward)));
+    let keys: Vec<&str> = left.iter().map(|(k, _)| k.as_str()).collect();
+    let mut expected: Vec<String> = (1..10).map(|i| format!("r{i:03}")).collect();
+    expected.push("r100".into());
+    expected.extend((190..200).map(|i| format!("r{i:03}")));
+    assert_eq!(keys, expected);
+    assert_eq!(c.must_get(FIRST_REGION, b"q"), Some(b("before")));
+    c.wait_applied_everywhere(b"r050", None);
+    c.wait_applied_everywhere(b"r100", Some(b"after"));
+}
+
+#[test]
+fn a_restarted_store_keeps_its_data_and_rejoins() {
+    let mut c = Cluster::start(3);
+    c.must_put(FIRST_REGION, b"k1", b"v1");
+    let leader = c.leader_store(FIRST_REGION);
+    c.stop(leader);
+    // The other two elect a leader and go on.
+    c.must_put(FIRST_REGION, b"k2", b"v2");
+    c.restart(leader);
+    c.must_put(FIRST_REGION, b"k3", b"v3");
+    c.wait_applied_everywhere(b"k1", Some(b"v1"));
+    c.wait_applied_everywhere(b"k2", Some(b"v2"));
+    c.wait_applied_everywhere(b"k3", Some(b"v3"));
+}
+
+/// Steps every store until none has work left.
+fn drive(stores: &mut [flotilla::store::Store]) {
+    while stores.iter_mut().map(|s| s.run_until_idle()).sum::<usize>() > 0 {}
+}
+
+#[test]
+fn stepped_stores_run_whole_on_the_test_thread() {
+    use flotilla::store::{InProcessNetwork, RunMode, Store};
+    use std::sync::Arc;
+    let net = InProcessNetwork::new(7);
+    let nodes: Vec<Node> = (0..3)
+        .map(|_| Node {
+            store: None,
+            kv: Arc::new(flotilla::storage::mem_kv::MemKvEngine::new()),
+            log: Arc::new(flotilla::storage::mem_log::MemRaftLog::new()),
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let id = StoreId(i as u64 + 1);
+        flotilla::store::bootstrap_region(&engines(node), &first_region(3)).unwrap();
+        let s = Store::open(
+            test_config(id),
+            engines(node),
+            Arc::new(net.clone()),
+            RunMode::Stepped,
+        )
+        .unwrap();
+        net.register(id, s.receiver());
+        stores.push(s);
+    }
+    let mut ticks = 0;
+    let leader = loop {
+        for s in &stores {
+            s.tick();
+        }
+        drive(&mut stores);
+        ticks += 1;
+        let mut statuses: Vec<_> = stores
+            .iter()
+            .map(|s| s.region_status(FIRST_REGION))
+            .collect();
+        drive(&mut stores);
+        let leader = statuses
+            .iter_mut()
+            .position(|r| r.try_take().unwrap().unwrap().role == Role::Leader);
+        if let Some(l) = leader {
+            break l;
+        }
+        assert!(ticks < 200, "no leader after {ticks} ticks");
+    };
+    let epoch = stores[leader].region(FIRST_REGION).unwrap().epoch.unwrap();
+    let mut response = stores[leader].propose(FIRST_REGION, epoch, put(b"k", b"v"));
+    assert!(
+        response.try_take().is_none(),
+        "nothing happens until the store is stepped"
+    );
+    drive(&mut stores);
+    assert_eq!(
+        response.try_take().unwrap().unwrap().outcomes,
+        vec![OpOutcome::Done]
+    );
+    use flotilla::storage::kv::{Keyspace, KvRead};
+    for n in &nodes {
+        assert_eq!(n.kv.get(Keyspace::Data, b"k").unwrap(), Some(b("v")));
+    }
+}
