@@ -400,3 +400,69 @@ fn stepped_stores_run_whole_on_the_test_thread() {
         assert_eq!(n.kv.get(Keyspace::Data, b"k").unwrap(), Some(b("v")));
     }
 }
+
+#[test]
+fn membership_changes_demote_promote_and_remove_a_peer() {
+    use flotilla::proto::metapb::PeerRole;
+    use flotilla::store::PeerChange;
+    let c = Cluster::start(3);
+    c.must_put(FIRST_REGION, b"k", b"1");
+    let leader = c.wait_leader(FIRST_REGION);
+    let other = *leader
+        .region
+        .peers
+        .iter()
+        .find(|p| p.id != leader.peer.id)
+        .unwrap();
+    let store = c.store(StoreId(leader.peer.store_id));
+    let change = |ch: PeerChange| {
+        let epoch = c.epoch(FIRST_REGION);
+        answer(store.change_peers(FIRST_REGION, epoch, vec![ch])).expect("membership change")
+    };
+    let demoted = change(PeerChange::AddLearner(other)).region;
+    let role = |r: &flotilla::proto::metapb::Region| {
+        r.peers.iter().find(|p| p.id == other.id).map(|p| p.role)
+    };
+    assert_eq!(role(&demoted), Some(PeerRole::Learner as i32));
+    assert_eq!(
+        demoted.epoch.unwrap().conf_ver,
+        leader.region.epoch.unwrap().conf_ver + 1
+    );
+    // The learner still receives the log.
+    c.must_put(FIRST_REGION, b"k", b"2");
+    c.wait_applied_everywhere(b"k", Some(b"2"));
+    let promoted = change(PeerChange::AddVoter(other)).region;
+    assert_eq!(role(&promoted), Some(PeerRole::Voter as i32));
+    // A stale epoch is refused before anything is proposed.
+    assert!(matches!(
+        answer(store.change_peers(
+            FIRST_REGION,
+            leader.region.epoch.unwrap(),
+            vec![PeerChange::Remove(other)]
+        )),
+        Err(RegionError::EpochNotMatch { .. })
+    ));
+    // So are two changes at once, and removing the leader itself.
+    let epoch = c.epoch(FIRST_REGION);
+    assert!(matches!(
+        answer(store.change_peers(
+            FIRST_REGION,
+            epoch,
+            vec![PeerChange::Remove(other), PeerChange::Remove(other)]
+        )),
+        Err(RegionError::InvalidRequest { .. })
+    ));
+    assert!(matches!(
+        answer(store.change_peers(FIRST_REGION, epoch, vec![PeerChange::Remove(leader.peer)])),
+        Err(RegionError::InvalidRequest { .. })
+    ));
+    let removed = change(PeerChange::Remove(other)).region;
+    assert_eq!(removed.peers.len(), 2);
+    // Two voters go on; every store's view of the region that still holds a peer agrees.
+    c.must_put(FIRST_REGION, b"k", b"3");
+    assert_eq!(c.must_get(FIRST_REGION, b"k"), Some(b("3")));
+    for p in &removed.peers {
+        let st = answer(c.store(StoreId(p.store_id)).region_status(FIRST_REGION)).unwrap();
+        assert_eq!(st.region.peers.len(), 2);
+    }
+}

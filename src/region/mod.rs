@@ -1,12 +1,14 @@
 //! Regions: the typed region errors, the epoch table (which parts of a region's epoch each
-//! kind of command checks and bumps), key range checks and splits. Being built:
-//! membership changes as the store applies them.
+//! kind of command checks and bumps), key range checks, splits and membership changes as
+//! the store applies them.
 
+mod conf_change;
 mod epoch;
 mod errors;
 mod range;
 mod split;
 
+pub use conf_change::{change_peers, check_new_peer};
 pub use epoch::{CommandKind, EpochRule, bumped, check_epoch, is_stale};
 pub use errors::{BusyReason, DroppedReason, RegionError};
 pub use range::{check_key, check_range};

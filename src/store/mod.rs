@@ -50,7 +50,8 @@ pub use fail_stop::FailStop;
 pub use meta::StoreMeta;
 pub use msg::Command;
 pub use request::{
-    ReadRequest, ReadResponse, RegionStatus, ScanOrder, SplitResponse, WriteResponse,
+    ChangePeersResponse, PeerChange, ReadRequest, ReadResponse, RegionStatus, ScanOrder,
+    SplitResponse, WriteResponse,
 };
 pub use responder::{RegionResult, Responder, Response, response_channel};
 pub use runtime::{RunMode, Store, StoreError};

@@ -1,7 +1,10 @@
 //! What the store's FSMs send each other: the peer's mailbox (network messages, requests,
 //! WAL and apply completions), the apply delegate's, and the store's.
 
-use super::request::{ReadRequest, ReadResponse, RegionStatus, SplitResponse, WriteResponse};
+use super::request::{
+    ChangePeersResponse, PeerChange, ReadRequest, ReadResponse, RegionStatus, SplitResponse,
+    WriteResponse,
+};
 use super::responder::Responder;
 use super::wal_writer::Persisted;
 use crate::PeerId;
@@ -21,6 +24,13 @@ pub enum Command {
         /// Answered once applied.
         responder: Responder<WriteResponse>,
     },
+    /// Change the region's membership (one change at a time).
+    ChangePeers {
+        /// The changes.
+        changes: Vec<PeerChange>,
+        /// Answered once applied.
+        responder: Responder<ChangePeersResponse>,
+    },
     /// Split the region at these keys.
     Split {
         /// One request per new region, in key order.
@@ -35,6 +45,7 @@ pub enum Command {
 pub(crate) enum ProposalResponder {
     Write(Responder<WriteResponse>),
     Split(Responder<SplitResponse>),
+    ChangePeers(Responder<ChangePeersResponse>),
 }
 
 impl ProposalResponder {
@@ -42,6 +53,7 @@ impl ProposalResponder {
         match self {
             ProposalResponder::Write(r) => r.fail(error),
             ProposalResponder::Split(r) => r.fail(error),
+            ProposalResponder::ChangePeers(r) => r.fail(error),
         }
     }
 }
@@ -97,6 +109,7 @@ impl PeerMsg {
             PeerMsg::Propose { command, .. } => match command {
                 Command::Write { responder, .. } => responder.fail(error),
                 Command::Split { responder, .. } => responder.fail(error),
+                Command::ChangePeers { responder, .. } => responder.fail(error),
             },
             PeerMsg::Read { responder, .. } => responder.fail(error),
             PeerMsg::TransferLeader { responder, .. } => responder.fail(error),
@@ -129,6 +142,8 @@ pub(crate) enum RegionChange {
         region: Region,
         created: Vec<Region>,
     },
+    /// A membership change: the region with its new peers, and the entry the core applies.
+    ConfChange { region: Region, entry: Entry },
 }
 
 /// Committed entries for the apply delegate, with the proposals they may answer.

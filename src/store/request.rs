@@ -88,3 +88,21 @@ pub struct RegionStatus {
     /// The highest index applied to the KV engine.
     pub applied_index: u64,
 }
+
+/// One membership change of a region. Promoting a learner is `AddVoter` of the learner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerChange {
+    /// Add the peer as a voter, or promote it if it is a learner.
+    AddVoter(Peer),
+    /// Add the peer as a learner (it receives the log, does not vote).
+    AddLearner(Peer),
+    /// Remove the peer; its replica destroys itself once it applies the change.
+    Remove(Peer),
+}
+
+/// A membership change applied: the region with its new peers and epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangePeersResponse {
+    /// The region after the change.
+    pub region: Region,
+}

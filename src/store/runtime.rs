@@ -24,7 +24,10 @@ use super::meta::StoreMeta;
 use super::msg::{Command, PeerMsg};
 use super::peer::PeerFsm;
 use super::raft_poller::{RaftPoller, RouterNotifier, StoreReceiver};
-use super::request::{ReadRequest, ReadResponse, RegionStatus, SplitResponse, WriteResponse};
+use super::request::{
+    ChangePeersResponse, PeerChange, ReadRequest, ReadResponse, RegionStatus, SplitResponse,
+    WriteResponse,
+};
 use super::responder::{Response, response_channel};
 use super::store_fsm::StoreFsm;
 use super::ticker::Ticker;
@@ -236,6 +239,26 @@ impl Store {
     ) -> Response<SplitResponse> {
         let (responder, response) = response_channel(region);
         let command = Command::Split { splits, responder };
+        self.send(
+            region,
+            PeerMsg::Propose {
+                epoch: Some(epoch),
+                command,
+            },
+        );
+        response
+    }
+
+    /// Changes `region`'s membership (one change at a time; promoting a learner is
+    /// `PeerChange::AddVoter` of it). The response comes once the change is applied here.
+    pub fn change_peers(
+        &self,
+        region: RegionId,
+        epoch: RegionEpoch,
+        changes: Vec<PeerChange>,
+    ) -> Response<ChangePeersResponse> {
+        let (responder, response) = response_channel(region);
+        let command = Command::ChangePeers { changes, responder };
         self.send(
             region,
             PeerMsg::Propose {

@@ -18,11 +18,16 @@ use std::sync::Arc;
 use prost::Message as _;
 
 use super::eval::{Overlay, check_command, evaluate};
-use crate::proto::commandpb::{RaftCommand, SplitCommand, WriteCommand, raft_command};
+use crate::proto::commandpb::{
+    ChangePeersContext, RaftCommand, SplitCommand, WriteCommand, raft_command,
+};
 use crate::proto::metapb::{Region, RegionEpoch};
 use crate::proto::raftpb::{Entry, EntryType};
 use crate::proto::storagepb::{PeerState, RaftApplyState, RegionLocalState};
-use crate::region::{CommandKind, RegionError, check_epoch, initial_apply_state, split_region};
+use crate::raft::decode_conf_change;
+use crate::region::{
+    CommandKind, RegionError, change_peers, check_epoch, initial_apply_state, split_region,
+};
 use crate::storage::kv::{KvError, KvWriteBatch, clear_data_range};
 use crate::storage::region_meta::{put_apply_state, put_region_state, region_state};
 use crate::store::batch::{Fsm, Handled, Inbox, PollHandler, Polled};
@@ -32,7 +37,7 @@ use crate::store::fail_stop::FailStop;
 use crate::store::msg::{
     ApplyMsg, ApplyResult, ApplyTask, PeerMsg, Proposal, ProposalResponder, RegionChange,
 };
-use crate::store::request::{SplitResponse, WriteResponse};
+use crate::store::request::{ChangePeersResponse, SplitResponse, WriteResponse};
 use crate::store::responder::{RegionResult, Responder};
 
 /// One region's apply delegate.
@@ -114,6 +119,10 @@ impl Fsm for ApplyControl {
 enum Answer {
     Write(Responder<WriteResponse>, RegionResult<WriteResponse>),
     Split(Responder<SplitResponse>, RegionResult<SplitResponse>),
+    ChangePeers(
+        Responder<ChangePeersResponse>,
+        RegionResult<ChangePeersResponse>,
+    ),
 }
 
 impl Answer {
@@ -121,6 +130,7 @@ impl Answer {
         match responder {
             ProposalResponder::Write(r) => Answer::Write(r, Err(error)),
             ProposalResponder::Split(r) => Answer::Split(r, Err(error)),
+            ProposalResponder::ChangePeers(r) => Answer::ChangePeers(r, Err(error)),
         }
     }
 
@@ -128,6 +138,7 @@ impl Answer {
         match self {
             Answer::Write(r, result) => r.respond(result),
             Answer::Split(r, result) => r.respond(result),
+            Answer::ChangePeers(r, result) => r.respond(result),
         }
     }
 }
@@ -224,14 +235,12 @@ impl ApplyPoller {
                 }
             }
             Ok(EntryType::EntryNormal) => self.apply_command(fsm, entry, proposal)?,
-            _ => {
-                // Membership changes are proposed by nothing yet (they are being built);
-                // an entry of another type changes nothing here.
-                tracing::warn!(
-                    region = fsm.region.id,
-                    index = entry.index,
-                    "entry type not applied"
-                );
+            Ok(EntryType::EntryConfChange | EntryType::EntryConfChangeV2) => {
+                self.apply_conf_change(fsm, entry, proposal);
+            }
+            Err(_) => {
+                let e = invalid(&format!("unknown entry type {}", entry.entry_type));
+                self.answer_error(proposal, e)?;
             }
         }
         fsm.applied = (entry.index, entry.term);
@@ -413,6 +422,51 @@ impl ApplyPoller {
         Ok(())
     }
 
+    /// A membership change: the region's new peer list goes into the batch; the peer
+    /// applies the entry to its core once the batch is written. A change the region
+    /// refuses changes neither.
+    fn apply_conf_change(
+        &mut self,
+        fsm: &mut ApplyFsm,
+        entry: &Entry,
+        proposal: Option<ProposalResponder>,
+    ) {
+        let decided = decode_conf_change(entry)
+            .map_err(|e| invalid(&e.to_string()))
+            .and_then(|cc| {
+                let context = ChangePeersContext::decode(cc.context.as_slice())
+                    .map_err(|e| invalid(&format!("membership change context: {e}")))?;
+                change_peers(&fsm.region, &cc, &context)
+            });
+        let region = match decided {
+            Ok(region) => region,
+            Err(e) => {
+                tracing::info!(region = fsm.region.id, index = entry.index, error = %e, "membership change refused at apply");
+                if let Some(p) = proposal {
+                    self.answers.push(Answer::failed(p, e));
+                }
+                return;
+            }
+        };
+        fsm.region = region.clone();
+        put_region_state(&mut self.batch, &normal_state(region.clone()));
+        fsm.changes.push(RegionChange::ConfChange {
+            region: region.clone(),
+            entry: entry.clone(),
+        });
+        match proposal {
+            Some(ProposalResponder::ChangePeers(r)) => {
+                self.answers
+                    .push(Answer::ChangePeers(r, Ok(ChangePeersResponse { region })));
+            }
+            Some(p) => self.answers.push(Answer::failed(
+                p,
+                invalid("a membership change proposed as another command"),
+            )),
+            None => {}
+        }
+    }
+
     /// Whether the engine (or this batch) already holds a state for the region.
     fn known_region(&self, region: &Region) -> Result<bool, KvError> {
         Ok(
@@ -422,6 +476,7 @@ impl ApplyPoller {
                         RegionChange::Split { created, .. } => {
                             created.iter().any(|n| n.id == region.id)
                         }
+                        RegionChange::ConfChange { .. } => false,
                     })
                 }),
         )

@@ -3,6 +3,7 @@
 
 use super::PeerFsm;
 use crate::proto::metapb::Region;
+use crate::proto::raftpb::Entry;
 use crate::raft::NodeStart;
 use crate::region::initial_apply_state;
 use crate::store::context::PollContext;
@@ -10,17 +11,33 @@ use crate::store::msg::{ApplyResult, PeerMsg, RegionChange};
 
 impl PeerFsm {
     pub(super) fn on_applied(&mut self, result: ApplyResult, ctx: &mut PollContext) {
+        for change in result.changes {
+            match change {
+                RegionChange::Split { region, created } => self.on_split(region, created, ctx),
+                RegionChange::ConfChange { region, entry } => {
+                    self.on_conf_change(region, &entry, ctx);
+                }
+            }
+        }
         let (index, _) = result.applied;
         if index > self.applied_index {
             self.applied_index = index;
             self.raw.on_applied(index);
         }
-        for change in result.changes {
-            match change {
-                RegionChange::Split { region, created } => self.on_split(region, created, ctx),
-            }
-        }
         self.serve_reads(ctx);
+    }
+
+    fn on_conf_change(&mut self, region: Region, entry: &Entry, ctx: &mut PollContext) {
+        self.region = region.clone();
+        ctx.shared.meta.lock().set(region);
+        match self.raw.apply_conf_change(entry) {
+            Ok(cs) => self.log.set_conf_state(cs),
+            // The region took the change: a core that cannot would disagree with it.
+            Err(e) => ctx.shared.fail_stop.trip(format!(
+                "region {}: the core refused a membership change the region applied: {e}",
+                self.region.id
+            )),
+        }
     }
 
     fn on_split(&mut self, region: Region, created: Vec<Region>, ctx: &mut PollContext) {

@@ -6,11 +6,13 @@ use bytes::Bytes;
 use prost::Message as _;
 
 use super::PeerFsm;
-use crate::proto::commandpb::{RaftCommand, SplitCommand, raft_command};
+use crate::proto::commandpb::{ChangePeersContext, RaftCommand, SplitCommand, raft_command};
 use crate::proto::metapb::RegionEpoch;
-use crate::region::{CommandKind, RegionError, check_epoch, split_region};
+use crate::proto::raftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
+use crate::region::{CommandKind, RegionError, check_epoch, check_new_peer, split_region};
 use crate::store::apply::eval::check_command;
 use crate::store::msg::{Command, Proposal, ProposalResponder};
+use crate::store::request::PeerChange;
 
 impl PeerFsm {
     pub(super) fn on_propose(&mut self, epoch: Option<&RegionEpoch>, command: Command) {
@@ -20,6 +22,18 @@ impl PeerFsm {
                 raft_command::Body::Write(command),
                 ProposalResponder::Write(responder),
             ),
+            Command::ChangePeers { changes, responder } => {
+                let term = self.raw.raft().term();
+                match self.propose_conf_change(epoch, &changes) {
+                    Ok(index) => self.proposals.push_back(Proposal {
+                        index,
+                        term,
+                        responder: ProposalResponder::ChangePeers(responder),
+                    }),
+                    Err(e) => responder.fail(e),
+                }
+                return;
+            }
             Command::Split { splits, responder } => (
                 CommandKind::Split,
                 raft_command::Body::Split(SplitCommand { splits }),
@@ -70,6 +84,65 @@ impl PeerFsm {
             });
         }
         Ok(data)
+    }
+
+    /// Proposes one membership change now (its entry goes before the round's commands).
+    fn propose_conf_change(
+        &mut self,
+        epoch: Option<&RegionEpoch>,
+        changes: &[PeerChange],
+    ) -> Result<u64, RegionError> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        check_epoch(CommandKind::ChangePeers, epoch, &self.region)?;
+        let invalid = |reason: &str| RegionError::InvalidRequest {
+            reason: reason.to_string(),
+        };
+        let [change] = changes else {
+            return Err(invalid(
+                "one membership change at a time (joint changes are not built yet)",
+            ));
+        };
+        let (change_type, peer) = match *change {
+            PeerChange::AddVoter(p) => (ConfChangeType::AddNode, p),
+            PeerChange::AddLearner(p) => (ConfChangeType::AddLearnerNode, p),
+            PeerChange::Remove(p) => (ConfChangeType::RemoveNode, p),
+        };
+        match change {
+            PeerChange::Remove(p) => {
+                if !self.region.peers.iter().any(|q| q.id == p.id) {
+                    return Err(invalid("the peer to remove is not in the region"));
+                }
+                if p.id == self.peer.id {
+                    return Err(invalid(
+                        "the leader cannot remove itself: transfer leadership first",
+                    ));
+                }
+            }
+            PeerChange::AddVoter(p) | PeerChange::AddLearner(p) => {
+                check_new_peer(&self.region, p)?;
+            }
+        }
+        let context = ChangePeersContext {
+            region_id: self.region.id,
+            epoch: self.region.epoch,
+            peers: vec![peer],
+        };
+        let cc = ConfChangeV2 {
+            transition: ConfChangeTransition::Auto as i32,
+            changes: vec![ConfChangeSingle {
+                change_type: change_type as i32,
+                node_id: peer.id,
+            }],
+            context: context.encode_to_vec().into(),
+        };
+        let index = self
+            .raw
+            .propose_conf_change(cc)
+            .map_err(|e| self.refusal(e))?;
+        metrics::counter!("flotilla_raft_proposals_total").increment(1);
+        Ok(index)
     }
 
     /// Proposes the round's commands as one append.
