@@ -135,7 +135,7 @@ impl PeerFsm {
                 change_type: change_type as i32,
                 node_id: peer.id,
             }],
-            context: context.encode_to_vec().into(),
+            context: context.encode_to_vec(),
         };
         let index = self
             .raw
