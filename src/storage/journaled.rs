@@ -26,6 +26,11 @@ impl<T: Clone, W: Clone> Journaled<T, W> {
         }
     }
 
+    /// Writes since the last sync.
+    pub(crate) fn unsynced(&self) -> usize {
+        self.unsynced.len()
+    }
+
     /// Everything written so far is durable.
     pub(crate) fn sync(&mut self) {
         self.durable = self.live.clone();

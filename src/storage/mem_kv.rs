@@ -43,6 +43,11 @@ impl MemKvEngine {
         self.state.lock().crash_keeping(kept, apply_batch);
     }
 
+    /// Batches written since the last persist: what a crash may lose.
+    pub fn unsynced_batches(&self) -> usize {
+        self.state.lock().unsynced()
+    }
+
     fn snapshot(&self) -> MemKvView {
         MemKvView(self.state.lock().live().clone())
     }

@@ -59,7 +59,8 @@ impl ProposalResponder {
 }
 
 /// A command in the log, waiting for the verdict on its entry: applied if the entry at
-/// `index` is of `term`, stale if another leader's entry took the index.
+/// `index` is of `term`, stale once an entry of a later term is committed at or after
+/// `index`. A peer's proposals queue in (term, index) order: its term only grows.
 #[derive(Debug)]
 pub(crate) struct Proposal {
     pub index: u64,
@@ -150,7 +151,7 @@ pub(crate) enum RegionChange {
 #[derive(Debug)]
 pub(crate) struct ApplyTask {
     pub entries: Vec<Entry>,
-    /// Proposals at or below the last entry's index, in index order.
+    /// Proposals up to the last entry in (term, index) order.
     pub proposals: Vec<Proposal>,
 }
 

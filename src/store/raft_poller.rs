@@ -40,7 +40,13 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
 
     fn handle_normal(&mut self, fsm: &mut PeerFsm, inbox: &mut Inbox<'_, PeerMsg>) -> Handled {
         if self.ctx.shared.fail_stop.is_tripped() {
-            // The store is stopping: nothing more is proposed, written or sent.
+            // The store is stopping: nothing more is proposed, written or sent; what waits
+            // is answered, and the FSM rests with an empty inbox (no spinning).
+            fsm.fail_waiting();
+            while let Some(msg) = inbox.next_message() {
+                msg.fail(fsm.stopping());
+            }
+            inbox.take_ticks();
             return Handled::Idle;
         }
         while let Some(msg) = inbox.next_message() {

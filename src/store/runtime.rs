@@ -360,7 +360,9 @@ impl Store {
     /// One timer tick for every ticking region (the timer thread does this in threaded
     /// mode).
     pub fn tick(&self) {
-        self.shared.ticker.tick_once();
+        if !self.shared.fail_stop.is_tripped() {
+            self.shared.ticker.tick_once();
+        }
     }
 
     /// Steps raft, WAL and apply until none of them has work left (stepped mode); returns
@@ -462,11 +464,13 @@ fn spawn_timer(
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
     let ticker = shared.ticker.clone();
+    let fail_stop = shared.fail_stop.clone();
     let interval = shared.cfg.raft.tick_interval;
     std::thread::Builder::new()
         .name(format!("timer-{}", shared.store_id))
         .spawn(move || {
-            while !stop.load(Ordering::Acquire) {
+            // A stopped store's regions need no more ticks.
+            while !stop.load(Ordering::Acquire) && !fail_stop.is_tripped() {
                 std::thread::sleep(interval);
                 ticker.tick_once();
             }

@@ -49,7 +49,7 @@ pub(crate) struct ApplyFsm {
     /// Set while an entry is applied in parts (see the module notes): (index, operations
     /// done).
     partial: Option<(u64, u64)>,
-    /// Proposals handed over with their entries, in index order.
+    /// Proposals handed over with their entries, in (term, index) order.
     proposals: VecDeque<Proposal>,
     /// The applied index last reported to the peer.
     reported: u64,
@@ -85,16 +85,18 @@ impl ApplyFsm {
         }
     }
 
-    /// The proposal whose entry this is, if any. Proposals at or below the entry's index
-    /// that it does not match were overtaken: their entries were replaced by another
-    /// leader's, which is now committed in their place.
+    /// The proposal whose entry this is, if any. Proposals come in (term, index) order,
+    /// as committed entries do; one before the entry in that order that it does not match
+    /// can never commit (once an entry of term T is committed at index i, every entry
+    /// committed after it has a term of at least T): it was overtaken.
     fn take_proposal(
         &mut self,
         entry: &Entry,
         answers: &mut Vec<Answer>,
     ) -> Option<ProposalResponder> {
-        while let Some(p) = self.proposals.pop_front_if(|p| p.index <= entry.index) {
-            if p.index == entry.index && p.term == entry.term {
+        let at = (entry.term, entry.index);
+        while let Some(p) = self.proposals.pop_front_if(|p| (p.term, p.index) <= at) {
+            if (p.term, p.index) == at {
                 return Some(p.responder);
             }
             answers.push(Answer::failed(
@@ -319,7 +321,9 @@ impl ApplyPoller {
             match evaluated {
                 Ok(None) => break,
                 Ok(Some((range, resume))) => {
-                    fsm.partial = Some((index, resume as u64));
+                    // The mark names the range delete itself: a replay clears the range
+                    // again (harmless) rather than skip what a crash left uncleared.
+                    fsm.partial = Some((index, (resume - 1) as u64));
                     put_apply_state(&mut self.batch, fsm.region.region_id(), &fsm.apply_state());
                     self.flush()?;
                     let kv = self.kv.clone();
@@ -383,15 +387,25 @@ impl ApplyPoller {
         let mut created = Vec::new();
         for new in &regions[1..] {
             match self.known_region(new) {
-                Ok(true) => {
-                    // Known here already: destroyed after the split elsewhere (a tombstone)
-                    // — never revived by a late split.
+                Ok(Known::Tombstone) => {
+                    // Destroyed here after the split elsewhere — never revived by a late
+                    // split.
                     tracing::info!(
                         region = new.id,
                         "split: region already known here, not created"
                     );
                 }
-                Ok(false) => {
+                Ok(Known::Live) => {
+                    // The caller reused a region id this store holds: creating it would
+                    // overwrite that region, skipping it would leave the range without a
+                    // region here while other stores create it.
+                    self.fail(format!(
+                        "split of region {}: new region {} already exists here",
+                        fsm.region.id, new.id
+                    ));
+                    return Err(());
+                }
+                Ok(Known::No) => {
                     put_region_state(&mut self.batch, &normal_state(new.clone()));
                     put_apply_state(&mut self.batch, new.region_id(), &init);
                     created.push(new.clone());
@@ -467,20 +481,30 @@ impl ApplyPoller {
         }
     }
 
-    /// Whether the engine (or this batch) already holds a state for the region.
-    fn known_region(&self, region: &Region) -> Result<bool, KvError> {
-        Ok(
-            region_state(self.kv.as_ref(), region.region_id())?.is_some()
-                || self.results.iter().any(|(_, r)| {
-                    r.changes.iter().any(|c| match c {
-                        RegionChange::Split { created, .. } => {
-                            created.iter().any(|n| n.id == region.id)
-                        }
-                        RegionChange::ConfChange { .. } => false,
-                    })
-                }),
-        )
+    /// What this store holds of the region a split is about to create.
+    fn known_region(&self, region: &Region) -> Result<Known, KvError> {
+        let created_this_round = self.results.iter().any(|(_, r)| {
+            r.changes.iter().any(|c| match c {
+                RegionChange::Split { created, .. } => created.iter().any(|n| n.id == region.id),
+                RegionChange::ConfChange { .. } => false,
+            })
+        });
+        if created_this_round {
+            return Ok(Known::Live);
+        }
+        Ok(match region_state(self.kv.as_ref(), region.region_id())? {
+            None => Known::No,
+            Some(s) if s.state == PeerState::Tombstone as i32 => Known::Tombstone,
+            Some(_) => Known::Live,
+        })
     }
+}
+
+/// What a store holds of a region id.
+enum Known {
+    No,
+    Tombstone,
+    Live,
 }
 
 fn normal_state(region: Region) -> RegionLocalState {
@@ -513,6 +537,9 @@ impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
 
     fn handle_normal(&mut self, fsm: &mut ApplyFsm, inbox: &mut Inbox<'_, ApplyMsg>) -> Handled {
         if self.fail_stop.is_tripped() {
+            // Nothing more is applied; the tasks' proposals drop unanswered (they are in
+            // the log: their outcome is unknown).
+            while inbox.next_message().is_some() {}
             return Handled::Idle;
         }
         while let Some(msg) = inbox.next_message() {
@@ -552,5 +579,92 @@ impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
                 .raft_router
                 .force_send(region, PeerMsg::Applied(result));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RegionId;
+    use crate::store::responder::{Response, response_channel};
+
+    fn proposal(term: u64, index: u64) -> (Proposal, Response<WriteResponse>) {
+        let (responder, response) = response_channel(RegionId(1));
+        let p = Proposal {
+            index,
+            term,
+            responder: ProposalResponder::Write(responder),
+        };
+        (p, response)
+    }
+
+    fn entry(term: u64, index: u64) -> Entry {
+        Entry {
+            term,
+            index,
+            ..Default::default()
+        }
+    }
+
+    /// A leader of term 5 proposed 10..=13, lost them to term 6's entry at 10, and was
+    /// elected again in term 7, proposing at 12: its queue is in (term, index) order, not
+    /// index order. Each proposal must get the verdict of its own entry.
+    #[test]
+    fn proposals_are_decided_in_term_then_index_order() {
+        let mut fsm = ApplyFsm::new(Region::default(), &RaftApplyState::default());
+        let mut responses = Vec::new();
+        for (t, i) in [(5, 10), (5, 11), (5, 12), (5, 13), (7, 12)] {
+            let (p, r) = proposal(t, i);
+            fsm.proposals.push_back(p);
+            responses.push(r);
+        }
+        let mut answers = Vec::new();
+        let mut matched = Vec::new();
+        for e in [entry(6, 10), entry(7, 11), entry(7, 12), entry(7, 13)] {
+            if fsm.take_proposal(&e, &mut answers).is_some() {
+                matched.push((e.term, e.index));
+            }
+        }
+        assert_eq!(
+            matched,
+            vec![(7, 12)],
+            "only term 7's proposal at 12 is applied"
+        );
+        assert_eq!(answers.len(), 4, "term 5's four are overtaken");
+        for a in answers {
+            a.send();
+        }
+        for mut r in responses.drain(..4) {
+            assert!(matches!(
+                r.try_take(),
+                Some(Err(RegionError::StaleCommand { .. }))
+            ));
+        }
+        assert!(fsm.proposals.is_empty());
+    }
+
+    /// A deposed leader's proposals beyond the new leader's log are answered as soon as
+    /// the new term commits an entry, not left waiting for their index to be reached.
+    #[test]
+    fn a_committed_entry_of_a_later_term_decides_earlier_terms_proposals_beyond_it() {
+        let mut fsm = ApplyFsm::new(Region::default(), &RaftApplyState::default());
+        let (stale, mut stale_response) = proposal(5, 30);
+        let (waiting, _r) = proposal(6, 21);
+        fsm.proposals.push_back(stale);
+        fsm.proposals.push_back(waiting);
+        let mut answers = Vec::new();
+        assert!(fsm.take_proposal(&entry(6, 20), &mut answers).is_none());
+        assert_eq!(answers.len(), 1);
+        answers.pop().unwrap().send();
+        assert!(matches!(
+            stale_response.try_take(),
+            Some(Err(RegionError::StaleCommand { .. }))
+        ));
+        assert_eq!(
+            fsm.proposals.len(),
+            1,
+            "term 6's proposal at 21 waits for its entry"
+        );
+        assert!(fsm.take_proposal(&entry(6, 21), &mut answers).is_some());
     }
 }

@@ -54,7 +54,13 @@ impl PeerFsm {
                     let _ = ctx.shared.raft_router.force_send(id, PeerMsg::Campaign);
                 }
                 Ok(()) => {}
-                Err(e) => tracing::warn!(region = %id, error = %e, "split: new region not started"),
+                Err(e) => {
+                    // Its state is in the engine: a region left not running would hold a
+                    // range nothing serves until a restart.
+                    ctx.shared
+                        .fail_stop
+                        .trip(format!("split: starting new region {id}: {e}"));
+                }
             }
         }
     }

@@ -19,6 +19,7 @@ use super::context::PollContext;
 use super::msg::{PeerMsg, Proposal, ProposalResponder};
 use super::request::RegionStatus;
 use crate::proto::metapb::{Peer, Region};
+use crate::proto::raftpb::MessageType;
 use crate::proto::storagepb::RaftApplyState;
 use crate::proto::transportpb::RaftMessage;
 use crate::raft::{DropReason, RaftError, RawNode, Role};
@@ -44,7 +45,7 @@ pub(crate) struct PeerFsm {
     peer_cache: HashMap<u64, Peer>,
     /// Commands of this round, proposed together at its end.
     pending_batch: Vec<(Bytes, ProposalResponder)>,
-    /// Proposed, waiting for their entries to commit, in index order.
+    /// Proposed, waiting for their entries to commit, in (term, index) order.
     proposals: VecDeque<Proposal>,
     reads: ReadQueue,
     /// The next write task's id.
@@ -87,7 +88,7 @@ impl PeerFsm {
     pub(crate) fn handle(&mut self, msg: PeerMsg, ctx: &mut PollContext) {
         match msg {
             PeerMsg::Raft(m) => self.on_raft_message(*m),
-            PeerMsg::Propose { epoch, command } => self.on_propose(epoch.as_ref(), command),
+            PeerMsg::Propose { epoch, command } => self.on_propose(epoch.as_ref(), command, ctx),
             PeerMsg::Read {
                 epoch,
                 request,
@@ -132,10 +133,19 @@ impl PeerFsm {
             tracing::debug!(region = m.region_id, "message for another peer id dropped");
             return;
         }
+        // Remember where a peer the region's list does not name yet lives (a new peer's
+        // first messages), as the message itself claims it, boundedly.
         if let Some(from) = m.from_peer
             && from.store_id != 0
+            && from.id == message.from
+            && (self.peer_cache.len() < MAX_CACHED_PEERS || self.peer_cache.contains_key(&from.id))
         {
             self.peer_cache.insert(from.id, from);
+        }
+        if message.msg_type == MessageType::MsgSnapshot as i32 {
+            // Installing snapshots is not built yet: dropped, the leader retries later.
+            tracing::debug!(region = m.region_id, "snapshot message dropped");
+            return;
         }
         if let Err(e) = self.raw.step(message) {
             tracing::debug!(region = m.region_id, error = %e, "raft message refused");
@@ -164,6 +174,22 @@ impl PeerFsm {
             commit_index: raft.hard_state().commit,
             applied_index: self.applied_index,
         }
+    }
+
+    pub(crate) fn stopping(&self) -> RegionError {
+        RegionError::ProposalDropped {
+            region: self.region_id(),
+            reason: DroppedReason::StoreStopping,
+        }
+    }
+
+    /// Answers what never reached the log, and every read, with `StoreStopping`.
+    pub(crate) fn fail_waiting(&mut self) {
+        for (_, responder) in std::mem::take(&mut self.pending_batch) {
+            responder.fail(self.stopping());
+        }
+        let error = self.stopping();
+        self.reads.fail_all(|| error.clone());
     }
 
     /// The peer with this id: from the region's peer list, else as met in a message.
@@ -253,22 +279,18 @@ impl PeerFsm {
     }
 }
 
+/// Peers remembered from messages at most (a new peer is in the region's list once its
+/// membership change applies).
+const MAX_CACHED_PEERS: usize = 16;
+
 /// The backoff suggested with `ServerIsBusy`.
 const BUSY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl Drop for PeerFsm {
-    /// A peer that goes away (its store stopping) answers what waits on it: what never
-    /// reached the log was not applied; what is in the log may still be applied by the
-    /// other replicas, so those proposals drop unanswered (outcome unknown).
+    /// A peer that goes away (its store stopping) answers what waits on it. Proposals in
+    /// the log may still be applied by the other replicas: they drop unanswered (outcome
+    /// unknown).
     fn drop(&mut self) {
-        let region = self.region_id();
-        let stopping = || RegionError::ProposalDropped {
-            region,
-            reason: DroppedReason::StoreStopping,
-        };
-        for (_, responder) in self.pending_batch.drain(..) {
-            responder.fail(stopping());
-        }
-        self.reads.fail_all(stopping);
+        self.fail_waiting();
     }
 }

@@ -6,16 +6,25 @@ use bytes::Bytes;
 use prost::Message as _;
 
 use super::PeerFsm;
-use crate::proto::commandpb::{ChangePeersContext, RaftCommand, SplitCommand, raft_command};
+use crate::RegionId;
+use crate::proto::commandpb::{
+    ChangePeersContext, RaftCommand, SplitCommand, SplitRequest, raft_command,
+};
 use crate::proto::metapb::RegionEpoch;
 use crate::proto::raftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
 use crate::region::{CommandKind, RegionError, check_epoch, check_new_peer, split_region};
 use crate::store::apply::eval::check_command;
+use crate::store::context::PollContext;
 use crate::store::msg::{Command, Proposal, ProposalResponder};
 use crate::store::request::PeerChange;
 
 impl PeerFsm {
-    pub(super) fn on_propose(&mut self, epoch: Option<&RegionEpoch>, command: Command) {
+    pub(super) fn on_propose(
+        &mut self,
+        epoch: Option<&RegionEpoch>,
+        command: Command,
+        ctx: &PollContext,
+    ) {
         let (kind, body, responder) = match command {
             Command::Write { command, responder } => (
                 CommandKind::Write,
@@ -33,6 +42,11 @@ impl PeerFsm {
                     Err(e) => responder.fail(e),
                 }
                 return;
+            }
+            Command::Split { splits, responder } if reuses_region_id(&splits, ctx) => {
+                return responder.fail(RegionError::InvalidRequest {
+                    reason: "a new region id names a region this store holds".into(),
+                });
             }
             Command::Split { splits, responder } => (
                 CommandKind::Split,
@@ -180,4 +194,13 @@ impl PeerFsm {
             }
         }
     }
+}
+
+/// Whether a split names a new region id this store already holds (ids are the caller's
+/// until placement allocates them).
+fn reuses_region_id(splits: &[SplitRequest], ctx: &PollContext) -> bool {
+    let meta = ctx.shared.meta.lock();
+    splits
+        .iter()
+        .any(|s| meta.region(RegionId(s.new_region_id)).is_some())
 }

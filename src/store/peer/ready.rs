@@ -135,11 +135,14 @@ impl PeerFsm {
     }
 
     fn apply_committed(&mut self, entries: Vec<Entry>, ctx: &mut PollContext) {
-        let Some(last) = entries.last().map(|e| e.index) else {
+        let Some(last) = entries.last().map(|e| (e.term, e.index)) else {
             return;
         };
+        // Proposals queue in (term, index) order. Those up to the last committed entry in
+        // that order are decided by the entries handed over now: applied, or overtaken
+        // (an entry of a later term is committed at or after their index).
         let mut proposals = Vec::new();
-        while let Some(p) = self.proposals.pop_front_if(|p| p.index <= last) {
+        while let Some(p) = self.proposals.pop_front_if(|p| (p.term, p.index) <= last) {
             proposals.push(p);
         }
         let task = ApplyTask { entries, proposals };

@@ -1,0 +1,256 @@
+//! Apply is exactly-once across crashes, even for the one command written in several
+//! batches: a range delete. One store, one voter, stepped on the test thread; the KV
+//! engine crashes keeping every possible prefix of its unsynced writes, the store
+//! restarts and replays the log, and the data must be exactly what one application of
+//! each command leaves.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::store::*;
+use flotilla::StoreId;
+use flotilla::proto::commandpb::{CompareAndSwap, Delete, DeleteRange, Op, Put, WriteCommand, op};
+use flotilla::raft::Role;
+use flotilla::storage::kv::{Keyspace, KvEngine, KvRead};
+use flotilla::storage::mem_kv::MemKvEngine;
+use flotilla::storage::mem_log::MemRaftLog;
+use flotilla::store::{InProcessNetwork, RunMode, Store, bootstrap_region};
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn op(o: op::Op) -> Op {
+    Op { op: Some(o) }
+}
+
+fn open(node: &Node) -> Store {
+    let mut cfg = test_config(StoreId(1));
+    cfg.delete_range_batch_bytes = 256;
+    let net = InProcessNetwork::new(1);
+    let store =
+        Store::open(cfg, engines(node), Arc::new(net.clone()), RunMode::Stepped).expect("open");
+    net.register(StoreId(1), store.receiver());
+    store
+}
+
+/// Ticks until the lone voter leads.
+fn elect(store: &mut Store) {
+    for _ in 0..100 {
+        store.tick();
+        store.run_until_idle();
+        let mut status = store.region_status(FIRST_REGION);
+        store.run_until_idle();
+        if status.try_take().unwrap().unwrap().role == Role::Leader {
+            return;
+        }
+    }
+    panic!("no leader");
+}
+
+fn write(store: &mut Store, ops: Vec<Op>) {
+    let epoch = store.region(FIRST_REGION).unwrap().epoch.unwrap();
+    let mut r = store.propose(FIRST_REGION, epoch, WriteCommand { ops });
+    store.run_until_idle();
+    r.try_take().expect("answered").expect("applied");
+}
+
+fn data(kv: &MemKvEngine) -> Vec<(Bytes, Bytes)> {
+    kv.scan(Keyspace::Data, b"", None, false)
+        .map(|p| p.unwrap())
+        .collect()
+}
+
+/// Runs the scenario, crashing the KV engine keeping `kept` unsynced batches; returns how
+/// many there were and the data after the restart.
+fn run(kept: usize) -> (usize, Vec<(Bytes, Bytes)>) {
+    let node = Node {
+        store: None,
+        kv: Arc::new(MemKvEngine::new()),
+        log: Arc::new(MemRaftLog::new()),
+    };
+    bootstrap_region(&engines(&node), &first_region(1)).unwrap();
+    let mut store = open(&node);
+    elect(&mut store);
+    let puts = (0..200)
+        .map(|i| {
+            op(op::Op::Put(Put {
+                key: Bytes::from(format!("r{i:03}")),
+                value: b("v"),
+            }))
+        })
+        .collect();
+    write(&mut store, puts);
+    node.kv.persist().unwrap();
+    write(
+        &mut store,
+        vec![
+            op(op::Op::Put(Put {
+                key: b("q"),
+                value: b("before"),
+            })),
+            op(op::Op::DeleteRange(DeleteRange {
+                start_key: b("r010"),
+                end_key: b("r190"),
+            })),
+            op(op::Op::CompareAndSwap(CompareAndSwap {
+                key: b("r100"),
+                expected: None,
+                new_value: Some(b("after")),
+            })),
+            op(op::Op::Delete(Delete { key: b("r000") })),
+        ],
+    );
+    let unsynced = node.kv.unsynced_batches();
+    store.shutdown();
+    node.kv.crash_keeping(kept);
+    node.log.crash();
+    let mut store = open(&node);
+    elect(&mut store);
+    store.run_until_idle();
+    let after = data(&node.kv);
+    store.shutdown();
+    (unsynced, after)
+}
+
+#[test]
+fn a_range_delete_is_applied_exactly_once_whatever_prefix_of_it_a_crash_keeps() {
+    let mut expected: Vec<(Bytes, Bytes)> = vec![(b("q"), b("before"))];
+    expected.extend((1..10).map(|i| (Bytes::from(format!("r{i:03}")), b("v"))));
+    expected.push((b("r100"), b("after")));
+    expected.extend((190..200).map(|i| (Bytes::from(format!("r{i:03}")), b("v"))));
+    expected.sort();
+    let (unsynced, _) = run(usize::MAX);
+    assert!(
+        unsynced >= 4,
+        "the range delete took {unsynced} batches: bound not exercised"
+    );
+    for kept in 0..=unsynced {
+        let (_, after) = run(kept);
+        assert_eq!(
+            after, expected,
+            "crash keeping {kept} of {unsynced} unsynced batches"
+        );
+    }
+}
+
+/// A KV engine whose writes fail once `broken` is set (a dying disk).
+struct Failing {
+    inner: MemKvEngine,
+    broken: std::sync::atomic::AtomicBool,
+}
+
+impl KvRead for Failing {
+    fn get(
+        &self,
+        ks: Keyspace,
+        key: &[u8],
+    ) -> Result<Option<Bytes>, flotilla::storage::kv::KvError> {
+        self.inner.get(ks, key)
+    }
+
+    fn scan<'a>(
+        &'a self,
+        ks: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        reverse: bool,
+    ) -> flotilla::storage::kv::KvIter<'a> {
+        self.inner.scan(ks, start, end, reverse)
+    }
+}
+
+impl KvEngine for Failing {
+    type View = <MemKvEngine as KvEngine>::View;
+
+    fn write(
+        &self,
+        batch: &flotilla::storage::kv::KvWriteBatch,
+    ) -> Result<(), flotilla::storage::kv::KvError> {
+        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(flotilla::storage::kv::KvError::Engine(Box::new(
+                std::io::Error::other("disk gone"),
+            )));
+        }
+        self.inner.write(batch)
+    }
+
+    fn view(&self) -> Self::View {
+        self.inner.view()
+    }
+
+    fn persist(&self) -> Result<(), flotilla::storage::kv::KvError> {
+        self.inner.persist()
+    }
+}
+
+#[test]
+fn a_failed_apply_write_stops_the_store_and_answers_what_waits() {
+    let kv = Arc::new(Failing {
+        inner: MemKvEngine::new(),
+        broken: false.into(),
+    });
+    let log = Arc::new(MemRaftLog::new());
+    let engines = flotilla::store::Engines::new(log, kv.clone());
+    bootstrap_region(&engines, &first_region(1)).unwrap();
+    let net = InProcessNetwork::new(1);
+    let mut store = Store::open(
+        test_config(StoreId(1)),
+        engines,
+        Arc::new(net.clone()),
+        RunMode::Stepped,
+    )
+    .unwrap();
+    net.register(StoreId(1), store.receiver());
+    elect(&mut store);
+    write(
+        &mut store,
+        vec![op(op::Op::Put(Put {
+            key: b("a"),
+            value: b("1"),
+        }))],
+    );
+    kv.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+    let epoch = store.region(FIRST_REGION).unwrap().epoch.unwrap();
+    let put = |k: &str| WriteCommand {
+        ops: vec![op(op::Op::Put(Put {
+            key: b(k),
+            value: b("2"),
+        }))],
+    };
+    let mut in_log = store.propose(FIRST_REGION, epoch, put("a"));
+    // Steps stop once nothing is left to do: a stopped store does not spin.
+    store.run_until_idle();
+    assert!(
+        store.failure().unwrap().contains("KV write failed"),
+        "{:?}",
+        store.failure()
+    );
+    // The write reached the log: whether it is applied somewhere is unknown.
+    assert!(matches!(
+        in_log.try_take(),
+        Some(Err(flotilla::region::RegionError::ProposalDropped {
+            reason: flotilla::region::DroppedReason::Unanswered,
+            ..
+        }))
+    ));
+    // Later requests are refused at once.
+    let mut later = store.propose(FIRST_REGION, epoch, put("b"));
+    assert!(matches!(
+        later.try_take(),
+        Some(Err(flotilla::region::RegionError::ProposalDropped {
+            reason: flotilla::region::DroppedReason::StoreStopping,
+            ..
+        }))
+    ));
+    for _ in 0..10 {
+        store.tick();
+    }
+    assert_eq!(
+        store.run_until_idle(),
+        0,
+        "a stopped store has nothing to run"
+    );
+}
