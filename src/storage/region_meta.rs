@@ -14,7 +14,7 @@ use prost::Message as _;
 use super::kv::{Keyspace, KvEngine, KvError, KvRead, KvWriteBatch};
 use crate::RegionId;
 use crate::proto::metapb::Region;
-use crate::proto::storagepb::{RaftApplyState, RegionLocalState};
+use crate::proto::storagepb::{PeerState, RaftApplyState, RegionLocalState};
 
 const REGION_PREFIX: u8 = b'r';
 const REGION_STATE_SUFFIX: u8 = 1;
@@ -44,6 +44,15 @@ pub fn end_bound(region: &Region) -> Option<&[u8]> {
 /// Whether `key` lies in the region's range `[start_key, end_key)`.
 pub fn contains_key(region: &Region, key: &[u8]) -> bool {
     key >= region.start_key.as_slice() && end_bound(region).is_none_or(|end| key < end)
+}
+
+/// The state of a region this store holds and serves.
+pub fn normal_state(region: Region) -> RegionLocalState {
+    RegionLocalState {
+        region: Some(region),
+        state: PeerState::Normal as i32,
+        applying: None,
+    }
 }
 
 /// Adds the `RegionLocalState` to the batch, under the id of the region it names.

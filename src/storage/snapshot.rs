@@ -29,7 +29,7 @@ use super::kv::{
     clear_data_range,
 };
 use super::region_meta::{
-    all_region_states, contains_key, end_bound, put_apply_state, put_region_state,
+    all_region_states, contains_key, end_bound, normal_state, put_apply_state, put_region_state,
 };
 use super::{Crc32Trailer, check_crc32_trailer};
 use crate::RegionId;
@@ -446,14 +446,7 @@ pub fn apply(
         ..Default::default()
     };
     put_apply_state(&mut batch, region.region_id(), &done);
-    put_region_state(
-        &mut batch,
-        &RegionLocalState {
-            region: Some(region),
-            state: PeerState::Normal as i32,
-            applying: None,
-        },
-    );
+    put_region_state(&mut batch, &normal_state(region));
     kv.write(&batch)?;
     Ok(())
 }

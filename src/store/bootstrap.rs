@@ -4,10 +4,11 @@
 
 use super::engines::Engines;
 use crate::proto::metapb::{Region, RegionEpoch};
-use crate::proto::storagepb::{PeerState, RegionLocalState};
 use crate::region::initial_apply_state;
 use crate::storage::kv::{KvError, KvWriteBatch};
-use crate::storage::region_meta::{all_region_states, put_apply_state, put_region_state};
+use crate::storage::region_meta::{
+    all_region_states, normal_state, put_apply_state, put_region_state,
+};
 
 /// Why a store could not be bootstrapped.
 #[derive(Debug, thiserror::Error)]
@@ -41,14 +42,7 @@ pub fn bootstrap_region(engines: &Engines, region: &Region) -> Result<(), Bootst
     let mut batch = KvWriteBatch::default();
     let apply = initial_apply_state();
     put_apply_state(&mut batch, region.region_id(), &apply);
-    put_region_state(
-        &mut batch,
-        &RegionLocalState {
-            region: Some(region),
-            state: PeerState::Normal as i32,
-            applying: None,
-        },
-    );
+    put_region_state(&mut batch, &normal_state(region));
     kv.write_batch(&batch)?;
     kv.persist_all()?;
     Ok(())

@@ -28,7 +28,7 @@ use super::request::{
     ChangePeersResponse, PeerChange, ReadRequest, ReadResponse, RegionStatus, SplitResponse,
     WriteResponse,
 };
-use super::responder::{Response, response_channel};
+use super::responder::{Responder, Response, response_channel};
 use super::store_fsm::StoreFsm;
 use super::ticker::Ticker;
 use super::transport::{BatchReceiver, Transport};
@@ -197,16 +197,10 @@ impl Store {
         epoch: RegionEpoch,
         command: WriteCommand,
     ) -> Response<WriteResponse> {
-        let (responder, response) = response_channel(region);
-        let command = Command::Write { command, responder };
-        self.send(
-            region,
-            PeerMsg::Propose {
-                epoch: Some(epoch),
-                command,
-            },
-        );
-        response
+        self.propose_command(region, epoch, |responder| Command::Write {
+            command,
+            responder,
+        })
     }
 
     /// Reads from `region`, routed with `epoch`, linearizably (on its leader).
@@ -237,16 +231,10 @@ impl Store {
         epoch: RegionEpoch,
         splits: Vec<SplitRequest>,
     ) -> Response<SplitResponse> {
-        let (responder, response) = response_channel(region);
-        let command = Command::Split { splits, responder };
-        self.send(
-            region,
-            PeerMsg::Propose {
-                epoch: Some(epoch),
-                command,
-            },
-        );
-        response
+        self.propose_command(region, epoch, |responder| Command::Split {
+            splits,
+            responder,
+        })
     }
 
     /// Changes `region`'s membership (one change at a time; promoting a learner is
@@ -257,16 +245,10 @@ impl Store {
         epoch: RegionEpoch,
         changes: Vec<PeerChange>,
     ) -> Response<ChangePeersResponse> {
-        let (responder, response) = response_channel(region);
-        let command = Command::ChangePeers { changes, responder };
-        self.send(
-            region,
-            PeerMsg::Propose {
-                epoch: Some(epoch),
-                command,
-            },
-        );
-        response
+        self.propose_command(region, epoch, |responder| Command::ChangePeers {
+            changes,
+            responder,
+        })
     }
 
     /// Asks `region`'s leader (this replica) to hand leadership to the peer `to`. The
@@ -314,6 +296,25 @@ impl Store {
     /// Why the store stopped, if a fatal error (a failed log or KV write) stopped it.
     pub fn failure(&self) -> Option<String> {
         self.shared.fail_stop.reason().map(str::to_string)
+    }
+
+    /// Sends a command built around its responder; returns the response.
+    fn propose_command<T>(
+        &self,
+        region: RegionId,
+        epoch: RegionEpoch,
+        command: impl FnOnce(Responder<T>) -> Command,
+    ) -> Response<T> {
+        let (responder, response) = response_channel(region);
+        let command = command(responder);
+        self.send(
+            region,
+            PeerMsg::Propose {
+                epoch: Some(epoch),
+                command,
+            },
+        );
+        response
     }
 
     fn send(&self, region: RegionId, msg: PeerMsg) {

@@ -23,13 +23,13 @@ use crate::proto::commandpb::{
 };
 use crate::proto::metapb::{Region, RegionEpoch};
 use crate::proto::raftpb::{Entry, EntryType};
-use crate::proto::storagepb::{PeerState, RaftApplyState, RegionLocalState};
+use crate::proto::storagepb::{PeerState, RaftApplyState};
 use crate::raft::decode_conf_change;
 use crate::region::{
     CommandKind, RegionError, change_peers, check_epoch, initial_apply_state, split_region,
 };
 use crate::storage::kv::{KvError, KvWriteBatch, clear_data_range};
-use crate::storage::region_meta::{put_apply_state, put_region_state, region_state};
+use crate::storage::region_meta::{normal_state, put_apply_state, put_region_state, region_state};
 use crate::store::batch::{Fsm, Handled, Inbox, PollHandler, Polled};
 use crate::store::context::RaftRouter;
 use crate::store::engines::StoreKv;
@@ -505,14 +505,6 @@ enum Known {
     No,
     Tombstone,
     Live,
-}
-
-fn normal_state(region: Region) -> RegionLocalState {
-    RegionLocalState {
-        region: Some(region),
-        state: PeerState::Normal as i32,
-        applying: None,
-    }
 }
 
 fn invalid(reason: &str) -> RegionError {
