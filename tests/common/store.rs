@@ -158,38 +158,36 @@ impl Cluster {
         st.region.epoch.unwrap_or_default()
     }
 
-    /// Proposes on the leader, retrying while leadership moves.
-    pub fn must_write(&self, region: RegionId, command: WriteCommand) -> WriteResponse {
+    /// Sends a request to `region`'s leader, again while leadership moves; any other
+    /// error fails the test.
+    pub fn on_leader<T>(
+        &self,
+        region: RegionId,
+        request: impl Fn(&Store, RegionEpoch) -> Response<T>,
+    ) -> T {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let leader = self.wait_leader(region);
             let epoch = leader.region.epoch.unwrap_or_default();
             let store = self.store(StoreId(leader.peer.store_id));
-            match answer(store.propose(region, epoch, command.clone())) {
+            match answer(request(store, epoch)) {
                 Ok(r) => return r,
                 Err(RegionError::NotLeader { .. }) if Instant::now() < deadline => {}
-                Err(e) => panic!("write to region {region}: {e}"),
+                Err(e) => panic!("request to region {region}: {e}"),
             }
         }
+    }
+
+    pub fn must_write(&self, region: RegionId, command: WriteCommand) -> WriteResponse {
+        self.on_leader(region, |s, epoch| s.propose(region, epoch, command.clone()))
     }
 
     pub fn must_put(&self, region: RegionId, key: &[u8], value: &[u8]) {
         self.must_write(region, put(key, value));
     }
 
-    /// Reads on the leader, retrying while leadership moves.
     pub fn must_read(&self, region: RegionId, request: ReadRequest) -> ReadResponse {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let leader = self.wait_leader(region);
-            let epoch = leader.region.epoch.unwrap_or_default();
-            let store = self.store(StoreId(leader.peer.store_id));
-            match answer(store.read(region, epoch, request.clone())) {
-                Ok(r) => return r,
-                Err(RegionError::NotLeader { .. }) if Instant::now() < deadline => {}
-                Err(e) => panic!("read of region {region}: {e}"),
-            }
-        }
+        self.on_leader(region, |s, epoch| s.read(region, epoch, request.clone()))
     }
 
     pub fn must_get(&self, region: RegionId, key: &[u8]) -> Option<Bytes> {

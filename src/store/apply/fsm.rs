@@ -117,6 +117,9 @@ impl Fsm for ApplyControl {
     type Message = Infallible;
 }
 
+/// The store stopped (its `FailStop` tripped) while applying: nothing more is applied.
+struct Stopped;
+
 /// An answer held until the batch holding its command is in the engine.
 enum Answer {
     Write(Responder<WriteResponse>, RegionResult<WriteResponse>),
@@ -127,7 +130,27 @@ enum Answer {
     ),
 }
 
+/// What an applied command answers.
+enum Applied {
+    Write(WriteResponse),
+    Split(SplitResponse),
+    ChangePeers(ChangePeersResponse),
+}
+
 impl Answer {
+    /// The answer of a proposal whose command was applied. A responder of another kind
+    /// than the command in its entry could only come from a bug: it is told so.
+    fn applied(responder: ProposalResponder, applied: Applied) -> Answer {
+        match (responder, applied) {
+            (ProposalResponder::Write(r), Applied::Write(a)) => Answer::Write(r, Ok(a)),
+            (ProposalResponder::Split(r), Applied::Split(a)) => Answer::Split(r, Ok(a)),
+            (ProposalResponder::ChangePeers(r), Applied::ChangePeers(a)) => {
+                Answer::ChangePeers(r, Ok(a))
+            }
+            (r, _) => Answer::failed(r, invalid("the entry holds another kind of command")),
+        }
+    }
+
     fn failed(responder: ProposalResponder, error: RegionError) -> Answer {
         match responder {
             ProposalResponder::Write(r) => Answer::Write(r, Err(error)),
@@ -187,13 +210,12 @@ impl ApplyPoller {
 
     /// Writes the batch; then the answers it holds go out. A failed write stops the store
     /// and answers nothing (the proposals drop unanswered: their outcome is unknown).
-    fn flush(&mut self) -> Result<(), ()> {
+    fn flush(&mut self) -> Result<(), Stopped> {
         if !self.batch.is_empty() {
             let written = self.kv.write_batch(&self.batch);
             self.batch = KvWriteBatch::default();
             if let Err(e) = written {
-                self.fail(format!("KV write failed: {e}"));
-                return Err(());
+                return Err(self.fail(format!("KV write failed: {e}")));
             }
         }
         self.overlay.clear();
@@ -203,15 +225,16 @@ impl ApplyPoller {
         Ok(())
     }
 
-    fn fail(&mut self, reason: String) {
+    fn fail(&mut self, reason: String) -> Stopped {
         self.fail_stop.trip(reason);
         self.answers.clear();
         self.results.clear();
         self.batch = KvWriteBatch::default();
         self.overlay.clear();
+        Stopped
     }
 
-    fn apply_task(&mut self, fsm: &mut ApplyFsm, task: ApplyTask) -> Result<(), ()> {
+    fn apply_task(&mut self, fsm: &mut ApplyFsm, task: ApplyTask) -> Result<(), Stopped> {
         fsm.proposals.extend(task.proposals);
         for entry in task.entries {
             if entry.index <= fsm.applied.0 {
@@ -226,15 +249,12 @@ impl ApplyPoller {
         Ok(())
     }
 
-    fn apply_entry(&mut self, fsm: &mut ApplyFsm, entry: &Entry) -> Result<(), ()> {
+    fn apply_entry(&mut self, fsm: &mut ApplyFsm, entry: &Entry) -> Result<(), Stopped> {
         let proposal = fsm.take_proposal(entry, &mut self.answers);
         match EntryType::try_from(entry.entry_type) {
             Ok(EntryType::EntryNormal) if entry.data.is_empty() => {
                 // A new leader's empty entry: nothing to apply.
-                if let Some(p) = proposal {
-                    self.answers
-                        .push(Answer::failed(p, invalid("an empty command")));
-                }
+                self.answer_error(proposal, invalid("an empty command"));
             }
             Ok(EntryType::EntryNormal) => self.apply_command(fsm, entry, proposal)?,
             Ok(EntryType::EntryConfChange | EntryType::EntryConfChangeV2) => {
@@ -242,7 +262,7 @@ impl ApplyPoller {
             }
             Err(_) => {
                 let e = invalid(&format!("unknown entry type {}", entry.entry_type));
-                self.answer_error(proposal, e)?;
+                self.answer_error(proposal, e);
             }
         }
         fsm.applied = (entry.index, entry.term);
@@ -254,14 +274,18 @@ impl ApplyPoller {
         fsm: &mut ApplyFsm,
         entry: &Entry,
         proposal: Option<ProposalResponder>,
-    ) -> Result<(), ()> {
+    ) -> Result<(), Stopped> {
         let command = match RaftCommand::decode(entry.data.clone()) {
             Ok(c) if c.region_id == fsm.region.id => c,
             Ok(c) => {
                 let e = invalid(&format!("a command of region {} in the log", c.region_id));
-                return self.answer_error(proposal, e);
+                self.answer_error(proposal, e);
+                return Ok(());
             }
-            Err(e) => return self.answer_error(proposal, invalid(&format!("undecodable: {e}"))),
+            Err(e) => {
+                self.answer_error(proposal, invalid(&format!("undecodable: {e}")));
+                return Ok(());
+            }
         };
         match command.body {
             Some(raft_command::Body::Write(write)) => {
@@ -270,19 +294,23 @@ impl ApplyPoller {
             Some(raft_command::Body::Split(split)) => {
                 self.apply_split(fsm, command.epoch.as_ref(), &split, proposal)
             }
-            None => self.answer_error(proposal, invalid("a command with no body")),
+            None => {
+                self.answer_error(proposal, invalid("a command with no body"));
+                Ok(())
+            }
         }
     }
 
-    fn answer_error(
-        &mut self,
-        proposal: Option<ProposalResponder>,
-        e: RegionError,
-    ) -> Result<(), ()> {
+    fn answer_error(&mut self, proposal: Option<ProposalResponder>, e: RegionError) {
         if let Some(p) = proposal {
             self.answers.push(Answer::failed(p, e));
         }
-        Ok(())
+    }
+
+    fn answer_applied(&mut self, proposal: Option<ProposalResponder>, applied: Applied) {
+        if let Some(p) = proposal {
+            self.answers.push(Answer::applied(p, applied));
+        }
     }
 
     fn apply_write(
@@ -292,7 +320,7 @@ impl ApplyPoller {
         epoch: Option<&RegionEpoch>,
         write: &WriteCommand,
         proposal: Option<ProposalResponder>,
-    ) -> Result<(), ()> {
+    ) -> Result<(), Stopped> {
         let checked = check_epoch(CommandKind::Write, epoch, &fsm.region).and_then(|()| {
             check_command(write, &fsm.region).map_err(|e| {
                 e.into_region_error()
@@ -300,7 +328,8 @@ impl ApplyPoller {
             })
         });
         if let Err(e) = checked {
-            return self.answer_error(proposal, e);
+            self.answer_error(proposal, e);
+            return Ok(());
         }
         // After a crash in the middle of this entry, resume after the operations done.
         let mut from = match fsm.partial.take() {
@@ -336,37 +365,30 @@ impl ApplyPoller {
                         self.limits.delete_range_bytes,
                     );
                     if let Err(e) = cleared {
-                        self.fail(format!(
+                        return Err(self.fail(format!(
                             "region {}: range delete failed: {e}",
                             fsm.region.id
-                        ));
-                        return Err(());
+                        )));
                     }
                     from = resume;
                 }
                 Err(e) => match e.into_region_error() {
                     // Checked above: only a failed read of the applied state gets here.
-                    Ok(e) => return self.answer_error(proposal, e),
+                    Ok(e) => {
+                        self.answer_error(proposal, e);
+                        return Ok(());
+                    }
                     Err(kv) => {
-                        self.fail(format!(
+                        return Err(self.fail(format!(
                             "region {}: reading applied state: {kv}",
                             fsm.region.id
-                        ));
-                        return Err(());
+                        )));
                     }
                 },
             }
         }
         fsm.partial = None;
-        if let Some(ProposalResponder::Write(r)) = proposal {
-            self.answers
-                .push(Answer::Write(r, Ok(WriteResponse { index, outcomes })));
-        } else if let Some(p) = proposal {
-            self.answers.push(Answer::failed(
-                p,
-                invalid("a write proposed as another command"),
-            ));
-        }
+        self.answer_applied(proposal, Applied::Write(WriteResponse { index, outcomes }));
         Ok(())
     }
 
@@ -376,12 +398,15 @@ impl ApplyPoller {
         epoch: Option<&RegionEpoch>,
         split: &SplitCommand,
         proposal: Option<ProposalResponder>,
-    ) -> Result<(), ()> {
+    ) -> Result<(), Stopped> {
         let regions = match check_epoch(CommandKind::Split, epoch, &fsm.region)
             .and_then(|()| split_region(&fsm.region, &split.splits))
         {
             Ok(regions) => regions,
-            Err(e) => return self.answer_error(proposal, e),
+            Err(e) => {
+                self.answer_error(proposal, e);
+                return Ok(());
+            }
         };
         let init = initial_apply_state();
         let mut created = Vec::new();
@@ -399,11 +424,10 @@ impl ApplyPoller {
                     // The caller reused a region id this store holds: creating it would
                     // overwrite that region, skipping it would leave the range without a
                     // region here while other stores create it.
-                    self.fail(format!(
+                    return Err(self.fail(format!(
                         "split of region {}: new region {} already exists here",
                         fsm.region.id, new.id
-                    ));
-                    return Err(());
+                    )));
                 }
                 Ok(Known::No) => {
                     put_region_state(&mut self.batch, &normal_state(new.clone()));
@@ -411,8 +435,7 @@ impl ApplyPoller {
                     created.push(new.clone());
                 }
                 Err(e) => {
-                    self.fail(format!("split of region {}: {e}", fsm.region.id));
-                    return Err(());
+                    return Err(self.fail(format!("split of region {}: {e}", fsm.region.id)));
                 }
             }
         }
@@ -422,17 +445,7 @@ impl ApplyPoller {
             region: fsm.region.clone(),
             created,
         });
-        match proposal {
-            Some(ProposalResponder::Split(r)) => {
-                self.answers
-                    .push(Answer::Split(r, Ok(SplitResponse { regions })));
-            }
-            Some(p) => self.answers.push(Answer::failed(
-                p,
-                invalid("a split proposed as another command"),
-            )),
-            None => {}
-        }
+        self.answer_applied(proposal, Applied::Split(SplitResponse { regions }));
         Ok(())
     }
 
@@ -456,9 +469,7 @@ impl ApplyPoller {
             Ok(region) => region,
             Err(e) => {
                 tracing::info!(region = fsm.region.id, index = entry.index, error = %e, "membership change refused at apply");
-                if let Some(p) = proposal {
-                    self.answers.push(Answer::failed(p, e));
-                }
+                self.answer_error(proposal, e);
                 return;
             }
         };
@@ -468,17 +479,10 @@ impl ApplyPoller {
             region: region.clone(),
             entry: entry.clone(),
         });
-        match proposal {
-            Some(ProposalResponder::ChangePeers(r)) => {
-                self.answers
-                    .push(Answer::ChangePeers(r, Ok(ChangePeersResponse { region })));
-            }
-            Some(p) => self.answers.push(Answer::failed(
-                p,
-                invalid("a membership change proposed as another command"),
-            )),
-            None => {}
-        }
+        self.answer_applied(
+            proposal,
+            Applied::ChangePeers(ChangePeersResponse { region }),
+        );
     }
 
     /// What this store holds of the region a split is about to create.

@@ -18,12 +18,14 @@ use super::batch::Fsm;
 use super::context::PollContext;
 use super::msg::{PeerMsg, Proposal, ProposalResponder};
 use super::request::RegionStatus;
-use crate::proto::metapb::{Peer, Region};
+use super::responder::Responder;
+use super::wal_writer::Persisted;
+use crate::proto::metapb::{Peer, Region, RegionEpoch};
 use crate::proto::raftpb::MessageType;
 use crate::proto::storagepb::RaftApplyState;
 use crate::proto::transportpb::RaftMessage;
 use crate::raft::{DropReason, RaftError, RawNode, Role};
-use crate::region::{BusyReason, DroppedReason, RegionError};
+use crate::region::{BusyReason, CommandKind, DroppedReason, RegionError, check_epoch};
 use crate::storage::raft_log::RegionLog;
 use crate::{PeerId, RegionId};
 
@@ -152,7 +154,7 @@ impl PeerFsm {
         }
     }
 
-    fn on_persisted(&mut self, p: super::wal_writer::Persisted) {
+    fn on_persisted(&mut self, p: Persisted) {
         if let Some((index, term)) = p.up_to {
             self.raw.on_persisted(index, term);
         }
@@ -254,27 +256,23 @@ impl PeerFsm {
 
     fn on_transfer_leader(
         &mut self,
-        epoch: Option<&crate::proto::metapb::RegionEpoch>,
+        epoch: Option<&RegionEpoch>,
         to: PeerId,
-        responder: super::Responder<()>,
+        responder: Responder<()>,
     ) {
-        let checked = crate::region::check_epoch(
-            crate::region::CommandKind::TransferLeader,
-            epoch,
-            &self.region,
-        )
-        .and_then(|()| {
-            if self.is_leader() {
-                Ok(())
-            } else {
-                Err(self.not_leader())
-            }
-        })
-        .and_then(|()| {
-            self.raw
-                .transfer_leader(to.get())
-                .map_err(|e| self.refusal(e))
-        });
+        let checked = check_epoch(CommandKind::TransferLeader, epoch, &self.region)
+            .and_then(|()| {
+                if self.is_leader() {
+                    Ok(())
+                } else {
+                    Err(self.not_leader())
+                }
+            })
+            .and_then(|()| {
+                self.raw
+                    .transfer_leader(to.get())
+                    .map_err(|e| self.refusal(e))
+            });
         responder.respond(checked);
     }
 }

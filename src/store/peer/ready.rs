@@ -40,7 +40,8 @@ impl PeerFsm {
         // A read confirmed at an index already applied is served now.
         self.serve_reads(ctx);
         if rd.snapshot.is_some() {
-            // No leader sends one yet: log GC and peers created by messages are not built.
+            // Snapshot messages are dropped before they reach the core until installing
+            // them is built: a snapshot here is a bug, and nothing after it would be sound.
             ctx.shared.fail_stop.trip(format!(
                 "region {}: installing a snapshot is not built yet",
                 self.region.id
@@ -76,17 +77,24 @@ impl PeerFsm {
 
     /// Queues a message for the round's outbound batch.
     fn send(&mut self, m: Message, ctx: &mut PollContext) {
-        match self.peer_by_id(m.to) {
-            Some(to) => ctx.outbound.push(&self.region, &self.peer, &to, m),
-            None => {
-                tracing::debug!(
-                    region = self.region.id,
-                    to = m.to,
-                    "message to an unknown peer"
-                );
-                self.raw.report_unreachable(m.to);
-            }
+        if let Some(to) = self.addressee(&m) {
+            ctx.outbound.push(&self.region, &self.peer, &to, m);
         }
+    }
+
+    /// The peer a message goes to; one this replica cannot place is reported unreachable
+    /// to the core (which then probes it gently) and the message is dropped.
+    fn addressee(&mut self, m: &Message) -> Option<Peer> {
+        let to = self.peer_by_id(m.to);
+        if to.is_none() {
+            tracing::debug!(
+                region = self.region.id,
+                to = m.to,
+                "message to an unknown peer"
+            );
+            self.raw.report_unreachable(m.to);
+        }
+        to
     }
 
     fn write(
@@ -107,9 +115,8 @@ impl PeerFsm {
         });
         let mut messages: Vec<(Peer, Message)> = Vec::with_capacity(held.len());
         for m in held {
-            match self.peer_by_id(m.to) {
-                Some(to) => messages.push((to, m)),
-                None => self.raw.report_unreachable(m.to),
+            if let Some(to) = self.addressee(&m) {
+                messages.push((to, m));
             }
         }
         if state.is_none() && persisted.is_none() && messages.is_empty() {
