@@ -39,9 +39,15 @@ fn main() -> Result<(), Error> {
             .collect(),
         ..Default::default()
     };
+    // The engines are in memory; snapshots between stores are files all the same.
+    let snapshots = tempfile::tempdir()?;
     let mut stores = Vec::new();
     for id in 1..=3 {
-        let engines = Engines::new(Arc::new(MemRaftLog::new()), Arc::new(MemKvEngine::new()));
+        let engines = Engines::new(
+            Arc::new(MemRaftLog::new()),
+            Arc::new(MemKvEngine::new()),
+            snapshots.path().join(format!("store-{id}")),
+        );
         bootstrap_region(&engines, &first)?;
         let mut config = StoreConfig::new(StoreId(id));
         config.raft.tick_interval = Duration::from_millis(20);

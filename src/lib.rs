@@ -15,12 +15,12 @@
 //! - `store`: the store runtime and the embedding API (`store::Store`): the batch system,
 //!   the peer and apply FSMs, the group-commit WAL writer, outbound batching with folded
 //!   heartbeats and the in-process network, the ticker, responders; writes, linearizable
-//!   reads, splits and leader transfer.
+//!   reads, splits, membership changes with snapshots between stores, leader transfer.
 //! - `testkit`: test harnesses (the Raft simulator, a seeded `Rng`); not part of the
 //!   embedding API.
 //!
-//! Not built yet: membership changes, snapshots between stores, hibernation and log GC in
-//! the store runtime; the network transport; placement.
+//! Not built yet: joint membership changes, destruction of removed peers, hibernation and
+//! log GC in the store runtime; the network transport; placement.
 
 pub mod ids;
 pub mod proto;

@@ -518,3 +518,37 @@ fn a_removed_snapshot_is_gone() {
         Err(SnapshotError::Io { .. })
     ));
 }
+
+/// A snapshot received from another store is a whole copy under the receiver's root, with
+/// the same name, that verifies against the sender's summary; a failed copy leaves only a
+/// temporary directory, which `recover` removes.
+#[test]
+fn a_received_snapshot_is_a_whole_copy_that_verifies() {
+    let sender = tempfile::tempdir().unwrap();
+    let receiver = tempfile::tempdir().unwrap();
+    let (_, meta) = make_snapshot(sender.path());
+    let sent = snapshot::snapshot_dir(sender.path(), RegionId(7), 4, 40);
+    let got = snapshot::receive(&sent, receiver.path()).unwrap();
+    assert_eq!(
+        got,
+        snapshot::snapshot_dir(receiver.path(), RegionId(7), 4, 40)
+    );
+    snapshot::verify(&got, &snapshot::summary(&meta)).unwrap();
+    // Receiving it again replaces the copy.
+    snapshot::receive(&sent, receiver.path()).unwrap();
+    snapshot::verify(&got, &snapshot::summary(&meta)).unwrap();
+    // Nothing to copy: refused, no directory left in place.
+    let missing = sender.path().join("7_9_90");
+    assert!(matches!(
+        snapshot::receive(&missing, receiver.path()),
+        Err(SnapshotError::Io { .. })
+    ));
+    assert!(!receiver.path().join("7_9_90").exists());
+    let kv = MemKvEngine::new();
+    snapshot::recover(&kv, receiver.path(), 1 << 20).unwrap();
+    let left: Vec<_> = std::fs::read_dir(receiver.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("7_4_40")]);
+}

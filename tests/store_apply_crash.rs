@@ -66,11 +66,7 @@ fn data(kv: &MemKvEngine) -> Vec<(Bytes, Bytes)> {
 /// Runs the scenario, crashing the KV engine keeping `kept` unsynced batches; returns how
 /// many there were and the data after the restart.
 fn run(kept: usize) -> (usize, Vec<(Bytes, Bytes)>) {
-    let node = Node {
-        store: None,
-        kv: Arc::new(MemKvEngine::new()),
-        log: Arc::new(MemRaftLog::new()),
-    };
+    let node = Node::new();
     bootstrap_region(&engines(&node), &first_region(1)).unwrap();
     let mut store = open(&node);
     elect(&mut store);
@@ -193,7 +189,8 @@ fn a_failed_apply_write_stops_the_store_and_answers_what_waits() {
         broken: false.into(),
     });
     let log = Arc::new(MemRaftLog::new());
-    let engines = flotilla::store::Engines::new(log, kv.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let engines = flotilla::store::Engines::new(log, kv.clone(), dir.path());
     bootstrap_region(&engines, &first_region(1)).unwrap();
     let net = InProcessNetwork::new(1);
     let mut store = Store::open(

@@ -343,13 +343,7 @@ fn stepped_stores_run_whole_on_the_test_thread() {
     use flotilla::store::{InProcessNetwork, RunMode, Store};
     use std::sync::Arc;
     let net = InProcessNetwork::new(7);
-    let nodes: Vec<Node> = (0..3)
-        .map(|_| Node {
-            store: None,
-            kv: Arc::new(flotilla::storage::mem_kv::MemKvEngine::new()),
-            log: Arc::new(flotilla::storage::mem_log::MemRaftLog::new()),
-        })
-        .collect();
+    let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
     let mut stores = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         let id = StoreId(i as u64 + 1);
@@ -507,4 +501,63 @@ fn every_request_is_answered_when_the_leader_stops_under_load() {
         );
     }
     c.must_put(FIRST_REGION, b"after", b"stop");
+}
+
+/// A peer added on a store that holds nothing of the region is created by the leader's
+/// first message, receives the region by snapshot (generated from the leader's applied
+/// state, sent as files, installed, its log reset), then follows the log; promoted, it
+/// votes; and the region goes on when an old peer is removed.
+#[test]
+fn a_peer_added_on_an_empty_store_catches_up_by_snapshot() {
+    use flotilla::proto::metapb::{Peer, PeerRole};
+    use flotilla::store::PeerChange;
+    let c = Cluster::start_spare(3, 1, test_config);
+    for i in 0..100 {
+        c.must_put(FIRST_REGION, format!("k{i:03}").as_bytes(), b"v");
+    }
+    let newcomer = Peer {
+        id: 4,
+        store_id: 4,
+        role: PeerRole::Learner as i32,
+    };
+    let change = |ch: PeerChange| {
+        c.on_leader(FIRST_REGION, |s, epoch| {
+            s.change_peers(FIRST_REGION, epoch, vec![ch])
+        })
+    };
+    change(PeerChange::AddLearner(newcomer));
+    c.wait_applied_everywhere(b"k099", Some(b"v"));
+    // The learner follows the log after its snapshot.
+    c.must_put(FIRST_REGION, b"after", b"snapshot");
+    c.wait_applied_everywhere(b"after", Some(b"snapshot"));
+    let st = answer(c.store(StoreId(4)).region_status(FIRST_REGION)).unwrap();
+    assert_eq!(
+        st.region.peers.len(),
+        4,
+        "the new peer knows the region from its snapshot"
+    );
+    assert!(c.store(StoreId(4)).region_for_key(b"k050").is_some());
+    // It came by snapshot: the leader generated one; the newcomer's copy went once installed.
+    let leader_store = c.leader_store(FIRST_REGION);
+    let files = |store: u64, sub: &str| {
+        std::fs::read_dir(c.nodes[store as usize - 1].dir.path().join(sub))
+            .unwrap()
+            .count()
+    };
+    assert!(files(leader_store.get(), "generated") >= 1);
+    assert_eq!(files(4, "received"), 0);
+    change(PeerChange::AddVoter(newcomer));
+    // Remove one of the original voters that does not lead.
+    let leader = c.wait_leader(FIRST_REGION);
+    let old = *leader
+        .region
+        .peers
+        .iter()
+        .find(|p| p.id != leader.peer.id && p.id != 4)
+        .unwrap();
+    change(PeerChange::Remove(old));
+    c.must_put(FIRST_REGION, b"last", b"write");
+    assert_eq!(c.must_get(FIRST_REGION, b"last"), Some(b("write")));
+    let st = answer(c.store(StoreId(4)).region_status(FIRST_REGION)).unwrap();
+    assert_eq!(st.region.peers.len(), 3);
 }

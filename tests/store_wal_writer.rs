@@ -116,6 +116,15 @@ impl Transport for Wire {
         self.sent.lock().push(batch);
         Ok(())
     }
+
+    fn send_snapshot(
+        &self,
+        m: flotilla::proto::transportpb::RaftMessage,
+        _: &std::path::Path,
+    ) -> Result<(), TransportError> {
+        let store = StoreId(m.to_peer.map_or(0, |p| p.store_id));
+        Err(TransportError::Unreachable(store))
+    }
 }
 
 struct Fixture {

@@ -317,6 +317,23 @@ pub trait KvRead {
     }
 }
 
+/// A boxed reader reads as what it holds (a store's read views are boxed).
+impl<T: KvRead + ?Sized> KvRead for Box<T> {
+    fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Bytes>, KvError> {
+        (**self).get(ks, key)
+    }
+
+    fn scan<'a>(
+        &'a self,
+        ks: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        reverse: bool,
+    ) -> KvIter<'a> {
+        (**self).scan(ks, start, end, reverse)
+    }
+}
+
 /// One data key in this many carries a size sample.
 pub const SIZE_SAMPLE_RATE: u64 = 64;
 /// Meta keys of size samples: this byte, then the data key.

@@ -420,7 +420,7 @@ fn read_chunk(
 /// region states. The caller makes the result durable (`persist`). A failure leaves the
 /// mark: `recover` finishes the apply or, if the snapshot is damaged, voids the region.
 pub fn apply(
-    kv: &impl KvEngine,
+    kv: &(impl KvEngine + ?Sized),
     snapshot: &VerifiedSnapshot,
     batch_bytes: usize,
 ) -> Result<(), SnapshotError> {
@@ -454,7 +454,7 @@ pub fn apply(
 /// Deletes the region's data key by key in bounded batches: a range delete would be one
 /// batch holding every key of the range (the fjall engine expands it).
 fn clear_range(
-    kv: &impl KvEngine,
+    kv: &(impl KvEngine + ?Sized),
     region: &Region,
     batch_bytes: usize,
 ) -> Result<(), SnapshotError> {
@@ -469,7 +469,7 @@ fn clear_range(
 }
 
 fn write_if_full(
-    kv: &impl KvEngine,
+    kv: &(impl KvEngine + ?Sized),
     batch: &mut KvWriteBatch,
     batch_bytes: usize,
 ) -> Result<(), SnapshotError> {
@@ -477,6 +477,37 @@ fn write_if_full(
         kv.write(&std::mem::take(batch))?;
     }
     Ok(())
+}
+
+/// Takes in a snapshot another store sent: copies its directory under `root`, keeping
+/// its name. The copy appears whole (renamed into place once every file is synced) or not
+/// at all; `verify` then checks it against the summary that came through Raft.
+pub fn receive(src: &Path, root: &Path) -> Result<PathBuf, SnapshotError> {
+    let name = src.file_name().ok_or_else(|| SnapshotError::Corrupt {
+        path: src.to_path_buf(),
+        what: "a snapshot path without a directory name".into(),
+    })?;
+    let dir = root.join(name);
+    let tmp = dir.with_extension(TMP_SUFFIX.trim_start_matches('.'));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    for entry in fs::read_dir(src).map_err(io_err(src))? {
+        let from = entry.map_err(io_err(src))?.path();
+        let Some(file) = from.file_name() else {
+            continue;
+        };
+        let to = tmp.join(file);
+        fs::copy(&from, &to).map_err(io_err(&from))?;
+        File::open(&to)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&to))?;
+    }
+    let _ = fs::remove_dir_all(&dir);
+    fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
+    File::open(root)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(root))?;
+    Ok(dir)
 }
 
 /// Removes a snapshot's files: on the receiver once its apply is durable, on the sender
@@ -500,7 +531,7 @@ pub struct RecoverReport {
 /// files are kept until it completes). A snapshot that is gone or fails verification
 /// voids its region instead of stopping the store.
 pub fn recover(
-    kv: &impl KvEngine,
+    kv: &(impl KvEngine + ?Sized),
     root: &Path,
     batch_bytes: usize,
 ) -> Result<RecoverReport, SnapshotError> {
@@ -552,7 +583,7 @@ pub fn recover(
 
 /// Clears the region's range and marks its data void (`Applying` without a snapshot).
 fn void_region(
-    kv: &impl KvEngine,
+    kv: &(impl KvEngine + ?Sized),
     region: Region,
     batch_bytes: usize,
 ) -> Result<(), SnapshotError> {
@@ -563,7 +594,7 @@ fn void_region(
 /// Writes the region's `Applying` mark: naming the snapshot being applied, or none (the
 /// region's data is void until a new snapshot arrives). Not persisted by itself.
 fn mark_applying(
-    kv: &impl KvEngine,
+    kv: &(impl KvEngine + ?Sized),
     region: Region,
     applying: Option<SnapshotSummary>,
 ) -> Result<(), SnapshotError> {

@@ -62,6 +62,8 @@ pub struct StoreConfig {
     /// Bytes of one batch of a range delete (a range is never cleared in one batch).
     /// Default 1 MiB.
     pub delete_range_batch_bytes: usize,
+    /// Bytes of one snapshot chunk file. Default 1 MiB.
+    pub snapshot_chunk_bytes: u64,
 }
 
 impl StoreConfig {
@@ -80,6 +82,7 @@ impl StoreConfig {
             wal: WalWriterConfig::default(),
             max_apply_batch_bytes: 4 << 20,
             delete_range_batch_bytes: 1 << 20,
+            snapshot_chunk_bytes: 1 << 20,
         }
     }
 }

@@ -14,11 +14,12 @@ use super::engines::Engines;
 use super::fail_stop::FailStop;
 use super::meta::StoreMeta;
 use super::peer::PeerFsm;
+use super::snapshot_worker::{SnapshotDirs, SnapshotTask};
 use super::store_fsm::StoreFsm;
 use super::ticker::Ticker;
 use super::transport::{Outbound, Transport};
 use super::wal_writer::WriteTask;
-use crate::proto::metapb::{PeerRole, Region};
+use crate::proto::metapb::{Peer, PeerRole, Region};
 use crate::proto::raftpb::{ConfState, HardState};
 use crate::proto::storagepb::{RaftApplyState, RaftLocalState};
 use crate::raft::{Config, NodeStart, RaftError, RawNode, ReadOnlyOption};
@@ -75,6 +76,8 @@ pub(crate) struct StoreShared {
     pub meta: Mutex<StoreMeta>,
     pub ticker: Ticker<RegionId, PeerFsm, StoreFsm>,
     pub fail_stop: FailStop,
+    pub snapshot_dirs: SnapshotDirs,
+    pub snapshot_tasks: Sender<SnapshotTask>,
 }
 
 impl StoreShared {
@@ -96,6 +99,33 @@ impl StoreShared {
                 region: id,
                 store: self.store_id,
             })?;
+        self.start_peer(region, peer, apply, start)
+    }
+
+    /// Starts `peer`, an empty replica of a region this store holds nothing of, created by
+    /// a message of the region's leader. It knows no range and no peers (it is not in the
+    /// store's range map) until the snapshot it waits for installs.
+    pub(crate) fn start_unborn(&self, region: RegionId, peer: Peer) -> Result<(), StartError> {
+        let unborn = Region {
+            id: region.get(),
+            ..Default::default()
+        };
+        self.start_peer(
+            unborn,
+            peer,
+            &RaftApplyState::default(),
+            NodeStart::Restarted,
+        )
+    }
+
+    fn start_peer(
+        &self,
+        region: Region,
+        peer: Peer,
+        apply: &RaftApplyState,
+        start: NodeStart,
+    ) -> Result<(), StartError> {
+        let id = region.region_id();
         let log_engine = self.engines.log.clone();
         let local = log_engine
             .local_state(id)
@@ -121,7 +151,9 @@ impl StoreShared {
             self.apply_router.remove(id);
             return Err(StartError::AlreadyRunning(id));
         }
-        self.meta.lock().set(region);
+        if is_born(&region) {
+            self.meta.lock().set(region);
+        }
         self.ticker.start(id);
         Ok(())
     }
@@ -158,6 +190,12 @@ pub(crate) fn initial_local_state(apply: &RaftApplyState) -> RaftLocalState {
         }),
         last_index: apply.truncated_index,
     }
+}
+
+/// Whether this store's replica knows the region (its range and peers): false for an
+/// empty peer created by a message, until its first snapshot installs.
+pub(crate) fn is_born(region: &Region) -> bool {
+    !region.peers.is_empty()
 }
 
 /// The membership the region's peer list describes.

@@ -2,6 +2,7 @@
 //! generic over them: the raft log shared by every region, and the KV engine holding the
 //! regions' data and their apply and region states.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::storage::kv::{KvEngine, KvError, KvRead, KvWriteBatch};
@@ -34,6 +35,24 @@ impl<K: KvEngine + 'static> StoreKv for K {
     }
 }
 
+/// The runtime's KV handle is a `KvEngine` too, for the storage code written against that
+/// trait (snapshots).
+impl KvEngine for dyn StoreKv {
+    type View = KvView;
+
+    fn write(&self, batch: &KvWriteBatch) -> Result<(), KvError> {
+        self.write_batch(batch)
+    }
+
+    fn view(&self) -> KvView {
+        self.read_view()
+    }
+
+    fn persist(&self) -> Result<(), KvError> {
+        self.persist_all()
+    }
+}
+
 /// A store's engines.
 #[derive(Clone)]
 pub struct Engines {
@@ -41,11 +60,22 @@ pub struct Engines {
     pub log: Arc<dyn RaftLogStore>,
     /// The regions' data and metadata (fjall, or the in-memory engine).
     pub kv: Arc<dyn StoreKv>,
+    /// Where snapshot files go (generated ones, and ones received from other stores):
+    /// a directory on disk even when both engines are in memory.
+    pub snapshots: PathBuf,
 }
 
 impl Engines {
-    /// Engines from a log store and a KV engine.
-    pub fn new(log: Arc<dyn RaftLogStore>, kv: Arc<dyn StoreKv>) -> Self {
-        Engines { log, kv }
+    /// Engines from a log store, a KV engine and a snapshot directory.
+    pub fn new(
+        log: Arc<dyn RaftLogStore>,
+        kv: Arc<dyn StoreKv>,
+        snapshots: impl Into<PathBuf>,
+    ) -> Self {
+        Engines {
+            log,
+            kv,
+            snapshots: snapshots.into(),
+        }
     }
 }

@@ -18,8 +18,8 @@
 //! - `Ticker`: the store's one timer, ticking only the regions that are not hibernated.
 //! - `Clock`: where the runtime's time comes from (`ManualClock` for tests and simulation).
 //!
-//! Being built: membership changes, snapshots between stores, hibernation, log GC (see the
-//! README's status table).
+//! Being built: joint membership changes, destruction of removed peers, hibernation, log
+//! GC (see the README's status table).
 
 pub mod apply;
 pub mod batch;
@@ -36,6 +36,7 @@ mod raft_poller;
 mod request;
 mod responder;
 mod runtime;
+mod snapshot_worker;
 mod store_fsm;
 mod ticker;
 mod transport;

@@ -1,6 +1,9 @@
 //! What the store's FSMs send each other: the peer's mailbox (network messages, requests,
 //! WAL and apply completions), the apply delegate's, and the store's.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use super::request::{
     ChangePeersResponse, PeerChange, ReadRequest, ReadResponse, RegionStatus, SplitResponse,
     WriteResponse,
@@ -11,8 +14,11 @@ use crate::PeerId;
 use crate::proto::commandpb::{SplitRequest, WriteCommand};
 use crate::proto::metapb::{Region, RegionEpoch};
 use crate::proto::raftpb::Entry;
+use crate::proto::storagepb::SnapshotSummary;
 use crate::proto::transportpb::RaftMessage;
+use crate::raft::SnapshotStatus;
 use crate::region::RegionError;
+use crate::storage::raft_log::RegionLog;
 
 /// A command to propose through the region's log.
 #[derive(Debug)]
@@ -98,6 +104,8 @@ pub(crate) enum PeerMsg {
     Applied(ApplyResult),
     /// Start an election now (a region just split off a leader's region).
     Campaign,
+    /// How sending a snapshot to `to` ended.
+    SnapshotStatus { to: PeerId, status: SnapshotStatus },
     /// Report the replica's state.
     Status(Responder<RegionStatus>),
 }
@@ -119,7 +127,8 @@ impl PeerMsg {
             | PeerMsg::Persisted(_)
             | PeerMsg::Unreachable(_)
             | PeerMsg::Applied(_)
-            | PeerMsg::Campaign => {}
+            | PeerMsg::Campaign
+            | PeerMsg::SnapshotStatus { .. } => {}
         }
     }
 }
@@ -145,6 +154,8 @@ pub(crate) enum RegionChange {
     },
     /// A membership change: the region with its new peers, and the entry the core applies.
     ConfChange { region: Region, entry: Entry },
+    /// A snapshot was installed (durably): the region as the snapshot describes it.
+    SnapshotInstalled { region: Region },
 }
 
 /// Committed entries for the apply delegate, with the proposals they may answer.
@@ -159,6 +170,15 @@ pub(crate) struct ApplyTask {
 #[derive(Debug)]
 pub(crate) enum ApplyMsg {
     Apply(ApplyTask),
+    /// Take a read view at the applied index and have the region's snapshot generated.
+    Snapshot {
+        log: Arc<RegionLog>,
+    },
+    /// Install the snapshot whose files are in `files` (received, not yet verified).
+    Install {
+        summary: SnapshotSummary,
+        files: PathBuf,
+    },
 }
 
 /// The store FSM's mailbox.

@@ -3,14 +3,18 @@
 //! end of the batch the outbound messages leave as one batch per store and the write tasks
 //! go to the WAL writer together.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::batch::{Handled, Inbox, PollHandler, Polled};
+use super::batch::{Handled, Inbox, PollHandler, Polled, SendError};
 use super::context::{PollContext, RaftRouter};
 use super::msg::{PeerMsg, StoreMsg};
 use super::peer::PeerFsm;
 use super::store_fsm::StoreFsm;
+use super::transport::{BatchReceiver, unfold};
 use super::wal_writer::{Persisted, WriteNotifier};
+use crate::proto::transportpb::{RaftMessage, RaftMessageBatch};
+use crate::storage::snapshot;
 use crate::{PeerId, RegionId};
 
 /// The raft pollers' handler.
@@ -105,33 +109,45 @@ impl WriteNotifier for RouterNotifier {
 }
 
 /// Where other stores' batches enter: each message goes to its region's mailbox, or to
-/// the store FSM when the region has no peer here.
+/// the store FSM when the region has no peer here. A snapshot's files are copied into the
+/// store's received snapshots before its message goes the same way.
 pub(crate) struct StoreReceiver {
     router: RaftRouter,
+    received: PathBuf,
 }
 
 impl StoreReceiver {
-    pub(crate) fn new(router: RaftRouter) -> Arc<Self> {
-        Arc::new(StoreReceiver { router })
+    pub(crate) fn new(router: RaftRouter, received: PathBuf) -> Arc<Self> {
+        Arc::new(StoreReceiver { router, received })
+    }
+
+    fn route(&self, m: RaftMessage) {
+        let region = RegionId(m.region_id);
+        match self.router.try_send(region, PeerMsg::Raft(Box::new(m))) {
+            Ok(()) => {}
+            // Raft tolerates a lost message; a full mailbox sheds load here.
+            Err(SendError::Full(_)) => {
+                metrics::counter!("flotilla_store_dropped_messages_total").increment(1);
+            }
+            Err(SendError::Closed(PeerMsg::Raft(m))) => {
+                let _ = self.router.send_control(StoreMsg::RaftMessage(m));
+            }
+            Err(SendError::Closed(_)) => {}
+        }
     }
 }
 
-impl super::transport::BatchReceiver for StoreReceiver {
-    fn receive(&self, batch: crate::proto::transportpb::RaftMessageBatch) {
-        use super::batch::SendError;
-        for m in super::transport::unfold(batch) {
-            let region = RegionId(m.region_id);
-            match self.router.try_send(region, PeerMsg::Raft(Box::new(m))) {
-                Ok(()) => {}
-                // Raft tolerates a lost message; a full mailbox sheds load here.
-                Err(SendError::Full(_)) => {
-                    metrics::counter!("flotilla_store_dropped_messages_total").increment(1);
-                }
-                Err(SendError::Closed(PeerMsg::Raft(m))) => {
-                    let _ = self.router.send_control(StoreMsg::RaftMessage(m));
-                }
-                Err(SendError::Closed(_)) => {}
-            }
+impl BatchReceiver for StoreReceiver {
+    fn receive(&self, batch: RaftMessageBatch) {
+        for m in unfold(batch) {
+            self.route(m);
         }
+    }
+
+    fn receive_snapshot(&self, message: RaftMessage, files: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.received)?;
+        snapshot::receive(files, &self.received).map_err(std::io::Error::other)?;
+        self.route(message);
+        Ok(())
     }
 }

@@ -29,6 +29,7 @@ use super::request::{
     WriteResponse,
 };
 use super::responder::{Responder, Response, response_channel};
+use super::snapshot_worker::{SnapshotDirs, SnapshotWork, SnapshotWorker};
 use super::store_fsm::StoreFsm;
 use super::ticker::Ticker;
 use super::transport::{BatchReceiver, Transport};
@@ -40,6 +41,7 @@ use crate::raft::NodeStart;
 use crate::region::{BusyReason, DroppedReason, RegionError};
 use crate::storage::kv::KvError;
 use crate::storage::region_meta::{all_region_states, apply_state};
+use crate::storage::snapshot::{self, SnapshotError};
 use crate::{PeerId, RegionId, StoreId};
 
 /// Why a store could not open.
@@ -54,18 +56,22 @@ pub enum StoreError {
     /// A region has a region state but no apply state: the KV engine is damaged.
     #[error("region {0} has a region state but no apply state")]
     MissingApplyState(RegionId),
-    /// A runtime thread could not be started.
-    #[error("starting a runtime thread: {0}")]
-    Spawn(#[from] std::io::Error),
+    /// A runtime thread could not be started, or the snapshot directory made.
+    #[error("starting the store: {0}")]
+    Io(#[from] std::io::Error),
+    /// Finishing a snapshot install a crash interrupted failed (the KV engine failed).
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 /// How the store's loops run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunMode {
-    /// On threads of its own: poller pools, a WAL writer thread, a timer thread.
+    /// On threads of its own: poller pools, a WAL writer thread, a timer thread, a
+    /// snapshot worker thread.
     Threads,
     /// Stepped by the caller, on the caller's thread (`step_raft`, `step_apply`,
-    /// `step_wal`, `tick`).
+    /// `step_wal`, `step_snapshot`, `tick`).
     Stepped,
 }
 
@@ -77,13 +83,16 @@ struct Threads {
     apply: PollerPool<RegionId, ApplyFsm, ApplyControl>,
     wal: JoinHandle<()>,
     timer: JoinHandle<()>,
-    stop_timer: Arc<AtomicBool>,
+    snapshots: JoinHandle<()>,
+    /// Tells the timer and the snapshot worker to end.
+    stopping: Arc<AtomicBool>,
 }
 
 struct Stepped {
     raft: Poller<PeerFsm, StoreFsm, RaftPoller>,
     apply: Poller<ApplyFsm, ApplyControl, ApplyPoller>,
     wal: WalWriter<RouterNotifier>,
+    snapshots: SnapshotWorker,
 }
 
 enum Driver {
@@ -116,7 +125,20 @@ impl Store {
         let apply_system: ApplySystem =
             BatchSystem::new(Box::new(ApplyControl), config.apply_pollers.clone());
         let (wal_tx, wal_rx) = channel::unbounded();
+        let (snapshot_tx, snapshot_rx) = channel::unbounded();
         let fail_stop = FailStop::new();
+        let snapshot_dirs = SnapshotDirs::under(&engines.snapshots);
+        std::fs::create_dir_all(&snapshot_dirs.generated)?;
+        std::fs::create_dir_all(&snapshot_dirs.received)?;
+        // An install a crash interrupted is finished (or its region voided) first.
+        let recovered = snapshot::recover(
+            engines.kv.as_ref(),
+            &snapshot_dirs.received,
+            config.max_apply_batch_bytes,
+        )?;
+        for region in recovered.awaiting_snapshot {
+            tracing::warn!(region = %region, "region voided by a damaged snapshot: not started (rebuilding it is not built yet)");
+        }
         let shared = Arc::new(StoreShared {
             store_id: config.store_id,
             ticker: Ticker::new(raft_system.router().clone(), config.raft.max_catch_up_ticks),
@@ -127,6 +149,8 @@ impl Store {
             meta: Mutex::new(StoreMeta::default()),
             fail_stop: fail_stop.clone(),
             cfg: config.clone(),
+            snapshot_dirs: snapshot_dirs.clone(),
+            snapshot_tasks: snapshot_tx,
         });
         load_regions(&shared)?;
         let writer = WalWriter::new(
@@ -141,6 +165,7 @@ impl Store {
         let apply_poller = |_| {
             ApplyPoller::new(
                 engines.kv.clone(),
+                shared.snapshot_tasks.clone(),
                 shared.raft_router.clone(),
                 fail_stop.clone(),
                 super::apply::ApplyLimits {
@@ -150,25 +175,35 @@ impl Store {
             )
         };
         let raft_poller = |_| RaftPoller::new(PollContext::new(shared.clone(), wal_tx.clone()));
+        let snapshot_worker = SnapshotWorker::new(
+            snapshot_rx,
+            snapshot_dirs,
+            config.snapshot_chunk_bytes,
+            shared.transport.clone(),
+            shared.raft_router.clone(),
+        );
         let driver = match mode {
             RunMode::Stepped => Driver::Stepped(Box::new(Stepped {
                 raft: raft_system.poller(raft_poller(0)),
                 apply: apply_system.poller(apply_poller(0)),
                 wal: writer,
+                snapshots: snapshot_worker,
             })),
             RunMode::Threads => {
                 let store = config.store_id;
                 let raft = raft_system.spawn(&format!("raft-{store}"), raft_poller)?;
                 let apply = apply_system.spawn(&format!("apply-{store}"), apply_poller)?;
                 let wal = spawn_wal(store, writer)?;
-                let stop_timer = Arc::new(AtomicBool::new(false));
-                let timer = spawn_timer(&shared, stop_timer.clone())?;
+                let stopping = Arc::new(AtomicBool::new(false));
+                let timer = spawn_timer(&shared, stopping.clone())?;
+                let snapshots = spawn_snapshot_worker(store, snapshot_worker, stopping.clone())?;
                 Driver::Threads(Box::new(Threads {
                     raft,
                     apply,
                     wal,
                     timer,
-                    stop_timer,
+                    snapshots,
+                    stopping,
                 }))
             }
         };
@@ -186,7 +221,10 @@ impl Store {
 
     /// Where other stores' batches for this store are delivered.
     pub fn receiver(&self) -> Arc<dyn BatchReceiver> {
-        StoreReceiver::new(self.shared.raft_router.clone())
+        StoreReceiver::new(
+            self.shared.raft_router.clone(),
+            self.shared.snapshot_dirs.received.clone(),
+        )
     }
 
     /// Proposes a write command to `region`, routed with `epoch`. The response comes once
@@ -358,6 +396,14 @@ impl Store {
         }
     }
 
+    /// One task of the snapshot worker, if one is queued (stepped mode).
+    pub fn step_snapshot(&mut self) -> Option<SnapshotWork> {
+        match &mut self.driver {
+            Driver::Stepped(s) => Some(s.snapshots.run_once(Duration::ZERO)),
+            _ => None,
+        }
+    }
+
     /// One timer tick for every ticking region (the timer thread does this in threaded
     /// mode).
     pub fn tick(&self) {
@@ -386,6 +432,9 @@ impl Store {
             {
                 progressed = true;
             }
+            if let Some(SnapshotWork::Done) = self.step_snapshot() {
+                progressed = true;
+            }
             if !progressed {
                 return steps;
             }
@@ -403,10 +452,11 @@ impl Store {
     fn stop(&mut self) {
         match std::mem::replace(&mut self.driver, Driver::Stopped) {
             Driver::Threads(t) => {
-                t.stop_timer.store(true, Ordering::Release);
+                t.stopping.store(true, Ordering::Release);
                 let _ = t.timer.join();
                 t.raft.shutdown();
                 t.apply.shutdown();
+                let _ = t.snapshots.join();
                 // The pollers' senders are gone with them; the last one lets the writer end.
                 self.wal = None;
                 let _ = t.wal.join();
@@ -445,6 +495,20 @@ fn load_regions(shared: &StoreShared) -> Result<(), StoreError> {
         shared.start_region(region, &apply, NodeStart::Restarted)?;
     }
     Ok(())
+}
+
+fn spawn_snapshot_worker(
+    store: StoreId,
+    mut worker: SnapshotWorker,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("snapshots-{store}"))
+        .spawn(move || {
+            while !stop.load(Ordering::Acquire)
+                && worker.run_once(Duration::from_millis(100)) != SnapshotWork::Closed
+            {}
+        })
 }
 
 fn spawn_wal(

@@ -1,11 +1,18 @@
 //! The store FSM: the control FSM of the raft batch system, for what concerns the store
-//! rather than one region. Built so far: messages for regions this store has no peer of
-//! arrive here and are dropped, counted. Creating a peer from such a message (when its
-//! epoch and range allow) and tombstones come with membership changes.
+//! rather than one region. A message for a region this store has no peer of arrives here:
+//! if the region's leader (or a candidate) is reaching a peer it placed on this store, an
+//! empty peer is created to receive the region by snapshot — unless the message cannot
+//! come from a live region's leader, or the region's range still belongs to a region here
+//! (a split this store has not applied yet: the peer waits for it), or this store holds
+//! state of the region already (a peer destroyed here must not come back).
 
 use super::batch::Fsm;
 use super::context::PollContext;
-use super::msg::StoreMsg;
+use super::msg::{PeerMsg, StoreMsg};
+use crate::RegionId;
+use crate::proto::raftpb::MessageType;
+use crate::proto::transportpb::RaftMessage;
+use crate::storage::region_meta::region_state;
 
 /// The store's own FSM.
 #[derive(Debug, Default)]
@@ -19,13 +26,65 @@ impl StoreFsm {
     pub(crate) fn handle(&mut self, msg: StoreMsg, ctx: &mut PollContext) {
         match msg {
             StoreMsg::RaftMessage(m) => {
-                metrics::counter!("flotilla_store_unknown_region_messages_total").increment(1);
-                tracing::debug!(
-                    store = %ctx.shared.store_id,
-                    region = m.region_id,
-                    "message for a region with no peer here dropped"
-                );
+                let region = RegionId(m.region_id);
+                match create_peer(&m, ctx) {
+                    Ok(()) => {
+                        let _ = ctx.shared.raft_router.force_send(region, PeerMsg::Raft(m));
+                    }
+                    Err(reason) => {
+                        metrics::counter!("flotilla_store_unknown_region_messages_total")
+                            .increment(1);
+                        tracing::debug!(
+                            store = %ctx.shared.store_id,
+                            region = %region,
+                            reason,
+                            "message for a region with no peer here dropped"
+                        );
+                    }
+                }
             }
         }
     }
+}
+
+/// Creates the empty peer a message is addressed to, or says why not.
+fn create_peer(m: &RaftMessage, ctx: &PollContext) -> Result<(), String> {
+    let shared = &ctx.shared;
+    let to = m
+        .to_peer
+        .filter(|p| p.store_id == shared.store_id.get() && p.id != 0)
+        .ok_or("addressed to another store")?;
+    if m.region_epoch.is_none() {
+        return Err("no epoch (a folded heartbeat never creates a peer)".into());
+    }
+    let starts_a_peer = m.message.as_ref().is_some_and(|msg| {
+        matches!(
+            MessageType::try_from(msg.msg_type),
+            Ok(MessageType::MsgAppend
+                | MessageType::MsgSnapshot
+                | MessageType::MsgHeartbeat
+                | MessageType::MsgRequestVote
+                | MessageType::MsgRequestPreVote)
+        )
+    });
+    if !starts_a_peer {
+        return Err("not a message a new peer starts from".into());
+    }
+    let region = RegionId(m.region_id);
+    match region_state(shared.engines.kv.as_ref(), region) {
+        Ok(None) => {}
+        Ok(Some(_)) => return Err("the region has state here (a destroyed peer)".into()),
+        Err(e) => return Err(format!("reading the region's state: {e}")),
+    }
+    if !shared
+        .meta
+        .lock()
+        .overlapping(&m.start_key, &m.end_key)
+        .is_empty()
+    {
+        return Err("its range overlaps a region this store holds".into());
+    }
+    shared.start_unborn(region, to).map_err(|e| e.to_string())?;
+    tracing::info!(store = %shared.store_id, region = %region, peer = to.id, "empty peer created by a message");
+    Ok(())
 }

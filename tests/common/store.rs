@@ -27,6 +27,20 @@ pub struct Node {
     pub store: Option<Store>,
     pub kv: Arc<MemKvEngine>,
     pub log: Arc<MemRaftLog>,
+    /// Snapshot files (the engines are in memory; snapshots are files all the same).
+    pub dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// A store's engines, empty.
+    pub fn new() -> Node {
+        Node {
+            store: None,
+            kv: Arc::new(MemKvEngine::new()),
+            log: Arc::new(MemRaftLog::new()),
+            dir: tempfile::tempdir().expect("snapshot dir"),
+        }
+    }
 }
 
 pub struct Cluster {
@@ -77,22 +91,30 @@ impl Cluster {
     }
 
     pub fn start_with(stores: u64, config: impl Fn(StoreId) -> StoreConfig + 'static) -> Cluster {
+        Cluster::start_spare(stores, 0, config)
+    }
+
+    /// `voters` stores holding the first region, and `spare` more that hold nothing (to
+    /// add peers to), all running.
+    pub fn start_spare(
+        voters: u64,
+        spare: u64,
+        config: impl Fn(StoreId) -> StoreConfig + 'static,
+    ) -> Cluster {
         let mut c = Cluster {
-            net: InProcessNetwork::new(stores),
+            net: InProcessNetwork::new(voters + spare),
             nodes: Vec::new(),
             config: Box::new(config),
         };
-        let region = first_region(stores);
-        for _ in 1..=stores {
-            let node = Node {
-                store: None,
-                kv: Arc::new(MemKvEngine::new()),
-                log: Arc::new(MemRaftLog::new()),
-            };
-            bootstrap_region(&engines(&node), &region).expect("bootstrap");
+        let region = first_region(voters);
+        for s in 1..=voters + spare {
+            let node = Node::new();
+            if s <= voters {
+                bootstrap_region(&engines(&node), &region).expect("bootstrap");
+            }
             c.nodes.push(node);
         }
-        for s in 1..=stores {
+        for s in 1..=voters + spare {
             c.restart(StoreId(s));
         }
         c
@@ -232,7 +254,7 @@ impl Drop for Cluster {
 }
 
 pub fn engines(node: &Node) -> Engines {
-    Engines::new(node.log.clone(), node.kv.clone())
+    Engines::new(node.log.clone(), node.kv.clone(), node.dir.path())
 }
 
 pub fn put(key: &[u8], value: &[u8]) -> WriteCommand {

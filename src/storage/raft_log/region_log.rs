@@ -100,6 +100,14 @@ pub struct RegionLog {
     state: RwLock<RegionLogState>,
 }
 
+impl std::fmt::Debug for RegionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegionLog")
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RegionLog {
     /// `truncated` is the (index, term) the log starts after — from the region's apply state
     /// — and `conf_state` the configuration as of the applied index.

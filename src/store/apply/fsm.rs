@@ -13,8 +13,10 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::path::Path;
 use std::sync::Arc;
 
+use crossbeam::channel::{SendError, Sender};
 use prost::Message as _;
 
 use super::eval::{Overlay, check_command, evaluate};
@@ -23,13 +25,15 @@ use crate::proto::commandpb::{
 };
 use crate::proto::metapb::{Region, RegionEpoch};
 use crate::proto::raftpb::{Entry, EntryType};
-use crate::proto::storagepb::{PeerState, RaftApplyState};
+use crate::proto::storagepb::{PeerState, RaftApplyState, SnapshotSummary};
 use crate::raft::decode_conf_change;
 use crate::region::{
     CommandKind, RegionError, change_peers, check_epoch, initial_apply_state, split_region,
 };
 use crate::storage::kv::{KvError, KvWriteBatch, clear_data_range};
+use crate::storage::raft_log::RegionLog;
 use crate::storage::region_meta::{normal_state, put_apply_state, put_region_state, region_state};
+use crate::storage::snapshot;
 use crate::store::batch::{Fsm, Handled, Inbox, PollHandler, Polled};
 use crate::store::context::RaftRouter;
 use crate::store::engines::StoreKv;
@@ -39,6 +43,7 @@ use crate::store::msg::{
 };
 use crate::store::request::{ChangePeersResponse, SplitResponse, WriteResponse};
 use crate::store::responder::{RegionResult, Responder};
+use crate::store::snapshot_worker::SnapshotTask;
 
 /// One region's apply delegate.
 pub(crate) struct ApplyFsm {
@@ -180,6 +185,7 @@ pub(crate) struct ApplyLimits {
 /// The apply pollers' handler: one KV write per batch of regions.
 pub(crate) struct ApplyPoller {
     kv: Arc<dyn StoreKv>,
+    snapshot_tasks: Sender<SnapshotTask>,
     raft_router: RaftRouter,
     fail_stop: FailStop,
     limits: ApplyLimits,
@@ -192,12 +198,14 @@ pub(crate) struct ApplyPoller {
 impl ApplyPoller {
     pub(crate) fn new(
         kv: Arc<dyn StoreKv>,
+        snapshot_tasks: Sender<SnapshotTask>,
         raft_router: RaftRouter,
         fail_stop: FailStop,
         limits: ApplyLimits,
     ) -> Self {
         ApplyPoller {
             kv,
+            snapshot_tasks,
             raft_router,
             fail_stop,
             limits,
@@ -485,12 +493,72 @@ impl ApplyPoller {
         );
     }
 
+    /// Hands the snapshot worker a read view taken at the applied index (everything
+    /// applied so far written first, apply state included), to generate the region's
+    /// snapshot from.
+    fn snapshot_view(&mut self, fsm: &mut ApplyFsm, log: Arc<RegionLog>) -> Result<(), Stopped> {
+        put_apply_state(&mut self.batch, fsm.region.region_id(), &fsm.apply_state());
+        self.flush()?;
+        let task = SnapshotTask::Generate {
+            region: fsm.region.clone(),
+            applied: fsm.applied,
+            view: self.kv.read_view(),
+            log,
+        };
+        if let Err(SendError(SnapshotTask::Generate { log, .. })) = self.snapshot_tasks.send(task) {
+            // The worker is gone with the store; the next request starts anew.
+            log.abandon_snapshot();
+        }
+        Ok(())
+    }
+
+    /// Installs a received snapshot: checked against the summary that came through Raft,
+    /// applied (a durable mark first, so a crash finishes it on restart) and made durable
+    /// before the peer resets its log and acknowledges it to the core. The core took the
+    /// snapshot already: one that cannot be installed stops the store.
+    fn install(
+        &mut self,
+        fsm: &mut ApplyFsm,
+        summary: &SnapshotSummary,
+        files: &Path,
+    ) -> Result<(), Stopped> {
+        put_apply_state(&mut self.batch, fsm.region.region_id(), &fsm.apply_state());
+        self.flush()?;
+        let installed = snapshot::verify(files, summary)
+            .and_then(|verified| {
+                snapshot::apply(self.kv.as_ref(), &verified, self.limits.batch_bytes)
+            })
+            .and_then(|()| Ok(self.kv.persist_all()?));
+        if let Err(e) = installed {
+            return Err(self.fail(format!(
+                "region {}: installing snapshot at {}: {e}",
+                fsm.region.id, summary.index
+            )));
+        }
+        let _ = snapshot::remove(files);
+        let region = summary.region.clone().unwrap_or_default();
+        let at = (summary.term, summary.index);
+        // Proposals the snapshot covers were applied or not by other replicas: their
+        // outcome is unknown here, so they drop unanswered.
+        while fsm
+            .proposals
+            .pop_front_if(|p| (p.term, p.index) <= at)
+            .is_some()
+        {}
+        fsm.region = region.clone();
+        fsm.applied = (summary.index, summary.term);
+        fsm.truncated = fsm.applied;
+        fsm.partial = None;
+        fsm.changes.push(RegionChange::SnapshotInstalled { region });
+        Ok(())
+    }
+
     /// What this store holds of the region a split is about to create.
     fn known_region(&self, region: &Region) -> Result<Known, KvError> {
         let created_this_round = self.results.iter().any(|(_, r)| {
             r.changes.iter().any(|c| match c {
                 RegionChange::Split { created, .. } => created.iter().any(|n| n.id == region.id),
-                RegionChange::ConfChange { .. } => false,
+                RegionChange::ConfChange { .. } | RegionChange::SnapshotInstalled { .. } => false,
             })
         });
         if created_this_round {
@@ -541,6 +609,8 @@ impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
         while let Some(msg) = inbox.next_message() {
             let done = match msg {
                 ApplyMsg::Apply(task) => self.apply_task(fsm, task),
+                ApplyMsg::Snapshot { log } => self.snapshot_view(fsm, log),
+                ApplyMsg::Install { summary, files } => self.install(fsm, &summary, &files),
             };
             if done.is_err() {
                 return Handled::Idle;

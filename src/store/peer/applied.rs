@@ -17,6 +17,7 @@ impl PeerFsm {
                 RegionChange::ConfChange { region, entry } => {
                     self.on_conf_change(region, &entry, ctx);
                 }
+                RegionChange::SnapshotInstalled { region } => self.finish_install(region, ctx),
             }
         }
         let (index, _) = result.applied;

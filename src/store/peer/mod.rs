@@ -8,6 +8,7 @@ mod applied;
 mod propose;
 mod read;
 mod ready;
+mod snapshot;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -27,6 +28,8 @@ use crate::proto::transportpb::RaftMessage;
 use crate::raft::{DropReason, RaftError, RawNode, Role};
 use crate::region::{BusyReason, CommandKind, DroppedReason, RegionError, check_epoch};
 use crate::storage::raft_log::RegionLog;
+use crate::storage::snapshot::snapshot_dir;
+use crate::store::snapshot_worker::SnapshotTask;
 use crate::{PeerId, RegionId};
 
 use read::ReadQueue;
@@ -52,6 +55,8 @@ pub(crate) struct PeerFsm {
     reads: ReadQueue,
     /// The next write task's id.
     next_write_id: u64,
+    /// A snapshot being installed, and the rest of its Ready.
+    installing: Option<snapshot::HeldInstall>,
 }
 
 impl Fsm for PeerFsm {
@@ -79,6 +84,7 @@ impl PeerFsm {
             proposals: VecDeque::new(),
             reads: ReadQueue::default(),
             next_write_id: 1,
+            installing: None,
         }
     }
 
@@ -89,7 +95,7 @@ impl PeerFsm {
     /// Handles one message of the mailbox.
     pub(crate) fn handle(&mut self, msg: PeerMsg, ctx: &mut PollContext) {
         match msg {
-            PeerMsg::Raft(m) => self.on_raft_message(*m),
+            PeerMsg::Raft(m) => self.on_raft_message(*m, ctx),
             PeerMsg::Propose { epoch, command } => self.on_propose(epoch.as_ref(), command, ctx),
             PeerMsg::Read {
                 epoch,
@@ -101,7 +107,7 @@ impl PeerFsm {
                 to,
                 responder,
             } => self.on_transfer_leader(epoch.as_ref(), to, responder),
-            PeerMsg::Persisted(p) => self.on_persisted(p),
+            PeerMsg::Persisted(p) => self.on_persisted(p, ctx),
             PeerMsg::Unreachable(to) => self.raw.report_unreachable(to.get()),
             PeerMsg::Applied(result) => self.on_applied(result, ctx),
             PeerMsg::Campaign => {
@@ -110,6 +116,7 @@ impl PeerFsm {
                 }
             }
             PeerMsg::Status(responder) => responder.respond(Ok(self.status())),
+            PeerMsg::SnapshotStatus { to, status } => self.raw.report_snapshot(to.get(), status),
         }
     }
 
@@ -121,6 +128,7 @@ impl PeerFsm {
         }
         self.propose_pending();
         self.handle_ready(ctx);
+        self.request_snapshot(ctx);
     }
 
     /// Whether the core has more to hand out than one round took.
@@ -128,7 +136,14 @@ impl PeerFsm {
         self.raw.has_ready()
     }
 
-    fn on_raft_message(&mut self, m: RaftMessage) {
+    fn on_raft_message(&mut self, m: RaftMessage, ctx: &PollContext) {
+        if m.message
+            .as_ref()
+            .is_some_and(|msg| msg.msg_type == MessageType::MsgSnapshot as i32)
+            && !self.accept_snapshot(&m, ctx)
+        {
+            return;
+        }
         let Some(message) = m.message else { return };
         if m.to_peer.is_none_or(|p| p.id != self.peer.id) {
             // For another replica of the region on this store (an older or newer one).
@@ -144,17 +159,25 @@ impl PeerFsm {
         {
             self.peer_cache.insert(from.id, from);
         }
-        if message.msg_type == MessageType::MsgSnapshot as i32 {
-            // Installing snapshots is not built yet: dropped, the leader retries later.
-            tracing::debug!(region = m.region_id, "snapshot message dropped");
-            return;
-        }
         if let Err(e) = self.raw.step(message) {
             tracing::debug!(region = m.region_id, error = %e, "raft message refused");
         }
     }
 
-    fn on_persisted(&mut self, p: Persisted) {
+    fn on_persisted(&mut self, p: Persisted, ctx: &PollContext) {
+        if let Some(retired) = p.retired_snapshot {
+            let (index, term) = retired.metadata.map_or((0, 0), |m| (m.index, m.term));
+            let files = snapshot_dir(
+                &ctx.shared.snapshot_dirs.generated,
+                self.region_id(),
+                term,
+                index,
+            );
+            let _ = ctx
+                .shared
+                .snapshot_tasks
+                .send(SnapshotTask::Remove { files });
+        }
         if let Some((index, term)) = p.up_to {
             self.raw.on_persisted(index, term);
         }

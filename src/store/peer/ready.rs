@@ -5,7 +5,7 @@
 
 use super::PeerFsm;
 use crate::proto::metapb::Peer;
-use crate::proto::raftpb::{Entry, Message};
+use crate::proto::raftpb::{Entry, Message, MessageType};
 use crate::proto::storagepb::RaftLocalState;
 use crate::raft::SoftState;
 use crate::storage::SyncMode;
@@ -13,9 +13,21 @@ use crate::store::context::PollContext;
 use crate::store::msg::{ApplyMsg, ApplyTask};
 use crate::store::wal_writer::{HeldMessages, LogStart, WriteTask};
 
+/// What a Ready hands the WAL writer: new entries, whether the hard state changed, what
+/// the core may take as durable once written, the messages that wait for it, and whether
+/// it needs an fsync.
+pub(super) struct ReadyWrite {
+    pub entries: Vec<Entry>,
+    pub hard_state_changed: bool,
+    pub persisted: Option<(u64, u64)>,
+    pub messages: Vec<Message>,
+    pub sync: SyncMode,
+}
+
 impl PeerFsm {
     pub(super) fn handle_ready(&mut self, ctx: &mut PollContext) {
-        if !self.raw.has_ready() {
+        // While a snapshot installs, the next Ready would write after a log not yet reset.
+        if self.installing.is_some() || !self.raw.has_ready() {
             return;
         }
         let rd = match self.raw.ready() {
@@ -29,7 +41,17 @@ impl PeerFsm {
                 return;
             }
         };
-        let persisted = rd.persisted_up_to();
+        let write = ReadyWrite {
+            persisted: rd.persisted_up_to(),
+            entries: rd.entries,
+            hard_state_changed: rd.hard_state.is_some(),
+            messages: rd.persisted_messages,
+            sync: if rd.must_sync {
+                SyncMode::Sync
+            } else {
+                SyncMode::NoSync
+            },
+        };
         if let Some(soft) = rd.soft_state {
             self.on_soft_state(soft);
         }
@@ -39,28 +61,13 @@ impl PeerFsm {
         self.on_read_states(rd.read_states, rd.dropped_reads);
         // A read confirmed at an index already applied is served now.
         self.serve_reads(ctx);
-        if rd.snapshot.is_some() {
-            // Snapshot messages are dropped before they reach the core until installing
-            // them is built: a snapshot here is a bug, and nothing after it would be sound.
-            ctx.shared.fail_stop.trip(format!(
-                "region {}: installing a snapshot is not built yet",
-                self.region.id
-            ));
+        if let Some(snapshot) = rd.snapshot {
+            self.start_install(snapshot, write, ctx);
+            // Entries committed with it are applied after it (the apply mailbox is FIFO).
+            self.apply_committed(rd.committed_entries, ctx);
             return;
         }
-        let sync = if rd.must_sync {
-            SyncMode::Sync
-        } else {
-            SyncMode::NoSync
-        };
-        self.write(
-            rd.entries,
-            rd.hard_state.is_some(),
-            persisted,
-            sync,
-            rd.persisted_messages,
-            ctx,
-        );
+        self.write(LogStart::Continue, write, ctx);
         self.apply_committed(rd.committed_entries, ctx);
     }
 
@@ -75,16 +82,35 @@ impl PeerFsm {
         );
     }
 
-    /// Queues a message for the round's outbound batch.
+    /// Queues a message for the round's outbound batch (a snapshot goes through the
+    /// snapshot worker, with its files).
     fn send(&mut self, m: Message, ctx: &mut PollContext) {
-        if let Some(to) = self.addressee(&m) {
+        if m.msg_type == MessageType::MsgSnapshot as i32 {
+            return self.send_snapshot(m, ctx);
+        }
+        let Some(to) = self.addressee(&m) else { return };
+        if self.may_be_unborn(to.id) {
+            ctx.outbound.push_whole(&self.region, &self.peer, &to, m);
+        } else {
             ctx.outbound.push(&self.region, &self.peer, &to, m);
         }
     }
 
+    /// Whether the peer `id` may not exist on its store yet: as leader, this replica has
+    /// never heard it acknowledge anything. Its messages travel whole (heartbeats too):
+    /// its store creates it from the region's epoch and range they carry.
+    fn may_be_unborn(&self, id: u64) -> bool {
+        self.raw
+            .raft()
+            .tracker
+            .progress
+            .get(&id)
+            .is_some_and(|p| p.matched == 0)
+    }
+
     /// The peer a message goes to; one this replica cannot place is reported unreachable
     /// to the core (which then probes it gently) and the message is dropped.
-    fn addressee(&mut self, m: &Message) -> Option<Peer> {
+    pub(super) fn addressee(&mut self, m: &Message) -> Option<Peer> {
         let to = self.peer_by_id(m.to);
         if to.is_none() {
             tracing::debug!(
@@ -97,15 +123,15 @@ impl PeerFsm {
         to
     }
 
-    fn write(
-        &mut self,
-        entries: Vec<Entry>,
-        hard_state_changed: bool,
-        persisted: Option<(u64, u64)>,
-        sync: SyncMode,
-        held: Vec<Message>,
-        ctx: &mut PollContext,
-    ) {
+    /// Hands a Ready's write to the WAL writer (through the round's context).
+    pub(super) fn write(&mut self, start: LogStart, write: ReadyWrite, ctx: &mut PollContext) {
+        let ReadyWrite {
+            entries,
+            hard_state_changed,
+            persisted,
+            messages: held,
+            sync,
+        } = write;
         if let Some(last) = entries.last() {
             self.last_index = last.index;
         }
@@ -131,7 +157,7 @@ impl PeerFsm {
         self.next_write_id += 1;
         ctx.writes.push(WriteTask {
             log: self.log.clone(),
-            start: LogStart::Continue,
+            start,
             entries,
             state,
             sync,
@@ -141,7 +167,7 @@ impl PeerFsm {
         });
     }
 
-    fn apply_committed(&mut self, entries: Vec<Entry>, ctx: &mut PollContext) {
+    pub(super) fn apply_committed(&mut self, entries: Vec<Entry>, ctx: &mut PollContext) {
         let Some(last) = entries.last().map(|e| (e.term, e.index)) else {
             return;
         };

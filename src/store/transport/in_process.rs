@@ -4,13 +4,14 @@
 //! later in a seeded random order. `deliver_one` is a step a simulator can schedule.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
 use super::{Transport, TransportError};
 use crate::proto::raftpb::MessageType;
-use crate::proto::transportpb::RaftMessageBatch;
+use crate::proto::transportpb::{RaftMessage, RaftMessageBatch};
 use crate::raft::rng::Rng;
 use crate::{RegionId, StoreId};
 
@@ -18,6 +19,10 @@ use crate::{RegionId, StoreId};
 pub trait BatchReceiver: Send + Sync + 'static {
     /// One batch from another store. Must not block (route it into mailboxes).
     fn receive(&self, batch: RaftMessageBatch);
+
+    /// A snapshot from another store: its files (copied by the receiver before it returns)
+    /// and the message describing them, routed once the files are in place.
+    fn receive_snapshot(&self, message: RaftMessage, files: &Path) -> std::io::Result<()>;
 }
 
 /// A fault the network applies to every batch until it is removed.
@@ -211,6 +216,38 @@ fn strip(batch: &mut RaftMessageBatch, lost: impl Fn(u64, i32) -> bool) {
 }
 
 impl Transport for InProcessNetwork {
+    /// The snapshot travels as a one-message batch would: a partition or a lost link loses
+    /// it (reported, so the leader retries), a dropped region or type too.
+    fn send_snapshot(&self, message: RaftMessage, files: &Path) -> Result<(), TransportError> {
+        let from = message.from_peer.map_or(0, |p| p.store_id);
+        let to = StoreId(message.to_peer.map_or(0, |p| p.store_id));
+        let mut probe = RaftMessageBatch {
+            from_store: from,
+            to_store: to.get(),
+            messages: vec![message],
+            ..Default::default()
+        };
+        let verdict = self.judge(&mut probe);
+        let receiver = self.inner.stores.read().get(&to).cloned();
+        let (Some(receiver), false, Some(message)) = (receiver, verdict.lost, probe.messages.pop())
+        else {
+            return Err(TransportError::Unreachable(to));
+        };
+        receiver
+            .receive_snapshot(message, files)
+            .map_err(|e| TransportError::SnapshotRefused {
+                store: to,
+                reason: e.to_string(),
+            })?;
+        *self
+            .inner
+            .delivered
+            .lock()
+            .entry((StoreId(from), to))
+            .or_default() += 1;
+        Ok(())
+    }
+
     fn send(&self, mut batch: RaftMessageBatch) -> Result<(), TransportError> {
         let to = StoreId(batch.to_store);
         if !self.inner.stores.read().contains_key(&to) {
@@ -240,17 +277,91 @@ impl Transport for InProcessNetwork {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
     use crate::proto::raftpb::Message;
     use crate::proto::transportpb::{Heartbeat, RaftMessage};
 
     #[derive(Default)]
-    struct Inbox(Mutex<Vec<RaftMessageBatch>>);
+    struct Inbox(
+        Mutex<Vec<RaftMessageBatch>>,
+        Mutex<Vec<(RaftMessage, PathBuf)>>,
+    );
 
     impl BatchReceiver for Inbox {
         fn receive(&self, batch: RaftMessageBatch) {
             self.0.lock().push(batch);
         }
+
+        fn receive_snapshot(&self, message: RaftMessage, files: &Path) -> std::io::Result<()> {
+            if !files.exists() {
+                return Err(std::io::Error::other("no such snapshot"));
+            }
+            self.1.lock().push((message, files.to_path_buf()));
+            Ok(())
+        }
+    }
+
+    fn snapshot_message(from: u64, to: u64, region: u64) -> RaftMessage {
+        RaftMessage {
+            region_id: region,
+            from_peer: Some(crate::proto::metapb::Peer {
+                id: from,
+                store_id: from,
+                ..Default::default()
+            }),
+            to_peer: Some(crate::proto::metapb::Peer {
+                id: to,
+                store_id: to,
+                ..Default::default()
+            }),
+            message: Some(Message {
+                msg_type: MessageType::MsgSnapshot as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn snapshots_travel_like_batches_and_report_what_stopped_them() {
+        let (net, inboxes) = network(3);
+        let dir = std::env::temp_dir();
+        net.send_snapshot(snapshot_message(1, 2, 7), &dir).unwrap();
+        assert_eq!(inboxes[2].1.lock().len(), 1);
+        assert_eq!(net.delivered_between(StoreId(1), StoreId(2)), 1);
+        // A receiver that cannot take the files says so.
+        let missing = dir.join("no-such-snapshot-dir");
+        assert!(matches!(
+            net.send_snapshot(snapshot_message(1, 2, 7), &missing),
+            Err(TransportError::SnapshotRefused {
+                store: StoreId(2),
+                ..
+            })
+        ));
+        // A partition, a lost link or a dropped region loses it, reported.
+        let cut = net.add_fault(Fault::Partition(vec![
+            HashSet::from([StoreId(1)]),
+            HashSet::from([StoreId(2), StoreId(3)]),
+        ]));
+        assert_eq!(
+            net.send_snapshot(snapshot_message(1, 2, 7), &dir),
+            Err(TransportError::Unreachable(StoreId(2)))
+        );
+        net.remove_fault(cut);
+        net.add_fault(Fault::DropRegion(RegionId(7)));
+        assert_eq!(
+            net.send_snapshot(snapshot_message(1, 3, 7), &dir),
+            Err(TransportError::Unreachable(StoreId(3)))
+        );
+        net.send_snapshot(snapshot_message(1, 3, 8), &dir).unwrap();
+        assert_eq!(
+            net.send_snapshot(snapshot_message(1, 9, 8), &dir),
+            Err(TransportError::Unreachable(StoreId(9)))
+        );
+        assert_eq!(inboxes[3].1.lock().len(), 1);
+        assert_eq!(inboxes[2].1.lock().len(), 1);
     }
 
     fn batch(from: u64, to: u64, regions: &[u64]) -> RaftMessageBatch {

@@ -7,6 +7,7 @@
 mod in_process;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use crate::proto::metapb::{Peer, Region};
 use crate::proto::raftpb::{Message, MessageType};
@@ -26,6 +27,14 @@ pub enum TransportError {
     /// without bound.
     #[error("send queue to store {0} is full")]
     Full(StoreId),
+    /// The receiving store could not take a snapshot's files.
+    #[error("store {store} refused the snapshot: {reason}")]
+    SnapshotRefused {
+        /// The receiver.
+        store: StoreId,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Carries batches between stores. `send` must not block on the network: it queues the
@@ -33,6 +42,31 @@ pub enum TransportError {
 pub trait Transport: Send + Sync + 'static {
     /// Hands one batch to `batch.to_store`.
     fn send(&self, batch: RaftMessageBatch) -> Result<(), TransportError>;
+
+    /// Carries a snapshot to `message.to_peer`'s store: the files in `files` (a snapshot
+    /// directory, `storage::snapshot`), then `message` (the `MsgSnapshot` describing them).
+    /// It may block while the files travel: the store calls it from its snapshot worker,
+    /// never from a poller.
+    fn send_snapshot(&self, message: RaftMessage, files: &Path) -> Result<(), TransportError>;
+}
+
+/// A region's message as it travels whole: with the region's epoch and range, and both
+/// peers with their stores.
+pub(crate) fn raft_message(
+    region: &Region,
+    from: &Peer,
+    to: &Peer,
+    message: Message,
+) -> RaftMessage {
+    RaftMessage {
+        region_id: region.id,
+        from_peer: Some(*from),
+        to_peer: Some(*to),
+        region_epoch: region.epoch,
+        message: Some(message),
+        start_key: region.start_key.clone(),
+        end_key: region.end_key.clone(),
+    }
 }
 
 /// What a flush did.
@@ -69,30 +103,35 @@ impl Outbound {
     /// heartbeat response that carries only the numbers a folded one keeps is folded;
     /// anything else travels whole, with the region's epoch and range.
     pub fn push(&mut self, region: &Region, from: &Peer, to: &Peer, message: Message) {
-        let batch = self
-            .batches
+        match fold(region.id, &message) {
+            Some((HeartbeatList::Requests, heartbeat)) => {
+                self.batch_to(to).heartbeats.push(heartbeat);
+            }
+            Some((HeartbeatList::Responses, heartbeat)) => {
+                self.batch_to(to).heartbeat_responses.push(heartbeat);
+            }
+            None => self.push_whole(region, from, to, message),
+        }
+    }
+
+    /// Adds a message that travels whole even if it could be folded: a heartbeat to a
+    /// peer that may not exist yet, whose store needs the region's epoch and range to
+    /// create it.
+    pub fn push_whole(&mut self, region: &Region, from: &Peer, to: &Peer, message: Message) {
+        self.batch_to(to)
+            .messages
+            .push(raft_message(region, from, to, message));
+    }
+
+    fn batch_to(&mut self, to: &Peer) -> &mut RaftMessageBatch {
+        let from_store = self.from_store.get();
+        self.batches
             .entry(StoreId(to.store_id))
             .or_insert_with(|| RaftMessageBatch {
-                from_store: self.from_store.get(),
+                from_store,
                 to_store: to.store_id,
                 ..Default::default()
-            });
-        if let Some((list, heartbeat)) = fold(region.id, &message) {
-            match list {
-                HeartbeatList::Requests => batch.heartbeats.push(heartbeat),
-                HeartbeatList::Responses => batch.heartbeat_responses.push(heartbeat),
-            }
-            return;
-        }
-        batch.messages.push(RaftMessage {
-            region_id: region.id,
-            from_peer: Some(*from),
-            to_peer: Some(*to),
-            region_epoch: region.epoch,
-            message: Some(message),
-            start_key: region.start_key.clone(),
-            end_key: region.end_key.clone(),
-        });
+            })
     }
 
     /// Whether nothing was pushed since the last flush.
@@ -251,6 +290,11 @@ mod tests {
             }
             self.sent.lock().push(batch);
             Ok(())
+        }
+
+        fn send_snapshot(&self, m: RaftMessage, _: &Path) -> Result<(), TransportError> {
+            let store = StoreId(m.to_peer.map_or(0, |p| p.store_id));
+            Err(TransportError::Unreachable(store))
         }
     }
 

@@ -1,0 +1,186 @@
+//! Snapshots on the peer's side.
+//!
+//! As leader: the core's request for a snapshot goes to the apply delegate, which takes a
+//! read view at its applied index and hands it to the snapshot worker; a `MsgSnapshot` the
+//! core sends goes to the worker with the files it describes, and how the sending ended
+//! comes back to the core (`report_snapshot`).
+//!
+//! As follower: a `MsgSnapshot` is checked before the core sees it (its files arrived,
+//! its range overlaps no other region here). Once the core takes it, the Ready holding it
+//! waits — no other Ready is taken meanwhile — while the apply delegate installs it
+//! (durably); then that Ready's write resets the region's log to the snapshot.
+
+use prost::Message as _;
+
+use super::PeerFsm;
+use super::ready::ReadyWrite;
+use crate::proto::raftpb::{ConfState, Message, Snapshot};
+use crate::proto::storagepb::SnapshotSummary;
+use crate::proto::transportpb::RaftMessage;
+use crate::raft::SnapshotStatus;
+use crate::storage::SyncMode;
+use crate::storage::snapshot::snapshot_dir;
+use crate::store::context::PollContext;
+use crate::store::msg::ApplyMsg;
+use crate::store::snapshot_worker::SnapshotTask;
+use crate::store::transport::raft_message;
+use crate::store::wal_writer::LogStart;
+use crate::{PeerId, RegionId};
+
+/// The rest of a Ready whose snapshot is being installed.
+pub(super) struct HeldInstall {
+    write: ReadyWrite,
+    /// The snapshot's (index, term).
+    at: (u64, u64),
+    conf_state: ConfState,
+}
+
+impl PeerFsm {
+    /// The core asked for a snapshot to send: the apply delegate takes the view.
+    pub(super) fn request_snapshot(&mut self, ctx: &mut PollContext) {
+        if self.log.take_snapshot_request().is_none() {
+            return;
+        }
+        let msg = ApplyMsg::Snapshot {
+            log: self.log.clone(),
+        };
+        if ctx
+            .shared
+            .apply_router
+            .force_send(self.region_id(), msg)
+            .is_err()
+        {
+            self.log.abandon_snapshot();
+        }
+    }
+
+    /// A `MsgSnapshot` the core sends: its files and it go through the snapshot worker.
+    pub(super) fn send_snapshot(&mut self, m: Message, ctx: &mut PollContext) {
+        let Some(to) = self.addressee(&m) else { return };
+        let (index, term) = m
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.metadata.as_ref())
+            .map_or((0, 0), |meta| (meta.index, meta.term));
+        let files = snapshot_dir(
+            &ctx.shared.snapshot_dirs.generated,
+            self.region_id(),
+            term,
+            index,
+        );
+        let task = SnapshotTask::Send {
+            region: self.region_id(),
+            to: PeerId(to.id),
+            message: Box::new(raft_message(&self.region, &self.peer, &to, m)),
+            files,
+        };
+        if ctx.shared.snapshot_tasks.send(task).is_err() {
+            self.raw.report_snapshot(to.id, SnapshotStatus::Failed);
+        }
+    }
+
+    /// Whether a received `MsgSnapshot` may reach the core: it describes this region, its
+    /// files are here, and its range overlaps no other region of this store (a split this
+    /// store has not applied yet, say: the snapshot waits for it, the leader retries).
+    pub(super) fn accept_snapshot(&self, m: &RaftMessage, ctx: &PollContext) -> bool {
+        let Some(snapshot) = m.message.as_ref().and_then(|m| m.snapshot.as_ref()) else {
+            return false;
+        };
+        let Some((summary, files)) = self.received_files(snapshot, ctx) else {
+            tracing::debug!(
+                region = self.region.id,
+                "snapshot without its files refused"
+            );
+            return false;
+        };
+        if !files.exists() {
+            tracing::debug!(region = self.region.id, "snapshot files not here");
+            return false;
+        }
+        let region = summary.region.unwrap_or_default();
+        let overlaps = ctx
+            .shared
+            .meta
+            .lock()
+            .overlapping(&region.start_key, &region.end_key)
+            .into_iter()
+            .any(|r| r != self.region_id());
+        if overlaps {
+            tracing::info!(
+                region = self.region.id,
+                "snapshot overlaps another region here; refused"
+            );
+        }
+        !overlaps
+    }
+
+    /// The summary a snapshot carries and where its received files are.
+    fn received_files(
+        &self,
+        snapshot: &Snapshot,
+        ctx: &PollContext,
+    ) -> Option<(SnapshotSummary, std::path::PathBuf)> {
+        let summary = SnapshotSummary::decode(snapshot.data.clone()).ok()?;
+        let region = summary.region.as_ref()?;
+        if region.id != self.region.id {
+            return None;
+        }
+        let files = snapshot_dir(
+            &ctx.shared.snapshot_dirs.received,
+            RegionId(region.id),
+            summary.term,
+            summary.index,
+        );
+        Some((summary, files))
+    }
+
+    /// The core took a snapshot: the apply delegate installs it while the rest of the
+    /// Ready waits.
+    pub(super) fn start_install(
+        &mut self,
+        snapshot: Snapshot,
+        write: ReadyWrite,
+        ctx: &mut PollContext,
+    ) {
+        let Some((summary, files)) = self.received_files(&snapshot, ctx) else {
+            // Checked before the core saw it: only a bug gets here.
+            ctx.shared.fail_stop.trip(format!(
+                "region {}: the core took a snapshot with no usable summary",
+                self.region.id
+            ));
+            return;
+        };
+        let meta = snapshot.metadata.unwrap_or_default();
+        self.installing = Some(HeldInstall {
+            // The reset always writes the state, synced.
+            write: ReadyWrite {
+                hard_state_changed: true,
+                sync: SyncMode::Sync,
+                ..write
+            },
+            at: (meta.index, meta.term),
+            conf_state: meta.conf_state.unwrap_or_default(),
+        });
+        let msg = ApplyMsg::Install { summary, files };
+        // Without its apply delegate the peer is going away with the store.
+        let _ = ctx.shared.apply_router.force_send(self.region_id(), msg);
+    }
+
+    /// The snapshot is installed: the held Ready's write resets the log to it.
+    pub(super) fn finish_install(
+        &mut self,
+        region: crate::proto::metapb::Region,
+        ctx: &mut PollContext,
+    ) {
+        let Some(held) = self.installing.take() else {
+            return;
+        };
+        let (index, term) = held.at;
+        self.region = region.clone();
+        ctx.shared.meta.lock().set(region);
+        self.log.set_conf_state(held.conf_state);
+        self.applied_index = index;
+        self.last_index = index;
+        self.write(LogStart::Reset { index, term }, held.write, ctx);
+    }
+}
