@@ -561,3 +561,126 @@ fn a_peer_added_on_an_empty_store_catches_up_by_snapshot() {
     let st = answer(c.store(StoreId(4)).region_status(FIRST_REGION)).unwrap();
     assert_eq!(st.region.peers.len(), 3);
 }
+
+/// A removed peer ends: by applying its removal, or — when the leader stopped talking to
+/// it before it learned the change committed — by the tombstone message a current
+/// replica answers its campaign with. Its region becomes a tombstone on its store, its data
+/// is cleared, stale messages do not bring it back; re-added under a new id, it is created
+/// again and catches up by snapshot.
+#[test]
+fn a_removed_peer_is_destroyed_and_can_be_added_back() {
+    use flotilla::proto::metapb::{Peer, PeerRole};
+    use flotilla::proto::storagepb::PeerState;
+    use flotilla::storage::kv::{Keyspace, KvRead};
+    use flotilla::storage::region_meta::region_state;
+    use flotilla::store::PeerChange;
+    let c = Cluster::start(3);
+    for i in 0..20 {
+        c.must_put(FIRST_REGION, format!("k{i:02}").as_bytes(), b"v");
+    }
+    c.wait_applied_everywhere(b"k19", Some(b"v"));
+    let leader = c.wait_leader(FIRST_REGION);
+    let victim = *leader
+        .region
+        .peers
+        .iter()
+        .find(|p| p.id != leader.peer.id)
+        .unwrap();
+    let change = |ch: PeerChange| {
+        c.on_leader(FIRST_REGION, |s, epoch| {
+            s.change_peers(FIRST_REGION, epoch, vec![ch])
+        })
+    };
+    change(PeerChange::Remove(victim));
+    let store = StoreId(victim.store_id);
+    let gone = || {
+        matches!(
+            answer(c.store(store).region_status(FIRST_REGION)),
+            Err(RegionError::RegionNotFound { .. })
+        )
+    };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !gone() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the removed peer lives on"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let node = &c.nodes[victim.store_id as usize - 1];
+    // The data is cleared after the tombstone: wait for the apply delegate to finish.
+    while node.kv.get(Keyspace::Data, b"k00").unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the removed region's data stays"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let state = region_state(node.kv.as_ref(), FIRST_REGION)
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.state, PeerState::Tombstone as i32);
+    assert_eq!(
+        node.kv.scan(Keyspace::Data, b"", None, false).count(),
+        0,
+        "every key of the region is cleared"
+    );
+    assert!(c.store(store).region_for_key(b"k05").is_none());
+    // The leader's heartbeats and the old peer's own traffic do not bring it back.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(gone());
+    // Re-added under a new id, at a newer membership: created again, filled by snapshot.
+    let returning = Peer {
+        id: 9,
+        store_id: victim.store_id,
+        role: PeerRole::Learner as i32,
+    };
+    change(PeerChange::AddLearner(returning));
+    c.wait_applied_everywhere(b"k19", Some(b"v"));
+    let st = answer(c.store(store).region_status(FIRST_REGION)).unwrap();
+    assert_eq!(st.peer.id, 9);
+}
+
+/// A peer cut off while its removal commits never applies it: it learns its end from the
+/// tombstone message a current replica answers its campaign with, once the partition heals.
+#[test]
+fn a_peer_that_missed_its_removal_learns_it_from_a_tombstone_message() {
+    use flotilla::store::{Fault, PeerChange};
+    use std::collections::HashSet;
+    let c = Cluster::start(3);
+    c.must_put(FIRST_REGION, b"k", b"v");
+    c.wait_applied_everywhere(b"k", Some(b"v"));
+    let leader = c.wait_leader(FIRST_REGION);
+    let victim = *leader
+        .region
+        .peers
+        .iter()
+        .find(|p| p.id != leader.peer.id)
+        .unwrap();
+    let others: HashSet<StoreId> = (1..=3)
+        .map(StoreId)
+        .filter(|s| s.get() != victim.store_id)
+        .collect();
+    let cut = c.net.add_fault(Fault::Partition(vec![
+        others,
+        HashSet::from([StoreId(victim.store_id)]),
+    ]));
+    c.on_leader(FIRST_REGION, |s, epoch| {
+        s.change_peers(FIRST_REGION, epoch, vec![PeerChange::Remove(victim)])
+    });
+    // Still there, cut off, with the old membership.
+    let store = StoreId(victim.store_id);
+    let st = answer(c.store(store).region_status(FIRST_REGION)).unwrap();
+    assert_eq!(st.region.peers.len(), 3);
+    c.net.remove_fault(cut);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while answer(c.store(store).region_status(FIRST_REGION)).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the removed peer lives on"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    c.must_put(FIRST_REGION, b"k", b"w");
+    assert_eq!(c.must_get(FIRST_REGION, b"k"), Some(b("w")));
+}

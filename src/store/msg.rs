@@ -174,6 +174,8 @@ pub(crate) enum ApplyMsg {
     Snapshot {
         log: Arc<RegionLog>,
     },
+    /// The peer was removed: mark the region a tombstone, clear its data, stop.
+    Destroy,
     /// Install the snapshot whose files are in `files` (received, not yet verified).
     Install {
         summary: SnapshotSummary,

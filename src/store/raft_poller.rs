@@ -58,6 +58,11 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
         }
         let ticks = inbox.take_ticks();
         fsm.finish_round(ticks, &mut self.ctx);
+        if fsm.is_destroyed() {
+            // Its mailbox closes; later messages for the region reach the store FSM,
+            // which finds the tombstone.
+            return Handled::Stopped;
+        }
         if inbox.has_messages() || inbox.has_ticks() || fsm.has_ready() {
             Handled::Busy
         } else {

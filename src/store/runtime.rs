@@ -164,10 +164,7 @@ impl Store {
         );
         let apply_poller = |_| {
             ApplyPoller::new(
-                engines.kv.clone(),
-                shared.snapshot_tasks.clone(),
-                shared.raft_router.clone(),
-                fail_stop.clone(),
+                shared.clone(),
                 super::apply::ApplyLimits {
                     batch_bytes: config.max_apply_batch_bytes,
                     delete_range_bytes: config.delete_range_batch_bytes,

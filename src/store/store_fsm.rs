@@ -4,13 +4,15 @@
 //! empty peer is created to receive the region by snapshot — unless the message cannot
 //! come from a live region's leader, or the region's range still belongs to a region here
 //! (a split this store has not applied yet: the peer waits for it), or this store holds
-//! state of the region already (a peer destroyed here must not come back).
+//! state of the region already (a peer destroyed here comes back only when the region's
+//! membership has changed since its removal: re-added).
 
 use super::batch::Fsm;
 use super::context::PollContext;
 use super::msg::{PeerMsg, StoreMsg};
 use crate::RegionId;
 use crate::proto::raftpb::MessageType;
+use crate::proto::storagepb::PeerState;
 use crate::proto::transportpb::RaftMessage;
 use crate::storage::region_meta::region_state;
 
@@ -73,7 +75,16 @@ fn create_peer(m: &RaftMessage, ctx: &PollContext) -> Result<(), String> {
     let region = RegionId(m.region_id);
     match region_state(shared.engines.kv.as_ref(), region) {
         Ok(None) => {}
-        Ok(Some(_)) => return Err("the region has state here (a destroyed peer)".into()),
+        // A peer destroyed here comes back only if the region re-added this store since:
+        // a message at a newer membership than the tombstone's.
+        Ok(Some(s)) if s.state == PeerState::Tombstone as i32 => {
+            let removed_at = s.region.and_then(|r| r.epoch).unwrap_or_default().conf_ver;
+            let sent_at = m.region_epoch.unwrap_or_default().conf_ver;
+            if sent_at <= removed_at {
+                return Err("a stale message for a peer destroyed here".into());
+            }
+        }
+        Ok(Some(_)) => return Err("the region has state here".into()),
         Err(e) => return Err(format!("reading the region's state: {e}")),
     }
     if !shared

@@ -16,7 +16,7 @@ use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
 
-use crossbeam::channel::{SendError, Sender};
+use crossbeam::channel::SendError;
 use prost::Message as _;
 
 use super::eval::{Overlay, check_command, evaluate};
@@ -25,19 +25,20 @@ use crate::proto::commandpb::{
 };
 use crate::proto::metapb::{Region, RegionEpoch};
 use crate::proto::raftpb::{Entry, EntryType};
-use crate::proto::storagepb::{PeerState, RaftApplyState, SnapshotSummary};
+use crate::proto::storagepb::{PeerState, RaftApplyState, RegionLocalState, SnapshotSummary};
 use crate::raft::decode_conf_change;
 use crate::region::{
     CommandKind, RegionError, change_peers, check_epoch, initial_apply_state, split_region,
 };
 use crate::storage::kv::{KvError, KvWriteBatch, clear_data_range};
 use crate::storage::raft_log::RegionLog;
-use crate::storage::region_meta::{normal_state, put_apply_state, put_region_state, region_state};
+use crate::storage::region_meta::{
+    end_bound, normal_state, put_apply_state, put_region_state, region_state,
+};
 use crate::storage::snapshot;
 use crate::store::batch::{Fsm, Handled, Inbox, PollHandler, Polled};
-use crate::store::context::RaftRouter;
+use crate::store::context::{StoreShared, is_born};
 use crate::store::engines::StoreKv;
-use crate::store::fail_stop::FailStop;
 use crate::store::msg::{
     ApplyMsg, ApplyResult, ApplyTask, PeerMsg, Proposal, ProposalResponder, RegionChange,
 };
@@ -184,10 +185,8 @@ pub(crate) struct ApplyLimits {
 
 /// The apply pollers' handler: one KV write per batch of regions.
 pub(crate) struct ApplyPoller {
+    shared: Arc<StoreShared>,
     kv: Arc<dyn StoreKv>,
-    snapshot_tasks: Sender<SnapshotTask>,
-    raft_router: RaftRouter,
-    fail_stop: FailStop,
     limits: ApplyLimits,
     batch: KvWriteBatch,
     overlay: Overlay,
@@ -196,18 +195,10 @@ pub(crate) struct ApplyPoller {
 }
 
 impl ApplyPoller {
-    pub(crate) fn new(
-        kv: Arc<dyn StoreKv>,
-        snapshot_tasks: Sender<SnapshotTask>,
-        raft_router: RaftRouter,
-        fail_stop: FailStop,
-        limits: ApplyLimits,
-    ) -> Self {
+    pub(crate) fn new(shared: Arc<StoreShared>, limits: ApplyLimits) -> Self {
         ApplyPoller {
-            kv,
-            snapshot_tasks,
-            raft_router,
-            fail_stop,
+            kv: shared.engines.kv.clone(),
+            shared,
             limits,
             batch: KvWriteBatch::default(),
             overlay: Overlay::default(),
@@ -234,7 +225,7 @@ impl ApplyPoller {
     }
 
     fn fail(&mut self, reason: String) -> Stopped {
-        self.fail_stop.trip(reason);
+        self.shared.fail_stop.trip(reason);
         self.answers.clear();
         self.results.clear();
         self.batch = KvWriteBatch::default();
@@ -505,7 +496,9 @@ impl ApplyPoller {
             view: self.kv.read_view(),
             log,
         };
-        if let Err(SendError(SnapshotTask::Generate { log, .. })) = self.snapshot_tasks.send(task) {
+        if let Err(SendError(SnapshotTask::Generate { log, .. })) =
+            self.shared.snapshot_tasks.send(task)
+        {
             // The worker is gone with the store; the next request starts anew.
             log.abandon_snapshot();
         }
@@ -550,6 +543,47 @@ impl ApplyPoller {
         fsm.truncated = fsm.applied;
         fsm.partial = None;
         fsm.changes.push(RegionChange::SnapshotInstalled { region });
+        Ok(())
+    }
+
+    /// The region's peer was removed: the region becomes a tombstone here (durably, so a
+    /// stale message never brings it back), its data is cleared in bounded batches, and
+    /// only then does the store forget its range (a peer created over the range meanwhile
+    /// would have its data cleared under it).
+    fn destroy(&mut self, fsm: &mut ApplyFsm) -> Result<(), Stopped> {
+        put_apply_state(&mut self.batch, fsm.region.region_id(), &fsm.apply_state());
+        self.flush()?;
+        let id = fsm.region.region_id();
+        let mut tombstone = KvWriteBatch::default();
+        put_region_state(
+            &mut tombstone,
+            &RegionLocalState {
+                region: Some(fsm.region.clone()),
+                state: PeerState::Tombstone as i32,
+                applying: None,
+            },
+        );
+        let kv = self.kv.clone();
+        let marked = kv.write_batch(&tombstone).and_then(|()| kv.persist_all());
+        let cleared = marked.and_then(|()| {
+            if !is_born(&fsm.region) {
+                return Ok(0);
+            }
+            clear_data_range(
+                kv.read_view().as_ref(),
+                |b| kv.write_batch(b),
+                &fsm.region.start_key,
+                end_bound(&fsm.region),
+                self.limits.delete_range_bytes,
+            )
+        });
+        if let Err(e) = cleared {
+            return Err(self.fail(format!("destroying region {id}: {e}")));
+        }
+        let mut meta = self.shared.meta.lock();
+        if meta.region(id).is_some() {
+            meta.remove(id);
+        }
         Ok(())
     }
 
@@ -600,7 +634,7 @@ impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
     }
 
     fn handle_normal(&mut self, fsm: &mut ApplyFsm, inbox: &mut Inbox<'_, ApplyMsg>) -> Handled {
-        if self.fail_stop.is_tripped() {
+        if self.shared.fail_stop.is_tripped() {
             // Nothing more is applied; the tasks' proposals drop unanswered (they are in
             // the log: their outcome is unknown).
             while inbox.next_message().is_some() {}
@@ -611,6 +645,11 @@ impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
                 ApplyMsg::Apply(task) => self.apply_task(fsm, task),
                 ApplyMsg::Snapshot { log } => self.snapshot_view(fsm, log),
                 ApplyMsg::Install { summary, files } => self.install(fsm, &summary, &files),
+                ApplyMsg::Destroy => {
+                    // Whatever it answered is written; the region is no more.
+                    let _ = self.destroy(fsm);
+                    return Handled::Stopped;
+                }
             };
             if done.is_err() {
                 return Handled::Idle;
@@ -642,6 +681,7 @@ impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
         for (region, result) in self.results.drain(..) {
             // A peer that is gone (its store stopping) needs no report.
             let _ = self
+                .shared
                 .raft_router
                 .force_send(region, PeerMsg::Applied(result));
         }

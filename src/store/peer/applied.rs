@@ -32,7 +32,12 @@ impl PeerFsm {
         self.region = region.clone();
         ctx.shared.meta.lock().set(region);
         match self.raw.apply_conf_change(entry) {
-            Ok(cs) => self.log.set_conf_state(cs),
+            Ok(cs) => {
+                self.log.set_conf_state(cs);
+                if !self.region.peers.iter().any(|p| p.id == self.peer.id) {
+                    self.destroy(ctx);
+                }
+            }
             // The region took the change: a core that cannot would disagree with it.
             Err(e) => ctx.shared.fail_stop.trip(format!(
                 "region {}: the core refused a membership change the region applied: {e}",

@@ -5,6 +5,7 @@
 //! (what the apply delegate reports back).
 
 mod applied;
+mod destroy;
 mod propose;
 mod read;
 mod ready;
@@ -57,6 +58,8 @@ pub(crate) struct PeerFsm {
     next_write_id: u64,
     /// A snapshot being installed, and the rest of its Ready.
     installing: Option<snapshot::HeldInstall>,
+    /// Removed from the region: the FSM leaves the store after this round.
+    destroyed: bool,
 }
 
 impl Fsm for PeerFsm {
@@ -85,6 +88,7 @@ impl PeerFsm {
             reads: ReadQueue::default(),
             next_write_id: 1,
             installing: None,
+            destroyed: false,
         }
     }
 
@@ -131,12 +135,23 @@ impl PeerFsm {
         self.request_snapshot(ctx);
     }
 
+    /// Whether the peer was removed and leaves the store.
+    pub(crate) fn is_destroyed(&self) -> bool {
+        self.destroyed
+    }
+
     /// Whether the core has more to hand out than one round took.
     pub(crate) fn has_ready(&self) -> bool {
         self.raw.has_ready()
     }
 
-    fn on_raft_message(&mut self, m: RaftMessage, ctx: &PollContext) {
+    fn on_raft_message(&mut self, m: RaftMessage, ctx: &mut PollContext) {
+        if m.is_tombstone {
+            return self.on_tombstone(&m, ctx);
+        }
+        if self.answered_as_removed(&m, ctx) {
+            return;
+        }
         if m.message
             .as_ref()
             .is_some_and(|msg| msg.msg_type == MessageType::MsgSnapshot as i32)

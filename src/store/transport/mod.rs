@@ -66,6 +66,7 @@ pub(crate) fn raft_message(
         message: Some(message),
         start_key: region.start_key.clone(),
         end_key: region.end_key.clone(),
+        is_tombstone: false,
     }
 }
 
@@ -121,6 +122,15 @@ impl Outbound {
         self.batch_to(to)
             .messages
             .push(raft_message(region, from, to, message));
+    }
+
+    /// Tells `to`, a peer `region` no longer has, that it was removed (at the region's
+    /// epoch): its store destroys it.
+    pub fn push_tombstone(&mut self, region: &Region, from: &Peer, to: &Peer) {
+        let mut m = raft_message(region, from, to, Message::default());
+        m.message = None;
+        m.is_tombstone = true;
+        self.batch_to(to).messages.push(m);
     }
 
     fn batch_to(&mut self, to: &Peer) -> &mut RaftMessageBatch {
@@ -253,6 +263,7 @@ pub fn unfold(batch: RaftMessageBatch) -> impl Iterator<Item = RaftMessage> {
         }),
         start_key: Vec::new(),
         end_key: Vec::new(),
+        is_tombstone: false,
     };
     let heartbeats = batch
         .heartbeats
