@@ -241,22 +241,13 @@ fn leadership_moves_where_it_is_sent() {
         PeerId(target.id),
     ))
     .expect("transfer started");
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
-        let st = answer(
-            c.store(StoreId(target.store_id))
-                .region_status(FIRST_REGION),
-        )
-        .unwrap();
-        if st.role == Role::Leader {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "transfer never completed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let target_store = c.store(StoreId(target.store_id));
+    wait_until("transfer never completed", || {
+        answer(target_store.region_status(FIRST_REGION))
+            .unwrap()
+            .role
+            == Role::Leader
+    });
     c.must_put(FIRST_REGION, b"k", b"w");
     assert_eq!(c.must_get(FIRST_REGION, b"k"), Some(b("w")));
 }
@@ -599,23 +590,12 @@ fn a_removed_peer_is_destroyed_and_can_be_added_back() {
             Err(RegionError::RegionNotFound { .. })
         )
     };
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while !gone() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the removed peer lives on"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_until("the removed peer lives on", gone);
     let node = &c.nodes[victim.store_id as usize - 1];
     // The data is cleared after the tombstone: wait for the apply delegate to finish.
-    while node.kv.get(Keyspace::Data, b"k00").unwrap().is_some() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the removed region's data stays"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_until("the removed region's data stays", || {
+        node.kv.get(Keyspace::Data, b"k00").unwrap().is_none()
+    });
     let state = region_state(node.kv.as_ref(), FIRST_REGION)
         .unwrap()
         .unwrap();
@@ -673,14 +653,9 @@ fn a_peer_that_missed_its_removal_learns_it_from_a_tombstone_message() {
     let st = answer(c.store(store).region_status(FIRST_REGION)).unwrap();
     assert_eq!(st.region.peers.len(), 3);
     c.net.remove_fault(cut);
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while answer(c.store(store).region_status(FIRST_REGION)).is_ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the removed peer lives on"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_until("the removed peer lives on", || {
+        answer(c.store(store).region_status(FIRST_REGION)).is_err()
+    });
     c.must_put(FIRST_REGION, b"k", b"w");
     assert_eq!(c.must_get(FIRST_REGION, b"k"), Some(b("w")));
 }

@@ -39,6 +39,15 @@ impl SnapshotDirs {
             received: root.join("received"),
         }
     }
+
+    /// Where the files of a snapshot this store generated for `region` are.
+    pub(crate) fn generated_files(&self, region: RegionId, snapshot: &Snapshot) -> PathBuf {
+        let (index, term) = snapshot
+            .metadata
+            .as_ref()
+            .map_or((0, 0), |m| (m.index, m.term));
+        snapshot_dir(&self.generated, region, term, index)
+    }
 }
 
 /// Work for the snapshot worker.
@@ -166,8 +175,7 @@ impl SnapshotWorker {
         // The core sends the offered snapshot to every follower that needs it; the one it
         // replaces (or this one, if a newer one is offered) is no longer sent.
         if let Some(retired) = log.offer_snapshot(offered) {
-            let (index, term) = retired.metadata.map_or((0, 0), |m| (m.index, m.term));
-            let _ = snapshot::remove(&snapshot_dir(root, region.region_id(), term, index));
+            let _ = snapshot::remove(&self.dirs.generated_files(region.region_id(), &retired));
         }
     }
 }

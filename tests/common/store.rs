@@ -77,6 +77,15 @@ pub fn first_region(stores: u64) -> Region {
     }
 }
 
+/// Polls `done` until it holds, failing the test (naming `what`) after `PATIENCE`.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Waits for a response, failing the test rather than hanging it.
 pub fn answer<T>(mut response: Response<T>) -> Result<T, RegionError> {
     response
@@ -226,19 +235,10 @@ impl Cluster {
 
     /// Waits until every running store's KV engine holds `key` = `value` (applied there).
     pub fn wait_applied_everywhere(&self, key: &[u8], value: Option<&[u8]>) {
-        let deadline = Instant::now() + PATIENCE;
-        for n in &self.nodes {
-            if n.store.is_none() {
-                continue;
-            }
-            loop {
-                let v = n.kv.get(Keyspace::Data, key).expect("kv get");
-                if v.as_deref() == value {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "{key:?} never became {value:?}");
-                std::thread::sleep(Duration::from_millis(5));
-            }
+        for n in self.nodes.iter().filter(|n| n.store.is_some()) {
+            wait_until(&format!("{key:?} never became {value:?}"), || {
+                n.kv.get(Keyspace::Data, key).expect("kv get").as_deref() == value
+            });
         }
     }
 }

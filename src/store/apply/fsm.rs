@@ -224,6 +224,13 @@ impl ApplyPoller {
         Ok(())
     }
 
+    /// Writes the batch with `fsm`'s apply state in it: what it applied so far becomes
+    /// visible to what follows outside the batch (a view, a range clear, an install).
+    fn flush_with(&mut self, fsm: &ApplyFsm) -> Result<(), Stopped> {
+        put_apply_state(&mut self.batch, fsm.region.region_id(), &fsm.apply_state());
+        self.flush()
+    }
+
     fn fail(&mut self, reason: String) -> Stopped {
         self.shared.fail_stop.trip(reason);
         self.answers.clear();
@@ -241,8 +248,7 @@ impl ApplyPoller {
             }
             self.apply_entry(fsm, &entry)?;
             if self.batch.size_bytes() >= self.limits.batch_bytes {
-                put_apply_state(&mut self.batch, fsm.region.region_id(), &fsm.apply_state());
-                self.flush()?;
+                self.flush_with(fsm)?;
             }
         }
         Ok(())
@@ -352,8 +358,7 @@ impl ApplyPoller {
                     // The mark names the range delete itself: a replay clears the range
                     // again (harmless) rather than skip what a crash left uncleared.
                     fsm.partial = Some((index, (resume - 1) as u64));
-                    put_apply_state(&mut self.batch, fsm.region.region_id(), &fsm.apply_state());
-                    self.flush()?;
+                    self.flush_with(fsm)?;
                     let kv = self.kv.clone();
                     let view = kv.read_view();
                     let cleared = clear_data_range(
@@ -488,8 +493,7 @@ impl ApplyPoller {
     /// applied so far written first, apply state included), to generate the region's
     /// snapshot from.
     fn snapshot_view(&mut self, fsm: &mut ApplyFsm, log: Arc<RegionLog>) -> Result<(), Stopped> {
-        put_apply_state(&mut self.batch, fsm.region.region_id(), &fsm.apply_state());
-        self.flush()?;
+        self.flush_with(fsm)?;
         let task = SnapshotTask::Generate {
             region: fsm.region.clone(),
             applied: fsm.applied,
@@ -515,8 +519,7 @@ impl ApplyPoller {
         summary: &SnapshotSummary,
         files: &Path,
     ) -> Result<(), Stopped> {
-        put_apply_state(&mut self.batch, fsm.region.region_id(), &fsm.apply_state());
-        self.flush()?;
+        self.flush_with(fsm)?;
         let installed = snapshot::verify(files, summary)
             .and_then(|verified| {
                 snapshot::apply(self.kv.as_ref(), &verified, self.limits.batch_bytes)
@@ -551,8 +554,7 @@ impl ApplyPoller {
     /// only then does the store forget its range (a peer created over the range meanwhile
     /// would have its data cleared under it).
     fn destroy(&mut self, fsm: &mut ApplyFsm) -> Result<(), Stopped> {
-        put_apply_state(&mut self.batch, fsm.region.region_id(), &fsm.apply_state());
-        self.flush()?;
+        self.flush_with(fsm)?;
         let id = fsm.region.region_id();
         let mut tombstone = KvWriteBatch::default();
         put_region_state(

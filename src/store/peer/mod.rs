@@ -29,7 +29,6 @@ use crate::proto::transportpb::RaftMessage;
 use crate::raft::{DropReason, RaftError, RawNode, Role};
 use crate::region::{BusyReason, CommandKind, DroppedReason, RegionError, check_epoch};
 use crate::storage::raft_log::RegionLog;
-use crate::storage::snapshot::snapshot_dir;
 use crate::store::snapshot_worker::SnapshotTask;
 use crate::{PeerId, RegionId};
 
@@ -181,13 +180,10 @@ impl PeerFsm {
 
     fn on_persisted(&mut self, p: Persisted, ctx: &PollContext) {
         if let Some(retired) = p.retired_snapshot {
-            let (index, term) = retired.metadata.map_or((0, 0), |m| (m.index, m.term));
-            let files = snapshot_dir(
-                &ctx.shared.snapshot_dirs.generated,
-                self.region_id(),
-                term,
-                index,
-            );
+            let files = ctx
+                .shared
+                .snapshot_dirs
+                .generated_files(self.region_id(), &retired);
             let _ = ctx
                 .shared
                 .snapshot_tasks

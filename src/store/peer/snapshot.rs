@@ -57,17 +57,14 @@ impl PeerFsm {
     /// A `MsgSnapshot` the core sends: its files and it go through the snapshot worker.
     pub(super) fn send_snapshot(&mut self, m: Message, ctx: &mut PollContext) {
         let Some(to) = self.addressee(&m) else { return };
-        let (index, term) = m
-            .snapshot
-            .as_ref()
-            .and_then(|s| s.metadata.as_ref())
-            .map_or((0, 0), |meta| (meta.index, meta.term));
-        let files = snapshot_dir(
-            &ctx.shared.snapshot_dirs.generated,
-            self.region_id(),
-            term,
-            index,
-        );
+        let Some(snapshot) = m.snapshot.as_ref() else {
+            // The core always attaches one; without it there is nothing to send.
+            return self.raw.report_snapshot(to.id, SnapshotStatus::Failed);
+        };
+        let files = ctx
+            .shared
+            .snapshot_dirs
+            .generated_files(self.region_id(), snapshot);
         let task = SnapshotTask::Send {
             region: self.region_id(),
             to: PeerId(to.id),
