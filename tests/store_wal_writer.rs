@@ -210,6 +210,7 @@ impl Fixture {
             persisted: Some((last, 1)),
             held: None,
             id,
+            charge: None,
         }
     }
 
@@ -305,6 +306,29 @@ fn a_hundred_regions_tasks_become_one_write_and_one_fsync() {
         assert_eq!(log.entries(1, 4, u64::MAX).unwrap().len(), 3);
     }
     assert_eq!(f.writer.write_once(NOW), WriteOutcome::Idle);
+}
+
+/// A task's charge counts its bytes against the store's bound on unwritten entries while
+/// the task is queued or being written, and is given back once the writer is done — or
+/// once a failed write dropped it.
+#[test]
+fn a_tasks_charge_lasts_until_the_writer_is_done_with_it() {
+    let gauge = std::sync::Arc::new(flotilla::store::Gauge::default());
+    let mut f = Fixture::new(2, WalWriterConfig::default());
+    for r in 1..=2 {
+        let mut task = f.append(r, 1, 3, SyncMode::Sync, r);
+        task.charge = Some(flotilla::store::Charge::new(&gauge, 300));
+        f.send(task);
+    }
+    assert_eq!(gauge.bytes(), 600, "queued tasks count");
+    assert!(matches!(f.writer.write_once(NOW), WriteOutcome::Written(_)));
+    assert_eq!(gauge.bytes(), 0, "written tasks no longer count");
+    f.log.fail.store(true, Ordering::SeqCst);
+    let mut task = f.append(1, 4, 4, SyncMode::Sync, 3);
+    task.charge = Some(flotilla::store::Charge::new(&gauge, 100));
+    f.send(task);
+    assert_eq!(f.writer.write_once(NOW), WriteOutcome::Failed);
+    assert_eq!(gauge.bytes(), 0, "a failed write releases its tasks too");
 }
 
 #[test]
@@ -491,6 +515,7 @@ fn a_reset_task_replaces_the_log() {
         persisted: Some((10, 3)),
         held: None,
         id: 2,
+        charge: None,
     });
     assert!(matches!(f.writer.write_once(NOW), WriteOutcome::Written(_)));
     assert_eq!(
@@ -574,6 +599,7 @@ fn a_thousand_regions_written_together_survive_a_reopen() {
                 persisted: Some((2, 1)),
                 held: None,
                 id: r,
+                charge: None,
             })
             .unwrap();
         }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::batch::BatchConfig;
+use super::flow::FlowLimits;
 use super::wal_writer::WalWriterConfig;
 use crate::StoreId;
 
@@ -64,6 +65,8 @@ pub struct StoreConfig {
     pub delete_range_batch_bytes: usize,
     /// Bytes of one snapshot chunk file. Default 1 MiB.
     pub snapshot_chunk_bytes: u64,
+    /// Bounds on what the store holds in flight (`ServerIsBusy` past them).
+    pub flow: FlowLimits,
 }
 
 impl StoreConfig {
@@ -83,6 +86,7 @@ impl StoreConfig {
             max_apply_batch_bytes: 4 << 20,
             delete_range_batch_bytes: 1 << 20,
             snapshot_chunk_bytes: 1 << 20,
+            flow: FlowLimits::default(),
         }
     }
 }

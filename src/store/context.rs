@@ -12,6 +12,7 @@ use super::batch::Router;
 use super::config::StoreConfig;
 use super::engines::Engines;
 use super::fail_stop::FailStop;
+use super::flow::Flow;
 use super::meta::StoreMeta;
 use super::peer::PeerFsm;
 use super::snapshot_worker::{SnapshotDirs, SnapshotTask};
@@ -78,6 +79,7 @@ pub(crate) struct StoreShared {
     pub fail_stop: FailStop,
     pub snapshot_dirs: SnapshotDirs,
     pub snapshot_tasks: Sender<SnapshotTask>,
+    pub flow: Flow,
 }
 
 impl StoreShared {
@@ -168,6 +170,7 @@ impl StoreShared {
             max_size_per_msg: s.max_size_per_msg,
             max_inflight_msgs: s.max_inflight_msgs,
             max_entry_size: s.max_entry_size,
+            max_uncommitted_size: self.cfg.flow.region_uncommitted_bytes,
             check_quorum: true,
             pre_vote: true,
             read_only_option: ReadOnlyOption::LeaseBased,

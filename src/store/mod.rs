@@ -29,6 +29,7 @@ mod config;
 mod context;
 mod engines;
 mod fail_stop;
+mod flow;
 mod meta;
 mod msg;
 mod peer;
@@ -48,6 +49,7 @@ pub use config::{RaftSettings, StoreConfig};
 pub use context::StartError;
 pub use engines::{Engines, KvView, StoreKv};
 pub use fail_stop::FailStop;
+pub use flow::{Charge, FlowLimits, Gauge};
 pub use meta::StoreMeta;
 pub use msg::Command;
 pub use request::{

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::flow::Charge;
 use super::request::{
     ChangePeersResponse, PeerChange, ReadRequest, ReadResponse, RegionStatus, SplitResponse,
     WriteResponse,
@@ -46,6 +47,17 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Answers the command with an error.
+    pub(crate) fn fail(self, error: RegionError) {
+        match self {
+            Command::Write { responder, .. } => responder.fail(error),
+            Command::Split { responder, .. } => responder.fail(error),
+            Command::ChangePeers { responder, .. } => responder.fail(error),
+        }
+    }
+}
+
 /// A proposal's answer, of the type its command wants.
 #[derive(Debug)]
 pub(crate) enum ProposalResponder {
@@ -72,6 +84,8 @@ pub(crate) struct Proposal {
     pub index: u64,
     pub term: u64,
     pub responder: ProposalResponder,
+    /// The proposal's bytes, counted against the store's bound until it is answered.
+    pub _charge: Charge,
 }
 
 /// The peer FSM's mailbox.
@@ -115,11 +129,7 @@ impl PeerMsg {
     /// not be delivered).
     pub(crate) fn fail(self, error: RegionError) {
         match self {
-            PeerMsg::Propose { command, .. } => match command {
-                Command::Write { responder, .. } => responder.fail(error),
-                Command::Split { responder, .. } => responder.fail(error),
-                Command::ChangePeers { responder, .. } => responder.fail(error),
-            },
+            PeerMsg::Propose { command, .. } => command.fail(error),
             PeerMsg::Read { responder, .. } => responder.fail(error),
             PeerMsg::TransferLeader { responder, .. } => responder.fail(error),
             PeerMsg::Status(responder) => responder.fail(error),

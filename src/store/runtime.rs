@@ -20,6 +20,7 @@ use super::config::StoreConfig;
 use super::context::{PollContext, StartError, StoreShared};
 use super::engines::Engines;
 use super::fail_stop::FailStop;
+use super::flow::Flow;
 use super::meta::StoreMeta;
 use super::msg::{Command, PeerMsg};
 use super::peer::PeerFsm;
@@ -151,6 +152,7 @@ impl Store {
             cfg: config.clone(),
             snapshot_dirs: snapshot_dirs.clone(),
             snapshot_tasks: snapshot_tx,
+            flow: Flow::new(config.flow.clone()),
         });
         load_regions(&shared)?;
         let writer = WalWriter::new(

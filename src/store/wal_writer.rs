@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{Receiver, RecvTimeoutError};
 
 use super::fail_stop::FailStop;
+use super::flow::Charge;
 use super::transport::{Outbound, Transport};
 use crate::proto::metapb::{Peer, Region};
 use crate::proto::raftpb::{Entry, Message, Snapshot};
@@ -65,6 +66,9 @@ pub struct WriteTask {
     pub held: Option<HeldMessages>,
     /// Identifies the task to its region (the poller round's number).
     pub id: u64,
+    /// The task's entry bytes, counted against the store's bound on unwritten entries
+    /// until the writer is done with it.
+    pub charge: Option<Charge>,
 }
 
 impl std::fmt::Debug for WriteTask {

@@ -236,10 +236,32 @@ impl Cluster {
     /// Waits until every running store's KV engine holds `key` = `value` (applied there).
     pub fn wait_applied_everywhere(&self, key: &[u8], value: Option<&[u8]>) {
         for n in self.nodes.iter().filter(|n| n.store.is_some()) {
-            wait_until(&format!("{key:?} never became {value:?}"), || {
-                n.kv.get(Keyspace::Data, key).expect("kv get").as_deref() == value
-            });
+            let deadline = Instant::now() + PATIENCE;
+            while n.kv.get(Keyspace::Data, key).expect("kv get").as_deref() != value {
+                assert!(
+                    Instant::now() < deadline,
+                    "{key:?} never became {value:?}:\n{}",
+                    self.describe()
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
+    }
+
+    /// Every running store's view of its regions, and why it stopped if it did: what a
+    /// failing test prints.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for s in self.running() {
+            out += &format!("store {} (failure: {:?})\n", s.id(), s.failure());
+            for r in s.regions() {
+                let st = s
+                    .region_status(r.region_id())
+                    .wait_for(Duration::from_secs(1));
+                out += &format!("  region {}: {st:?}\n", r.id);
+            }
+        }
+        out
     }
 }
 

@@ -702,6 +702,7 @@ mod tests {
             index,
             term,
             responder: ProposalResponder::Write(responder),
+            _charge: crate::store::flow::Charge::new(&Default::default(), 0),
         };
         (p, response)
     }

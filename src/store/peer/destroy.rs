@@ -7,17 +7,18 @@
 //! Destroying: waiting requests are answered (proposals already in the log drop
 //! unanswered: the other replicas may apply them); the region's raft log is dropped, its
 //! hard state kept so a replica re-added under the same id never votes twice in a term;
-//! the apply delegate marks the region a tombstone (durably), clears its data in bounded
-//! batches and only then forgets its range; the FSM leaves the store.
+//! once that is durable (a peer of the region created here later must never read the old
+//! log), the apply delegate marks the region a tombstone (durably), clears its data in
+//! bounded batches and only then forgets its range, and the FSMs leave the store.
 
-use super::PeerFsm;
+use super::{Life, PeerFsm};
 use crate::proto::raftpb::HardState;
 use crate::proto::storagepb::RaftLocalState;
 use crate::proto::transportpb::RaftMessage;
 use crate::region::{DroppedReason, RegionError};
 use crate::storage::SyncMode;
 use crate::store::context::{PollContext, is_born};
-use crate::store::msg::ApplyMsg;
+use crate::store::msg::{ApplyMsg, PeerMsg};
 use crate::store::wal_writer::{LogStart, WriteTask};
 
 impl PeerFsm {
@@ -52,22 +53,19 @@ impl PeerFsm {
         true
     }
 
-    /// Ends this replica (see the module notes).
+    /// Ends this replica (see the module notes): its log is dropped first; the rest
+    /// follows once that is durable (`handle_ending`).
     pub(super) fn destroy(&mut self, ctx: &mut PollContext) {
-        if self.destroyed {
+        if self.life != Life::Alive {
             return;
         }
-        self.destroyed = true;
         let region = self.region_id();
         tracing::info!(region = %region, peer = self.peer.id, "peer destroyed");
-        let destroyed = || RegionError::ProposalDropped {
-            region,
-            reason: DroppedReason::PeerDestroyed,
-        };
         for (_, responder) in std::mem::take(&mut self.pending_batch) {
-            responder.fail(destroyed());
+            responder.fail(self.destroyed_error());
         }
-        self.reads.fail_all(destroyed);
+        let error = self.destroyed_error();
+        self.reads.fail_all(|| error.clone());
         ctx.shared.ticker.stop(region);
         let hard_state = self.raw.raft().hard_state();
         let id = self.next_write_id;
@@ -87,12 +85,33 @@ impl PeerFsm {
             persisted: None,
             held: None,
             id,
+            charge: None,
         });
-        // Without its apply delegate the store is stopping: the tombstone is not written,
-        // and the region starts again on restart (and learns its removal again).
-        let _ = ctx
-            .shared
-            .apply_router
-            .force_send(region, ApplyMsg::Destroy);
+        self.life = Life::Ending { log_reset: id };
+    }
+
+    /// A message for a replica on its way out: requests are refused; once its log reset
+    /// is durable, the apply delegate makes the region a tombstone and the FSM goes.
+    pub(super) fn handle_ending(&mut self, msg: PeerMsg, ctx: &mut PollContext) {
+        match msg {
+            PeerMsg::Persisted(p) if self.life == (Life::Ending { log_reset: p.id }) => {
+                self.life = Life::Ended;
+                // Without its apply delegate the store is stopping: the tombstone is not
+                // written, and the region starts again on restart (and learns its removal
+                // again).
+                let _ = ctx
+                    .shared
+                    .apply_router
+                    .force_send(self.region_id(), ApplyMsg::Destroy);
+            }
+            other => other.fail(self.destroyed_error()),
+        }
+    }
+
+    fn destroyed_error(&self) -> RegionError {
+        RegionError::ProposalDropped {
+            region: self.region_id(),
+            reason: DroppedReason::PeerDestroyed,
+        }
     }
 }

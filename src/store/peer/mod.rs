@@ -57,8 +57,21 @@ pub(crate) struct PeerFsm {
     next_write_id: u64,
     /// A snapshot being installed, and the rest of its Ready.
     installing: Option<snapshot::HeldInstall>,
-    /// Removed from the region: the FSM leaves the store after this round.
-    destroyed: bool,
+    /// Whether the replica is alive or on its way out (see `destroy.rs`).
+    life: Life,
+}
+
+/// A replica's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    Alive,
+    /// Removed: waiting for the write task that drops its raft log to be durable, so that
+    /// a peer of the region created here later never reads the old log.
+    Ending {
+        log_reset: u64,
+    },
+    /// Gone: the FSM leaves the store after this round.
+    Ended,
 }
 
 impl Fsm for PeerFsm {
@@ -87,7 +100,7 @@ impl PeerFsm {
             reads: ReadQueue::default(),
             next_write_id: 1,
             installing: None,
-            destroyed: false,
+            life: Life::Alive,
         }
     }
 
@@ -97,6 +110,9 @@ impl PeerFsm {
 
     /// Handles one message of the mailbox.
     pub(crate) fn handle(&mut self, msg: PeerMsg, ctx: &mut PollContext) {
+        if self.life != Life::Alive {
+            return self.handle_ending(msg, ctx);
+        }
         match msg {
             PeerMsg::Raft(m) => self.on_raft_message(*m, ctx),
             PeerMsg::Propose { epoch, command } => self.on_propose(epoch.as_ref(), command, ctx),
@@ -126,17 +142,20 @@ impl PeerFsm {
     /// The end of this FSM's round: proposals of the round go into the log together, then
     /// whatever the core has to hand out.
     pub(crate) fn finish_round(&mut self, ticks: u32, ctx: &mut PollContext) {
+        if self.life != Life::Alive {
+            return;
+        }
         for _ in 0..ticks {
             self.raw.tick();
         }
-        self.propose_pending();
+        self.propose_pending(ctx);
         self.handle_ready(ctx);
         self.request_snapshot(ctx);
     }
 
     /// Whether the peer was removed and leaves the store.
     pub(crate) fn is_destroyed(&self) -> bool {
-        self.destroyed
+        self.life == Life::Ended
     }
 
     /// Whether the core has more to hand out than one round took.

@@ -15,6 +15,7 @@ use crate::proto::raftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeTyp
 use crate::region::{CommandKind, RegionError, check_epoch, check_new_peer, split_region};
 use crate::store::apply::eval::check_command;
 use crate::store::context::PollContext;
+use crate::store::flow::Charge;
 use crate::store::msg::{Command, Proposal, ProposalResponder};
 use crate::store::request::PeerChange;
 
@@ -25,6 +26,9 @@ impl PeerFsm {
         command: Command,
         ctx: &PollContext,
     ) {
+        if let Err(e) = ctx.shared.flow.admit() {
+            return command.fail(e);
+        }
         let (kind, body, responder) = match command {
             Command::Write { command, responder } => (
                 CommandKind::Write,
@@ -34,10 +38,11 @@ impl PeerFsm {
             Command::ChangePeers { changes, responder } => {
                 let term = self.raw.raft().term();
                 match self.propose_conf_change(epoch, &changes) {
-                    Ok(index) => self.proposals.push_back(Proposal {
+                    Ok((index, bytes)) => self.proposals.push_back(Proposal {
                         index,
                         term,
                         responder: ProposalResponder::ChangePeers(responder),
+                        _charge: Charge::new(&ctx.shared.flow.proposals, bytes),
                     }),
                     Err(e) => responder.fail(e),
                 }
@@ -105,7 +110,7 @@ impl PeerFsm {
         &mut self,
         epoch: Option<&RegionEpoch>,
         changes: &[PeerChange],
-    ) -> Result<u64, RegionError> {
+    ) -> Result<(u64, u64), RegionError> {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
@@ -151,16 +156,17 @@ impl PeerFsm {
             }],
             context: context.encode_to_vec(),
         };
+        let bytes = cc.encoded_len() as u64;
         let index = self
             .raw
             .propose_conf_change(cc)
             .map_err(|e| self.refusal(e))?;
         metrics::counter!("flotilla_raft_proposals_total").increment(1);
-        Ok(index)
+        Ok((index, bytes))
     }
 
     /// Proposes the round's commands as one append.
-    pub(super) fn propose_pending(&mut self) {
+    pub(super) fn propose_pending(&mut self, ctx: &PollContext) {
         if self.pending_batch.is_empty() {
             return;
         }
@@ -178,11 +184,12 @@ impl PeerFsm {
             Ok(last) => {
                 metrics::counter!("flotilla_raft_proposals_total").increment(batch.len() as u64);
                 let first = last + 1 - batch.len() as u64;
-                for (index, (_, responder)) in (first..).zip(batch) {
+                for (index, (data, responder)) in (first..).zip(batch) {
                     self.proposals.push_back(Proposal {
                         index,
                         term,
                         responder,
+                        _charge: Charge::new(&ctx.shared.flow.proposals, data.len() as u64),
                     });
                 }
             }

@@ -7,9 +7,10 @@ use super::PeerFsm;
 use crate::proto::metapb::Peer;
 use crate::proto::raftpb::{Entry, Message, MessageType};
 use crate::proto::storagepb::RaftLocalState;
-use crate::raft::SoftState;
+use crate::raft::{SoftState, entry_size};
 use crate::storage::SyncMode;
 use crate::store::context::PollContext;
+use crate::store::flow::Charge;
 use crate::store::msg::{ApplyMsg, ApplyTask};
 use crate::store::wal_writer::{HeldMessages, LogStart, WriteTask};
 
@@ -155,7 +156,9 @@ impl PeerFsm {
         });
         let id = self.next_write_id;
         self.next_write_id += 1;
+        let bytes = entries.iter().map(entry_size).sum();
         ctx.writes.push(WriteTask {
+            charge: Some(Charge::new(&ctx.shared.flow.wal, bytes)),
             log: self.log.clone(),
             start,
             entries,
