@@ -1321,3 +1321,59 @@ fn region_log_bookkeeping_and_snapshot_slot() {
     );
     assert_eq!(region.on_truncated(11, 1), Some(snap(10, b"b")));
 }
+
+/// A request the core makes while a snapshot is being generated is served by the
+/// snapshot offered (if it is recent enough): the store is not asked to generate the same
+/// snapshot again. One that needs a newer snapshot still gets its own generation.
+#[test]
+fn an_offered_snapshot_serves_the_requests_made_while_it_was_generated() {
+    use flotilla::proto::raftpb::{Snapshot, SnapshotMetadata};
+    let dir = tempfile::tempdir().unwrap();
+    let engine: Arc<dyn RaftLogStore> =
+        Arc::new(RaftLogEngine::open(&RaftLogConfig::new(dir.path())).unwrap());
+    let region = RegionLog::new(
+        RegionId(5),
+        engine,
+        RaftLocalState::default(),
+        (20, 1),
+        ConfState::default(),
+        1 << 20,
+    );
+    let snap = |index: u64| Snapshot {
+        metadata: Some(SnapshotMetadata {
+            index,
+            term: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert_eq!(
+        region.snapshot(0),
+        Err(StorageError::SnapshotTemporarilyUnavailable)
+    );
+    assert_eq!(region.take_snapshot_request(), Some(20));
+    // Asked again while the first generation runs.
+    assert_eq!(
+        region.snapshot(0),
+        Err(StorageError::SnapshotTemporarilyUnavailable)
+    );
+    assert_eq!(region.offer_snapshot(snap(25)), None);
+    assert_eq!(
+        region.take_snapshot_request(),
+        None,
+        "served by the one offered"
+    );
+    assert_eq!(region.snapshot(0).unwrap(), snap(25));
+    // A request past what is held still starts a generation.
+    assert_eq!(
+        region.snapshot(30),
+        Err(StorageError::SnapshotTemporarilyUnavailable)
+    );
+    assert_eq!(region.take_snapshot_request(), Some(30));
+    assert_eq!(
+        region.snapshot(31),
+        Err(StorageError::SnapshotTemporarilyUnavailable)
+    );
+    assert_eq!(region.offer_snapshot(snap(30)), Some(snap(25)));
+    assert_eq!(region.take_snapshot_request(), Some(31), "not served by 30");
+}

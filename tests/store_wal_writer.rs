@@ -210,6 +210,7 @@ impl Fixture {
             persisted: Some((last, 1)),
             held: None,
             id,
+            compact_to: None,
             charge: None,
         }
     }
@@ -515,6 +516,7 @@ fn a_reset_task_replaces_the_log() {
         persisted: Some((10, 3)),
         held: None,
         id: 2,
+        compact_to: None,
         charge: None,
     });
     assert!(matches!(f.writer.write_once(NOW), WriteOutcome::Written(_)));
@@ -599,6 +601,7 @@ fn a_thousand_regions_written_together_survive_a_reopen() {
                 persisted: Some((2, 1)),
                 held: None,
                 id: r,
+                compact_to: None,
                 charge: None,
             })
             .unwrap();

@@ -6,6 +6,7 @@ use super::batch::BatchConfig;
 use super::flow::FlowLimits;
 use super::wal_writer::WalWriterConfig;
 use crate::StoreId;
+use crate::storage::log_gc::GcPolicy;
 
 /// Raft timing and limits every region of the store uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +68,10 @@ pub struct StoreConfig {
     pub snapshot_chunk_bytes: u64,
     /// Bounds on what the store holds in flight (`ServerIsBusy` past them).
     pub flow: FlowLimits,
+    /// How often the store runs raft log GC. Default 10 s.
+    pub log_gc_interval: Duration,
+    /// How far a GC round compacts each region's log (the storage layer's policy).
+    pub log_gc: GcPolicy,
 }
 
 impl StoreConfig {
@@ -87,6 +92,8 @@ impl StoreConfig {
             delete_range_batch_bytes: 1 << 20,
             snapshot_chunk_bytes: 1 << 20,
             flow: FlowLimits::default(),
+            log_gc_interval: Duration::from_secs(10),
+            log_gc: GcPolicy::default(),
         }
     }
 }

@@ -120,6 +120,8 @@ pub(crate) enum PeerMsg {
     Campaign,
     /// How sending a snapshot to `to` ended.
     SnapshotStatus { to: PeerId, status: SnapshotStatus },
+    /// Compact the region's log as far as the pass allows.
+    LogGc(GcPass),
     /// Report the replica's state.
     Status(Responder<RegionStatus>),
 }
@@ -138,7 +140,8 @@ impl PeerMsg {
             | PeerMsg::Unreachable(_)
             | PeerMsg::Applied(_)
             | PeerMsg::Campaign
-            | PeerMsg::SnapshotStatus { .. } => {}
+            | PeerMsg::SnapshotStatus { .. }
+            | PeerMsg::LogGc(_) => {}
         }
     }
 }
@@ -166,6 +169,9 @@ pub(crate) enum RegionChange {
     ConfChange { region: Region, entry: Entry },
     /// A snapshot was installed (durably): the region as the snapshot describes it.
     SnapshotInstalled { region: Region },
+    /// The region's apply state durably records its log truncated after `index` (of
+    /// `term`): the entries up to it may go.
+    LogTruncated { index: u64, term: u64 },
 }
 
 /// Committed entries for the apply delegate, with the proposals they may answer.
@@ -186,6 +192,11 @@ pub(crate) enum ApplyMsg {
     },
     /// The peer was removed: mark the region a tombstone, clear its data, stop.
     Destroy,
+    /// Record the log as truncated after `index` (of `term`), durably (log GC).
+    CompactLog {
+        index: u64,
+        term: u64,
+    },
     /// Install the snapshot whose files are in `files` (received, not yet verified).
     Install {
         summary: SnapshotSummary,
@@ -198,4 +209,15 @@ pub(crate) enum ApplyMsg {
 pub(crate) enum StoreMsg {
     /// A message for a region this store has no peer of.
     RaftMessage(Box<RaftMessage>),
+    /// Run a round of raft log GC.
+    LogGc,
+}
+
+/// How a region's log GC round compacts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GcPass {
+    /// Keep what a follower not too far behind still needs.
+    Regular,
+    /// The region's old entries pin old log files: compact all that is applied.
+    Forced,
 }

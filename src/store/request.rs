@@ -87,6 +87,8 @@ pub struct RegionStatus {
     pub commit_index: u64,
     /// The highest index applied to the KV engine.
     pub applied_index: u64,
+    /// The first index still in the region's raft log (log GC moves it).
+    pub first_index: u64,
 }
 
 /// One membership change of a region. Promoting a learner is `AddVoter` of the learner.

@@ -22,7 +22,7 @@ use super::engines::Engines;
 use super::fail_stop::FailStop;
 use super::flow::Flow;
 use super::meta::StoreMeta;
-use super::msg::{Command, PeerMsg};
+use super::msg::{Command, PeerMsg, StoreMsg};
 use super::peer::PeerFsm;
 use super::raft_poller::{RaftPoller, RouterNotifier, StoreReceiver};
 use super::request::{
@@ -403,6 +403,12 @@ impl Store {
         }
     }
 
+    /// Starts a round of raft log GC now (the timer does it every
+    /// `StoreConfig::log_gc_interval`).
+    pub fn log_gc(&self) {
+        let _ = self.shared.raft_router.send_control(StoreMsg::LogGc);
+    }
+
     /// One timer tick for every ticking region (the timer thread does this in threaded
     /// mode).
     pub fn tick(&self) {
@@ -529,14 +535,22 @@ fn spawn_timer(
 ) -> std::io::Result<JoinHandle<()>> {
     let ticker = shared.ticker.clone();
     let fail_stop = shared.fail_stop.clone();
+    let router = shared.raft_router.clone();
     let interval = shared.cfg.raft.tick_interval;
+    let gc_interval = shared.cfg.log_gc_interval;
     std::thread::Builder::new()
         .name(format!("timer-{}", shared.store_id))
         .spawn(move || {
             // A stopped store's regions need no more ticks.
+            let mut since_gc = Duration::ZERO;
             while !stop.load(Ordering::Acquire) && !fail_stop.is_tripped() {
                 std::thread::sleep(interval);
                 ticker.tick_once();
+                since_gc += interval;
+                if since_gc >= gc_interval {
+                    since_gc = Duration::ZERO;
+                    let _ = router.send_control(StoreMsg::LogGc);
+                }
             }
         })
 }

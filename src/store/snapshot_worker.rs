@@ -174,8 +174,14 @@ impl SnapshotWorker {
         };
         // The core sends the offered snapshot to every follower that needs it; the one it
         // replaces (or this one, if a newer one is offered) is no longer sent.
+        let files = self.dirs.generated_files(region.region_id(), &offered);
         if let Some(retired) = log.offer_snapshot(offered) {
-            let _ = snapshot::remove(&self.dirs.generated_files(region.region_id(), &retired));
+            // A snapshot generated again at the same index and term has the same files:
+            // they are the offered snapshot's now.
+            let retired = self.dirs.generated_files(region.region_id(), &retired);
+            if retired != files {
+                let _ = snapshot::remove(&retired);
+            }
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use super::batch::Fsm;
 use super::context::PollContext;
-use super::msg::{PeerMsg, StoreMsg};
+use super::msg::{GcPass, PeerMsg, StoreMsg};
 use crate::RegionId;
 use crate::proto::raftpb::MessageType;
 use crate::proto::storagepb::PeerState;
@@ -27,6 +27,7 @@ impl Fsm for StoreFsm {
 impl StoreFsm {
     pub(crate) fn handle(&mut self, msg: StoreMsg, ctx: &mut PollContext) {
         match msg {
+            StoreMsg::LogGc => log_gc(ctx),
             StoreMsg::RaftMessage(m) => {
                 let region = RegionId(m.region_id);
                 match create_peer(&m, ctx) {
@@ -47,6 +48,27 @@ impl StoreFsm {
             }
         }
     }
+}
+
+/// A round of raft log GC: files no region needs are purged; the regions whose old
+/// entries pin files are compacted as far as they have applied, the others as the policy
+/// allows (each peer decides, see `peer/log_gc.rs`).
+fn log_gc(ctx: &PollContext) {
+    let pinning = match ctx.shared.engines.log.purge_expired_files() {
+        Ok(regions) => regions,
+        Err(e) => {
+            tracing::warn!(store = %ctx.shared.store_id, error = %e, "purging raft log files failed");
+            Vec::new()
+        }
+    };
+    ctx.shared.raft_router.for_each(|region, mailbox| {
+        let pass = if pinning.contains(&region) {
+            GcPass::Forced
+        } else {
+            GcPass::Regular
+        };
+        let _ = mailbox.force_send(PeerMsg::LogGc(pass));
+    });
 }
 
 /// Creates the empty peer a message is addressed to, or says why not.

@@ -64,11 +64,32 @@ pub struct WriteTask {
     pub persisted: Option<(u64, u64)>,
     /// Sent after the write.
     pub held: Option<HeldMessages>,
+    /// Drop the region's entries below this index (log GC; the region's `RegionLog` was
+    /// told first, and its apply state records the truncation durably).
+    pub compact_to: Option<u64>,
     /// Identifies the task to its region (the poller round's number).
     pub id: u64,
     /// The task's entry bytes, counted against the store's bound on unwritten entries
     /// until the writer is done with it.
     pub charge: Option<Charge>,
+}
+
+impl WriteTask {
+    /// A task of the region with nothing in it yet: nothing to write, sync or send.
+    pub fn new(log: Arc<RegionLog>, id: u64) -> Self {
+        WriteTask {
+            log,
+            start: LogStart::Continue,
+            entries: Vec::new(),
+            state: None,
+            sync: SyncMode::NoSync,
+            persisted: None,
+            held: None,
+            compact_to: None,
+            id,
+            charge: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for WriteTask {
@@ -257,6 +278,9 @@ impl<N: WriteNotifier> WalWriter<N> {
             }
             if let Some(state) = &task.state {
                 batch.put_state(region, state);
+            }
+            if let Some(index) = task.compact_to {
+                batch.compact_to(region, index);
             }
             stats.entries += task.entries.len();
             if task.sync == SyncMode::Sync {

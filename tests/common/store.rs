@@ -251,14 +251,21 @@ impl Cluster {
     /// Every running store's view of its regions, and why it stopped if it did: what a
     /// failing test prints.
     pub fn describe(&self) -> String {
+        let mut ids: Vec<RegionId> = self
+            .running()
+            .flat_map(|s| s.regions())
+            .map(|r| r.region_id())
+            .collect();
+        ids.sort();
+        ids.dedup();
         let mut out = String::new();
         for s in self.running() {
             out += &format!("store {} (failure: {:?})\n", s.id(), s.failure());
-            for r in s.regions() {
-                let st = s
-                    .region_status(r.region_id())
-                    .wait_for(Duration::from_secs(1));
-                out += &format!("  region {}: {st:?}\n", r.id);
+            // Every region any store knows: a peer still waiting for its first snapshot
+            // is in no store's region list.
+            for &id in &ids {
+                let st = s.region_status(id).wait_for(Duration::from_secs(1));
+                out += &format!("  region {id}: {st:?}\n");
             }
         }
         out

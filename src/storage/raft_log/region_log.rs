@@ -188,12 +188,18 @@ impl RegionLog {
     pub fn offer_snapshot(&self, snapshot: Snapshot) -> Option<Snapshot> {
         let mut st = self.state.write();
         st.snapshot.generating = false;
-        let newer_offered = st
+        let offered = snapshot_index(&snapshot);
+        let held = st.snapshot.ready.as_ref().map_or(0, snapshot_index);
+        // A request the core made while this one was generated is served by it (or by the
+        // newer one held): it must not start a second generation of the same snapshot.
+        if st
             .snapshot
-            .ready
-            .as_ref()
-            .is_some_and(|old| snapshot_index(old) > snapshot_index(&snapshot));
-        if newer_offered {
+            .requested
+            .is_some_and(|r| r <= offered.max(held))
+        {
+            st.snapshot.requested = None;
+        }
+        if held > offered {
             return Some(snapshot);
         }
         st.snapshot.ready.replace(snapshot)

@@ -192,6 +192,9 @@ pub(crate) struct ApplyPoller {
     overlay: Overlay,
     answers: Vec<Answer>,
     results: Vec<(crate::RegionId, ApplyResult)>,
+    /// The batch's end must make the engine durable before the peers hear of it (a log
+    /// truncation is recorded in this batch).
+    persist: bool,
 }
 
 impl ApplyPoller {
@@ -204,6 +207,7 @@ impl ApplyPoller {
             overlay: Overlay::default(),
             answers: Vec::new(),
             results: Vec::new(),
+            persist: false,
         }
     }
 
@@ -589,12 +593,26 @@ impl ApplyPoller {
         Ok(())
     }
 
+    /// Records the log truncated after `index` in the apply state (never past what is
+    /// applied, never back); the batch's end makes it durable, with everything applied,
+    /// before the peer hears of it.
+    fn compact_log(&mut self, fsm: &mut ApplyFsm, index: u64, term: u64) {
+        if index <= fsm.truncated.0 || index > fsm.applied.0 {
+            return;
+        }
+        fsm.truncated = (index, term);
+        self.persist = true;
+        fsm.changes.push(RegionChange::LogTruncated { index, term });
+    }
+
     /// What this store holds of the region a split is about to create.
     fn known_region(&self, region: &Region) -> Result<Known, KvError> {
         let created_this_round = self.results.iter().any(|(_, r)| {
             r.changes.iter().any(|c| match c {
                 RegionChange::Split { created, .. } => created.iter().any(|n| n.id == region.id),
-                RegionChange::ConfChange { .. } | RegionChange::SnapshotInstalled { .. } => false,
+                RegionChange::ConfChange { .. }
+                | RegionChange::SnapshotInstalled { .. }
+                | RegionChange::LogTruncated { .. } => false,
             })
         });
         if created_this_round {
@@ -647,6 +665,10 @@ impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
                 ApplyMsg::Apply(task) => self.apply_task(fsm, task),
                 ApplyMsg::Snapshot { log } => self.snapshot_view(fsm, log),
                 ApplyMsg::Install { summary, files } => self.install(fsm, &summary, &files),
+                ApplyMsg::CompactLog { index, term } => {
+                    self.compact_log(fsm, index, term);
+                    Ok(())
+                }
                 ApplyMsg::Destroy => {
                     // Whatever it answered is written; the region is no more.
                     let _ = self.destroy(fsm);
@@ -678,6 +700,12 @@ impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
 
     fn end(&mut self, _batch: &mut [Polled<ApplyFsm>]) {
         if self.flush().is_err() {
+            return;
+        }
+        if std::mem::take(&mut self.persist)
+            && let Err(e) = self.kv.persist_all()
+        {
+            self.fail(format!("making a log truncation durable: {e}"));
             return;
         }
         for (region, result) in self.results.drain(..) {

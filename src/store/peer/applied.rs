@@ -18,6 +18,9 @@ impl PeerFsm {
                     self.on_conf_change(region, &entry, ctx);
                 }
                 RegionChange::SnapshotInstalled { region } => self.finish_install(region, ctx),
+                RegionChange::LogTruncated { index, term } => {
+                    self.on_log_truncated(index, term, ctx);
+                }
             }
         }
         let (index, _) = result.applied;

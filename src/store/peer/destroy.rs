@@ -71,9 +71,7 @@ impl PeerFsm {
         let id = self.next_write_id;
         self.next_write_id += 1;
         ctx.writes.push(WriteTask {
-            log: self.log.clone(),
             start: LogStart::Reset { index: 0, term: 0 },
-            entries: Vec::new(),
             state: Some(RaftLocalState {
                 hard_state: Some(HardState {
                     commit: 0,
@@ -82,10 +80,7 @@ impl PeerFsm {
                 last_index: 0,
             }),
             sync: SyncMode::Sync,
-            persisted: None,
-            held: None,
-            id,
-            charge: None,
+            ..WriteTask::new(self.log.clone(), id)
         });
         self.life = Life::Ending { log_reset: id };
     }

@@ -6,6 +6,7 @@
 
 mod applied;
 mod destroy;
+mod log_gc;
 mod propose;
 mod read;
 mod ready;
@@ -26,6 +27,7 @@ use crate::proto::metapb::{Peer, Region, RegionEpoch};
 use crate::proto::raftpb::MessageType;
 use crate::proto::storagepb::RaftApplyState;
 use crate::proto::transportpb::RaftMessage;
+use crate::raft::LogStorage;
 use crate::raft::{DropReason, RaftError, RawNode, Role};
 use crate::region::{BusyReason, CommandKind, DroppedReason, RegionError, check_epoch};
 use crate::storage::raft_log::RegionLog;
@@ -136,6 +138,7 @@ impl PeerFsm {
             }
             PeerMsg::Status(responder) => responder.respond(Ok(self.status())),
             PeerMsg::SnapshotStatus { to, status } => self.raw.report_snapshot(to.get(), status),
+            PeerMsg::LogGc(pass) => self.on_log_gc(pass, ctx),
         }
     }
 
@@ -228,6 +231,7 @@ impl PeerFsm {
             term: raft.term(),
             commit_index: raft.hard_state().commit,
             applied_index: self.applied_index,
+            first_index: self.log.first_index(),
         }
     }
 

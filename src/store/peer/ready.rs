@@ -159,14 +159,13 @@ impl PeerFsm {
         let bytes = entries.iter().map(entry_size).sum();
         ctx.writes.push(WriteTask {
             charge: Some(Charge::new(&ctx.shared.flow.wal, bytes)),
-            log: self.log.clone(),
             start,
             entries,
             state,
             sync,
             persisted,
             held,
-            id,
+            ..WriteTask::new(self.log.clone(), id)
         });
     }
 
