@@ -19,8 +19,8 @@
 //! - `testkit`: test harnesses (the Raft simulator, a seeded `Rng`); not part of the
 //!   embedding API.
 //!
-//! Not built yet: joint membership changes, hibernation and log GC in the store runtime;
-//! the network transport; placement.
+//! Not built yet: joint membership changes, hibernation and apply observers in the store
+//! runtime; the network transport; placement.
 
 pub mod ids;
 pub mod proto;

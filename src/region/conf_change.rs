@@ -186,6 +186,29 @@ mod tests {
         );
     }
 
+    /// The role comes from the change, whatever the context says of the peer; a peer
+    /// without ids is refused.
+    #[test]
+    fn a_new_peers_role_is_the_changes_and_its_ids_are_checked() {
+        let learner = change_peers(
+            &region(),
+            &cc(ConfChangeType::AddLearnerNode, 3),
+            &ctx(vec![peer(3, 3, PeerRole::Voter)]),
+        )
+        .unwrap();
+        assert_eq!(learner.peers[2].role, PeerRole::Learner as i32);
+        let voter = change_peers(
+            &region(),
+            &cc(ConfChangeType::AddNode, 3),
+            &ctx(vec![peer(3, 3, PeerRole::Learner)]),
+        )
+        .unwrap();
+        assert_eq!(voter.peers[2].role, PeerRole::Voter as i32);
+        assert!(check_new_peer(&region(), &peer(0, 3, PeerRole::Voter)).is_err());
+        assert!(check_new_peer(&region(), &peer(3, 0, PeerRole::Voter)).is_err());
+        assert!(check_new_peer(&region(), &peer(3, 3, PeerRole::Voter)).is_ok());
+    }
+
     #[test]
     fn a_change_the_region_cannot_take_is_refused() {
         let r = region();

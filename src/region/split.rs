@@ -179,6 +179,24 @@ mod tests {
         assert_eq!(out[2].peers[1].role, PeerRole::Learner as i32);
     }
 
+    /// A region created by bootstrap or a split has applied exactly what its log was cut
+    /// at: the initial position, above zero (an empty peer created by a message starts at
+    /// zero and needs a snapshot).
+    #[test]
+    fn a_new_region_starts_applied_and_truncated_at_the_initial_position() {
+        let s = initial_apply_state();
+        assert_eq!(
+            (s.applied_index, s.applied_term),
+            (RAFT_INIT_INDEX, RAFT_INIT_TERM)
+        );
+        assert_eq!(
+            (s.truncated_index, s.truncated_term),
+            (RAFT_INIT_INDEX, RAFT_INIT_TERM)
+        );
+        assert!(RAFT_INIT_INDEX > 0 && RAFT_INIT_TERM > 0);
+        assert_eq!((s.partial_index, s.partial_ops), (0, 0));
+    }
+
     #[test]
     fn an_unbounded_region_gives_its_last_new_region_no_end() {
         let r = Region {

@@ -136,8 +136,9 @@ mod tests {
         drop(write);
         drop(proposal);
         assert_eq!((flow.proposals.bytes(), flow.wal.bytes()), (0, 0));
-        // At the bound is still admitted; only past it is refused.
+        // At a bound is still admitted; only past it is refused.
         let _at = Charge::new(&flow.wal, 10);
+        let _also_at = Charge::new(&flow.proposals, 100);
         assert!(flow.admit().is_ok());
     }
 }

@@ -122,6 +122,38 @@ mod tests {
     }
 
     #[test]
+    fn a_region_looked_up_by_id_is_the_one_last_recorded() {
+        let mut m = StoreMeta::default();
+        assert!(m.is_empty());
+        assert_eq!(m.region(RegionId(1)), None);
+        m.set(region(1, b"", b"m"));
+        assert!(!m.is_empty());
+        assert_eq!(m.region(RegionId(1)), Some(&region(1, b"", b"m")));
+        m.remove(RegionId(1));
+        assert!(m.is_empty());
+        assert_eq!(m.region(RegionId(1)), None);
+    }
+
+    /// A region whose start key moves (a snapshot of another range, a merge) leaves no
+    /// trace at its old start: a stale entry would hide the region that covers the key.
+    #[test]
+    fn a_moved_or_removed_region_leaves_no_stale_start_key() {
+        let mut m = StoreMeta::default();
+        m.set(region(1, b"a", b"m"));
+        m.set(region(2, b"m", b"z"));
+        // Region 2 moves its start to "p"; region 1 grows over [a, p).
+        m.set(region(2, b"p", b"z"));
+        m.set(region(1, b"a", b"p"));
+        assert_eq!(m.region_for_key(b"n").map(|r| r.id), Some(1));
+        // Region 2 goes; region 1 grows over the rest.
+        m.remove(RegionId(2));
+        m.set(region(1, b"a", b""));
+        assert_eq!(m.region_for_key(b"q").map(|r| r.id), Some(1));
+        let starts: Vec<u64> = m.regions().map(|r| r.id).collect();
+        assert_eq!(starts, vec![1]);
+    }
+
+    #[test]
     fn a_split_moves_the_range_index_with_the_region() {
         let mut m = StoreMeta::default();
         m.set(region(1, b"", b""));

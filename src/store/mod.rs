@@ -18,8 +18,8 @@
 //! - `Ticker`: the store's one timer, ticking only the regions that are not hibernated.
 //! - `Clock`: where the runtime's time comes from (`ManualClock` for tests and simulation).
 //!
-//! Being built: joint membership changes, hibernation, log GC (see the README's status
-//! table).
+//! Being built: joint membership changes, hibernation and store liveness, apply observers
+//! (see the README's status table).
 
 pub mod apply;
 pub mod batch;
