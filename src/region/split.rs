@@ -21,6 +21,9 @@ pub const RAFT_INIT_INDEX: u64 = 5;
 /// See `RAFT_INIT_INDEX`.
 pub const RAFT_INIT_TERM: u64 = 5;
 
+// Above zero, where an empty peer starts: checked when compiling.
+const _: () = assert!(RAFT_INIT_INDEX > 0 && RAFT_INIT_TERM > 0);
+
 /// The apply state a region created by bootstrap or a split starts with: applied and
 /// truncated at the initial log position.
 pub fn initial_apply_state() -> RaftApplyState {
@@ -180,8 +183,7 @@ mod tests {
     }
 
     /// A region created by bootstrap or a split has applied exactly what its log was cut
-    /// at: the initial position, above zero (an empty peer created by a message starts at
-    /// zero and needs a snapshot).
+    /// at: the initial position.
     #[test]
     fn a_new_region_starts_applied_and_truncated_at_the_initial_position() {
         let s = initial_apply_state();
@@ -193,7 +195,6 @@ mod tests {
             (s.truncated_index, s.truncated_term),
             (RAFT_INIT_INDEX, RAFT_INIT_TERM)
         );
-        assert!(RAFT_INIT_INDEX > 0 && RAFT_INIT_TERM > 0);
         assert_eq!((s.partial_index, s.partial_ops), (0, 0));
     }
 
