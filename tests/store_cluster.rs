@@ -393,12 +393,7 @@ fn membership_changes_demote_promote_and_remove_a_peer() {
     let c = Cluster::start(3);
     c.must_put(FIRST_REGION, b"k", b"1");
     let leader = c.wait_leader(FIRST_REGION);
-    let other = *leader
-        .region
-        .peers
-        .iter()
-        .find(|p| p.id != leader.peer.id)
-        .unwrap();
+    let other = a_follower(&leader);
     let store = c.store(StoreId(leader.peer.store_id));
     let change = |ch: PeerChange| {
         let epoch = c.epoch(FIRST_REGION);
@@ -571,12 +566,7 @@ fn a_removed_peer_is_destroyed_and_can_be_added_back() {
     }
     c.wait_applied_everywhere(b"k19", Some(b"v"));
     let leader = c.wait_leader(FIRST_REGION);
-    let victim = *leader
-        .region
-        .peers
-        .iter()
-        .find(|p| p.id != leader.peer.id)
-        .unwrap();
+    let victim = a_follower(&leader);
     let change = |ch: PeerChange| {
         c.on_leader(FIRST_REGION, |s, epoch| {
             s.change_peers(FIRST_REGION, epoch, vec![ch])
@@ -631,12 +621,7 @@ fn a_peer_that_missed_its_removal_learns_it_from_a_tombstone_message() {
     c.must_put(FIRST_REGION, b"k", b"v");
     c.wait_applied_everywhere(b"k", Some(b"v"));
     let leader = c.wait_leader(FIRST_REGION);
-    let victim = *leader
-        .region
-        .peers
-        .iter()
-        .find(|p| p.id != leader.peer.id)
-        .unwrap();
+    let victim = a_follower(&leader);
     let others: HashSet<StoreId> = (1..=3)
         .map(StoreId)
         .filter(|s| s.get() != victim.store_id)

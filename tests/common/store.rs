@@ -86,6 +86,16 @@ pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A peer of the region other than the one whose status this is (its leader, say).
+pub fn a_follower(leader: &RegionStatus) -> Peer {
+    *leader
+        .region
+        .peers
+        .iter()
+        .find(|p| p.id != leader.peer.id)
+        .expect("a region of more than one peer")
+}
+
 /// Waits for a response, failing the test rather than hanging it.
 pub fn answer<T>(mut response: Response<T>) -> Result<T, RegionError> {
     response

@@ -11,7 +11,6 @@ use crate::raft::Role;
 use crate::storage::log_gc::GcInput;
 use crate::store::context::PollContext;
 use crate::store::msg::{ApplyMsg, GcPass};
-use crate::store::snapshot_worker::SnapshotTask;
 use crate::store::wal_writer::WriteTask;
 
 impl PeerFsm {
@@ -56,14 +55,7 @@ impl PeerFsm {
     /// writer drops the entries, so nothing reads them meanwhile.
     pub(super) fn on_log_truncated(&mut self, index: u64, term: u64, ctx: &mut PollContext) {
         if let Some(retired) = self.log.on_truncated(index, term) {
-            let files = ctx
-                .shared
-                .snapshot_dirs
-                .generated_files(self.region_id(), &retired);
-            let _ = ctx
-                .shared
-                .snapshot_tasks
-                .send(SnapshotTask::Remove { files });
+            self.retire_snapshot(&retired, ctx);
         }
         let id = self.next_write_id;
         self.next_write_id += 1;

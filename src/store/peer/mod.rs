@@ -31,7 +31,6 @@ use crate::raft::LogStorage;
 use crate::raft::{DropReason, RaftError, RawNode, Role};
 use crate::region::{BusyReason, CommandKind, DroppedReason, RegionError, check_epoch};
 use crate::storage::raft_log::RegionLog;
-use crate::store::snapshot_worker::SnapshotTask;
 use crate::{PeerId, RegionId};
 
 use read::ReadQueue;
@@ -202,14 +201,7 @@ impl PeerFsm {
 
     fn on_persisted(&mut self, p: Persisted, ctx: &PollContext) {
         if let Some(retired) = p.retired_snapshot {
-            let files = ctx
-                .shared
-                .snapshot_dirs
-                .generated_files(self.region_id(), &retired);
-            let _ = ctx
-                .shared
-                .snapshot_tasks
-                .send(SnapshotTask::Remove { files });
+            self.retire_snapshot(&retired, ctx);
         }
         if let Some((index, term)) = p.up_to {
             self.raw.on_persisted(index, term);

@@ -76,6 +76,19 @@ impl PeerFsm {
         }
     }
 
+    /// A snapshot this replica generated is no longer offered: its files go (on the
+    /// snapshot worker, off the poller).
+    pub(super) fn retire_snapshot(&self, retired: &Snapshot, ctx: &PollContext) {
+        let files = ctx
+            .shared
+            .snapshot_dirs
+            .generated_files(self.region_id(), retired);
+        let _ = ctx
+            .shared
+            .snapshot_tasks
+            .send(SnapshotTask::Remove { files });
+    }
+
     /// Whether a received `MsgSnapshot` may reach the core: it describes this region, its
     /// files are here, and its range overlaps no other region of this store (a split this
     /// store has not applied yet, say: the snapshot waits for it, the leader retries).
