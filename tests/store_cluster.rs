@@ -422,7 +422,7 @@ fn membership_changes_demote_promote_and_remove_a_peer() {
         )),
         Err(RegionError::EpochNotMatch { .. })
     ));
-    // So are two changes at once, and removing the leader itself.
+    // So is one peer named twice in a change, and removing the leader itself.
     let epoch = c.epoch(FIRST_REGION);
     assert!(matches!(
         answer(store.change_peers(
@@ -701,4 +701,111 @@ fn log_gc_compacts_and_a_follower_behind_it_catches_up_by_snapshot() {
     c.wait_applied_everywhere(b"after", Some(b"restart"));
     assert!(first_index(&c, leader) > before + 40);
     assert_eq!(c.must_get(FIRST_REGION, b"k00"), Some(b("v")));
+}
+
+/// A move with joint consensus: a learner on a spare store is promoted and a voter demoted
+/// in one change. While joint, both halves must agree — with the new half cut off the
+/// joint state cannot be left, and a leader store restarted then comes back joint (its
+/// region's roles rebuild the core's configuration). Healed, the core leaves the joint
+/// state by itself; the demoted learner is then removed and destroys itself.
+#[test]
+fn a_joint_change_moves_a_voter_and_outlives_a_restart_while_joint() {
+    use flotilla::proto::metapb::{Peer, PeerRole, Region};
+    use flotilla::store::{Fault, PeerChange};
+    use std::collections::HashSet;
+    use std::time::Duration;
+    let mut c = Cluster::start_spare(3, 1, test_config);
+    c.must_put(FIRST_REGION, b"k", b"1");
+    let newcomer = Peer {
+        id: 4,
+        store_id: 4,
+        role: PeerRole::Learner as i32,
+    };
+    c.on_leader(FIRST_REGION, |s, epoch| {
+        s.change_peers(FIRST_REGION, epoch, vec![PeerChange::AddLearner(newcomer)])
+    });
+    c.wait_applied_everywhere(b"k", Some(b"1"));
+    let leader = c.wait_leader(FIRST_REGION);
+    let store_of = |p: &Peer| StoreId(p.store_id);
+    let others: Vec<Peer> = leader
+        .region
+        .peers
+        .iter()
+        .filter(|p| p.id != leader.peer.id && p.id != newcomer.id)
+        .copied()
+        .collect();
+    let (demoted, kept) = (others[0], others[1]);
+    let leader_store = store_of(&leader.peer);
+    // The old half (leader, demoted, kept) commits the change with the leader and the
+    // demoted voter; the new half (leader, kept, newcomer) then has only the leader.
+    let cut = c.net.add_fault(Fault::Partition(vec![
+        HashSet::from([leader_store, store_of(&demoted)]),
+        HashSet::from([store_of(&kept), StoreId(4)]),
+    ]));
+    let entered = answer(c.store(leader_store).change_peers(
+        FIRST_REGION,
+        leader.region.epoch.unwrap(),
+        vec![
+            PeerChange::AddVoter(newcomer),
+            PeerChange::AddLearner(demoted),
+        ],
+    ))
+    .expect("entering the joint state")
+    .region;
+    let role = |r: &Region, p: &Peer| {
+        r.peers
+            .iter()
+            .find(|q| q.id == p.id)
+            .and_then(|q| PeerRole::try_from(q.role).ok())
+    };
+    assert_eq!(role(&entered, &newcomer), Some(PeerRole::IncomingVoter));
+    assert_eq!(role(&entered, &demoted), Some(PeerRole::DemotingVoter));
+    assert_eq!(role(&entered, &kept), Some(PeerRole::Voter));
+    // Another change waits for the joint state to be left.
+    assert!(
+        answer(c.store(leader_store).change_peers(
+            FIRST_REGION,
+            entered.epoch.unwrap(),
+            vec![PeerChange::Remove(demoted)],
+        ))
+        .is_err()
+    );
+    c.stop(leader_store);
+    c.restart(leader_store);
+    let joint_on = |c: &Cluster, s: StoreId| {
+        answer(c.store(s).region_status(FIRST_REGION))
+            .is_ok_and(|st| role(&st.region, &newcomer) == Some(PeerRole::IncomingVoter))
+    };
+    wait_until("the restarted store is joint", || {
+        joint_on(&c, leader_store)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        joint_on(&c, leader_store) && joint_on(&c, store_of(&demoted)),
+        "the new half is cut off: the joint state cannot be left"
+    );
+    c.net.remove_fault(cut);
+    let settled = |c: &Cluster| {
+        (1..=4).map(StoreId).all(|s| {
+            answer(c.store(s).region_status(FIRST_REGION)).is_ok_and(|st| {
+                role(&st.region, &newcomer) == Some(PeerRole::Voter)
+                    && role(&st.region, &demoted) == Some(PeerRole::Learner)
+                    && st.region.epoch.unwrap().conf_ver == entered.epoch.unwrap().conf_ver + 1
+            })
+        })
+    };
+    wait_until("every replica left the joint state", || settled(&c));
+    c.must_put(FIRST_REGION, b"k", b"2");
+    c.wait_applied_everywhere(b"k", Some(b"2"));
+    let removed = c
+        .on_leader(FIRST_REGION, |s, epoch| {
+            s.change_peers(FIRST_REGION, epoch, vec![PeerChange::Remove(demoted)])
+        })
+        .region;
+    assert_eq!(removed.peers.len(), 3);
+    wait_until("the removed learner is destroyed", || {
+        answer(c.store(store_of(&demoted)).region_status(FIRST_REGION)).is_err()
+    });
+    c.must_put(FIRST_REGION, b"k", b"3");
+    assert_eq!(c.must_get(FIRST_REGION, b"k"), Some(b("3")));
 }

@@ -66,6 +66,17 @@ pub fn enters_joint(cc: &ConfChangeV2) -> Option<bool> {
     }
 }
 
+/// The configuration after `cc`, decided exactly as a core holding `cs` applies it — so
+/// an application deciding membership from its own metadata agrees with the core.
+pub fn next_conf_state(cs: &ConfState, cc: &ConfChangeV2) -> Result<ConfState> {
+    let mut tracker = ProgressTracker::new(1, u64::MAX);
+    let (config, progress) = restore(&tracker, cs, 0)?;
+    tracker.config = config;
+    tracker.progress = progress;
+    let (config, _) = Changer::new(&tracker, 0).change(cc)?;
+    Ok(config.to_conf_state())
+}
+
 /// Works on copies of the tracker's configuration and progress.
 pub struct Changer<'a> {
     tracker: &'a ProgressTracker,
@@ -77,6 +88,18 @@ impl<'a> Changer<'a> {
         Changer {
             tracker,
             last_index,
+        }
+    }
+
+    /// Applies `cc` the way its shape asks: leave the joint state, enter it, or a simple
+    /// change.
+    pub fn change(&self, cc: &ConfChangeV2) -> Result<(TrackerConfig, ProgressMap)> {
+        if is_leave_joint(cc) {
+            self.leave_joint()
+        } else if let Some(auto_leave) = enters_joint(cc) {
+            self.enter_joint(auto_leave, &cc.changes)
+        } else {
+            self.simple(&cc.changes)
         }
     }
 

@@ -571,14 +571,7 @@ impl<S: LogStorage> Raft<S> {
     /// Applies a committed conf change (called by the application when it applies the
     /// entry) and returns the new configuration.
     pub(crate) fn apply_conf_change(&mut self, cc: &ConfChangeV2) -> Result<ConfState> {
-        let changer = Changer::new(&self.tracker, self.log.last_index());
-        let (config, progress) = if confchange::is_leave_joint(cc) {
-            changer.leave_joint()?
-        } else if let Some(auto_leave) = confchange::enters_joint(cc) {
-            changer.enter_joint(auto_leave, &cc.changes)?
-        } else {
-            changer.simple(&cc.changes)?
-        };
+        let (config, progress) = Changer::new(&self.tracker, self.log.last_index()).change(cc)?;
         Ok(self.switch_to_config(config, progress))
     }
 

@@ -8,7 +8,7 @@ mod errors;
 mod range;
 mod split;
 
-pub use conf_change::{change_peers, check_new_peer};
+pub use conf_change::{change_peers, check_new_peer, conf_state_of, is_joint};
 pub use epoch::{CommandKind, EpochRule, bumped, check_epoch, is_stale};
 pub use errors::{BusyReason, DroppedReason, RegionError};
 pub use range::{check_key, check_range};

@@ -2,10 +2,12 @@
 //! key; each new region takes the range from its key to the next (the last, to the old
 //! end). Every region of the result gets the bumped epoch, and each new region has one
 //! peer per peer of the old one, on the same store with the same role. No data moves:
-//! all regions of a store share one keyspace.
+//! all regions of a store share one keyspace. A region in a joint membership state is not
+//! split.
 
 use std::collections::HashSet;
 
+use super::conf_change::is_joint;
 use super::epoch::{CommandKind, bumped};
 use super::errors::RegionError;
 use crate::proto::commandpb::SplitRequest;
@@ -44,6 +46,13 @@ pub fn split_region(region: &Region, splits: &[SplitRequest]) -> Result<Vec<Regi
     let invalid = |reason: String| RegionError::InvalidRequest { reason };
     if splits.is_empty() {
         return Err(invalid("a split needs at least one key".into()));
+    }
+    if is_joint(region) {
+        // The new regions would start joint too; the state is brief, so wait it out.
+        return Err(invalid(format!(
+            "region {} is changing membership (joint state): split once it is left",
+            region.id
+        )));
     }
     let mut ids: HashSet<u64> = HashSet::from([region.id]);
     let mut peer_ids: HashSet<u64> = region.peers.iter().map(|p| p.id).collect();

@@ -20,10 +20,11 @@ use super::store_fsm::StoreFsm;
 use super::ticker::Ticker;
 use super::transport::{Outbound, Transport};
 use super::wal_writer::WriteTask;
-use crate::proto::metapb::{Peer, PeerRole, Region};
-use crate::proto::raftpb::{ConfState, HardState};
+use crate::proto::metapb::{Peer, Region};
+use crate::proto::raftpb::HardState;
 use crate::proto::storagepb::{RaftApplyState, RaftLocalState};
 use crate::raft::{Config, NodeStart, RaftError, RawNode, ReadOnlyOption};
+use crate::region::conf_state_of;
 use crate::storage::raft_log::{LogError, RegionLog};
 use crate::{RegionId, StoreId};
 
@@ -199,19 +200,6 @@ pub(crate) fn initial_local_state(apply: &RaftApplyState) -> RaftLocalState {
 /// empty peer created by a message, until its first snapshot installs.
 pub(crate) fn is_born(region: &Region) -> bool {
     !region.peers.is_empty()
-}
-
-/// The membership the region's peer list describes.
-pub(crate) fn conf_state_of(region: &Region) -> ConfState {
-    let mut cs = ConfState::default();
-    for p in &region.peers {
-        if p.role == PeerRole::Learner as i32 {
-            cs.learners.push(p.id);
-        } else {
-            cs.voters.push(p.id);
-        }
-    }
-    cs
 }
 
 /// What one raft poller round collects, sent once at its end: one batch per store, the

@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use super::apply::eval::OpOutcome;
 use crate::proto::metapb::{Peer, Region};
+use crate::proto::raftpb::ConfChangeType;
 use crate::raft::Role;
 
 /// A read of one region's data, served linearizably by its leader.
@@ -91,15 +92,36 @@ pub struct RegionStatus {
     pub first_index: u64,
 }
 
-/// One membership change of a region. Promoting a learner is `AddVoter` of the learner.
+/// One membership change of a region. Promoting a learner is `AddVoter` of the learner,
+/// demoting a voter `AddLearner` of the voter. Several changes in one request go through
+/// joint consensus (left automatically); a voter cannot be removed in a joint change —
+/// demote it first, remove the learner after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerChange {
     /// Add the peer as a voter, or promote it if it is a learner.
     AddVoter(Peer),
-    /// Add the peer as a learner (it receives the log, does not vote).
+    /// Add the peer as a learner (it receives the log, does not vote), or demote it if it
+    /// is a voter.
     AddLearner(Peer),
     /// Remove the peer; its replica destroys itself once it applies the change.
     Remove(Peer),
+}
+
+impl PeerChange {
+    /// The peer the change is about.
+    pub fn peer(&self) -> Peer {
+        match *self {
+            PeerChange::AddVoter(p) | PeerChange::AddLearner(p) | PeerChange::Remove(p) => p,
+        }
+    }
+
+    pub(crate) fn change_type(&self) -> ConfChangeType {
+        match self {
+            PeerChange::AddVoter(_) => ConfChangeType::AddNode,
+            PeerChange::AddLearner(_) => ConfChangeType::AddLearnerNode,
+            PeerChange::Remove(_) => ConfChangeType::RemoveNode,
+        }
+    }
 }
 
 /// A membership change applied: the region with its new peers and epoch.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crossbeam::channel::{Receiver, RecvTimeoutError};
 use prost::Message as _;
 
-use super::context::{RaftRouter, conf_state_of};
+use super::context::RaftRouter;
 use super::engines::KvView;
 use super::msg::PeerMsg;
 use super::transport::Transport;
@@ -19,6 +19,7 @@ use crate::proto::metapb::Region;
 use crate::proto::raftpb::{Snapshot, SnapshotMetadata};
 use crate::proto::transportpb::RaftMessage;
 use crate::raft::SnapshotStatus;
+use crate::region::conf_state_of;
 use crate::storage::raft_log::RegionLog;
 use crate::storage::snapshot::{self, snapshot_dir};
 use crate::{PeerId, RegionId};

@@ -11,8 +11,8 @@ use crate::proto::commandpb::{
     ChangePeersContext, RaftCommand, SplitCommand, SplitRequest, raft_command,
 };
 use crate::proto::metapb::RegionEpoch;
-use crate::proto::raftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
-use crate::region::{CommandKind, RegionError, check_epoch, check_new_peer, split_region};
+use crate::proto::raftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeV2};
+use crate::region::{CommandKind, RegionError, change_peers, check_epoch, split_region};
 use crate::store::apply::eval::check_command;
 use crate::store::context::PollContext;
 use crate::store::flow::Charge;
@@ -105,7 +105,8 @@ impl PeerFsm {
         Ok(data)
     }
 
-    /// Proposes one membership change now (its entry goes before the round's commands).
+    /// Proposes a membership change now (its entry goes before the round's commands):
+    /// one change directly, several through joint consensus.
     fn propose_conf_change(
         &mut self,
         epoch: Option<&RegionEpoch>,
@@ -115,47 +116,33 @@ impl PeerFsm {
             return Err(self.not_leader());
         }
         check_epoch(CommandKind::ChangePeers, epoch, &self.region)?;
-        let invalid = |reason: &str| RegionError::InvalidRequest {
-            reason: reason.to_string(),
-        };
-        let [change] = changes else {
-            return Err(invalid(
-                "one membership change at a time (joint changes are not built yet)",
-            ));
-        };
-        let (change_type, peer) = match *change {
-            PeerChange::AddVoter(p) => (ConfChangeType::AddNode, p),
-            PeerChange::AddLearner(p) => (ConfChangeType::AddLearnerNode, p),
-            PeerChange::Remove(p) => (ConfChangeType::RemoveNode, p),
-        };
-        match change {
-            PeerChange::Remove(p) => {
-                if !self.region.peers.iter().any(|q| q.id == p.id) {
-                    return Err(invalid("the peer to remove is not in the region"));
-                }
-                if p.id == self.peer.id {
-                    return Err(invalid(
-                        "the leader cannot remove itself: transfer leadership first",
-                    ));
-                }
-            }
-            PeerChange::AddVoter(p) | PeerChange::AddLearner(p) => {
-                check_new_peer(&self.region, p)?;
-            }
+        if changes
+            .iter()
+            .any(|c| c.peer().id == self.peer.id && !matches!(c, PeerChange::AddVoter(_)))
+        {
+            return Err(RegionError::InvalidRequest {
+                reason: "the leader cannot remove or demote itself: transfer leadership first"
+                    .into(),
+            });
         }
         let context = ChangePeersContext {
             region_id: self.region.id,
             epoch: self.region.epoch,
-            peers: vec![peer],
+            peers: changes.iter().map(PeerChange::peer).collect(),
         };
         let cc = ConfChangeV2 {
             transition: ConfChangeTransition::Auto as i32,
-            changes: vec![ConfChangeSingle {
-                change_type: change_type as i32,
-                node_id: peer.id,
-            }],
+            changes: changes
+                .iter()
+                .map(|c| ConfChangeSingle {
+                    change_type: c.change_type() as i32,
+                    node_id: c.peer().id,
+                })
+                .collect(),
             context: context.encode_to_vec(),
         };
+        // Applying decides from the region alone; refuse now what it would refuse then.
+        change_peers(&self.region, &cc, &context)?;
         let bytes = cc.encoded_len() as u64;
         let index = self
             .raw
