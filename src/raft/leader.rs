@@ -2,6 +2,8 @@
 //! backtracking, snapshots), heartbeats and read rounds, leases, leader transfer, and
 //! membership changes.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use prost::Message as _;
 
@@ -11,7 +13,8 @@ use super::core::{LeaderState, Raft, Role};
 use super::errors::{ConfChangeRejection, DropReason, RaftError, Result, StorageError, invalid};
 use super::log::ReplicaLog;
 use super::message::msg;
-use super::progress::{ProgressMap, ProgressState, SnapshotStatus, TrackerConfig};
+use super::progress::{Progress, ProgressMap, ProgressState, SnapshotStatus, TrackerConfig};
+use super::quorum::VoteResult;
 use super::read_only::ReadState;
 use super::storage::{LogStorage, snapshot_index};
 use crate::proto::raftpb::{ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType};
@@ -646,18 +649,39 @@ impl<S: LogStorage> Raft<S> {
     /// and was heard from within the election timeout. A quiescent group may stop ticking
     /// (call `wake` before ticking it again).
     pub fn is_quiescent(&self) -> bool {
+        self.is_quiescent_ignoring(|_| false)
+    }
+
+    /// `is_quiescent`, with the leader disregarding the followers `absent` names (peers on
+    /// stores known to be down), as long as the others — itself included — still form a
+    /// quorum: a dead peer must not keep the group awake, and a leader that lost its
+    /// quorum must stay awake so that check-quorum deposes it.
+    pub fn is_quiescent_ignoring(&self, absent: impl Fn(u64) -> bool) -> bool {
         match (self.role, self.leader.as_ref()) {
             (Role::Leader, Some(l)) => {
                 let last = self.log.last_index();
                 let committed = self.log.committed;
+                let up_to_date = |id: u64, pr: &Progress| {
+                    id == self.id || (pr.matched == last && pr.committed_index == committed)
+                };
+                let present: HashMap<u64, bool> = self
+                    .tracker
+                    .progress
+                    .keys()
+                    .filter(|&&id| id == self.id || !absent(id))
+                    .map(|&id| (id, true))
+                    .collect();
                 committed == last
                     && self.log.persisted_index() == last
                     && l.transferee.is_none()
                     && l.read_only.is_empty()
                     && l.pending_conf_index <= self.log.applied
-                    && self.tracker.progress.iter().all(|(&id, pr)| {
-                        id == self.id || (pr.matched == last && pr.committed_index == committed)
-                    })
+                    && self
+                        .tracker
+                        .progress
+                        .iter()
+                        .all(|(&id, pr)| up_to_date(id, pr) || (id != self.id && absent(id)))
+                    && self.tracker.config.voters.vote_result(&present) == VoteResult::Won
             }
             (Role::Follower, _) => {
                 self.leader_id != 0 && self.election_elapsed < self.cfg.election_tick

@@ -299,6 +299,12 @@ impl<S: LogStorage> RawNode<S> {
         self.raft.is_quiescent()
     }
 
+    /// `is_quiescent` with the followers `absent` names disregarded while the rest still
+    /// form a quorum; see `Raft::is_quiescent_ignoring`.
+    pub fn is_quiescent_ignoring(&self, absent: impl Fn(u64) -> bool) -> bool {
+        self.raft.is_quiescent_ignoring(absent)
+    }
+
     /// Call before ticking a group again after it stopped ticking; see `Raft::wake`.
     pub fn wake(&mut self) {
         self.raft.wake();

@@ -45,6 +45,37 @@ impl Default for RaftSettings {
     }
 }
 
+/// How idle regions sleep, and how a store watches its peer stores so that a sleeping
+/// region still elects when its leader's store falls silent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HibernationSettings {
+    /// Ticks a leader's region must be quiescent (everyone has everything, nothing pending;
+    /// peers on down stores disregarded) before it sleeps — stops ticking, its followers
+    /// with it. `None`: regions never sleep. Default `Some(10)`.
+    pub idle_ticks: Option<u32>,
+    /// Ticks between the store's pings to each store holding peers of its regions.
+    /// Default 5.
+    pub ping_ticks: u32,
+    /// A peer store heard from (any batch counts) in none of this many ticks is down: the
+    /// sleeping regions whose leader lives there wake and elect. Default 20.
+    pub down_after_ticks: u32,
+    /// Regions told of a peer store going down or coming back, per tick at most, so a mass
+    /// wake is spread over ticks instead of flooding the pollers and the network.
+    /// Default 256.
+    pub max_wakes_per_tick: usize,
+}
+
+impl Default for HibernationSettings {
+    fn default() -> Self {
+        HibernationSettings {
+            idle_ticks: Some(10),
+            ping_ticks: 5,
+            down_after_ticks: 20,
+            max_wakes_per_tick: 256,
+        }
+    }
+}
+
 /// Settings of one store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
@@ -72,6 +103,8 @@ pub struct StoreConfig {
     pub log_gc_interval: Duration,
     /// How far a GC round compacts each region's log (the storage layer's policy).
     pub log_gc: GcPolicy,
+    /// Idle regions sleeping, and peer store liveness.
+    pub hibernation: HibernationSettings,
 }
 
 impl StoreConfig {
@@ -94,6 +127,7 @@ impl StoreConfig {
             flow: FlowLimits::default(),
             log_gc_interval: Duration::from_secs(10),
             log_gc: GcPolicy::default(),
+            hibernation: HibernationSettings::default(),
         }
     }
 }

@@ -13,6 +13,7 @@ use super::config::StoreConfig;
 use super::engines::Engines;
 use super::fail_stop::FailStop;
 use super::flow::Flow;
+use super::liveness::StoreLiveness;
 use super::meta::StoreMeta;
 use super::peer::PeerFsm;
 use super::snapshot_worker::{SnapshotDirs, SnapshotTask};
@@ -81,6 +82,7 @@ pub(crate) struct StoreShared {
     pub snapshot_dirs: SnapshotDirs,
     pub snapshot_tasks: Sender<SnapshotTask>,
     pub flow: Flow,
+    pub liveness: Arc<StoreLiveness>,
 }
 
 impl StoreShared {

@@ -4,9 +4,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::RegionId;
 use crate::proto::metapb::Region;
 use crate::storage::region_meta::end_bound;
+use crate::{RegionId, StoreId};
+
+enum Count {
+    Add,
+    Remove,
+}
 
 /// The regions of one store. Ranges of initialized regions never overlap.
 #[derive(Debug, Default)]
@@ -14,6 +19,8 @@ pub struct StoreMeta {
     regions: HashMap<RegionId, Region>,
     /// Start key → region, for the regions whose range is known.
     by_start: BTreeMap<Vec<u8>, RegionId>,
+    /// How many peers of the regions live on each store (this one included).
+    peers_by_store: HashMap<StoreId, usize>,
 }
 
 impl StoreMeta {
@@ -26,7 +33,10 @@ impl StoreMeta {
             self.by_start.remove(&old.start_key);
         }
         self.by_start.insert(region.start_key.clone(), id);
-        self.regions.insert(id, region);
+        self.count_peers(&region, Count::Add);
+        if let Some(old) = self.regions.insert(id, region) {
+            self.count_peers(&old, Count::Remove);
+        }
     }
 
     /// Forgets the region (destroyed, or merged away).
@@ -35,7 +45,39 @@ impl StoreMeta {
         if self.by_start.get(&old.start_key) == Some(&id) {
             self.by_start.remove(&old.start_key);
         }
+        self.count_peers(&old, Count::Remove);
         Some(old)
+    }
+
+    fn count_peers(&mut self, region: &Region, count: Count) {
+        for p in &region.peers {
+            let store = StoreId(p.store_id);
+            match count {
+                Count::Add => *self.peers_by_store.entry(store).or_default() += 1,
+                Count::Remove => {
+                    if let Some(n) = self.peers_by_store.get_mut(&store) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.peers_by_store.remove(&store);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The stores holding peers of this store's regions (this store included).
+    pub fn peer_stores(&self) -> impl Iterator<Item = StoreId> + '_ {
+        self.peers_by_store.keys().copied()
+    }
+
+    /// The regions with a peer on `store`.
+    pub fn regions_with_peer_on(&self, store: StoreId) -> Vec<RegionId> {
+        self.regions
+            .values()
+            .filter(|r| r.peers.iter().any(|p| p.store_id == store.get()))
+            .map(|r| r.region_id())
+            .collect()
     }
 
     /// The region's metadata as this store last recorded it.
@@ -167,5 +209,41 @@ mod tests {
         assert_eq!(m.remove(RegionId(2)), None);
         let order: Vec<u64> = m.regions().map(|r| r.id).collect();
         assert_eq!(order, vec![1]);
+    }
+
+    #[test]
+    fn peer_stores_follow_the_regions_peers_as_they_change() {
+        use crate::proto::metapb::Peer;
+        let with_peers = |id: u64, stores: &[u64]| Region {
+            peers: stores
+                .iter()
+                .map(|&s| Peer {
+                    id: id * 10 + s,
+                    store_id: s,
+                    ..Default::default()
+                })
+                .collect(),
+            ..region(id, &[id as u8], &[id as u8 + 1])
+        };
+        let mut m = StoreMeta::default();
+        let stores = |m: &StoreMeta| {
+            let mut v: Vec<u64> = m.peer_stores().map(|s| s.get()).collect();
+            v.sort_unstable();
+            v
+        };
+        m.set(with_peers(1, &[1, 2, 3]));
+        m.set(with_peers(2, &[1, 4]));
+        assert_eq!(stores(&m), vec![1, 2, 3, 4]);
+        assert_eq!(m.regions_with_peer_on(StoreId(4)), vec![RegionId(2)]);
+        // A membership change moves region 1's peer from store 3 to store 4.
+        m.set(with_peers(1, &[1, 2, 4]));
+        assert_eq!(stores(&m), vec![1, 2, 4]);
+        let mut on4 = m.regions_with_peer_on(StoreId(4));
+        on4.sort_unstable();
+        assert_eq!(on4, vec![RegionId(1), RegionId(2)]);
+        m.remove(RegionId(2));
+        assert_eq!(stores(&m), vec![1, 2, 4]);
+        m.remove(RegionId(1));
+        assert_eq!(stores(&m), Vec::<u64>::new());
     }
 }

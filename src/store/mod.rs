@@ -16,10 +16,12 @@
 //!   stores of one process, with faults for tests.
 //! - `WalWriter`: group commit; `FailStop` is the one place a failed write stops the store.
 //! - `Ticker`: the store's one timer, ticking only the regions that are not hibernated.
+//! - Hibernation (`peer/hibernate.rs`): idle regions stop ticking; store liveness
+//!   (`liveness.rs`, pinged and checked by the store FSM) wakes the ones whose leader's
+//!   store falls silent, a bounded number per tick.
 //! - `Clock`: where the runtime's time comes from (`ManualClock` for tests and simulation).
 //!
-//! Being built: joint membership changes, hibernation and store liveness, apply observers
-//! (see the README's status table).
+//! Being built: apply observers, metrics (see the README's status table).
 
 pub mod apply;
 pub mod batch;
@@ -30,6 +32,7 @@ mod context;
 mod engines;
 mod fail_stop;
 mod flow;
+mod liveness;
 mod meta;
 mod msg;
 mod peer;
@@ -45,11 +48,12 @@ mod wal_writer;
 
 pub use bootstrap::{BootstrapError, bootstrap_region};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{RaftSettings, StoreConfig};
+pub use config::{HibernationSettings, RaftSettings, StoreConfig};
 pub use context::StartError;
 pub use engines::{Engines, KvView, StoreKv};
 pub use fail_stop::FailStop;
 pub use flow::{Charge, FlowLimits, Gauge};
+pub use liveness::Liveness;
 pub use meta::StoreMeta;
 pub use msg::Command;
 pub use request::{

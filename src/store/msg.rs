@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::flow::Charge;
+use super::liveness::Liveness;
 use super::request::{
     ChangePeersResponse, PeerChange, ReadRequest, ReadResponse, RegionStatus, SplitResponse,
     WriteResponse,
 };
 use super::responder::Responder;
 use super::wal_writer::Persisted;
-use crate::PeerId;
 use crate::proto::commandpb::{SplitRequest, WriteCommand};
 use crate::proto::metapb::{Region, RegionEpoch};
 use crate::proto::raftpb::Entry;
@@ -20,6 +20,7 @@ use crate::proto::transportpb::RaftMessage;
 use crate::raft::SnapshotStatus;
 use crate::region::RegionError;
 use crate::storage::raft_log::RegionLog;
+use crate::{PeerId, StoreId};
 
 /// A command to propose through the region's log.
 #[derive(Debug)]
@@ -31,7 +32,7 @@ pub enum Command {
         /// Answered once applied.
         responder: Responder<WriteResponse>,
     },
-    /// Change the region's membership (one change at a time).
+    /// Change the region's membership (several changes: joint consensus).
     ChangePeers {
         /// The changes.
         changes: Vec<PeerChange>,
@@ -124,9 +125,30 @@ pub(crate) enum PeerMsg {
     LogGc(GcPass),
     /// Report the replica's state.
     Status(Responder<RegionStatus>),
+    /// A store holding a peer of the region went down or came back (store liveness).
+    StoreLiveness { store: StoreId, liveness: Liveness },
 }
 
 impl PeerMsg {
+    /// Whether handling the message needs the region ticking: requests do; a Raft
+    /// message wakes it itself, knowing who sent it; the runtime's own reports do not.
+    pub(crate) fn needs_region_awake(&self) -> bool {
+        match self {
+            PeerMsg::Propose { .. }
+            | PeerMsg::Read { .. }
+            | PeerMsg::TransferLeader { .. }
+            | PeerMsg::Campaign => true,
+            PeerMsg::Raft(_)
+            | PeerMsg::Persisted(_)
+            | PeerMsg::Unreachable(_)
+            | PeerMsg::Applied(_)
+            | PeerMsg::SnapshotStatus { .. }
+            | PeerMsg::LogGc(_)
+            | PeerMsg::Status(_)
+            | PeerMsg::StoreLiveness { .. } => false,
+        }
+    }
+
     /// Answers the request the message carries, if any, with `error` (the message could
     /// not be delivered).
     pub(crate) fn fail(self, error: RegionError) {
@@ -141,7 +163,8 @@ impl PeerMsg {
             | PeerMsg::Applied(_)
             | PeerMsg::Campaign
             | PeerMsg::SnapshotStatus { .. }
-            | PeerMsg::LogGc(_) => {}
+            | PeerMsg::LogGc(_)
+            | PeerMsg::StoreLiveness { .. } => {}
         }
     }
 }
@@ -211,6 +234,10 @@ pub(crate) enum StoreMsg {
     RaftMessage(Box<RaftMessage>),
     /// Run a round of raft log GC.
     LogGc,
+    /// One store timer tick: liveness of peer stores, pings, rate-limited wakes.
+    Tick,
+    /// A store marked down was heard from again.
+    StoreBack(StoreId),
 }
 
 /// How a region's log GC round compacts.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::batch::{Handled, Inbox, PollHandler, Polled, SendError};
 use super::context::{PollContext, RaftRouter};
+use super::liveness::StoreLiveness;
 use super::msg::{PeerMsg, StoreMsg};
 use super::peer::PeerFsm;
 use super::store_fsm::StoreFsm;
@@ -15,7 +16,7 @@ use super::transport::{BatchReceiver, unfold};
 use super::wal_writer::{Persisted, WriteNotifier};
 use crate::proto::transportpb::{RaftMessage, RaftMessageBatch};
 use crate::storage::snapshot;
-use crate::{PeerId, RegionId};
+use crate::{PeerId, RegionId, StoreId};
 
 /// The raft pollers' handler.
 pub(crate) struct RaftPoller {
@@ -118,12 +119,30 @@ impl WriteNotifier for RouterNotifier {
 /// store's received snapshots before its message goes the same way.
 pub(crate) struct StoreReceiver {
     router: RaftRouter,
+    liveness: Arc<StoreLiveness>,
     received: PathBuf,
 }
 
 impl StoreReceiver {
-    pub(crate) fn new(router: RaftRouter, received: PathBuf) -> Arc<Self> {
-        Arc::new(StoreReceiver { router, received })
+    pub(crate) fn new(
+        router: RaftRouter,
+        liveness: Arc<StoreLiveness>,
+        received: PathBuf,
+    ) -> Arc<Self> {
+        Arc::new(StoreReceiver {
+            router,
+            liveness,
+            received,
+        })
+    }
+
+    /// Anything from a store is a sign of life (an empty batch is only that).
+    fn heard(&self, store: u64) {
+        if self.liveness.heard(StoreId(store)) {
+            let _ = self
+                .router
+                .send_control(StoreMsg::StoreBack(StoreId(store)));
+        }
     }
 
     fn route(&self, m: RaftMessage) {
@@ -144,6 +163,7 @@ impl StoreReceiver {
 
 impl BatchReceiver for StoreReceiver {
     fn receive(&self, batch: RaftMessageBatch) {
+        self.heard(batch.from_store);
         for m in unfold(batch) {
             self.route(m);
         }
@@ -152,6 +172,9 @@ impl BatchReceiver for StoreReceiver {
     fn receive_snapshot(&self, message: RaftMessage, files: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.received)?;
         snapshot::receive(files, &self.received).map_err(std::io::Error::other)?;
+        if let Some(from) = message.from_peer {
+            self.heard(from.store_id);
+        }
         self.route(message);
         Ok(())
     }

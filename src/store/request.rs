@@ -90,6 +90,8 @@ pub struct RegionStatus {
     pub applied_index: u64,
     /// The first index still in the region's raft log (log GC moves it).
     pub first_index: u64,
+    /// Whether the replica sleeps (hibernation: it does not tick until woken).
+    pub hibernated: bool,
 }
 
 /// One membership change of a region. Promoting a learner is `AddVoter` of the learner,

@@ -21,6 +21,7 @@ use super::context::{PollContext, StartError, StoreShared};
 use super::engines::Engines;
 use super::fail_stop::FailStop;
 use super::flow::Flow;
+use super::liveness::Liveness;
 use super::meta::StoreMeta;
 use super::msg::{Command, PeerMsg, StoreMsg};
 use super::peer::PeerFsm;
@@ -153,6 +154,7 @@ impl Store {
             snapshot_dirs: snapshot_dirs.clone(),
             snapshot_tasks: snapshot_tx,
             flow: Flow::new(config.flow.clone()),
+            liveness: Arc::default(),
         });
         load_regions(&shared)?;
         let writer = WalWriter::new(
@@ -222,6 +224,7 @@ impl Store {
     pub fn receiver(&self) -> Arc<dyn BatchReceiver> {
         StoreReceiver::new(
             self.shared.raft_router.clone(),
+            self.shared.liveness.clone(),
             self.shared.snapshot_dirs.received.clone(),
         )
     }
@@ -274,8 +277,10 @@ impl Store {
         })
     }
 
-    /// Changes `region`'s membership (one change at a time; promoting a learner is
-    /// `PeerChange::AddVoter` of it). The response comes once the change is applied here.
+    /// Changes `region`'s membership: one change directly, several through joint
+    /// consensus (promoting a learner is `PeerChange::AddVoter` of it; see `PeerChange`).
+    /// The response comes once the change is applied here; a joint state is left by
+    /// itself right after, and another change is refused until it is.
     pub fn change_peers(
         &self,
         region: RegionId,
@@ -323,6 +328,16 @@ impl Store {
     /// Every region this store holds, in key order.
     pub fn regions(&self) -> Vec<Region> {
         self.shared.meta.lock().regions().cloned().collect()
+    }
+
+    /// How many of this store's regions tick (the others sleep: hibernation).
+    pub fn ticking_regions(&self) -> usize {
+        self.shared.ticker.ticking_count()
+    }
+
+    /// What this store believes of each store holding peers of its regions.
+    pub fn peer_store_liveness(&self) -> Vec<(StoreId, Liveness)> {
+        self.shared.liveness.snapshot()
     }
 
     /// The region of this store whose range holds `key`.
@@ -414,6 +429,7 @@ impl Store {
     pub fn tick(&self) {
         if !self.shared.fail_stop.is_tripped() {
             self.shared.ticker.tick_once();
+            let _ = self.shared.raft_router.send_control(StoreMsg::Tick);
         }
     }
 
@@ -546,6 +562,7 @@ fn spawn_timer(
             while !stop.load(Ordering::Acquire) && !fail_stop.is_tripped() {
                 std::thread::sleep(interval);
                 ticker.tick_once();
+                let _ = router.send_control(StoreMsg::Tick);
                 since_gc += interval;
                 if since_gc >= gc_interval {
                     since_gc = Duration::ZERO;

@@ -10,15 +10,24 @@
 use super::batch::Fsm;
 use super::context::PollContext;
 use super::msg::{GcPass, PeerMsg, StoreMsg};
-use crate::RegionId;
+use std::collections::VecDeque;
+
+use super::liveness::Liveness;
 use crate::proto::raftpb::MessageType;
 use crate::proto::storagepb::PeerState;
 use crate::proto::transportpb::RaftMessage;
+use crate::proto::transportpb::RaftMessageBatch;
 use crate::storage::region_meta::region_state;
+use crate::{RegionId, StoreId};
 
 /// The store's own FSM.
 #[derive(Debug, Default)]
-pub(crate) struct StoreFsm {}
+pub(crate) struct StoreFsm {
+    /// Store timer ticks so far.
+    ticks: u64,
+    /// Regions to tell of a peer store's liveness change, a bounded number per tick.
+    wakes: VecDeque<(RegionId, StoreId, Liveness)>,
+}
 
 impl Fsm for StoreFsm {
     type Message = StoreMsg;
@@ -28,6 +37,11 @@ impl StoreFsm {
     pub(crate) fn handle(&mut self, msg: StoreMsg, ctx: &mut PollContext) {
         match msg {
             StoreMsg::LogGc => log_gc(ctx),
+            StoreMsg::Tick => self.on_tick(ctx),
+            StoreMsg::StoreBack(store) => {
+                tracing::info!(store = %ctx.shared.store_id, peer_store = %store, "peer store is back");
+                self.queue_wakes(store, Liveness::Live, ctx);
+            }
             StoreMsg::RaftMessage(m) => {
                 let region = RegionId(m.region_id);
                 match create_peer(&m, ctx) {
@@ -47,6 +61,60 @@ impl StoreFsm {
                 }
             }
         }
+    }
+}
+
+impl StoreFsm {
+    /// One store tick: peer stores silent too long are marked down, the stores holding
+    /// peers of local regions are pinged every few ticks, and queued liveness changes
+    /// reach their regions, a bounded number per tick.
+    fn on_tick(&mut self, ctx: &PollContext) {
+        let shared = &ctx.shared;
+        let cfg = &shared.cfg.hibernation;
+        self.ticks += 1;
+        let watched: Vec<StoreId> = shared
+            .meta
+            .lock()
+            .peer_stores()
+            .filter(|&s| s != shared.store_id)
+            .collect();
+        for store in shared
+            .liveness
+            .tick(watched.iter().copied(), cfg.down_after_ticks)
+        {
+            tracing::warn!(store = %shared.store_id, peer_store = %store, "peer store is down");
+            self.queue_wakes(store, Liveness::Down, ctx);
+        }
+        if self.ticks.is_multiple_of(u64::from(cfg.ping_ticks.max(1))) {
+            for &store in &watched {
+                // An empty batch: the receiver hears this store. Lost pings are what
+                // liveness measures.
+                let _ = shared.transport.send(RaftMessageBatch {
+                    from_store: shared.store_id.get(),
+                    to_store: store.get(),
+                    ..Default::default()
+                });
+            }
+        }
+        let n = self.wakes.len().min(cfg.max_wakes_per_tick.max(1));
+        for (region, store, liveness) in self.wakes.drain(..n) {
+            let _ = shared
+                .raft_router
+                .force_send(region, PeerMsg::StoreLiveness { store, liveness });
+        }
+        let down = shared
+            .liveness
+            .snapshot()
+            .iter()
+            .filter(|(_, l)| *l == Liveness::Down)
+            .count();
+        metrics::gauge!("flotilla_store_peer_stores_down").set(down as f64);
+    }
+
+    fn queue_wakes(&mut self, store: StoreId, liveness: Liveness, ctx: &PollContext) {
+        let regions = ctx.shared.meta.lock().regions_with_peer_on(store);
+        self.wakes
+            .extend(regions.into_iter().map(|r| (r, store, liveness)));
     }
 }
 

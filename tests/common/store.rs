@@ -2,17 +2,21 @@
 //! runtime on its own threads. The first region (the whole key space) is bootstrapped on
 //! every store; helpers find leaders and retry requests the way a client would.
 
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use flotilla::proto::commandpb::{Op, Put, WriteCommand, op};
 use flotilla::proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
+use flotilla::proto::raftpb::Entry;
+use flotilla::proto::storagepb::RaftLocalState;
 use flotilla::raft::Role;
 use flotilla::region::RegionError;
+use flotilla::storage::SyncMode;
 use flotilla::storage::kv::{Keyspace, KvRead};
 use flotilla::storage::mem_kv::MemKvEngine;
 use flotilla::storage::mem_log::MemRaftLog;
+use flotilla::storage::raft_log::{LogError, LogSpan, LogWriteBatch, RaftLogStore};
 use flotilla::store::{
     Engines, InProcessNetwork, ReadRequest, ReadResponse, RegionStatus, Response, RunMode, Store,
     StoreConfig, WriteResponse, bootstrap_region,
@@ -27,6 +31,8 @@ pub struct Node {
     pub store: Option<Store>,
     pub kv: Arc<MemKvEngine>,
     pub log: Arc<MemRaftLog>,
+    /// Stalls the raft log's writes while closed (a stalled disk).
+    pub disk: Arc<DiskGate>,
     /// Snapshot files (the engines are in memory; snapshots are files all the same).
     pub dir: tempfile::TempDir,
 }
@@ -38,6 +44,7 @@ impl Node {
             store: None,
             kv: Arc::new(MemKvEngine::new()),
             log: Arc::new(MemRaftLog::new()),
+            disk: Arc::default(),
             dir: tempfile::tempdir().expect("snapshot dir"),
         }
     }
@@ -293,7 +300,73 @@ impl Drop for Cluster {
 }
 
 pub fn engines(node: &Node) -> Engines {
-    Engines::new(node.log.clone(), node.kv.clone(), node.dir.path())
+    let log = GatedLog {
+        inner: node.log.clone(),
+        gate: node.disk.clone(),
+    };
+    Engines::new(Arc::new(log), node.kv.clone(), node.dir.path())
+}
+
+/// A disk that can stall: while closed, raft log writes wait (reads go on).
+#[derive(Default)]
+pub struct DiskGate {
+    stalled: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl DiskGate {
+    pub fn stall(&self) {
+        *self.stalled.lock().unwrap() = true;
+    }
+
+    pub fn release(&self) {
+        *self.stalled.lock().unwrap() = false;
+        self.opened.notify_all();
+    }
+
+    fn pass(&self) {
+        let mut stalled = self.stalled.lock().unwrap();
+        while *stalled {
+            stalled = self.opened.wait(stalled).unwrap();
+        }
+    }
+}
+
+/// The in-memory raft log behind a `DiskGate`.
+struct GatedLog {
+    inner: Arc<MemRaftLog>,
+    gate: Arc<DiskGate>,
+}
+
+impl RaftLogStore for GatedLog {
+    fn write(&self, batch: &mut LogWriteBatch, sync: SyncMode) -> Result<usize, LogError> {
+        self.gate.pass();
+        self.inner.write(batch, sync)
+    }
+    fn recover(&self) -> Result<Vec<(RegionId, RaftLocalState)>, LogError> {
+        self.inner.recover()
+    }
+    fn local_state(&self, region: RegionId) -> Result<Option<RaftLocalState>, LogError> {
+        self.inner.local_state(region)
+    }
+    fn span(&self, region: RegionId) -> Option<LogSpan> {
+        self.inner.span(region)
+    }
+    fn entry(&self, region: RegionId, index: u64) -> Result<Option<Entry>, LogError> {
+        self.inner.entry(region, index)
+    }
+    fn entries(
+        &self,
+        region: RegionId,
+        low: u64,
+        high: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, LogError> {
+        self.inner.entries(region, low, high, max_bytes)
+    }
+    fn purge_expired_files(&self) -> Result<Vec<RegionId>, LogError> {
+        self.inner.purge_expired_files()
+    }
 }
 
 pub fn put(key: &[u8], value: &[u8]) -> WriteCommand {

@@ -95,3 +95,33 @@ fn answers_to_a_round_sent_before_a_pause_grant_no_lease() {
     assert_eq!(c.node(1).read_states, vec![rs(c.committed(1), b"r")]);
     assert!(!st(&c, 1).lease_valid);
 }
+
+/// A follower that stopped answering keeps the leader awake — unless the store says that
+/// follower is down; and even then only while the rest still form a quorum.
+#[test]
+fn an_absent_follower_is_disregarded_while_the_rest_form_a_quorum() {
+    let mut c = lease_cluster();
+    c.propose(1, b"a").unwrap();
+    c.tick_all(2);
+    c.isolate(3);
+    c.propose(1, b"b").unwrap();
+    c.tick_all(2);
+    c.stabilize();
+    let leader = c.node(1).raw();
+    assert!(!leader.is_quiescent(), "node 3 missed an entry");
+    assert!(!leader.is_quiescent_ignoring(|_| false));
+    assert!(
+        leader.is_quiescent_ignoring(|id| id == 3),
+        "node 3 is down: the leader and node 2 are a quorum"
+    );
+    assert!(
+        !leader.is_quiescent_ignoring(|id| id == 2 || id == 3),
+        "with both followers down the leader has no quorum"
+    );
+    assert!(
+        !leader.is_quiescent_ignoring(|id| id == 2),
+        "node 3, present, is behind"
+    );
+    // The leader itself is never absent.
+    assert!(leader.is_quiescent_ignoring(|id| id == 1 || id == 3));
+}

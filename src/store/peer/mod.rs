@@ -6,6 +6,7 @@
 
 mod applied;
 mod destroy;
+mod hibernate;
 mod log_gc;
 mod propose;
 mod read;
@@ -33,6 +34,7 @@ use crate::region::{BusyReason, CommandKind, DroppedReason, RegionError, check_e
 use crate::storage::raft_log::RegionLog;
 use crate::{PeerId, RegionId};
 
+use hibernate::{Sleep, WakeCause};
 use read::ReadQueue;
 
 /// One region's replica on this store.
@@ -60,6 +62,8 @@ pub(crate) struct PeerFsm {
     installing: Option<snapshot::HeldInstall>,
     /// Whether the replica is alive or on its way out (see `destroy.rs`).
     life: Life,
+    /// Whether it ticks (see `hibernate.rs`).
+    sleep: Sleep,
 }
 
 /// A replica's life.
@@ -102,6 +106,7 @@ impl PeerFsm {
             next_write_id: 1,
             installing: None,
             life: Life::Alive,
+            sleep: Sleep::Awake { idle_ticks: 0 },
         }
     }
 
@@ -113,6 +118,9 @@ impl PeerFsm {
     pub(crate) fn handle(&mut self, msg: PeerMsg, ctx: &mut PollContext) {
         if self.life != Life::Alive {
             return self.handle_ending(msg, ctx);
+        }
+        if msg.needs_region_awake() {
+            self.wake(WakeCause::Other, ctx);
         }
         match msg {
             PeerMsg::Raft(m) => self.on_raft_message(*m, ctx),
@@ -138,6 +146,9 @@ impl PeerFsm {
             PeerMsg::Status(responder) => responder.respond(Ok(self.status())),
             PeerMsg::SnapshotStatus { to, status } => self.raw.report_snapshot(to.get(), status),
             PeerMsg::LogGc(pass) => self.on_log_gc(pass, ctx),
+            PeerMsg::StoreLiveness { store, liveness } => {
+                self.on_store_liveness(store, liveness, ctx);
+            }
         }
     }
 
@@ -147,12 +158,15 @@ impl PeerFsm {
         if self.life != Life::Alive {
             return;
         }
+        // A tick counted before the region fell asleep is dropped with it.
+        let ticks = if self.is_asleep() { 0 } else { ticks };
         for _ in 0..ticks {
             self.raw.tick();
         }
         self.propose_pending(ctx);
         self.handle_ready(ctx);
         self.request_snapshot(ctx);
+        self.maybe_sleep(ticks, ctx);
     }
 
     /// Whether the peer was removed and leaves the store.
@@ -179,11 +193,23 @@ impl PeerFsm {
         {
             return;
         }
-        let Some(message) = m.message else { return };
         if m.to_peer.is_none_or(|p| p.id != self.peer.id) {
             // For another replica of the region on this store (an older or newer one).
             tracing::debug!(region = m.region_id, "message for another peer id dropped");
             return;
+        }
+        if let (Some(h), Some(from)) = (m.hibernation, m.from_peer) {
+            return self.on_hibernation(from, h, ctx);
+        }
+        let Some(message) = m.message else { return };
+        let heartbeat = self.is_asleep() && self.is_idle_heartbeat(&message);
+        if !heartbeat {
+            let cause = if message.from == self.raw.raft().leader_id() {
+                WakeCause::Leader
+            } else {
+                WakeCause::Other
+            };
+            self.wake(cause, ctx);
         }
         // Remember where a peer the region's list does not name yet lives (a new peer's
         // first messages), as the message itself claims it, boundedly.
@@ -196,6 +222,9 @@ impl PeerFsm {
         }
         if let Err(e) = self.raw.step(message) {
             tracing::debug!(region = m.region_id, error = %e, "raft message refused");
+        }
+        if heartbeat {
+            self.wake_if_not_quiescent(ctx);
         }
     }
 
@@ -224,6 +253,7 @@ impl PeerFsm {
             commit_index: raft.hard_state().commit,
             applied_index: self.applied_index,
             first_index: self.log.first_index(),
+            hibernated: self.is_asleep(),
         }
     }
 

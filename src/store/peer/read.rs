@@ -35,6 +35,11 @@ pub(super) struct ReadQueue {
 }
 
 impl ReadQueue {
+    /// Whether no read waits.
+    pub(super) fn is_empty(&self) -> bool {
+        self.unconfirmed.is_empty() && self.confirmed.is_empty()
+    }
+
     pub(super) fn fail_all(&mut self, error: impl Fn() -> RegionError) {
         for (_, r) in self.unconfirmed.drain() {
             r.responder.fail(error());

@@ -11,7 +11,9 @@ use std::path::Path;
 
 use crate::proto::metapb::{Peer, Region};
 use crate::proto::raftpb::{Message, MessageType};
-use crate::proto::transportpb::{Heartbeat, RaftMessage, RaftMessageBatch};
+use crate::proto::transportpb::{
+    Heartbeat, Hibernation, HibernationSignal, RaftMessage, RaftMessageBatch,
+};
 use crate::{PeerId, RegionId, StoreId};
 
 pub use in_process::{BatchReceiver, Fault, FaultId, InProcessNetwork};
@@ -67,6 +69,7 @@ pub(crate) fn raft_message(
         start_key: region.start_key.clone(),
         end_key: region.end_key.clone(),
         is_tombstone: false,
+        hibernation: None,
     }
 }
 
@@ -130,6 +133,26 @@ impl Outbound {
         let mut m = raft_message(region, from, to, Message::default());
         m.message = None;
         m.is_tombstone = true;
+        self.batch_to(to).messages.push(m);
+    }
+
+    /// Adds a hibernation signal from `from` to `to` (it travels whole, like a tombstone).
+    pub fn push_signal(
+        &mut self,
+        region: &Region,
+        from: &Peer,
+        to: &Peer,
+        signal: HibernationSignal,
+        term: u64,
+        last_index: u64,
+    ) {
+        let mut m = raft_message(region, from, to, Message::default());
+        m.message = None;
+        m.hibernation = Some(Hibernation {
+            signal: signal as i32,
+            term,
+            last_index,
+        });
         self.batch_to(to).messages.push(m);
     }
 
@@ -264,6 +287,7 @@ pub fn unfold(batch: RaftMessageBatch) -> impl Iterator<Item = RaftMessage> {
         start_key: Vec::new(),
         end_key: Vec::new(),
         is_tombstone: false,
+        hibernation: None,
     };
     let heartbeats = batch
         .heartbeats

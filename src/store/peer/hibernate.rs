@@ -1,0 +1,207 @@
+//! Hibernation: an idle region stops ticking, so a store's timer costs what its active
+//! regions cost. The leader decides: once its core has been quiescent for
+//! `idle_ticks` ticks — everyone has everything, nothing pending, peers on stores known to
+//! be down disregarded as long as the rest form a quorum — it tells its followers to sleep
+//! and stops ticking. A follower sleeps if its log matches the leader's; otherwise it asks
+//! the leader to wake. Anything that needs the region (a request, a message from another
+//! replica) wakes it; a follower woken by anything but its leader asks the leader to wake
+//! too, so a sleeping leader never leaves a woken follower to time out and campaign.
+//!
+//! Store liveness covers the case no message would: the leader's store dying while the
+//! region sleeps. The store tells each region with a peer on a store that went down
+//! (rate-limited), and a follower whose leader lived there wakes, ticks and elects; when
+//! a store comes back, a sleeping leader with a peer there wakes to catch it up.
+
+use super::PeerFsm;
+use crate::StoreId;
+use crate::proto::metapb::Peer;
+use crate::proto::raftpb::{Message, MessageType};
+use crate::proto::transportpb::{Hibernation, HibernationSignal};
+use crate::store::context::PollContext;
+use crate::store::liveness::Liveness;
+
+/// Whether a replica ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sleep {
+    /// Ticking; a leader counts the ticks its core has been quiescent.
+    Awake { idle_ticks: u32 },
+    /// Not ticking until something wakes it.
+    Asleep,
+}
+
+/// What woke a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WakeCause {
+    /// A message from the leader: it is awake already.
+    Leader,
+    /// Anything else: a sleeping leader must be woken too.
+    Other,
+}
+
+impl PeerFsm {
+    /// Whether the replica sleeps (does not tick).
+    pub(crate) fn is_asleep(&self) -> bool {
+        self.sleep == Sleep::Asleep
+    }
+
+    /// Makes the replica tick again, if it slept.
+    pub(super) fn wake(&mut self, cause: WakeCause, ctx: &mut PollContext) {
+        // Awake, the quiescence check at each tick sees what the message changed.
+        if self.sleep != Sleep::Asleep {
+            return;
+        }
+        self.sleep = Sleep::Awake { idle_ticks: 0 };
+        self.raw.wake();
+        ctx.shared.ticker.start(self.region_id());
+        metrics::counter!("flotilla_store_region_wakes_total").increment(1);
+        if cause == WakeCause::Other
+            && !self.is_leader()
+            && let Some(leader) = self.leader()
+        {
+            self.signal(&leader, HibernationSignal::WakeUp, ctx);
+        }
+    }
+
+    /// A heartbeat between this term's leader and a follower, which a sleeping replica
+    /// steps without waking: the last round before the leader slept may arrive after.
+    pub(super) fn is_idle_heartbeat(&self, m: &Message) -> bool {
+        let raft = self.raw.raft();
+        m.term == raft.term()
+            && match MessageType::try_from(m.msg_type) {
+                Ok(MessageType::MsgHeartbeat) => m.from == raft.leader_id(),
+                Ok(MessageType::MsgHeartbeatResponse) => self.is_leader(),
+                _ => false,
+            }
+    }
+
+    /// After a sleeping leader stepped a heartbeat response: a follower it reveals behind
+    /// needs the leader awake.
+    pub(super) fn wake_if_not_quiescent(&mut self, ctx: &mut PollContext) {
+        if self.is_leader() && !self.is_quiescent(ctx) {
+            self.wake(WakeCause::Other, ctx);
+        }
+    }
+
+    /// The leader's quiescence, disregarding peers on stores known to be down.
+    fn is_quiescent(&self, ctx: &PollContext) -> bool {
+        let liveness = &ctx.shared.liveness;
+        self.proposals.is_empty()
+            && self.reads.is_empty()
+            && self.raw.is_quiescent_ignoring(|id| {
+                self.peer_by_id(id)
+                    .is_some_and(|p| liveness.is_down(StoreId(p.store_id)))
+            })
+    }
+
+    /// End of a round: a leader whose core has been quiescent long enough puts the region
+    /// to sleep. `ticks` are the ticks this round consumed.
+    pub(super) fn maybe_sleep(&mut self, ticks: u32, ctx: &mut PollContext) {
+        let Some(idle_after) = ctx.shared.cfg.hibernation.idle_ticks else {
+            return;
+        };
+        let Sleep::Awake { idle_ticks } = self.sleep else {
+            return;
+        };
+        if ticks == 0 || !self.is_leader() {
+            return;
+        }
+        if !self.is_quiescent(ctx) {
+            self.sleep = Sleep::Awake { idle_ticks: 0 };
+            return;
+        }
+        let idle_ticks = idle_ticks.saturating_add(ticks);
+        if idle_ticks < idle_after {
+            self.sleep = Sleep::Awake { idle_ticks };
+            return;
+        }
+        let followers: Vec<Peer> = self
+            .region
+            .peers
+            .iter()
+            .filter(|p| p.id != self.peer.id)
+            .copied()
+            .collect();
+        for p in &followers {
+            self.signal(p, HibernationSignal::Sleep, ctx);
+        }
+        self.fall_asleep(ctx);
+    }
+
+    fn fall_asleep(&mut self, ctx: &PollContext) {
+        self.sleep = Sleep::Asleep;
+        ctx.shared.ticker.stop(self.region_id());
+        metrics::counter!("flotilla_store_region_sleeps_total").increment(1);
+    }
+
+    /// A hibernation signal from another replica.
+    pub(super) fn on_hibernation(&mut self, from: Peer, h: Hibernation, ctx: &mut PollContext) {
+        let raft = self.raw.raft();
+        match HibernationSignal::try_from(h.signal) {
+            Ok(HibernationSignal::Sleep) => {
+                if h.term < raft.term() {
+                    // A deposed leader's: nothing to follow.
+                    return;
+                }
+                let in_step = !self.is_leader()
+                    && raft.leader_id() == from.id
+                    && h.term == raft.term()
+                    && raft.log().last_index() == h.last_index
+                    && raft.log().committed() == h.last_index
+                    && self.raw.is_quiescent();
+                if in_step {
+                    if self.sleep != Sleep::Asleep {
+                        self.fall_asleep(ctx);
+                    }
+                } else {
+                    // Behind, or not following it yet: the leader must keep talking.
+                    self.wake(WakeCause::Leader, ctx);
+                    self.signal(&from, HibernationSignal::WakeUp, ctx);
+                }
+            }
+            Ok(HibernationSignal::WakeUp) => self.wake(WakeCause::Leader, ctx),
+            Ok(HibernationSignal::HibernationNone) | Err(_) => {}
+        }
+    }
+
+    /// A store with a peer of the region went down or came back.
+    pub(super) fn on_store_liveness(
+        &mut self,
+        store: StoreId,
+        liveness: Liveness,
+        ctx: &mut PollContext,
+    ) {
+        match liveness {
+            // The leader's store fell silent: wake and elect if it is really gone (and
+            // ask it to wake in case only this store lost it).
+            Liveness::Down => {
+                if !self.is_leader() && self.leader().is_some_and(|l| l.store_id == store.get()) {
+                    self.wake(WakeCause::Other, ctx);
+                }
+            }
+            // A follower there may have missed entries while it was disregarded.
+            Liveness::Live => {
+                if self.is_leader()
+                    && self
+                        .region
+                        .peers
+                        .iter()
+                        .any(|p| p.store_id == store.get() && p.id != self.peer.id)
+                {
+                    self.wake(WakeCause::Other, ctx);
+                }
+            }
+        }
+    }
+
+    fn signal(&mut self, to: &Peer, signal: HibernationSignal, ctx: &mut PollContext) {
+        let raft = self.raw.raft();
+        ctx.outbound.push_signal(
+            &self.region,
+            &self.peer,
+            to,
+            signal,
+            raft.term(),
+            raft.log().last_index(),
+        );
+    }
+}
