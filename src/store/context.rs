@@ -15,6 +15,7 @@ use super::fail_stop::FailStop;
 use super::flow::Flow;
 use super::liveness::StoreLiveness;
 use super::meta::StoreMeta;
+use super::observer::ApplyObserver;
 use super::peer::PeerFsm;
 use super::snapshot_worker::{SnapshotDirs, SnapshotTask};
 use super::store_fsm::StoreFsm;
@@ -83,6 +84,7 @@ pub(crate) struct StoreShared {
     pub snapshot_tasks: Sender<SnapshotTask>,
     pub flow: Flow,
     pub liveness: Arc<StoreLiveness>,
+    pub observers: Vec<Arc<dyn ApplyObserver>>,
 }
 
 impl StoreShared {

@@ -21,7 +21,10 @@
 //!   store falls silent, a bounded number per tick.
 //! - `Clock`: where the runtime's time comes from (`ManualClock` for tests and simulation).
 //!
-//! Being built: apply observers, metrics (see the README's status table).
+//! - `ApplyObserver`: what an embedder registers at open to see every applied command and
+//!   admin change, in log order.
+//!
+//! Being built: metrics (see the README's status table).
 
 pub mod apply;
 pub mod batch;
@@ -35,6 +38,7 @@ mod flow;
 mod liveness;
 mod meta;
 mod msg;
+mod observer;
 mod peer;
 mod raft_poller;
 mod request;
@@ -56,6 +60,7 @@ pub use flow::{Charge, FlowLimits, Gauge};
 pub use liveness::Liveness;
 pub use meta::StoreMeta;
 pub use msg::Command;
+pub use observer::{AppliedChange, ApplyEvent, ApplyObserver};
 pub use request::{
     ChangePeersResponse, PeerChange, ReadRequest, ReadResponse, RegionStatus, ScanOrder,
     SplitResponse, WriteResponse,

@@ -24,6 +24,7 @@ use super::flow::Flow;
 use super::liveness::Liveness;
 use super::meta::StoreMeta;
 use super::msg::{Command, PeerMsg, StoreMsg};
+use super::observer::ApplyObserver;
 use super::peer::PeerFsm;
 use super::raft_poller::{RaftPoller, RouterNotifier, StoreReceiver};
 use super::request::{
@@ -122,6 +123,19 @@ impl Store {
         transport: Arc<dyn Transport>,
         mode: RunMode,
     ) -> Result<Store, StoreError> {
+        Store::open_observed(config, engines, transport, mode, Vec::new())
+    }
+
+    /// `open`, with apply observers: each sees every command and admin change the store's
+    /// regions apply from the start (the entries replayed at open included), each region's
+    /// in log order (see `ApplyObserver`).
+    pub fn open_observed(
+        config: StoreConfig,
+        engines: Engines,
+        transport: Arc<dyn Transport>,
+        mode: RunMode,
+        observers: Vec<Arc<dyn ApplyObserver>>,
+    ) -> Result<Store, StoreError> {
         let raft_system: RaftSystem =
             BatchSystem::new(Box::new(StoreFsm::default()), config.raft_pollers.clone());
         let apply_system: ApplySystem =
@@ -155,6 +169,7 @@ impl Store {
             snapshot_tasks: snapshot_tx,
             flow: Flow::new(config.flow.clone()),
             liveness: Arc::default(),
+            observers,
         });
         load_regions(&shared)?;
         let writer = WalWriter::new(

@@ -18,8 +18,8 @@ use flotilla::storage::mem_kv::MemKvEngine;
 use flotilla::storage::mem_log::MemRaftLog;
 use flotilla::storage::raft_log::{LogError, LogSpan, LogWriteBatch, RaftLogStore};
 use flotilla::store::{
-    Engines, InProcessNetwork, ReadRequest, ReadResponse, RegionStatus, Response, RunMode, Store,
-    StoreConfig, WriteResponse, bootstrap_region,
+    ApplyObserver, Engines, InProcessNetwork, ReadRequest, ReadResponse, RegionStatus, Response,
+    RunMode, Store, StoreConfig, WriteResponse, bootstrap_region,
 };
 use flotilla::{RegionId, StoreId};
 
@@ -33,6 +33,8 @@ pub struct Node {
     pub log: Arc<MemRaftLog>,
     /// Stalls the raft log's writes while closed (a stalled disk).
     pub disk: Arc<DiskGate>,
+    /// Registered with the store each time it opens.
+    pub observers: Vec<Arc<dyn ApplyObserver>>,
     /// Snapshot files (the engines are in memory; snapshots are files all the same).
     pub dir: tempfile::TempDir,
 }
@@ -45,6 +47,7 @@ impl Node {
             kv: Arc::new(MemKvEngine::new()),
             log: Arc::new(MemRaftLog::new()),
             disk: Arc::default(),
+            observers: Vec::new(),
             dir: tempfile::tempdir().expect("snapshot dir"),
         }
     }
@@ -127,6 +130,16 @@ impl Cluster {
         spare: u64,
         config: impl Fn(StoreId) -> StoreConfig + 'static,
     ) -> Cluster {
+        Cluster::start_observed(voters, spare, config, |_| Vec::new())
+    }
+
+    /// `start_spare`, each store opened with the apply observers `observers` gives it.
+    pub fn start_observed(
+        voters: u64,
+        spare: u64,
+        config: impl Fn(StoreId) -> StoreConfig + 'static,
+        observers: impl Fn(StoreId) -> Vec<Arc<dyn ApplyObserver>>,
+    ) -> Cluster {
         let mut c = Cluster {
             net: InProcessNetwork::new(voters + spare),
             nodes: Vec::new(),
@@ -134,7 +147,8 @@ impl Cluster {
         };
         let region = first_region(voters);
         for s in 1..=voters + spare {
-            let node = Node::new();
+            let mut node = Node::new();
+            node.observers = observers(StoreId(s));
             if s <= voters {
                 bootstrap_region(&engines(&node), &region).expect("bootstrap");
             }
@@ -150,11 +164,12 @@ impl Cluster {
     pub fn restart(&mut self, store: StoreId) {
         let cfg = (self.config)(store);
         let node = &mut self.nodes[store.get() as usize - 1];
-        let s = Store::open(
+        let s = Store::open_observed(
             cfg,
             engines(node),
             Arc::new(self.net.clone()),
             RunMode::Threads,
+            node.observers.clone(),
         )
         .expect("open store");
         self.net.register(store, s.receiver());

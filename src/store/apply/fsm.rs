@@ -42,6 +42,7 @@ use crate::store::engines::StoreKv;
 use crate::store::msg::{
     ApplyMsg, ApplyResult, ApplyTask, PeerMsg, Proposal, ProposalResponder, RegionChange,
 };
+use crate::store::observer::{AppliedChange, ApplyEvent};
 use crate::store::request::{ChangePeersResponse, SplitResponse, WriteResponse};
 use crate::store::responder::{RegionResult, Responder};
 use crate::store::snapshot_worker::SnapshotTask;
@@ -192,6 +193,8 @@ pub(crate) struct ApplyPoller {
     overlay: Overlay,
     answers: Vec<Answer>,
     results: Vec<(crate::RegionId, ApplyResult)>,
+    /// Events for the apply observers, sent once the batch holding them is written.
+    events: Vec<ApplyEvent>,
     /// The batch's end must make the engine durable before the peers hear of it (a log
     /// truncation is recorded in this batch).
     persist: bool,
@@ -207,6 +210,7 @@ impl ApplyPoller {
             overlay: Overlay::default(),
             answers: Vec::new(),
             results: Vec::new(),
+            events: Vec::new(),
             persist: false,
         }
     }
@@ -222,10 +226,37 @@ impl ApplyPoller {
             }
         }
         self.overlay.clear();
+        self.notify_observers();
         for answer in self.answers.drain(..) {
             answer.send();
         }
         Ok(())
+    }
+
+    /// Records an event for the observers (none: nothing is kept).
+    fn observe(
+        &mut self,
+        fsm: &ApplyFsm,
+        (index, term): (u64, u64),
+        change: impl FnOnce() -> AppliedChange,
+    ) {
+        if !self.shared.observers.is_empty() {
+            self.events.push(ApplyEvent {
+                region: fsm.region.region_id(),
+                index,
+                term,
+                change: change(),
+            });
+        }
+    }
+
+    /// Hands the events recorded so far — all in the engine now — to the observers.
+    fn notify_observers(&mut self) {
+        for event in self.events.drain(..) {
+            for observer in &self.shared.observers {
+                observer.on_apply(&event);
+            }
+        }
     }
 
     /// Writes the batch with `fsm`'s apply state in it: what it applied so far becomes
@@ -239,6 +270,7 @@ impl ApplyPoller {
         self.shared.fail_stop.trip(reason);
         self.answers.clear();
         self.results.clear();
+        self.events.clear();
         self.batch = KvWriteBatch::default();
         self.overlay.clear();
         Stopped
@@ -298,10 +330,10 @@ impl ApplyPoller {
         };
         match command.body {
             Some(raft_command::Body::Write(write)) => {
-                self.apply_write(fsm, entry.index, command.epoch.as_ref(), &write, proposal)
+                self.apply_write(fsm, entry, command.epoch.as_ref(), &write, proposal)
             }
             Some(raft_command::Body::Split(split)) => {
-                self.apply_split(fsm, command.epoch.as_ref(), &split, proposal)
+                self.apply_split(fsm, entry, command.epoch.as_ref(), &split, proposal)
             }
             None => {
                 self.answer_error(proposal, invalid("a command with no body"));
@@ -325,7 +357,7 @@ impl ApplyPoller {
     fn apply_write(
         &mut self,
         fsm: &mut ApplyFsm,
-        index: u64,
+        entry: &Entry,
         epoch: Option<&RegionEpoch>,
         write: &WriteCommand,
         proposal: Option<ProposalResponder>,
@@ -340,6 +372,7 @@ impl ApplyPoller {
             self.answer_error(proposal, e);
             return Ok(());
         }
+        let index = entry.index;
         // After a crash in the middle of this entry, resume after the operations done.
         let mut from = match fsm.partial.take() {
             Some((i, done)) if i == index => usize::try_from(done).unwrap_or(usize::MAX),
@@ -396,6 +429,10 @@ impl ApplyPoller {
             }
         }
         fsm.partial = None;
+        self.observe(fsm, (index, entry.term), || AppliedChange::Write {
+            command: write.clone(),
+            outcomes: outcomes.clone(),
+        });
         self.answer_applied(proposal, Applied::Write(WriteResponse { index, outcomes }));
         Ok(())
     }
@@ -403,6 +440,7 @@ impl ApplyPoller {
     fn apply_split(
         &mut self,
         fsm: &mut ApplyFsm,
+        entry: &Entry,
         epoch: Option<&RegionEpoch>,
         split: &SplitCommand,
         proposal: Option<ProposalResponder>,
@@ -453,6 +491,9 @@ impl ApplyPoller {
             region: fsm.region.clone(),
             created,
         });
+        self.observe(fsm, (entry.index, entry.term), || AppliedChange::Split {
+            regions: regions.clone(),
+        });
         self.answer_applied(proposal, Applied::Split(SplitResponse { regions }));
         Ok(())
     }
@@ -486,6 +527,11 @@ impl ApplyPoller {
         fsm.changes.push(RegionChange::ConfChange {
             region: region.clone(),
             entry: entry.clone(),
+        });
+        self.observe(fsm, (entry.index, entry.term), || {
+            AppliedChange::ChangePeers {
+                region: region.clone(),
+            }
         });
         self.answer_applied(
             proposal,
@@ -549,6 +595,12 @@ impl ApplyPoller {
         fsm.applied = (summary.index, summary.term);
         fsm.truncated = fsm.applied;
         fsm.partial = None;
+        self.observe(fsm, (summary.index, summary.term), || {
+            AppliedChange::SnapshotInstalled {
+                region: region.clone(),
+            }
+        });
+        self.notify_observers();
         fsm.changes.push(RegionChange::SnapshotInstalled { region });
         Ok(())
     }
@@ -586,10 +638,16 @@ impl ApplyPoller {
         if let Err(e) = cleared {
             return Err(self.fail(format!("destroying region {id}: {e}")));
         }
-        let mut meta = self.shared.meta.lock();
-        if meta.region(id).is_some() {
-            meta.remove(id);
+        {
+            let mut meta = self.shared.meta.lock();
+            if meta.region(id).is_some() {
+                meta.remove(id);
+            }
         }
+        self.observe(fsm, fsm.applied, || AppliedChange::Destroyed {
+            region: fsm.region.clone(),
+        });
+        self.notify_observers();
         Ok(())
     }
 
