@@ -99,7 +99,8 @@ fn idle_regions_sleep_everywhere_and_a_request_wakes_only_its_region() {
     }
     c.wait_applied_everywhere(&key(4), Some(b"v"));
     wait_all_asleep(&c);
-    // So does a read, which is linearizable after the sleep (no lease outlives it).
+    // So does a read (served by a read-index round: waking voids the lease; the partition
+    // test below shows a cut-off old leader serves nothing).
     match c.must_read(
         regions[4],
         ReadRequest::Get {
@@ -195,6 +196,23 @@ fn sleeping_regions_elect_on_the_majority_side_of_a_partition() {
         answer(c.store(cut_off).region_status(regions[2])).is_ok_and(|st| st.role != Role::Leader)
     });
     wait_all_asleep(&c);
+}
+
+/// A sleeping leader whose followers' stores both go down has no quorum left: told of
+/// the stores going down, it wakes, and check-quorum deposes it — it does not go on
+/// claiming leadership in its sleep.
+#[test]
+fn a_sleeping_leader_left_without_a_quorum_steps_down() {
+    let mut c = Cluster::start(3);
+    c.must_put(FIRST_REGION, b"k", b"v");
+    wait_all_asleep(&c);
+    let leader = c.leader_store(FIRST_REGION);
+    for s in (1..=3).map(StoreId).filter(|&s| s != leader) {
+        c.stop(s);
+    }
+    wait_until("the lone leader steps down", || {
+        answer(c.store(leader).region_status(FIRST_REGION)).is_ok_and(|st| st.role != Role::Leader)
+    });
 }
 
 /// A follower whose disk stalls is alive (its store answers pings) but behind: its

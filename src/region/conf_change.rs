@@ -80,6 +80,9 @@ pub fn change_peers(
                 "the change adds peer {id} without naming its store"
             ))
         })?;
+        // Against the region before the change too: a store whose peer this change removes
+        // still holds it until that peer learns it (one region id, one peer per store).
+        check_new_peer(region, peer)?;
         check_new_peer(&out, peer)?;
         out.peers.push(Peer {
             role: role as i32,
@@ -365,6 +368,18 @@ mod tests {
             ..Default::default()
         };
         assert!(refused(twice, ctx(vec![])), "one peer named twice");
+        let swap_on_one_store = ConfChangeV2 {
+            changes: [
+                cc(ConfChangeType::RemoveNode, 2).changes,
+                cc(ConfChangeType::AddNode, 3).changes,
+            ]
+            .concat(),
+            ..Default::default()
+        };
+        assert!(
+            refused(swap_on_one_store, ctx(vec![peer(3, 2, PeerRole::Voter)])),
+            "a new peer on the store of a peer the same change removes"
+        );
         let learners_only = ConfChangeV2 {
             changes: [
                 cc(ConfChangeType::AddLearnerNode, 3).changes,

@@ -94,6 +94,24 @@ pub enum RegionError {
     },
 }
 
+impl RegionError {
+    /// A short name of the error's kind, for metrics labels and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RegionError::NotLeader { .. } => "not_leader",
+            RegionError::RegionNotFound { .. } => "region_not_found",
+            RegionError::EpochNotMatch { .. } => "epoch_not_match",
+            RegionError::KeyNotInRegion { .. } => "key_not_in_region",
+            RegionError::ServerIsBusy { .. } => "server_is_busy",
+            RegionError::StaleCommand { .. } => "stale_command",
+            RegionError::ProposalDropped { .. } => "proposal_dropped",
+            RegionError::StoreNotMatch { .. } => "store_not_match",
+            RegionError::InvalidRequest { .. } => "invalid_request",
+            RegionError::EntryTooLarge { .. } => "entry_too_large",
+        }
+    }
+}
+
 /// What is full when a store answers `ServerIsBusy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum BusyReason {

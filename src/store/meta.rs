@@ -21,6 +21,9 @@ pub struct StoreMeta {
     by_start: BTreeMap<Vec<u8>, RegionId>,
     /// How many peers of the regions live on each store (this one included).
     peers_by_store: HashMap<StoreId, usize>,
+    /// The store of each region's leader as this store's replica knows it (liveness
+    /// changes go to the regions they concern).
+    leaders: HashMap<RegionId, StoreId>,
 }
 
 impl StoreMeta {
@@ -41,6 +44,7 @@ impl StoreMeta {
 
     /// Forgets the region (destroyed, or merged away).
     pub fn remove(&mut self, id: RegionId) -> Option<Region> {
+        self.leaders.remove(&id);
         let old = self.regions.remove(&id)?;
         if self.by_start.get(&old.start_key) == Some(&id) {
             self.by_start.remove(&old.start_key);
@@ -71,10 +75,39 @@ impl StoreMeta {
         self.peers_by_store.keys().copied()
     }
 
-    /// The regions with a peer on `store`.
-    pub fn regions_with_peer_on(&self, store: StoreId) -> Vec<RegionId> {
-        self.regions
-            .values()
+    /// Records where `region`'s leader is, as this store's replica knows it (`None`:
+    /// unknown).
+    pub fn set_leader(&mut self, region: RegionId, leader: Option<StoreId>) {
+        match leader {
+            Some(store) => self.leaders.insert(region, store),
+            None => self.leaders.remove(&region),
+        };
+    }
+
+    /// The regions a peer store going down concerns: those it leads (their replicas here
+    /// must elect), and those this store leads with a peer there (a leader left without
+    /// a quorum must notice). `here` is this store.
+    pub fn regions_led_by_or_led_here_with_a_peer_on(
+        &self,
+        store: StoreId,
+        here: StoreId,
+    ) -> Vec<RegionId> {
+        let mut out: Vec<RegionId> = self
+            .leaders
+            .iter()
+            .filter(|&(_, &leader)| leader == store)
+            .map(|(&r, _)| r)
+            .collect();
+        out.extend(self.led_here_with_a_peer_on(store, here));
+        out
+    }
+
+    /// The regions this store (`here`) leads that have a peer on `store`.
+    pub fn led_here_with_a_peer_on(&self, store: StoreId, here: StoreId) -> Vec<RegionId> {
+        self.leaders
+            .iter()
+            .filter(|&(_, &leader)| leader == here)
+            .filter_map(|(r, _)| self.regions.get(r))
             .filter(|r| r.peers.iter().any(|p| p.store_id == store.get()))
             .map(|r| r.region_id())
             .collect()
@@ -234,14 +267,31 @@ mod tests {
         m.set(with_peers(1, &[1, 2, 3]));
         m.set(with_peers(2, &[1, 4]));
         assert_eq!(stores(&m), vec![1, 2, 3, 4]);
-        assert_eq!(m.regions_with_peer_on(StoreId(4)), vec![RegionId(2)]);
+        // Region 1 is led here (store 1), region 2 from store 4.
+        m.set_leader(RegionId(1), Some(StoreId(1)));
+        m.set_leader(RegionId(2), Some(StoreId(4)));
+        let here = StoreId(1);
+        assert_eq!(
+            m.regions_led_by_or_led_here_with_a_peer_on(StoreId(4), here),
+            vec![RegionId(2)]
+        );
+        assert_eq!(
+            m.regions_led_by_or_led_here_with_a_peer_on(StoreId(2), here),
+            vec![RegionId(1)]
+        );
+        assert_eq!(
+            m.led_here_with_a_peer_on(StoreId(3), here),
+            vec![RegionId(1)]
+        );
         // A membership change moves region 1's peer from store 3 to store 4.
         m.set(with_peers(1, &[1, 2, 4]));
         assert_eq!(stores(&m), vec![1, 2, 4]);
-        let mut on4 = m.regions_with_peer_on(StoreId(4));
+        assert!(m.led_here_with_a_peer_on(StoreId(3), here).is_empty());
+        let mut on4 = m.regions_led_by_or_led_here_with_a_peer_on(StoreId(4), here);
         on4.sort_unstable();
         assert_eq!(on4, vec![RegionId(1), RegionId(2)]);
         m.remove(RegionId(2));
+        assert!(m.regions_led_by_or_led_here_with_a_peer_on(StoreId(4), here) == vec![RegionId(1)]);
         assert_eq!(stores(&m), vec![1, 2, 4]);
         m.remove(RegionId(1));
         assert_eq!(stores(&m), Vec::<u64>::new());

@@ -65,11 +65,11 @@ pub use request::{
     ChangePeersResponse, PeerChange, ReadRequest, ReadResponse, RegionStatus, ScanOrder,
     SplitResponse, WriteResponse,
 };
-pub use responder::{RegionResult, Responder, Response, response_channel};
+pub use responder::{RegionResult, RequestKind, Responder, Response, response_channel};
 pub use runtime::{RunMode, Store, StoreError};
 pub use ticker::{TickReport, Ticker};
 pub use transport::{
-    BatchReceiver, Fault, FaultId, FlushReport, InProcessNetwork, Outbound, Transport,
+    BatchReceiver, Fault, FaultId, FlushReport, Hurry, InProcessNetwork, Outbound, Transport,
     TransportError, unfold,
 };
 pub use wal_writer::{

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::batch::{Handled, Inbox, PollHandler, Polled, SendError};
 use super::context::{PollContext, RaftRouter};
@@ -12,7 +13,7 @@ use super::liveness::StoreLiveness;
 use super::msg::{PeerMsg, StoreMsg};
 use super::peer::PeerFsm;
 use super::store_fsm::StoreFsm;
-use super::transport::{BatchReceiver, unfold};
+use super::transport::{BatchReceiver, Direction, count_traffic, unfold};
 use super::wal_writer::{Persisted, WriteNotifier};
 use crate::proto::transportpb::{RaftMessage, RaftMessageBatch};
 use crate::storage::snapshot;
@@ -21,16 +22,44 @@ use crate::{PeerId, RegionId, StoreId};
 /// The raft pollers' handler.
 pub(crate) struct RaftPoller {
     ctx: PollContext,
+    /// When the batch being handled began (for its duration's metric).
+    began: Instant,
+    /// Plain heartbeats are held up to this long for the rounds behind, so one batch per
+    /// store carries every region's (zero: they go when the poller pauses).
+    hold: Duration,
+    /// Since when heartbeats are held.
+    held_since: Option<Instant>,
 }
 
 impl RaftPoller {
-    pub(crate) fn new(ctx: PollContext) -> Self {
-        RaftPoller { ctx }
+    pub(crate) fn new(ctx: PollContext, hold: Duration) -> Self {
+        RaftPoller {
+            ctx,
+            began: Instant::now(),
+            hold,
+            held_since: None,
+        }
+    }
+
+    fn flush_outbound(&mut self) {
+        self.held_since = None;
+        let ctx = &mut self.ctx;
+        let report = ctx.outbound.flush(ctx.shared.transport.as_ref());
+        for (region, peer) in report.unreachable {
+            let _ = ctx
+                .shared
+                .raft_router
+                .force_send(region, PeerMsg::Unreachable(peer));
+        }
     }
 }
 
 impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
-    fn begin(&mut self, _batch_len: usize) {}
+    fn begin(&mut self, batch_len: usize) {
+        self.began = Instant::now();
+        metrics::histogram!("flotilla_store_poll_batch_fsms", "pool" => "raft")
+            .record(batch_len as f64);
+    }
 
     fn handle_control(&mut self, fsm: &mut StoreFsm, inbox: &mut Inbox<'_, StoreMsg>) -> Handled {
         while let Some(msg) = inbox.next_message() {
@@ -44,6 +73,8 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
     }
 
     fn handle_normal(&mut self, fsm: &mut PeerFsm, inbox: &mut Inbox<'_, PeerMsg>) -> Handled {
+        metrics::histogram!("flotilla_store_mailbox_depth", "pool" => "raft")
+            .record(inbox.queued() as f64);
         if self.ctx.shared.fail_stop.is_tripped() {
             // The store is stopping: nothing more is proposed, written or sent; what waits
             // is answered, and the FSM rests with an empty inbox (no spinning).
@@ -72,22 +103,36 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
     }
 
     fn end(&mut self, _batch: &mut [Polled<PeerFsm>]) {
-        let ctx = &mut self.ctx;
-        if !ctx.outbound.is_empty() {
-            let report = ctx.outbound.flush(ctx.shared.transport.as_ref());
-            for (region, peer) in report.unreachable {
-                let _ = ctx
-                    .shared
-                    .raft_router
-                    .force_send(region, PeerMsg::Unreachable(peer));
-            }
+        // Plain heartbeats wait for the batches behind this one (see `pause`), so that
+        // one batch per store carries every region's.
+        if self.ctx.outbound.is_urgent() {
+            self.flush_outbound();
+        } else if !self.ctx.outbound.is_empty() && self.held_since.is_none() {
+            self.held_since = Some(Instant::now());
         }
+        let ctx = &mut self.ctx;
         for task in ctx.writes.drain(..) {
             // The writer is gone only when the store stops; the task's acks go with it.
             if ctx.wal.send(task).is_err() {
                 break;
             }
         }
+        metrics::histogram!("flotilla_store_poll_duration_seconds", "pool" => "raft")
+            .record(self.began.elapsed().as_secs_f64());
+    }
+
+    fn pause(&mut self) {
+        let due = self
+            .held_since
+            .is_none_or(|since| since.elapsed() >= self.hold);
+        if !self.ctx.outbound.is_empty() && due {
+            self.flush_outbound();
+        }
+    }
+
+    fn max_wait(&self) -> Option<Duration> {
+        self.held_since
+            .map(|since| self.hold.saturating_sub(since.elapsed()))
     }
 }
 
@@ -164,6 +209,12 @@ impl StoreReceiver {
 impl BatchReceiver for StoreReceiver {
     fn receive(&self, batch: RaftMessageBatch) {
         self.heard(batch.from_store);
+        count_traffic(
+            Direction::Received,
+            1,
+            batch.messages.len(),
+            batch.heartbeats.len() + batch.heartbeat_responses.len(),
+        );
         for m in unfold(batch) {
             self.route(m);
         }

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use super::apply::eval::OpOutcome;
+use super::responder::RequestKind;
 use crate::proto::metapb::{Peer, Region};
 use crate::proto::raftpb::ConfChangeType;
 use crate::raft::Role;
@@ -131,4 +132,29 @@ impl PeerChange {
 pub struct ChangePeersResponse {
     /// The region after the change.
     pub region: Region,
+}
+
+impl RequestKind for WriteResponse {
+    const NAME: &'static str = "write";
+}
+
+impl RequestKind for ReadResponse {
+    const NAME: &'static str = "read";
+}
+
+impl RequestKind for SplitResponse {
+    const NAME: &'static str = "split";
+}
+
+impl RequestKind for ChangePeersResponse {
+    const NAME: &'static str = "change_peers";
+}
+
+impl RequestKind for RegionStatus {
+    const NAME: &'static str = "status";
+}
+
+/// A leader transfer answers nothing but whether it started.
+impl RequestKind for () {
+    const NAME: &'static str = "transfer_leader";
 }

@@ -20,6 +20,15 @@ pub type RegionResult<T> = Result<T, RegionError>;
 pub struct Responder<T> {
     sender: Option<oneshot::Sender<RegionResult<T>>>,
     region: RegionId,
+    /// The request's kind, counted with its outcome when answered.
+    kind: &'static str,
+}
+
+/// What a request answers with names the request, for the answer's metric
+/// (`flotilla_store_requests_total{request, outcome}`).
+pub trait RequestKind {
+    /// The request's name.
+    const NAME: &'static str;
 }
 
 /// The caller's end: resolves to the answer.
@@ -30,12 +39,13 @@ pub struct Response<T> {
 }
 
 /// A responder and the response it answers, for a request to `region`.
-pub fn response_channel<T>(region: RegionId) -> (Responder<T>, Response<T>) {
+pub fn response_channel<T: RequestKind>(region: RegionId) -> (Responder<T>, Response<T>) {
     let (sender, receiver) = oneshot::channel();
     (
         Responder {
             sender: Some(sender),
             region,
+            kind: T::NAME,
         },
         Response { receiver, region },
     )
@@ -45,6 +55,7 @@ impl<T> Responder<T> {
     /// Answers the request. A caller that went away is not an error: the answer is dropped.
     pub fn respond(mut self, result: RegionResult<T>) {
         if let Some(sender) = self.sender.take() {
+            count(self.kind, &result);
             let _ = sender.send(result);
         }
     }
@@ -69,9 +80,20 @@ impl<T> Responder<T> {
 impl<T> Drop for Responder<T> {
     fn drop(&mut self) {
         if let Some(sender) = self.sender.take() {
-            let _ = sender.send(Err(unanswered(self.region)));
+            let result = Err(unanswered(self.region));
+            count(self.kind, &result);
+            let _ = sender.send(result);
         }
     }
+}
+
+fn count<T>(kind: &'static str, result: &RegionResult<T>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) => e.kind(),
+    };
+    metrics::counter!("flotilla_store_requests_total", "request" => kind, "outcome" => outcome)
+        .increment(1);
 }
 
 fn unanswered(region: RegionId) -> RegionError {
@@ -130,6 +152,10 @@ impl<T> Future for Response<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl RequestKind for u32 {
+        const NAME: &'static str = "test";
+    }
 
     #[test]
     fn an_answer_reaches_the_caller_once() {

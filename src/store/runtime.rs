@@ -31,7 +31,7 @@ use super::request::{
     ChangePeersResponse, PeerChange, ReadRequest, ReadResponse, RegionStatus, SplitResponse,
     WriteResponse,
 };
-use super::responder::{Responder, Response, response_channel};
+use super::responder::{RequestKind, Responder, Response, response_channel};
 use super::snapshot_worker::{SnapshotDirs, SnapshotWork, SnapshotWorker};
 use super::store_fsm::StoreFsm;
 use super::ticker::Ticker;
@@ -190,7 +190,13 @@ impl Store {
                 },
             )
         };
-        let raft_poller = |_| RaftPoller::new(PollContext::new(shared.clone(), wal_tx.clone()));
+        // Stepped, nothing waits on the wall clock: held heartbeats go at each pause.
+        let hold = match mode {
+            RunMode::Stepped => Duration::ZERO,
+            RunMode::Threads => config.raft.heartbeat_hold,
+        };
+        let raft_poller =
+            |_| RaftPoller::new(PollContext::new(shared.clone(), wal_tx.clone()), hold);
         let snapshot_worker = SnapshotWorker::new(
             snapshot_rx,
             snapshot_dirs,
@@ -366,7 +372,7 @@ impl Store {
     }
 
     /// Sends a command built around its responder; returns the response.
-    fn propose_command<T>(
+    fn propose_command<T: RequestKind>(
         &self,
         region: RegionId,
         epoch: RegionEpoch,

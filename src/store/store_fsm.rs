@@ -25,8 +25,12 @@ use crate::{RegionId, StoreId};
 pub(crate) struct StoreFsm {
     /// Store timer ticks so far.
     ticks: u64,
-    /// Regions to tell of a peer store's liveness change, a bounded number per tick.
-    wakes: VecDeque<(RegionId, StoreId, Liveness)>,
+    /// Regions to tell that a peer store went down, then those to tell that one came
+    /// back: a bounded number per tick, the down ones first (they elect).
+    down: VecDeque<(RegionId, StoreId)>,
+    back: VecDeque<(RegionId, StoreId)>,
+    /// Peer stores counted live and down in `flotilla_store_peer_stores{state}`.
+    published: (usize, usize),
 }
 
 impl Fsm for StoreFsm {
@@ -72,6 +76,7 @@ impl StoreFsm {
         let shared = &ctx.shared;
         let cfg = &shared.cfg.hibernation;
         self.ticks += 1;
+        metrics::counter!("flotilla_store_ticks_total").increment(1);
         let watched: Vec<StoreId> = shared
             .meta
             .lock()
@@ -96,25 +101,65 @@ impl StoreFsm {
                 });
             }
         }
-        let n = self.wakes.len().min(cfg.max_wakes_per_tick.max(1));
-        for (region, store, liveness) in self.wakes.drain(..n) {
-            let _ = shared
-                .raft_router
-                .force_send(region, PeerMsg::StoreLiveness { store, liveness });
+        let mut budget = cfg.max_wakes_per_tick.max(1);
+        for (queue, liveness) in [
+            (&mut self.down, Liveness::Down),
+            (&mut self.back, Liveness::Live),
+        ] {
+            let n = queue.len().min(budget);
+            budget -= n;
+            for (region, store) in queue.drain(..n) {
+                let _ = shared
+                    .raft_router
+                    .force_send(region, PeerMsg::StoreLiveness { store, liveness });
+            }
         }
-        let down = shared
-            .liveness
-            .snapshot()
-            .iter()
-            .filter(|(_, l)| *l == Liveness::Down)
-            .count();
-        metrics::gauge!("flotilla_store_peer_stores_down").set(down as f64);
+        self.publish_liveness(ctx);
     }
 
+    /// Moves this store's counts in `flotilla_store_peer_stores{state}` (a process's
+    /// gauges add up the stores it runs).
+    fn publish_liveness(&mut self, ctx: &PollContext) {
+        let all = ctx.shared.liveness.snapshot();
+        let down = all.iter().filter(|(_, l)| *l == Liveness::Down).count();
+        let now = (all.len() - down, down);
+        let (live_before, down_before) = std::mem::replace(&mut self.published, now);
+        let gauge = |state: &'static str, before: usize, after: usize| {
+            metrics::gauge!("flotilla_store_peer_stores", "state" => state)
+                .increment(after as f64 - before as f64);
+        };
+        gauge("live", live_before, now.0);
+        gauge("down", down_before, now.1);
+    }
+
+    /// Queues the regions a liveness change of `store` concerns; what was queued for its
+    /// opposite change and not yet told is stale and goes.
     fn queue_wakes(&mut self, store: StoreId, liveness: Liveness, ctx: &PollContext) {
-        let regions = ctx.shared.meta.lock().regions_with_peer_on(store);
-        self.wakes
-            .extend(regions.into_iter().map(|r| (r, store, liveness)));
+        let here = ctx.shared.store_id;
+        let meta = ctx.shared.meta.lock();
+        let (queue, stale, regions) = match liveness {
+            Liveness::Down => (
+                &mut self.down,
+                &mut self.back,
+                meta.regions_led_by_or_led_here_with_a_peer_on(store, here),
+            ),
+            Liveness::Live => (
+                &mut self.back,
+                &mut self.down,
+                meta.led_here_with_a_peer_on(store, here),
+            ),
+        };
+        stale.retain(|&(_, s)| s != store);
+        queue.extend(regions.into_iter().map(|r| (r, store)));
+    }
+}
+
+impl Drop for StoreFsm {
+    /// A stopped store watches no peer store.
+    fn drop(&mut self) {
+        let (live, down) = self.published;
+        metrics::gauge!("flotilla_store_peer_stores", "state" => "live").decrement(live as f64);
+        metrics::gauge!("flotilla_store_peer_stores", "state" => "down").decrement(down as f64);
     }
 }
 

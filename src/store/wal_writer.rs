@@ -13,7 +13,7 @@ use crossbeam::channel::{Receiver, RecvTimeoutError};
 
 use super::fail_stop::FailStop;
 use super::flow::Charge;
-use super::transport::{Outbound, Transport};
+use super::transport::{Hurry, Outbound, Transport};
 use crate::proto::metapb::{Peer, Region};
 use crate::proto::raftpb::{Entry, Message, Snapshot};
 use crate::proto::storagepb::RaftLocalState;
@@ -301,7 +301,9 @@ impl<N: WriteNotifier> WalWriter<N> {
                 .record(started.elapsed().as_secs_f64());
             metrics::counter!("flotilla_wal_fsyncs_total").increment(1);
         }
+        metrics::counter!("flotilla_wal_writes_total").increment(1);
         metrics::histogram!("flotilla_wal_write_batch_regions").record(stats.regions as f64);
+        metrics::histogram!("flotilla_wal_write_batch_bytes").record(stats.bytes as f64);
         metrics::counter!("flotilla_wal_write_bytes_total").increment(stats.bytes as u64);
         Ok(stats)
     }
@@ -323,7 +325,8 @@ impl<N: WriteNotifier> WalWriter<N> {
                     if to.id == held.from.id {
                         own_messages.push(message);
                     } else {
-                        self.outbound.push(&held.region, &held.from, &to, message);
+                        self.outbound
+                            .push(&held.region, &held.from, &to, message, Hurry::MayWait);
                     }
                 }
             }

@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam::channel::SendError;
 use prost::Message as _;
@@ -195,6 +196,9 @@ pub(crate) struct ApplyPoller {
     results: Vec<(crate::RegionId, ApplyResult)>,
     /// Events for the apply observers, sent once the batch holding them is written.
     events: Vec<ApplyEvent>,
+    /// Entries applied in the batch being handled, and when it began (metrics).
+    applied_entries: usize,
+    began: Instant,
     /// The batch's end must make the engine durable before the peers hear of it (a log
     /// truncation is recorded in this batch).
     persist: bool,
@@ -211,6 +215,8 @@ impl ApplyPoller {
             answers: Vec::new(),
             results: Vec::new(),
             events: Vec::new(),
+            applied_entries: 0,
+            began: Instant::now(),
             persist: false,
         }
     }
@@ -307,6 +313,7 @@ impl ApplyPoller {
             }
         }
         fsm.applied = (entry.index, entry.term);
+        self.applied_entries += 1;
         Ok(())
     }
 
@@ -639,10 +646,7 @@ impl ApplyPoller {
             return Err(self.fail(format!("destroying region {id}: {e}")));
         }
         {
-            let mut meta = self.shared.meta.lock();
-            if meta.region(id).is_some() {
-                meta.remove(id);
-            }
+            self.shared.meta.lock().remove(id);
         }
         self.observe(fsm, fsm.applied, || AppliedChange::Destroyed {
             region: fsm.region.clone(),
@@ -698,7 +702,12 @@ fn invalid(reason: &str) -> RegionError {
 }
 
 impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
-    fn begin(&mut self, _batch_len: usize) {}
+    fn begin(&mut self, batch_len: usize) {
+        self.began = Instant::now();
+        self.applied_entries = 0;
+        metrics::histogram!("flotilla_store_poll_batch_fsms", "pool" => "apply")
+            .record(batch_len as f64);
+    }
 
     fn handle_control(
         &mut self,
@@ -712,6 +721,8 @@ impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
     }
 
     fn handle_normal(&mut self, fsm: &mut ApplyFsm, inbox: &mut Inbox<'_, ApplyMsg>) -> Handled {
+        metrics::histogram!("flotilla_store_mailbox_depth", "pool" => "apply")
+            .record(inbox.queued() as f64);
         if self.shared.fail_stop.is_tripped() {
             // Nothing more is applied; the tasks' proposals drop unanswered (they are in
             // the log: their outcome is unknown).
@@ -760,6 +771,9 @@ impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
         if self.flush().is_err() {
             return;
         }
+        metrics::histogram!("flotilla_apply_batch_entries").record(self.applied_entries as f64);
+        metrics::histogram!("flotilla_apply_duration_seconds")
+            .record(self.began.elapsed().as_secs_f64());
         if std::mem::take(&mut self.persist)
             && let Err(e) = self.kv.persist_all()
         {

@@ -1,6 +1,8 @@
 //! What the batch system runs: a finite state machine with a message type, and the handler
 //! a poller thread calls on each batch of them.
 
+use std::time::Duration;
+
 use super::mailbox::Inbox;
 use super::poller::Polled;
 
@@ -44,4 +46,14 @@ pub trait PollHandler<N: Fsm, C: Fsm>: Send {
     /// work collected from all of them (their Readies) can go out together;
     /// `Polled::keep_busy` gives one another round.
     fn end(&mut self, batch: &mut [Polled<N>]);
+
+    /// The poller found nothing more scheduled (after a batch, or after waiting): what
+    /// `end` held back for the batches behind (to send it together) may go now.
+    fn pause(&mut self) {}
+
+    /// How long the poller may wait for work before calling `pause` again: the handler
+    /// holds something back until then. `None`: it holds nothing.
+    fn max_wait(&self) -> Option<Duration> {
+        None
+    }
 }

@@ -303,6 +303,11 @@ impl<M> Inbox<'_, M> {
         Some(m)
     }
 
+    /// How many messages are queued (this round's budget aside).
+    pub fn queued(&self) -> usize {
+        self.receiver.len()
+    }
+
     /// Whether messages are still queued (this round's budget aside).
     pub fn has_messages(&self) -> bool {
         !self.receiver.is_empty()

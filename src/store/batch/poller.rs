@@ -79,9 +79,13 @@ impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
     /// round of each, then `end`.
     pub fn poll_once(&mut self, wait: Duration) -> PollOutcome {
         // crossbeam tries the queue before it looks at the deadline: a zero wait is a try.
+        let wait = self.handler.max_wait().map_or(wait, |held| held.min(wait));
         let first = match self.queue.recv_timeout(wait) {
             Ok(s) => s,
-            Err(RecvTimeoutError::Timeout) => return PollOutcome::Empty,
+            Err(RecvTimeoutError::Timeout) => {
+                self.handler.pause();
+                return PollOutcome::Empty;
+            }
             Err(RecvTimeoutError::Disconnected) => return PollOutcome::Exit,
         };
         let mut control = None;
@@ -103,6 +107,9 @@ impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
         let batch_len = normals.len() + usize::from(control.is_some());
         if batch_len > 0 {
             self.handle_batch(control, normals, batch_len);
+        }
+        if self.queue.is_empty() {
+            self.handler.pause();
         }
         if exit {
             PollOutcome::Exit

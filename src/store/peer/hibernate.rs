@@ -74,8 +74,8 @@ impl PeerFsm {
             }
     }
 
-    /// After a sleeping leader stepped a heartbeat response: a follower it reveals behind
-    /// needs the leader awake.
+    /// A sleeping leader that is no longer quiescent (a heartbeat response reveals a
+    /// follower behind; a store went down and the rest are no quorum) wakes.
     pub(super) fn wake_if_not_quiescent(&mut self, ctx: &mut PollContext) {
         if self.is_leader() && !self.is_quiescent(ctx) {
             self.wake(WakeCause::Other, ctx);
@@ -102,7 +102,12 @@ impl PeerFsm {
         let Sleep::Awake { idle_ticks } = self.sleep else {
             return;
         };
-        if ticks == 0 || !self.is_leader() {
+        if !self.is_leader() {
+            // A replica elected later counts its quiet ticks afresh.
+            self.sleep = Sleep::Awake { idle_ticks: 0 };
+            return;
+        }
+        if ticks == 0 {
             return;
         }
         if !self.is_quiescent(ctx) {
@@ -158,6 +163,10 @@ impl PeerFsm {
                     self.signal(&from, HibernationSignal::WakeUp, ctx);
                 }
             }
+            // Sent to a replica that no longer leads: it wakes the leader it knows.
+            Ok(HibernationSignal::WakeUp) if !self.is_leader() => {
+                self.wake(WakeCause::Other, ctx);
+            }
             Ok(HibernationSignal::WakeUp) => self.wake(WakeCause::Leader, ctx),
             Ok(HibernationSignal::HibernationNone) | Err(_) => {}
         }
@@ -176,6 +185,10 @@ impl PeerFsm {
             Liveness::Down => {
                 if !self.is_leader() && self.leader().is_some_and(|l| l.store_id == store.get()) {
                     self.wake(WakeCause::Other, ctx);
+                } else if self.is_asleep() {
+                    // A sleeping leader that lost its quorum wakes, so that check-quorum
+                    // deposes it.
+                    self.wake_if_not_quiescent(ctx);
                 }
             }
             // A follower there may have missed entries while it was disregarded.

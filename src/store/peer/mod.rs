@@ -64,6 +64,10 @@ pub(crate) struct PeerFsm {
     life: Life,
     /// Whether it ticks (see `hibernate.rs`).
     sleep: Sleep,
+    /// The (role, asleep) this replica is counted under in `flotilla_store_regions`.
+    counted: Option<(Role, bool)>,
+    /// A heartbeat a read waits on arrived: its response leaves at once.
+    answer_now: bool,
 }
 
 /// A replica's life.
@@ -107,6 +111,8 @@ impl PeerFsm {
             installing: None,
             life: Life::Alive,
             sleep: Sleep::Awake { idle_ticks: 0 },
+            counted: None,
+            answer_now: false,
         }
     }
 
@@ -167,6 +173,20 @@ impl PeerFsm {
         self.handle_ready(ctx);
         self.request_snapshot(ctx);
         self.maybe_sleep(ticks, ctx);
+        self.count_state();
+    }
+
+    /// Moves this replica's count in `flotilla_store_regions{role, hibernated}` to its
+    /// state now.
+    fn count_state(&mut self) {
+        let now = (self.raw.raft().role(), self.is_asleep());
+        if self.counted == Some(now) {
+            return;
+        }
+        if let Some(before) = self.counted.replace(now) {
+            region_gauge(before).decrement(1.0);
+        }
+        region_gauge(now).increment(1.0);
     }
 
     /// Whether the peer was removed and leaves the store.
@@ -202,6 +222,7 @@ impl PeerFsm {
             return self.on_hibernation(from, h, ctx);
         }
         let Some(message) = m.message else { return };
+        self.answer_now |= m.answer_now;
         let heartbeat = self.is_asleep() && self.is_idle_heartbeat(&message);
         if !heartbeat {
             let cause = if message.from == self.raw.raft().leader_id() {
@@ -369,5 +390,19 @@ impl Drop for PeerFsm {
     /// unknown).
     fn drop(&mut self) {
         self.fail_waiting();
+        if let Some(counted) = self.counted.take() {
+            region_gauge(counted).decrement(1.0);
+        }
     }
+}
+
+fn region_gauge((role, asleep): (Role, bool)) -> metrics::Gauge {
+    let role = match role {
+        Role::Follower => "follower",
+        Role::PreCandidate => "pre_candidate",
+        Role::Candidate => "candidate",
+        Role::Leader => "leader",
+    };
+    let hibernated = if asleep { "true" } else { "false" };
+    metrics::gauge!("flotilla_store_regions", "role" => role, "hibernated" => hibernated)
 }

@@ -69,6 +69,7 @@ impl PeerFsm {
         }
         let id = self.reads.next_id;
         self.reads.next_id += 1;
+        metrics::counter!("flotilla_store_read_index_requests_total").increment(1);
         if let Err(e) = self.raw.read_index(id.to_be_bytes().to_vec()) {
             return responder.fail(self.refusal(e));
         }
@@ -82,6 +83,11 @@ impl PeerFsm {
 
     /// Reads the core confirmed, and reads it will never confirm.
     pub(super) fn on_read_states(&mut self, states: Vec<ReadState>, dropped: Vec<Vec<u8>>) {
+        if !states.is_empty() {
+            // One confirmation per round (from the lease or a heartbeat round), whatever
+            // number of reads it serves.
+            metrics::counter!("flotilla_store_read_index_rounds_total").increment(1);
+        }
         for rs in states {
             if let Some(read) =
                 read_id(&rs.request_ctx).and_then(|id| self.reads.unconfirmed.remove(&id))

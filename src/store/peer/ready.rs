@@ -12,6 +12,7 @@ use crate::storage::SyncMode;
 use crate::store::context::PollContext;
 use crate::store::flow::Charge;
 use crate::store::msg::{ApplyMsg, ApplyTask};
+use crate::store::transport::Hurry;
 use crate::store::wal_writer::{HeldMessages, LogStart, WriteTask};
 
 /// What a Ready hands the WAL writer: new entries, whether the hard state changed, what
@@ -54,7 +55,7 @@ impl PeerFsm {
             },
         };
         if let Some(soft) = rd.soft_state {
-            self.on_soft_state(soft);
+            self.on_soft_state(soft, ctx);
         }
         for m in rd.messages {
             self.send(m, ctx);
@@ -72,7 +73,14 @@ impl PeerFsm {
         self.apply_committed(rd.committed_entries, ctx);
     }
 
-    fn on_soft_state(&mut self, soft: SoftState) {
+    fn on_soft_state(&mut self, soft: SoftState, ctx: &PollContext) {
+        let leader_store = self
+            .peer_by_id(soft.leader_id)
+            .map(|p| crate::StoreId(p.store_id));
+        ctx.shared
+            .meta
+            .lock()
+            .set_leader(self.region_id(), leader_store);
         tracing::debug!(
             region = self.region.id,
             peer = self.peer.id,
@@ -93,20 +101,35 @@ impl PeerFsm {
         if self.may_be_unborn(to.id) {
             ctx.outbound.push_whole(&self.region, &self.peer, &to, m);
         } else {
-            ctx.outbound.push(&self.region, &self.peer, &to, m);
+            let hurry = self.hurry(&m);
+            ctx.outbound.push(&self.region, &self.peer, &to, m, hurry);
         }
+    }
+
+    /// Whether a heartbeat (or its response) must leave at once: a read waits on the round
+    /// it starts, or on the answer to one marked `answer_now`.
+    fn hurry(&mut self, m: &Message) -> Hurry {
+        let waiting = match MessageType::try_from(m.msg_type) {
+            Ok(MessageType::MsgHeartbeat) => !self.reads.is_empty(),
+            Ok(MessageType::MsgHeartbeatResponse) => std::mem::take(&mut self.answer_now),
+            _ => true,
+        };
+        if waiting { Hurry::Now } else { Hurry::MayWait }
     }
 
     /// Whether the peer `id` may not exist on its store yet: as leader, this replica has
     /// never heard it acknowledge anything. Its messages travel whole (heartbeats too):
     /// its store creates it from the region's epoch and range they carry.
     fn may_be_unborn(&self, id: u64) -> bool {
-        self.raw
-            .raft()
-            .tracker
-            .progress
-            .get(&id)
-            .is_some_and(|p| p.matched == 0)
+        // A follower's tracker matches nothing: only a leader's knows.
+        self.is_leader()
+            && self
+                .raw
+                .raft()
+                .tracker
+                .progress
+                .get(&id)
+                .is_some_and(|p| p.matched == 0)
     }
 
     /// The peer a message goes to; one this replica cannot place is reported unreachable

@@ -70,6 +70,7 @@ pub(crate) fn raft_message(
         end_key: region.end_key.clone(),
         is_tombstone: false,
         hibernation: None,
+        answer_now: false,
     }
 }
 
@@ -87,11 +88,26 @@ pub struct FlushReport {
     pub unreachable: Vec<(RegionId, PeerId)>,
 }
 
+/// Whether a heartbeat may wait for other regions' to travel with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hurry {
+    /// A read waits on it (a read round, or the answer to one): it leaves at the end of
+    /// its round, and its answer is sent at once.
+    Now,
+    /// A periodic heartbeat (or the answer to one).
+    MayWait,
+}
+
 /// One round's outgoing messages, grouped by destination store.
 #[derive(Debug)]
 pub struct Outbound {
     from_store: StoreId,
     batches: BTreeMap<StoreId, RaftMessageBatch>,
+    /// Whether anything but plain heartbeats (and their responses) waits: those may wait
+    /// for the rounds behind this one, so that one flush carries every region's.
+    urgent: bool,
+    /// Folded heartbeats and responses waiting.
+    folded: usize,
 }
 
 impl Outbound {
@@ -100,14 +116,36 @@ impl Outbound {
         Outbound {
             from_store,
             batches: BTreeMap::new(),
+            urgent: false,
+            folded: 0,
         }
     }
 
+    /// Whether a message waits that should leave at the end of this round: anything but
+    /// plain heartbeats, or more folded heartbeats than one batch should hold.
+    pub fn is_urgent(&self) -> bool {
+        self.urgent || self.folded >= MAX_HELD_HEARTBEATS
+    }
+
     /// Adds a message of `region` from its peer `from` to its peer `to`. A heartbeat or
-    /// heartbeat response that carries only the numbers a folded one keeps is folded;
-    /// anything else travels whole, with the region's epoch and range.
-    pub fn push(&mut self, region: &Region, from: &Peer, to: &Peer, message: Message) {
-        match fold(region.id, &message) {
+    /// heartbeat response that carries only the numbers a folded one keeps is folded, and
+    /// may wait for the rounds behind unless `hurry` says a read waits on it; anything
+    /// else travels whole, with the region's epoch and range, at the end of the round.
+    pub fn push(
+        &mut self,
+        region: &Region,
+        from: &Peer,
+        to: &Peer,
+        message: Message,
+        hurry: Hurry,
+    ) {
+        let mut folded = fold(region.id, &message);
+        if let Some((_, heartbeat)) = &mut folded {
+            self.folded += 1;
+            heartbeat.answer_now = hurry == Hurry::Now;
+            self.urgent |= hurry == Hurry::Now;
+        }
+        match folded {
             Some((HeartbeatList::Requests, heartbeat)) => {
                 self.batch_to(to).heartbeats.push(heartbeat);
             }
@@ -122,6 +160,7 @@ impl Outbound {
     /// peer that may not exist yet, whose store needs the region's epoch and range to
     /// create it.
     pub fn push_whole(&mut self, region: &Region, from: &Peer, to: &Peer, message: Message) {
+        self.urgent = true;
         self.batch_to(to)
             .messages
             .push(raft_message(region, from, to, message));
@@ -133,6 +172,7 @@ impl Outbound {
         let mut m = raft_message(region, from, to, Message::default());
         m.message = None;
         m.is_tombstone = true;
+        self.urgent = true;
         self.batch_to(to).messages.push(m);
     }
 
@@ -153,6 +193,7 @@ impl Outbound {
             term,
             last_index,
         });
+        self.urgent = true;
         self.batch_to(to).messages.push(m);
     }
 
@@ -174,6 +215,8 @@ impl Outbound {
 
     /// Sends one batch per destination store and empties the round.
     pub fn flush(&mut self, transport: &dyn Transport) -> FlushReport {
+        self.urgent = false;
+        self.folded = 0;
         let mut report = FlushReport::default();
         for (store, batch) in std::mem::take(&mut self.batches) {
             let messages = batch.messages.len();
@@ -191,12 +234,36 @@ impl Outbound {
                 }
             }
         }
-        if report.folded_heartbeats > 0 {
-            metrics::counter!("flotilla_transport_heartbeats_coalesced_total")
-                .increment(report.folded_heartbeats as u64);
-        }
+        count_traffic(
+            Direction::Sent,
+            report.batches,
+            report.messages,
+            report.folded_heartbeats,
+        );
         report
     }
+}
+
+/// Folded heartbeats one batch holds before it leaves at the end of a round.
+const MAX_HELD_HEARTBEATS: usize = 8192;
+
+/// Which way traffic went, for the transport's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Sent,
+    Received,
+}
+
+/// Counts batches (one RPC each over a network), whole messages and folded heartbeats.
+pub(crate) fn count_traffic(dir: Direction, batches: usize, messages: usize, folded: usize) {
+    let dir = match dir {
+        Direction::Sent => "sent",
+        Direction::Received => "received",
+    };
+    metrics::counter!("flotilla_transport_rpcs_total", "dir" => dir).increment(batches as u64);
+    metrics::counter!("flotilla_transport_messages_total", "dir" => dir).increment(messages as u64);
+    metrics::counter!("flotilla_transport_heartbeats_coalesced_total", "dir" => dir)
+        .increment(folded as u64);
 }
 
 enum HeartbeatList {
@@ -233,6 +300,7 @@ fn fold(region_id: u64, m: &Message) -> Option<(HeartbeatList, Heartbeat)> {
             term: m.term,
             commit: m.commit,
             read_round: m.read_round,
+            answer_now: false,
         },
     ))
 }
@@ -288,6 +356,7 @@ pub fn unfold(batch: RaftMessageBatch) -> impl Iterator<Item = RaftMessage> {
         end_key: Vec::new(),
         is_tombstone: false,
         hibernation: None,
+        answer_now: h.answer_now,
     };
     let heartbeats = batch
         .heartbeats
@@ -381,6 +450,7 @@ mod tests {
                     &leader,
                     f,
                     raft_msg(MessageType::MsgHeartbeat, leader.id, f.id),
+                    Hurry::MayWait,
                 );
             }
         }
@@ -390,12 +460,19 @@ mod tests {
             index: 10,
             ..Default::default()
         });
-        out.push(&region(1), &peer(11, 1), &peer(12, 2), append.clone());
+        out.push(
+            &region(1),
+            &peer(11, 1),
+            &peer(12, 2),
+            append.clone(),
+            Hurry::MayWait,
+        );
         out.push(
             &region(1),
             &peer(11, 1),
             &peer(12, 2),
             raft_msg(MessageType::MsgHeartbeatResponse, 11, 12),
+            Hurry::MayWait,
         );
         let transport = Recorded::default();
         let report = out.flush(&transport);
@@ -433,7 +510,13 @@ mod tests {
             raft_msg(MessageType::MsgHeartbeatResponse, 11, 12),
         ];
         for m in &originals {
-            out.push(&region(4), &peer(11, 1), &peer(12, 2), m.clone());
+            out.push(
+                &region(4),
+                &peer(11, 1),
+                &peer(12, 2),
+                m.clone(),
+                Hurry::MayWait,
+            );
         }
         let transport = Recorded::default();
         out.flush(&transport);
@@ -465,7 +548,13 @@ mod tests {
             let mut m = raft_msg(MessageType::MsgHeartbeat, 11, 12);
             change(&mut m);
             let mut out = Outbound::new(StoreId(1));
-            out.push(&region(1), &peer(11, 1), &peer(12, 2), m.clone());
+            out.push(
+                &region(1),
+                &peer(11, 1),
+                &peer(12, 2),
+                m.clone(),
+                Hurry::MayWait,
+            );
             let transport = Recorded::default();
             let report = out.flush(&transport);
             assert_eq!((report.messages, report.folded_heartbeats), (1, 0), "{m:?}");
@@ -482,24 +571,28 @@ mod tests {
             &peer(11, 1),
             &peer(12, 2),
             raft_msg(MessageType::MsgAppend, 11, 12),
+            Hurry::MayWait,
         );
         out.push(
             &region(2),
             &peer(21, 1),
             &peer(22, 2),
             raft_msg(MessageType::MsgHeartbeat, 21, 22),
+            Hurry::MayWait,
         );
         out.push(
             &region(3),
             &peer(31, 1),
             &peer(32, 2),
             raft_msg(MessageType::MsgHeartbeatResponse, 31, 32),
+            Hurry::MayWait,
         );
         out.push(
             &region(1),
             &peer(11, 1),
             &peer(13, 3),
             raft_msg(MessageType::MsgAppend, 11, 13),
+            Hurry::MayWait,
         );
         let transport = Recorded {
             refuse: Some(StoreId(2)),

@@ -1,0 +1,266 @@
+//! The store's metrics, read the way Prometheus would: a recorder installed for this test
+//! binary renders the text exposition, and the tests read values from it. One test at a
+//! time (the recorder is the process's).
+//!
+//! `FLOTILLA_COALESCE_REGIONS=N` runs the heartbeat-coalescing test with N regions
+//! (default 1,000; the figure is 10,000).
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::store::*;
+use flotilla::proto::commandpb::SplitRequest;
+use flotilla::store::{RaftSettings, ReadRequest, StoreConfig};
+use flotilla::{RegionId, StoreId};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .install_recorder()
+            .expect("the test binary's recorder")
+    })
+}
+
+/// The tests share the process's recorder: one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Every sample of the exposition: `name{labels}` → value (labels as rendered).
+fn samples() -> HashMap<String, f64> {
+    handle()
+        .render()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The sum of every sample of `name` whose labels contain each of `labels`.
+fn sum(samples: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+    samples
+        .iter()
+        .filter(|(k, _)| {
+            let bare = k.split('{').next().unwrap_or("");
+            bare == name && labels.iter().all(|l| k.contains(l))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// Splits the first region into `n` regions at keys "r00001".. (one split command).
+fn split_into(c: &Cluster, n: u64) -> Vec<RegionId> {
+    let splits: Vec<SplitRequest> = (1..n)
+        .map(|i| SplitRequest {
+            split_key: Bytes::from(format!("r{i:05}")),
+            new_region_id: 100 + i,
+            new_peer_ids: (1..=3).map(|s| 100_000 + i * 10 + s).collect(),
+        })
+        .collect();
+    c.on_leader(FIRST_REGION, |s, epoch| {
+        s.split(FIRST_REGION, epoch, splits.clone())
+    });
+    std::iter::once(FIRST_REGION)
+        .chain((1..n).map(|i| RegionId(100 + i)))
+        .collect()
+}
+
+#[test]
+fn the_store_reports_its_work_in_metrics() {
+    let _serial = serial();
+    handle();
+    let c = Cluster::start(3);
+    let regions = split_into(&c, 10);
+    for r in &regions {
+        c.wait_leader(*r);
+    }
+    c.must_put(regions[3], b"r00003-k", b"v");
+    c.must_read(
+        regions[3],
+        ReadRequest::Get {
+            key: Bytes::from_static(b"r00003-k"),
+        },
+    );
+    wait_until("every region sleeps", || {
+        c.running().all(|s| s.ticking_regions() == 0)
+    });
+    let m = samples();
+    for name in [
+        "flotilla_store_poll_batch_fsms",
+        "flotilla_store_poll_duration_seconds",
+        "flotilla_store_mailbox_depth",
+        "flotilla_wal_write_batch_regions",
+        "flotilla_wal_write_batch_bytes",
+        "flotilla_wal_fsync_duration_seconds",
+        "flotilla_apply_batch_entries",
+        "flotilla_apply_duration_seconds",
+    ] {
+        assert!(
+            sum(&m, &format!("{name}_count"), &[]) > 0.0,
+            "{name} recorded nothing"
+        );
+    }
+    let positive = |name: &str, labels: &[&str]| {
+        assert!(sum(&m, name, labels) > 0.0, "{name}{labels:?} is 0");
+    };
+    positive("flotilla_wal_fsyncs_total", &[]);
+    positive("flotilla_wal_writes_total", &[]);
+    positive(
+        "flotilla_store_requests_total",
+        &["request=\"write\"", "outcome=\"ok\""],
+    );
+    positive(
+        "flotilla_store_requests_total",
+        &["request=\"read\"", "outcome=\"ok\""],
+    );
+    positive(
+        "flotilla_store_requests_total",
+        &["request=\"split\"", "outcome=\"ok\""],
+    );
+    positive("flotilla_raft_proposals_total", &[]);
+    positive("flotilla_store_read_index_requests_total", &[]);
+    positive("flotilla_store_read_index_rounds_total", &[]);
+    positive("flotilla_transport_rpcs_total", &["dir=\"sent\""]);
+    positive("flotilla_transport_rpcs_total", &["dir=\"received\""]);
+    positive("flotilla_transport_messages_total", &["dir=\"sent\""]);
+    positive(
+        "flotilla_transport_heartbeats_coalesced_total",
+        &["dir=\"received\""],
+    );
+    positive("flotilla_store_ticks_total", &[]);
+    positive("flotilla_store_region_sleeps_total", &[]);
+    // Regions by role and hibernation: every replica counted once, each region led once.
+    assert_eq!(sum(&m, "flotilla_store_regions", &[]), 30.0);
+    assert_eq!(
+        sum(
+            &m,
+            "flotilla_store_regions",
+            &["role=\"leader\"", "hibernated=\"true\""]
+        ),
+        10.0
+    );
+    assert_eq!(
+        sum(&m, "flotilla_store_regions", &["hibernated=\"true\""]),
+        30.0
+    );
+    // Each store watches the two others, live.
+    assert_eq!(
+        sum(&m, "flotilla_store_peer_stores", &["state=\"live\""]),
+        6.0
+    );
+    assert_eq!(
+        sum(&m, "flotilla_store_peer_stores", &["state=\"down\""]),
+        0.0
+    );
+    drop(c);
+    let m = samples();
+    assert_eq!(
+        sum(&m, "flotilla_store_regions", &[]),
+        0.0,
+        "stopped stores count no region"
+    );
+}
+
+/// Batches between stores and heartbeats folded per batch, over a quiet window.
+struct Traffic {
+    /// Batches per ordered store pair per heartbeat interval.
+    per_pair_interval: f64,
+    /// Folded heartbeats (and responses) per batch.
+    per_batch: f64,
+}
+
+/// `regions` regions on three stores, all awake (hibernation off, so every region
+/// heartbeats): the traffic between the stores once they settle.
+fn heartbeat_traffic(regions: u64) -> Traffic {
+    let config = |s: StoreId| {
+        // The default timing (100 ms ticks, heartbeats held up to 50 ms).
+        let mut cfg: StoreConfig = test_config(s);
+        cfg.raft = RaftSettings::default();
+        cfg.hibernation.idle_ticks = None;
+        cfg
+    };
+    let c = Cluster::start_with(3, config);
+    let ids = split_into(&c, regions);
+    wait_until("every region has a leader", || {
+        ids.iter().all(|&r| {
+            c.running().any(|s| {
+                answer(s.region_status(r)).is_ok_and(|st| st.role == flotilla::raft::Role::Leader)
+            })
+        })
+    });
+    // Let elections and catch-up traffic settle, then measure a quiet window.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = samples();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = samples();
+    let delta =
+        |name: &str, labels: &[&str]| sum(&after, name, labels) - sum(&before, name, labels);
+    let ticks_per_store = delta("flotilla_store_ticks_total", &[]) / 3.0;
+    let intervals = ticks_per_store / config(StoreId(1)).raft.heartbeat_ticks as f64;
+    assert!(intervals >= 8.0, "the timer hardly ticked: {intervals}");
+    let batches = delta("flotilla_transport_rpcs_total", &["dir=\"sent\""]);
+    let folded = delta(
+        "flotilla_transport_heartbeats_coalesced_total",
+        &["dir=\"sent\""],
+    );
+    // Quiet: nothing but heartbeats, their responses and pings; a message sent whole
+    // (as a follower's used to be) would show here.
+    assert_eq!(
+        delta("flotilla_transport_messages_total", &["dir=\"sent\""]),
+        0.0,
+        "whole messages in a quiet window"
+    );
+    let t = Traffic {
+        per_pair_interval: batches / 6.0 / intervals,
+        per_batch: folded / batches,
+    };
+    eprintln!(
+        "{regions} regions: {intervals:.0} heartbeat intervals, {batches} batches ({:.2} per store pair per interval), {folded} folded heartbeats ({:.0} per batch)",
+        t.per_pair_interval, t.per_batch
+    );
+    t
+}
+
+/// Many regions' heartbeats between two stores travel folded, in about one batch each way
+/// per heartbeat interval whatever the region count: the batches do not grow with the
+/// regions, the heartbeats per batch do. (The raft poller holds plain heartbeats and
+/// responses up to `heartbeat_hold` so that a tick's — and the answers to the other
+/// store's — leave together.)
+#[test]
+fn heartbeats_of_many_regions_share_a_batch_per_store_pair() {
+    let _serial = serial();
+    handle();
+    let regions: u64 = std::env::var("FLOTILLA_COALESCE_REGIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let few = heartbeat_traffic(16);
+    let many = heartbeat_traffic(regions);
+    assert!(
+        many.per_pair_interval <= few.per_pair_interval * 1.5 + 0.5,
+        "{:.2} batches per pair and interval for {regions} regions, {:.2} for 16",
+        many.per_pair_interval,
+        few.per_pair_interval
+    );
+    assert!(
+        many.per_pair_interval <= 5.0,
+        "{:.2}",
+        many.per_pair_interval
+    );
+    assert!(
+        many.per_batch >= few.per_batch * (regions as f64 / 16.0) / 4.0,
+        "{:.0} heartbeats per batch for {regions} regions, {:.0} for 16",
+        many.per_batch,
+        few.per_batch
+    );
+}
