@@ -4,8 +4,11 @@
 //! - `raft_sim`: a seeded simulator of one Raft group with fault injection and safety
 //!   invariants checked after every step; `raft_sim::cluster` is its in-memory cluster
 //!   harness, which scenario tests use directly.
+//! - `linearizability`: a checker for recorded client histories (Wing & Gong search with
+//!   memoisation, key by key, unknown outcomes allowed) and a recorder for them.
 //! - `Rng`: the small seeded generator the simulator and the randomized tests share.
 
+pub mod linearizability;
 pub mod raft_sim;
 
 pub use crate::raft::rng::Rng;
