@@ -56,7 +56,7 @@ impl Node {
 pub struct Cluster {
     pub net: InProcessNetwork,
     pub nodes: Vec<Node>,
-    pub config: Box<dyn Fn(StoreId) -> StoreConfig>,
+    pub config: Box<dyn Fn(StoreId) -> StoreConfig + Send + Sync>,
 }
 
 /// Fast timing for tests: 20 ms ticks, elections after 10 of them.
@@ -119,7 +119,10 @@ impl Cluster {
         Cluster::start_with(stores, test_config)
     }
 
-    pub fn start_with(stores: u64, config: impl Fn(StoreId) -> StoreConfig + 'static) -> Cluster {
+    pub fn start_with(
+        stores: u64,
+        config: impl Fn(StoreId) -> StoreConfig + Send + Sync + 'static,
+    ) -> Cluster {
         Cluster::start_spare(stores, 0, config)
     }
 
@@ -128,7 +131,7 @@ impl Cluster {
     pub fn start_spare(
         voters: u64,
         spare: u64,
-        config: impl Fn(StoreId) -> StoreConfig + 'static,
+        config: impl Fn(StoreId) -> StoreConfig + Send + Sync + 'static,
     ) -> Cluster {
         Cluster::start_observed(voters, spare, config, |_| Vec::new())
     }
@@ -137,7 +140,7 @@ impl Cluster {
     pub fn start_observed(
         voters: u64,
         spare: u64,
-        config: impl Fn(StoreId) -> StoreConfig + 'static,
+        config: impl Fn(StoreId) -> StoreConfig + Send + Sync + 'static,
         observers: impl Fn(StoreId) -> Vec<Arc<dyn ApplyObserver>>,
     ) -> Cluster {
         let mut c = Cluster {
