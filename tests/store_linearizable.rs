@@ -466,8 +466,9 @@ fn run_round(seed: u64, secs: u64, regions: u64) {
         .filter(|op| op.outcome == flotilla::testkit::linearizability::Outcome::Unknown)
         .count();
     eprintln!(
-        "seed {seed}: {} operations ({unknown} unknown), {} faults, {:.1}s",
+        "seed {seed}: {} operations ({unknown} unknown, {} more failed and left out), {} faults, {:.1}s",
         history.len(),
+        w.recorder.failures(),
         faults.len(),
         started.elapsed().as_secs_f64()
     );

@@ -2,6 +2,8 @@
 //! fsync; held messages sent after the write, batched per store; every region told what is
 //! durable; a failed write stops the store and acknowledges nothing.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -9,6 +11,7 @@ use std::time::Duration;
 use crossbeam::channel::{self, Sender};
 use parking_lot::Mutex;
 
+use common::hooked_log::{HookedLog, WriteHook};
 use flotilla::proto::metapb::{Peer, Region, RegionEpoch};
 use flotilla::proto::raftpb::{ConfState, Entry, HardState, Message, MessageType};
 use flotilla::proto::storagepb::RaftLocalState;
@@ -16,8 +19,7 @@ use flotilla::proto::transportpb::RaftMessageBatch;
 use flotilla::raft::LogStorage;
 use flotilla::raft::StorageError;
 use flotilla::storage::SyncMode;
-use flotilla::storage::mem_log::MemRaftLog;
-use flotilla::storage::raft_log::{LogError, LogSpan, LogWriteBatch, RaftLogStore, RegionLog};
+use flotilla::storage::raft_log::{LogError, LogSpan, RaftLogStore, RegionLog};
 use flotilla::store::{
     FailStop, HeldMessages, LogStart, Persisted, Transport, TransportError, WalWriter,
     WalWriterConfig, WriteNotifier, WriteOutcome, WriteTask,
@@ -26,9 +28,10 @@ use flotilla::{PeerId, RegionId, StoreId};
 
 /// A log that counts writes and fsyncs, can be told to fail, and notes whether any
 /// message had left before a write.
+type CountingLog = HookedLog<Counting>;
+
 #[derive(Default)]
-struct CountingLog {
-    inner: MemRaftLog,
+struct Counting {
     writes: AtomicUsize,
     syncs: AtomicUsize,
     fail: AtomicBool,
@@ -36,8 +39,8 @@ struct CountingLog {
     sent_before_a_write: AtomicBool,
 }
 
-impl RaftLogStore for CountingLog {
-    fn write(&self, batch: &mut LogWriteBatch, sync: SyncMode) -> Result<usize, LogError> {
+impl WriteHook for Counting {
+    fn before_write(&self, sync: SyncMode) -> Result<(), LogError> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(LogError::Engine(raft_engine::Error::Io(
                 std::io::Error::other("injected write failure"),
@@ -52,31 +55,7 @@ impl RaftLogStore for CountingLog {
         if sync == SyncMode::Sync {
             self.syncs.fetch_add(1, Ordering::SeqCst);
         }
-        self.inner.write(batch, sync)
-    }
-    fn recover(&self) -> Result<Vec<(RegionId, RaftLocalState)>, LogError> {
-        self.inner.recover()
-    }
-    fn local_state(&self, region: RegionId) -> Result<Option<RaftLocalState>, LogError> {
-        self.inner.local_state(region)
-    }
-    fn span(&self, region: RegionId) -> Option<LogSpan> {
-        self.inner.span(region)
-    }
-    fn entry(&self, region: RegionId, index: u64) -> Result<Option<Entry>, LogError> {
-        self.inner.entry(region, index)
-    }
-    fn entries(
-        &self,
-        region: RegionId,
-        low: u64,
-        high: u64,
-        max_bytes: u64,
-    ) -> Result<Vec<Entry>, LogError> {
-        self.inner.entries(region, low, high, max_bytes)
-    }
-    fn purge_expired_files(&self) -> Result<Vec<RegionId>, LogError> {
-        self.inner.purge_expired_files()
+        Ok(())
     }
 }
 

@@ -13,6 +13,7 @@ use super::msg::{GcPass, PeerMsg, StoreMsg};
 use std::collections::VecDeque;
 
 use super::liveness::Liveness;
+use super::transport::{Direction, count_traffic};
 use crate::proto::raftpb::MessageType;
 use crate::proto::storagepb::PeerState;
 use crate::proto::transportpb::RaftMessage;
@@ -94,11 +95,14 @@ impl StoreFsm {
             for &store in &watched {
                 // An empty batch: the receiver hears this store. Lost pings are what
                 // liveness measures.
-                let _ = shared.transport.send(RaftMessageBatch {
+                let ping = RaftMessageBatch {
                     from_store: shared.store_id.get(),
                     to_store: store.get(),
                     ..Default::default()
-                });
+                };
+                if shared.transport.send(ping).is_ok() {
+                    count_traffic(Direction::Sent, 1, 0, 0);
+                }
             }
         }
         let mut budget = cfg.max_wakes_per_tick.max(1);

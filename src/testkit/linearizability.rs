@@ -77,21 +77,13 @@ pub fn check<M: Model>(model: &M, history: &[Operation<M::Input, M::Output>]) ->
         return true;
     }
     // Events in time order: each operation's call, then its return (unknown: after all).
-    let end = history
-        .iter()
-        .map(|op| match &op.outcome {
-            Outcome::Returned { at, .. } => *at,
-            Outcome::Unknown => op.call,
-        })
-        .max()
-        .unwrap_or(0)
-        + 1;
+    // Every call's return comes after it, so the list always ends with a return.
     let mut events: Vec<(u64, usize, bool)> = Vec::with_capacity(2 * n);
     for (i, op) in history.iter().enumerate() {
         events.push((op.call, i, true));
         let ret = match &op.outcome {
             Outcome::Returned { at, .. } => *at,
-            Outcome::Unknown => end + i as u64,
+            Outcome::Unknown => u64::MAX,
         };
         events.push((ret, i, false));
     }
@@ -133,18 +125,7 @@ pub fn check<M: Model>(model: &M, history: &[Operation<M::Input, M::Output>]) ->
     let mut stack: Vec<(usize, M::State)> = Vec::new();
     let mut node = next[0];
     while next[0] != usize::MAX {
-        if node == usize::MAX {
-            // Every pending call was tried here: undo the last choice.
-            let Some((op, before)) = stack.pop() else {
-                return false;
-            };
-            state = before;
-            linearized[op / 64] &= !(1 << (op % 64));
-            relink(&mut next, &mut prev, return_at[op]);
-            relink(&mut next, &mut prev, call_at[op]);
-            node = next[call_at[op]];
-            continue;
-        }
+        // Never past the end: a pending call's own return follows it.
         let (_, op, is_call) = event(node);
         if is_call {
             let output = match &history[op].outcome {
@@ -301,6 +282,7 @@ pub fn check_kv(history: &[Operation<KvInput, KvOutput>]) -> Result<(), NotLinea
 pub struct Recorder {
     clock: AtomicU64,
     operations: Mutex<Vec<Operation<KvInput, KvOutput>>>,
+    failed: AtomicU64,
 }
 
 /// A call recorded and not yet ended.
@@ -328,9 +310,16 @@ impl Recorder {
         self.push(pending, Outcome::Returned { at, output });
     }
 
-    /// The call failed in a way that says it did not take effect: it is left out.
+    /// The call failed in a way that says it did not take effect: it is left out (and
+    /// counted).
     pub fn failed(&self, pending: PendingCall) {
         drop(pending);
+        self.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many calls failed without taking effect.
+    pub fn failures(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
     }
 
     /// Nobody knows whether the call took effect (a timeout, a crash).
@@ -558,6 +547,7 @@ mod tests {
         r.failed(f);
         let h = r.history();
         assert_eq!(h.len(), 2);
+        assert_eq!(r.failures(), 1);
         assert_eq!(h[0].call, 0);
         assert_eq!(
             h[0].outcome,
@@ -673,5 +663,90 @@ mod tests {
             verdicts[usize::from(expected)] += 1;
         }
         assert!(verdicts[0] > 300 && verdicts[1] > 300, "{verdicts:?}");
+    }
+
+    /// A return and a call at the same time overlap: the call may come first.
+    #[test]
+    fn a_call_at_the_time_of_a_return_overlaps_it() {
+        assert!(check_kv(&[put(1, 0, Some(5), "1"), get(2, 5, 6, None)]).is_ok());
+    }
+
+    /// The key's register, case by case: the brute-force comparison shares the model, so
+    /// the model is checked on its own.
+    #[test]
+    fn the_register_model_step_by_step() {
+        let m = KvModel;
+        let (one, two) = (Some(b("1")), Some(b("2")));
+        let k = || b("k");
+        let step = |state: &Option<Bytes>, input: KvInput, output: Option<KvOutput>| {
+            m.step(state, &input, output.as_ref())
+        };
+        // Reads.
+        assert_eq!(
+            step(&one, KvInput::Get(k()), Some(KvOutput::Value(one.clone()))),
+            Some(one.clone())
+        );
+        assert_eq!(
+            step(&one, KvInput::Get(k()), Some(KvOutput::Value(None))),
+            None
+        );
+        assert_eq!(step(&one, KvInput::Get(k()), None), Some(one.clone()));
+        // Writes, known or not.
+        assert_eq!(
+            step(&None, KvInput::Put(k(), b("2")), Some(KvOutput::Done)),
+            Some(two.clone())
+        );
+        assert_eq!(
+            step(&None, KvInput::Put(k(), b("2")), None),
+            Some(two.clone())
+        );
+        assert_eq!(
+            step(&one, KvInput::Delete(k()), Some(KvOutput::Done)),
+            Some(None)
+        );
+        assert_eq!(
+            step(&one, KvInput::Put(k(), b("2")), Some(KvOutput::Swapped)),
+            None
+        );
+        // Compare-and-swap.
+        let cas = |expected: &Option<Bytes>| KvInput::Cas {
+            key: k(),
+            expected: expected.clone(),
+            new: two.clone(),
+        };
+        assert_eq!(
+            step(&one, cas(&one), Some(KvOutput::Swapped)),
+            Some(two.clone())
+        );
+        assert_eq!(step(&one, cas(&None), Some(KvOutput::Swapped)), None);
+        assert_eq!(
+            step(&one, cas(&None), Some(KvOutput::Mismatch(one.clone()))),
+            Some(one.clone())
+        );
+        assert_eq!(
+            step(&one, cas(&None), Some(KvOutput::Mismatch(None))),
+            None,
+            "wrong value found"
+        );
+        assert_eq!(
+            step(&one, cas(&one), Some(KvOutput::Mismatch(one.clone()))),
+            None,
+            "it matched"
+        );
+        assert_eq!(step(&one, cas(&one), None), Some(two.clone()));
+        assert_eq!(step(&one, cas(&None), None), Some(one.clone()));
+        assert_eq!(step(&one, cas(&one), Some(KvOutput::Done)), None);
+    }
+
+    /// `check` takes unknown reads too (only `check_kv` leaves them out).
+    #[test]
+    fn an_unknown_read_constrains_nothing_in_check_itself() {
+        let unknown_get = Operation {
+            client: 3,
+            input: KvInput::Get(b("k")),
+            call: 0,
+            outcome: Outcome::Unknown,
+        };
+        assert!(check(&KvModel, &[unknown_get, put(1, 1, Some(2), "1")]));
     }
 }

@@ -1,0 +1,376 @@
+//! Whole stores under load: three stores in one process over the in-process network, the
+//! way the embedded mode runs them. Not a criterion benchmark: each mode is one run that
+//! prints its figures, ratios beside absolute numbers.
+//!
+//! ```sh
+//! cargo bench --bench store -- throughput   # writes: ops/s, p50/p99, writes per fsync
+//! cargo bench --bench store -- idle         # sleeping regions: CPU, RSS per replica
+//! ```
+//!
+//! Settings (environment):
+//! - `FLOTILLA_BENCH_ENGINE`: `disk` (raft-engine + fjall on a temporary directory, every
+//!   WAL write fsynced; default) or `mem` (the in-memory engines, no fsync).
+//! - `FLOTILLA_BENCH_REGIONS`: region counts, comma-separated (throughput default
+//!   `1,100,1000`; idle default `10000`).
+//! - `FLOTILLA_BENCH_CLIENTS`: concurrent clients (default 256), each a thread issuing one
+//!   write at a time. `FLOTILLA_BENCH_VALUE`: value bytes (default 128).
+//! - `FLOTILLA_BENCH_SECS`: measured seconds per run (default 10).
+//! - `FLOTILLA_BENCH_HIBERNATE=0`: idle regions keep ticking (the idle mode's comparison).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use flotilla::proto::commandpb::{Op, Put, SplitRequest, WriteCommand, op};
+use flotilla::proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
+use flotilla::raft::Role;
+use flotilla::region::RegionError;
+use flotilla::storage::fjall_kv::{FjallKvEngine, KvConfig};
+use flotilla::storage::mem_kv::MemKvEngine;
+use flotilla::storage::mem_log::MemRaftLog;
+use flotilla::storage::raft_log::{RaftLogConfig, RaftLogEngine};
+use flotilla::store::{Engines, InProcessNetwork, RunMode, Store, StoreConfig, bootstrap_region};
+use flotilla::{RegionId, StoreId};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    env(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn region_counts(default: &str) -> Vec<u64> {
+    env("FLOTILLA_BENCH_REGIONS")
+        .unwrap_or_else(|| default.to_string())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Engine {
+    Disk,
+    Mem,
+}
+
+fn engine() -> Engine {
+    match env("FLOTILLA_BENCH_ENGINE").as_deref() {
+        Some("mem") => Engine::Mem,
+        _ => Engine::Disk,
+    }
+}
+
+/// Three stores holding the first region, split into `regions`, each region led.
+struct Cluster {
+    stores: Vec<Store>,
+    _dir: tempfile::TempDir,
+}
+
+fn first_region() -> Region {
+    Region {
+        id: 1,
+        epoch: Some(RegionEpoch {
+            conf_ver: 1,
+            version: 1,
+        }),
+        peers: (1..=3)
+            .map(|s| Peer {
+                id: s,
+                store_id: s,
+                role: PeerRole::Voter as i32,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn start(regions: u64, engine: Engine, hibernate: bool) -> Cluster {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let net = InProcessNetwork::new(1);
+    let mut stores = Vec::new();
+    for id in 1..=3u64 {
+        let base = dir.path().join(format!("store-{id}"));
+        std::fs::create_dir_all(base.join("raft")).expect("store directory");
+        let engines = match engine {
+            Engine::Disk => Engines::new(
+                Arc::new(
+                    RaftLogEngine::open(&RaftLogConfig::new(base.join("raft"))).expect("raft log"),
+                ),
+                Arc::new(FjallKvEngine::open(&KvConfig::new(base.join("kv"))).expect("kv")),
+                base.join("snapshots"),
+            ),
+            Engine::Mem => Engines::new(
+                Arc::new(MemRaftLog::new()),
+                Arc::new(MemKvEngine::new()),
+                base.join("snapshots"),
+            ),
+        };
+        bootstrap_region(&engines, &first_region()).expect("bootstrap");
+        let mut config = StoreConfig::new(StoreId(id));
+        if !hibernate {
+            config.hibernation.idle_ticks = None;
+        }
+        let store =
+            Store::open(config, engines, Arc::new(net.clone()), RunMode::Threads).expect("open");
+        net.register(StoreId(id), store.receiver());
+        stores.push(store);
+    }
+    let c = Cluster { stores, _dir: dir };
+    if regions > 1 {
+        let splits: Vec<SplitRequest> = (1..regions)
+            .map(|i| SplitRequest {
+                split_key: Bytes::from(key_prefix(i)),
+                new_region_id: 100 + i,
+                new_peer_ids: (1..=3).map(|s| 1_000_000 + i * 10 + s).collect(),
+            })
+            .collect();
+        let (leader, epoch) = c.wait_leader(RegionId(1));
+        c.stores[leader]
+            .split(RegionId(1), epoch, splits)
+            .wait()
+            .expect("split");
+    }
+    c
+}
+
+fn key_prefix(region: u64) -> String {
+    format!("r{region:06}")
+}
+
+fn region_id(i: u64) -> RegionId {
+    if i == 0 {
+        RegionId(1)
+    } else {
+        RegionId(100 + i)
+    }
+}
+
+impl Cluster {
+    fn wait_leader(&self, region: RegionId) -> (usize, RegionEpoch) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            for (i, s) in self.stores.iter().enumerate() {
+                if let Ok(st) = s.region_status(region).wait()
+                    && st.role == Role::Leader
+                {
+                    return (i, st.region.epoch.unwrap_or_default());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "region {region} elected no leader"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn recorder() -> &'static PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .install_recorder()
+            .expect("metrics recorder")
+    })
+}
+
+/// Every sample's value by `name{labels}`.
+fn samples() -> HashMap<String, f64> {
+    recorder()
+        .render()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+fn sum(s: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+    s.iter()
+        .filter(|(k, _)| k.split('{').next() == Some(name) && labels.iter().all(|l| k.contains(l)))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn put(key: Vec<u8>, value: Bytes) -> WriteCommand {
+    WriteCommand {
+        ops: vec![Op {
+            op: Some(op::Op::Put(Put {
+                key: Bytes::from(key),
+                value,
+            })),
+        }],
+    }
+}
+
+fn throughput() {
+    let engine = engine();
+    let clients = env_u64("FLOTILLA_BENCH_CLIENTS", 256);
+    let value = Bytes::from(vec![0x61; env_u64("FLOTILLA_BENCH_VALUE", 128) as usize]);
+    let secs = env_u64("FLOTILLA_BENCH_SECS", 10);
+    for regions in region_counts("1,100,1000") {
+        let c = start(regions, engine, true);
+        // Where each region's leader is, refreshed on NotLeader.
+        let leaders: Vec<Mutex<(usize, RegionEpoch)>> = (0..regions)
+            .map(|i| Mutex::new(c.wait_leader(region_id(i))))
+            .collect();
+        let stop = AtomicBool::new(false);
+        let before = samples();
+        let started = Instant::now();
+        let latencies: Vec<Vec<u32>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..clients)
+                .map(|client| {
+                    let (c, leaders, stop, value) = (&c, &leaders, &stop, value.clone());
+                    s.spawn(move || {
+                        let mut lat = Vec::new();
+                        let mut n = client.wrapping_mul(0x9E37_79B9);
+                        while !stop.load(Ordering::Relaxed) {
+                            n = n.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                            let i = (n >> 33) % regions;
+                            let (store, epoch) = *leaders[i as usize].lock().unwrap();
+                            let key = format!("{}-{client}-{}", key_prefix(i), n % 1000);
+                            let t = Instant::now();
+                            let r = c.stores[store]
+                                .propose(region_id(i), epoch, put(key.into_bytes(), value.clone()))
+                                .wait();
+                            match r {
+                                Ok(_) => lat.push(t.elapsed().as_micros() as u32),
+                                Err(
+                                    RegionError::NotLeader { .. }
+                                    | RegionError::EpochNotMatch { .. },
+                                ) => {
+                                    *leaders[i as usize].lock().unwrap() =
+                                        c.wait_leader(region_id(i));
+                                }
+                                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                            }
+                        }
+                        lat
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_secs(secs));
+            stop.store(true, Ordering::Relaxed);
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("client"))
+                .collect()
+        });
+        let elapsed = started.elapsed().as_secs_f64();
+        let after = samples();
+        let delta =
+            |name: &str, labels: &[&str]| sum(&after, name, labels) - sum(&before, name, labels);
+        let mut all: Vec<u32> = latencies.into_iter().flatten().collect();
+        all.sort_unstable();
+        let pct = |p: f64| {
+            all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0)
+        };
+        let ops = all.len() as f64;
+        let fsyncs = delta("flotilla_wal_fsyncs_total", &[]);
+        let writes = delta("flotilla_wal_writes_total", &[]);
+        let regions_per_write = delta("flotilla_wal_write_batch_regions_sum", &[])
+            / delta("flotilla_wal_write_batch_regions_count", &[]).max(1.0);
+        println!(
+            "throughput {engine:?} {regions} regions {clients} clients {}-byte values: {:.0} writes/s, p50 {} µs, p99 {} µs, max {} µs; {:.1} client writes per fsync ({fsyncs} fsyncs, 3 stores), {:.1} client writes per WAL write, {regions_per_write:.1} regions per WAL write",
+            value.len(),
+            ops / elapsed,
+            pct(0.50),
+            pct(0.99),
+            all.last().copied().unwrap_or(0),
+            ops / fsyncs.max(1.0),
+            ops / writes.max(1.0),
+        );
+        for s in c.stores {
+            s.shutdown();
+        }
+    }
+}
+
+/// (user + system CPU seconds, resident bytes) of this process.
+fn cpu_and_rss() -> (f64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command's closing parenthesis: utime and stime are 14th and 15th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, r)| r)
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    (ticks / 100.0, rss_kib * 1024)
+}
+
+fn idle() {
+    let engine = engine();
+    let secs = env_u64("FLOTILLA_BENCH_SECS", 10);
+    let hibernate = env("FLOTILLA_BENCH_HIBERNATE").as_deref() != Some("0");
+    for regions in region_counts("10000") {
+        let (_, rss_before) = cpu_and_rss();
+        let setup = Instant::now();
+        let c = start(regions, engine, hibernate);
+        for i in 0..regions {
+            c.wait_leader(region_id(i));
+        }
+        if hibernate {
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while c.stores.iter().any(|s| s.ticking_regions() > 0) {
+                assert!(Instant::now() < deadline, "regions never slept");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        } else {
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        let settled = setup.elapsed().as_secs_f64();
+        let before = samples();
+        let (cpu0, _) = cpu_and_rss();
+        std::thread::sleep(Duration::from_secs(secs));
+        let (cpu1, rss) = cpu_and_rss();
+        let after = samples();
+        let delta =
+            |name: &str, labels: &[&str]| sum(&after, name, labels) - sum(&before, name, labels);
+        let batches = delta("flotilla_transport_rpcs_total", &["dir=\"sent\""]);
+        let replicas = regions * 3;
+        println!(
+            "idle {engine:?} {regions} regions × 3 replicas, hibernation {}: settled in {settled:.1} s; CPU {:.2} % of one core; RSS {:.1} MiB, {:.1} KiB per replica; {:.1} batches/s between the stores",
+            if hibernate { "on" } else { "off" },
+            100.0 * (cpu1 - cpu0) / secs as f64,
+            rss as f64 / (1 << 20) as f64,
+            rss.saturating_sub(rss_before) as f64 / 1024.0 / replicas as f64,
+            batches / secs as f64,
+        );
+        for s in c.stores {
+            s.shutdown();
+        }
+    }
+}
+
+fn main() {
+    recorder();
+    // `cargo bench` passes `--bench`; a plain `cargo bench` runs no mode (each takes
+    // minutes) and says how to pick one.
+    match std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .as_deref()
+    {
+        Some("throughput") => throughput(),
+        Some("idle") => idle(),
+        other => eprintln!(
+            "store bench: mode {other:?}; run `cargo bench --bench store -- throughput` or `-- idle`"
+        ),
+    }
+}
