@@ -134,7 +134,10 @@ fn observers_see_every_applied_change_in_order_on_every_replica() {
         s.change_peers(FIRST_REGION, epoch, vec![PeerChange::AddLearner(learner)])
     });
     c.wait_applied_everywhere(b"a", Some(b"2"));
-    assert_eq!(kinds(&recorders[3]), vec!["snapshot"]);
+    // The install's event follows its data into the engine.
+    wait_until("the learner observes its snapshot", || {
+        kinds(&recorders[3]) == ["snapshot"]
+    });
     c.on_leader(FIRST_REGION, |s, epoch| {
         s.change_peers(FIRST_REGION, epoch, vec![PeerChange::Remove(learner)])
     });

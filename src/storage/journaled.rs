@@ -8,8 +8,12 @@ use super::SyncMode;
 
 #[derive(Default)]
 pub(crate) struct Journaled<T, W> {
+    /// What reads see; shared with views (a write copies it only while a view holds it).
     live: Arc<T>,
-    durable: Arc<T>,
+    /// What survives a crash: kept apart from `live` and brought up to date by replaying
+    /// the synced writes onto it, so a sync never copies the whole state (sharing one
+    /// value between the two would make the next write copy all of it).
+    durable: T,
     unsynced: Vec<W>,
 }
 
@@ -20,9 +24,9 @@ impl<T: Clone, W: Clone> Journaled<T, W> {
 
     pub(crate) fn write(&mut self, w: &W, apply: impl Fn(&mut T, &W), sync: SyncMode) {
         apply(Arc::make_mut(&mut self.live), w);
-        match sync {
-            SyncMode::Sync => self.sync(),
-            SyncMode::NoSync => self.unsynced.push(w.clone()),
+        self.unsynced.push(w.clone());
+        if sync == SyncMode::Sync {
+            self.sync(apply);
         }
     }
 
@@ -32,18 +36,16 @@ impl<T: Clone, W: Clone> Journaled<T, W> {
     }
 
     /// Everything written so far is durable.
-    pub(crate) fn sync(&mut self) {
-        self.durable = self.live.clone();
-        self.unsynced.clear();
+    pub(crate) fn sync(&mut self, apply: impl Fn(&mut T, &W)) {
+        for w in self.unsynced.drain(..) {
+            apply(&mut self.durable, &w);
+        }
     }
 
     /// A crash after which the first `kept` unsynced writes survive.
     pub(crate) fn crash_keeping(&mut self, kept: usize, apply: impl Fn(&mut T, &W)) {
-        let mut state = (*self.durable).clone();
-        for w in self.unsynced.iter().take(kept) {
-            apply(&mut state, w);
-        }
-        self.live = Arc::new(state);
-        self.sync();
+        self.unsynced.truncate(kept);
+        self.sync(apply);
+        self.live = Arc::new(self.durable.clone());
     }
 }

@@ -152,7 +152,7 @@ impl KvEngine for MemKvEngine {
     }
 
     fn persist(&self) -> Result<(), KvError> {
-        self.state.lock().sync();
+        self.state.lock().sync(apply_batch);
         Ok(())
     }
 }
