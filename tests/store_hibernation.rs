@@ -15,22 +15,10 @@ use flotilla::raft::Role;
 use flotilla::store::{Fault, Liveness, ReadRequest, ReadResponse, Store};
 use flotilla::{RegionId, StoreId};
 
-/// Splits the first region into `n` regions at keys "k01".."k{n-1}"; their ids, in key
-/// order. Region `i` holds the keys from "k{i}" (region 0 everything below "k01").
+/// Splits the first region into `n` regions at keys "k01".."k{n-1}", each led; their ids
+/// in key order. Region `i` holds the keys from "k{i}" (region 0 everything below "k01").
 fn split_into(c: &Cluster, n: u64) -> Vec<RegionId> {
-    let splits: Vec<SplitRequest> = (1..n)
-        .map(|i| SplitRequest {
-            split_key: Bytes::from(format!("k{i:02}")),
-            new_region_id: 100 + i,
-            new_peer_ids: (1..=3).map(|s| 1000 + i * 10 + s).collect(),
-        })
-        .collect();
-    c.on_leader(FIRST_REGION, |s, epoch| {
-        s.split(FIRST_REGION, epoch, splits.clone())
-    });
-    let ids: Vec<RegionId> = std::iter::once(FIRST_REGION)
-        .chain((1..n).map(|i| RegionId(100 + i)))
-        .collect();
+    let ids = c.split_first_region(n, |i| format!("k{i:02}"));
     for &r in &ids {
         c.wait_leader(r);
     }
@@ -212,6 +200,34 @@ fn a_sleeping_leader_left_without_a_quorum_steps_down() {
     }
     wait_until("the lone leader steps down", || {
         answer(c.store(leader).region_status(FIRST_REGION)).is_ok_and(|st| st.role != Role::Leader)
+    });
+}
+
+/// Log GC rounds visit only ticking regions (their cost follows the active regions): a
+/// region compacts its log as it falls asleep instead, with no round at all.
+#[test]
+fn a_region_compacts_its_log_as_it_falls_asleep() {
+    use flotilla::storage::log_gc::GcPolicy;
+    let c = Cluster::start_with(3, |s| {
+        let mut cfg = test_config(s);
+        cfg.log_gc = GcPolicy {
+            max_follower_lag: 10,
+            min_entries: 5,
+        };
+        cfg.log_gc_interval = Duration::from_secs(3600);
+        cfg
+    });
+    c.must_put(FIRST_REGION, b"warm", b"up");
+    let first_index = |s: &Store| answer(s.region_status(FIRST_REGION)).unwrap().first_index;
+    let before: Vec<u64> = c.running().map(first_index).collect();
+    for i in 0..50 {
+        c.must_put(FIRST_REGION, format!("k{i:02}").as_bytes(), b"v");
+    }
+    wait_all_asleep(&c);
+    wait_until("every replica compacted as it fell asleep", || {
+        c.running()
+            .zip(&before)
+            .all(|(s, b)| first_index(s) > b + 40)
     });
 }
 

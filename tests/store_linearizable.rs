@@ -57,20 +57,6 @@ fn keys(regions: u64) -> Vec<Bytes> {
         .collect()
 }
 
-/// Splits the first region into `n` regions at "r00001".. .
-fn split_into(c: &Cluster, n: u64) {
-    let splits: Vec<SplitRequest> = (1..n)
-        .map(|i| SplitRequest {
-            split_key: Bytes::from(format!("r{i:05}")),
-            new_region_id: 100 + i,
-            new_peer_ids: (1..=3).map(|s| 100_000 + i * 10 + s).collect(),
-        })
-        .collect();
-    c.on_leader(FIRST_REGION, |s, epoch| {
-        s.split(FIRST_REGION, epoch, splits.clone())
-    });
-}
-
 /// Whether an error says the operation did not take effect.
 fn did_not_happen(e: &RegionError) -> bool {
     !matches!(
@@ -397,7 +383,7 @@ fn replace_follower(w: &World, key: &Bytes, rng: &mut Rng) -> String {
 fn run_round(seed: u64, secs: u64, regions: u64) {
     let started = Instant::now();
     let c = Cluster::start(3);
-    split_into(&c, regions);
+    c.split_first_region(regions, |i| format!("r{i:05}"));
     let keys = keys(regions);
     for k in &keys {
         c.must_put(

@@ -13,9 +13,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::store::*;
-use flotilla::proto::commandpb::SplitRequest;
+use flotilla::StoreId;
 use flotilla::store::{RaftSettings, ReadRequest, StoreConfig};
-use flotilla::{RegionId, StoreId};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 fn handle() -> &'static PrometheusHandle {
@@ -58,29 +57,12 @@ fn sum(samples: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
-/// Splits the first region into `n` regions at keys "r00001".. (one split command).
-fn split_into(c: &Cluster, n: u64) -> Vec<RegionId> {
-    let splits: Vec<SplitRequest> = (1..n)
-        .map(|i| SplitRequest {
-            split_key: Bytes::from(format!("r{i:05}")),
-            new_region_id: 100 + i,
-            new_peer_ids: (1..=3).map(|s| 100_000 + i * 10 + s).collect(),
-        })
-        .collect();
-    c.on_leader(FIRST_REGION, |s, epoch| {
-        s.split(FIRST_REGION, epoch, splits.clone())
-    });
-    std::iter::once(FIRST_REGION)
-        .chain((1..n).map(|i| RegionId(100 + i)))
-        .collect()
-}
-
 #[test]
 fn the_store_reports_its_work_in_metrics() {
     let _serial = serial();
     handle();
     let c = Cluster::start(3);
-    let regions = split_into(&c, 10);
+    let regions = c.split_first_region(10, |i| format!("r{i:05}"));
     for r in &regions {
         c.wait_leader(*r);
     }
@@ -190,7 +172,7 @@ fn heartbeat_traffic(regions: u64) -> Traffic {
         cfg
     };
     let c = Cluster::start_with(3, config);
-    let ids = split_into(&c, regions);
+    let ids = c.split_first_region(regions, |i| format!("r{i:05}"));
     wait_until("every region has a leader", || {
         ids.iter().all(|&r| {
             c.running().any(|s| {

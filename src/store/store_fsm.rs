@@ -168,8 +168,8 @@ impl Drop for StoreFsm {
 }
 
 /// A round of raft log GC: files no region needs are purged; the regions whose old
-/// entries pin files are compacted as far as they have applied, the others as the policy
-/// allows (each peer decides, see `peer/log_gc.rs`).
+/// entries pin files are compacted as far as they have applied, the ticking others as the
+/// policy allows (each peer decides, see `peer/log_gc.rs`).
 fn log_gc(ctx: &PollContext) {
     let pinning = match ctx.shared.engines.log.purge_expired_files() {
         Ok(regions) => regions,
@@ -178,14 +178,18 @@ fn log_gc(ctx: &PollContext) {
             Vec::new()
         }
     };
-    ctx.shared.raft_router.for_each(|region, mailbox| {
-        let pass = if pinning.contains(&region) {
-            GcPass::Forced
-        } else {
-            GcPass::Regular
-        };
-        let _ = mailbox.force_send(PeerMsg::LogGc(pass));
-    });
+    // Sleeping regions compacted what they could when they fell asleep: a round visits
+    // the ticking ones, and those whose old entries pin files — its cost follows the
+    // active regions, not all of them.
+    let router = &ctx.shared.raft_router;
+    for &region in &pinning {
+        let _ = router.force_send(region, PeerMsg::LogGc(GcPass::Forced));
+    }
+    for region in ctx.shared.ticker.ticking() {
+        if !pinning.contains(&region) {
+            let _ = router.force_send(region, PeerMsg::LogGc(GcPass::Regular));
+        }
+    }
 }
 
 /// Creates the empty peer a message is addressed to, or says why not.

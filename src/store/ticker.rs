@@ -64,6 +64,11 @@ impl<K: Hash + Eq + Copy + Send + Sync + 'static, N: Fsm, C: Fsm> Ticker<K, N, C
         self.ticking.lock().contains(&addr)
     }
 
+    /// The FSMs ticking now.
+    pub fn ticking(&self) -> Vec<K> {
+        self.ticking.lock().iter().copied().collect()
+    }
+
     /// How many FSMs are ticking.
     pub fn ticking_count(&self) -> usize {
         self.ticking.lock().len()

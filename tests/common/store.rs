@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::hooked_log::{HookedLog, WriteHook};
-use flotilla::proto::commandpb::{Op, Put, WriteCommand, op};
+use flotilla::proto::commandpb::{Op, Put, SplitRequest, WriteCommand, op};
 use flotilla::proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
 use flotilla::proto::raftpb::Entry;
 use flotilla::proto::storagepb::RaftLocalState;
@@ -219,6 +219,25 @@ impl Cluster {
     /// The store of `region`'s leader.
     pub fn leader_store(&self, region: RegionId) -> StoreId {
         StoreId(self.wait_leader(region).peer.store_id)
+    }
+
+    /// Splits the first region into `n` regions with one split command, at
+    /// `split_key(1)`..`split_key(n - 1)` (rising). Region `i` (from 1) gets id `100 + i`
+    /// and peers `100_000 + 10 i + store`. The ids, in key order.
+    pub fn split_first_region(&self, n: u64, split_key: impl Fn(u64) -> String) -> Vec<RegionId> {
+        let splits: Vec<SplitRequest> = (1..n)
+            .map(|i| SplitRequest {
+                split_key: Bytes::from(split_key(i)),
+                new_region_id: 100 + i,
+                new_peer_ids: (1..=3).map(|s| 100_000 + i * 10 + s).collect(),
+            })
+            .collect();
+        self.on_leader(FIRST_REGION, |s, epoch| {
+            s.split(FIRST_REGION, epoch, splits.clone())
+        });
+        std::iter::once(FIRST_REGION)
+            .chain((1..n).map(|i| RegionId(100 + i)))
+            .collect()
     }
 
     pub fn epoch(&self, region: RegionId) -> RegionEpoch {

@@ -19,6 +19,7 @@ use crate::proto::raftpb::{Message, MessageType};
 use crate::proto::transportpb::{Hibernation, HibernationSignal};
 use crate::store::context::PollContext;
 use crate::store::liveness::Liveness;
+use crate::store::msg::GcPass;
 
 /// Whether a replica ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,9 +133,11 @@ impl PeerFsm {
         self.fall_asleep(ctx);
     }
 
-    fn fall_asleep(&mut self, ctx: &PollContext) {
+    fn fall_asleep(&mut self, ctx: &mut PollContext) {
         self.sleep = Sleep::Asleep;
         ctx.shared.ticker.stop(self.region_id());
+        // Store GC rounds pass sleeping regions by: compact what may go now.
+        self.on_log_gc(GcPass::Regular, ctx);
         metrics::counter!("flotilla_store_region_sleeps_total").increment(1);
     }
 
