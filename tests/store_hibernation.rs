@@ -358,3 +358,67 @@ fn a_mass_wake_is_spread_over_ticks() {
     );
     assert!(window.len() > led / PER_TICK, "{awake:?}");
 }
+
+/// A follower woken by anything but its leader (here a request it can only refuse) wakes
+/// its sleeping leader at once, so the leader heartbeats before the follower's election
+/// timer could run out. Stepped, with no tick after the request: only the WAKE_UP signal
+/// can wake the leader.
+#[test]
+fn a_woken_follower_wakes_its_sleeping_leader() {
+    use flotilla::store::{InProcessNetwork, RunMode};
+    use std::sync::Arc;
+    let net = InProcessNetwork::new(3);
+    let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
+    let mut stores: Vec<Store> = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let id = StoreId(i as u64 + 1);
+        flotilla::store::bootstrap_region(&engines(node), &first_region(3)).unwrap();
+        let s = Store::open(
+            test_config(id),
+            engines(node),
+            Arc::new(net.clone()),
+            RunMode::Stepped,
+        )
+        .unwrap();
+        net.register(id, s.receiver());
+        stores.push(s);
+    }
+    let asleep = |stores: &mut [Store], i: usize| {
+        let mut st = stores[i].region_status(FIRST_REGION);
+        drive(stores);
+        st.try_take().unwrap().unwrap().hibernated
+    };
+    let mut ticks = 0;
+    while !stores.iter().all(|s| s.ticking_regions() == 0) {
+        tick_all(&mut stores);
+        ticks += 1;
+        assert!(ticks < 1000, "the region never slept");
+    }
+    let leader = (0..3)
+        .find(|&i| {
+            let mut st = stores[i].region_status(FIRST_REGION);
+            drive(&mut stores);
+            st.try_take().unwrap().unwrap().role == Role::Leader
+        })
+        .expect("a leader");
+    let follower = (leader + 1) % 3;
+    assert!(asleep(&mut stores, leader) && asleep(&mut stores, follower));
+    let epoch = stores[follower].regions()[0].epoch.unwrap();
+    let mut refused = stores[follower].read(
+        FIRST_REGION,
+        epoch,
+        ReadRequest::Get {
+            key: Bytes::from_static(b"k"),
+        },
+    );
+    drive(&mut stores);
+    assert!(matches!(
+        refused.try_take(),
+        Some(Err(flotilla::region::RegionError::NotLeader { .. }))
+    ));
+    assert!(
+        !asleep(&mut stores, follower),
+        "the request woke the follower"
+    );
+    assert!(!asleep(&mut stores, leader), "the follower woke its leader");
+}
