@@ -324,31 +324,12 @@ fn a_restarted_store_keeps_its_data_and_rejoins() {
     c.wait_applied_everywhere(b"k3", Some(b"v3"));
 }
 
-/// Steps every store until none has work left.
-fn drive(stores: &mut [flotilla::store::Store]) {
-    while stores.iter_mut().map(|s| s.run_until_idle()).sum::<usize>() > 0 {}
-}
-
 #[test]
 fn stepped_stores_run_whole_on_the_test_thread() {
-    use flotilla::store::{InProcessNetwork, RunMode, Store};
-    use std::sync::Arc;
+    use flotilla::store::InProcessNetwork;
     let net = InProcessNetwork::new(7);
     let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
-    let mut stores = Vec::new();
-    for (i, node) in nodes.iter().enumerate() {
-        let id = StoreId(i as u64 + 1);
-        flotilla::store::bootstrap_region(&engines(node), &first_region(3)).unwrap();
-        let s = Store::open(
-            test_config(id),
-            engines(node),
-            Arc::new(net.clone()),
-            RunMode::Stepped,
-        )
-        .unwrap();
-        net.register(id, s.receiver());
-        stores.push(s);
-    }
+    let mut stores = stepped_stores(&net, &nodes, test_config);
     let mut ticks = 0;
     let leader = loop {
         for s in &stores {

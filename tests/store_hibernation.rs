@@ -260,11 +260,6 @@ fn a_live_follower_behind_on_a_stalled_disk_keeps_its_leader_awake() {
     wait_all_asleep(&c);
 }
 
-/// Steps every store until none has work left.
-fn drive(stores: &mut [Store]) {
-    while stores.iter_mut().map(|s| s.run_until_idle()).sum::<usize>() > 0 {}
-}
-
 fn tick_all(stores: &mut [Store]) {
     for s in stores.iter() {
         s.tick();
@@ -276,21 +271,15 @@ fn tick_all(stores: &mut [Store]) {
 /// regions it affects at most `max_wakes_per_tick` per tick. Stepped, so ticks are exact.
 #[test]
 fn a_mass_wake_is_spread_over_ticks() {
-    use flotilla::store::{InProcessNetwork, RunMode};
-    use std::sync::Arc;
+    use flotilla::store::InProcessNetwork;
     const PER_TICK: usize = 2;
     let net = InProcessNetwork::new(7);
     let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
-    let mut stores: Vec<Store> = Vec::new();
-    for (i, node) in nodes.iter().enumerate() {
-        let id = StoreId(i as u64 + 1);
-        flotilla::store::bootstrap_region(&engines(node), &first_region(3)).unwrap();
+    let mut stores = stepped_stores(&net, &nodes, |id| {
         let mut cfg = test_config(id);
         cfg.hibernation.max_wakes_per_tick = PER_TICK;
-        let s = Store::open(cfg, engines(node), Arc::new(net.clone()), RunMode::Stepped).unwrap();
-        net.register(id, s.receiver());
-        stores.push(s);
-    }
+        cfg
+    });
     let leader_of = |stores: &mut [Store], r: RegionId| -> Option<usize> {
         let mut statuses: Vec<_> = stores.iter().map(|s| s.region_status(r)).collect();
         drive(stores);
@@ -365,24 +354,10 @@ fn a_mass_wake_is_spread_over_ticks() {
 /// can wake the leader.
 #[test]
 fn a_woken_follower_wakes_its_sleeping_leader() {
-    use flotilla::store::{InProcessNetwork, RunMode};
-    use std::sync::Arc;
+    use flotilla::store::InProcessNetwork;
     let net = InProcessNetwork::new(3);
     let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
-    let mut stores: Vec<Store> = Vec::new();
-    for (i, node) in nodes.iter().enumerate() {
-        let id = StoreId(i as u64 + 1);
-        flotilla::store::bootstrap_region(&engines(node), &first_region(3)).unwrap();
-        let s = Store::open(
-            test_config(id),
-            engines(node),
-            Arc::new(net.clone()),
-            RunMode::Stepped,
-        )
-        .unwrap();
-        net.register(id, s.receiver());
-        stores.push(s);
-    }
+    let mut stores = stepped_stores(&net, &nodes, test_config);
     let asleep = |stores: &mut [Store], i: usize| {
         let mut st = stores[i].region_status(FIRST_REGION);
         drive(stores);

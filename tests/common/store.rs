@@ -338,6 +338,38 @@ impl Drop for Cluster {
     }
 }
 
+/// Stores run stepped on the test thread, one per node, each holding the first region of
+/// `nodes.len()` voters, connected through `net`.
+pub fn stepped_stores(
+    net: &InProcessNetwork,
+    nodes: &[Node],
+    config: impl Fn(StoreId) -> StoreConfig,
+) -> Vec<Store> {
+    let region = first_region(nodes.len() as u64);
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let id = StoreId(i as u64 + 1);
+            bootstrap_region(&engines(node), &region).expect("bootstrap");
+            let s = Store::open(
+                config(id),
+                engines(node),
+                Arc::new(net.clone()),
+                RunMode::Stepped,
+            )
+            .expect("open store");
+            net.register(id, s.receiver());
+            s
+        })
+        .collect()
+}
+
+/// Steps every store until none has work left.
+pub fn drive(stores: &mut [Store]) {
+    while stores.iter_mut().map(|s| s.run_until_idle()).sum::<usize>() > 0 {}
+}
+
 pub fn engines(node: &Node) -> Engines {
     let log = HookedLog {
         inner: node.log.clone(),
