@@ -3,7 +3,7 @@
 //! `crash_keeping`, keeps a prefix of the unsynced writes, as a real log may).
 
 use parking_lot::Mutex;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::SyncMode;
 use super::journaled::Journaled;
@@ -15,12 +15,26 @@ use crate::raft::storage::ByteBudget;
 
 #[derive(Debug, Clone, Default)]
 struct Group {
-    entries: BTreeMap<u64, Entry>,
+    /// Consecutive entries from the front's index on (`prepare` refuses holes).
+    entries: VecDeque<Entry>,
     state: Option<RaftLocalState>,
     span: Option<LogSpan>,
 }
 
 type Groups = BTreeMap<RegionId, Group>;
+
+impl Group {
+    /// How many held entries come before `index`.
+    fn offset(&self, index: u64) -> usize {
+        let first = self.entries.front().map_or(index, |e| e.index);
+        usize::try_from(index.saturating_sub(first)).unwrap_or(usize::MAX)
+    }
+
+    fn get(&self, index: u64) -> Option<&Entry> {
+        let first = self.entries.front()?.index;
+        self.entries.get(usize::try_from(index.checked_sub(first)?).ok()?)
+    }
+}
 
 /// The in-memory `RaftLogStore`: batches are checked as `RaftLogEngine` checks them, and
 /// `crash` drops every write after the last synced one.
@@ -37,14 +51,15 @@ fn apply(groups: &mut Groups, batch: &LogWriteBatch) {
             LogOp::Append(ents) => {
                 let g = groups.entry(region).or_default();
                 if let Some(first) = ents.first() {
-                    g.entries.split_off(&first.entry.index);
+                    // Overwrites the tail from there (an index before the front: all).
+                    g.entries.truncate(g.offset(first.entry.index));
                 }
-                g.entries
-                    .extend(ents.iter().map(|w| (w.entry.index, w.entry.clone())));
+                g.entries.extend(ents.iter().map(|w| w.entry.clone()));
             }
             LogOp::CompactTo(index) => {
                 let g = groups.entry(region).or_default();
-                g.entries = g.entries.split_off(&index);
+                let gone = g.offset(index).min(g.entries.len());
+                g.entries.drain(..gone);
             }
             LogOp::Reset => {
                 groups.remove(&region);
@@ -116,7 +131,7 @@ impl RaftLogStore for MemRaftLog {
         }
         Ok(self.read(|g| {
             g.get(&region)
-                .and_then(|grp| grp.entries.get(&index).cloned())
+                .and_then(|grp| grp.get(index).cloned())
         }))
     }
 
@@ -134,10 +149,7 @@ impl RaftLogStore for MemRaftLog {
             };
             let mut budget = ByteBudget::new(max_bytes);
             let mut out = Vec::new();
-            for (expected, (&index, e)) in (low..).zip(grp.entries.range(low..high)) {
-                if index != expected {
-                    return (out, false);
-                }
+            for e in (low..high).map_while(|index| grp.get(index)) {
                 if !budget.take(e) {
                     return (out, true);
                 }
