@@ -201,8 +201,7 @@ impl<'a> Changer<'a> {
     }
 
     fn make_voter(&self, cfg: &mut TrackerConfig, prs: &mut ProgressMap, id: u64) {
-        prs.entry(id)
-            .or_insert_with(|| self.new_progress(false))
+        prs.get_or_insert_with(id, || self.new_progress(false))
             .is_learner = false;
         cfg.learners.remove(&id);
         cfg.learners_next.remove(&id);
@@ -214,8 +213,7 @@ impl<'a> Changer<'a> {
             return;
         }
         cfg.voters.incoming.voters.remove(&id);
-        prs.entry(id)
-            .or_insert_with(|| self.new_progress(true))
+        prs.get_or_insert_with(id, || self.new_progress(true))
             .is_learner = true;
         // A voter of the outgoing half keeps voting there until the joint state is left.
         if cfg.voters.outgoing.voters.contains(&id) {
@@ -350,7 +348,7 @@ mod tests {
     #[test]
     fn new_members_start_past_the_last_index_with_nothing_matched() {
         let t = tracker(&[1, 2, 3], &[4]);
-        for pr in t.progress.values() {
+        for (_, pr) in t.progress.iter() {
             assert_eq!((pr.next_idx, pr.matched), (11, 0));
         }
         let added = Changer::new(&t, 20)

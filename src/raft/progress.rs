@@ -1,6 +1,6 @@
 //! The leader's view of each peer (progress) and of the configuration (tracker).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use super::inflights::Inflights;
 use super::quorum::{JointConfig, VoteResult};
@@ -168,7 +168,88 @@ impl TrackerConfig {
     }
 }
 
-pub type ProgressMap = BTreeMap<u64, Progress>;
+/// Each peer's progress, ordered by peer id. A sorted vector: a region has a handful of
+/// peers, and a B-tree's first node alone would take over a kilobyte per replica.
+#[derive(Debug, Clone, Default)]
+pub struct ProgressMap(Vec<(u64, Progress)>);
+
+impl ProgressMap {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn position(&self, id: u64) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&id, |(k, _)| *k)
+    }
+
+    pub fn get(&self, id: &u64) -> Option<&Progress> {
+        let at = self.position(*id).ok()?;
+        Some(&self.0[at].1)
+    }
+
+    pub fn get_mut(&mut self, id: &u64) -> Option<&mut Progress> {
+        let at = self.position(*id).ok()?;
+        Some(&mut self.0[at].1)
+    }
+
+    pub fn contains_key(&self, id: &u64) -> bool {
+        self.position(*id).is_ok()
+    }
+
+    /// Sets `id`'s progress, returning the one it replaces.
+    pub fn insert(&mut self, id: u64, progress: Progress) -> Option<Progress> {
+        match self.position(id) {
+            Ok(at) => Some(std::mem::replace(&mut self.0[at].1, progress)),
+            Err(at) => {
+                self.0.insert(at, (id, progress));
+                None
+            }
+        }
+    }
+
+    pub fn remove(&mut self, id: &u64) -> Option<Progress> {
+        let at = self.position(*id).ok()?;
+        Some(self.0.remove(at).1)
+    }
+
+    /// `id`'s progress, made by `new` if it has none.
+    pub fn get_or_insert_with(&mut self, id: u64, new: impl FnOnce() -> Progress) -> &mut Progress {
+        let at = match self.position(id) {
+            Ok(at) => at,
+            Err(at) => {
+                self.0.insert(at, (id, new()));
+                at
+            }
+        };
+        &mut self.0[at].1
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&u64, &Progress)> {
+        self.0.iter().map(|(id, pr)| (id, pr))
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&u64, &mut Progress)> {
+        self.0.iter_mut().map(|(id, pr)| (&*id, pr))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &u64> {
+        self.0.iter().map(|(id, _)| id)
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Progress> {
+        self.0.iter_mut().map(|(_, pr)| pr)
+    }
+}
+
+/// `map[&id]` in tests: `id`'s progress; panics if it has none.
+#[cfg(test)]
+impl std::ops::Index<&u64> for ProgressMap {
+    type Output = Progress;
+
+    fn index(&self, id: &u64) -> &Progress {
+        self.get(id).expect("no progress for the peer")
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ProgressTracker {

@@ -32,7 +32,8 @@ impl Group {
 
     fn get(&self, index: u64) -> Option<&Entry> {
         let first = self.entries.front()?.index;
-        self.entries.get(usize::try_from(index.checked_sub(first)?).ok()?)
+        self.entries
+            .get(usize::try_from(index.checked_sub(first)?).ok()?)
     }
 }
 
@@ -60,6 +61,10 @@ fn apply(groups: &mut Groups, batch: &LogWriteBatch) {
                 let g = groups.entry(region).or_default();
                 let gone = g.offset(index).min(g.entries.len());
                 g.entries.drain(..gone);
+                // An idle region's log is often compacted empty: give the room back.
+                if g.entries.len() * 4 < g.entries.capacity() {
+                    g.entries.shrink_to_fit();
+                }
             }
             LogOp::Reset => {
                 groups.remove(&region);
@@ -129,10 +134,7 @@ impl RaftLogStore for MemRaftLog {
         if !self.span(region).is_some_and(|s| s.holds(index)) {
             return Ok(None);
         }
-        Ok(self.read(|g| {
-            g.get(&region)
-                .and_then(|grp| grp.get(index).cloned())
-        }))
+        Ok(self.read(|g| g.get(&region).and_then(|grp| grp.get(index).cloned())))
     }
 
     fn entries(

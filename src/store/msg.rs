@@ -89,44 +89,60 @@ pub(crate) struct Proposal {
     pub _charge: Charge,
 }
 
-/// The peer FSM's mailbox.
+/// A command routed with `epoch`.
+#[derive(Debug)]
+pub(crate) struct ProposeMsg {
+    pub epoch: Option<RegionEpoch>,
+    pub command: Command,
+}
+
+/// A read routed with `epoch`.
+#[derive(Debug)]
+pub(crate) struct ReadMsg {
+    pub epoch: Option<RegionEpoch>,
+    pub request: ReadRequest,
+    pub responder: Responder<ReadResponse>,
+}
+
+/// Hand leadership to the region's peer `to` (routed with `epoch`).
+#[derive(Debug)]
+pub(crate) struct TransferLeaderMsg {
+    pub epoch: Option<RegionEpoch>,
+    pub to: PeerId,
+    pub responder: Responder<()>,
+}
+
+/// The peer FSM's mailbox. Large payloads are boxed: an idle region's mailbox keeps a
+/// block of message slots allocated, so the enum's size is memory per replica.
 #[derive(Debug)]
 pub(crate) enum PeerMsg {
     /// From another store's replica of the region.
     Raft(Box<RaftMessage>),
-    /// A command routed with `epoch`.
-    Propose {
-        epoch: Option<RegionEpoch>,
-        command: Command,
-    },
-    /// A read routed with `epoch`.
-    Read {
-        epoch: Option<RegionEpoch>,
-        request: ReadRequest,
-        responder: Responder<ReadResponse>,
-    },
-    /// Hand leadership to the region's peer `to`.
-    TransferLeader {
-        epoch: Option<RegionEpoch>,
-        to: PeerId,
-        responder: Responder<()>,
-    },
+    Propose(Box<ProposeMsg>),
+    Read(Box<ReadMsg>),
+    TransferLeader(Box<TransferLeaderMsg>),
     /// The WAL writer made a write task durable.
-    Persisted(Persisted),
+    Persisted(Box<Persisted>),
     /// The transport could not reach this peer.
     Unreachable(PeerId),
     /// The apply delegate applied entries.
-    Applied(ApplyResult),
+    Applied(Box<ApplyResult>),
     /// Start an election now (a region just split off a leader's region).
     Campaign,
     /// How sending a snapshot to `to` ended.
-    SnapshotStatus { to: PeerId, status: SnapshotStatus },
+    SnapshotStatus {
+        to: PeerId,
+        status: SnapshotStatus,
+    },
     /// Compact the region's log as far as the pass allows.
     LogGc(GcPass),
     /// Report the replica's state.
-    Status(Responder<RegionStatus>),
+    Status(Box<Responder<RegionStatus>>),
     /// A store holding a peer of the region went down or came back (store liveness).
-    StoreLiveness { store: StoreId, liveness: Liveness },
+    StoreLiveness {
+        store: StoreId,
+        liveness: Liveness,
+    },
 }
 
 impl PeerMsg {
@@ -134,9 +150,9 @@ impl PeerMsg {
     /// message wakes it itself, knowing who sent it; the runtime's own reports do not.
     pub(crate) fn needs_region_awake(&self) -> bool {
         match self {
-            PeerMsg::Propose { .. }
-            | PeerMsg::Read { .. }
-            | PeerMsg::TransferLeader { .. }
+            PeerMsg::Propose(_)
+            | PeerMsg::Read(_)
+            | PeerMsg::TransferLeader(_)
             | PeerMsg::Campaign => true,
             PeerMsg::Raft(_)
             | PeerMsg::Persisted(_)
@@ -153,9 +169,9 @@ impl PeerMsg {
     /// not be delivered).
     pub(crate) fn fail(self, error: RegionError) {
         match self {
-            PeerMsg::Propose { command, .. } => command.fail(error),
-            PeerMsg::Read { responder, .. } => responder.fail(error),
-            PeerMsg::TransferLeader { responder, .. } => responder.fail(error),
+            PeerMsg::Propose(m) => m.command.fail(error),
+            PeerMsg::Read(m) => m.responder.fail(error),
+            PeerMsg::TransferLeader(m) => m.responder.fail(error),
             PeerMsg::Status(responder) => responder.fail(error),
             PeerMsg::Raft(_)
             | PeerMsg::Persisted(_)
@@ -205,10 +221,18 @@ pub(crate) struct ApplyTask {
     pub proposals: Vec<Proposal>,
 }
 
+/// A received snapshot to install: its summary, and `files` where its files are (not yet
+/// verified).
+#[derive(Debug)]
+pub(crate) struct InstallMsg {
+    pub summary: SnapshotSummary,
+    pub files: PathBuf,
+}
+
 /// The apply FSM's mailbox.
 #[derive(Debug)]
 pub(crate) enum ApplyMsg {
-    Apply(ApplyTask),
+    Apply(Box<ApplyTask>),
     /// Take a read view at the applied index and have the region's snapshot generated.
     Snapshot {
         log: Arc<RegionLog>,
@@ -220,11 +244,8 @@ pub(crate) enum ApplyMsg {
         index: u64,
         term: u64,
     },
-    /// Install the snapshot whose files are in `files` (received, not yet verified).
-    Install {
-        summary: SnapshotSummary,
-        files: PathBuf,
-    },
+    /// Install a received snapshot (boxed: see `PeerMsg`).
+    Install(Box<InstallMsg>),
 }
 
 /// The store FSM's mailbox.
@@ -247,4 +268,17 @@ pub(crate) enum GcPass {
     Regular,
     /// The region's old entries pin old log files: compact all that is applied.
     Forced,
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle region's mailboxes each keep one block of 31 message slots allocated
+    /// (crossbeam's unbounded channel), so message size is memory per replica: large
+    /// payloads travel boxed.
+    #[test]
+    fn mailbox_messages_stay_small() {
+        assert!(std::mem::size_of::<PeerMsg>() <= 24);
+        assert!(std::mem::size_of::<ApplyMsg>() <= 24);
+    }
 }

@@ -151,7 +151,7 @@ impl WriteNotifier for RouterNotifier {
     fn persisted(&self, region: RegionId, persisted: Persisted) {
         let _ = self
             .router
-            .force_send(region, PeerMsg::Persisted(persisted));
+            .force_send(region, PeerMsg::Persisted(Box::new(persisted)));
     }
 
     fn unreachable(&self, region: RegionId, to: PeerId) {

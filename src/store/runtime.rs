@@ -23,7 +23,7 @@ use super::fail_stop::FailStop;
 use super::flow::Flow;
 use super::liveness::Liveness;
 use super::meta::StoreMeta;
-use super::msg::{Command, PeerMsg, StoreMsg};
+use super::msg::{Command, PeerMsg, ProposeMsg, ReadMsg, StoreMsg, TransferLeaderMsg};
 use super::observer::ApplyObserver;
 use super::peer::PeerFsm;
 use super::raft_poller::{RaftPoller, RouterNotifier, StoreReceiver};
@@ -274,11 +274,11 @@ impl Store {
         let (responder, response) = response_channel(region);
         self.send(
             region,
-            PeerMsg::Read {
+            PeerMsg::Read(Box::new(ReadMsg {
                 epoch: Some(epoch),
                 request,
                 responder,
-            },
+            })),
         );
         response
     }
@@ -325,11 +325,11 @@ impl Store {
         let (responder, response) = response_channel(region);
         self.send(
             region,
-            PeerMsg::TransferLeader {
+            PeerMsg::TransferLeader(Box::new(TransferLeaderMsg {
                 epoch: Some(epoch),
                 to,
                 responder,
-            },
+            })),
         );
         response
     }
@@ -337,7 +337,7 @@ impl Store {
     /// This replica's view of `region`.
     pub fn region_status(&self, region: RegionId) -> Response<RegionStatus> {
         let (responder, response) = response_channel(region);
-        self.send(region, PeerMsg::Status(responder));
+        self.send(region, PeerMsg::Status(Box::new(responder)));
         response
     }
 
@@ -382,10 +382,10 @@ impl Store {
         let command = command(responder);
         self.send(
             region,
-            PeerMsg::Propose {
+            PeerMsg::Propose(Box::new(ProposeMsg {
                 epoch: Some(epoch),
                 command,
-            },
+            })),
         );
         response
     }

@@ -731,9 +731,9 @@ impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
         }
         while let Some(msg) = inbox.next_message() {
             let done = match msg {
-                ApplyMsg::Apply(task) => self.apply_task(fsm, task),
+                ApplyMsg::Apply(task) => self.apply_task(fsm, *task),
                 ApplyMsg::Snapshot { log } => self.snapshot_view(fsm, log),
-                ApplyMsg::Install { summary, files } => self.install(fsm, &summary, &files),
+                ApplyMsg::Install(m) => self.install(fsm, &m.summary, &m.files),
                 ApplyMsg::CompactLog { index, term } => {
                     self.compact_log(fsm, index, term);
                     Ok(())
@@ -785,7 +785,7 @@ impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
             let _ = self
                 .shared
                 .raft_router
-                .force_send(region, PeerMsg::Applied(result));
+                .force_send(region, PeerMsg::Applied(Box::new(result)));
         }
     }
 }

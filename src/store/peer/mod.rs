@@ -20,7 +20,7 @@ use bytes::Bytes;
 
 use super::batch::Fsm;
 use super::context::PollContext;
-use super::msg::{PeerMsg, Proposal, ProposalResponder};
+use super::msg::{PeerMsg, Proposal, ProposalResponder, ProposeMsg, ReadMsg, TransferLeaderMsg};
 use super::request::RegionStatus;
 use super::responder::Responder;
 use super::wal_writer::Persisted;
@@ -130,20 +130,29 @@ impl PeerFsm {
         }
         match msg {
             PeerMsg::Raft(m) => self.on_raft_message(*m, ctx),
-            PeerMsg::Propose { epoch, command } => self.on_propose(epoch.as_ref(), command, ctx),
-            PeerMsg::Read {
-                epoch,
-                request,
-                responder,
-            } => self.on_read(epoch.as_ref(), request, responder),
-            PeerMsg::TransferLeader {
-                epoch,
-                to,
-                responder,
-            } => self.on_transfer_leader(epoch.as_ref(), to, responder),
-            PeerMsg::Persisted(p) => self.on_persisted(p, ctx),
+            PeerMsg::Propose(m) => {
+                let ProposeMsg { epoch, command } = *m;
+                self.on_propose(epoch.as_ref(), command, ctx);
+            }
+            PeerMsg::Read(m) => {
+                let ReadMsg {
+                    epoch,
+                    request,
+                    responder,
+                } = *m;
+                self.on_read(epoch.as_ref(), request, responder);
+            }
+            PeerMsg::TransferLeader(m) => {
+                let TransferLeaderMsg {
+                    epoch,
+                    to,
+                    responder,
+                } = *m;
+                self.on_transfer_leader(epoch.as_ref(), to, responder);
+            }
+            PeerMsg::Persisted(p) => self.on_persisted(*p, ctx),
             PeerMsg::Unreachable(to) => self.raw.report_unreachable(to.get()),
-            PeerMsg::Applied(result) => self.on_applied(result, ctx),
+            PeerMsg::Applied(result) => self.on_applied(*result, ctx),
             PeerMsg::Campaign => {
                 if let Err(e) = self.raw.campaign() {
                     tracing::debug!(region = self.region.id, error = %e, "campaign refused");

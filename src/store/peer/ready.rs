@@ -209,6 +209,6 @@ impl PeerFsm {
         let _ = ctx
             .shared
             .apply_router
-            .force_send(self.region_id(), ApplyMsg::Apply(task));
+            .force_send(self.region_id(), ApplyMsg::Apply(Box::new(task)));
     }
 }

@@ -21,7 +21,7 @@ use crate::raft::SnapshotStatus;
 use crate::storage::SyncMode;
 use crate::storage::snapshot::snapshot_dir;
 use crate::store::context::PollContext;
-use crate::store::msg::ApplyMsg;
+use crate::store::msg::{ApplyMsg, InstallMsg};
 use crate::store::snapshot_worker::SnapshotTask;
 use crate::store::transport::raft_message;
 use crate::store::wal_writer::LogStart;
@@ -171,7 +171,7 @@ impl PeerFsm {
             at: (meta.index, meta.term),
             conf_state: meta.conf_state.unwrap_or_default(),
         });
-        let msg = ApplyMsg::Install { summary, files };
+        let msg = ApplyMsg::Install(Box::new(InstallMsg { summary, files }));
         // Without its apply delegate the peer is going away with the store.
         let _ = ctx.shared.apply_router.force_send(self.region_id(), msg);
     }
