@@ -5,13 +5,16 @@
 //! ```sh
 //! cargo bench --bench store -- throughput   # writes: ops/s, p50/p99, writes per fsync
 //! cargo bench --bench store -- idle         # sleeping regions: CPU, RSS per replica
+//! cargo bench --bench store -- restart      # a store with a big log: time to serve again
 //! ```
 //!
 //! Settings (environment):
 //! - `FLOTILLA_BENCH_ENGINE`: `disk` (raft-engine + fjall on a temporary directory, every
 //!   WAL write fsynced; default) or `mem` (the in-memory engines, no fsync).
 //! - `FLOTILLA_BENCH_REGIONS`: region counts, comma-separated (throughput default
-//!   `1,100,1000`; idle default `10000`).
+//!   `1,100,1000`; idle and restart default `10000`).
+//! - `FLOTILLA_BENCH_LOG_MIB`: raft log the restart mode writes before the stop (default
+//!   1024; regular log GC is held back so it stays). Its values default to 16 KiB.
 //! - `FLOTILLA_BENCH_CLIENTS`: concurrent clients (default 256), each a task issuing one
 //!   write at a time (all on one runtime thread). `FLOTILLA_BENCH_VALUE`: value bytes (default 128).
 //! - `FLOTILLA_BENCH_KEYS`: distinct keys each client writes (default 1000). openraft's
@@ -68,7 +71,9 @@ fn engine() -> Engine {
 /// Three stores holding the first region, split into `regions`, each region led.
 struct Cluster {
     stores: Vec<Store>,
-    _dir: tempfile::TempDir,
+    net: InProcessNetwork,
+    engine: Engine,
+    dir: tempfile::TempDir,
 }
 
 fn first_region() -> Region {
@@ -89,38 +94,20 @@ fn first_region() -> Region {
     }
 }
 
-fn start(regions: u64, engine: Engine, hibernate: bool) -> Cluster {
+fn start(regions: u64, engine: Engine, config: impl Fn(&mut StoreConfig)) -> Cluster {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let net = InProcessNetwork::new(1);
-    let mut stores = Vec::new();
+    let mut c = Cluster {
+        stores: Vec::new(),
+        net: InProcessNetwork::new(1),
+        engine,
+        dir,
+    };
     for id in 1..=3u64 {
-        let base = dir.path().join(format!("store-{id}"));
-        std::fs::create_dir_all(base.join("raft")).expect("store directory");
-        let engines = match engine {
-            Engine::Disk => Engines::new(
-                Arc::new(
-                    RaftLogEngine::open(&RaftLogConfig::new(base.join("raft"))).expect("raft log"),
-                ),
-                Arc::new(FjallKvEngine::open(&KvConfig::new(base.join("kv"))).expect("kv")),
-                base.join("snapshots"),
-            ),
-            Engine::Mem => Engines::new(
-                Arc::new(MemRaftLog::new()),
-                Arc::new(MemKvEngine::new()),
-                base.join("snapshots"),
-            ),
-        };
+        let engines = c.engines(id);
         bootstrap_region(&engines, &first_region()).expect("bootstrap");
-        let mut config = StoreConfig::new(StoreId(id));
-        if !hibernate {
-            config.hibernation.idle_ticks = None;
-        }
-        let store =
-            Store::open(config, engines, Arc::new(net.clone()), RunMode::Threads).expect("open");
-        net.register(StoreId(id), store.receiver());
-        stores.push(store);
+        let store = c.open(id, engines, &config);
+        c.stores.push(store);
     }
-    let c = Cluster { stores, _dir: dir };
     if regions > 1 {
         let splits: Vec<SplitRequest> = (1..regions)
             .map(|i| SplitRequest {
@@ -151,6 +138,63 @@ fn region_id(i: u64) -> RegionId {
 }
 
 impl Cluster {
+    /// `wait_leader` for client tasks (which must not block their runtime).
+    async fn leader_of(&self, region: RegionId) -> (usize, RegionEpoch) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            for (i, s) in self.stores.iter().enumerate() {
+                if let Ok(st) = s.region_status(region).await
+                    && st.role == Role::Leader
+                {
+                    return (i, st.region.epoch.unwrap_or_default());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "region {region} elected no leader"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn store_dir(&self, id: u64) -> std::path::PathBuf {
+        self.dir.path().join(format!("store-{id}"))
+    }
+
+    /// Store `id`'s engines, opened on its directory (the in-memory ones start empty).
+    fn engines(&self, id: u64) -> Engines {
+        let base = self.store_dir(id);
+        std::fs::create_dir_all(base.join("raft")).expect("store directory");
+        match self.engine {
+            Engine::Disk => Engines::new(
+                Arc::new(
+                    RaftLogEngine::open(&RaftLogConfig::new(base.join("raft"))).expect("raft log"),
+                ),
+                Arc::new(FjallKvEngine::open(&KvConfig::new(base.join("kv"))).expect("kv")),
+                base.join("snapshots"),
+            ),
+            Engine::Mem => Engines::new(
+                Arc::new(MemRaftLog::new()),
+                Arc::new(MemKvEngine::new()),
+                base.join("snapshots"),
+            ),
+        }
+    }
+
+    fn open(&self, id: u64, engines: Engines, config: impl Fn(&mut StoreConfig)) -> Store {
+        let mut settings = StoreConfig::new(StoreId(id));
+        config(&mut settings);
+        let store = Store::open(
+            settings,
+            engines,
+            Arc::new(self.net.clone()),
+            RunMode::Threads,
+        )
+        .expect("open");
+        self.net.register(StoreId(id), store.receiver());
+        store
+    }
+
     fn wait_leader(&self, region: RegionId) -> (usize, RegionEpoch) {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -217,7 +261,7 @@ fn throughput() {
     let secs = env_u64("FLOTILLA_BENCH_SECS", 10);
     let keys = env_u64("FLOTILLA_BENCH_KEYS", 1000).max(1);
     for regions in region_counts("1,100,1000") {
-        let c = start(regions, engine, true);
+        let c = start(regions, engine, |_| {});
         // Where each region's leader is, refreshed on NotLeader.
         let leaders: Vec<Mutex<(usize, RegionEpoch)>> = (0..regions)
             .map(|i| Mutex::new(c.wait_leader(region_id(i))))
@@ -255,9 +299,8 @@ fn throughput() {
                                     RegionError::NotLeader { .. }
                                     | RegionError::EpochNotMatch { .. },
                                 ) => {
-                                    // Rare (a leader moved): blocking the runtime briefly is fine.
-                                    *leaders[i as usize].lock().unwrap() =
-                                        c.wait_leader(region_id(i));
+                                    let leader = c.leader_of(region_id(i)).await;
+                                    *leaders[i as usize].lock().unwrap() = leader;
                                 }
                                 Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
                             }
@@ -333,7 +376,11 @@ fn idle() {
     for regions in region_counts("10000") {
         let (_, rss_before) = cpu_and_rss();
         let setup = Instant::now();
-        let c = start(regions, engine, hibernate);
+        let c = start(regions, engine, |config| {
+            if !hibernate {
+                config.hibernation.idle_ticks = None;
+            }
+        });
         for i in 0..regions {
             c.wait_leader(region_id(i));
         }
@@ -370,6 +417,165 @@ fn idle() {
     }
 }
 
+/// Bytes under `path` (files only).
+fn dir_bytes(path: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
+/// `len` bytes that do not compress (the raft log compresses large batches).
+fn noise(seed: u64, len: usize) -> Bytes {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A store holding `regions` regions and about `FLOTILLA_BENCH_LOG_MIB` of raft log is
+/// stopped and opened again: how long until it serves (every region's leader known and
+/// the replica applied as far as before the stop).
+fn restart() {
+    let engine = engine();
+    let log_bytes = env_u64("FLOTILLA_BENCH_LOG_MIB", 1024) << 20;
+    let value_len = env_u64("FLOTILLA_BENCH_VALUE", 16 << 10).max(1);
+    let clients = env_u64("FLOTILLA_BENCH_CLIENTS", 256);
+    // Regular log GC keeps nothing back here: the log is meant to stay.
+    let config = |config: &mut StoreConfig| config.log_gc.min_entries = 1 << 40;
+    for regions in region_counts("10000") {
+        let setup = Instant::now();
+        let c = start(regions, engine, config);
+        for i in 0..regions {
+            c.wait_leader(region_id(i));
+        }
+        let led = setup.elapsed().as_secs_f64();
+        let writes = log_bytes / value_len;
+        let fill = Instant::now();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("client runtime");
+        let c = Arc::new(c);
+        runtime.block_on(async {
+            let tasks: Vec<_> = (0..clients)
+                .map(|client| {
+                    let c = c.clone();
+                    tokio::spawn(async move {
+                        let mut leaders = HashMap::new();
+                        for n in (client..writes).step_by(clients as usize) {
+                            let i = n % regions;
+                            let key = format!("{}-fill-{n}", key_prefix(i));
+                            loop {
+                                let (store, epoch) = match leaders.get(&i) {
+                                    Some(&leader) => leader,
+                                    None => {
+                                        let leader = c.leader_of(region_id(i)).await;
+                                        leaders.insert(i, leader);
+                                        leader
+                                    }
+                                };
+                                let value = noise(n, value_len as usize);
+                                match c.stores[store]
+                                    .propose(
+                                        region_id(i),
+                                        epoch,
+                                        put(key.clone().into_bytes(), value),
+                                    )
+                                    .await
+                                {
+                                    Ok(_) => break,
+                                    Err(_) => {
+                                        leaders.remove(&i);
+                                    }
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.expect("fill task");
+            }
+        });
+        drop(runtime);
+        let mut c = Arc::into_inner(c).expect("fill done");
+        let filled = fill.elapsed().as_secs_f64();
+        let log_size = dir_bytes(&c.store_dir(1).join("raft"));
+        // Where the replica stood: it serves again once it has applied as far.
+        let applied: Vec<u64> = (0..regions)
+            .map(|i| {
+                c.stores[0]
+                    .region_status(region_id(i))
+                    .wait()
+                    .map_or(0, |s| s.applied_index)
+            })
+            .collect();
+        c.stores.remove(0).shutdown();
+        let stopped = Instant::now();
+        let engines = c.engines(1);
+        let recovered = stopped.elapsed().as_secs_f64();
+        let store = c.open(1, engines, config);
+        let opened = stopped.elapsed().as_secs_f64();
+        let mut waiting: Vec<u64> = (0..regions).collect();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while !waiting.is_empty() {
+            // Asked all at once: one by one, the round trips would be what is measured.
+            let asked: Vec<_> = waiting
+                .iter()
+                .map(|&i| (i, store.region_status(region_id(i))))
+                .collect();
+            waiting = asked
+                .into_iter()
+                .filter_map(|(i, status)| {
+                    let serves = status.wait().is_ok_and(|s| {
+                        s.leader.is_some() && s.applied_index >= applied[i as usize]
+                    });
+                    (!serves).then_some(i)
+                })
+                .collect();
+            eprintln!(
+                "{:.2} s: {} waiting",
+                stopped.elapsed().as_secs_f64(),
+                waiting.len()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{} regions never served again",
+                waiting.len()
+            );
+            eprintln!(
+                "{:.2} s: {} waiting",
+                stopped.elapsed().as_secs_f64(),
+                waiting.len()
+            );
+            if !waiting.is_empty() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let serving = stopped.elapsed().as_secs_f64();
+        println!(
+            "restart {engine:?} {regions} regions, {:.0} MiB of raft log on the store ({writes} writes of {value_len} bytes in {filled:.1} s; set up and led in {led:.1} s): engines open in {recovered:.2} s, store open in {opened:.2} s, every region led and caught up in {serving:.2} s",
+            log_size as f64 / (1 << 20) as f64,
+        );
+        c.stores.insert(0, store);
+        for s in c.stores {
+            s.shutdown();
+        }
+    }
+}
+
 fn main() {
     recorder();
     // `cargo bench` passes `--bench`; a plain `cargo bench` runs no mode (each takes
@@ -381,8 +587,9 @@ fn main() {
     {
         Some("throughput") => throughput(),
         Some("idle") => idle(),
+        Some("restart") => restart(),
         other => eprintln!(
-            "store bench: mode {other:?}; run `cargo bench --bench store -- throughput` or `-- idle`"
+            "store bench: mode {other:?}; run `cargo bench --bench store -- throughput`, `-- idle` or `-- restart`"
         ),
     }
 }

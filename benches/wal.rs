@@ -41,6 +41,7 @@ fn local_state(index: u64) -> RaftLocalState {
             commit: index,
         }),
         last_index: index,
+        last_term: 1,
     }
 }
 

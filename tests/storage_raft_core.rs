@@ -67,6 +67,8 @@ fn handle_ready(n: &mut Node, out: &mut VecDeque<Message>) -> bool {
     let mut local = RaftLocalState {
         hard_state: Some(st.hard_state),
         last_index: st.persisted_index,
+        // Not recorded (0) unless this Ready moves the end: the log answers then.
+        last_term: 0,
     };
     if let Some(hs) = rd.hard_state {
         local.hard_state = Some(hs);
@@ -76,13 +78,13 @@ fn handle_ready(n: &mut Node, out: &mut VecDeque<Message>) -> bool {
         // Install: the old log goes; the state and any entries after the snapshot follow.
         let meta = snap.metadata.clone().unwrap_or_default();
         batch.reset(REGION);
-        local.last_index = meta.index;
+        (local.last_index, local.last_term) = (meta.index, meta.term);
         assert_eq!(n.log.on_truncated(meta.index, meta.term), None);
         n.log.set_conf_state(meta.conf_state.unwrap_or_default());
         n.installed = Some((meta.index, snap.data.to_vec()));
     }
     if let Some(last) = rd.entries.last() {
-        local.last_index = last.index;
+        (local.last_index, local.last_term) = (last.index, last.term);
     }
     batch.append(REGION, &rd.entries).unwrap();
     batch.put_state(REGION, &local);

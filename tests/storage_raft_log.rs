@@ -45,6 +45,7 @@ fn state(term: u64, commit: u64, last_index: u64) -> RaftLocalState {
             commit,
         }),
         last_index,
+        last_term: 0,
     }
 }
 
@@ -264,6 +265,7 @@ fn region_log_reads_like_mem_storage(engine: Arc<dyn RaftLogStore>) {
         let local = RaftLocalState {
             hard_state: Some(hs),
             last_index: last,
+            last_term: 0,
         };
         batch.put_state(RegionId(5), &local);
         engine.write(&mut batch, SyncMode::Sync).unwrap();

@@ -222,12 +222,7 @@ fn nemesis(w: &World, seed: u64, regions: u64, keys: &[Bytes]) {
         };
         let what = match rng.range(0, 5) {
             0 => {
-                let mut c = w.cluster.write().unwrap();
-                c.stop(store);
-                let node = &c.nodes[store.get() as usize - 1];
-                node.kv.crash();
-                node.log.crash();
-                drop(c);
+                w.cluster.write().unwrap().crash(store);
                 std::thread::sleep(Duration::from_millis(rng.range(100, 800)));
                 w.cluster.write().unwrap().restart(store);
                 format!("crash and restart store {store}")
@@ -469,6 +464,12 @@ fn run_round(seed: u64, secs: u64, regions: u64) {
             e.operations,
             replay(seed)
         );
+    }
+    drop(c);
+    let mut c = w.cluster.write().unwrap();
+    for s in (1..=3).map(StoreId) {
+        c.stop(s);
+        c.nodes[s.get() as usize - 1].check_last_terms();
     }
 }
 

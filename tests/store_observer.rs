@@ -207,9 +207,8 @@ fn entries_replayed_after_a_crash_are_observed_again_with_their_index() {
     c.wait_applied_everywhere(b"k4", Some(b"v"));
     let victim = StoreId(1);
     let before = recorders[0].writes(FIRST_REGION);
-    c.stop(victim);
     // Everything applied since the last sync is lost.
-    c.nodes[0].kv.crash();
+    c.crash(victim);
     let again = Arc::new(Recorder::default());
     c.nodes[0].observers = vec![again.clone() as Arc<dyn ApplyObserver>];
     c.restart(victim);

@@ -15,6 +15,16 @@ pub(crate) struct Journaled<T, W> {
     /// value between the two would make the next write copy all of it).
     durable: T,
     unsynced: Vec<W>,
+    /// The power was cut: the process runs on until it is stopped, but nothing it writes
+    /// from now on reaches the disk (see `cut_power`).
+    power: Power,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Power {
+    #[default]
+    On,
+    Cut,
 }
 
 impl<T: Clone, W: Clone> Journaled<T, W> {
@@ -24,6 +34,9 @@ impl<T: Clone, W: Clone> Journaled<T, W> {
 
     pub(crate) fn write(&mut self, w: &W, apply: impl Fn(&mut T, &W), sync: SyncMode) {
         apply(Arc::make_mut(&mut self.live), w);
+        if self.power == Power::Cut {
+            return;
+        }
         self.unsynced.push(w.clone());
         if sync == SyncMode::Sync {
             self.sync(apply);
@@ -37,13 +50,25 @@ impl<T: Clone, W: Clone> Journaled<T, W> {
 
     /// Everything written so far is durable.
     pub(crate) fn sync(&mut self, apply: impl Fn(&mut T, &W)) {
+        if self.power == Power::Cut {
+            return;
+        }
         for w in self.unsynced.drain(..) {
             apply(&mut self.durable, &w);
         }
     }
 
-    /// A crash after which the first `kept` unsynced writes survive.
+    /// The crash happens now, though whoever writes keeps running (until stopped) and
+    /// sees its own writes: none of them, and no sync, survives the `crash_keeping` that
+    /// follows. A crash at one instant of a store whose threads stop a little later.
+    pub(crate) fn cut_power(&mut self) {
+        self.power = Power::Cut;
+    }
+
+    /// A crash after which the first `kept` unsynced writes survive (of those before the
+    /// power was cut, if it was). The power is on again.
     pub(crate) fn crash_keeping(&mut self, kept: usize, apply: impl Fn(&mut T, &W)) {
+        self.power = Power::On;
         self.unsynced.truncate(kept);
         self.sync(apply);
         self.live = Arc::new(self.durable.clone());

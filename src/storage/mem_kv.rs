@@ -43,6 +43,13 @@ impl MemKvEngine {
         self.state.lock().crash_keeping(kept, apply_batch);
     }
 
+    /// A crash at this instant, though the store writing here runs on until it is
+    /// stopped: it still sees its writes, but none of them (nor a sync) survives the
+    /// `crash` or `crash_keeping` that follows, which also ends the outage.
+    pub fn cut_power(&self) {
+        self.state.lock().cut_power();
+    }
+
     /// Batches written since the last persist: what a crash may lose.
     pub fn unsynced_batches(&self) -> usize {
         self.state.lock().unsynced()

@@ -196,6 +196,7 @@ mod tests {
             &RaftLocalState {
                 hard_state: None,
                 last_index: 5,
+                last_term: 0,
             },
         );
         log.write(&mut batch, SyncMode::Sync).unwrap();

@@ -149,7 +149,9 @@ impl StoreShared {
         let cfg = self.raft_config(id, peer.id, apply.applied_index, start);
         let raw = RawNode::new(cfg, log.clone())
             .map_err(|source| StartError::Raft { region: id, source })?;
-        let peer_fsm = PeerFsm::new(region.clone(), peer, raw, log, local.last_index, apply);
+        // The core learned the last term when it started (recorded, or read once).
+        let last = (local.last_index, raw.raft().log().last_term());
+        let peer_fsm = PeerFsm::new(region.clone(), peer, raw, log, last, apply);
         let apply_fsm = ApplyFsm::new(region.clone(), apply);
         if self.apply_router.register(id, Box::new(apply_fsm)).is_err() {
             return Err(StartError::AlreadyRunning(id));
@@ -197,6 +199,7 @@ pub(crate) fn initial_local_state(apply: &RaftApplyState) -> RaftLocalState {
             commit: apply.truncated_index,
         }),
         last_index: apply.truncated_index,
+        last_term: apply.truncated_term,
     }
 }
 

@@ -513,6 +513,11 @@ impl Store {
             self.shared.raft_router.remove(id);
             self.shared.apply_router.remove(id);
         }
+        // Apply does not sync the KV: made durable now, what was applied is not replayed
+        // from the log on the next open.
+        if let Err(e) = self.shared.engines.kv.persist_all() {
+            tracing::warn!(error = %e, "the KV engine could not be made durable on shutdown");
+        }
     }
 }
 

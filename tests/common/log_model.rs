@@ -46,6 +46,7 @@ pub fn state(term: u64, last_index: u64) -> RaftLocalState {
             commit: 0,
         }),
         last_index,
+        last_term: 0,
     }
 }
 

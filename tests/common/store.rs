@@ -42,6 +42,23 @@ pub struct Node {
 }
 
 impl Node {
+    /// Every region's recorded last term is its last entry's term: a restart takes the
+    /// term from there, and a wrong one would let a stale replica win votes.
+    pub fn check_last_terms(&self) {
+        for (region, local) in self.log.recover().expect("the log's states") {
+            let held = self
+                .log
+                .entry(region, local.last_index)
+                .expect("read the log");
+            if let Some(entry) = held {
+                assert_eq!(
+                    entry.term, local.last_term,
+                    "region {region}: the recorded last term is not the last entry's"
+                );
+            }
+        }
+    }
+
     /// A store's engines, empty.
     pub fn new() -> Node {
         Node {
@@ -179,6 +196,17 @@ impl Cluster {
         .expect("open store");
         self.net.register(store, s.receiver());
         node.store = Some(s);
+    }
+
+    /// Crashes a store: its engines keep only what was durable. The KV engine's power is
+    /// cut at once, so the shutdown's flush does not save what apply wrote; the log keeps
+    /// what its writer synced while stopping (it may have acknowledged those writes).
+    pub fn crash(&mut self, store: StoreId) {
+        self.nodes[store.get() as usize - 1].kv.cut_power();
+        self.stop(store);
+        let node = &self.nodes[store.get() as usize - 1];
+        node.kv.crash();
+        node.log.crash();
     }
 
     /// Stops a store (its engines keep what they hold).

@@ -416,6 +416,7 @@ mod tests {
         RaftLocalState {
             hard_state: None,
             last_index,
+            last_term: 0,
         }
     }
 

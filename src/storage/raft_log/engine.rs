@@ -1021,6 +1021,7 @@ mod tests {
             &RaftLocalState {
                 hard_state: None,
                 last_index: 10,
+                last_term: 0,
             },
         );
         log.write(&mut batch, SyncMode::NoSync).unwrap();

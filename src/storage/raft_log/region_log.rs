@@ -309,6 +309,9 @@ impl LogStorage for RegionLog {
         if index > st.local.last_index {
             return Err(StorageError::Unavailable);
         }
+        if index == st.local.last_index && st.local.last_term != 0 {
+            return Ok(st.local.last_term);
+        }
         if let Some(e) = st.cache.get(index) {
             return Ok(e.term);
         }
@@ -490,6 +493,51 @@ mod tests {
         }
     }
 
+    /// A restarted region knows its last entry's term from its recorded state: reading it
+    /// would decompress the whole write batch that held the entry. Unrecorded (0), the
+    /// term comes from the log.
+    #[test]
+    fn the_last_term_comes_from_the_recorded_state() {
+        let engine = Arc::new(crate::storage::mem_log::MemRaftLog::new());
+        let local = |last_term| RaftLocalState {
+            hard_state: None,
+            last_index: 10,
+            last_term,
+        };
+        // The log holds none of the entries: only the state can answer.
+        let log = RegionLog::new(
+            RegionId(1),
+            engine.clone(),
+            local(7),
+            (4, 2),
+            ConfState::default(),
+            1 << 20,
+        );
+        assert_eq!(log.term(10), Ok(7));
+        assert_eq!(log.term(4), Ok(2));
+        assert!(log.term(9).is_err());
+        assert_eq!(log.term(11), Err(StorageError::Unavailable));
+        let unrecorded = RegionLog::new(
+            RegionId(1),
+            engine,
+            local(0),
+            (4, 2),
+            ConfState::default(),
+            1 << 20,
+        );
+        assert!(unrecorded.term(10).is_err());
+        // A write moves it along.
+        log.on_written(
+            &ents(11, 12, 8),
+            &RaftLocalState {
+                hard_state: None,
+                last_index: 12,
+                last_term: 8,
+            },
+        );
+        assert_eq!(log.term(12), Ok(8));
+    }
+
     /// A read the log answers short (its byte budget ran out) is returned as it is, never
     /// continued from the cache past a gap: what `entries` returns is consecutive.
     #[test]
@@ -503,6 +551,7 @@ mod tests {
         let local = RaftLocalState {
             hard_state: None,
             last_index: 10,
+            last_term: 1,
         };
         batch.put_state(r, &local);
         engine.write(&mut batch, SyncMode::Sync).unwrap();

@@ -78,6 +78,7 @@ impl PeerFsm {
                     ..hard_state
                 }),
                 last_index: 0,
+                last_term: 0,
             }),
             sync: SyncMode::Sync,
             ..WriteTask::new(self.log.clone(), id)

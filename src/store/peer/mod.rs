@@ -45,8 +45,9 @@ pub(crate) struct PeerFsm {
     peer: Peer,
     raw: RawNode<Arc<RegionLog>>,
     log: Arc<RegionLog>,
-    /// Last index of the log as handed to the WAL writer.
+    /// Last index of the log as handed to the WAL writer, and its entry's term.
     last_index: u64,
+    last_term: u64,
     /// Highest index the apply delegate has applied.
     applied_index: u64,
     /// Peers met in messages that the region's peer list does not name (yet).
@@ -93,7 +94,7 @@ impl PeerFsm {
         peer: Peer,
         raw: RawNode<Arc<RegionLog>>,
         log: Arc<RegionLog>,
-        last_index: u64,
+        (last_index, last_term): (u64, u64),
         apply: &RaftApplyState,
     ) -> Self {
         PeerFsm {
@@ -102,6 +103,7 @@ impl PeerFsm {
             raw,
             log,
             last_index,
+            last_term,
             applied_index: apply.applied_index,
             peer_cache: HashMap::new(),
             pending_batch: Vec::new(),

@@ -157,11 +157,12 @@ impl PeerFsm {
             sync,
         } = write;
         if let Some(last) = entries.last() {
-            self.last_index = last.index;
+            (self.last_index, self.last_term) = (last.index, last.term);
         }
         let state = (hard_state_changed || !entries.is_empty()).then(|| RaftLocalState {
             hard_state: Some(self.raw.raft().hard_state()),
             last_index: self.last_index,
+            last_term: self.last_term,
         });
         let mut messages: Vec<(Peer, Message)> = Vec::with_capacity(held.len());
         for m in held {

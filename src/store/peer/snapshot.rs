@@ -190,7 +190,7 @@ impl PeerFsm {
         ctx.shared.meta.lock().set(region);
         self.log.set_conf_state(held.conf_state);
         self.applied_index = index;
-        self.last_index = index;
+        (self.last_index, self.last_term) = (index, term);
         self.write(LogStart::Reset { index, term }, held.write, ctx);
     }
 }
