@@ -46,10 +46,11 @@ impl StoreLiveness {
     pub(crate) fn heard(&self, store: StoreId) -> bool {
         let mut s = self.state.write();
         let now = s.now;
-        let peer = s.peers.entry(store).or_insert(PeerStore {
-            last_heard: now,
-            state: Liveness::Live,
-        });
+        // Only stores `tick` watches are tracked (a sender's claimed id is not trusted to
+        // add one): an unwatched store starts live when it is first watched anyway.
+        let Some(peer) = s.peers.get_mut(&store) else {
+            return false;
+        };
         peer.last_heard = now;
         std::mem::replace(&mut peer.state, Liveness::Live) == Liveness::Down
     }
@@ -144,5 +145,16 @@ mod tests {
         // Watched again later, it starts afresh (live, heard now).
         assert_eq!(l.tick([S2, S3], 2), vec![S2]);
         assert!(!l.is_down(S3));
+    }
+
+    /// A batch's sender id is only a claim: hearing from a store nobody watches records
+    /// nothing (a stream of made-up ids cannot grow the table).
+    #[test]
+    fn a_store_not_watched_is_not_recorded_when_heard() {
+        let l = StoreLiveness::default();
+        l.tick([S2], 2);
+        assert!(!l.heard(StoreId(77)));
+        assert!(!l.heard(StoreId(u64::MAX)));
+        assert_eq!(l.snapshot(), vec![(S2, Liveness::Live)]);
     }
 }

@@ -142,9 +142,13 @@ impl StoreMeta {
             .then_some(region)
     }
 
-    /// The regions whose ranges overlap `[start, end)` (an empty `end`: unbounded).
+    /// The regions whose ranges overlap `[start, end)` (an empty `end`: unbounded; an
+    /// inverted range, which a message may claim, overlaps nothing).
     pub fn overlapping(&self, start: &[u8], end: &[u8]) -> Vec<RegionId> {
         let mut out = Vec::new();
+        if !end.is_empty() && start > end {
+            return out;
+        }
         // The region starting at or before `start` may reach into the range.
         if let Some(r) = self.region_for_key(start) {
             out.push(r.region_id());
@@ -194,6 +198,8 @@ mod tests {
         assert_eq!(ids(m.overlapping(b"a", b"h")), vec![1, 2]);
         assert_eq!(ids(m.overlapping(b"h", b"")), vec![2, 3]);
         assert_eq!(ids(m.overlapping(b"g", b"g\x00")), vec![2]);
+        // A range a hostile message claims, inverted, overlaps nothing (and panics not).
+        assert_eq!(ids(m.overlapping(b"t", b"a")), Vec::<u64>::new());
     }
 
     #[test]

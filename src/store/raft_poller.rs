@@ -163,6 +163,7 @@ impl WriteNotifier for RouterNotifier {
 /// the store FSM when the region has no peer here. A snapshot's files are copied into the
 /// store's received snapshots before its message goes the same way.
 pub(crate) struct StoreReceiver {
+    store: StoreId,
     router: RaftRouter,
     liveness: Arc<StoreLiveness>,
     received: PathBuf,
@@ -170,11 +171,13 @@ pub(crate) struct StoreReceiver {
 
 impl StoreReceiver {
     pub(crate) fn new(
+        store: StoreId,
         router: RaftRouter,
         liveness: Arc<StoreLiveness>,
         received: PathBuf,
     ) -> Arc<Self> {
         Arc::new(StoreReceiver {
+            store,
             router,
             liveness,
             received,
@@ -208,6 +211,11 @@ impl StoreReceiver {
 
 impl BatchReceiver for StoreReceiver {
     fn receive(&self, batch: RaftMessageBatch) {
+        if batch.to_store != self.store.get() {
+            // Misrouted (or forged): none of it is for this store's replicas.
+            metrics::counter!("flotilla_transport_misrouted_batches_total").increment(1);
+            return;
+        }
         self.heard(batch.from_store);
         count_traffic(
             Direction::Received,

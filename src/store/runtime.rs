@@ -244,6 +244,7 @@ impl Store {
     /// Where other stores' batches for this store are delivered.
     pub fn receiver(&self) -> Arc<dyn BatchReceiver> {
         StoreReceiver::new(
+            self.shared.store_id,
             self.shared.raft_router.clone(),
             self.shared.liveness.clone(),
             self.shared.snapshot_dirs.received.clone(),

@@ -215,6 +215,9 @@ fn create_peer(m: &RaftMessage, ctx: &PollContext) -> Result<(), String> {
     if !starts_a_peer {
         return Err("not a message a new peer starts from".into());
     }
+    if !m.end_key.is_empty() && m.start_key >= m.end_key {
+        return Err("its range is empty or inverted".into());
+    }
     let region = RegionId(m.region_id);
     match region_state(shared.engines.kv.as_ref(), region) {
         Ok(None) => {}
