@@ -4,12 +4,9 @@
 //! restarts and replays the log, and the data must be exactly what one application of
 //! each command leaves.
 
-mod common;
-
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::store::*;
 use flotilla::StoreId;
 use flotilla::proto::commandpb::{CompareAndSwap, Delete, DeleteRange, Op, Put, WriteCommand, op};
 use flotilla::raft::Role;
@@ -17,6 +14,7 @@ use flotilla::storage::kv::{Keyspace, KvEngine, KvRead};
 use flotilla::storage::mem_kv::MemKvEngine;
 use flotilla::storage::mem_log::MemRaftLog;
 use flotilla::store::{InProcessNetwork, RunMode, Store, bootstrap_region};
+use flotilla::testkit::cluster::*;
 
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())

@@ -2,10 +2,7 @@
 //! region, replicate and apply writes, serve linearizable reads, refuse what does not fit
 //! (follower, stale epoch, foreign key), split, hand leadership over and restart.
 
-mod common;
-
 use bytes::Bytes;
-use common::store::*;
 use flotilla::proto::commandpb::{
     CompareAndSwap, Delete, DeleteRange, Op, SplitRequest, WriteCommand, op,
 };
@@ -14,6 +11,7 @@ use flotilla::raft::Role;
 use flotilla::region::RegionError;
 use flotilla::store::apply::eval::OpOutcome;
 use flotilla::store::{ReadRequest, ReadResponse, ScanOrder};
+use flotilla::testkit::cluster::*;
 use flotilla::{PeerId, RegionId, StoreId};
 
 fn b(s: &str) -> Bytes {

@@ -3,17 +3,15 @@
 //! catches up, they are taken again by themselves (no flag left stuck). One store, one
 //! voter, stepped on the test thread so the test decides when the writer and apply run.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::store::*;
 use flotilla::StoreId;
 use flotilla::raft::Role;
 use flotilla::region::{BusyReason, RegionError};
 use flotilla::store::{
     FlowLimits, InProcessNetwork, Response, RunMode, Store, WriteResponse, bootstrap_region,
 };
+use flotilla::testkit::cluster::*;
 
 fn open(limits: FlowLimits) -> (Node, Store) {
     let node = Node::new();

@@ -3,16 +3,14 @@
 //! off still elects (store liveness wakes it); a dead store keeps no region awake, a live
 //! follower that is behind (a stalled disk) does.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::store::*;
 use flotilla::proto::commandpb::SplitRequest;
 use flotilla::raft::Role;
 use flotilla::store::{Fault, Liveness, ReadRequest, ReadResponse, Store};
+use flotilla::testkit::cluster::*;
 use flotilla::{RegionId, StoreId};
 
 /// Splits the first region into `n` regions at keys "k01".."k{n-1}", each led; their ids

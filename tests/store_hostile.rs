@@ -9,14 +9,12 @@
 //! `FLOTILLA_HOSTILE_SEEDS=N` runs N seeds (default 2); `FLOTILLA_HOSTILE_FIRST_SEED=S`
 //! replays from seed S.
 
-mod common;
-
 use bytes::Bytes;
-use common::store::*;
 use flotilla::proto::metapb::{Peer, RegionEpoch};
 use flotilla::proto::raftpb::{Entry, Message, Snapshot, SnapshotMetadata};
 use flotilla::proto::transportpb::{Heartbeat, Hibernation, RaftMessage, RaftMessageBatch};
 use flotilla::testkit::Rng;
+use flotilla::testkit::cluster::*;
 use flotilla::{RegionId, StoreId};
 
 /// Ids no region or peer of the test uses.

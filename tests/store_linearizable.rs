@@ -13,22 +13,20 @@
 //! random choice of the clients and the nemesis; thread timing is not replayed, so a
 //! failure's seed reruns the same schedule of faults, not the same interleaving.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::store::*;
 use flotilla::proto::commandpb::{CompareAndSwap, Delete, Op, SplitRequest, WriteCommand, op};
-use flotilla::proto::metapb::Peer;
+use flotilla::proto::metapb::{Peer, RegionEpoch};
 use flotilla::raft::Role;
 use flotilla::region::{DroppedReason, RegionError};
 use flotilla::store::apply::eval::OpOutcome;
 use flotilla::store::{Fault, PeerChange, ReadRequest, ReadResponse, Response};
 use flotilla::testkit::Rng;
+use flotilla::testkit::cluster::*;
 use flotilla::testkit::linearizability::{KvInput, KvOutput, Recorder, check_kv};
 use flotilla::{PeerId, RegionId, StoreId};
 
@@ -261,7 +259,11 @@ fn nemesis(w: &World, seed: u64, regions: u64, keys: &[Bytes]) {
             }
             3 => {
                 let key = &keys[rng.range(0, keys.len() as u64) as usize];
-                replace_follower(w, key, &mut rng)
+                if rng.chance(50) {
+                    replace_follower(w, key, &mut rng)
+                } else {
+                    demote_and_promote_jointly(w, key)
+                }
             }
             _ => {
                 let c = w.cluster.read().unwrap();
@@ -331,21 +333,34 @@ fn final_read(
 
 /// A membership change under load: a follower of `key`'s region is removed (its replica
 /// destroys itself), then a new peer is added on its store, which catches up by snapshot.
-fn replace_follower(w: &World, key: &Bytes, rng: &mut Rng) -> String {
-    let c = w.cluster.read().unwrap();
-    let Some((s, region, epoch)) = route(&c, key, &mut |_| 0) else {
-        return "no leader to change peers with".into();
+/// The leader's store of `key`'s region, the region and its epoch there, and the other
+/// peers (followers and learners); or why there is none to change peers with.
+fn leader_and_others(
+    c: &Cluster,
+    key: &Bytes,
+) -> Result<(StoreId, RegionId, RegionEpoch, Vec<Peer>), String> {
+    let Some((s, region, epoch)) = route(c, key, &mut |_| 0) else {
+        return Err("no leader to change peers with".into());
     };
     let Ok(st) = answer(c.store(s).region_status(region)) else {
-        return "no status".into();
+        return Err("no status".into());
     };
-    let followers: Vec<_> = st
+    let others = st
         .region
         .peers
         .iter()
         .filter(|p| p.id != st.peer.id)
         .copied()
         .collect();
+    Ok((s, region, epoch, others))
+}
+
+fn replace_follower(w: &World, key: &Bytes, rng: &mut Rng) -> String {
+    let c = w.cluster.read().unwrap();
+    let (s, region, epoch, followers) = match leader_and_others(&c, key) {
+        Ok(found) => found,
+        Err(why) => return why,
+    };
     let old = followers[rng.range(0, followers.len() as u64) as usize];
     let removed = c
         .store(s)
@@ -372,6 +387,57 @@ fn replace_follower(w: &World, key: &Bytes, rng: &mut Rng) -> String {
         old.store_id,
         new.id,
         added.map(|r| r.map(|_| ()))
+    )
+}
+
+/// Two changes through joint consensus: both followers of the key's region demoted to
+/// learners in one change (the leader alone votes once the core leaves the joint state),
+/// then both promoted back in another.
+fn demote_and_promote_jointly(w: &World, key: &Bytes) -> String {
+    let c = w.cluster.read().unwrap();
+    let (s, region, epoch, followers) = match leader_and_others(&c, key) {
+        Ok(found) => found,
+        Err(why) => return why,
+    };
+    let demoted = c
+        .store(s)
+        .change_peers(
+            region,
+            epoch,
+            followers
+                .iter()
+                .map(|&p| PeerChange::AddLearner(p))
+                .collect(),
+        )
+        .wait_for(CLIENT_TIMEOUT);
+    if !matches!(demoted, Some(Ok(_))) {
+        return format!("demote the followers of region {region} jointly: {demoted:?}");
+    }
+    // The core leaves the joint state by itself; a change proposed before it has is
+    // refused.
+    let deadline = Instant::now() + CLIENT_TIMEOUT;
+    let left = loop {
+        match answer(c.store(s).region_status(region)) {
+            Ok(st) if !flotilla::region::is_joint(&st.region) => break Some(st),
+            _ if Instant::now() > deadline => break None,
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let Some(left) = left else {
+        return format!("region {region} did not leave its joint state in time");
+    };
+    let promoted = c
+        .store(s)
+        .change_peers(
+            region,
+            left.region.epoch.unwrap_or_default(),
+            followers.iter().map(|&p| PeerChange::AddVoter(p)).collect(),
+        )
+        .wait_for(CLIENT_TIMEOUT);
+    format!(
+        "demote and promote the followers {:?} of region {region} jointly: {:?}",
+        followers.iter().map(|p| p.id).collect::<Vec<_>>(),
+        promoted.map(|r| r.map(|_| ()))
     )
 }
 

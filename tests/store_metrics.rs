@@ -5,16 +5,14 @@
 //! `FLOTILLA_COALESCE_REGIONS=N` runs the heartbeat-coalescing test with N regions
 //! (default 1,000; the figure is 10,000).
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::store::*;
 use flotilla::StoreId;
 use flotilla::store::{RaftSettings, ReadRequest, StoreConfig};
+use flotilla::testkit::cluster::*;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 fn handle() -> &'static PrometheusHandle {

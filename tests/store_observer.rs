@@ -3,17 +3,15 @@
 //! sequence; a snapshot install and a destruction are observed; after a crash that lost
 //! applied KV writes, the replay is observed again with the same (region, index).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use common::store::*;
 use flotilla::proto::commandpb::{CompareAndSwap, Op, WriteCommand, op};
 use flotilla::proto::metapb::{Peer, PeerRole};
 use flotilla::store::apply::eval::OpOutcome;
 use flotilla::store::{AppliedChange, ApplyEvent, ApplyObserver, PeerChange};
+use flotilla::testkit::cluster::*;
 use flotilla::{RegionId, StoreId};
 
 #[derive(Default)]

@@ -2,8 +2,6 @@
 //! fsync; held messages sent after the write, batched per store; every region told what is
 //! durable; a failed write stops the store and acknowledges nothing.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -11,7 +9,6 @@ use std::time::Duration;
 use crossbeam::channel::{self, Sender};
 use parking_lot::Mutex;
 
-use common::hooked_log::{HookedLog, WriteHook};
 use flotilla::proto::metapb::{Peer, Region, RegionEpoch};
 use flotilla::proto::raftpb::{ConfState, Entry, HardState, Message, MessageType};
 use flotilla::proto::storagepb::RaftLocalState;
@@ -24,6 +21,7 @@ use flotilla::store::{
     FailStop, HeldMessages, LogStart, Persisted, Transport, TransportError, WalWriter,
     WalWriterConfig, WriteNotifier, WriteOutcome, WriteTask,
 };
+use flotilla::testkit::hooked_log::{HookedLog, WriteHook};
 use flotilla::{PeerId, RegionId, StoreId};
 
 /// A log that counts writes and fsyncs, can be told to fail, and notes whether any

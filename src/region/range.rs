@@ -30,6 +30,12 @@ pub fn check_range(start: &[u8], end: Option<&[u8]>, region: &Region) -> Result<
     }
 }
 
+/// Whether `[start, end)` (an empty `end`: unbounded) holds any key: a region a message
+/// or a snapshot describes with an empty or inverted range is malformed.
+pub fn is_valid_range(start: &[u8], end: &[u8]) -> bool {
+    end.is_empty() || start < end
+}
+
 fn not_in_region(key: &[u8], region: &Region) -> RegionError {
     RegionError::KeyNotInRegion {
         key: key.to_vec(),
@@ -50,6 +56,15 @@ mod tests {
             end_key: end.to_vec(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_range_is_valid_when_it_holds_a_key() {
+        assert!(is_valid_range(b"", b""));
+        assert!(is_valid_range(b"a", b""));
+        assert!(is_valid_range(b"a", b"a\x00"));
+        assert!(!is_valid_range(b"a", b"a"));
+        assert!(!is_valid_range(b"b", b"a"));
     }
 
     #[test]

@@ -15,10 +15,15 @@ pub(crate) struct Journaled<T, W> {
     /// value between the two would make the next write copy all of it).
     durable: T,
     unsynced: Vec<W>,
-    /// The power was cut: the process runs on until it is stopped, but nothing it writes
-    /// from now on reaches the disk (see `cut_power`).
+    /// The power was cut: every write and sync fails until the crash (see `cut_power`).
     power: Power,
 }
+
+/// A write or sync refused because the power is cut (a simulated crash in progress): to
+/// the store it is a failed write, so it stops (fail-stop) and acknowledges nothing more.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the disk lost power (a simulated crash)")]
+pub(crate) struct PowerCut;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 enum Power {
@@ -32,15 +37,21 @@ impl<T: Clone, W: Clone> Journaled<T, W> {
         &self.live
     }
 
-    pub(crate) fn write(&mut self, w: &W, apply: impl Fn(&mut T, &W), sync: SyncMode) {
-        apply(Arc::make_mut(&mut self.live), w);
+    pub(crate) fn write(
+        &mut self,
+        w: &W,
+        apply: impl Fn(&mut T, &W),
+        sync: SyncMode,
+    ) -> Result<(), PowerCut> {
         if self.power == Power::Cut {
-            return;
+            return Err(PowerCut);
         }
+        apply(Arc::make_mut(&mut self.live), w);
         self.unsynced.push(w.clone());
         if sync == SyncMode::Sync {
-            self.sync(apply);
+            self.make_durable(apply);
         }
+        Ok(())
     }
 
     /// Writes since the last sync.
@@ -49,18 +60,23 @@ impl<T: Clone, W: Clone> Journaled<T, W> {
     }
 
     /// Everything written so far is durable.
-    pub(crate) fn sync(&mut self, apply: impl Fn(&mut T, &W)) {
+    pub(crate) fn sync(&mut self, apply: impl Fn(&mut T, &W)) -> Result<(), PowerCut> {
         if self.power == Power::Cut {
-            return;
+            return Err(PowerCut);
         }
+        self.make_durable(apply);
+        Ok(())
+    }
+
+    fn make_durable(&mut self, apply: impl Fn(&mut T, &W)) {
         for w in self.unsynced.drain(..) {
             apply(&mut self.durable, &w);
         }
     }
 
-    /// The crash happens now, though whoever writes keeps running (until stopped) and
-    /// sees its own writes: none of them, and no sync, survives the `crash_keeping` that
-    /// follows. A crash at one instant of a store whose threads stop a little later.
+    /// The crash happens now, though the store writing here runs on until it is stopped:
+    /// from now on every write and sync fails (so it stops and acknowledges nothing more),
+    /// and the `crash_keeping` that follows keeps what was durable at this instant.
     pub(crate) fn cut_power(&mut self) {
         self.power = Power::Cut;
     }
@@ -70,7 +86,7 @@ impl<T: Clone, W: Clone> Journaled<T, W> {
     pub(crate) fn crash_keeping(&mut self, kept: usize, apply: impl Fn(&mut T, &W)) {
         self.power = Power::On;
         self.unsynced.truncate(kept);
-        self.sync(apply);
+        self.make_durable(apply);
         self.live = Arc::new(self.durable.clone());
     }
 }

@@ -44,8 +44,9 @@ impl MemKvEngine {
     }
 
     /// A crash at this instant, though the store writing here runs on until it is
-    /// stopped: it still sees its writes, but none of them (nor a sync) survives the
-    /// `crash` or `crash_keeping` that follows, which also ends the outage.
+    /// stopped: every write and persist fails from now on, and the `crash` or
+    /// `crash_keeping` that follows keeps what was durable at the cut (and ends the
+    /// outage).
     pub fn cut_power(&self) {
         self.state.lock().cut_power();
     }
@@ -150,8 +151,8 @@ impl KvEngine for MemKvEngine {
         batch.check()?;
         self.state
             .lock()
-            .write(batch, apply_batch, SyncMode::NoSync);
-        Ok(())
+            .write(batch, apply_batch, SyncMode::NoSync)
+            .map_err(|cut| KvError::Engine(Box::new(cut)))
     }
 
     fn view(&self) -> MemKvView {
@@ -159,7 +160,9 @@ impl KvEngine for MemKvEngine {
     }
 
     fn persist(&self) -> Result<(), KvError> {
-        self.state.lock().sync(apply_batch);
-        Ok(())
+        self.state
+            .lock()
+            .sync(apply_batch)
+            .map_err(|cut| KvError::Engine(Box::new(cut)))
     }
 }

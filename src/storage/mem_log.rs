@@ -98,6 +98,13 @@ impl MemRaftLog {
         self.state.lock().crash_keeping(kept, apply);
     }
 
+    /// A crash at this instant, though the store writing here runs on until it is
+    /// stopped: every write fails from now on, and the `crash` or `crash_keeping` that
+    /// follows keeps what was durable at the cut (and ends the outage).
+    pub fn cut_power(&self) {
+        self.state.lock().cut_power();
+    }
+
     fn read<T>(&self, f: impl FnOnce(&Groups) -> T) -> T {
         f(self.state.lock().live())
     }
@@ -108,7 +115,10 @@ impl RaftLogStore for MemRaftLog {
         let _serialized = self.writer.lock();
         batch.prepare(self)?;
         let bytes = batch.entry_bytes() as usize;
-        self.state.lock().write(batch, apply, sync);
+        self.state
+            .lock()
+            .write(batch, apply, sync)
+            .map_err(|cut| raft_engine::Error::Io(std::io::Error::other(cut)))?;
         batch.clear();
         Ok(bytes)
     }

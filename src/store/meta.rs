@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::proto::metapb::Region;
+use crate::region::is_valid_range;
 use crate::storage::region_meta::end_bound;
 use crate::{RegionId, StoreId};
 
@@ -146,7 +147,7 @@ impl StoreMeta {
     /// inverted range, which a message may claim, overlaps nothing).
     pub fn overlapping(&self, start: &[u8], end: &[u8]) -> Vec<RegionId> {
         let mut out = Vec::new();
-        if !end.is_empty() && start > end {
+        if !is_valid_range(start, end) {
             return out;
         }
         // The region starting at or before `start` may reach into the range.

@@ -229,6 +229,15 @@ impl BatchReceiver for StoreReceiver {
     }
 
     fn receive_snapshot(&self, message: RaftMessage, files: &Path) -> std::io::Result<()> {
+        if message
+            .to_peer
+            .is_none_or(|p| p.store_id != self.store.get())
+        {
+            metrics::counter!("flotilla_transport_misrouted_batches_total").increment(1);
+            return Err(std::io::Error::other(
+                "a snapshot for a peer on another store",
+            ));
+        }
         std::fs::create_dir_all(&self.received)?;
         snapshot::receive(files, &self.received).map_err(std::io::Error::other)?;
         if let Some(from) = message.from_peer {

@@ -515,7 +515,11 @@ impl Store {
             self.shared.apply_router.remove(id);
         }
         // Apply does not sync the KV: made durable now, what was applied is not replayed
-        // from the log on the next open.
+        // from the log on the next open. Not after a fatal error: what is on disk then is
+        // what the restart must recover from.
+        if self.shared.fail_stop.is_tripped() {
+            return;
+        }
         if let Err(e) = self.shared.engines.kv.persist_all() {
             tracing::warn!(error = %e, "the KV engine could not be made durable on shutdown");
         }

@@ -10,6 +10,7 @@
 use super::batch::Fsm;
 use super::context::PollContext;
 use super::msg::{GcPass, PeerMsg, StoreMsg};
+use crate::region::is_valid_range;
 use std::collections::VecDeque;
 
 use super::liveness::Liveness;
@@ -215,7 +216,7 @@ fn create_peer(m: &RaftMessage, ctx: &PollContext) -> Result<(), String> {
     if !starts_a_peer {
         return Err("not a message a new peer starts from".into());
     }
-    if !m.end_key.is_empty() && m.start_key >= m.end_key {
+    if !is_valid_range(&m.start_key, &m.end_key) {
         return Err("its range is empty or inverted".into());
     }
     let region = RegionId(m.region_id);

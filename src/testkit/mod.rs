@@ -6,8 +6,14 @@
 //!   harness, which scenario tests use directly.
 //! - `linearizability`: a checker for recorded client histories (Wing & Gong search with
 //!   memoisation, key by key, unknown outcomes allowed) and a recorder for them.
+//! - `cluster`: stores in one process over the in-memory engines and the in-process
+//!   network, on threads or stepped; crash, restart, and client-like helpers.
+//! - `hooked_log`: the in-memory raft log behind a hook that can stall, fail or count
+//!   writes.
 //! - `Rng`: the small seeded generator the simulator and the randomized tests share.
 
+pub mod cluster;
+pub mod hooked_log;
 pub mod linearizability;
 pub mod raft_sim;
 

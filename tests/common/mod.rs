@@ -1,7 +1,5 @@
 //! Helpers shared by the integration tests (each test binary uses what it needs).
 #![allow(dead_code, unused_imports)]
 
-pub mod hooked_log;
 pub mod log_model;
 pub mod raft;
-pub mod store;

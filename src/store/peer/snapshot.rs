@@ -18,6 +18,7 @@ use crate::proto::raftpb::{ConfState, Message, Snapshot};
 use crate::proto::storagepb::SnapshotSummary;
 use crate::proto::transportpb::RaftMessage;
 use crate::raft::SnapshotStatus;
+use crate::region::is_valid_range;
 use crate::storage::SyncMode;
 use crate::storage::snapshot::snapshot_dir;
 use crate::store::context::PollContext;
@@ -108,6 +109,13 @@ impl PeerFsm {
             return false;
         }
         let region = summary.region.unwrap_or_default();
+        if !is_valid_range(&region.start_key, &region.end_key) {
+            tracing::info!(
+                region = self.region.id,
+                "snapshot of an empty or inverted range refused"
+            );
+            return false;
+        }
         let overlaps = ctx
             .shared
             .meta

@@ -1,6 +1,8 @@
 //! A cluster of stores in one process: in-memory engines, the in-process network, the
-//! runtime on its own threads. The first region (the whole key space) is bootstrapped on
-//! every store; helpers find leaders and retry requests the way a client would.
+//! runtime on its own threads (or stepped by the test, `stepped_stores`). The first region
+//! (the whole key space) is bootstrapped on every store; helpers find leaders and retry
+//! requests the way a client would, crash and restart stores, and fail the test (a panic
+//! naming what did not happen) rather than hang it.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -8,30 +10,33 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::hooked_log::{HookedLog, WriteHook};
-use flotilla::proto::commandpb::{Op, Put, SplitRequest, WriteCommand, op};
-use flotilla::proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
-use flotilla::proto::raftpb::Entry;
-use flotilla::proto::storagepb::RaftLocalState;
-use flotilla::raft::Role;
-use flotilla::region::RegionError;
-use flotilla::storage::SyncMode;
-use flotilla::storage::kv::{Keyspace, KvRead};
-use flotilla::storage::mem_kv::MemKvEngine;
-use flotilla::storage::mem_log::MemRaftLog;
-use flotilla::storage::raft_log::{LogError, LogSpan, LogWriteBatch, RaftLogStore};
-use flotilla::store::{
+use crate::proto::commandpb::{Op, Put, SplitRequest, WriteCommand, op};
+use crate::proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
+use crate::raft::Role;
+use crate::region::RegionError;
+use crate::storage::SyncMode;
+use crate::storage::kv::{Keyspace, KvRead};
+use crate::storage::mem_kv::MemKvEngine;
+use crate::storage::mem_log::MemRaftLog;
+use crate::storage::raft_log::{LogError, RaftLogStore};
+use crate::store::{
     ApplyObserver, Engines, InProcessNetwork, ReadRequest, ReadResponse, RegionStatus, Response,
     RunMode, Store, StoreConfig, WriteResponse, bootstrap_region,
 };
-use flotilla::{RegionId, StoreId};
+use crate::{RegionId, StoreId};
 
+/// The region bootstrapped on every store: the whole key space.
 pub const FIRST_REGION: RegionId = RegionId(1);
 /// How long a helper waits for the cluster to get somewhere before it fails the test.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// One store's engines, which outlive its runs, and the store while it runs.
 pub struct Node {
+    /// The running store (None while stopped).
     pub store: Option<Store>,
+    /// The KV engine (in memory: a crash drops what was not persisted).
     pub kv: Arc<MemKvEngine>,
+    /// The raft log (in memory: a crash drops what was not synced).
     pub log: Arc<MemRaftLog>,
     /// Stalls the raft log's writes while closed (a stalled disk).
     pub disk: Arc<DiskGate>,
@@ -39,6 +44,12 @@ pub struct Node {
     pub observers: Vec<Arc<dyn ApplyObserver>>,
     /// Snapshot files (the engines are in memory; snapshots are files all the same).
     pub dir: tempfile::TempDir,
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        Node::new()
+    }
 }
 
 impl Node {
@@ -72,9 +83,13 @@ impl Node {
     }
 }
 
+/// Stores `1..=n` on one in-process network; store `s` is `nodes[s - 1]`.
 pub struct Cluster {
+    /// The network joining them (faults are added here).
     pub net: InProcessNetwork,
+    /// Each store's engines and its running store.
     pub nodes: Vec<Node>,
+    /// Each store's configuration, used at every (re)start.
     pub config: Box<dyn Fn(StoreId) -> StoreConfig + Send + Sync>,
 }
 
@@ -87,6 +102,7 @@ pub fn test_config(store: StoreId) -> StoreConfig {
     cfg
 }
 
+/// The first region, with a voter on each of stores `1..=stores` (peer id = store id).
 pub fn first_region(stores: u64) -> Region {
     Region {
         id: FIRST_REGION.get(),
@@ -138,6 +154,7 @@ impl Cluster {
         Cluster::start_with(stores, test_config)
     }
 
+    /// `start` with each store's configuration from `config`.
     pub fn start_with(
         stores: u64,
         config: impl Fn(StoreId) -> StoreConfig + Send + Sync + 'static,
@@ -198,11 +215,12 @@ impl Cluster {
         node.store = Some(s);
     }
 
-    /// Crashes a store: its engines keep only what was durable. The KV engine's power is
-    /// cut at once, so the shutdown's flush does not save what apply wrote; the log keeps
-    /// what its writer synced while stopping (it may have acknowledged those writes).
+    /// Crashes a store: both engines lose power at this instant (every write after fails,
+    /// so the store stops and acknowledges nothing more), then keep what was durable.
     pub fn crash(&mut self, store: StoreId) {
-        self.nodes[store.get() as usize - 1].kv.cut_power();
+        let node = &self.nodes[store.get() as usize - 1];
+        node.kv.cut_power();
+        node.log.cut_power();
         self.stop(store);
         let node = &self.nodes[store.get() as usize - 1];
         node.kv.crash();
@@ -217,6 +235,7 @@ impl Cluster {
         }
     }
 
+    /// Store `store`, which must be running.
     pub fn store(&self, store: StoreId) -> &Store {
         self.nodes[store.get() as usize - 1]
             .store
@@ -224,6 +243,7 @@ impl Cluster {
             .expect("store running")
     }
 
+    /// The stores running now.
     pub fn running(&self) -> impl Iterator<Item = &Store> {
         self.nodes.iter().filter_map(|n| n.store.as_ref())
     }
@@ -268,6 +288,7 @@ impl Cluster {
             .collect()
     }
 
+    /// `region`'s epoch as its leader has it.
     pub fn epoch(&self, region: RegionId) -> RegionEpoch {
         let st = self.wait_leader(region);
         st.region.epoch.unwrap_or_default()
@@ -293,18 +314,22 @@ impl Cluster {
         }
     }
 
+    /// Writes `command` to `region` through its leader; it must succeed.
     pub fn must_write(&self, region: RegionId, command: WriteCommand) -> WriteResponse {
         self.on_leader(region, |s, epoch| s.propose(region, epoch, command.clone()))
     }
 
+    /// Puts `key` = `value` in `region`; it must succeed.
     pub fn must_put(&self, region: RegionId, key: &[u8], value: &[u8]) {
         self.must_write(region, put(key, value));
     }
 
+    /// Reads from `region` through its leader; it must succeed.
     pub fn must_read(&self, region: RegionId, request: ReadRequest) -> ReadResponse {
         self.on_leader(region, |s, epoch| s.read(region, epoch, request.clone()))
     }
 
+    /// `key`'s value in `region`, read through its leader.
     pub fn must_get(&self, region: RegionId, key: &[u8]) -> Option<Bytes> {
         match self.must_read(
             region,
@@ -398,6 +423,7 @@ pub fn drive(stores: &mut [Store]) {
     while stores.iter_mut().map(|s| s.run_until_idle()).sum::<usize>() > 0 {}
 }
 
+/// The engines a store opens over: the node's, its raft log behind its disk gate.
 pub fn engines(node: &Node) -> Engines {
     let log = HookedLog {
         inner: node.log.clone(),
@@ -414,10 +440,12 @@ pub struct DiskGate {
 }
 
 impl DiskGate {
+    /// Raft log writes wait from now on.
     pub fn stall(&self) {
         *self.stalled.lock().unwrap() = true;
     }
 
+    /// Waiting writes go on, and later ones do not wait.
     pub fn release(&self) {
         *self.stalled.lock().unwrap() = false;
         self.opened.notify_all();
@@ -434,6 +462,7 @@ impl WriteHook for Arc<DiskGate> {
     }
 }
 
+/// A command of one put.
 pub fn put(key: &[u8], value: &[u8]) -> WriteCommand {
     WriteCommand {
         ops: vec![Op {

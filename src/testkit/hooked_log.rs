@@ -3,22 +3,25 @@
 
 use std::sync::Arc;
 
-use flotilla::RegionId;
-use flotilla::proto::raftpb::Entry;
-use flotilla::proto::storagepb::RaftLocalState;
-use flotilla::storage::SyncMode;
-use flotilla::storage::mem_log::MemRaftLog;
-use flotilla::storage::raft_log::{LogError, LogSpan, LogWriteBatch, RaftLogStore};
+use crate::RegionId;
+use crate::proto::raftpb::Entry;
+use crate::proto::storagepb::RaftLocalState;
+use crate::storage::SyncMode;
+use crate::storage::mem_log::MemRaftLog;
+use crate::storage::raft_log::{LogError, LogSpan, LogWriteBatch, RaftLogStore};
 
 /// What runs before each write; an error fails the write (nothing is written).
 pub trait WriteHook: Send + Sync + 'static {
+    /// Runs before a write that `sync`s or not.
     fn before_write(&self, sync: SyncMode) -> Result<(), LogError>;
 }
 
 /// `inner` with `hook` before every write. Derefs to the hook, for the test to drive it.
 #[derive(Default)]
 pub struct HookedLog<H> {
+    /// The log written to.
     pub inner: Arc<MemRaftLog>,
+    /// What runs first.
     pub hook: H,
 }
 
