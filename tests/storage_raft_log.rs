@@ -540,6 +540,31 @@ fn suite_on_the_in_memory_log_and_a_crash_drops_unsynced_writes() {
     ));
 }
 
+/// A crash at the instant the power is cut: writes after it fail (synced or not), and the
+/// crash keeps what was durable at the cut; then the log takes writes again.
+#[test]
+fn the_in_memory_log_refuses_writes_once_its_power_is_cut() {
+    let log = MemRaftLog::new();
+    let r = RegionId(3);
+    let mut batch = LogWriteBatch::default();
+    batch.append(r, &ents(1, 4, 1)).unwrap();
+    batch.put_state(r, &state(1, 4, 4));
+    log.write(&mut batch, SyncMode::Sync).unwrap();
+    log.cut_power();
+    let mut batch = LogWriteBatch::default();
+    batch.append(r, &ents(5, 6, 1)).unwrap();
+    batch.put_state(r, &state(1, 4, 6));
+    assert!(log.write(&mut batch, SyncMode::Sync).is_err());
+    assert_eq!(log.span(r), span(1, 4), "a failed write changes nothing");
+    log.crash();
+    assert_eq!(log.span(r), span(1, 4));
+    let mut batch = LogWriteBatch::default();
+    batch.append(r, &ents(5, 6, 1)).unwrap();
+    batch.put_state(r, &state(1, 4, 6));
+    log.write(&mut batch, SyncMode::Sync).unwrap();
+    assert_eq!(log.span(r), span(1, 6), "the power is back after the crash");
+}
+
 fn check_same(a: &impl LogStorage, b: &impl LogStorage) {
     assert_eq!(a.initial_state().unwrap(), b.initial_state().unwrap());
     let (first, last) = (b.first_index(), b.last_index());

@@ -189,6 +189,47 @@ impl RaftLogStore for MemRaftLog {
 mod tests {
     use super::*;
 
+    /// An idle region's log is often compacted empty: the room its entries took is given
+    /// back (10,000 idle regions would otherwise each keep it), and a log that keeps most
+    /// of its entries keeps its room.
+    #[test]
+    fn a_log_compacted_to_little_gives_its_room_back() {
+        let log = MemRaftLog::new();
+        let r = RegionId(3);
+        let mut batch = LogWriteBatch::default();
+        let entries: Vec<Entry> = (1..=100)
+            .map(|index| Entry {
+                index,
+                term: 1,
+                ..Default::default()
+            })
+            .collect();
+        batch.append(r, &entries).unwrap();
+        batch.put_state(
+            r,
+            &RaftLocalState {
+                hard_state: None,
+                last_index: 100,
+                last_term: 1,
+            },
+        );
+        log.write(&mut batch, SyncMode::Sync).unwrap();
+        let room = || log.read(|g| g[&r].entries.capacity());
+        let full = room();
+        assert!(
+            (100..=400).contains(&full) && full % 4 == 0,
+            "room for {full}"
+        );
+        log.compact_to(r, 11).unwrap();
+        assert_eq!(room(), full, "most entries kept: the room too");
+        // Exactly a quarter of the room still held: kept as it is.
+        let quarter = full as u64 / 4;
+        log.compact_to(r, 101 - quarter).unwrap();
+        assert_eq!(room(), full, "a quarter held: the room kept");
+        log.compact_to(r, 101).unwrap();
+        assert_eq!(room(), 0, "compacted empty: the room is given back");
+    }
+
     #[test]
     fn purge_names_no_region_since_there_are_no_files() {
         let log = MemRaftLog::new();
