@@ -360,3 +360,76 @@ fn a_message_claiming_an_inverted_range_creates_nothing_and_stops_nothing() {
         assert!(s.region(RegionId(STRANGER)).is_none());
     }
 }
+
+/// A snapshot's files addressed to a peer on another store are refused before they are
+/// copied; the same files addressed here are taken in.
+#[test]
+fn a_snapshot_for_another_store_is_refused() {
+    use flotilla::storage::kv::KvEngine;
+    use flotilla::storage::mem_kv::MemKvEngine;
+    use flotilla::storage::snapshot;
+
+    let c = Cluster::start(3);
+    let region = c.wait_leader(FIRST_REGION).region;
+    let root = tempfile::tempdir().unwrap();
+    snapshot::generate(&MemKvEngine::new().view(), &region, 1, 5, root.path(), 512).unwrap();
+    let files = snapshot::snapshot_dir(root.path(), FIRST_REGION, 1, 5);
+    // No Raft message inside: only the files' journey is under test.
+    let to = |store: u64| RaftMessage {
+        region_id: FIRST_REGION.get(),
+        to_peer: Some(Peer {
+            id: store,
+            store_id: store,
+            role: 0,
+        }),
+        ..Default::default()
+    };
+    let receiver = c.store(StoreId(1)).receiver();
+    assert!(receiver.receive_snapshot(to(2), &files).is_err());
+    receiver.receive_snapshot(to(1), &files).unwrap();
+    c.must_put(FIRST_REGION, b"k", b"v");
+}
+
+/// A snapshot message whose files never came (here: no summary at all) is dropped before
+/// the core sees it, even from the leader at its term: taken in, the replica would reset
+/// its log to a snapshot it cannot install.
+#[test]
+fn a_snapshot_message_without_its_files_is_dropped() {
+    let c = Cluster::start(3);
+    c.must_put(FIRST_REGION, b"k", b"v");
+    let leader = c.wait_leader(FIRST_REGION);
+    let follower = a_follower(&leader);
+    let store = StoreId(follower.store_id);
+    c.store(store).receiver().receive(RaftMessageBatch {
+        from_store: leader.peer.store_id,
+        to_store: store.get(),
+        messages: vec![RaftMessage {
+            region_id: FIRST_REGION.get(),
+            from_peer: Some(leader.peer),
+            to_peer: Some(follower),
+            region_epoch: leader.region.epoch,
+            message: Some(Message {
+                msg_type: flotilla::proto::raftpb::MessageType::MsgSnapshot as i32,
+                to: follower.id,
+                from: leader.peer.id,
+                term: leader.term,
+                snapshot: Some(Snapshot {
+                    data: Bytes::new(),
+                    metadata: Some(SnapshotMetadata {
+                        index: leader.commit_index + 1_000,
+                        term: leader.term,
+                        conf_state: Some(flotilla::proto::raftpb::ConfState {
+                            voters: leader.region.peers.iter().map(|p| p.id).collect(),
+                            ..Default::default()
+                        }),
+                    }),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    c.must_put(FIRST_REGION, b"k", b"w");
+    c.wait_applied_everywhere(b"k", Some(b"w"));
+}
