@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use flotilla::proto::commandpb::{Op, Put, SplitRequest, WriteCommand, op};
-use flotilla::proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
+use flotilla::proto::metapb::RegionEpoch;
 use flotilla::raft::Role;
 use flotilla::region::RegionError;
 use flotilla::storage::fjall_kv::{FjallKvEngine, KvConfig};
@@ -36,6 +36,7 @@ use flotilla::storage::mem_kv::MemKvEngine;
 use flotilla::storage::mem_log::MemRaftLog;
 use flotilla::storage::raft_log::{RaftLogConfig, RaftLogEngine};
 use flotilla::store::{Engines, InProcessNetwork, RunMode, Store, StoreConfig, bootstrap_region};
+use flotilla::testkit::cluster::first_region;
 use flotilla::{RegionId, StoreId};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -76,24 +77,6 @@ struct Cluster {
     dir: tempfile::TempDir,
 }
 
-fn first_region() -> Region {
-    Region {
-        id: 1,
-        epoch: Some(RegionEpoch {
-            conf_ver: 1,
-            version: 1,
-        }),
-        peers: (1..=3)
-            .map(|s| Peer {
-                id: s,
-                store_id: s,
-                role: PeerRole::Voter as i32,
-            })
-            .collect(),
-        ..Default::default()
-    }
-}
-
 fn start(regions: u64, engine: Engine, config: impl Fn(&mut StoreConfig)) -> Cluster {
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut c = Cluster {
@@ -104,7 +87,7 @@ fn start(regions: u64, engine: Engine, config: impl Fn(&mut StoreConfig)) -> Clu
     };
     for id in 1..=3u64 {
         let engines = c.engines(id);
-        bootstrap_region(&engines, &first_region()).expect("bootstrap");
+        bootstrap_region(&engines, &first_region(3)).expect("bootstrap");
         let store = c.open(id, engines, &config);
         c.stores.push(store);
     }

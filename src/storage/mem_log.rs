@@ -189,31 +189,37 @@ impl RaftLogStore for MemRaftLog {
 mod tests {
     use super::*;
 
-    /// An idle region's log is often compacted empty: the room its entries took is given
-    /// back (10,000 idle regions would otherwise each keep it), and a log that keeps most
-    /// of its entries keeps its room.
-    #[test]
-    fn a_log_compacted_to_little_gives_its_room_back() {
+    /// A synced log holding `region`'s entries 1..=`last`, all of term 1.
+    fn log_of(region: RegionId, last: u64) -> MemRaftLog {
         let log = MemRaftLog::new();
-        let r = RegionId(3);
         let mut batch = LogWriteBatch::default();
-        let entries: Vec<Entry> = (1..=100)
+        let entries: Vec<Entry> = (1..=last)
             .map(|index| Entry {
                 index,
                 term: 1,
                 ..Default::default()
             })
             .collect();
-        batch.append(r, &entries).unwrap();
+        batch.append(region, &entries).unwrap();
         batch.put_state(
-            r,
+            region,
             &RaftLocalState {
                 hard_state: None,
-                last_index: 100,
+                last_index: last,
                 last_term: 1,
             },
         );
         log.write(&mut batch, SyncMode::Sync).unwrap();
+        log
+    }
+
+    /// An idle region's log is often compacted empty: the room its entries took is given
+    /// back (10,000 idle regions would otherwise each keep it), and a log that keeps most
+    /// of its entries keeps its room.
+    #[test]
+    fn a_log_compacted_to_little_gives_its_room_back() {
+        let r = RegionId(3);
+        let log = log_of(r, 100);
         let room = || log.read(|g| g[&r].entries.capacity());
         let full = room();
         assert!(
@@ -232,25 +238,7 @@ mod tests {
 
     #[test]
     fn purge_names_no_region_since_there_are_no_files() {
-        let log = MemRaftLog::new();
-        let mut batch = LogWriteBatch::default();
-        let entries: Vec<Entry> = (1..=5)
-            .map(|index| Entry {
-                index,
-                term: 1,
-                ..Default::default()
-            })
-            .collect();
-        batch.append(RegionId(3), &entries).unwrap();
-        batch.put_state(
-            RegionId(3),
-            &RaftLocalState {
-                hard_state: None,
-                last_index: 5,
-                last_term: 0,
-            },
-        );
-        log.write(&mut batch, SyncMode::Sync).unwrap();
+        let log = log_of(RegionId(3), 5);
         assert_eq!(log.purge_expired_files().unwrap(), Vec::<RegionId>::new());
         assert_eq!(log.compact_to(RegionId(3), 4).unwrap(), 3);
         assert_eq!(log.purge_expired_files().unwrap(), Vec::<RegionId>::new());

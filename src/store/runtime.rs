@@ -504,7 +504,9 @@ impl Store {
                 self.wal = None;
                 let _ = t.wal.join();
             }
-            Driver::Stepped(_) | Driver::Stopped => self.wal = None,
+            Driver::Stepped(_) => self.wal = None,
+            // Stopped already (`shutdown`, then `Drop`): nothing is left to do.
+            Driver::Stopped => return,
         }
         // Peers and apply delegates still registered answer what waits on them as they
         // drop.
