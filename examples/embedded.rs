@@ -33,11 +33,12 @@ struct Counter {
 
 impl ApplyObserver for Counter {
     fn on_apply(&self, event: &ApplyEvent) {
-        let n = match event.change {
-            AppliedChange::Write { .. } => &self.writes,
-            _ => &self.admin,
+        match &event.change {
+            AppliedChange::Writes { writes } => self
+                .writes
+                .fetch_add(writes.len() as u64, Ordering::Relaxed),
+            _ => self.admin.fetch_add(1, Ordering::Relaxed),
         };
-        n.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -363,6 +363,32 @@ fn stepped_stores_run_whole_on_the_test_thread() {
     for n in &nodes {
         assert_eq!(n.kv.get(Keyspace::Data, b"k").unwrap(), Some(b("v")));
     }
+    // A round's writes share one entry, each decided on its own, in order.
+    let mut round: Vec<_> = [
+        cas("x", None, Some("1")),
+        cas("x", None, Some("2")),
+        cas("x", Some("1"), Some("3")),
+    ]
+    .into_iter()
+    .map(|c| stores[leader].propose(FIRST_REGION, epoch, c))
+    .collect();
+    drive(&mut stores);
+    let answers: Vec<_> = round.iter_mut().map(answer_now).collect();
+    assert!(answers.iter().all(|a| a.index == answers[0].index));
+    let outcomes: Vec<_> = answers.into_iter().map(|a| a.outcomes).collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            vec![OpOutcome::Swapped],
+            vec![OpOutcome::Mismatch {
+                current: Some(b("1"))
+            }],
+            vec![OpOutcome::Swapped],
+        ]
+    );
+    for n in &nodes {
+        assert_eq!(n.kv.get(Keyspace::Data, b"x").unwrap(), Some(b("3")));
+    }
 }
 
 #[test]

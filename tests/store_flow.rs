@@ -3,14 +3,9 @@
 //! catches up, they are taken again by themselves (no flag left stuck). One store, one
 //! voter, stepped on the test thread so the test decides when the writer and apply run.
 
-use std::sync::Arc;
-
 use flotilla::StoreId;
-use flotilla::raft::Role;
 use flotilla::region::{BusyReason, RegionError};
-use flotilla::store::{
-    FlowLimits, InProcessNetwork, Response, RunMode, Store, WriteResponse, bootstrap_region,
-};
+use flotilla::store::{FlowLimits, Response, Store, WriteResponse, bootstrap_region};
 use flotilla::testkit::cluster::*;
 
 fn open(limits: FlowLimits) -> (Node, Store) {
@@ -18,20 +13,9 @@ fn open(limits: FlowLimits) -> (Node, Store) {
     bootstrap_region(&engines(&node), &first_region(1)).unwrap();
     let mut cfg = test_config(StoreId(1));
     cfg.flow = limits;
-    let net = InProcessNetwork::new(1);
-    let mut store =
-        Store::open(cfg, engines(&node), Arc::new(net.clone()), RunMode::Stepped).unwrap();
-    net.register(StoreId(1), store.receiver());
-    for _ in 0..100 {
-        store.tick();
-        store.run_until_idle();
-        let mut status = store.region_status(FIRST_REGION);
-        store.run_until_idle();
-        if status.try_take().unwrap().unwrap().role == Role::Leader {
-            return (node, store);
-        }
-    }
-    panic!("no leader");
+    let mut store = open_stepped(&node, cfg);
+    elect_stepped(&mut store);
+    (node, store)
 }
 
 /// Proposes a put of `bytes` bytes and lets the raft poller take it (not the writer).

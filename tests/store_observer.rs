@@ -34,9 +34,12 @@ impl Recorder {
         self.events()
             .into_iter()
             .filter(|e| e.region == region)
-            .filter_map(|e| match e.change {
-                AppliedChange::Write { command, outcomes } => Some((e.index, command, outcomes)),
-                _ => None,
+            .flat_map(|e| match e.change {
+                AppliedChange::Writes { writes } => writes
+                    .into_iter()
+                    .map(|w| (e.index, w.command, w.outcomes))
+                    .collect(),
+                _ => Vec::new(),
             })
             .collect()
     }
@@ -75,7 +78,7 @@ fn observers_see_every_applied_change_in_order_on_every_replica() {
             .iter()
             .filter(|e| e.region == FIRST_REGION)
             .map(|e| match &e.change {
-                AppliedChange::Write { .. } => "write",
+                AppliedChange::Writes { .. } => "write",
                 AppliedChange::Split { .. } => "split",
                 AppliedChange::ChangePeers { .. } => "change peers",
                 AppliedChange::SnapshotInstalled { .. } => "snapshot",

@@ -60,7 +60,7 @@ pub use flow::{Charge, FlowLimits, Gauge};
 pub use liveness::Liveness;
 pub use meta::StoreMeta;
 pub use msg::Command;
-pub use observer::{AppliedChange, ApplyEvent, ApplyObserver};
+pub use observer::{AppliedChange, AppliedWrite, ApplyEvent, ApplyObserver};
 pub use request::{
     ChangePeersResponse, PeerChange, ReadRequest, ReadResponse, RegionStatus, ScanOrder,
     SplitResponse, WriteResponse,

@@ -62,7 +62,8 @@ impl Command {
 /// A proposal's answer, of the type its command wants.
 #[derive(Debug)]
 pub(crate) enum ProposalResponder {
-    Write(Responder<WriteResponse>),
+    /// The writes of one entry, in its order.
+    Writes(Vec<Responder<WriteResponse>>),
     Split(Responder<SplitResponse>),
     ChangePeers(Responder<ChangePeersResponse>),
 }
@@ -70,7 +71,11 @@ pub(crate) enum ProposalResponder {
 impl ProposalResponder {
     pub(crate) fn fail(self, error: RegionError) {
         match self {
-            ProposalResponder::Write(r) => r.fail(error),
+            ProposalResponder::Writes(rs) => {
+                for r in rs {
+                    r.fail(error.clone());
+                }
+            }
             ProposalResponder::Split(r) => r.fail(error),
             ProposalResponder::ChangePeers(r) => r.fail(error),
         }

@@ -34,17 +34,24 @@ pub struct ApplyEvent {
     pub change: AppliedChange,
 }
 
+/// A write command applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedWrite {
+    /// The command as proposed.
+    pub command: WriteCommand,
+    /// One outcome per operation (a CompareAndSwap that failed changed nothing).
+    pub outcomes: Vec<OpOutcome>,
+}
+
 /// What a region applied.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AppliedChange {
-    /// A write command, with each operation's outcome (a CompareAndSwap that failed
-    /// changed nothing). A command refused at apply (a stale epoch, a key outside the
-    /// region) changes nothing and is not observed.
-    Write {
-        /// The command as proposed.
-        command: WriteCommand,
-        /// One outcome per operation.
-        outcomes: Vec<OpOutcome>,
+    /// The write commands of one entry (the writes of one proposal round), in order. A
+    /// command refused at apply (a stale epoch, a key outside the region) changes nothing
+    /// and is not among them; an entry none of whose commands applied is not observed.
+    Writes {
+        /// The commands applied.
+        writes: Vec<AppliedWrite>,
     },
     /// The region split: the regions it became, itself first, in key order.
     Split {

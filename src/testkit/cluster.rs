@@ -418,6 +418,45 @@ pub fn stepped_stores(
         .collect()
 }
 
+/// One store run stepped on the test thread over `node`'s engines (bootstrapped by the
+/// caller), alone on its network.
+pub fn open_stepped(node: &Node, config: StoreConfig) -> Store {
+    let id = config.store_id;
+    let net = InProcessNetwork::new(1);
+    let store = Store::open(
+        config,
+        engines(node),
+        Arc::new(net.clone()),
+        RunMode::Stepped,
+    )
+    .expect("open");
+    net.register(id, store.receiver());
+    store
+}
+
+/// Ticks a stepped store until it leads the first region (its lone voter).
+pub fn elect_stepped(store: &mut Store) {
+    for _ in 0..100 {
+        store.tick();
+        store.run_until_idle();
+        let mut status = store.region_status(FIRST_REGION);
+        store.run_until_idle();
+        if answer_now(&mut status).role == Role::Leader {
+            return;
+        }
+    }
+    panic!("no leader");
+}
+
+/// A response that must be there already (a stepped store answered it).
+pub fn answer_now<T>(response: &mut Response<T>) -> T {
+    match response.try_take() {
+        Some(Ok(t)) => t,
+        Some(Err(e)) => panic!("refused: {e}"),
+        None => panic!("not answered"),
+    }
+}
+
 /// Steps every store until none has work left.
 pub fn drive(stores: &mut [Store]) {
     while stores.iter_mut().map(|s| s.run_until_idle()).sum::<usize>() > 0 {}

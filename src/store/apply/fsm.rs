@@ -20,9 +20,9 @@ use std::time::Instant;
 use crossbeam::channel::SendError;
 use prost::Message as _;
 
-use super::eval::{Overlay, check_command, evaluate};
+use super::eval::{OpOutcome, Overlay, check_command, evaluate};
 use crate::proto::commandpb::{
-    ChangePeersContext, RaftCommand, SplitCommand, WriteCommand, raft_command,
+    ChangePeersContext, RaftCommand, SplitCommand, WriteBatch, WriteCommand, raft_command,
 };
 use crate::proto::metapb::{Region, RegionEpoch};
 use crate::proto::raftpb::{Entry, EntryType};
@@ -43,7 +43,7 @@ use crate::store::engines::StoreKv;
 use crate::store::msg::{
     ApplyMsg, ApplyResult, ApplyTask, PeerMsg, Proposal, ProposalResponder, RegionChange,
 };
-use crate::store::observer::{AppliedChange, ApplyEvent};
+use crate::store::observer::{AppliedChange, AppliedWrite, ApplyEvent};
 use crate::store::request::{ChangePeersResponse, SplitResponse, WriteResponse};
 use crate::store::responder::{RegionResult, Responder};
 use crate::store::snapshot_worker::SnapshotTask;
@@ -107,12 +107,10 @@ impl ApplyFsm {
             if (p.term, p.index) == at {
                 return Some(p.responder);
             }
-            answers.push(Answer::failed(
-                p.responder,
-                RegionError::StaleCommand {
-                    region: self.region.region_id(),
-                },
-            ));
+            let stale = RegionError::StaleCommand {
+                region: self.region.region_id(),
+            };
+            Answer::failed(p.responder, stale, answers);
         }
         None
     }
@@ -138,32 +136,45 @@ enum Answer {
     ),
 }
 
-/// What an applied command answers.
+/// What an applied entry answers.
 enum Applied {
-    Write(WriteResponse),
+    /// One result per write of the entry, in its order.
+    Writes(Vec<RegionResult<WriteResponse>>),
     Split(SplitResponse),
     ChangePeers(ChangePeersResponse),
 }
 
 impl Answer {
-    /// The answer of a proposal whose command was applied. A responder of another kind
-    /// than the command in its entry could only come from a bug: it is told so.
-    fn applied(responder: ProposalResponder, applied: Applied) -> Answer {
+    /// The answers of a proposal whose entry was applied. A responder of another kind (or
+    /// number) than the commands in its entry could only come from a bug: it is told so.
+    fn applied(responder: ProposalResponder, applied: Applied, answers: &mut Vec<Answer>) {
         match (responder, applied) {
-            (ProposalResponder::Write(r), Applied::Write(a)) => Answer::Write(r, Ok(a)),
-            (ProposalResponder::Split(r), Applied::Split(a)) => Answer::Split(r, Ok(a)),
-            (ProposalResponder::ChangePeers(r), Applied::ChangePeers(a)) => {
-                Answer::ChangePeers(r, Ok(a))
+            (ProposalResponder::Writes(rs), Applied::Writes(results))
+                if rs.len() == results.len() =>
+            {
+                answers.extend(
+                    rs.into_iter()
+                        .zip(results)
+                        .map(|(r, a)| Answer::Write(r, a)),
+                );
             }
-            (r, _) => Answer::failed(r, invalid("the entry holds another kind of command")),
+            (ProposalResponder::Split(r), Applied::Split(a)) => {
+                answers.push(Answer::Split(r, Ok(a)))
+            }
+            (ProposalResponder::ChangePeers(r), Applied::ChangePeers(a)) => {
+                answers.push(Answer::ChangePeers(r, Ok(a)));
+            }
+            (r, _) => Answer::failed(r, invalid("the entry holds other commands"), answers),
         }
     }
 
-    fn failed(responder: ProposalResponder, error: RegionError) -> Answer {
+    fn failed(responder: ProposalResponder, error: RegionError, answers: &mut Vec<Answer>) {
         match responder {
-            ProposalResponder::Write(r) => Answer::Write(r, Err(error)),
-            ProposalResponder::Split(r) => Answer::Split(r, Err(error)),
-            ProposalResponder::ChangePeers(r) => Answer::ChangePeers(r, Err(error)),
+            ProposalResponder::Writes(rs) => {
+                answers.extend(rs.into_iter().map(|r| Answer::Write(r, Err(error.clone()))));
+            }
+            ProposalResponder::Split(r) => answers.push(Answer::Split(r, Err(error))),
+            ProposalResponder::ChangePeers(r) => answers.push(Answer::ChangePeers(r, Err(error))),
         }
     }
 
@@ -336,8 +347,8 @@ impl ApplyPoller {
             }
         };
         match command.body {
-            Some(raft_command::Body::Write(write)) => {
-                self.apply_write(fsm, entry, command.epoch.as_ref(), &write, proposal)
+            Some(raft_command::Body::Writes(writes)) => {
+                self.apply_writes(fsm, entry, command.epoch.as_ref(), &writes, proposal)
             }
             Some(raft_command::Body::Split(split)) => {
                 self.apply_split(fsm, entry, command.epoch.as_ref(), &split, proposal)
@@ -351,40 +362,81 @@ impl ApplyPoller {
 
     fn answer_error(&mut self, proposal: Option<ProposalResponder>, e: RegionError) {
         if let Some(p) = proposal {
-            self.answers.push(Answer::failed(p, e));
+            Answer::failed(p, e, &mut self.answers);
         }
     }
 
     fn answer_applied(&mut self, proposal: Option<ProposalResponder>, applied: Applied) {
         if let Some(p) = proposal {
-            self.answers.push(Answer::applied(p, applied));
+            Answer::applied(p, applied, &mut self.answers);
         }
     }
 
-    fn apply_write(
+    /// Applies an entry's writes, each on its own: one refused (a key outside the region)
+    /// changes nothing and is answered with why; a stale epoch refuses them all.
+    fn apply_writes(
         &mut self,
         fsm: &mut ApplyFsm,
         entry: &Entry,
         epoch: Option<&RegionEpoch>,
-        write: &WriteCommand,
+        writes: &WriteBatch,
         proposal: Option<ProposalResponder>,
     ) -> Result<(), Stopped> {
-        let checked = check_epoch(CommandKind::Write, epoch, &fsm.region).and_then(|()| {
-            check_command(write, &fsm.region).map_err(|e| {
-                e.into_region_error()
-                    .unwrap_or_else(|kv| invalid(&kv.to_string()))
-            })
-        });
-        if let Err(e) = checked {
+        if let Err(e) = check_epoch(CommandKind::Write, epoch, &fsm.region) {
             self.answer_error(proposal, e);
             return Ok(());
         }
         let index = entry.index;
-        // After a crash in the middle of this entry, resume after the operations done.
-        let mut from = match fsm.partial.take() {
+        // After a crash in the middle of this entry, resume at the operation recorded,
+        // counted over the entry's writes in order.
+        let resume = match fsm.partial.take() {
             Some((i, done)) if i == index => usize::try_from(done).unwrap_or(usize::MAX),
             _ => 0,
         };
+        let mut results = Vec::with_capacity(writes.commands.len());
+        let mut applied = Vec::new();
+        let mut first_op = 0;
+        for write in &writes.commands {
+            let from = resume.saturating_sub(first_op).min(write.ops.len());
+            let result = self.apply_write(fsm, index, first_op, write, from)?;
+            first_op += write.ops.len();
+            if let Ok(outcomes) = &result
+                && !self.shared.observers.is_empty()
+            {
+                applied.push(AppliedWrite {
+                    command: write.clone(),
+                    outcomes: outcomes.clone(),
+                });
+            }
+            results.push(result.map(|outcomes| WriteResponse { index, outcomes }));
+        }
+        fsm.partial = None;
+        if !applied.is_empty() {
+            self.observe(fsm, (index, entry.term), || AppliedChange::Writes {
+                writes: applied,
+            });
+        }
+        self.answer_applied(proposal, Applied::Writes(results));
+        Ok(())
+    }
+
+    /// Applies one write of entry `index` from its operation `from`; `first_op` is its
+    /// first operation's position in the entry. Its outcomes, or why it was refused.
+    fn apply_write(
+        &mut self,
+        fsm: &mut ApplyFsm,
+        index: u64,
+        first_op: usize,
+        write: &WriteCommand,
+        mut from: usize,
+    ) -> Result<RegionResult<Vec<OpOutcome>>, Stopped> {
+        let checked = check_command(write, &fsm.region).map_err(|e| {
+            e.into_region_error()
+                .unwrap_or_else(|kv| invalid(&kv.to_string()))
+        });
+        if let Err(e) = checked {
+            return Ok(Err(e));
+        }
         let mut outcomes = Vec::with_capacity(write.ops.len());
         loop {
             let evaluated = evaluate(
@@ -397,11 +449,11 @@ impl ApplyPoller {
                 &mut outcomes,
             );
             match evaluated {
-                Ok(None) => break,
+                Ok(None) => return Ok(Ok(outcomes)),
                 Ok(Some((range, resume))) => {
                     // The mark names the range delete itself: a replay clears the range
                     // again (harmless) rather than skip what a crash left uncleared.
-                    fsm.partial = Some((index, (resume - 1) as u64));
+                    fsm.partial = Some((index, (first_op + resume - 1) as u64));
                     self.flush_with(fsm)?;
                     let kv = self.kv.clone();
                     let view = kv.read_view();
@@ -422,10 +474,7 @@ impl ApplyPoller {
                 }
                 Err(e) => match e.into_region_error() {
                     // Checked above: only a failed read of the applied state gets here.
-                    Ok(e) => {
-                        self.answer_error(proposal, e);
-                        return Ok(());
-                    }
+                    Ok(e) => return Ok(Err(e)),
                     Err(kv) => {
                         return Err(self.fail(format!(
                             "region {}: reading applied state: {kv}",
@@ -435,13 +484,6 @@ impl ApplyPoller {
                 },
             }
         }
-        fsm.partial = None;
-        self.observe(fsm, (index, entry.term), || AppliedChange::Write {
-            command: write.clone(),
-            outcomes: outcomes.clone(),
-        });
-        self.answer_applied(proposal, Applied::Write(WriteResponse { index, outcomes }));
-        Ok(())
     }
 
     fn apply_split(
@@ -801,7 +843,7 @@ mod tests {
         let p = Proposal {
             index,
             term,
-            responder: ProposalResponder::Write(responder),
+            responder: ProposalResponder::Writes(vec![responder]),
             _charge: crate::store::flow::Charge::new(&Default::default(), 0),
         };
         (p, response)

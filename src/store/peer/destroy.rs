@@ -61,8 +61,8 @@ impl PeerFsm {
         }
         let region = self.region_id();
         tracing::info!(region = %region, peer = self.peer.id, "peer destroyed");
-        for (_, responder) in std::mem::take(&mut self.pending_batch) {
-            responder.fail(self.destroyed_error());
+        for command in std::mem::take(&mut self.round) {
+            command.fail(self.destroyed_error());
         }
         let error = self.destroyed_error();
         self.reads.fail_all(|| error.clone());

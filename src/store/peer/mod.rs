@@ -16,11 +16,9 @@ mod snapshot;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use super::batch::Fsm;
 use super::context::PollContext;
-use super::msg::{PeerMsg, Proposal, ProposalResponder, ProposeMsg, ReadMsg, TransferLeaderMsg};
+use super::msg::{PeerMsg, Proposal, ProposeMsg, ReadMsg, TransferLeaderMsg};
 use super::request::RegionStatus;
 use super::responder::Responder;
 use super::wal_writer::Persisted;
@@ -53,7 +51,7 @@ pub(crate) struct PeerFsm {
     /// Peers met in messages that the region's peer list does not name (yet).
     peer_cache: HashMap<u64, Peer>,
     /// Commands of this round, proposed together at its end.
-    pending_batch: Vec<(Bytes, ProposalResponder)>,
+    round: Vec<propose::RoundCommand>,
     /// Proposed, waiting for their entries to commit, in (term, index) order.
     proposals: VecDeque<Proposal>,
     reads: ReadQueue,
@@ -106,7 +104,7 @@ impl PeerFsm {
             last_term,
             applied_index: apply.applied_index,
             peer_cache: HashMap::new(),
-            pending_batch: Vec::new(),
+            round: Vec::new(),
             proposals: VecDeque::new(),
             reads: ReadQueue::default(),
             next_write_id: 1,
@@ -298,8 +296,8 @@ impl PeerFsm {
 
     /// Answers what never reached the log, and every read, with `StoreStopping`.
     pub(crate) fn fail_waiting(&mut self) {
-        for (_, responder) in std::mem::take(&mut self.pending_batch) {
-            responder.fail(self.stopping());
+        for command in std::mem::take(&mut self.round) {
+            command.fail(self.stopping());
         }
         let error = self.stopping();
         self.reads.fail_all(|| error.clone());

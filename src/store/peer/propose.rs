@@ -1,14 +1,20 @@
 //! Commands into the log. A command is checked against the region when it arrives (leader,
-//! epoch, keys) and again when applied; the commands of one round are proposed as one
-//! append, each its own entry, and wait for the verdict on their entry (see `Proposal`).
+//! epoch, keys) and again when applied. The commands of one round are proposed together
+//! at its end as one append: consecutive writes checked against the same epoch share one
+//! entry (a `WriteBatch`, bounded by the entry size limit), so a busy region pays the
+//! log's, the messages' and apply's cost per entry once per round rather than once per
+//! command; a split gets an entry of its own. Each waits for the verdict on its entry
+//! (see `Proposal`).
 
 use bytes::Bytes;
 use prost::Message as _;
+use prost::encoding::{encoded_len_varint, key_len};
 
 use super::PeerFsm;
 use crate::RegionId;
 use crate::proto::commandpb::{
-    ChangePeersContext, RaftCommand, SplitCommand, SplitRequest, raft_command,
+    ChangePeersContext, RaftCommand, SplitCommand, SplitRequest, WriteBatch, WriteCommand,
+    raft_command,
 };
 use crate::proto::metapb::RegionEpoch;
 use crate::proto::raftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeV2};
@@ -17,7 +23,129 @@ use crate::store::apply::eval::check_command;
 use crate::store::context::PollContext;
 use crate::store::flow::Charge;
 use crate::store::msg::{Command, Proposal, ProposalResponder};
-use crate::store::request::PeerChange;
+use crate::store::request::{PeerChange, WriteResponse};
+use crate::store::responder::Responder;
+
+/// A checked command of this round, waiting for the round's end.
+#[derive(Debug)]
+pub(super) enum RoundCommand {
+    /// A write, with the epoch of the region it was checked against.
+    Write {
+        epoch: RegionEpoch,
+        command: WriteCommand,
+        responder: Responder<WriteResponse>,
+    },
+    /// A split, encoded as its entry's data.
+    Split {
+        data: Bytes,
+        responder: Responder<crate::store::request::SplitResponse>,
+    },
+}
+
+impl RoundCommand {
+    pub(super) fn fail(self, error: RegionError) {
+        match self {
+            RoundCommand::Write { responder, .. } => responder.fail(error),
+            RoundCommand::Split { responder, .. } => responder.fail(error),
+        }
+    }
+}
+
+/// The round's commands as entries: each entry's data with the responders it answers.
+fn pack_entries(
+    region: RegionId,
+    commands: Vec<RoundCommand>,
+    max_entry_size: u64,
+) -> Vec<(Bytes, ProposalResponder)> {
+    let mut entries = Vec::new();
+    let mut open: Option<OpenBatch> = None;
+    for command in commands {
+        match command {
+            RoundCommand::Write {
+                epoch,
+                command,
+                responder,
+            } => {
+                let command_len = length_delimited_len(1, command.encoded_len());
+                let fits = open.as_ref().is_some_and(|b| {
+                    b.epoch == epoch && b.size_with(command_len) <= max_entry_size
+                });
+                if !fits {
+                    entries.extend(open.take().map(|b| b.finish(region)));
+                    open = Some(OpenBatch::new(region, epoch));
+                }
+                if let Some(batch) = open.as_mut() {
+                    batch.commands_len += command_len;
+                    batch.commands.push(command);
+                    batch.responders.push(responder);
+                }
+            }
+            RoundCommand::Split { data, responder } => {
+                entries.extend(open.take().map(|b| b.finish(region)));
+                entries.push((data, ProposalResponder::Split(responder)));
+            }
+        }
+    }
+    entries.extend(open.map(|b| b.finish(region)));
+    entries
+}
+
+/// Writes gathered into one entry.
+struct OpenBatch {
+    epoch: RegionEpoch,
+    /// Encoded bytes of the entry's command without its writes.
+    base_len: usize,
+    /// Encoded bytes of the writes, each with its field key and length.
+    commands_len: usize,
+    commands: Vec<WriteCommand>,
+    responders: Vec<Responder<WriteResponse>>,
+}
+
+impl OpenBatch {
+    fn new(region: RegionId, epoch: RegionEpoch) -> Self {
+        let base_len = RaftCommand {
+            region_id: region.0,
+            epoch: Some(epoch),
+            body: None,
+        }
+        .encoded_len();
+        OpenBatch {
+            epoch,
+            base_len,
+            commands_len: 0,
+            commands: Vec::new(),
+            responders: Vec::new(),
+        }
+    }
+
+    /// The entry's encoded size with one more write of `command_len` bytes.
+    fn size_with(&self, command_len: usize) -> u64 {
+        let batch_len = self.commands_len + command_len;
+        (self.base_len + length_delimited_len(WRITES_FIELD, batch_len)) as u64
+    }
+
+    fn finish(self, region: RegionId) -> (Bytes, ProposalResponder) {
+        let command = RaftCommand {
+            region_id: region.0,
+            epoch: Some(self.epoch),
+            body: Some(raft_command::Body::Writes(WriteBatch {
+                commands: self.commands,
+            })),
+        };
+        (
+            Bytes::from(command.encode_to_vec()),
+            ProposalResponder::Writes(self.responders),
+        )
+    }
+}
+
+/// `RaftCommand.writes`' field number.
+const WRITES_FIELD: u32 = 5;
+
+/// Encoded bytes of a length-delimited field of `len` bytes.
+fn length_delimited_len(field: u32, len: usize) -> usize {
+    key_len(field) + encoded_len_varint(len as u64) + len
+}
 
 impl PeerFsm {
     pub(super) fn on_propose(
@@ -29,12 +157,15 @@ impl PeerFsm {
         if let Err(e) = ctx.shared.flow.admit() {
             return command.fail(e);
         }
-        let (kind, body, responder) = match command {
-            Command::Write { command, responder } => (
-                CommandKind::Write,
-                raft_command::Body::Write(command),
-                ProposalResponder::Write(responder),
-            ),
+        match command {
+            Command::Write { command, responder } => match self.check_write(epoch, &command) {
+                Ok(()) => self.round.push(RoundCommand::Write {
+                    epoch: self.region.epoch.unwrap_or_default(),
+                    command,
+                    responder,
+                }),
+                Err(e) => responder.fail(e),
+            },
             Command::ChangePeers { changes, responder } => {
                 let term = self.raw.raft().term();
                 match self.propose_conf_change(epoch, &changes) {
@@ -46,63 +177,67 @@ impl PeerFsm {
                     }),
                     Err(e) => responder.fail(e),
                 }
-                return;
             }
             Command::Split { splits, responder } if reuses_region_id(&splits, ctx) => {
-                return responder.fail(RegionError::InvalidRequest {
+                responder.fail(RegionError::InvalidRequest {
                     reason: "a new region id names a region this store holds".into(),
                 });
             }
-            Command::Split { splits, responder } => (
-                CommandKind::Split,
-                raft_command::Body::Split(SplitCommand { splits }),
-                ProposalResponder::Split(responder),
-            ),
-        };
-        match self.encode_proposal(kind, epoch, body) {
-            Ok(data) => self.pending_batch.push((data, responder)),
-            Err(e) => responder.fail(e),
+            Command::Split { splits, responder } => match self.encode_split(epoch, splits) {
+                Ok(data) => self.round.push(RoundCommand::Split { data, responder }),
+                Err(e) => responder.fail(e),
+            },
         }
     }
 
-    /// Checks a command against the region as it is now and encodes it as entry data.
-    fn encode_proposal(
+    /// Checks a write against the region as it is now, and that an entry can hold it.
+    fn check_write(
         &self,
-        kind: CommandKind,
         epoch: Option<&RegionEpoch>,
-        body: raft_command::Body,
+        command: &WriteCommand,
+    ) -> Result<(), RegionError> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        check_epoch(CommandKind::Write, epoch, &self.region)?;
+        check_command(command, &self.region).map_err(|e| {
+            e.into_region_error()
+                .unwrap_or_else(|kv| RegionError::InvalidRequest {
+                    reason: kv.to_string(),
+                })
+        })?;
+        let alone = OpenBatch::new(self.region_id(), self.region.epoch.unwrap_or_default())
+            .size_with(length_delimited_len(1, command.encoded_len()));
+        self.check_entry_size(alone)
+    }
+
+    /// Checks a split against the region as it is now and encodes it as entry data.
+    fn encode_split(
+        &self,
+        epoch: Option<&RegionEpoch>,
+        splits: Vec<SplitRequest>,
     ) -> Result<Bytes, RegionError> {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
-        check_epoch(kind, epoch, &self.region)?;
-        match &body {
-            raft_command::Body::Write(write) => {
-                check_command(write, &self.region).map_err(|e| {
-                    e.into_region_error()
-                        .unwrap_or_else(|kv| RegionError::InvalidRequest {
-                            reason: kv.to_string(),
-                        })
-                })?
-            }
-            raft_command::Body::Split(split) => {
-                split_region(&self.region, &split.splits)?;
-            }
-        }
+        check_epoch(CommandKind::Split, epoch, &self.region)?;
+        split_region(&self.region, &splits)?;
         let command = RaftCommand {
             region_id: self.region.id,
             epoch: self.region.epoch,
-            body: Some(body),
+            body: Some(raft_command::Body::Split(SplitCommand { splits })),
         };
         let data = Bytes::from(command.encode_to_vec());
-        let limit = self.raw.raft().config().max_entry_size;
-        if data.len() as u64 > limit {
-            return Err(RegionError::EntryTooLarge {
-                size: data.len() as u64,
-                limit,
-            });
-        }
+        self.check_entry_size(data.len() as u64)?;
         Ok(data)
+    }
+
+    fn check_entry_size(&self, size: u64) -> Result<(), RegionError> {
+        let limit = self.raw.raft().config().max_entry_size;
+        if size > limit {
+            return Err(RegionError::EntryTooLarge { size, limit });
+        }
+        Ok(())
     }
 
     /// Proposes a membership change now (its entry goes before the round's commands):
@@ -154,24 +289,27 @@ impl PeerFsm {
 
     /// Proposes the round's commands as one append.
     pub(super) fn propose_pending(&mut self, ctx: &PollContext) {
-        if self.pending_batch.is_empty() {
+        if self.round.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.pending_batch);
+        let commands = std::mem::take(&mut self.round);
         // A message earlier in the round may have ended this replica's leadership.
         if !self.is_leader() {
-            for (_, responder) in batch {
-                responder.fail(self.not_leader());
+            for command in commands {
+                command.fail(self.not_leader());
             }
             return;
         }
+        let count = commands.len() as u64;
+        let limit = self.raw.raft().config().max_entry_size;
+        let entries = pack_entries(self.region_id(), commands, limit);
         let term = self.raw.raft().term();
-        let entries = batch.iter().map(|(data, _)| (data.clone(), Vec::new()));
-        match self.raw.propose_batch(entries) {
+        let datas = entries.iter().map(|(data, _)| (data.clone(), Vec::new()));
+        match self.raw.propose_batch(datas) {
             Ok(last) => {
-                metrics::counter!("flotilla_raft_proposals_total").increment(batch.len() as u64);
-                let first = last + 1 - batch.len() as u64;
-                for (index, (data, responder)) in (first..).zip(batch) {
+                metrics::counter!("flotilla_raft_proposals_total").increment(count);
+                let first = last + 1 - entries.len() as u64;
+                for (index, (data, responder)) in (first..).zip(entries) {
                     self.proposals.push_back(Proposal {
                         index,
                         term,
@@ -182,7 +320,7 @@ impl PeerFsm {
             }
             Err(e) => {
                 let error = self.refusal(e);
-                for (_, responder) in batch {
+                for (_, responder) in entries {
                     responder.fail(error.clone());
                 }
             }
@@ -197,4 +335,144 @@ fn reuses_region_id(splits: &[SplitRequest], ctx: &PollContext) -> bool {
     splits
         .iter()
         .any(|s| meta.region(RegionId(s.new_region_id)).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::responder::response_channel;
+    use crate::testkit::cluster::put;
+
+    const REGION: RegionId = RegionId(7);
+
+    fn write(version: u64, key: &str, value_len: usize) -> RoundCommand {
+        let (responder, _) = response_channel(REGION);
+        RoundCommand::Write {
+            epoch: RegionEpoch {
+                conf_ver: 1,
+                version,
+            },
+            command: put(key.as_bytes(), &vec![b'v'; value_len]),
+            responder,
+        }
+    }
+
+    fn split() -> RoundCommand {
+        let (responder, _) = response_channel(REGION);
+        RoundCommand::Split {
+            data: Bytes::from_static(b"split"),
+            responder,
+        }
+    }
+
+    /// Each entry as (the epoch version it carries, the keys of its writes), or None for a
+    /// split's entry.
+    fn shape(entries: &[(Bytes, ProposalResponder)]) -> Vec<Option<(u64, Vec<String>)>> {
+        entries
+            .iter()
+            .map(|(data, responder)| {
+                let command = RaftCommand::decode(data.clone()).ok()?;
+                let Some(raft_command::Body::Writes(batch)) = command.body else {
+                    return None;
+                };
+                assert_eq!(command.region_id, REGION.0);
+                let ProposalResponder::Writes(rs) = responder else {
+                    panic!("writes answered by another responder");
+                };
+                assert_eq!(rs.len(), batch.commands.len(), "one responder per write");
+                let keys = batch
+                    .commands
+                    .iter()
+                    .flat_map(|c| &c.ops)
+                    .map(|op| match &op.op {
+                        Some(crate::proto::commandpb::op::Op::Put(p)) => {
+                            String::from_utf8_lossy(&p.key).into_owned()
+                        }
+                        _ => panic!("only puts here"),
+                    })
+                    .collect();
+                Some((command.epoch.unwrap_or_default().version, keys))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_rounds_writes_share_an_entry_until_a_split_or_another_epoch_comes() {
+        let round = vec![
+            write(1, "a", 1),
+            write(1, "b", 1),
+            split(),
+            write(1, "c", 1),
+            write(2, "d", 1),
+            write(2, "e", 1),
+        ];
+        let entries = pack_entries(REGION, round, 1 << 20);
+        let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            shape(&entries),
+            vec![
+                Some((1, keys(&["a", "b"]))),
+                None,
+                Some((1, keys(&["c"]))),
+                Some((2, keys(&["d", "e"]))),
+            ]
+        );
+        assert!(matches!(entries[1].1, ProposalResponder::Split(_)));
+    }
+
+    /// Entries are filled up to the size limit and no further, by an exact count of their
+    /// encoded bytes.
+    #[test]
+    fn an_entry_holds_writes_up_to_the_size_limit_exactly() {
+        for limit in [200u64, 333, 1000, 4096] {
+            let round: Vec<_> = (0..40)
+                .map(|i| write(1, &format!("k{i}"), 10 + (i * 7) % 50))
+                .collect();
+            let sizes: Vec<usize> = round
+                .iter()
+                .map(|c| match c {
+                    RoundCommand::Write { command, .. } => {
+                        length_delimited_len(1, command.encoded_len())
+                    }
+                    RoundCommand::Split { .. } => unreachable!(),
+                })
+                .collect();
+            let entries = pack_entries(REGION, round, limit);
+            let mut next = 0;
+            for (data, responder) in &entries {
+                let ProposalResponder::Writes(rs) = responder else {
+                    panic!("a write entry");
+                };
+                let estimate = OpenBatch {
+                    commands_len: sizes[next..next + rs.len()].iter().sum(),
+                    ..OpenBatch::new(
+                        REGION,
+                        RegionEpoch {
+                            conf_ver: 1,
+                            version: 1,
+                        },
+                    )
+                }
+                .size_with(0);
+                assert_eq!(estimate, data.len() as u64, "the size is counted exactly");
+                assert!(data.len() as u64 <= limit, "{} > {limit}", data.len());
+                next += rs.len();
+                if let Some(&following) = sizes.get(next) {
+                    let with_next = OpenBatch {
+                        commands_len: sizes[next - rs.len()..next].iter().sum(),
+                        ..OpenBatch::new(
+                            REGION,
+                            RegionEpoch {
+                                conf_ver: 1,
+                                version: 1,
+                            },
+                        )
+                    }
+                    .size_with(following);
+                    assert!(with_next > limit, "the next write would have fitted");
+                }
+            }
+            assert_eq!(next, 40, "every write is in an entry, once");
+        }
+    }
 }
