@@ -100,6 +100,11 @@ pub(super) struct LeaderState {
 }
 
 impl LeaderState {
+    fn shrink_buffers(&mut self) {
+        self.uncommitted.shrink_to_fit();
+        self.read_only.shrink_buffers();
+    }
+
     fn new(pending_conf_index: u64) -> Self {
         LeaderState {
             transferee: None,
@@ -126,7 +131,7 @@ pub struct Raft<S: LogStorage> {
     pub(crate) role: Role,
     pub(crate) leader_id: u64,
     /// Present exactly while this node leads (`role == Leader`).
-    pub(super) leader: Option<LeaderState>,
+    pub(super) leader: Option<Box<LeaderState>>,
     pub(crate) read_states: Vec<ReadState>,
     /// Contexts of this node's own reads that were queued when it stopped leading: they
     /// will never be confirmed, and the application answers each with an error.
@@ -145,6 +150,17 @@ pub struct Raft<S: LogStorage> {
     boot_guard: bool,
     rng: Rng,
     pub(crate) cfg: Config,
+}
+
+impl<S: LogStorage> Raft<S> {
+    /// Gives back the room of buffers that hold nothing now (see `RawNode::shrink_buffers`).
+    pub(crate) fn shrink_buffers(&mut self) {
+        self.log.unstable.shrink_buffers();
+        self.tracker.progress.shrink_buffers();
+        if let Some(l) = self.leader.as_mut() {
+            l.shrink_buffers();
+        }
+    }
 }
 
 impl<S: LogStorage> Raft<S> {
@@ -341,7 +357,7 @@ impl<S: LogStorage> Raft<S> {
             pr.become_replicate();
         }
         // Conf changes proposed by an earlier leader may be uncommitted; wait for them.
-        self.leader = Some(LeaderState::new(self.log.last_index()));
+        self.leader = Some(Box::new(LeaderState::new(self.log.last_index())));
         // The no-op (an empty normal entry) lets this leader commit (and so learn)
         // everything before it.
         let noop = crate::proto::raftpb::Entry::default();

@@ -12,6 +12,17 @@ pub struct Inflights {
 }
 
 impl Inflights {
+    /// Entries the window has room for without growing.
+    #[cfg(test)]
+    pub fn room(&self) -> usize {
+        self.window.capacity()
+    }
+
+    /// Gives back the window's room beyond what it holds.
+    pub fn shrink_buffers(&mut self) {
+        self.window.shrink_to_fit();
+    }
+
     pub fn new(max_count: usize, max_bytes: u64) -> Self {
         Inflights {
             window: VecDeque::new(),
@@ -67,6 +78,21 @@ impl Inflights {
 #[cfg(test)]
 mod tests {
     use super::Inflights;
+
+    #[test]
+    fn shrinking_keeps_what_is_in_flight_and_gives_back_the_rest() {
+        let mut w = Inflights::new(64, u64::MAX);
+        for i in 1..=40 {
+            w.add(i, 1);
+        }
+        w.free_le(38);
+        w.shrink_buffers();
+        assert_eq!((w.count(), w.bytes()), (2, 2));
+        assert!(w.window.capacity() < 40, "room given back");
+        w.free_le(40);
+        w.shrink_buffers();
+        assert_eq!(w.window.capacity(), 0);
+    }
 
     #[test]
     fn full_by_count_and_freed_in_order() {

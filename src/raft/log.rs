@@ -236,7 +236,7 @@ impl<S: LogStorage> ReplicaLog<S> {
 
     pub(crate) fn snapshot(&self, request_index: u64) -> Result<Snapshot, StorageError> {
         match &self.unstable.snapshot {
-            Some(s) => Ok(s.clone()),
+            Some(s) => Ok(Snapshot::clone(s)),
             None => self.store.snapshot(request_index),
         }
     }

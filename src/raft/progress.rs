@@ -178,6 +178,21 @@ impl ProgressMap {
         Self::default()
     }
 
+    /// Peers the map has room for without growing.
+    #[cfg(test)]
+    pub fn room(&self) -> usize {
+        self.0.capacity()
+    }
+
+    /// Gives back room: the map's beyond its peers, each in-flight window's beyond what it
+    /// holds.
+    pub fn shrink_buffers(&mut self) {
+        self.0.shrink_to_fit();
+        for (_, pr) in &mut self.0 {
+            pr.inflights.shrink_buffers();
+        }
+    }
+
     fn position(&self, id: u64) -> Result<usize, usize> {
         self.0.binary_search_by_key(&id, |(k, _)| *k)
     }
@@ -333,6 +348,22 @@ mod tests {
         p.state = state;
         p.matched = matched;
         p
+    }
+
+    #[test]
+    fn shrinking_fits_the_map_to_its_peers_and_empties_idle_windows() {
+        let mut map = ProgressMap::new();
+        for id in 1..=3 {
+            map.insert(id, pr(ProgressState::Replicate, 5, 6));
+        }
+        if let Some(p) = map.get_mut(&2) {
+            p.inflights.add(6, 1);
+            p.inflights.free_le(6);
+        }
+        map.shrink_buffers();
+        assert_eq!(map.room(), 3);
+        assert_eq!(map.get(&2).map(|p| p.inflights.room()), Some(0));
+        assert_eq!(map.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
     }
 
     #[test]

@@ -276,7 +276,7 @@ impl<S: LogStorage> RawNode<S> {
     /// The log is durable up to `(index, term)` (as given by `Ready::persisted_up_to`).
     /// Acknowledgements may be batched: one call covers every earlier Ready.
     pub fn on_persisted(&mut self, index: u64, term: u64) {
-        let snapshot = self.raft.log.unstable.snapshot.as_ref();
+        let snapshot = self.raft.log.unstable.snapshot.as_deref();
         let pending_snapshot = snapshot.map(snapshot_index);
         if self.raft.log.unstable.stable_to(index, term) {
             if let Some(si) = pending_snapshot
@@ -292,6 +292,13 @@ impl<S: LogStorage> RawNode<S> {
     /// The application has applied committed entries up to `index`.
     pub fn on_applied(&mut self, index: u64) {
         self.raft.applied_to(index);
+    }
+
+    /// Gives back the room of buffers that hold nothing now (entries not yet durable, the
+    /// leader's in-flight windows and read queues): for a group that goes quiet, since a
+    /// store keeps thousands of groups and most of them asleep. Changes no state.
+    pub fn shrink_buffers(&mut self) {
+        self.raft.shrink_buffers();
     }
 
     /// Whether the group may stop ticking (hibernate): see `Raft::is_quiescent`.
@@ -346,5 +353,62 @@ impl<S: LogStorage> RawNode<S> {
             lease_valid: r.lease_valid(),
             uncommitted_bytes: r.uncommitted_size(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::NodeStart;
+    use crate::raft::storage::MemStorage;
+
+    /// Persists and applies everything a lone voter has to do.
+    fn drain(raw: &mut RawNode<MemStorage>, storage: &MemStorage) {
+        while raw.has_ready() {
+            let rd = raw.ready().expect("ready");
+            if let Some(hs) = rd.hard_state {
+                storage.wl().set_hard_state(hs);
+            }
+            storage.wl().append(&rd.entries).expect("append");
+            if let Some(last) = rd.entries.last() {
+                raw.on_persisted(last.index, last.term);
+            }
+            if let Some(last) = rd.committed_entries.last() {
+                raw.on_applied(last.index);
+            }
+            for m in rd.persisted_messages {
+                raw.step(m).expect("step its own durable vote");
+            }
+        }
+    }
+
+    /// A group gone quiet keeps none of the room its last burst needed: not its log's
+    /// entries awaiting persistence, not its leader's window of uncommitted bytes.
+    #[test]
+    fn a_quiet_group_gives_back_the_room_of_its_last_burst() {
+        let storage = MemStorage::with_voters(&[1]);
+        let mut cfg = Config::new(1);
+        cfg.start = NodeStart::Created;
+        let mut raw = RawNode::new(cfg, storage.clone()).expect("raw node");
+        raw.campaign().expect("campaign");
+        drain(&mut raw, &storage);
+        assert_eq!(raw.raft.role, Role::Leader);
+        for i in 0..50u8 {
+            raw.propose(vec![i; 16], Vec::new()).expect("propose");
+        }
+        drain(&mut raw, &storage);
+        let r = &raw.raft;
+        assert!(r.log.unstable.entries.capacity() > 0);
+        let uncommitted_room =
+            |r: &Raft<MemStorage>| r.leader.as_ref().map(|l| l.uncommitted.capacity());
+        assert!(uncommitted_room(r) > Some(0));
+        assert!(r.tracker.progress.room() > 1);
+        let before = (r.term, r.log.committed, r.log.last_index());
+        raw.shrink_buffers();
+        let r = &raw.raft;
+        assert_eq!(r.log.unstable.entries.capacity(), 0);
+        assert_eq!(uncommitted_room(r), Some(0));
+        assert_eq!(r.tracker.progress.room(), 1);
+        assert_eq!(before, (r.term, r.log.committed, r.log.last_index()));
     }
 }

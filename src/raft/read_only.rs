@@ -42,6 +42,13 @@ pub struct ReadOnly {
 }
 
 impl ReadOnly {
+    /// Gives back the room of the queues beyond what they hold.
+    pub fn shrink_buffers(&mut self) {
+        self.queue.shrink_to_fit();
+        self.awaiting_commit.shrink_to_fit();
+        self.sent.shrink_to_fit();
+    }
+
     pub fn new() -> Self {
         ReadOnly {
             next_round: 1,
@@ -119,6 +126,23 @@ impl ReadOnly {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shrinking_gives_back_the_room_of_released_reads() {
+        let mut ro = ReadOnly::new();
+        for i in 0..10u8 {
+            ro.push(vec![i], 0, 5);
+        }
+        ro.awaiting_commit.push((b"w".to_vec(), 1));
+        let round = ro.start_round(100);
+        assert_eq!(ro.release(round).len(), 10);
+        ro.awaiting_commit.clear();
+        ro.shrink_buffers();
+        assert_eq!(ro.queue.capacity(), 0);
+        assert_eq!(ro.awaiting_commit.capacity(), 0);
+        assert_eq!(ro.sent_tick(round), Some(100), "what the lease needs stays");
+        assert!(ro.sent.capacity() >= 1);
+    }
 
     #[test]
     fn reads_share_a_round_and_release_in_order() {

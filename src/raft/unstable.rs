@@ -7,7 +7,8 @@ use crate::proto::raftpb::{Entry, Snapshot};
 
 #[derive(Debug, Default)]
 pub struct Unstable {
-    pub snapshot: Option<Snapshot>,
+    /// Boxed: a snapshot is rare, and every replica of a store holds an `Unstable`.
+    pub snapshot: Option<Box<Snapshot>>,
     pub entries: Vec<Entry>,
     /// Index of `entries[0]`.
     pub offset: u64,
@@ -26,7 +27,7 @@ impl Unstable {
     }
 
     fn pending_snapshot_index(&self) -> Option<u64> {
-        self.snapshot.as_ref().map(snapshot_index)
+        self.snapshot.as_deref().map(snapshot_index)
     }
 
     /// First index, known only when a snapshot is pending.
@@ -65,7 +66,7 @@ impl Unstable {
         if self.snapshot_in_progress {
             None
         } else {
-            self.snapshot.as_ref()
+            self.snapshot.as_deref()
         }
     }
 
@@ -109,7 +110,7 @@ impl Unstable {
         self.entries.clear();
         self.offset = index + 1;
         self.offset_in_progress = self.offset;
-        self.snapshot = Some(snap);
+        self.snapshot = Some(Box::new(snap));
         self.snapshot_in_progress = false;
     }
 
@@ -133,6 +134,11 @@ impl Unstable {
         }
     }
 
+    /// Gives back the room of an empty entry buffer.
+    pub fn shrink_buffers(&mut self) {
+        self.entries.shrink_to_fit();
+    }
+
     /// Entries in `[low, high)`; the caller checks the bounds.
     pub fn slice(&self, low: u64, high: u64) -> &[Entry] {
         &self.entries[(low - self.offset) as usize..(high - self.offset) as usize]
@@ -150,6 +156,19 @@ mod tests {
             term,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn shrinking_gives_back_the_room_of_what_became_stable() {
+        let mut u = Unstable::new(5);
+        u.truncate_and_append(&[ent(5, 1), ent(6, 1), ent(7, 1)]);
+        u.accept_in_progress();
+        assert!(u.stable_to(7, 1));
+        assert!(u.entries.capacity() > 0, "kept until asked");
+        u.shrink_buffers();
+        assert_eq!(u.entries.capacity(), 0);
+        assert_eq!(u.maybe_last_index(), None);
+        assert_eq!(u.offset, 8, "state unchanged");
     }
 
     #[test]

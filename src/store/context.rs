@@ -151,8 +151,9 @@ impl StoreShared {
             .map_err(|source| StartError::Raft { region: id, source })?;
         // The core learned the last term when it started (recorded, or read once).
         let last = (local.last_index, raw.raft().log().last_term());
-        let peer_fsm = PeerFsm::new(region.clone(), peer, raw, log, last, apply);
         let apply_fsm = ApplyFsm::new(region.clone(), apply);
+        let region = Arc::new(region);
+        let peer_fsm = PeerFsm::new(region.clone(), peer, raw, log, last, apply);
         if self.apply_router.register(id, Box::new(apply_fsm)).is_err() {
             return Err(StartError::AlreadyRunning(id));
         }

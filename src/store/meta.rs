@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use std::sync::Arc;
+
 use crate::proto::metapb::Region;
 use crate::region::is_valid_range;
 use crate::storage::region_meta::end_bound;
@@ -17,7 +19,8 @@ enum Count {
 /// The regions of one store. Ranges of initialized regions never overlap.
 #[derive(Debug, Default)]
 pub struct StoreMeta {
-    regions: HashMap<RegionId, Region>,
+    /// Shared with the region's peer FSM (one copy of each region's metadata per store).
+    regions: HashMap<RegionId, Arc<Region>>,
     /// Start key → region, for the regions whose range is known.
     by_start: BTreeMap<Vec<u8>, RegionId>,
     /// How many peers of the regions live on each store (this one included).
@@ -29,7 +32,8 @@ pub struct StoreMeta {
 
 impl StoreMeta {
     /// Records `region` (new, or its range or epoch changed).
-    pub fn set(&mut self, region: Region) {
+    pub fn set(&mut self, region: impl Into<Arc<Region>>) {
+        let region = region.into();
         let id = region.region_id();
         if let Some(old) = self.regions.get(&id)
             && self.by_start.get(&old.start_key) == Some(&id)
@@ -44,7 +48,7 @@ impl StoreMeta {
     }
 
     /// Forgets the region (destroyed, or merged away).
-    pub fn remove(&mut self, id: RegionId) -> Option<Region> {
+    pub fn remove(&mut self, id: RegionId) -> Option<Arc<Region>> {
         self.leaders.remove(&id);
         let old = self.regions.remove(&id)?;
         if self.by_start.get(&old.start_key) == Some(&id) {
@@ -116,12 +120,14 @@ impl StoreMeta {
 
     /// The region's metadata as this store last recorded it.
     pub fn region(&self, id: RegionId) -> Option<&Region> {
-        self.regions.get(&id)
+        self.regions.get(&id).map(|r| &**r)
     }
 
     /// Every region, in start-key order.
     pub fn regions(&self) -> impl Iterator<Item = &Region> {
-        self.by_start.values().filter_map(|id| self.regions.get(id))
+        self.by_start
+            .values()
+            .filter_map(|id| self.regions.get(id).map(|r| &**r))
     }
 
     /// How many regions the store holds.

@@ -61,7 +61,7 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
             .record(batch_len as f64);
     }
 
-    fn handle_control(&mut self, fsm: &mut StoreFsm, inbox: &mut Inbox<'_, StoreMsg>) -> Handled {
+    fn handle_control(&mut self, fsm: &mut StoreFsm, inbox: &mut Inbox<'_, StoreFsm>) -> Handled {
         while let Some(msg) = inbox.next_message() {
             fsm.handle(msg, &mut self.ctx);
         }
@@ -72,7 +72,7 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
         }
     }
 
-    fn handle_normal(&mut self, fsm: &mut PeerFsm, inbox: &mut Inbox<'_, PeerMsg>) -> Handled {
+    fn handle_normal(&mut self, fsm: &mut PeerFsm, inbox: &mut Inbox<'_, PeerFsm>) -> Handled {
         metrics::histogram!("flotilla_store_mailbox_depth", "pool" => "raft")
             .record(inbox.queued() as f64);
         if self.ctx.shared.fail_stop.is_tripped() {

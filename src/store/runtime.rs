@@ -114,6 +114,12 @@ pub struct Store {
 }
 
 impl Store {
+    /// The store's internals, for the crate's own tests.
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &StoreShared {
+        &self.shared
+    }
+
     /// Opens the store over its engines: every region the KV engine holds starts (its log
     /// replayed from its applied index), and the runtime starts in `mode`. Batches from
     /// other stores go to `receiver()`; batches to them leave through `transport`.

@@ -128,10 +128,10 @@ mod tests {
 
     impl PollHandler<Region, Store> for Handler {
         fn begin(&mut self, _: usize) {}
-        fn handle_control(&mut self, _: &mut Store, _: &mut Inbox<'_, ()>) -> Handled {
+        fn handle_control(&mut self, _: &mut Store, _: &mut Inbox<'_, Store>) -> Handled {
             Handled::Idle
         }
-        fn handle_normal(&mut self, fsm: &mut Region, inbox: &mut Inbox<'_, ()>) -> Handled {
+        fn handle_normal(&mut self, fsm: &mut Region, inbox: &mut Inbox<'_, Region>) -> Handled {
             fsm.ticks += inbox.take_ticks();
             self.handled.push(fsm.ticks);
             Handled::Idle

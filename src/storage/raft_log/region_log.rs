@@ -58,6 +58,10 @@ impl EntryCache {
         }
     }
 
+    fn shrink_to_fit(&mut self) {
+        self.entries.shrink_to_fit();
+    }
+
     fn clear(&mut self) {
         self.entries.clear();
         self.bytes = 0;
@@ -89,7 +93,8 @@ struct SnapshotSlot {
     requested: Option<u64>,
     /// The store took a request and has not offered (or abandoned) a snapshot since.
     generating: bool,
-    ready: Option<Snapshot>,
+    /// Boxed: rarely there, and every region has a slot.
+    ready: Option<Box<Snapshot>>,
 }
 
 /// One region's log as the consensus core reads it.
@@ -146,6 +151,18 @@ impl RegionLog {
         st.local = *local;
     }
 
+    /// Entries the cache has room for beyond those it holds.
+    #[cfg(test)]
+    pub(crate) fn cache_room(&self) -> usize {
+        let entries = &self.state.read().cache.entries;
+        entries.capacity() - entries.len()
+    }
+
+    /// Gives back the entry cache's room beyond what it holds (for a region gone quiet).
+    pub fn shrink_cache(&self) {
+        self.state.write().cache.shrink_to_fit();
+    }
+
     /// The log now starts after `(index, term)` (compaction or snapshot).
     /// Returns the offered snapshot if the truncation leaves it too old to send: its
     /// files may go.
@@ -163,7 +180,7 @@ impl RegionLog {
             .as_ref()
             .is_some_and(|s| snapshot_index(s) < index);
         if stale {
-            st.snapshot.ready.take()
+            st.snapshot.ready.take().map(|s| *s)
         } else {
             None
         }
@@ -189,7 +206,7 @@ impl RegionLog {
         let mut st = self.state.write();
         st.snapshot.generating = false;
         let offered = snapshot_index(&snapshot);
-        let held = st.snapshot.ready.as_ref().map_or(0, snapshot_index);
+        let held = st.snapshot.ready.as_deref().map_or(0, snapshot_index);
         // A request the core made while this one was generated is served by it (or by the
         // newer one held): it must not start a second generation of the same snapshot.
         if st
@@ -202,7 +219,7 @@ impl RegionLog {
         if held > offered {
             return Some(snapshot);
         }
-        st.snapshot.ready.replace(snapshot)
+        st.snapshot.ready.replace(Box::new(snapshot)).map(|s| *s)
     }
 
     /// The generation the store took a request for failed; the next request starts anew.
@@ -342,7 +359,7 @@ impl LogStorage for RegionLog {
             .as_ref()
             .filter(|s| s.metadata.as_ref().is_some_and(|m| m.index >= needed));
         if let Some(snapshot) = ready {
-            return Ok(snapshot.clone());
+            return Ok(Snapshot::clone(snapshot));
         }
         let requested = st.snapshot.requested.get_or_insert(needed);
         *requested = (*requested).max(needed);

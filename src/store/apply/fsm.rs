@@ -93,6 +93,12 @@ impl ApplyFsm {
         }
     }
 
+    /// Proposals the queue has room for without growing.
+    #[cfg(test)]
+    pub(crate) fn proposal_room(&self) -> usize {
+        self.proposals.capacity()
+    }
+
     /// The proposal whose entry this is, if any. Proposals come in (term, index) order,
     /// as committed entries do; one before the entry in that order that it does not match
     /// can never commit (once an entry of term T is committed at index i, every entry
@@ -754,7 +760,7 @@ impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
     fn handle_control(
         &mut self,
         _fsm: &mut ApplyControl,
-        inbox: &mut Inbox<'_, Infallible>,
+        inbox: &mut Inbox<'_, ApplyControl>,
     ) -> Handled {
         if let Some(never) = inbox.next_message() {
             match never {}
@@ -762,7 +768,7 @@ impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
         Handled::Idle
     }
 
-    fn handle_normal(&mut self, fsm: &mut ApplyFsm, inbox: &mut Inbox<'_, ApplyMsg>) -> Handled {
+    fn handle_normal(&mut self, fsm: &mut ApplyFsm, inbox: &mut Inbox<'_, ApplyFsm>) -> Handled {
         metrics::histogram!("flotilla_store_mailbox_depth", "pool" => "apply")
             .record(inbox.queued() as f64);
         if self.shared.fail_stop.is_tripped() {
@@ -789,6 +795,10 @@ impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
             if done.is_err() {
                 return Handled::Idle;
             }
+        }
+        if fsm.proposals.is_empty() {
+            // A region's apply delegate mostly waits: it keeps no room between rounds.
+            fsm.proposals.shrink_to_fit();
         }
         let changes = std::mem::take(&mut fsm.changes);
         if fsm.applied.0 > fsm.reported || !changes.is_empty() {

@@ -36,11 +36,11 @@ pub trait PollHandler<N: Fsm, C: Fsm>: Send {
     fn begin(&mut self, batch_len: usize);
 
     /// One round of the control FSM: drain some of its messages.
-    fn handle_control(&mut self, fsm: &mut C, inbox: &mut Inbox<'_, C::Message>) -> Handled;
+    fn handle_control(&mut self, fsm: &mut C, inbox: &mut Inbox<'_, C>) -> Handled;
 
     /// One round of a normal FSM: drain at most a bounded number of its messages and take
     /// its pending ticks.
-    fn handle_normal(&mut self, fsm: &mut N, inbox: &mut Inbox<'_, N::Message>) -> Handled;
+    fn handle_normal(&mut self, fsm: &mut N, inbox: &mut Inbox<'_, N>) -> Handled;
 
     /// The batch ends. `batch` holds the normal FSMs handled in it that did not stop, so
     /// work collected from all of them (their Readies) can go out together;

@@ -2,11 +2,17 @@
 //! nothing to do. The first message (or tick) that finds the FSM resting takes it out and
 //! hands it to the pollers' scheduling queue, so an FSM is queued once however many
 //! messages arrive; the poller that ran it puts it back when it is done.
+//!
+//! Queue and slot sit under one lock (a sender must see the slot to know whether to wake
+//! the FSM, so it takes a lock anyway). The queue is a plain `VecDeque` whose room is given
+//! back whenever the FSM goes to rest empty: most of a store's thousands of regions sleep,
+//! and a lock-free channel would keep a block of message slots (and two cache-padded
+//! cursors) allocated for each of them.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crossbeam::channel::{self, Receiver, Sender};
 use parking_lot::Mutex;
 
 use super::fsm::{Fsm, Handled};
@@ -76,12 +82,18 @@ impl<N: Fsm> Owned<N> {
     }
 }
 
+/// What a mailbox's lock guards.
+struct State<N: Fsm> {
+    slot: Slot<N>,
+    /// Messages not yet taken, oldest first. Empty (with no room kept) while the FSM rests
+    /// with nothing to do.
+    queue: VecDeque<N::Message>,
+}
+
 struct Shared<N: Fsm> {
-    sender: Sender<N::Message>,
-    receiver: Receiver<N::Message>,
     /// `try_send` refuses past this many queued messages; `force_send` ignores it.
     capacity: usize,
-    slot: Mutex<Slot<N>>,
+    state: Mutex<State<N>>,
     /// Timer ticks not yet taken by the FSM, capped by the timer.
     ticks: AtomicU32,
     scheduler: Arc<dyn Schedule<N>>,
@@ -112,13 +124,13 @@ impl<N: Fsm> std::fmt::Debug for Mailbox<N> {
 
 impl<N: Fsm> Mailbox<N> {
     pub(super) fn new(fsm: Box<N>, capacity: usize, scheduler: Arc<dyn Schedule<N>>) -> Self {
-        let (sender, receiver) = channel::unbounded();
         Mailbox {
             shared: Arc::new(Shared {
-                sender,
-                receiver,
                 capacity,
-                slot: Mutex::new(Slot::Idle(fsm)),
+                state: Mutex::new(State {
+                    slot: Slot::Idle(fsm),
+                    queue: VecDeque::new(),
+                }),
                 ticks: AtomicU32::new(0),
                 scheduler,
             }),
@@ -127,28 +139,28 @@ impl<N: Fsm> Mailbox<N> {
 
     /// Queues a message unless the mailbox is at capacity or closed, and wakes the FSM.
     pub fn try_send(&self, msg: N::Message) -> Result<(), SendError<N::Message>> {
-        if self.shared.receiver.len() >= self.shared.capacity && !self.is_closed() {
-            return Err(SendError::Full(msg));
-        }
-        self.force_send(msg)
+        self.send(msg, Bound::Capacity)
     }
 
     /// Queues a message whatever the capacity (for what must not be refused: a write's
     /// completion, an apply result), and wakes the FSM.
     pub fn force_send(&self, msg: N::Message) -> Result<(), SendError<N::Message>> {
+        self.send(msg, Bound::None)
+    }
+
+    fn send(&self, msg: N::Message, bound: Bound) -> Result<(), SendError<N::Message>> {
         let woken = {
-            // Under the slot lock, so a message is never queued after `close` drained the
-            // mailbox: it is refused instead.
-            let mut slot = self.shared.slot.lock();
-            if matches!(*slot, Slot::Closing | Slot::Closed) {
+            // Under the lock `close` drains the queue with, so a message is never queued
+            // after it: it is refused instead.
+            let mut state = self.shared.state.lock();
+            if matches!(state.slot, Slot::Closing | Slot::Closed) {
                 return Err(SendError::Closed(msg));
             }
-            // The receiver lives in `Shared` too, so the channel cannot be disconnected.
-            self.shared
-                .sender
-                .send(msg)
-                .map_err(|e| SendError::Closed(e.into_inner()))?;
-            take_idle(&mut slot)
+            if bound == Bound::Capacity && state.queue.len() >= self.shared.capacity {
+                return Err(SendError::Full(msg));
+            }
+            state.queue.push_back(msg);
+            take_idle(&mut state.slot)
         };
         self.schedule(woken);
         Ok(())
@@ -173,57 +185,73 @@ impl<N: Fsm> Mailbox<N> {
 
     /// Messages queued and not yet taken.
     pub fn len(&self) -> usize {
-        self.shared.receiver.len()
+        self.shared.state.lock().queue.len()
     }
 
     /// Whether no message is queued.
     pub fn is_empty(&self) -> bool {
-        self.shared.receiver.is_empty()
+        self.shared.state.lock().queue.is_empty()
+    }
+
+    /// What `f` makes of the FSM if it is resting in its mailbox.
+    #[cfg(test)]
+    pub(crate) fn inspect_resting<R>(&self, f: impl FnOnce(&N) -> R) -> Option<R> {
+        match &self.shared.state.lock().slot {
+            Slot::Idle(fsm) => Some(f(fsm)),
+            _ => None,
+        }
+    }
+
+    /// Messages the queue has room for without growing.
+    #[cfg(test)]
+    pub(super) fn queue_room(&self) -> usize {
+        self.shared.state.lock().queue.capacity()
     }
 
     /// Whether the FSM has stopped (or is stopping): sends are refused.
     pub fn is_closed(&self) -> bool {
-        matches!(*self.shared.slot.lock(), Slot::Closing | Slot::Closed)
+        matches!(self.shared.state.lock().slot, Slot::Closing | Slot::Closed)
     }
 
     /// Whether the FSM is gone for good (not even a poller holds it any more).
     pub(super) fn is_retired(&self) -> bool {
-        matches!(*self.shared.slot.lock(), Slot::Closed)
+        matches!(self.shared.state.lock().slot, Slot::Closed)
     }
 
     /// Stops the FSM: later sends are refused and queued messages are dropped. A resting
     /// FSM is dropped now; one a poller holds is dropped when the poller is done with it.
     pub fn close(&self) {
-        let resting = {
-            let mut slot = self.shared.slot.lock();
-            match std::mem::replace(&mut *slot, Slot::Closed) {
+        let (resting, queued) = {
+            let mut state = self.shared.state.lock();
+            let resting = match std::mem::replace(&mut state.slot, Slot::Closed) {
                 Slot::Idle(fsm) => Some(fsm),
                 Slot::Scheduled | Slot::Closing => {
-                    *slot = Slot::Closing;
+                    state.slot = Slot::Closing;
                     None
                 }
                 Slot::Closed => None,
-            }
+            };
+            (resting, std::mem::take(&mut state.queue))
         };
         // Dropped outside the lock: the FSM's and the messages' drops may send elsewhere
         // (a dropped responder answers its caller).
         drop(resting);
-        self.drain();
+        drop(queued);
     }
 
     /// Marks the mailbox closed for good once its FSM is dropped.
     pub(super) fn retire(&self) {
-        *self.shared.slot.lock() = Slot::Closed;
-        self.drain();
-    }
-
-    fn drain(&self) {
-        while self.shared.receiver.try_recv().is_ok() {}
+        let queued = {
+            let mut state = self.shared.state.lock();
+            state.slot = Slot::Closed;
+            std::mem::take(&mut state.queue)
+        };
+        drop(queued);
     }
 
     /// Takes the FSM out of its slot and schedules it, if it is resting there.
     fn wake(&self) {
-        let woken = take_idle(&mut self.shared.slot.lock());
+        let woken = take_idle(&mut self.shared.state.lock().slot);
         self.schedule(woken);
     }
 
@@ -236,40 +264,44 @@ impl<N: Fsm> Mailbox<N> {
         }
     }
 
-    /// Puts an FSM a poller is done with back to rest. Work that arrived while it was
-    /// being run found it scheduled and did not wake it, so it is looked for after the
-    /// FSM is back in its slot: a sender either saw it scheduled before this (and its
-    /// message is visible now) or finds it resting and wakes it.
+    /// Puts an FSM a poller is done with back to rest, or schedules it again if work
+    /// arrived while it was being run (that work found it scheduled and did not wake it).
+    /// A tick counted after the check below finds the FSM resting and wakes it.
     pub(super) fn release(&self, fsm: Box<N>) {
-        let closed = {
-            let mut slot = self.shared.slot.lock();
-            if matches!(*slot, Slot::Closing | Slot::Closed) {
-                *slot = Slot::Closed;
-                Some(fsm)
+        let (closed, again, queued) = {
+            let mut state = self.shared.state.lock();
+            if matches!(state.slot, Slot::Closing | Slot::Closed) {
+                state.slot = Slot::Closed;
+                (Some(fsm), None, std::mem::take(&mut state.queue))
+            } else if !state.queue.is_empty() || self.shared.ticks.load(Ordering::Acquire) > 0 {
+                (None, Some(fsm), VecDeque::new())
             } else {
-                *slot = Slot::Idle(fsm);
-                None
+                state.slot = Slot::Idle(fsm);
+                // Resting with nothing queued: the queue's room goes back.
+                (None, None, std::mem::take(&mut state.queue))
             }
         };
-        if closed.is_some() {
-            drop(closed);
-            self.drain();
-            return;
-        }
-        if !self.shared.receiver.is_empty() || self.shared.ticks.load(Ordering::Acquire) > 0 {
-            self.wake();
-        }
+        drop(closed);
+        drop(queued);
+        self.schedule(again);
     }
 
     /// The receiving side, for the poller holding the FSM, handing out at most `budget`
     /// messages this round.
-    pub(super) fn inbox(&self, budget: usize) -> Inbox<'_, N::Message> {
+    pub(super) fn inbox(&self, budget: usize) -> Inbox<'_, N> {
         Inbox {
-            receiver: &self.shared.receiver,
+            state: &self.shared.state,
             ticks: &self.shared.ticks,
             budget,
         }
     }
+}
+
+/// Whether a send respects the mailbox's capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    Capacity,
+    None,
 }
 
 /// The FSM out of a slot that holds it resting; the slot is then `Scheduled`.
@@ -284,33 +316,33 @@ fn take_idle<N>(slot: &mut Slot<N>) -> Option<Box<N>> {
 }
 
 /// What an FSM reads its messages and ticks from while a poller runs it.
-pub struct Inbox<'a, M> {
-    receiver: &'a Receiver<M>,
+pub struct Inbox<'a, N: Fsm> {
+    state: &'a Mutex<State<N>>,
     ticks: &'a AtomicU32,
     /// Messages this round may still take (`BatchConfig::messages_per_round`).
     budget: usize,
 }
 
-impl<M> Inbox<'_, M> {
+impl<N: Fsm> Inbox<'_, N> {
     /// The next queued message, if any and if the round's budget allows: an FSM with more
     /// queued than one round may take is scheduled again behind the others.
-    pub fn next_message(&mut self) -> Option<M> {
+    pub fn next_message(&mut self) -> Option<N::Message> {
         if self.budget == 0 {
             return None;
         }
-        let m = self.receiver.try_recv().ok()?;
+        let m = self.state.lock().queue.pop_front()?;
         self.budget -= 1;
         Some(m)
     }
 
     /// How many messages are queued (this round's budget aside).
     pub fn queued(&self) -> usize {
-        self.receiver.len()
+        self.state.lock().queue.len()
     }
 
     /// Whether messages are still queued (this round's budget aside).
     pub fn has_messages(&self) -> bool {
-        !self.receiver.is_empty()
+        !self.state.lock().queue.is_empty()
     }
 
     /// Takes the pending timer ticks (0 if none).

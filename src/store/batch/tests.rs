@@ -59,7 +59,7 @@ impl PollHandler<Recorder, Control> for Handler {
         self.begins.push(batch_len);
     }
 
-    fn handle_control(&mut self, fsm: &mut Control, inbox: &mut Inbox<'_, Msg>) -> Handled {
+    fn handle_control(&mut self, fsm: &mut Control, inbox: &mut Inbox<'_, Control>) -> Handled {
         while let Some(m) = inbox.next_message() {
             fsm.seen.push(m);
             self.control_seen += 1;
@@ -67,7 +67,7 @@ impl PollHandler<Recorder, Control> for Handler {
         Handled::Idle
     }
 
-    fn handle_normal(&mut self, fsm: &mut Recorder, inbox: &mut Inbox<'_, Msg>) -> Handled {
+    fn handle_normal(&mut self, fsm: &mut Recorder, inbox: &mut Inbox<'_, Recorder>) -> Handled {
         let ticks = inbox.take_ticks();
         if ticks > 0 {
             *self.ticks.entry(fsm.id).or_default() += ticks;
@@ -184,6 +184,27 @@ fn a_resting_fsm_is_scheduled_once_however_many_messages_arrive() {
     router.try_send(1, Msg::Value(3)).unwrap();
     assert_eq!(poller.poll_once(NOW), PollOutcome::Handled(1));
     assert_eq!(f.seen(1).len(), 4);
+}
+
+/// Most regions sleep: a mailbox whose FSM rests with nothing queued keeps no room for
+/// messages, and one still holding messages keeps them.
+#[test]
+fn a_resting_mailbox_gives_its_queues_room_back() {
+    let f = Fixture::small();
+    let mailbox = f.register(1);
+    assert_eq!(mailbox.queue_room(), 0);
+    let mut poller = f.system.poller(f.handler(2));
+    for v in 0..3 {
+        mailbox.try_send(Msg::Value(v)).unwrap();
+    }
+    assert!(mailbox.queue_room() >= 3);
+    // Two taken, one left: busy, its queue kept.
+    assert_eq!(poller.poll_once(NOW), PollOutcome::Handled(1));
+    assert_eq!(mailbox.len(), 1);
+    assert!(mailbox.queue_room() >= 1);
+    assert_eq!(poller.poll_once(NOW), PollOutcome::Handled(1));
+    assert_eq!(f.seen(1).len(), 3);
+    assert_eq!(mailbox.queue_room(), 0, "resting empty");
 }
 
 #[test]

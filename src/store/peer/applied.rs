@@ -1,6 +1,8 @@
 //! What the apply delegate reports: the applied index (reads waiting for it are served)
 //! and changes to the region (a split starts the new regions' peers here).
 
+use std::sync::Arc;
+
 use super::PeerFsm;
 use crate::proto::metapb::Region;
 use crate::proto::raftpb::Entry;
@@ -32,6 +34,7 @@ impl PeerFsm {
     }
 
     fn on_conf_change(&mut self, region: Region, entry: &Entry, ctx: &mut PollContext) {
+        let region = Arc::new(region);
         self.region = region.clone();
         ctx.shared.meta.lock().set(region);
         match self.raw.apply_conf_change(entry) {
@@ -51,6 +54,7 @@ impl PeerFsm {
 
     fn on_split(&mut self, region: Region, created: Vec<Region>, ctx: &mut PollContext) {
         let was_leader = self.is_leader();
+        let region = Arc::new(region);
         self.region = region.clone();
         ctx.shared.meta.lock().set(region);
         let init = initial_apply_state();

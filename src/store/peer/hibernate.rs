@@ -138,7 +138,32 @@ impl PeerFsm {
         ctx.shared.ticker.stop(self.region_id());
         // Store GC rounds pass sleeping regions by: compact what may go now.
         self.on_log_gc(GcPass::Regular, ctx);
+        self.shrink_buffers();
         metrics::counter!("flotilla_store_region_sleeps_total").increment(1);
+    }
+
+    /// Gives back the room of buffers a sleeping region does not use: most of a store's
+    /// regions sleep, and their buffers kept the room of their last burst.
+    fn shrink_buffers(&mut self) {
+        self.raw.shrink_buffers();
+        self.log.shrink_cache();
+        self.proposals.shrink_to_fit();
+        self.round.shrink_to_fit();
+        self.reads.shrink_buffers();
+        self.peer_cache.shrink_to_fit();
+    }
+
+    /// Room the buffers `shrink_buffers` gives back hold beyond their contents (in
+    /// elements).
+    #[cfg(test)]
+    pub(crate) fn buffer_room(&self) -> usize {
+        let unstable = &self.raw.raft().log().unstable.entries;
+        (unstable.capacity() - unstable.len())
+            + self.log.cache_room()
+            + (self.proposals.capacity() - self.proposals.len())
+            + (self.round.capacity() - self.round.len())
+            + self.reads.room()
+            + (self.peer_cache.capacity() - self.peer_cache.len())
     }
 
     /// A hibernation signal from another replica.
@@ -219,5 +244,62 @@ impl PeerFsm {
             raft.term(),
             raft.log().last_index(),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::StoreId;
+    use crate::store::bootstrap_region;
+    use crate::testkit::cluster::*;
+
+    /// Most of a store's regions sleep: one that falls asleep keeps none of the room its
+    /// last burst of writes needed, in its peer or its apply delegate.
+    #[test]
+    fn a_region_falling_asleep_gives_back_the_room_of_its_buffers() {
+        let node = Node::new();
+        bootstrap_region(&engines(&node), &first_region(1)).unwrap();
+        let mut store = open_stepped(&node, test_config(StoreId(1)));
+        elect_stepped(&mut store);
+        let epoch = store.region(FIRST_REGION).unwrap().epoch.unwrap();
+        let mut writes: Vec<_> = (0..100u32)
+            .map(|i| {
+                let key = format!("k{i}");
+                store.propose(FIRST_REGION, epoch, put(key.as_bytes(), b"v"))
+            })
+            .collect();
+        store.run_until_idle();
+        for w in &mut writes {
+            answer_now(w);
+        }
+        let shared = store.shared();
+        let peer_room = || {
+            let mailbox = shared.raft_router.mailbox(FIRST_REGION)?;
+            mailbox.inspect_resting(|p| p.buffer_room())
+        };
+        let apply_room = || {
+            let mailbox = shared.apply_router.mailbox(FIRST_REGION)?;
+            mailbox.inspect_resting(|a| a.proposal_room())
+        };
+        assert!(
+            peer_room() > Some(0),
+            "the burst's room is kept while awake"
+        );
+        assert_eq!(
+            apply_room(),
+            Some(0),
+            "the delegate keeps none between rounds"
+        );
+        for _ in 0..100 {
+            if store.ticking_regions() == 0 {
+                break;
+            }
+            store.tick();
+            store.run_until_idle();
+        }
+        assert_eq!(store.ticking_regions(), 0, "asleep");
+        let shared = store.shared();
+        let mailbox = shared.raft_router.mailbox(FIRST_REGION).unwrap();
+        assert_eq!(mailbox.inspect_resting(|p| p.buffer_room()), Some(0));
     }
 }

@@ -37,8 +37,9 @@ use read::ReadQueue;
 
 /// One region's replica on this store.
 pub(crate) struct PeerFsm {
-    /// The region as this replica has applied it (range, epoch, peers).
-    region: Region,
+    /// The region as this replica has applied it (range, epoch, peers); the store's range
+    /// index holds the same copy.
+    region: Arc<Region>,
     /// This replica.
     peer: Peer,
     raw: RawNode<Arc<RegionLog>>,
@@ -58,7 +59,7 @@ pub(crate) struct PeerFsm {
     /// The next write task's id.
     next_write_id: u64,
     /// A snapshot being installed, and the rest of its Ready.
-    installing: Option<snapshot::HeldInstall>,
+    installing: Option<Box<snapshot::HeldInstall>>,
     /// Whether the replica is alive or on its way out (see `destroy.rs`).
     life: Life,
     /// Whether it ticks (see `hibernate.rs`).
@@ -88,7 +89,7 @@ impl Fsm for PeerFsm {
 
 impl PeerFsm {
     pub(crate) fn new(
-        region: Region,
+        region: Arc<Region>,
         peer: Peer,
         raw: RawNode<Arc<RegionLog>>,
         log: Arc<RegionLog>,
@@ -275,7 +276,7 @@ impl PeerFsm {
     fn status(&self) -> RegionStatus {
         let raft = self.raw.raft();
         RegionStatus {
-            region: self.region.clone(),
+            region: Region::clone(&self.region),
             peer: self.peer,
             role: raft.role(),
             leader: self.leader(),

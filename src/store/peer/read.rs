@@ -40,6 +40,18 @@ impl ReadQueue {
         self.unconfirmed.is_empty() && self.confirmed.is_empty()
     }
 
+    #[cfg(test)]
+    pub(super) fn room(&self) -> usize {
+        (self.unconfirmed.capacity() - self.unconfirmed.len())
+            + (self.confirmed.capacity() - self.confirmed.len())
+    }
+
+    /// Gives back the room of the queues beyond what they hold.
+    pub(super) fn shrink_buffers(&mut self) {
+        self.unconfirmed.shrink_to_fit();
+        self.confirmed.shrink_to_fit();
+    }
+
     pub(super) fn fail_all(&mut self, error: impl Fn() -> RegionError) {
         for (_, r) in self.unconfirmed.drain() {
             r.responder.fail(error());

@@ -174,7 +174,7 @@ impl PeerFsm {
             return;
         }
         let held = (!messages.is_empty()).then(|| HeldMessages {
-            region: self.region.clone(),
+            region: crate::proto::metapb::Region::clone(&self.region),
             from: self.peer,
             messages,
         });

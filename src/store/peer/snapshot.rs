@@ -10,6 +10,8 @@
 //! waits — no other Ready is taken meanwhile — while the apply delegate installs it
 //! (durably); then that Ready's write resets the region's log to the snapshot.
 
+use std::sync::Arc;
+
 use prost::Message as _;
 
 use super::PeerFsm;
@@ -169,7 +171,7 @@ impl PeerFsm {
             return;
         };
         let meta = snapshot.metadata.unwrap_or_default();
-        self.installing = Some(HeldInstall {
+        self.installing = Some(Box::new(HeldInstall {
             // The reset always writes the state, synced.
             write: ReadyWrite {
                 hard_state_changed: true,
@@ -178,7 +180,7 @@ impl PeerFsm {
             },
             at: (meta.index, meta.term),
             conf_state: meta.conf_state.unwrap_or_default(),
-        });
+        }));
         let msg = ApplyMsg::Install(Box::new(InstallMsg { summary, files }));
         // Without its apply delegate the peer is going away with the store.
         let _ = ctx.shared.apply_router.force_send(self.region_id(), msg);
@@ -194,6 +196,7 @@ impl PeerFsm {
             return;
         };
         let (index, term) = held.at;
+        let region = Arc::new(region);
         self.region = region.clone();
         ctx.shared.meta.lock().set(region);
         self.log.set_conf_state(held.conf_state);
