@@ -322,32 +322,35 @@ fn a_restarted_store_keeps_its_data_and_rejoins() {
     c.wait_applied_everywhere(b"k3", Some(b"v3"));
 }
 
+/// Ticks stepped stores until one leads the first region; its index.
+fn stepped_leader(stores: &mut [flotilla::store::Store]) -> usize {
+    for _ in 0..200 {
+        for s in stores.iter() {
+            s.tick();
+        }
+        drive(stores);
+        let mut statuses: Vec<_> = stores
+            .iter()
+            .map(|s| s.region_status(FIRST_REGION))
+            .collect();
+        drive(stores);
+        let leader = statuses
+            .iter_mut()
+            .position(|r| answer_now(r).role == Role::Leader);
+        if let Some(l) = leader {
+            return l;
+        }
+    }
+    panic!("no leader after 200 ticks");
+}
+
 #[test]
 fn stepped_stores_run_whole_on_the_test_thread() {
     use flotilla::store::InProcessNetwork;
     let net = InProcessNetwork::new(7);
     let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
     let mut stores = stepped_stores(&net, &nodes, test_config);
-    let mut ticks = 0;
-    let leader = loop {
-        for s in &stores {
-            s.tick();
-        }
-        drive(&mut stores);
-        ticks += 1;
-        let mut statuses: Vec<_> = stores
-            .iter()
-            .map(|s| s.region_status(FIRST_REGION))
-            .collect();
-        drive(&mut stores);
-        let leader = statuses
-            .iter_mut()
-            .position(|r| r.try_take().unwrap().unwrap().role == Role::Leader);
-        if let Some(l) = leader {
-            break l;
-        }
-        assert!(ticks < 200, "no leader after {ticks} ticks");
-    };
+    let leader = stepped_leader(&mut stores);
     let epoch = stores[leader].region(FIRST_REGION).unwrap().epoch.unwrap();
     let mut response = stores[leader].propose(FIRST_REGION, epoch, put(b"k", b"v"));
     assert!(
@@ -813,4 +816,97 @@ fn a_joint_change_moves_a_voter_and_outlives_a_restart_while_joint() {
     });
     c.must_put(FIRST_REGION, b"k", b"3");
     assert_eq!(c.must_get(FIRST_REGION, b"k"), Some(b("3")));
+}
+
+/// A write whose entry is exactly the size limit is taken; one byte more is refused with
+/// `EntryTooLarge` naming both, and changes nothing. The size is the whole entry's: the
+/// command wrapped as a one-write batch with the region and epoch it was checked against.
+#[test]
+fn a_write_up_to_the_entry_size_limit_is_taken_and_one_byte_more_is_not() {
+    use flotilla::proto::commandpb::{RaftCommand, WriteBatch, raft_command};
+    use flotilla::store::bootstrap_region;
+    use prost::Message as _;
+    let node = Node::new();
+    let region = first_region(1);
+    bootstrap_region(&engines(&node), &region).unwrap();
+    let entry_size = |value_len: usize| {
+        RaftCommand {
+            region_id: region.id,
+            epoch: region.epoch,
+            body: Some(raft_command::Body::Writes(WriteBatch {
+                commands: vec![put(b"k", &vec![b'v'; value_len])],
+            })),
+        }
+        .encoded_len() as u64
+    };
+    let limit = entry_size(300);
+    let mut cfg = test_config(StoreId(1));
+    cfg.raft.max_entry_size = limit;
+    let mut store = open_stepped(&node, cfg);
+    elect_stepped(&mut store);
+    let epoch = region.epoch.unwrap();
+    let mut fits = store.propose(FIRST_REGION, epoch, put(b"k", &[b'v'; 300]));
+    let mut over = store.propose(FIRST_REGION, epoch, put(b"k", &[b'w'; 301]));
+    store.run_until_idle();
+    answer_now(&mut fits);
+    match over.try_take() {
+        Some(Err(RegionError::EntryTooLarge { size, limit: l })) => {
+            assert_eq!((size, l), (entry_size(301), limit));
+        }
+        other => panic!("one byte over the limit answered {other:?}"),
+    }
+    let mut read = store.read(FIRST_REGION, epoch, ReadRequest::Get { key: b("k") });
+    store.run_until_idle();
+    match answer_now(&mut read) {
+        ReadResponse::Value(v) => assert_eq!(v, Some(Bytes::from(vec![b'v'; 300]))),
+        other => panic!("read answered {other:?}"),
+    }
+}
+
+/// A write taken in a round whose later messages depose the leader (here the vote request
+/// of the peer it hands leadership to) is answered `NotLeader` at the round's end, not
+/// proposed and not left unanswered.
+#[test]
+fn a_write_taken_in_the_round_that_deposes_the_leader_gets_not_leader() {
+    use flotilla::store::InProcessNetwork;
+    let net = InProcessNetwork::new(11);
+    let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
+    let mut stores = stepped_stores(&net, &nodes, test_config);
+    let leader = stepped_leader(&mut stores);
+    let to = (leader + 1) % 3;
+    let epoch = stores[leader].region(FIRST_REGION).unwrap().epoch.unwrap();
+    let mut started = stores[leader].transfer_leader(FIRST_REGION, epoch, PeerId(to as u64 + 1));
+    stores[leader].run_until_idle();
+    answer_now(&mut started);
+    // Queued before the vote request the transferee is about to send.
+    let mut write = stores[leader].propose(FIRST_REGION, epoch, put(b"k", b"v"));
+    stores[to].run_until_idle();
+    assert!(write.try_take().is_none(), "not taken yet");
+    stores[leader].run_until_idle();
+    match write.try_take() {
+        Some(Err(RegionError::NotLeader { .. })) => {}
+        other => panic!("the write answered {other:?}"),
+    }
+    drive(&mut stores);
+}
+
+/// New region ids are the caller's until placement allocates them: a split naming one this
+/// store already holds is refused before it reaches the log.
+#[test]
+fn a_split_naming_a_region_the_store_holds_is_refused() {
+    let c = Cluster::start(3);
+    let ids = c.split_first_region(2, |i| format!("m{i}"));
+    let (kept, other) = (ids[0], ids[1]);
+    let reused = SplitRequest {
+        split_key: b("c"),
+        new_region_id: other.0,
+        new_peer_ids: vec![41, 42, 43],
+    };
+    let epoch = c.epoch(kept);
+    let store = c.store(c.leader_store(kept));
+    match answer(store.split(kept, epoch, vec![reused])) {
+        Err(RegionError::InvalidRequest { .. }) => {}
+        other => panic!("a split reusing a region id answered {other:?}"),
+    }
+    assert_eq!(c.epoch(kept), epoch, "nothing changed");
 }

@@ -24,6 +24,8 @@ enum Msg {
     Value(u32),
     /// The handler sends `Value(n)` to its own FSM while handling this.
     EchoSelf(u32),
+    /// The handler ticks its own FSM while handling this.
+    TickSelf,
     Stop,
 }
 
@@ -52,6 +54,8 @@ struct Handler {
     control_seen: usize,
     /// Ids `end` marks busy once.
     keep_busy: Vec<u64>,
+    /// What `Inbox::queued` said as each round of a normal FSM began.
+    queued_seen: Vec<usize>,
 }
 
 impl PollHandler<Recorder, Control> for Handler {
@@ -68,6 +72,7 @@ impl PollHandler<Recorder, Control> for Handler {
     }
 
     fn handle_normal(&mut self, fsm: &mut Recorder, inbox: &mut Inbox<'_, Recorder>) -> Handled {
+        self.queued_seen.push(inbox.queued());
         let ticks = inbox.take_ticks();
         if ticks > 0 {
             *self.ticks.entry(fsm.id).or_default() += ticks;
@@ -82,6 +87,10 @@ impl PollHandler<Recorder, Control> for Handler {
                 // As if the message arrived just after the round looked: it ends Idle.
                 Msg::EchoSelf(n) => {
                     self.router.force_send(fsm.id, Msg::Value(n)).unwrap();
+                    return Handled::Idle;
+                }
+                Msg::TickSelf => {
+                    assert!(self.router.mailbox(fsm.id).unwrap().tick(5));
                     return Handled::Idle;
                 }
                 Msg::Value(_) => {}
@@ -149,6 +158,7 @@ impl Fixture {
             ticks: HashMap::new(),
             control_seen: 0,
             keep_busy: Vec::new(),
+            queued_seen: Vec::new(),
         }
     }
 
@@ -197,6 +207,7 @@ fn a_resting_mailbox_gives_its_queues_room_back() {
     for v in 0..3 {
         mailbox.try_send(Msg::Value(v)).unwrap();
     }
+    assert!(!mailbox.is_empty());
     assert!(mailbox.queue_room() >= 3);
     // Two taken, one left: busy, its queue kept.
     assert_eq!(poller.poll_once(NOW), PollOutcome::Handled(1));
@@ -248,6 +259,22 @@ fn a_message_sent_while_the_fsm_runs_is_not_lost() {
     assert_eq!(poller.poll_once(NOW), PollOutcome::Handled(1));
     assert_eq!(f.seen(1), vec![Msg::EchoSelf(7), Msg::Value(7)]);
     assert_eq!(poller.poll_once(NOW), PollOutcome::Empty);
+}
+
+/// A tick counted while the FSM runs found it scheduled and did not wake it: the FSM
+/// going back to rest must notice it and run again.
+#[test]
+fn a_tick_that_arrives_while_the_fsm_runs_is_not_lost() {
+    let f = Fixture::small();
+    let router = f.system.router();
+    f.register(1);
+    router.try_send(1, Msg::TickSelf).unwrap();
+    let mut poller = f.system.poller(f.handler(100));
+    assert_eq!(poller.poll_once(NOW), PollOutcome::Handled(1));
+    assert_eq!(poller.poll_once(NOW), PollOutcome::Handled(1), "run again");
+    assert_eq!(poller.handler().ticks.get(&1), Some(&1));
+    assert_eq!(poller.poll_once(NOW), PollOutcome::Empty);
+    assert_eq!(poller.handler().queued_seen, vec![1, 0]);
 }
 
 #[test]
