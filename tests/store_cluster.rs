@@ -910,3 +910,40 @@ fn a_split_naming_a_region_the_store_holds_is_refused() {
     }
     assert_eq!(c.epoch(kept), epoch, "nothing changed");
 }
+
+/// A store that stops answers the reads still waiting on its leaders with `StoreStopping`
+/// (here a new leader's read, which waits for the first commit of its term).
+#[test]
+fn a_read_waiting_when_its_store_stops_gets_store_stopping() {
+    use flotilla::region::DroppedReason;
+    use flotilla::store::InProcessNetwork;
+    let net = InProcessNetwork::new(13);
+    let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
+    let mut stores = stepped_stores(&net, &nodes, test_config);
+    let old = stepped_leader(&mut stores);
+    let (new, third) = ((old + 1) % 3, (old + 2) % 3);
+    let epoch = stores[old].region(FIRST_REGION).unwrap().epoch.unwrap();
+    let mut started = stores[old].transfer_leader(FIRST_REGION, epoch, PeerId(new as u64 + 1));
+    stores[old].run_until_idle();
+    answer_now(&mut started);
+    stores[new].run_until_idle(); // campaigns
+    stores[old].run_until_idle(); // votes
+    stores[third].run_until_idle();
+    stores[new].run_until_idle(); // leads; its term's first entry is not committed yet
+    let mut status = stores[new].region_status(FIRST_REGION);
+    let mut read = stores[new].read(FIRST_REGION, epoch, ReadRequest::Get { key: b("k") });
+    stores[new].run_until_idle();
+    assert_eq!(answer_now(&mut status).role, Role::Leader);
+    assert!(
+        read.try_take().is_none(),
+        "waits for its term's first commit"
+    );
+    stores.remove(new).shutdown();
+    match read.try_take() {
+        Some(Err(RegionError::ProposalDropped {
+            reason: DroppedReason::StoreStopping,
+            ..
+        })) => {}
+        other => panic!("the waiting read answered {other:?}"),
+    }
+}
