@@ -1,8 +1,6 @@
 //! What the apply delegate reports: the applied index (reads waiting for it are served)
 //! and changes to the region (a split starts the new regions' peers here).
 
-use std::sync::Arc;
-
 use super::PeerFsm;
 use crate::proto::metapb::Region;
 use crate::proto::raftpb::Entry;
@@ -34,9 +32,7 @@ impl PeerFsm {
     }
 
     fn on_conf_change(&mut self, region: Region, entry: &Entry, ctx: &mut PollContext) {
-        let region = Arc::new(region);
-        self.region = region.clone();
-        ctx.shared.meta.lock().set(region);
+        self.set_region(region, ctx);
         match self.raw.apply_conf_change(entry) {
             Ok(cs) => {
                 self.log.set_conf_state(cs);
@@ -54,9 +50,7 @@ impl PeerFsm {
 
     fn on_split(&mut self, region: Region, created: Vec<Region>, ctx: &mut PollContext) {
         let was_leader = self.is_leader();
-        let region = Arc::new(region);
-        self.region = region.clone();
-        ctx.shared.meta.lock().set(region);
+        self.set_region(region, ctx);
         let init = initial_apply_state();
         for new in created {
             let id = new.region_id();

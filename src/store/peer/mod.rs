@@ -288,6 +288,13 @@ impl PeerFsm {
         }
     }
 
+    /// The region as now applied: this replica's copy, shared with the store's range index.
+    fn set_region(&mut self, region: Region, ctx: &PollContext) {
+        let region = Arc::new(region);
+        self.region = region.clone();
+        ctx.shared.meta.lock().set(region);
+    }
+
     pub(crate) fn stopping(&self) -> RegionError {
         RegionError::ProposalDropped {
             region: self.region_id(),

@@ -23,22 +23,24 @@ use crate::store::apply::eval::check_command;
 use crate::store::context::PollContext;
 use crate::store::flow::Charge;
 use crate::store::msg::{Command, Proposal, ProposalResponder};
-use crate::store::request::{PeerChange, WriteResponse};
+use crate::store::request::{PeerChange, SplitResponse, WriteResponse};
 use crate::store::responder::Responder;
 
 /// A checked command of this round, waiting for the round's end.
 #[derive(Debug)]
 pub(super) enum RoundCommand {
-    /// A write, with the epoch of the region it was checked against.
+    /// A write, with the epoch of the region it was checked against and its encoded
+    /// length inside a `WriteBatch`.
     Write {
         epoch: RegionEpoch,
         command: WriteCommand,
+        len: usize,
         responder: Responder<WriteResponse>,
     },
     /// A split, encoded as its entry's data.
     Split {
         data: Bytes,
-        responder: Responder<crate::store::request::SplitResponse>,
+        responder: Responder<SplitResponse>,
     },
 }
 
@@ -64,18 +66,18 @@ fn pack_entries(
             RoundCommand::Write {
                 epoch,
                 command,
+                len,
                 responder,
             } => {
-                let command_len = length_delimited_len(1, command.encoded_len());
-                let fits = open.as_ref().is_some_and(|b| {
-                    b.epoch == epoch && b.size_with(command_len) <= max_entry_size
-                });
+                let fits = open
+                    .as_ref()
+                    .is_some_and(|b| b.epoch == epoch && b.size_with(len) <= max_entry_size);
                 if !fits {
                     entries.extend(open.take().map(|b| b.finish(region)));
                     open = Some(OpenBatch::new(region, epoch));
                 }
                 if let Some(batch) = open.as_mut() {
-                    batch.commands_len += command_len;
+                    batch.commands_len += len;
                     batch.commands.push(command);
                     batch.responders.push(responder);
                 }
@@ -141,6 +143,13 @@ impl OpenBatch {
 
 /// `RaftCommand.writes`' field number.
 const WRITES_FIELD: u32 = 5;
+/// `WriteBatch.commands`' field number.
+const COMMANDS_FIELD: u32 = 1;
+
+/// A write's encoded length as one of a `WriteBatch`'s commands.
+fn batched_len(command: &WriteCommand) -> usize {
+    length_delimited_len(COMMANDS_FIELD, command.encoded_len())
+}
 
 /// Encoded bytes of a length-delimited field of `len` bytes.
 fn length_delimited_len(field: u32, len: usize) -> usize {
@@ -159,9 +168,10 @@ impl PeerFsm {
         }
         match command {
             Command::Write { command, responder } => match self.check_write(epoch, &command) {
-                Ok(()) => self.round.push(RoundCommand::Write {
+                Ok(len) => self.round.push(RoundCommand::Write {
                     epoch: self.region.epoch.unwrap_or_default(),
                     command,
+                    len,
                     responder,
                 }),
                 Err(e) => responder.fail(e),
@@ -190,12 +200,13 @@ impl PeerFsm {
         }
     }
 
-    /// Checks a write against the region as it is now, and that an entry can hold it.
+    /// Checks a write against the region as it is now, and that an entry can hold it;
+    /// its encoded length in an entry's batch.
     fn check_write(
         &self,
         epoch: Option<&RegionEpoch>,
         command: &WriteCommand,
-    ) -> Result<(), RegionError> {
+    ) -> Result<usize, RegionError> {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
@@ -206,9 +217,11 @@ impl PeerFsm {
                     reason: kv.to_string(),
                 })
         })?;
-        let alone = OpenBatch::new(self.region_id(), self.region.epoch.unwrap_or_default())
-            .size_with(length_delimited_len(1, command.encoded_len()));
-        self.check_entry_size(alone)
+        let len = batched_len(command);
+        let alone =
+            OpenBatch::new(self.region_id(), self.region.epoch.unwrap_or_default()).size_with(len);
+        self.check_entry_size(alone)?;
+        Ok(len)
     }
 
     /// Checks a split against the region as it is now and encodes it as entry data.
@@ -347,12 +360,14 @@ mod tests {
 
     fn write(version: u64, key: &str, value_len: usize) -> RoundCommand {
         let (responder, _) = response_channel(REGION);
+        let command = put(key.as_bytes(), &vec![b'v'; value_len]);
         RoundCommand::Write {
             epoch: RegionEpoch {
                 conf_ver: 1,
                 version,
             },
-            command: put(key.as_bytes(), &vec![b'v'; value_len]),
+            len: batched_len(&command),
+            command,
             responder,
         }
     }
@@ -431,9 +446,7 @@ mod tests {
             let sizes: Vec<usize> = round
                 .iter()
                 .map(|c| match c {
-                    RoundCommand::Write { command, .. } => {
-                        length_delimited_len(1, command.encoded_len())
-                    }
+                    RoundCommand::Write { len, .. } => *len,
                     RoundCommand::Split { .. } => unreachable!(),
                 })
                 .collect();

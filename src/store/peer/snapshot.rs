@@ -10,8 +10,6 @@
 //! waits — no other Ready is taken meanwhile — while the apply delegate installs it
 //! (durably); then that Ready's write resets the region's log to the snapshot.
 
-use std::sync::Arc;
-
 use prost::Message as _;
 
 use super::PeerFsm;
@@ -196,9 +194,7 @@ impl PeerFsm {
             return;
         };
         let (index, term) = held.at;
-        let region = Arc::new(region);
-        self.region = region.clone();
-        ctx.shared.meta.lock().set(region);
+        self.set_region(region, ctx);
         self.log.set_conf_state(held.conf_state);
         self.applied_index = index;
         (self.last_index, self.last_term) = (index, term);
