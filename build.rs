@@ -29,13 +29,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".metapb", "crate::proto::metapb")
         // Keys and values are sliced out of the entry they arrive in, not copied.
         .bytes(".commandpb")
-        .compile_protos(
-            &[
-                "proto/storage.proto",
-                "proto/transport.proto",
-                "proto/command.proto",
-            ],
-            &["proto"],
-        )?;
+        .compile_protos(&["proto/storage.proto", "proto/command.proto"], &["proto"])?;
+    // The store-to-store service: its client and server both live in src/transport.
+    tonic_prost_build::configure()
+        .extern_path(".raftpb", "crate::proto::raftpb")
+        .extern_path(".metapb", "crate::proto::metapb")
+        // Snapshot chunks are handed to the file as received, not copied.
+        .bytes(".transportpb.SnapshotChunk.data")
+        .compile_protos(&["proto/transport.proto"], &["proto"])?;
     Ok(())
 }

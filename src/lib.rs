@@ -16,11 +16,12 @@
 //!   the peer and apply FSMs, the group-commit WAL writer, outbound batching with folded
 //!   heartbeats and the in-process network, the ticker, responders; writes, linearizable
 //!   reads, splits, membership changes with snapshots between stores, leader transfer.
-//! - `testkit`: test harnesses (the Raft simulator, a seeded `Rng`); not part of the
-//!   embedding API.
+//! - `transport`: store-to-store gRPC (`GrpcTransport` sends, `TransportService`
+//!   receives), the network implementation of the store's `Transport`.
+//! - `testkit`: test harnesses (the Raft simulator, a seeded `Rng`, the store cluster,
+//!   the linearizability checker); not part of the embedding API.
 //!
-//! Not built yet: joint membership changes, hibernation and apply observers in the store
-//! runtime; the network transport; placement.
+//! Not built yet: the server, client and command line; placement; region merge.
 
 pub mod ids;
 pub mod proto;
@@ -29,5 +30,6 @@ pub mod region;
 pub mod storage;
 pub mod store;
 pub mod testkit;
+pub mod transport;
 
 pub use ids::{PeerId, RegionId, StoreId};

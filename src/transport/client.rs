@@ -1,0 +1,343 @@
+//! The sending side: one link per peer store, each a bounded queue drained by a task that
+//! keeps one client stream open to that store.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::runtime::Handle;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use super::snapshot_stream::{self, RateLimiter, SendError};
+use super::{CLUSTER_ID_HEADER, FROM_STORE_HEADER, GrpcTransportConfig, Resolve};
+use crate::StoreId;
+use crate::proto::transportpb::store_transport_client::StoreTransportClient;
+use crate::proto::transportpb::{RaftMessage, RaftMessageBatch};
+use crate::store::{Transport, TransportError};
+
+/// Store-to-store gRPC, the sending side (see the module's documentation).
+#[derive(Clone)]
+pub struct GrpcTransport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: GrpcTransportConfig,
+    resolver: Arc<dyn Resolve>,
+    runtime: Handle,
+    links: Mutex<HashMap<StoreId, Link>>,
+    snapshot_sends: Arc<Semaphore>,
+    snapshot_rate: Option<Arc<RateLimiter>>,
+}
+
+/// Where a link stands; `send` refuses at once while it is `Down`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum LinkState {
+    /// Not connected yet (first use): batches queue.
+    Connecting = 0,
+    /// A stream is open.
+    Up = 1,
+    /// The last attempt failed; the link waits out its backoff before the next.
+    Down = 2,
+}
+
+impl LinkState {
+    fn load(cell: &AtomicU8) -> LinkState {
+        match cell.load(Ordering::Acquire) {
+            1 => LinkState::Up,
+            2 => LinkState::Down,
+            _ => LinkState::Connecting,
+        }
+    }
+
+    fn store(self, cell: &AtomicU8) {
+        cell.store(self as u8, Ordering::Release);
+    }
+}
+
+#[derive(Clone)]
+struct Link {
+    queue: mpsc::Sender<RaftMessageBatch>,
+    state: Arc<AtomicU8>,
+}
+
+impl GrpcTransport {
+    /// A transport whose links run on `runtime` and find stores through `resolver`.
+    /// Links open on first use.
+    pub fn new(config: GrpcTransportConfig, resolver: Arc<dyn Resolve>, runtime: Handle) -> Self {
+        let snapshot_sends = Arc::new(Semaphore::new(config.max_snapshot_sends.max(1)));
+        let snapshot_rate = config
+            .snapshot_rate_bytes
+            .map(|rate| Arc::new(RateLimiter::new(rate)));
+        GrpcTransport {
+            inner: Arc::new(Inner {
+                config,
+                resolver,
+                runtime,
+                links: Mutex::default(),
+                snapshot_sends,
+                snapshot_rate,
+            }),
+        }
+    }
+
+    /// Whether batches to `store` currently flow: a stream to it is open.
+    pub fn is_connected(&self, store: StoreId) -> bool {
+        self.inner
+            .links
+            .lock()
+            .get(&store)
+            .is_some_and(|l| LinkState::load(&l.state) == LinkState::Up)
+    }
+
+    fn link(&self, to: StoreId) -> Link {
+        let mut links = self.inner.links.lock();
+        if let Some(link) = links.get(&to) {
+            return link.clone();
+        }
+        let (queue, rx) = mpsc::channel(self.inner.config.queue_batches.max(1));
+        let link = Link {
+            queue,
+            state: Arc::new(AtomicU8::new(LinkState::Connecting as u8)),
+        };
+        // The task holds no reference to the transport: dropping the transport closes the
+        // queue, which ends the task.
+        self.inner.runtime.spawn(run_link(
+            to,
+            rx,
+            link.state.clone(),
+            self.inner.resolver.clone(),
+            self.inner.config.clone(),
+        ));
+        links.insert(to, link.clone());
+        link
+    }
+}
+
+impl Transport for GrpcTransport {
+    fn send(&self, batch: RaftMessageBatch) -> Result<(), TransportError> {
+        let to = StoreId(batch.to_store);
+        let link = self.link(to);
+        if LinkState::load(&link.state) == LinkState::Down {
+            metrics::counter!("flotilla_transport_dropped_batches_total", "reason" => "unreachable")
+                .increment(1);
+            return Err(TransportError::Unreachable(to));
+        }
+        link.queue.try_send(batch).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                metrics::counter!("flotilla_transport_dropped_batches_total", "reason" => "full")
+                    .increment(1);
+                TransportError::Full(to)
+            }
+            mpsc::error::TrySendError::Closed(_) => TransportError::Unreachable(to),
+        })
+    }
+
+    fn send_snapshot(&self, message: RaftMessage, files: &Path) -> Result<(), TransportError> {
+        let to = StoreId(message.to_peer.map_or(0, |p| p.store_id));
+        let inner = &self.inner;
+        let mut backoff = inner.config.min_backoff;
+        let mut attempt = 0;
+        loop {
+            let send = snapshot_stream::send(
+                &inner.config,
+                inner.resolver.as_ref(),
+                to,
+                message.clone(),
+                files,
+                &inner.snapshot_sends,
+                inner.snapshot_rate.clone(),
+            );
+            // The store calls this from its snapshot worker thread; from inside a runtime
+            // (an embedder's own call) the wait moves to a thread of its own.
+            let result = if Handle::try_current().is_ok() {
+                std::thread::scope(|s| {
+                    s.spawn(|| inner.runtime.block_on(send))
+                        .join()
+                        .unwrap_or(Err(SendError::Files(std::io::Error::other(
+                            "the snapshot sender panicked",
+                        ))))
+                })
+            } else {
+                inner.runtime.block_on(send)
+            };
+            match result {
+                Ok(bytes) => {
+                    metrics::counter!("flotilla_transport_snapshots_total", "dir" => "sent", "outcome" => "ok")
+                        .increment(1);
+                    metrics::counter!("flotilla_transport_snapshot_bytes_total", "dir" => "sent")
+                        .increment(bytes);
+                    return Ok(());
+                }
+                Err(e) if e.is_retryable() && attempt < inner.config.snapshot_retries => {
+                    tracing::info!(to = %to, error = %e, attempt, "snapshot send failed, retrying");
+                    attempt += 1;
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(inner.config.max_backoff);
+                }
+                Err(e) => {
+                    metrics::counter!("flotilla_transport_snapshots_total", "dir" => "sent", "outcome" => "failed")
+                        .increment(1);
+                    return Err(e.into_transport_error(to));
+                }
+            }
+        }
+    }
+}
+
+/// Adds the caller's identity to a call.
+pub(super) fn identify<T>(
+    request: &mut tonic::Request<T>,
+    config: &GrpcTransportConfig,
+) -> Result<(), tonic::Status> {
+    let md = request.metadata_mut();
+    for (key, value) in [
+        (CLUSTER_ID_HEADER, config.cluster_id),
+        (FROM_STORE_HEADER, config.store_id.get()),
+    ] {
+        let value = value
+            .to_string()
+            .parse()
+            .map_err(|_| tonic::Status::internal("unencodable metadata"))?;
+        md.insert(key, value);
+    }
+    Ok(())
+}
+
+/// A channel to `to`, or why there is none.
+pub(super) async fn connect(
+    to: StoreId,
+    resolver: &dyn Resolve,
+    config: &GrpcTransportConfig,
+) -> Result<Channel, String> {
+    let address = resolver
+        .resolve(to)
+        .ok_or_else(|| format!("no address for store {to}"))?;
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| format!("bad address {address:?} of store {to}: {e}"))?
+        .connect_timeout(config.connect_timeout)
+        .tcp_nodelay(true)
+        // A paused or vanished peer is noticed even while nothing is sent.
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to store {to} at {address}: {e}"))
+}
+
+/// How one stream ended.
+enum LinkEnd {
+    /// The transport is gone: the link ends.
+    Closed,
+    /// The stream could not open or broke; `connected` if it had opened.
+    Broken { connected: bool, reason: String },
+}
+
+/// The link's task: keeps a stream open to `to`, reopening it with backoff.
+async fn run_link(
+    to: StoreId,
+    mut rx: mpsc::Receiver<RaftMessageBatch>,
+    state: Arc<AtomicU8>,
+    resolver: Arc<dyn Resolve>,
+    config: GrpcTransportConfig,
+) {
+    let mut backoff = config.min_backoff;
+    loop {
+        match stream_once(to, &mut rx, &state, resolver.as_ref(), &config).await {
+            LinkEnd::Closed => return,
+            LinkEnd::Broken { connected, reason } => {
+                LinkState::Down.store(&state);
+                if connected {
+                    backoff = config.min_backoff;
+                }
+                tracing::info!(to = %to, %reason, retry_in = ?backoff, "store link down");
+                // Whatever waited for the broken stream is stale by the time one reopens.
+                let mut stale = 0u64;
+                while rx.try_recv().is_ok() {
+                    stale += 1;
+                }
+                metrics::counter!("flotilla_transport_dropped_batches_total", "reason" => "broken")
+                    .increment(stale);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(config.max_backoff);
+                if rx.is_closed() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn stream_once(
+    to: StoreId,
+    rx: &mut mpsc::Receiver<RaftMessageBatch>,
+    state: &AtomicU8,
+    resolver: &dyn Resolve,
+    config: &GrpcTransportConfig,
+) -> LinkEnd {
+    let channel = match connect(to, resolver, config).await {
+        Ok(channel) => channel,
+        Err(reason) => {
+            metrics::counter!("flotilla_transport_connects_total", "outcome" => "failed")
+                .increment(1);
+            return LinkEnd::Broken {
+                connected: false,
+                reason,
+            };
+        }
+    };
+    metrics::counter!("flotilla_transport_connects_total", "outcome" => "ok").increment(1);
+    let (call_tx, call_rx) = mpsc::channel(64);
+    let mut request = tonic::Request::new(ReceiverStream::new(call_rx));
+    if let Err(status) = identify(&mut request, config) {
+        return LinkEnd::Broken {
+            connected: false,
+            reason: status.message().to_string(),
+        };
+    }
+    let mut client = StoreTransportClient::new(channel)
+        .max_encoding_message_size(config.max_message_bytes)
+        .max_decoding_message_size(config.max_message_bytes);
+    // The call runs on its own task so a full stream never stops this one from noticing
+    // that the call has ended.
+    let mut call = tokio::spawn(async move { client.raft(request).await });
+    LinkState::Up.store(state);
+    loop {
+        tokio::select! {
+            biased;
+            ended = &mut call => {
+                let reason = match ended {
+                    Ok(Ok(_)) => "the store closed the stream".to_string(),
+                    Ok(Err(status)) => {
+                        if status.code() == tonic::Code::FailedPrecondition {
+                            tracing::warn!(to = %to, reason = status.message(), "store refused this store's stream");
+                        }
+                        format!("{}: {}", status.code(), status.message())
+                    }
+                    Err(e) => format!("stream task ended: {e}"),
+                };
+                return LinkEnd::Broken { connected: true, reason };
+            }
+            next = rx.recv() => match next {
+                None => {
+                    call.abort();
+                    return LinkEnd::Closed;
+                }
+                Some(batch) => {
+                    if call_tx.send(batch).await.is_err() {
+                        // The call is over; its end is read on the next turn.
+                        continue;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Store-to-store gRPC: the network implementation of the store's `Transport`.
+//!
+//! The store batches its own traffic (`store::Outbound`: one `RaftMessageBatch` per
+//! destination store per round, heartbeats folded); this module only carries the batches.
+//!
+//! - `GrpcTransport` (the sending side): one long-lived client stream per peer store,
+//!   opened on first use and reopened with backoff after it breaks. `send` never blocks:
+//!   it queues the batch on that store's bounded queue, or refuses it (`Full`, or
+//!   `Unreachable` while the store cannot be reached), so the regions hear at once that
+//!   their messages were lost instead of waiting behind a dead connection. Snapshots go
+//!   on calls of their own, in chunks, with bounded concurrency, an optional rate limit
+//!   and retries.
+//! - `TransportService` (the receiving side): the tonic service a store's server mounts;
+//!   it hands batches to the store's `BatchReceiver` and takes snapshots into a staging
+//!   directory before the store copies them in.
+//! - `Resolve` / `StaticResolver`: where each store listens.
+//!
+//! Every call names its cluster and sending store in its metadata; a call from another
+//! cluster is refused before anything it carries is read.
+
+mod client;
+mod server;
+mod snapshot_stream;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+use crate::StoreId;
+
+pub use client::GrpcTransport;
+pub use server::TransportService;
+
+/// The metadata key naming the caller's cluster.
+pub const CLUSTER_ID_HEADER: &str = "flotilla-cluster-id";
+/// The metadata key naming the calling store.
+pub const FROM_STORE_HEADER: &str = "flotilla-from-store";
+
+/// Where stores listen: `host:port` of a store's gRPC server.
+pub trait Resolve: Send + Sync + 'static {
+    /// The address of `store`, if known.
+    fn resolve(&self, store: StoreId) -> Option<String>;
+}
+
+/// Addresses from configuration (placement will resolve them later). Addresses can be
+/// changed while in use: a connection picks up the new one when it next reconnects.
+#[derive(Debug, Default)]
+pub struct StaticResolver {
+    addresses: RwLock<HashMap<StoreId, String>>,
+}
+
+impl StaticResolver {
+    /// A resolver knowing these stores.
+    pub fn new(addresses: impl IntoIterator<Item = (StoreId, String)>) -> Self {
+        StaticResolver {
+            addresses: RwLock::new(addresses.into_iter().collect()),
+        }
+    }
+
+    /// Sets (or replaces) a store's address.
+    pub fn set(&self, store: StoreId, address: String) {
+        self.addresses.write().insert(store, address);
+    }
+}
+
+impl Resolve for StaticResolver {
+    fn resolve(&self, store: StoreId) -> Option<String> {
+        self.addresses.read().get(&store).cloned()
+    }
+}
+
+/// Settings of the gRPC transport, both sides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcTransportConfig {
+    /// The cluster this store belongs to: calls naming another are refused.
+    pub cluster_id: u64,
+    /// This store.
+    pub store_id: StoreId,
+    /// Batches queued for one peer store before `send` refuses with `Full`. Default 1024.
+    pub queue_batches: usize,
+    /// How long a connection attempt may take. Default 2 s.
+    pub connect_timeout: Duration,
+    /// The wait before the first reconnection; it doubles after each failure up to
+    /// `max_backoff`. Default 100 ms.
+    pub min_backoff: Duration,
+    /// Default 5 s.
+    pub max_backoff: Duration,
+    /// Bytes of a snapshot chunk. Default 1 MiB.
+    pub snapshot_chunk_bytes: usize,
+    /// Snapshot bytes sent per second to all stores together; `None` is unlimited (the
+    /// default).
+    pub snapshot_rate_bytes: Option<u64>,
+    /// Snapshots this store sends at once; more wait. Default 4.
+    pub max_snapshot_sends: usize,
+    /// Snapshots this store receives at once; more are refused (RESOURCE_EXHAUSTED) and
+    /// their senders retry. Default 4.
+    pub max_snapshot_receives: usize,
+    /// Further attempts at a snapshot whose send failed. Default 3.
+    pub snapshot_retries: u32,
+    /// Largest message either side accepts (a batch or a chunk). Default 64 MiB.
+    pub max_message_bytes: usize,
+}
+
+impl GrpcTransportConfig {
+    /// Defaults for `store_id` in `cluster_id`.
+    pub fn new(cluster_id: u64, store_id: StoreId) -> Self {
+        GrpcTransportConfig {
+            cluster_id,
+            store_id,
+            queue_batches: 1024,
+            connect_timeout: Duration::from_secs(2),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            snapshot_chunk_bytes: 1 << 20,
+            snapshot_rate_bytes: None,
+            max_snapshot_sends: 4,
+            max_snapshot_receives: 4,
+            snapshot_retries: 3,
+            max_message_bytes: 64 << 20,
+        }
+    }
+}

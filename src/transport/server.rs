@@ -1,0 +1,182 @@
+//! The receiving side: the tonic service a store's server mounts.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::Semaphore;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::snapshot_stream::{StageError, StagedFiles, check_name};
+use super::{CLUSTER_ID_HEADER, FROM_STORE_HEADER, GrpcTransportConfig};
+use crate::StoreId;
+use crate::proto::transportpb::store_transport_server::{StoreTransport, StoreTransportServer};
+use crate::proto::transportpb::{RaftDone, RaftMessageBatch, SnapshotChunk, SnapshotDone};
+use crate::store::BatchReceiver;
+
+/// Store-to-store gRPC, the receiving side: batches go to the store's `BatchReceiver`;
+/// snapshots are staged under a directory of their own, then handed to it.
+#[derive(Clone)]
+pub struct TransportService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: GrpcTransportConfig,
+    receiver: Arc<dyn BatchReceiver>,
+    staging: PathBuf,
+    receives: Semaphore,
+    next_stage: AtomicU64,
+}
+
+impl TransportService {
+    /// A service for the store `config.store_id`, whose batches go to `receiver`.
+    /// Snapshots are staged under `staging`, which is emptied now (what an earlier run
+    /// left there was never handed over).
+    pub fn new(
+        config: GrpcTransportConfig,
+        receiver: Arc<dyn BatchReceiver>,
+        staging: PathBuf,
+    ) -> std::io::Result<Self> {
+        match std::fs::remove_dir_all(&staging) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::create_dir_all(&staging)?;
+        let receives = Semaphore::new(config.max_snapshot_receives.max(1));
+        Ok(TransportService {
+            inner: Arc::new(Inner {
+                config,
+                receiver,
+                staging,
+                receives,
+                next_stage: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The service, ready to mount on a tonic server, with the configured message limit.
+    pub fn into_server(self) -> StoreTransportServer<TransportService> {
+        let limit = self.inner.config.max_message_bytes;
+        StoreTransportServer::new(self)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
+    }
+
+    /// The calling store, if the call comes from this cluster.
+    fn caller(&self, md: &MetadataMap) -> Result<StoreId, Status> {
+        let number = |key: &str| {
+            md.get(key)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| Status::invalid_argument(format!("missing or bad {key} metadata")))
+        };
+        let cluster = number(CLUSTER_ID_HEADER)?;
+        if cluster != self.inner.config.cluster_id {
+            metrics::counter!("flotilla_transport_refused_calls_total", "reason" => "cluster")
+                .increment(1);
+            return Err(Status::failed_precondition(format!(
+                "a call from cluster {cluster} to a store of cluster {}",
+                self.inner.config.cluster_id
+            )));
+        }
+        Ok(StoreId(number(FROM_STORE_HEADER)?))
+    }
+}
+
+#[tonic::async_trait]
+impl StoreTransport for TransportService {
+    async fn raft(
+        &self,
+        request: Request<Streaming<RaftMessageBatch>>,
+    ) -> Result<Response<RaftDone>, Status> {
+        let from = self.caller(request.metadata())?;
+        let mut stream = request.into_inner();
+        while let Some(batch) = stream.message().await? {
+            if batch.from_store != from.get() {
+                // Forged or misrouted: the stream's caller speaks only for itself.
+                metrics::counter!("flotilla_transport_misrouted_batches_total").increment(1);
+                continue;
+            }
+            self.inner.receiver.receive(batch);
+        }
+        Ok(Response::new(RaftDone {}))
+    }
+
+    async fn snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SnapshotDone>, Status> {
+        self.caller(request.metadata())?;
+        let _slot = self.inner.receives.try_acquire().map_err(|_| {
+            Status::resource_exhausted("this store takes no more snapshots at the moment")
+        })?;
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("an empty snapshot stream"))?;
+        let message = first
+            .message
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("a snapshot stream without its message"))?;
+        let dir_name = check_name(&first.dir_name)
+            .map_err(stage_status)?
+            .to_string();
+        let stage = Stage(
+            self.inner.staging.join(
+                self.inner
+                    .next_stage
+                    .fetch_add(1, Ordering::Relaxed)
+                    .to_string(),
+            ),
+        );
+        let dir = stage.0.join(&dir_name);
+        let mut staged = blocking(move || StagedFiles::create(dir)).await?;
+        let mut chunk = Some(first);
+        while let Some(c) = chunk {
+            staged = blocking(move || staged.take(&c.file_name, &c.data).map(|()| staged)).await?;
+            chunk = stream.message().await?;
+        }
+        let (dir, bytes) = blocking(move || staged.finish()).await?;
+        let receiver = self.inner.receiver.clone();
+        tokio::task::spawn_blocking(move || receiver.receive_snapshot(message, &dir))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::invalid_argument(format!("snapshot not taken: {e}")))?;
+        metrics::counter!("flotilla_transport_snapshots_total", "dir" => "received", "outcome" => "ok")
+            .increment(1);
+        metrics::counter!("flotilla_transport_snapshot_bytes_total", "dir" => "received")
+            .increment(bytes);
+        drop(stage);
+        Ok(Response::new(SnapshotDone {}))
+    }
+}
+
+/// A staging directory, removed however its call ends.
+struct Stage(PathBuf);
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs staging file work off the runtime's threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StageError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(stage_status)
+}
+
+fn stage_status(e: StageError) -> Status {
+    match e {
+        StageError::Invalid(why) => Status::invalid_argument(why),
+        StageError::Io(e) => Status::internal(format!("staging the snapshot: {e}")),
+    }
+}

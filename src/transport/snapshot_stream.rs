@@ -1,0 +1,331 @@
+//! Snapshots on the wire: a snapshot directory's files streamed in chunks (sending), and
+//! staged from chunks into a directory of their own (receiving).
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::client::{connect, identify};
+use super::{GrpcTransportConfig, Resolve};
+use crate::StoreId;
+use crate::proto::transportpb::store_transport_client::StoreTransportClient;
+use crate::proto::transportpb::{RaftMessage, SnapshotChunk};
+use crate::store::TransportError;
+
+/// Why a snapshot send failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SendError {
+    /// No connection to the store.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The store answered the call with an error.
+    #[error("{}: {}", .0.code(), .0.message())]
+    Status(tonic::Status),
+    /// The snapshot's own files could not be read.
+    #[error("reading the snapshot's files: {0}")]
+    Files(std::io::Error),
+}
+
+impl SendError {
+    /// Whether another attempt may succeed: the store was unreachable or busy, or the
+    /// connection broke.
+    pub(super) fn is_retryable(&self) -> bool {
+        match self {
+            SendError::Unreachable(_) => true,
+            SendError::Status(s) => matches!(
+                s.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::ResourceExhausted
+                    | tonic::Code::Cancelled
+                    | tonic::Code::Unknown
+                    | tonic::Code::DeadlineExceeded
+            ),
+            SendError::Files(_) => false,
+        }
+    }
+
+    pub(super) fn into_transport_error(self, to: StoreId) -> TransportError {
+        match self {
+            SendError::Unreachable(_) => TransportError::Unreachable(to),
+            other => TransportError::SnapshotRefused {
+                store: to,
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Paces snapshot bytes to a rate shared by every send of the store: each chunk takes
+/// the next free slot of its length.
+pub(super) struct RateLimiter {
+    bytes_per_sec: u64,
+    next_free: Mutex<Instant>,
+}
+
+impl RateLimiter {
+    pub(super) fn new(bytes_per_sec: u64) -> Self {
+        RateLimiter {
+            bytes_per_sec: bytes_per_sec.max(1),
+            next_free: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Blocks until `bytes` may go.
+    fn take(&self, bytes: usize) {
+        let start = {
+            let mut next = self.next_free.lock();
+            let start = (*next).max(Instant::now());
+            *next = start + Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec as f64);
+            start
+        };
+        let now = Instant::now();
+        if start > now {
+            std::thread::sleep(start - now);
+        }
+    }
+}
+
+/// Sends the snapshot in `dir` to `to`: the files in name order, chunk by chunk, the
+/// first chunk carrying `message`. Returns the bytes sent.
+pub(super) async fn send(
+    config: &GrpcTransportConfig,
+    resolver: &dyn Resolve,
+    to: StoreId,
+    message: RaftMessage,
+    dir: &Path,
+    slots: &Semaphore,
+    rate: Option<Arc<RateLimiter>>,
+) -> Result<u64, SendError> {
+    let _slot = slots
+        .acquire()
+        .await
+        .map_err(|_| SendError::Unreachable("the transport is closing".into()))?;
+    let dir_name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| {
+            SendError::Files(std::io::Error::other(format!(
+                "snapshot directory {} has no usable name",
+                dir.display()
+            )))
+        })?
+        .to_string();
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(SendError::Files)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(SendError::Files)?;
+    files.retain(|p| p.is_file());
+    files.sort();
+    let channel = connect(to, resolver, config)
+        .await
+        .map_err(SendError::Unreachable)?;
+    let (tx, rx) = mpsc::channel(2);
+    let chunk_bytes = config.snapshot_chunk_bytes.max(1);
+    let reader = tokio::task::spawn_blocking(move || {
+        read_chunks(&files, message, dir_name, chunk_bytes, rate, &tx)
+    });
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    identify(&mut request, config).map_err(SendError::Status)?;
+    let mut client = StoreTransportClient::new(channel)
+        .max_encoding_message_size(config.max_message_bytes)
+        .max_decoding_message_size(config.max_message_bytes);
+    let answer = client.snapshot(request).await;
+    let read = reader
+        .await
+        .map_err(|e| SendError::Files(std::io::Error::other(e.to_string())))?;
+    // A file that could not be read ends the stream early: the store's refusal of the
+    // short snapshot says less than the read error.
+    let bytes = read.map_err(SendError::Files)?;
+    answer.map_err(SendError::Status)?;
+    Ok(bytes)
+}
+
+/// Reads the files into chunks for the stream. Stops early, without error, if the call
+/// has ended (the receiver is gone): the call's answer says why.
+fn read_chunks(
+    files: &[PathBuf],
+    message: RaftMessage,
+    dir_name: String,
+    chunk_bytes: usize,
+    rate: Option<Arc<RateLimiter>>,
+    tx: &mpsc::Sender<SnapshotChunk>,
+) -> std::io::Result<u64> {
+    let mut header = Some((message, dir_name));
+    let mut sent = 0u64;
+    let mut buf = vec![0u8; chunk_bytes];
+    for path in files {
+        let file_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| std::io::Error::other(format!("unusable file name {}", path.display())))?
+            .to_string();
+        let mut file = File::open(path)?;
+        let mut first_of_file = true;
+        loop {
+            let n = read_full(&mut file, &mut buf)?;
+            // An empty file still sends one chunk, so it exists on the other side.
+            if n == 0 && !first_of_file {
+                break;
+            }
+            first_of_file = false;
+            if let Some(rate) = &rate {
+                rate.take(n);
+            }
+            let (message, dir_name) = header.take().unzip();
+            let chunk = SnapshotChunk {
+                message,
+                dir_name: dir_name.unwrap_or_default(),
+                file_name: file_name.clone(),
+                data: Bytes::copy_from_slice(&buf[..n]),
+            };
+            if tx.blocking_send(chunk).is_err() {
+                return Ok(sent);
+            }
+            sent += n as u64;
+            if n < buf.len() {
+                break;
+            }
+        }
+    }
+    Ok(sent)
+}
+
+/// Fills `buf` as far as the file allows.
+fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+/// Why a received chunk stream was refused.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum StageError {
+    /// The stream broke a rule of the protocol (a bad name, a file sent twice).
+    #[error("{0}")]
+    Invalid(String),
+    /// Staging the files failed here.
+    #[error("staging the snapshot: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A name the sender may give a file or directory: one plain path component.
+pub(super) fn check_name(name: &str) -> Result<&str, StageError> {
+    let plain = !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0']);
+    if plain {
+        Ok(name)
+    } else {
+        Err(StageError::Invalid(format!(
+            "{name:?} is not a plain file name"
+        )))
+    }
+}
+
+/// The files of one received snapshot, written as their chunks arrive.
+pub(super) struct StagedFiles {
+    dir: PathBuf,
+    current: Option<(String, File)>,
+    done: Vec<String>,
+    bytes: u64,
+}
+
+impl StagedFiles {
+    /// Stages into `dir` (created; it must not exist yet).
+    pub(super) fn create(dir: PathBuf) -> Result<Self, StageError> {
+        fs::create_dir_all(dir.parent().unwrap_or(&dir))?;
+        fs::create_dir(&dir)?;
+        Ok(StagedFiles {
+            dir,
+            current: None,
+            done: Vec::new(),
+            bytes: 0,
+        })
+    }
+
+    /// Appends a chunk to its file: the current one, or a new one after it.
+    pub(super) fn take(&mut self, file_name: &str, data: &[u8]) -> Result<(), StageError> {
+        let same = self
+            .current
+            .as_ref()
+            .is_some_and(|(name, _)| name == file_name);
+        if !same {
+            let name = check_name(file_name)?;
+            if self.done.iter().any(|d| d == name) {
+                return Err(StageError::Invalid(format!("file {name:?} sent twice")));
+            }
+            if let Some((finished, _)) = self.current.take() {
+                self.done.push(finished);
+            }
+            let file = File::create_new(self.dir.join(name))?;
+            self.current = Some((name.to_string(), file));
+        }
+        if let Some((_, file)) = &mut self.current {
+            file.write_all(data)?;
+        }
+        self.bytes += data.len() as u64;
+        Ok(())
+    }
+
+    /// The directory, complete; the bytes staged.
+    pub(super) fn finish(self) -> Result<(PathBuf, u64), StageError> {
+        if self.current.is_none() {
+            return Err(StageError::Invalid("a snapshot with no files".into()));
+        }
+        Ok((self.dir, self.bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_names_are_taken() {
+        for bad in ["", ".", "..", "a/b", "../x", "/abs", "a\\b", "nul\0"] {
+            assert!(check_name(bad).is_err(), "{bad:?} taken");
+        }
+        let long = "x".repeat(256);
+        assert!(check_name(&long).is_err());
+        for good in ["meta", "chunk-000001", "snap-7-42", "..x", &"y".repeat(255)] {
+            assert_eq!(check_name(good).unwrap(), good);
+        }
+    }
+
+    #[test]
+    fn staged_files_refuse_a_file_sent_twice_or_no_file() {
+        let root = tempfile::tempdir().unwrap();
+        let mut staged = StagedFiles::create(root.path().join("s1")).unwrap();
+        staged.take("a", b"12").unwrap();
+        staged.take("a", b"34").unwrap();
+        staged.take("b", b"").unwrap();
+        assert!(matches!(
+            staged.take("a", b"5"),
+            Err(StageError::Invalid(_))
+        ));
+        let (dir, bytes) = staged.finish().unwrap();
+        assert_eq!(bytes, 4);
+        assert_eq!(fs::read(dir.join("a")).unwrap(), b"1234");
+        assert_eq!(fs::read(dir.join("b")).unwrap(), b"");
+
+        let empty = StagedFiles::create(root.path().join("s2")).unwrap();
+        assert!(matches!(empty.finish(), Err(StageError::Invalid(_))));
+        // A directory that exists already is not staged into.
+        assert!(StagedFiles::create(root.path().join("s1")).is_err());
+    }
+}
