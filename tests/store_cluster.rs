@@ -947,3 +947,39 @@ fn a_read_waiting_when_its_store_stops_gets_store_stopping() {
         other => panic!("the waiting read answered {other:?}"),
     }
 }
+
+/// A write proposed in the same round as a split, with the epoch from before it, passes
+/// the proposal's checks (the split is not applied yet) and is refused where it is
+/// applied, after the split: `EpochNotMatch`, with nothing written.
+#[test]
+fn a_write_behind_a_split_in_the_log_is_refused_at_apply() {
+    use flotilla::store::InProcessNetwork;
+    let net = InProcessNetwork::new(17);
+    let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
+    let mut stores = stepped_stores(&net, &nodes, test_config);
+    let leader = stepped_leader(&mut stores);
+    let epoch = stores[leader].region(FIRST_REGION).unwrap().epoch.unwrap();
+    let mut split = stores[leader].split(
+        FIRST_REGION,
+        epoch,
+        vec![SplitRequest {
+            split_key: b("m"),
+            new_region_id: 2,
+            new_peer_ids: vec![21, 22, 23],
+        }],
+    );
+    let mut write = stores[leader].propose(FIRST_REGION, epoch, put(b"a", b"v"));
+    drive(&mut stores);
+    assert_eq!(answer_now(&mut split).regions.len(), 2);
+    match write.try_take() {
+        Some(Err(RegionError::EpochNotMatch { current })) => {
+            // The region holding the key, at the epoch the split gave it.
+            assert_eq!(current[0].epoch.unwrap().version, epoch.version + 1);
+        }
+        other => panic!("the write answered {other:?}"),
+    }
+    let new_epoch = stores[leader].region(FIRST_REGION).unwrap().epoch.unwrap();
+    let mut read = stores[leader].read(FIRST_REGION, new_epoch, ReadRequest::Get { key: b("a") });
+    drive(&mut stores);
+    assert_eq!(answer_now(&mut read), ReadResponse::Value(None));
+}

@@ -867,6 +867,35 @@ mod tests {
         }
     }
 
+    /// An entry whose writes do not match its responders in number could only come from
+    /// a bug: every responder hears so, none gets another write's answer, none is left to
+    /// the dropped-unanswered path.
+    #[test]
+    fn a_responder_count_other_than_the_entrys_writes_fails_every_responder() {
+        let (first, mut first_response) = response_channel(RegionId(1));
+        let (second, mut second_response) = response_channel(RegionId(1));
+        let written = WriteResponse {
+            index: 7,
+            outcomes: Vec::new(),
+        };
+        let mut answers = Vec::new();
+        Answer::applied(
+            ProposalResponder::Writes(vec![first, second]),
+            Applied::Writes(vec![Ok(written)]),
+            &mut answers,
+        );
+        assert_eq!(answers.len(), 2);
+        for a in answers {
+            a.send();
+        }
+        for r in [&mut first_response, &mut second_response] {
+            assert!(matches!(
+                r.try_take(),
+                Some(Err(RegionError::InvalidRequest { .. }))
+            ));
+        }
+    }
+
     /// A leader of term 5 proposed 10..=13, lost them to term 6's entry at 10, and was
     /// elected again in term 7, proposing at 12: its queue is in (term, index) order, not
     /// index order. Each proposal must get the verdict of its own entry.

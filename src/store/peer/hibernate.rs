@@ -268,9 +268,23 @@ mod tests {
                 store.propose(FIRST_REGION, epoch, put(key.as_bytes(), b"v"))
             })
             .collect();
+        // Reads in the same round wait for the writes to apply: they fill the read queues.
+        let mut reads: Vec<_> = (0..100u32)
+            .map(|i| {
+                let key = format!("k{i}");
+                store.read(
+                    FIRST_REGION,
+                    epoch,
+                    crate::store::ReadRequest::Get { key: key.into() },
+                )
+            })
+            .collect();
         store.run_until_idle();
         for w in &mut writes {
             answer_now(w);
+        }
+        for r in &mut reads {
+            answer_now(r);
         }
         let shared = store.shared();
         let peer_room = || {
