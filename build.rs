@@ -10,6 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/storage.proto",
         "proto/transport.proto",
         "proto/command.proto",
+        "proto/kv.proto",
+        "proto/admin.proto",
     ] {
         println!("cargo:rerun-if-changed={proto}");
     }
@@ -37,5 +39,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Snapshot chunks are handed to the file as received, not copied.
         .bytes(".transportpb.SnapshotChunk.data")
         .compile_protos(&["proto/transport.proto"], &["proto"])?;
+    // The client APIs: served by src/server, called by src/client. Compiled together:
+    // tonic generates the services of every file it is given, imported ones included,
+    // so admin.proto alone would rewrite kv.proto's module with its service only.
+    tonic_prost_build::configure()
+        .extern_path(".metapb", "crate::proto::metapb")
+        .extern_path(".commandpb", "crate::proto::commandpb")
+        // Keys and values go to and from the store without a copy.
+        .bytes(".kvpb")
+        .bytes(".adminpb")
+        .compile_protos(&["proto/kv.proto", "proto/admin.proto"], &["proto"])?;
     Ok(())
 }

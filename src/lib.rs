@@ -18,15 +18,18 @@
 //!   reads, splits, membership changes with snapshots between stores, leader transfer.
 //! - `transport`: store-to-store gRPC (`GrpcTransport` sends, `TransportService`
 //!   receives), the network implementation of the store's `Transport`.
+//! - `server`: what a store serves to clients over gRPC (`KvService`, `AdminService`).
 //! - `testkit`: test harnesses (the Raft simulator, a seeded `Rng`, the store cluster,
 //!   the linearizability checker); not part of the embedding API.
 //!
-//! Not built yet: the server, client and command line; placement; region merge.
+//! Not built yet: status HTTP and the `flotilla server` command; the client and command
+//! line; placement; region merge.
 
 pub mod ids;
 pub mod proto;
 pub mod raft;
 pub mod region;
+pub mod server;
 pub mod storage;
 pub mod store;
 pub mod testkit;

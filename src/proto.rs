@@ -34,3 +34,16 @@ pub mod commandpb {
     //! (proto/command.proto).
     include!(concat!(env!("OUT_DIR"), "/commandpb.rs"));
 }
+
+#[allow(missing_docs)]
+pub mod kvpb {
+    //! The KV API a store serves to clients, with typed region errors (proto/kv.proto).
+    include!(concat!(env!("OUT_DIR"), "/kvpb.rs"));
+}
+
+#[allow(missing_docs)]
+pub mod adminpb {
+    //! The admin API of a store: its regions and status, splits, leader transfers and
+    //! membership changes (proto/admin.proto).
+    include!(concat!(env!("OUT_DIR"), "/adminpb.rs"));
+}

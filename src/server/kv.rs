@@ -1,0 +1,410 @@
+//! The KV service (proto/kv.proto) over one store: each request goes to the region it
+//! names, at the epoch it names; a region-level failure is answered as a typed
+//! `RegionError` in the response, never as a gRPC error.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tonic::{Request, Response, Status};
+
+use crate::RegionId;
+use crate::proto::commandpb::{self, WriteCommand, op};
+use crate::proto::kvpb::kv_server::{Kv, KvServer};
+use crate::proto::kvpb::{self, op_result};
+use crate::proto::metapb::{Region, RegionEpoch};
+use crate::region::RegionError;
+use crate::store::apply::eval::OpOutcome;
+use crate::store::{ReadRequest, ReadResponse, ScanOrder, Store, WriteResponse};
+
+/// Pairs one scan returns at most, whatever it asks for.
+pub const DEFAULT_MAX_SCAN_PAIRS: usize = 10_000;
+
+/// The KV service of one store.
+#[derive(Clone)]
+pub struct KvService {
+    store: Arc<Store>,
+    max_scan_pairs: usize,
+}
+
+impl KvService {
+    /// The service of `store`; a scan returns at most `max_scan_pairs` pairs.
+    pub fn new(store: Arc<Store>, max_scan_pairs: usize) -> Self {
+        KvService {
+            store,
+            max_scan_pairs: max_scan_pairs.max(1),
+        }
+    }
+
+    /// The service, ready to mount on a tonic server.
+    pub fn into_server(self) -> KvServer<KvService> {
+        KvServer::new(self)
+    }
+
+    async fn write(
+        &self,
+        context: Option<kvpb::Context>,
+        ops: Vec<commandpb::Op>,
+    ) -> Result<WriteResponse, RegionError> {
+        let (region, epoch) = routed(context)?;
+        self.store
+            .propose(region, epoch, WriteCommand { ops })
+            .await
+    }
+
+    async fn read(
+        &self,
+        context: Option<kvpb::Context>,
+        request: ReadRequest,
+    ) -> Result<ReadResponse, RegionError> {
+        let (region, epoch) = routed(context)?;
+        self.store.read(region, epoch, request).await
+    }
+
+    async fn route_of(&self, region: Region) -> kvpb::RegionRoute {
+        let leader = self
+            .store
+            .region_status(RegionId(region.id))
+            .await
+            .ok()
+            .and_then(|st| st.leader);
+        kvpb::RegionRoute {
+            region: Some(region),
+            leader,
+        }
+    }
+}
+
+/// Where a request was routed; a request without it is malformed.
+pub(super) fn routed(
+    context: Option<kvpb::Context>,
+) -> Result<(RegionId, RegionEpoch), RegionError> {
+    let invalid = |what: &str| RegionError::InvalidRequest {
+        reason: format!("the request has no {what}"),
+    };
+    let context = context.ok_or_else(|| invalid("context"))?;
+    let epoch = context
+        .region_epoch
+        .ok_or_else(|| invalid("region_epoch"))?;
+    Ok((RegionId(context.region_id), epoch))
+}
+
+fn op(op: op::Op) -> commandpb::Op {
+    commandpb::Op { op: Some(op) }
+}
+
+fn pairs(pairs: Vec<(Bytes, Bytes)>) -> Vec<kvpb::KvPair> {
+    pairs
+        .into_iter()
+        .map(|(key, value)| kvpb::KvPair { key, value })
+        .collect()
+}
+
+/// A read answered with another kind of response than asked: a bug in the store, not
+/// the caller's fault.
+fn mismatched(asked: &str) -> Status {
+    Status::internal(format!(
+        "the store answered a {asked} with another kind of response"
+    ))
+}
+
+/// A response that can carry a region error in place of its result.
+trait RegionFailure: Default {
+    fn failed(error: &RegionError) -> Self;
+}
+
+macro_rules! region_failure {
+    ($($response:ty),* $(,)?) => {
+        $(impl RegionFailure for $response {
+            // Some responses hold nothing but the error: the update is then empty.
+            #[allow(clippy::needless_update)]
+            fn failed(error: &RegionError) -> Self {
+                Self {
+                    region_error: Some(error.into()),
+                    ..Default::default()
+                }
+            }
+        })*
+    };
+}
+
+region_failure!(
+    kvpb::GetResponse,
+    kvpb::BatchGetResponse,
+    kvpb::PutResponse,
+    kvpb::DeleteResponse,
+    kvpb::DeleteRangeResponse,
+    kvpb::ScanResponse,
+    kvpb::BatchWriteResponse,
+    kvpb::CompareAndSwapResponse,
+);
+
+/// The response, or its region error in its place.
+fn respond<T: RegionFailure>(result: Result<T, RegionError>) -> Result<Response<T>, Status> {
+    Ok(Response::new(result.unwrap_or_else(|e| T::failed(&e))))
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn get(
+        &self,
+        request: Request<kvpb::GetRequest>,
+    ) -> Result<Response<kvpb::GetResponse>, Status> {
+        let r = request.into_inner();
+        let answer = match self.read(r.context, ReadRequest::Get { key: r.key }).await {
+            Ok(ReadResponse::Value(value)) => Ok(kvpb::GetResponse {
+                region_error: None,
+                found: value.is_some(),
+                value: value.unwrap_or_default(),
+            }),
+            Ok(_) => return Err(mismatched("get")),
+            Err(e) => Err(e),
+        };
+        respond(answer)
+    }
+
+    async fn batch_get(
+        &self,
+        request: Request<kvpb::BatchGetRequest>,
+    ) -> Result<Response<kvpb::BatchGetResponse>, Status> {
+        let r = request.into_inner();
+        let keys = r.keys.clone();
+        let answer = match self
+            .read(r.context, ReadRequest::BatchGet { keys: r.keys })
+            .await
+        {
+            Ok(ReadResponse::Values(values)) => Ok(kvpb::BatchGetResponse {
+                region_error: None,
+                pairs: keys
+                    .into_iter()
+                    .zip(values)
+                    .filter_map(|(key, value)| value.map(|value| kvpb::KvPair { key, value }))
+                    .collect(),
+            }),
+            Ok(_) => return Err(mismatched("batch get")),
+            Err(e) => Err(e),
+        };
+        respond(answer)
+    }
+
+    async fn put(
+        &self,
+        request: Request<kvpb::PutRequest>,
+    ) -> Result<Response<kvpb::PutResponse>, Status> {
+        let r = request.into_inner();
+        let put = op(op::Op::Put(commandpb::Put {
+            key: r.key,
+            value: r.value,
+        }));
+        respond(
+            self.write(r.context, vec![put])
+                .await
+                .map(|_| kvpb::PutResponse::default()),
+        )
+    }
+
+    async fn delete(
+        &self,
+        request: Request<kvpb::DeleteRequest>,
+    ) -> Result<Response<kvpb::DeleteResponse>, Status> {
+        let r = request.into_inner();
+        let delete = op(op::Op::Delete(commandpb::Delete { key: r.key }));
+        respond(
+            self.write(r.context, vec![delete])
+                .await
+                .map(|_| kvpb::DeleteResponse::default()),
+        )
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<kvpb::DeleteRangeRequest>,
+    ) -> Result<Response<kvpb::DeleteRangeResponse>, Status> {
+        let r = request.into_inner();
+        let delete = op(op::Op::DeleteRange(commandpb::DeleteRange {
+            start_key: r.start_key,
+            end_key: r.end_key,
+        }));
+        respond(
+            self.write(r.context, vec![delete])
+                .await
+                .map(|_| kvpb::DeleteRangeResponse::default()),
+        )
+    }
+
+    async fn scan(
+        &self,
+        request: Request<kvpb::ScanRequest>,
+    ) -> Result<Response<kvpb::ScanResponse>, Status> {
+        let r = request.into_inner();
+        let limit = match r.limit as usize {
+            0 => self.max_scan_pairs,
+            n => n.min(self.max_scan_pairs),
+        };
+        let scan = ReadRequest::Scan {
+            start: r.start_key,
+            end: (!r.end_key.is_empty()).then_some(r.end_key),
+            limit,
+            order: if r.reverse {
+                ScanOrder::Reverse
+            } else {
+                ScanOrder::Forward
+            },
+        };
+        let answer = match self.read(r.context, scan).await {
+            Ok(ReadResponse::Pairs(found)) => Ok(kvpb::ScanResponse {
+                region_error: None,
+                pairs: pairs(found),
+            }),
+            Ok(_) => return Err(mismatched("scan")),
+            Err(e) => Err(e),
+        };
+        respond(answer)
+    }
+
+    async fn batch_write(
+        &self,
+        request: Request<kvpb::BatchWriteRequest>,
+    ) -> Result<Response<kvpb::BatchWriteResponse>, Status> {
+        let r = request.into_inner();
+        let answer = self.write(r.context, r.ops).await.map(|written| {
+            let results = written
+                .outcomes
+                .into_iter()
+                .map(|outcome| kvpb::OpResult {
+                    result: Some(match outcome {
+                        OpOutcome::Done => op_result::Result::Done(kvpb::Done {}),
+                        OpOutcome::Swapped => op_result::Result::Swapped(kvpb::Done {}),
+                        OpOutcome::Mismatch { current } => {
+                            op_result::Result::Mismatch(kvpb::Mismatch { current })
+                        }
+                    }),
+                })
+                .collect();
+            kvpb::BatchWriteResponse {
+                region_error: None,
+                results,
+            }
+        });
+        respond(answer)
+    }
+
+    async fn compare_and_swap(
+        &self,
+        request: Request<kvpb::CompareAndSwapRequest>,
+    ) -> Result<Response<kvpb::CompareAndSwapResponse>, Status> {
+        let r = request.into_inner();
+        let cas = op(op::Op::CompareAndSwap(commandpb::CompareAndSwap {
+            key: r.key,
+            expected: r.expected,
+            new_value: r.new_value,
+        }));
+        let answer = match self.write(r.context, vec![cas]).await {
+            Ok(written) => match written.outcomes.as_slice() {
+                [OpOutcome::Swapped] => Ok(kvpb::CompareAndSwapResponse {
+                    region_error: None,
+                    swapped: true,
+                    current: None,
+                }),
+                [OpOutcome::Mismatch { current }] => Ok(kvpb::CompareAndSwapResponse {
+                    region_error: None,
+                    swapped: false,
+                    current: current.clone(),
+                }),
+                _ => return Err(mismatched("compare-and-swap")),
+            },
+            Err(e) => Err(e),
+        };
+        respond(answer)
+    }
+
+    async fn route(
+        &self,
+        request: Request<kvpb::RouteRequest>,
+    ) -> Result<Response<kvpb::RouteResponse>, Status> {
+        let key = request.into_inner().key;
+        let route = match self.store.region_for_key(&key) {
+            Some(region) => Some(self.route_of(region).await),
+            None => None,
+        };
+        Ok(Response::new(kvpb::RouteResponse { route }))
+    }
+
+    async fn route_range(
+        &self,
+        request: Request<kvpb::RouteRangeRequest>,
+    ) -> Result<Response<kvpb::RouteRangeResponse>, Status> {
+        let r = request.into_inner();
+        let mut regions: Vec<Region> = self
+            .store
+            .regions()
+            .into_iter()
+            .filter(|region| overlaps(region, &r.start_key, &r.end_key))
+            .collect();
+        regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+        let mut routes = Vec::with_capacity(regions.len());
+        for region in regions {
+            routes.push(self.route_of(region).await);
+        }
+        Ok(Response::new(kvpb::RouteRangeResponse { routes }))
+    }
+}
+
+/// Whether the region's range meets `[start, end)` (an empty end: unbounded).
+fn overlaps(region: &Region, start: &[u8], end: &[u8]) -> bool {
+    let before_region_end = region.end_key.is_empty() || start < region.end_key.as_slice();
+    let after_region_start = end.is_empty() || region.start_key.as_slice() < end;
+    before_region_end && after_region_start
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(start: &[u8], end: &[u8]) -> Region {
+        Region {
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ranges_overlap_at_their_edges_as_half_open_ranges() {
+        let r = region(b"b", b"d");
+        assert!(overlaps(&r, b"a", b"c"));
+        assert!(overlaps(&r, b"c", b""));
+        assert!(overlaps(&r, b"", b""));
+        assert!(overlaps(&r, b"b", b"b\0"));
+        // [a, b) ends where the region starts; [d, ...) starts where it ends.
+        assert!(!overlaps(&r, b"a", b"b"));
+        assert!(!overlaps(&r, b"d", b""));
+        let unbounded = region(b"m", b"");
+        assert!(overlaps(&unbounded, b"z", b""));
+        assert!(!overlaps(&unbounded, b"a", b"m"));
+    }
+
+    #[test]
+    fn a_request_without_its_routing_is_invalid() {
+        assert!(matches!(
+            routed(None),
+            Err(RegionError::InvalidRequest { .. })
+        ));
+        let no_epoch = kvpb::Context {
+            region_id: 1,
+            region_epoch: None,
+        };
+        assert!(matches!(
+            routed(Some(no_epoch)),
+            Err(RegionError::InvalidRequest { .. })
+        ));
+        let epoch = RegionEpoch {
+            conf_ver: 1,
+            version: 2,
+        };
+        let ok = kvpb::Context {
+            region_id: 3,
+            region_epoch: Some(epoch),
+        };
+        assert_eq!(routed(Some(ok)), Ok((RegionId(3), epoch)));
+    }
+}
