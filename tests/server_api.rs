@@ -526,43 +526,58 @@ fn admin_lists_splits_moves_leadership_and_changes_peers() {
     let mut admin = c.admin(new_leader);
     let region = c.stores[new_leader].region(RegionId(1)).unwrap();
     let follower = *region.peers.iter().find(|p| p.id != target.id).unwrap();
-    let change = |admin: &mut AdminClient<Channel>, t: adminpb::ChangeType, peer| {
-        let epoch = c.stores[new_leader]
-            .region(RegionId(1))
+    // Each change names the epoch the one before it answered with.
+    let change =
+        |admin: &mut AdminClient<Channel>, epoch: RegionEpoch, t: adminpb::ChangeType, peer| {
+            rt.block_on(admin.change_peers(adminpb::ChangePeersRequest {
+                context: ctx(1, epoch),
+                changes: vec![adminpb::PeerChange {
+                    change_type: t as i32,
+                    peer: Some(peer),
+                }],
+            }))
             .unwrap()
-            .epoch
-            .unwrap();
-        rt.block_on(admin.change_peers(adminpb::ChangePeersRequest {
-            context: ctx(1, epoch),
-            changes: vec![adminpb::PeerChange {
-                change_type: t as i32,
-                peer: Some(peer),
-            }],
-        }))
-        .unwrap()
-        .into_inner()
-    };
-    let removed = change(&mut admin, adminpb::ChangeType::Remove, follower);
+            .into_inner()
+        };
+    let epoch = region.epoch.unwrap();
+    let removed = change(&mut admin, epoch, adminpb::ChangeType::Remove, follower);
     assert_eq!(removed.region_error, None);
-    assert_eq!(removed.region.unwrap().peers.len(), 2);
+    let after_removal = removed.region.unwrap();
+    assert_eq!(after_removal.peers.len(), 2);
     let comeback = flotilla::proto::metapb::Peer {
         id: 40,
         store_id: follower.store_id,
         role: flotilla::proto::metapb::PeerRole::Learner as i32,
     };
-    let added = change(&mut admin, adminpb::ChangeType::AddLearner, comeback);
+    let added = change(
+        &mut admin,
+        after_removal.epoch.unwrap(),
+        adminpb::ChangeType::AddLearner,
+        comeback,
+    );
     assert_eq!(added.region_error, None);
-    let promoted = change(&mut admin, adminpb::ChangeType::AddVoter, comeback);
+    let promoted = change(
+        &mut admin,
+        added.region.unwrap().epoch.unwrap(),
+        adminpb::ChangeType::AddVoter,
+        comeback,
+    );
     assert_eq!(promoted.region_error, None);
-    let peers = promoted.region.unwrap().peers;
-    assert_eq!(peers.len(), 3);
+    let after = promoted.region.unwrap();
+    assert_eq!(after.peers.len(), 3);
     assert!(
-        peers
+        after
+            .peers
             .iter()
             .any(|p| p.id == 40 && p.role == flotilla::proto::metapb::PeerRole::Voter as i32)
     );
     // A change of no known type is refused and changes nothing.
-    let bad = change(&mut admin, adminpb::ChangeType::Unspecified, comeback);
+    let bad = change(
+        &mut admin,
+        after.epoch.unwrap(),
+        adminpb::ChangeType::Unspecified,
+        comeback,
+    );
     assert!(matches!(kind(bad.region_error), Kind::InvalidRequest(_)));
 
     let status = rt
