@@ -180,6 +180,7 @@ fn batches_reach_the_addressed_store_in_order() {
     let recorder = Arc::new(Recorder::default());
     let server = Server::start(config(7, 2), recorder.clone());
     let transport = transport_to(&rt, config(7, 1), &[(2, server.addr)]);
+    assert!(!transport.is_connected(StoreId(2)), "nothing sent yet");
     for i in 0..500 {
         transport.send(batch(1, 2, i)).expect("queued");
     }
@@ -256,13 +257,15 @@ fn an_unreachable_store_is_reported_and_nothing_queues_without_bound() {
     });
 }
 
+/// A store that dies and comes back (here at a new address, which the resolver learns)
+/// gets batches again: the link reconnects by itself.
 #[test]
 fn the_link_comes_back_with_the_store() {
     let rt = runtime();
     let recorder = Arc::new(Recorder::default());
     let server = Server::start(config(7, 2), recorder.clone());
-    let addr = server.addr;
-    let transport = transport_to(&rt, config(7, 1), &[(2, addr)]);
+    let resolver = Arc::new(StaticResolver::new([(StoreId(2), server.addr.to_string())]));
+    let transport = GrpcTransport::new(config(7, 1), resolver.clone(), rt.handle().clone());
     transport.send(batch(1, 2, 1)).unwrap();
     wait_until("the first batch", || recorder.batch_count() == 1);
     drop(server);
@@ -272,13 +275,16 @@ fn the_link_comes_back_with_the_store() {
             Err(TransportError::Unreachable(_))
         )
     });
+    assert!(!transport.is_connected(StoreId(2)));
     let again = Arc::new(Recorder::default());
-    let _server = Server::start_at(addr, config(7, 2), again.clone());
+    let moved = Server::start(config(7, 2), again.clone());
+    resolver.set(StoreId(2), moved.addr.to_string());
     wait_until("batches flowing again", || {
         let _ = transport.send(batch(1, 2, 2));
         again.batch_count() > 0
     });
     assert!(marks(&again).iter().all(|m| *m == 2));
+    assert!(transport.is_connected(StoreId(2)));
 }
 
 fn snapshot_message(to_store: u64) -> RaftMessage {
@@ -379,6 +385,71 @@ fn a_refused_snapshot_is_reported_not_retried_forever() {
     assert_eq!(
         transport.send_snapshot(snapshot_message(2), &dir),
         Err(TransportError::Unreachable(StoreId(2)))
+    );
+}
+
+/// A resolver that counts the lookups: one per connection attempt.
+struct CountingResolver {
+    address: String,
+    lookups: std::sync::atomic::AtomicUsize,
+}
+
+impl flotilla::transport::Resolve for CountingResolver {
+    fn resolve(&self, _: StoreId) -> Option<String> {
+        self.lookups
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(self.address.clone())
+    }
+}
+
+/// A snapshot send to an unreachable store makes exactly one attempt and the configured
+/// retries, then reports the store unreachable.
+#[test]
+fn a_snapshot_send_gives_up_after_its_retries() {
+    let rt = runtime();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let resolver = Arc::new(CountingResolver {
+        address: dead.to_string(),
+        lookups: Default::default(),
+    });
+    let mut c = config(7, 1);
+    c.snapshot_retries = 2;
+    let transport = GrpcTransport::new(c, resolver.clone(), rt.handle().clone());
+    let root = tempfile::tempdir().unwrap();
+    let (dir, _) = snapshot_dir(root.path(), 100);
+    assert_eq!(
+        transport.send_snapshot(snapshot_message(2), &dir),
+        Err(TransportError::Unreachable(StoreId(2)))
+    );
+    assert_eq!(
+        resolver.lookups.load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
+    // A refusal that another attempt cannot change is not retried.
+    let refusing = Server::start(
+        config(7, 2),
+        Arc::new(Recorder {
+            refuse_snapshots: true,
+            ..Default::default()
+        }),
+    );
+    let resolver = Arc::new(CountingResolver {
+        address: refusing.addr.to_string(),
+        lookups: Default::default(),
+    });
+    let mut c = config(7, 1);
+    c.snapshot_retries = 2;
+    let transport = GrpcTransport::new(c, resolver.clone(), rt.handle().clone());
+    assert!(matches!(
+        transport.send_snapshot(snapshot_message(2), &dir),
+        Err(TransportError::SnapshotRefused { .. })
+    ));
+    assert_eq!(
+        resolver.lookups.load(std::sync::atomic::Ordering::SeqCst),
+        1
     );
 }
 
@@ -538,12 +609,29 @@ fn snapshots_beyond_the_receive_limit_are_refused_while_one_is_taken() {
     });
     let busy = raw_snapshot_call(&rt, addr, 7, vec![chunk(true, "meta", b"x")]).unwrap_err();
     assert_eq!(busy.code(), tonic::Code::ResourceExhausted);
+    // A store's own send meets the same refusal and retries until the slot is free.
+    let mut sender_config = config(7, 1);
+    sender_config.snapshot_retries = 20;
+    let transport = transport_to(&rt, sender_config, &[(2, addr)]);
+    let root = tempfile::tempdir().unwrap();
+    let (dir, files) = snapshot_dir(root.path(), 100);
+    let retried = std::thread::spawn(move || transport.send_snapshot(snapshot_message(2), &dir));
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(
+        recorder.snapshots.lock().len(),
+        0,
+        "refused while the slot is held"
+    );
     drop(hold_tx);
     rt.block_on(open)
         .unwrap()
         .expect("the held snapshot completes");
+    retried.join().unwrap().expect("the retry got the slot");
+    let got = recorder.snapshots.lock().clone();
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().any(|(_, _, received)| *received == files));
     raw_snapshot_call(&rt, addr, 7, vec![chunk(true, "meta", b"y")]).expect("a slot again");
-    assert_eq!(recorder.snapshots.lock().len(), 2);
+    assert_eq!(recorder.snapshots.lock().len(), 3);
 }
 
 fn put(key: &str, value: &str) -> WriteCommand {

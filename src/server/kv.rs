@@ -51,6 +51,19 @@ impl KvService {
             .await
     }
 
+    /// One operation whose response says nothing but whether it was done.
+    async fn write_one<T: RegionFailure>(
+        &self,
+        context: Option<kvpb::Context>,
+        operation: op::Op,
+    ) -> Result<Response<T>, Status> {
+        respond(
+            self.write(context, vec![op(operation)])
+                .await
+                .map(|_| T::default()),
+        )
+    }
+
     async fn read(
         &self,
         context: Option<kvpb::Context>,
@@ -191,15 +204,11 @@ impl Kv for KvService {
         request: Request<kvpb::PutRequest>,
     ) -> Result<Response<kvpb::PutResponse>, Status> {
         let r = request.into_inner();
-        let put = op(op::Op::Put(commandpb::Put {
+        let put = op::Op::Put(commandpb::Put {
             key: r.key,
             value: r.value,
-        }));
-        respond(
-            self.write(r.context, vec![put])
-                .await
-                .map(|_| kvpb::PutResponse::default()),
-        )
+        });
+        self.write_one(r.context, put).await
     }
 
     async fn delete(
@@ -207,12 +216,8 @@ impl Kv for KvService {
         request: Request<kvpb::DeleteRequest>,
     ) -> Result<Response<kvpb::DeleteResponse>, Status> {
         let r = request.into_inner();
-        let delete = op(op::Op::Delete(commandpb::Delete { key: r.key }));
-        respond(
-            self.write(r.context, vec![delete])
-                .await
-                .map(|_| kvpb::DeleteResponse::default()),
-        )
+        let delete = op::Op::Delete(commandpb::Delete { key: r.key });
+        self.write_one(r.context, delete).await
     }
 
     async fn delete_range(
@@ -220,15 +225,11 @@ impl Kv for KvService {
         request: Request<kvpb::DeleteRangeRequest>,
     ) -> Result<Response<kvpb::DeleteRangeResponse>, Status> {
         let r = request.into_inner();
-        let delete = op(op::Op::DeleteRange(commandpb::DeleteRange {
+        let delete = op::Op::DeleteRange(commandpb::DeleteRange {
             start_key: r.start_key,
             end_key: r.end_key,
-        }));
-        respond(
-            self.write(r.context, vec![delete])
-                .await
-                .map(|_| kvpb::DeleteRangeResponse::default()),
-        )
+        });
+        self.write_one(r.context, delete).await
     }
 
     async fn scan(

@@ -179,7 +179,7 @@ impl Transport for GrpcTransport {
                     tracing::info!(to = %to, error = %e, attempt, "snapshot send failed, retrying");
                     attempt += 1;
                     std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(inner.config.max_backoff);
+                    backoff = next_backoff(backoff, inner.config.max_backoff);
                 }
                 Err(e) => {
                     metrics::counter!("flotilla_transport_snapshots_total", "dir" => "sent", "outcome" => "failed")
@@ -260,14 +260,11 @@ async fn run_link(
                 }
                 tracing::info!(to = %to, %reason, retry_in = ?backoff, "store link down");
                 // Whatever waited for the broken stream is stale by the time one reopens.
-                let mut stale = 0u64;
-                while rx.try_recv().is_ok() {
-                    stale += 1;
-                }
+                let stale = std::iter::from_fn(|| rx.try_recv().ok()).count();
                 metrics::counter!("flotilla_transport_dropped_batches_total", "reason" => "broken")
-                    .increment(stale);
+                    .increment(stale as u64);
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(config.max_backoff);
+                backoff = next_backoff(backoff, config.max_backoff);
                 if rx.is_closed() {
                     return;
                 }
@@ -338,6 +335,37 @@ async fn stream_once(
                     }
                 }
             }
+        }
+    }
+}
+
+/// The wait after another failure: twice the last, up to `max`.
+fn next_backoff(last: Duration, max: Duration) -> Duration {
+    (last * 2).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_bound() {
+        let max = Duration::from_millis(500);
+        assert_eq!(
+            next_backoff(Duration::from_millis(100), max),
+            Duration::from_millis(200)
+        );
+        assert_eq!(next_backoff(Duration::from_millis(300), max), max);
+        assert_eq!(next_backoff(max, max), max);
+    }
+
+    #[test]
+    fn a_link_state_reads_back_as_stored() {
+        let cell = AtomicU8::new(0);
+        assert_eq!(LinkState::load(&cell), LinkState::Connecting);
+        for state in [LinkState::Up, LinkState::Down, LinkState::Connecting] {
+            state.store(&cell);
+            assert_eq!(LinkState::load(&cell), state);
         }
     }
 }

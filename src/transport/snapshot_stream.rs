@@ -79,16 +79,16 @@ impl RateLimiter {
 
     /// Blocks until `bytes` may go.
     fn take(&self, bytes: usize) {
-        let start = {
-            let mut next = self.next_free.lock();
-            let start = (*next).max(Instant::now());
-            *next = start + Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec as f64);
-            start
-        };
+        std::thread::sleep(self.reserve(bytes));
+    }
+
+    /// Reserves the next free slot for `bytes`; how long until it starts.
+    fn reserve(&self, bytes: usize) -> Duration {
         let now = Instant::now();
-        if start > now {
-            std::thread::sleep(start - now);
-        }
+        let mut next = self.next_free.lock();
+        let start = (*next).max(now);
+        *next = start + Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec as f64);
+        start - now
     }
 }
 
@@ -294,6 +294,24 @@ impl StagedFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rate_limiter_spaces_chunks_by_their_length() {
+        let limiter = RateLimiter::new(1000);
+        assert_eq!(
+            limiter.reserve(500),
+            Duration::ZERO,
+            "the first goes at once"
+        );
+        // The next waits for the first's half second (less the moment between the calls).
+        let second = limiter.reserve(500);
+        assert!(
+            second > Duration::from_millis(450) && second <= Duration::from_millis(500),
+            "{second:?}"
+        );
+        let third = limiter.reserve(1);
+        assert!(third > Duration::from_millis(950), "{third:?}");
+    }
 
     #[test]
     fn only_plain_names_are_taken() {
