@@ -19,6 +19,9 @@ use crate::store::{ReadRequest, ReadResponse, ScanOrder, Store, WriteResponse};
 /// Pairs one scan returns at most, whatever it asks for.
 pub const DEFAULT_MAX_SCAN_PAIRS: usize = 10_000;
 
+/// The largest request the KV service decodes (tonic's default is 4 MiB).
+pub const MAX_REQUEST_BYTES: usize = 64 << 20;
+
 /// The KV service of one store.
 #[derive(Clone)]
 pub struct KvService {
@@ -35,9 +38,11 @@ impl KvService {
         }
     }
 
-    /// The service, ready to mount on a tonic server.
+    /// The service, ready to mount on a tonic server. It takes requests up to
+    /// `MAX_REQUEST_BYTES`, past the store's largest entry, so an oversized write is
+    /// answered with its typed `EntryTooLarge` rather than refused by the codec.
     pub fn into_server(self) -> KvServer<KvService> {
-        KvServer::new(self)
+        KvServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 
     async fn write(

@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
-use super::snapshot_stream::{self, RateLimiter, SendError};
+use super::snapshot_stream::{self, RateLimiter};
 use super::{CLUSTER_ID_HEADER, FROM_STORE_HEADER, GrpcTransportConfig, Resolve};
 use crate::StoreId;
 use crate::proto::transportpb::store_transport_client::StoreTransportClient;
@@ -21,6 +21,8 @@ use crate::proto::transportpb::{RaftMessage, RaftMessageBatch};
 use crate::store::{Transport, TransportError};
 
 /// Store-to-store gRPC, the sending side (see the module's documentation).
+/// `send_snapshot` blocks until the files are sent: call it from a plain thread (the
+/// store's snapshot worker does), never from inside an async runtime, where it refuses.
 #[derive(Clone)]
 pub struct GrpcTransport {
     inner: Arc<Inner>,
@@ -141,6 +143,14 @@ impl Transport for GrpcTransport {
 
     fn send_snapshot(&self, message: RaftMessage, files: &Path) -> Result<(), TransportError> {
         let to = StoreId(message.to_peer.map_or(0, |p| p.store_id));
+        if Handle::try_current().is_ok() {
+            // Blocking a runtime's thread on that runtime's own I/O can deadlock it.
+            return Err(TransportError::SnapshotRefused {
+                store: to,
+                reason: "send_snapshot blocks: call it from a thread outside any async runtime"
+                    .into(),
+            });
+        }
         let inner = &self.inner;
         let mut backoff = inner.config.min_backoff;
         let mut attempt = 0;
@@ -154,19 +164,7 @@ impl Transport for GrpcTransport {
                 &inner.snapshot_sends,
                 inner.snapshot_rate.clone(),
             );
-            // The store calls this from its snapshot worker thread; from inside a runtime
-            // (an embedder's own call) the wait moves to a thread of its own.
-            let result = if Handle::try_current().is_ok() {
-                std::thread::scope(|s| {
-                    s.spawn(|| inner.runtime.block_on(send))
-                        .join()
-                        .unwrap_or(Err(SendError::Files(std::io::Error::other(
-                            "the snapshot sender panicked",
-                        ))))
-                })
-            } else {
-                inner.runtime.block_on(send)
-            };
+            let result = inner.runtime.block_on(send);
             match result {
                 Ok(bytes) => {
                     metrics::counter!("flotilla_transport_snapshots_total", "dir" => "sent", "outcome" => "ok")
@@ -311,17 +309,21 @@ async fn stream_once(
         tokio::select! {
             biased;
             ended = &mut call => {
+                // A refusal (another cluster) is a failure to connect: it backs off as
+                // one, rather than retrying at the shortest wait forever.
+                let mut connected = true;
                 let reason = match ended {
                     Ok(Ok(_)) => "the store closed the stream".to_string(),
                     Ok(Err(status)) => {
                         if status.code() == tonic::Code::FailedPrecondition {
+                            connected = false;
                             tracing::warn!(to = %to, reason = status.message(), "store refused this store's stream");
                         }
                         format!("{}: {}", status.code(), status.message())
                     }
                     Err(e) => format!("stream task ended: {e}"),
                 };
-                return LinkEnd::Broken { connected: true, reason };
+                return LinkEnd::Broken { connected, reason };
             }
             next = rx.recv() => match next {
                 None => {

@@ -26,7 +26,7 @@ struct Inner {
     config: GrpcTransportConfig,
     receiver: Arc<dyn BatchReceiver>,
     staging: PathBuf,
-    receives: Semaphore,
+    receives: Arc<Semaphore>,
     next_stage: AtomicU64,
 }
 
@@ -45,7 +45,7 @@ impl TransportService {
             Err(e) => return Err(e),
         }
         std::fs::create_dir_all(&staging)?;
-        let receives = Semaphore::new(config.max_snapshot_receives.max(1));
+        let receives = Arc::new(Semaphore::new(config.max_snapshot_receives.max(1)));
         Ok(TransportService {
             inner: Arc::new(Inner {
                 config,
@@ -110,9 +110,14 @@ impl StoreTransport for TransportService {
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<SnapshotDone>, Status> {
         self.caller(request.metadata())?;
-        let _slot = self.inner.receives.try_acquire().map_err(|_| {
-            Status::resource_exhausted("this store takes no more snapshots at the moment")
-        })?;
+        let slot = self
+            .inner
+            .receives
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                Status::resource_exhausted("this store takes no more snapshots at the moment")
+            })?;
         let mut stream = request.into_inner();
         let first = stream
             .message()
@@ -135,22 +140,30 @@ impl StoreTransport for TransportService {
         );
         let dir = stage.0.join(&dir_name);
         let mut staged = blocking(move || StagedFiles::create(dir)).await?;
-        let mut chunk = Some(first);
-        while let Some(c) = chunk {
-            staged = blocking(move || staged.take(&c.file_name, &c.data).map(|()| staged)).await?;
-            chunk = stream.message().await?;
+        let mut chunk = first;
+        while !chunk.done {
+            staged = blocking(move || staged.take(&chunk.file_name, &chunk.data).map(|()| staged))
+                .await?;
+            chunk = stream.message().await?.ok_or_else(|| {
+                Status::invalid_argument("the snapshot stream ended before its last chunk")
+            })?;
         }
         let (dir, bytes) = blocking(move || staged.finish()).await?;
         let receiver = self.inner.receiver.clone();
-        tokio::task::spawn_blocking(move || receiver.receive_snapshot(message, &dir))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::invalid_argument(format!("snapshot not taken: {e}")))?;
+        // The staging and the receive slot go with the copy: a caller hanging up while
+        // the store copies the files removes neither under it.
+        tokio::task::spawn_blocking(move || {
+            let taken = receiver.receive_snapshot(message, &dir);
+            drop((stage, slot));
+            taken
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::invalid_argument(format!("snapshot not taken: {e}")))?;
         metrics::counter!("flotilla_transport_snapshots_total", "dir" => "received", "outcome" => "ok")
             .increment(1);
         metrics::counter!("flotilla_transport_snapshot_bytes_total", "dir" => "received")
             .increment(bytes);
-        drop(stage);
         Ok(Response::new(SnapshotDone {}))
     }
 }

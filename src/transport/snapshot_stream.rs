@@ -79,12 +79,11 @@ impl RateLimiter {
 
     /// Blocks until `bytes` may go.
     fn take(&self, bytes: usize) {
-        std::thread::sleep(self.reserve(bytes));
+        std::thread::sleep(self.reserve(bytes, Instant::now()));
     }
 
-    /// Reserves the next free slot for `bytes`; how long until it starts.
-    fn reserve(&self, bytes: usize) -> Duration {
-        let now = Instant::now();
+    /// Reserves the next free slot for `bytes`; how long after `now` it starts.
+    fn reserve(&self, bytes: usize, now: Instant) -> Duration {
         let mut next = self.next_free.lock();
         let start = (*next).max(now);
         *next = start + Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec as f64);
@@ -141,8 +140,8 @@ pub(super) async fn send(
     let read = reader
         .await
         .map_err(|e| SendError::Files(std::io::Error::other(e.to_string())))?;
-    // A file that could not be read ends the stream early: the store's refusal of the
-    // short snapshot says less than the read error.
+    // A file that could not be read ends the stream without its `done` chunk, which the
+    // receiver refuses; the read error says more than that refusal.
     let bytes = read.map_err(SendError::Files)?;
     answer.map_err(SendError::Status)?;
     Ok(bytes)
@@ -185,6 +184,7 @@ fn read_chunks(
                 dir_name: dir_name.unwrap_or_default(),
                 file_name: file_name.clone(),
                 data: Bytes::copy_from_slice(&buf[..n]),
+                done: false,
             };
             if tx.blocking_send(chunk).is_err() {
                 return Ok(sent);
@@ -195,6 +195,12 @@ fn read_chunks(
             }
         }
     }
+    let done = SnapshotChunk {
+        done: true,
+        ..Default::default()
+    };
+    // A receiver gone by now has answered the call: its answer says why.
+    let _ = tx.blocking_send(done);
     Ok(sent)
 }
 
@@ -241,7 +247,7 @@ pub(super) fn check_name(name: &str) -> Result<&str, StageError> {
 pub(super) struct StagedFiles {
     dir: PathBuf,
     current: Option<(String, File)>,
-    done: Vec<String>,
+    done: std::collections::HashSet<String>,
     bytes: u64,
 }
 
@@ -253,7 +259,7 @@ impl StagedFiles {
         Ok(StagedFiles {
             dir,
             current: None,
-            done: Vec::new(),
+            done: Default::default(),
             bytes: 0,
         })
     }
@@ -266,11 +272,11 @@ impl StagedFiles {
             .is_some_and(|(name, _)| name == file_name);
         if !same {
             let name = check_name(file_name)?;
-            if self.done.iter().any(|d| d == name) {
+            if self.done.contains(name) {
                 return Err(StageError::Invalid(format!("file {name:?} sent twice")));
             }
             if let Some((finished, _)) = self.current.take() {
-                self.done.push(finished);
+                self.done.insert(finished);
             }
             let file = File::create_new(self.dir.join(name))?;
             self.current = Some((name.to_string(), file));
@@ -298,19 +304,18 @@ mod tests {
     #[test]
     fn the_rate_limiter_spaces_chunks_by_their_length() {
         let limiter = RateLimiter::new(1000);
+        let now = Instant::now() + Duration::from_secs(1);
         assert_eq!(
-            limiter.reserve(500),
+            limiter.reserve(500, now),
             Duration::ZERO,
             "the first goes at once"
         );
-        // The next waits for the first's half second (less the moment between the calls).
-        let second = limiter.reserve(500);
-        assert!(
-            second > Duration::from_millis(450) && second <= Duration::from_millis(500),
-            "{second:?}"
-        );
-        let third = limiter.reserve(1);
-        assert!(third > Duration::from_millis(950), "{third:?}");
+        // The next waits for the first's half second.
+        assert_eq!(limiter.reserve(500, now), Duration::from_millis(500));
+        assert_eq!(limiter.reserve(1, now), Duration::from_secs(1));
+        // Once its slots have passed, the next goes at once again.
+        let later = now + Duration::from_secs(5);
+        assert_eq!(limiter.reserve(1, later), Duration::ZERO);
     }
 
     #[test]
