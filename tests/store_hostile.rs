@@ -372,21 +372,51 @@ fn a_snapshot_for_another_store_is_refused() {
     let c = Cluster::start(3);
     let region = c.wait_leader(FIRST_REGION).region;
     let root = tempfile::tempdir().unwrap();
-    snapshot::generate(&MemKvEngine::new().view(), &region, 1, 5, root.path(), 512).unwrap();
+    let meta =
+        snapshot::generate(&MemKvEngine::new().view(), &region, 1, 5, root.path(), 512).unwrap();
     let files = snapshot::snapshot_dir(root.path(), FIRST_REGION, 1, 5);
-    // No Raft message inside: only the files' journey is under test.
-    let to = |store: u64| RaftMessage {
+    let summary = snapshot::summary(&meta);
+    // A Raft message carrying nothing but the summary: only the files' journey is under
+    // test (no peer sends it, so it goes no further than the store).
+    let to = |store: u64, summary: &flotilla::proto::storagepb::SnapshotSummary| RaftMessage {
         region_id: FIRST_REGION.get(),
         to_peer: Some(Peer {
             id: store,
             store_id: store,
             role: 0,
         }),
+        message: Some(Message {
+            snapshot: Some(flotilla::proto::raftpb::Snapshot {
+                data: prost::Message::encode_to_vec(summary).into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let receiver = c.store(StoreId(1)).receiver();
-    assert!(receiver.receive_snapshot(to(2), &files).is_err());
-    receiver.receive_snapshot(to(1), &files).unwrap();
+    assert!(receiver.receive_snapshot(to(2, &summary), &files).is_err());
+    // Files that are not what the summary describes are refused too (the core would take
+    // the snapshot, and installing it would stop the store).
+    let mut other = summary.clone();
+    other.checksum ^= 1;
+    assert!(receiver.receive_snapshot(to(1, &other), &files).is_err());
+    let mut misnamed = summary.clone();
+    misnamed.index += 1;
+    assert!(receiver.receive_snapshot(to(1, &misnamed), &files).is_err());
+    assert!(
+        receiver
+            .receive_snapshot(
+                RaftMessage {
+                    message: None,
+                    ..to(1, &summary)
+                },
+                &files
+            )
+            .is_err(),
+        "no summary"
+    );
+    receiver.receive_snapshot(to(1, &summary), &files).unwrap();
     c.must_put(FIRST_REGION, b"k", b"v");
 }
 

@@ -15,6 +15,9 @@ use super::peer::PeerFsm;
 use super::store_fsm::StoreFsm;
 use super::transport::{BatchReceiver, Direction, count_traffic, unfold};
 use super::wal_writer::{Persisted, WriteNotifier};
+use prost::Message as _;
+
+use crate::proto::storagepb::SnapshotSummary;
 use crate::proto::transportpb::{RaftMessage, RaftMessageBatch};
 use crate::storage::snapshot;
 use crate::{PeerId, RegionId, StoreId};
@@ -238,6 +241,27 @@ impl BatchReceiver for StoreReceiver {
                 "a snapshot for a peer on another store",
             ));
         }
+        // The files must be the snapshot the message's summary describes, under the name
+        // the summary gives them: the core takes the snapshot before it is installed,
+        // and one that then fails to install stops the store.
+        let summary = message
+            .message
+            .as_ref()
+            .and_then(|m| m.snapshot.as_ref())
+            .and_then(|s| SnapshotSummary::decode(s.data.clone()).ok())
+            .ok_or_else(|| std::io::Error::other("a snapshot message without its summary"))?;
+        let expected = snapshot::snapshot_dir(
+            &self.received,
+            RegionId(message.region_id),
+            summary.term,
+            summary.index,
+        );
+        if files.file_name() != expected.file_name() {
+            return Err(std::io::Error::other(
+                "snapshot files named otherwise than their summary",
+            ));
+        }
+        snapshot::verify(files, &summary).map_err(std::io::Error::other)?;
         std::fs::create_dir_all(&self.received)?;
         snapshot::receive(files, &self.received).map_err(std::io::Error::other)?;
         if let Some(from) = message.from_peer {
