@@ -15,7 +15,7 @@ use crate::region::RegionError;
 use crate::store::{Liveness, PeerChange, RegionStatus, Store};
 use crate::{PeerId, RegionId};
 
-use super::kv::routed;
+use super::answer::{respond, routed};
 
 /// The admin service of one store.
 #[derive(Clone)]
@@ -58,10 +58,6 @@ fn info(st: RegionStatus) -> adminpb::RegionInfo {
     }
 }
 
-fn region_error(e: &RegionError) -> Option<crate::proto::kvpb::RegionError> {
-    Some(e.into())
-}
-
 fn peer_change(change: adminpb::PeerChange) -> Result<PeerChange, RegionError> {
     let invalid = |reason: &str| RegionError::InvalidRequest {
         reason: reason.to_string(),
@@ -100,17 +96,15 @@ impl Admin for AdminService {
         request: Request<adminpb::ShowRegionRequest>,
     ) -> Result<Response<adminpb::ShowRegionResponse>, Status> {
         let region = RegionId(request.into_inner().region_id);
-        let response = match self.store.region_status(region).await {
-            Ok(st) => adminpb::ShowRegionResponse {
-                region_error: None,
-                info: Some(info(st)),
-            },
-            Err(e) => adminpb::ShowRegionResponse {
-                region_error: region_error(&e),
-                info: None,
-            },
-        };
-        Ok(Response::new(response))
+        respond(
+            self.store
+                .region_status(region)
+                .await
+                .map(|st| adminpb::ShowRegionResponse {
+                    region_error: None,
+                    info: Some(info(st)),
+                }),
+        )
     }
 
     async fn store_status(
@@ -166,15 +160,9 @@ impl Admin for AdminService {
             Ok((region, epoch)) => self.store.split(region, epoch, splits).await,
             Err(e) => Err(e),
         };
-        Ok(Response::new(match result {
-            Ok(split) => adminpb::SplitResponse {
-                region_error: None,
-                regions: split.regions,
-            },
-            Err(e) => adminpb::SplitResponse {
-                region_error: region_error(&e),
-                regions: Vec::new(),
-            },
+        respond(result.map(|split| adminpb::SplitResponse {
+            region_error: None,
+            regions: split.regions,
         }))
     }
 
@@ -191,9 +179,7 @@ impl Admin for AdminService {
             }
             Err(e) => Err(e),
         };
-        Ok(Response::new(adminpb::TransferLeaderResponse {
-            region_error: result.err().as_ref().and_then(region_error),
-        }))
+        respond(result.map(|()| adminpb::TransferLeaderResponse::default()))
     }
 
     async fn change_peers(
@@ -209,15 +195,9 @@ impl Admin for AdminService {
             }
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
-        Ok(Response::new(match result {
-            Ok(changed) => adminpb::ChangePeersResponse {
-                region_error: None,
-                region: Some(changed.region),
-            },
-            Err(e) => adminpb::ChangePeersResponse {
-                region_error: region_error(&e),
-                region: None,
-            },
+        respond(result.map(|changed| adminpb::ChangePeersResponse {
+            region_error: None,
+            region: Some(changed.region),
         }))
     }
 

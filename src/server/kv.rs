@@ -11,10 +11,12 @@ use crate::RegionId;
 use crate::proto::commandpb::{self, WriteCommand, op};
 use crate::proto::kvpb::kv_server::{Kv, KvServer};
 use crate::proto::kvpb::{self, op_result};
-use crate::proto::metapb::{Region, RegionEpoch};
+use crate::proto::metapb::Region;
 use crate::region::RegionError;
 use crate::store::apply::eval::OpOutcome;
 use crate::store::{ReadRequest, ReadResponse, ScanOrder, Store, WriteResponse};
+
+use super::answer::{RegionFailure, respond, routed};
 
 /// Pairs one scan returns at most, whatever it asks for.
 pub const DEFAULT_MAX_SCAN_PAIRS: usize = 10_000;
@@ -92,20 +94,6 @@ impl KvService {
     }
 }
 
-/// Where a request was routed; a request without it is malformed.
-pub(super) fn routed(
-    context: Option<kvpb::Context>,
-) -> Result<(RegionId, RegionEpoch), RegionError> {
-    let invalid = |what: &str| RegionError::InvalidRequest {
-        reason: format!("the request has no {what}"),
-    };
-    let context = context.ok_or_else(|| invalid("context"))?;
-    let epoch = context
-        .region_epoch
-        .ok_or_else(|| invalid("region_epoch"))?;
-    Ok((RegionId(context.region_id), epoch))
-}
-
 fn op(op: op::Op) -> commandpb::Op {
     commandpb::Op { op: Some(op) }
 }
@@ -123,42 +111,6 @@ fn mismatched(asked: &str) -> Status {
     Status::internal(format!(
         "the store answered a {asked} with another kind of response"
     ))
-}
-
-/// A response that can carry a region error in place of its result.
-trait RegionFailure: Default {
-    fn failed(error: &RegionError) -> Self;
-}
-
-macro_rules! region_failure {
-    ($($response:ty),* $(,)?) => {
-        $(impl RegionFailure for $response {
-            // Some responses hold nothing but the error: the update is then empty.
-            #[allow(clippy::needless_update)]
-            fn failed(error: &RegionError) -> Self {
-                Self {
-                    region_error: Some(error.into()),
-                    ..Default::default()
-                }
-            }
-        })*
-    };
-}
-
-region_failure!(
-    kvpb::GetResponse,
-    kvpb::BatchGetResponse,
-    kvpb::PutResponse,
-    kvpb::DeleteResponse,
-    kvpb::DeleteRangeResponse,
-    kvpb::ScanResponse,
-    kvpb::BatchWriteResponse,
-    kvpb::CompareAndSwapResponse,
-);
-
-/// The response, or its region error in its place.
-fn respond<T: RegionFailure>(result: Result<T, RegionError>) -> Result<Response<T>, Status> {
-    Ok(Response::new(result.unwrap_or_else(|e| T::failed(&e))))
 }
 
 #[tonic::async_trait]
@@ -387,30 +339,5 @@ mod tests {
         let unbounded = region(b"m", b"");
         assert!(overlaps(&unbounded, b"z", b""));
         assert!(!overlaps(&unbounded, b"a", b"m"));
-    }
-
-    #[test]
-    fn a_request_without_its_routing_is_invalid() {
-        assert!(matches!(
-            routed(None),
-            Err(RegionError::InvalidRequest { .. })
-        ));
-        let no_epoch = kvpb::Context {
-            region_id: 1,
-            region_epoch: None,
-        };
-        assert!(matches!(
-            routed(Some(no_epoch)),
-            Err(RegionError::InvalidRequest { .. })
-        ));
-        let epoch = RegionEpoch {
-            conf_ver: 1,
-            version: 2,
-        };
-        let ok = kvpb::Context {
-            region_id: 3,
-            region_epoch: Some(epoch),
-        };
-        assert_eq!(routed(Some(ok)), Ok((RegionId(3), epoch)));
     }
 }

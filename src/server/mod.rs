@@ -9,6 +9,7 @@
 //! `flotilla server` command.
 
 mod admin;
+mod answer;
 mod kv;
 
 pub use admin::AdminService;
