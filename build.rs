@@ -42,7 +42,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The client APIs: served by src/server, called by src/client. Compiled together:
     // tonic generates the services of every file it is given, imported ones included,
     // so admin.proto alone would rewrite kv.proto's module with its service only.
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
+        // Served by gRPC reflection, so grpcurl needs no .proto files.
+        .file_descriptor_set_path(out_dir.join("client_api_descriptor.bin"))
         .extern_path(".metapb", "crate::proto::metapb")
         .extern_path(".commandpb", "crate::proto::commandpb")
         // Keys and values go to and from the store without a copy.

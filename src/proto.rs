@@ -47,3 +47,8 @@ pub mod adminpb {
     //! membership changes (proto/admin.proto).
     include!(concat!(env!("OUT_DIR"), "/adminpb.rs"));
 }
+
+/// The encoded descriptors of kv.proto and admin.proto and the files they import, which
+/// the server's gRPC reflection serves.
+pub const CLIENT_API_DESCRIPTOR: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/client_api_descriptor.bin"));

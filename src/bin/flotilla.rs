@@ -1,10 +1,13 @@
-//! The flotilla command line. Today it runs the Raft core's randomized simulator; the
-//! server, playground, ctl and bench subcommands arrive with the store runtime.
+//! The flotilla command line: `server` runs one store, `playground` a whole cluster in
+//! one process, `sim` the Raft core's randomized simulator.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use flotilla::server::playground::{Playground, PlaygroundOptions};
+use flotilla::server::{Node, ServerConfig};
 use flotilla::testkit::raft_sim::{SimOptions, run};
 
 #[derive(Parser)]
@@ -20,6 +23,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run one store: its gRPC KV, admin and transport services and its status HTTP
+    /// server (/metrics, /status, /health), until SIGTERM or Ctrl-C.
+    Server(ServerArgs),
+    /// Run a whole cluster in this process on 127.0.0.1 — its key space split into regions
+    /// — and print how to reach it; serve until Ctrl-C.
+    Playground {
+        /// Stores in the cluster.
+        #[arg(long, default_value_t = 3)]
+        stores: usize,
+        /// Regions the key space is split into at start.
+        #[arg(long, default_value_t = 16)]
+        regions: usize,
+        /// Keep the data here (`store-<id>` each) instead of a temporary directory, so a
+        /// later playground resumes it.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The log filter.
+        #[arg(long, default_value = "warn")]
+        log_level: String,
+    },
     /// Run the randomized simulator of one Raft group over many seeds, checking safety
     /// invariants after every step.
     Sim {
@@ -35,14 +58,224 @@ enum Command {
     },
 }
 
+/// `flotilla server`: the configuration file, then these flags over it.
+#[derive(Args)]
+struct ServerArgs {
+    /// A TOML configuration file (every field optional; see the README's reference).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the configuration in effect as TOML, defaults included, and exit.
+    #[arg(long)]
+    print_config: bool,
+    #[arg(long)]
+    cluster_id: Option<u64>,
+    #[arg(long)]
+    store_id: Option<u64>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The gRPC address to listen on (IP:port).
+    #[arg(long)]
+    listen_addr: Option<String>,
+    /// The address peers and clients are told to use (host:port).
+    #[arg(long)]
+    advertise_addr: Option<String>,
+    /// The status HTTP address (IP:port).
+    #[arg(long)]
+    status_addr: Option<String>,
+    /// The stores starting the cluster: `1=host:port,2=host:port,3=host:port`.
+    #[arg(long)]
+    initial_stores: Option<String>,
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+impl ServerArgs {
+    fn config(self) -> Result<ServerConfig, flotilla::server::ConfigError> {
+        let mut c = match &self.config {
+            Some(path) => ServerConfig::from_file(path)?,
+            None => ServerConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => {$(
+                if let Some(v) = self.$field {
+                    c.$field = v;
+                }
+            )*};
+        }
+        set!(
+            cluster_id,
+            store_id,
+            data_dir,
+            listen_addr,
+            advertise_addr,
+            status_addr,
+            initial_stores,
+            log_level
+        );
+        Ok(c)
+    }
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Server(args) => serve(args),
+        Command::Playground {
+            stores,
+            regions,
+            data_dir,
+            log_level,
+        } => playground(stores, regions, data_dir, &log_level),
         Command::Sim {
             seeds,
             first_seed,
             steps,
         } => simulate(seeds, first_seed, steps),
     }
+}
+
+fn init_logs(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Blocks until SIGTERM or SIGINT (Ctrl-C); a second one exits the process at once.
+fn wait_for_signal() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let watcher = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot watch for signals: {e}");
+                    return;
+                }
+            };
+            runtime.block_on(async {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut term), Ok(mut int)) = (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::interrupt()),
+                ) else {
+                    eprintln!("cannot watch for signals");
+                    return;
+                };
+                for n in 0.. {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                    if n > 0 {
+                        eprintln!("second signal: exiting now");
+                        std::process::exit(130);
+                    }
+                    let _ = tx.send(());
+                }
+            });
+        });
+    if watcher.is_err() || rx.recv().is_err() {
+        eprintln!("cannot watch for signals: stopping");
+    }
+}
+
+fn serve(args: ServerArgs) -> ExitCode {
+    let print = args.print_config;
+    let config = match args.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("flotilla server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if print {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    let config = match config.check() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("flotilla server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logs(&config.config().log_level);
+    let node = match Node::start(config) {
+        Ok(node) => node,
+        Err(e) => {
+            eprintln!("flotilla server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "flotilla store {} serving gRPC on {}, status on http://{}",
+        node.store().id(),
+        node.grpc_addr(),
+        node.status_addr()
+    );
+    wait_for_signal();
+    eprintln!("shutting down (a second signal exits at once)");
+    node.shutdown();
+    ExitCode::SUCCESS
+}
+
+fn playground(
+    stores: usize,
+    regions: usize,
+    data_dir: Option<PathBuf>,
+    log_level: &str,
+) -> ExitCode {
+    init_logs(log_level);
+    let started = Instant::now();
+    let playground = match Playground::start(PlaygroundOptions {
+        stores,
+        regions,
+        data_dir,
+        ..PlaygroundOptions::default()
+    }) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("flotilla playground: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let endpoints = playground.endpoints();
+    println!(
+        "flotilla playground: {stores} stores, {regions} regions, up in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    println!("  data       {}", playground.data_dir().display());
+    for node in playground.nodes() {
+        println!(
+            "  store {}    gRPC {}   status http://{}/status   metrics http://{}/metrics",
+            node.store().id(),
+            node.grpc_addr(),
+            node.status_addr(),
+            node.status_addr()
+        );
+    }
+    let first = &endpoints[0];
+    println!();
+    println!("try (grpcurl finds the services by reflection):");
+    println!("  grpcurl -plaintext {first} list");
+    // Keys are bytes: JSON carries them in base64 ("aGVsbG8=" is "hello").
+    println!("  grpcurl -plaintext -d '{{\"key\":\"aGVsbG8=\"}}' {first} kvpb.Kv/Route");
+    println!(
+        "  curl http://{}/status",
+        playground.nodes()[0].status_addr()
+    );
+    println!();
+    println!("serving until Ctrl-C");
+    wait_for_signal();
+    eprintln!("shutting down (a second signal exits at once)");
+    playground.shutdown();
+    ExitCode::SUCCESS
 }
 
 fn simulate(seeds: u64, first_seed: u64, steps: usize) -> ExitCode {

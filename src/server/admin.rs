@@ -16,6 +16,7 @@ use crate::store::{Liveness, PeerChange, RegionStatus, Store};
 use crate::{PeerId, RegionId};
 
 use super::answer::{respond, routed};
+use super::status::StoreSummary;
 
 /// The admin service of one store.
 #[derive(Clone)]
@@ -111,34 +112,25 @@ impl Admin for AdminService {
         &self,
         _: Request<adminpb::StoreStatusRequest>,
     ) -> Result<Response<adminpb::StoreStatusResponse>, Status> {
-        let regions = self.store.regions();
-        let mut leaders = 0;
-        let mut hibernated = 0;
-        for region in &regions {
-            if let Ok(st) = self.store.region_status(RegionId(region.id)).await {
-                leaders += u64::from(st.role == Role::Leader);
-                hibernated += u64::from(st.hibernated);
-            }
-        }
-        let peer_stores = self
-            .store
-            .peer_store_liveness()
-            .into_iter()
-            .map(|(store, liveness)| adminpb::PeerStore {
-                store_id: store.get(),
-                liveness: match liveness {
+        let summary = StoreSummary::of(&self.store).await;
+        let peer_stores = summary
+            .peer_stores
+            .iter()
+            .map(|p| adminpb::PeerStore {
+                store_id: p.store_id,
+                liveness: match p.liveness {
                     Liveness::Live => adminpb::Liveness::Live,
                     Liveness::Down => adminpb::Liveness::Down,
                 } as i32,
             })
             .collect();
         Ok(Response::new(adminpb::StoreStatusResponse {
-            store_id: self.store.id().get(),
-            regions: regions.len() as u64,
-            leaders,
-            hibernated,
+            store_id: summary.store_id,
+            regions: summary.regions,
+            leaders: summary.leaders,
+            hibernated: summary.hibernated,
             peer_stores,
-            failure: self.store.failure().unwrap_or_default(),
+            failure: summary.failure.unwrap_or_default(),
         }))
     }
 

@@ -11,8 +11,9 @@ use parking_lot::RwLock;
 
 use crate::StoreId;
 
-/// What this store believes of a peer store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What this store believes of a peer store (`live` or `down` in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Liveness {
     /// Heard from within the bound.
     Live,

@@ -107,10 +107,13 @@ enum Driver {
 /// One store: the regions it holds, and the API an embedding database uses.
 pub struct Store {
     shared: Arc<StoreShared>,
-    driver: Driver,
+    /// Locked only to step (stepped mode, through `&mut self`: no lock taken) and to stop.
+    driver: Mutex<Driver>,
+    /// Set first thing on shutdown: requests from then on are refused with `StoreStopping`.
+    stopped: AtomicBool,
     /// Kept so pollers made later can reach the writer; dropped on shutdown, which lets
     /// the writer see the end.
-    wal: Option<Sender<WriteTask>>,
+    wal: Mutex<Option<Sender<WriteTask>>>,
 }
 
 impl Store {
@@ -237,8 +240,9 @@ impl Store {
         };
         Ok(Store {
             shared,
-            driver,
-            wal: Some(wal_tx),
+            driver: Mutex::new(driver),
+            stopped: AtomicBool::new(false),
+            wal: Mutex::new(Some(wal_tx)),
         })
     }
 
@@ -398,11 +402,14 @@ impl Store {
     }
 
     fn send(&self, region: RegionId, msg: PeerMsg) {
-        if self.shared.fail_stop.is_tripped() || matches!(self.driver, Driver::Stopped) {
-            return msg.fail(RegionError::ProposalDropped {
+        let stopping = |msg: PeerMsg| {
+            msg.fail(RegionError::ProposalDropped {
                 region,
                 reason: DroppedReason::StoreStopping,
-            });
+            })
+        };
+        if self.shared.fail_stop.is_tripped() || self.stopped.load(Ordering::Acquire) {
+            return stopping(msg);
         }
         match self.shared.raft_router.try_send(region, msg) {
             Ok(()) => {}
@@ -410,13 +417,15 @@ impl Store {
                 reason: BusyReason::MailboxFull,
                 backoff: Duration::from_millis(50),
             }),
+            // A shutdown that began after the check above removes every region.
+            Err(SendError::Closed(msg)) if self.stopped.load(Ordering::Acquire) => stopping(msg),
             Err(SendError::Closed(msg)) => msg.fail(RegionError::RegionNotFound { region }),
         }
     }
 
     /// One batch of the raft pollers (stepped mode); `None` when the store runs threads.
     pub fn step_raft(&mut self) -> Option<PollOutcome> {
-        match &mut self.driver {
+        match self.driver.get_mut() {
             Driver::Stepped(s) => Some(s.raft.poll_once(Duration::ZERO)),
             _ => None,
         }
@@ -424,7 +433,7 @@ impl Store {
 
     /// One batch of the apply pollers (stepped mode).
     pub fn step_apply(&mut self) -> Option<PollOutcome> {
-        match &mut self.driver {
+        match self.driver.get_mut() {
             Driver::Stepped(s) => Some(s.apply.poll_once(Duration::ZERO)),
             _ => None,
         }
@@ -432,7 +441,7 @@ impl Store {
 
     /// One WAL write of whatever tasks are queued (stepped mode).
     pub fn step_wal(&mut self) -> Option<WriteOutcome> {
-        match &mut self.driver {
+        match self.driver.get_mut() {
             Driver::Stepped(s) => Some(s.wal.write_once(Duration::ZERO)),
             _ => None,
         }
@@ -440,7 +449,7 @@ impl Store {
 
     /// One task of the snapshot worker, if one is queued (stepped mode).
     pub fn step_snapshot(&mut self) -> Option<SnapshotWork> {
-        match &mut self.driver {
+        match self.driver.get_mut() {
             Driver::Stepped(s) => Some(s.snapshots.run_once(Duration::ZERO)),
             _ => None,
         }
@@ -493,13 +502,15 @@ impl Store {
 
     /// Stops the runtime: the timer, the pollers, then the WAL writer once every task
     /// queued is written. Requests still waiting are answered (`StoreStopping`, or
-    /// dropped unanswered when their command may already be in the log).
-    pub fn shutdown(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        match std::mem::replace(&mut self.driver, Driver::Stopped) {
+    /// dropped unanswered when their command may already be in the log), and so is every
+    /// request made after. Returns once every thread has ended; calling it again does
+    /// nothing. It takes `&self` so a server whose services share the store can stop it
+    /// while they still hold it.
+    pub fn shutdown(&self) {
+        self.stopped.store(true, Ordering::Release);
+        // Taken out of the lock first: stopping joins threads, which never take it.
+        let driver = std::mem::replace(&mut *self.driver.lock(), Driver::Stopped);
+        match driver {
             Driver::Threads(t) => {
                 t.stopping.store(true, Ordering::Release);
                 let _ = t.timer.join();
@@ -507,10 +518,10 @@ impl Store {
                 t.apply.shutdown();
                 let _ = t.snapshots.join();
                 // The pollers' senders are gone with them; the last one lets the writer end.
-                self.wal = None;
+                *self.wal.lock() = None;
                 let _ = t.wal.join();
             }
-            Driver::Stepped(_) => self.wal = None,
+            Driver::Stepped(_) => *self.wal.lock() = None,
             // Stopped already (`shutdown`, then `Drop`): nothing is left to do.
             Driver::Stopped => return,
         }
@@ -536,7 +547,7 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        self.stop();
+        self.shutdown();
     }
 }
 

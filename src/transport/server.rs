@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -20,6 +20,9 @@ use crate::store::BatchReceiver;
 #[derive(Clone)]
 pub struct TransportService {
     inner: Arc<Inner>,
+    /// Once it reads true (or its sender is gone), open batch streams end, so a server's
+    /// graceful shutdown is not held up by peers' never-ending streams.
+    closing: Option<watch::Receiver<bool>>,
 }
 
 struct Inner {
@@ -54,7 +57,15 @@ impl TransportService {
                 receives,
                 next_stage: AtomicU64::new(0),
             }),
+            closing: None,
         })
+    }
+
+    /// Ends every batch stream once `closing` reads true: the server is shutting down and
+    /// its peers should stop sending (they reconnect with backoff). Call before serving.
+    pub fn close_streams_on(mut self, closing: watch::Receiver<bool>) -> Self {
+        self.closing = Some(closing);
+        self
     }
 
     /// The service, ready to mount on a tonic server, with the configured message limit.
@@ -94,7 +105,13 @@ impl StoreTransport for TransportService {
     ) -> Result<Response<RaftDone>, Status> {
         let from = self.caller(request.metadata())?;
         let mut stream = request.into_inner();
-        while let Some(batch) = stream.message().await? {
+        let mut closing = self.closing.clone();
+        loop {
+            let batch = tokio::select! {
+                batch = stream.message() => batch?,
+                () = closed(&mut closing) => None,
+            };
+            let Some(batch) = batch else { break };
             if batch.from_store != from.get() {
                 // Forged or misrouted: the stream's caller speaks only for itself.
                 metrics::counter!("flotilla_transport_misrouted_batches_total").increment(1);
@@ -191,5 +208,15 @@ fn stage_status(e: StageError) -> Status {
     match e {
         StageError::Invalid(why) => Status::invalid_argument(why),
         StageError::Io(e) => Status::internal(format!("staging the snapshot: {e}")),
+    }
+}
+
+/// Resolves once `closing` reads true or its sender is gone; never without one.
+async fn closed(closing: &mut Option<watch::Receiver<bool>>) {
+    match closing {
+        Some(rx) => {
+            let _ = rx.wait_for(|&closing| closing).await;
+        }
+        None => std::future::pending().await,
     }
 }

@@ -1,0 +1,386 @@
+//! One running `flotilla server`: a store on disk engines, its gRPC server (the KV and
+//! admin services, store-to-store transport, reflection) and its status HTTP server, on an
+//! async runtime of its own; started from a checked configuration and stopped gracefully.
+//!
+//! The data directory holds `identity.toml` (cluster and store id, written before
+//! anything else), `raft/` (the raft log), `kv/` (the KV engine), `snap/` (snapshot
+//! files) and `incoming/` (snapshots being received). A directory of another cluster or
+//! store is refused, and so is one holding files but no identity.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::runtime::Runtime;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use super::config::{CheckedConfig, InitialStores};
+use super::status::{self, NodeInfo};
+use super::{AdminService, KvService};
+use crate::proto::metapb::{Peer, PeerRole, Region};
+use crate::storage::fjall_kv::FjallKvEngine;
+use crate::storage::kv::KvError;
+use crate::storage::raft_log::{LogError, RaftLogEngine};
+use crate::storage::region_meta::all_region_states;
+use crate::store::{BootstrapError, Engines, RunMode, Store, StoreError, bootstrap_region};
+use crate::transport::{GrpcTransport, StaticResolver, TransportService};
+
+/// The file naming the cluster and store a data directory belongs to.
+pub const IDENTITY_FILE: &str = "identity.toml";
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A file or directory of the data directory could not be read or written.
+    #[error("{path}: {what}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The data directory belongs to another cluster or store, or is not a store's.
+    #[error("data directory {dir}: {reason}")]
+    Identity {
+        /// The data directory.
+        dir: PathBuf,
+        /// What does not match.
+        reason: String,
+    },
+    /// An address could not be listened on.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The raft log would not open.
+    #[error("the raft log: {0}")]
+    Log(#[from] LogError),
+    /// The KV engine would not open.
+    #[error("the KV engine: {0}")]
+    Kv(#[from] KvError),
+    /// The first region could not be written.
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
+    /// The store would not open.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn io_error(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> NodeError {
+    let path = path.to_path_buf();
+    move |source| NodeError::Io { path, what, source }
+}
+
+/// What `identity.toml` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Identity {
+    cluster_id: u64,
+    store_id: u64,
+}
+
+/// Checks that `dir` belongs to `want`, or makes it so if it is new (missing or empty):
+/// the identity is written durably before any engine creates a file there.
+fn claim_data_dir(dir: &Path, want: Identity) -> Result<(), NodeError> {
+    let refuse = |reason: String| NodeError::Identity {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    let path = dir.join(IDENTITY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let found: Identity = toml::from_str(&text)
+                .map_err(|e| refuse(format!("{IDENTITY_FILE} is damaged: {e}")))?;
+            if found != want {
+                return Err(refuse(format!(
+                    "it belongs to store {} of cluster {}, not store {} of cluster {}",
+                    found.store_id, found.cluster_id, want.store_id, want.cluster_id
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(io_error(dir, "creating the data directory"))?;
+            let mut entries = std::fs::read_dir(dir).map_err(io_error(dir, "listing"))?;
+            if entries.next().is_some() {
+                return Err(refuse(format!(
+                    "it holds files but no {IDENTITY_FILE}: not a flotilla store's directory"
+                )));
+            }
+            let text = toml::to_string(&want).unwrap_or_default();
+            write_durably(&path, text.as_bytes())
+        }
+        Err(e) => Err(io_error(&path, "reading")(e)),
+    }
+}
+
+/// Writes a file whole or not at all: a temporary file, synced, renamed over, the
+/// directory synced.
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp).map_err(io_error(&tmp, "creating"))?;
+    file.write_all(bytes).map_err(io_error(&tmp, "writing"))?;
+    file.sync_all().map_err(io_error(&tmp, "syncing"))?;
+    std::fs::rename(&tmp, path).map_err(io_error(path, "renaming into place"))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir, "syncing"))
+}
+
+/// The cluster's first region: the whole key space, one voter on each initial store,
+/// its peer ids the store ids. Every initial store derives the same one from the same list.
+pub fn first_region(initial_stores: &InitialStores) -> Region {
+    Region {
+        id: 1,
+        start_key: Vec::new(),
+        end_key: Vec::new(),
+        epoch: None,
+        peers: initial_stores
+            .keys()
+            .map(|store| Peer {
+                id: store.get(),
+                store_id: store.get(),
+                role: PeerRole::Voter as i32,
+            })
+            .collect(),
+    }
+}
+
+/// A running server. Dropping it shuts it down as `shutdown` does.
+pub struct Node {
+    store: Arc<Store>,
+    runtime: Option<Runtime>,
+    grpc_addr: SocketAddr,
+    status_addr: SocketAddr,
+    closing: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, NodeError> {
+    std::net::TcpListener::bind(addr).map_err(|source| NodeError::Listen { addr, source })
+}
+
+impl Node {
+    /// Starts a node listening where its configuration says.
+    pub fn start(config: CheckedConfig) -> Result<Node, NodeError> {
+        let grpc = bind(config.listen_addr())?;
+        let status = bind(config.status_addr())?;
+        Node::start_on(config, grpc, status)
+    }
+
+    /// Starts a node on listeners already bound (a playground binds them first, to learn
+    /// the ports it lists as initial stores).
+    pub fn start_on(
+        config: CheckedConfig,
+        grpc: std::net::TcpListener,
+        status: std::net::TcpListener,
+    ) -> Result<Node, NodeError> {
+        let c = config.config();
+        let store_id = config.store_id();
+        let dir = c.data_dir.clone();
+        claim_data_dir(
+            &dir,
+            Identity {
+                cluster_id: c.cluster_id,
+                store_id: store_id.get(),
+            },
+        )?;
+        // Installed before the store records anything.
+        let _ = status::prometheus();
+        let engines = Engines::new(
+            Arc::new(RaftLogEngine::open(&config.raft_log_config())?),
+            Arc::new(FjallKvEngine::open(&config.kv_config())?),
+            dir.join("snap"),
+        );
+        // A store holding no region at all was never bootstrapped (a removed replica
+        // leaves a tombstone): the first region is written the same way on every initial
+        // store. Writing it is one durable batch, so a crash leaves it whole or absent.
+        if all_region_states(engines.kv.as_ref())?.is_empty() {
+            bootstrap_region(&engines, &first_region(config.initial_stores()))?;
+            tracing::info!(store = %store_id, "bootstrapped the first region");
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(c.pools.grpc_threads)
+            .thread_name(format!("grpc-{store_id}"))
+            .enable_all()
+            .build()
+            .map_err(io_error(&dir, "starting the async runtime"))?;
+        let advertise = if c.advertise_addr.is_empty() {
+            grpc.local_addr()
+                .map_err(io_error(&dir, "reading the listener's address"))?
+                .to_string()
+        } else {
+            c.advertise_addr.clone()
+        };
+        let mut addresses = config.initial_stores().clone();
+        addresses.insert(store_id, advertise.clone());
+        let resolver = Arc::new(StaticResolver::new(addresses));
+        let transport = GrpcTransport::new(
+            config.transport_config(),
+            resolver,
+            runtime.handle().clone(),
+        );
+        let store = Arc::new(Store::open(
+            config.store_config(),
+            engines,
+            Arc::new(transport),
+            RunMode::Threads,
+        )?);
+        let (closing, closing_rx) = watch::channel(false);
+        let incoming = dir.join("incoming");
+        let transport_service = TransportService::new(
+            config.transport_config(),
+            store.receiver(),
+            incoming.clone(),
+        )
+        .map_err(io_error(
+            &incoming,
+            "preparing the snapshot staging directory",
+        ))?
+        .close_streams_on(closing_rx.clone());
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::CLIENT_API_DESCRIPTOR)
+            .build_v1()
+            .map_err(|e| NodeError::Io {
+                path: dir.clone(),
+                what: "building the reflection service",
+                source: std::io::Error::other(e),
+            })?;
+        let grpc_addr = grpc
+            .local_addr()
+            .map_err(io_error(&dir, "reading the listener's address"))?;
+        let status_addr = status
+            .local_addr()
+            .map_err(io_error(&dir, "reading the listener's address"))?;
+        let _entered = runtime.enter();
+        let grpc = listener(grpc, grpc_addr)?;
+        let status = listener(status, status_addr)?;
+        let grpc_server = tonic::transport::Server::builder()
+            .add_service(transport_service.into_server())
+            .add_service(KvService::new(store.clone(), c.limits.max_scan_pairs).into_server())
+            .add_service(AdminService::new(store.clone()).into_server())
+            .add_service(reflection)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), closed(closing_rx.clone()));
+        let status_router = status::router(
+            store.clone(),
+            NodeInfo {
+                cluster_id: c.cluster_id,
+                advertise_addr: advertise,
+            },
+        );
+        let status_server =
+            axum::serve(status, status_router).with_graceful_shutdown(closed(closing_rx));
+        let servers = vec![
+            runtime.spawn(async move {
+                if let Err(e) = grpc_server.await {
+                    tracing::error!(error = %e, "the gRPC server failed");
+                }
+            }),
+            runtime.spawn(async move {
+                if let Err(e) = status_server.await {
+                    tracing::error!(error = %e, "the status server failed");
+                }
+            }),
+            // Histograms are summarized over a window the recorder rolls on upkeep.
+            runtime.spawn(async {
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    every.tick().await;
+                    if let Some(handle) = status::prometheus() {
+                        handle.run_upkeep();
+                    }
+                }
+            }),
+        ];
+        drop(_entered);
+        tracing::info!(store = %store_id, grpc = %grpc_addr, status = %status_addr, "serving");
+        Ok(Node {
+            store,
+            runtime: Some(runtime),
+            grpc_addr,
+            status_addr,
+            closing,
+            servers,
+            grace: config.shutdown_grace(),
+        })
+    }
+
+    /// The store this node runs.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The address the gRPC server listens on.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The address the status HTTP server listens on.
+    pub fn status_addr(&self) -> SocketAddr {
+        self.status_addr
+    }
+
+    /// Stops gracefully: no new connections or calls; calls in flight get up to the
+    /// configured grace to finish; then the store stops — requests still waiting are
+    /// answered with a typed error, the WAL writer writes what it was given, the KV engine
+    /// is made durable — and last the runtime, with every connection left.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
+        let _ = self.closing.send(true);
+        let servers = std::mem::take(&mut self.servers);
+        let grace = self.grace;
+        runtime.block_on(async move {
+            // The upkeep task never ends; the two servers end once their calls have.
+            let mut servers = servers.into_iter();
+            let (grpc, status) = (servers.next(), servers.next());
+            let _ = tokio::time::timeout(grace, async {
+                for server in [grpc, status].into_iter().flatten() {
+                    let _ = server.await;
+                }
+            })
+            .await;
+        });
+        // Outside the runtime: the store's snapshot worker blocks on it while it sends.
+        self.store.shutdown();
+        runtime.shutdown_timeout(Duration::from_secs(1));
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn listener(
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+) -> Result<tokio::net::TcpListener, NodeError> {
+    listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpListener::from_std(listener))
+        .map_err(|source| NodeError::Listen { addr, source })
+}
+
+/// Resolves once the node is closing.
+async fn closed(mut closing: watch::Receiver<bool>) {
+    let _ = closing.wait_for(|&closing| closing).await;
+}

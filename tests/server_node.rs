@@ -1,0 +1,456 @@
+//! `flotilla server` as a whole, on 127.0.0.1: nodes on disk engines bootstrapping a
+//! cluster, a restart resuming its data, data directories of another store or cluster
+//! refused, the status HTTP server (/health, /status, /metrics), gRPC reflection, the
+//! playground, and the binary's configuration errors and signal handling.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use flotilla::proto::commandpb::{Op, Put, WriteCommand, op};
+use flotilla::raft::Role;
+use flotilla::server::playground::{Playground, PlaygroundOptions, split_key};
+use flotilla::server::{IDENTITY_FILE, Node, NodeError, ServerConfig};
+use flotilla::store::{ReadRequest, ReadResponse};
+use flotilla::{RegionId, StoreId};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One GET over HTTP/1.1; the status code and body.
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let code = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn one_store_config(dir: &Path) -> ServerConfig {
+    // The listen address is taken from a listener bound first (port 0 is refused as an
+    // initial store's address by nothing, but peers could not reach it).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    ServerConfig {
+        store_id: 1,
+        data_dir: dir.to_path_buf(),
+        listen_addr: addr.to_string(),
+        status_addr: "127.0.0.1:0".into(),
+        initial_stores: format!("1={addr}"),
+        ..ServerConfig::default()
+    }
+}
+
+fn put(key: &str, value: &str) -> WriteCommand {
+    WriteCommand {
+        ops: vec![Op {
+            op: Some(op::Op::Put(Put {
+                key: Bytes::from(key.to_string()),
+                value: Bytes::from(value.to_string()),
+            })),
+        }],
+    }
+}
+
+fn leader_epoch(node: &Node, region: RegionId) -> flotilla::proto::metapb::RegionEpoch {
+    let mut epoch = None;
+    wait_until("the region's leader", || {
+        epoch = node
+            .store()
+            .region_status(region)
+            .wait()
+            .ok()
+            .filter(|st| st.role == Role::Leader)
+            .and_then(|st| st.region.epoch);
+        epoch.is_some()
+    });
+    epoch.unwrap()
+}
+
+fn get(node: &Node, key: &str) -> Option<Bytes> {
+    let epoch = leader_epoch(node, RegionId(1));
+    match node
+        .store()
+        .read(
+            RegionId(1),
+            epoch,
+            ReadRequest::Get {
+                key: Bytes::from(key.to_string()),
+            },
+        )
+        .wait()
+        .unwrap()
+    {
+        ReadResponse::Value(v) => v,
+        other => panic!("a get answered {other:?}"),
+    }
+}
+
+/// A single-store cluster bootstraps, serves, shuts down, and resumes its data on restart;
+/// its data directory is claimed for it.
+#[test]
+fn a_node_bootstraps_and_a_restart_resumes_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = one_store_config(dir.path());
+    let node = Node::start(config.clone().check().unwrap()).unwrap();
+    let epoch = leader_epoch(&node, RegionId(1));
+    node.store()
+        .propose(RegionId(1), epoch, put("k", "v1"))
+        .wait()
+        .unwrap();
+    node.shutdown();
+    let identity = std::fs::read_to_string(dir.path().join(IDENTITY_FILE)).unwrap();
+    assert!(identity.contains("store_id = 1"), "{identity}");
+
+    let node = Node::start(config.check().unwrap()).unwrap();
+    assert_eq!(get(&node, "k"), Some(Bytes::from("v1")));
+    assert_eq!(node.store().regions().len(), 1, "bootstrapped once only");
+    node.shutdown();
+}
+
+#[test]
+fn a_data_directory_of_another_store_or_cluster_or_none_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = one_store_config(dir.path());
+    Node::start(config.clone().check().unwrap())
+        .unwrap()
+        .shutdown();
+    let other_cluster = ServerConfig {
+        cluster_id: 2,
+        ..config.clone()
+    };
+    let other_store = ServerConfig {
+        store_id: 2,
+        initial_stores: format!("{},2=127.0.0.1:9", config.initial_stores),
+        ..config.clone()
+    };
+    for other in [other_cluster, other_store] {
+        match Node::start(other.check().unwrap()) {
+            Err(NodeError::Identity { reason, .. }) => {
+                assert!(
+                    reason.contains("belongs to store 1 of cluster 1"),
+                    "{reason}"
+                )
+            }
+            Ok(_) => panic!("another store's data directory was taken"),
+            Err(e) => panic!("refused for another reason: {e}"),
+        }
+    }
+    // A directory holding files but no identity is not a store's.
+    let foreign = tempfile::tempdir().unwrap();
+    std::fs::write(foreign.path().join("notes.txt"), "mine").unwrap();
+    let config = ServerConfig {
+        data_dir: foreign.path().to_path_buf(),
+        ..config
+    };
+    assert!(matches!(
+        Node::start(config.check().unwrap()),
+        Err(NodeError::Identity { .. })
+    ));
+    assert!(!foreign.path().join(IDENTITY_FILE).exists());
+    // A damaged identity is refused, not rewritten.
+    std::fs::write(dir.path().join(IDENTITY_FILE), "store_id = [").unwrap();
+    let config = one_store_config(dir.path());
+    match Node::start(config.check().unwrap()) {
+        Err(NodeError::Identity { reason, .. }) => assert!(reason.contains("damaged"), "{reason}"),
+        Ok(_) => panic!("a damaged identity was taken"),
+        Err(e) => panic!("refused for another reason: {e}"),
+    }
+}
+
+#[test]
+fn a_taken_address_is_refused_with_the_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let config = ServerConfig {
+        listen_addr: addr.to_string(),
+        initial_stores: format!("1={addr}"),
+        ..one_store_config(dir.path())
+    };
+    match Node::start(config.check().unwrap()) {
+        Err(NodeError::Listen { addr: a, .. }) => assert_eq!(a, addr),
+        Ok(_) => panic!("started on a taken address"),
+        Err(e) => panic!("refused for another reason: {e}"),
+    }
+}
+
+/// /health, /status and /metrics of a playground's store; reflection lists the services.
+#[test]
+fn the_status_server_and_reflection_describe_the_store() {
+    let playground = Playground::start(PlaygroundOptions {
+        regions: 4,
+        ..PlaygroundOptions::default()
+    })
+    .unwrap();
+    let node = &playground.nodes()[0];
+    let (code, body) = http_get(node.status_addr(), "/health");
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+
+    let mut status = serde_json::Value::Null;
+    wait_until("every peer store heard from", || {
+        let (code, body) = http_get(node.status_addr(), "/status");
+        assert_eq!(code, 200);
+        status = serde_json::from_str(&body).unwrap();
+        status["peer_stores"].as_array().unwrap().len() == 2
+    });
+    assert_eq!(status["store_id"], 1);
+    assert_eq!(status["cluster_id"], 1);
+    assert_eq!(status["regions"], 4);
+    assert_eq!(status["address"], node.grpc_addr().to_string());
+    assert!(status["failure"].is_null());
+    for peer in status["peer_stores"].as_array().unwrap() {
+        assert_eq!(peer["liveness"], "live");
+    }
+    // Every region has one leader among the three stores, once each has elected.
+    wait_until("a leader for every region", || {
+        let leaders: u64 = playground
+            .nodes()
+            .iter()
+            .map(|n| {
+                let (_, body) = http_get(n.status_addr(), "/status");
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                v["leaders"].as_u64().unwrap()
+            })
+            .sum();
+        leaders == 4
+    });
+
+    let (code, metrics) = http_get(node.status_addr(), "/metrics");
+    assert_eq!(code, 200);
+    for family in [
+        "flotilla_wal_writes_total",
+        "flotilla_store_regions",
+        "flotilla_transport_rpcs_total",
+        "raft_engine_",
+    ] {
+        assert!(metrics.contains(family), "/metrics lacks {family}");
+    }
+    let (code, _) = http_get(node.status_addr(), "/nothing");
+    assert_eq!(code, 404);
+
+    let services = reflected_services(node.grpc_addr());
+    for service in ["kvpb.Kv", "adminpb.Admin"] {
+        assert!(services.contains(&service.to_string()), "{services:?}");
+    }
+    playground.shutdown();
+}
+
+fn reflected_services(addr: SocketAddr) -> Vec<String> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = ServerReflectionClient::new(channel);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let answer = answers.message().await.unwrap().unwrap();
+        match answer.message_response {
+            Some(MessageResponse::ListServicesResponse(list)) => {
+                list.service.into_iter().map(|s| s.name).collect()
+            }
+            other => panic!("reflection answered {other:?}"),
+        }
+    })
+}
+
+/// The playground's regions tile the key space at its split keys, each replicated on
+/// every store; a playground kept on disk resumes with its regions, not split again.
+#[test]
+fn a_playground_splits_its_key_space_and_resumes_from_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = PlaygroundOptions {
+        regions: 4,
+        data_dir: Some(dir.path().to_path_buf()),
+        ..PlaygroundOptions::default()
+    };
+    let playground = Playground::start(options.clone()).unwrap();
+    for node in playground.nodes() {
+        wait_until("every store holds every region", || {
+            node.store().regions().len() == 4
+        });
+        let mut regions = node.store().regions();
+        regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+        let bounds: Vec<_> = regions
+            .iter()
+            .map(|r| (r.start_key.clone(), r.end_key.clone()))
+            .collect();
+        assert_eq!(
+            bounds,
+            vec![
+                (b"".to_vec(), b"4000".to_vec()),
+                (b"4000".to_vec(), b"8000".to_vec()),
+                (b"8000".to_vec(), b"c000".to_vec()),
+                (b"c000".to_vec(), b"".to_vec()),
+            ]
+        );
+    }
+    playground.shutdown();
+    let playground = Playground::start(PlaygroundOptions {
+        regions: 16,
+        ..options
+    })
+    .unwrap();
+    assert_eq!(playground.nodes()[0].store().regions().len(), 4);
+    assert_eq!(playground.nodes()[0].store().id(), StoreId(1));
+    playground.shutdown();
+}
+
+#[test]
+fn split_keys_are_evenly_spaced_hex() {
+    assert_eq!(split_key(0, 2), b"8000");
+    assert_eq!(split_key(0, 16), b"1000");
+    assert_eq!(split_key(14, 16), b"f000");
+    assert_eq!(split_key(0, 3), b"5555");
+    assert_eq!(split_key(0, 0x1_0000), b"0001");
+    assert_eq!(split_key(0xfffe, 0x1_0000), b"ffff");
+}
+
+fn flotilla() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_flotilla"))
+}
+
+#[test]
+fn the_server_command_names_the_field_of_a_bad_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flotilla.toml");
+    std::fs::write(
+        &file,
+        "store_id = 1\ninitial_stores = \"1=127.0.0.1:1\"\n[raft]\nelection_ticks = 1\n",
+    )
+    .unwrap();
+    let out = flotilla()
+        .args(["server", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("raft.election_ticks"), "{err}");
+
+    // A flag overrides the file, and is checked the same way.
+    let out = flotilla()
+        .args(["server", "--config"])
+        .arg(&file)
+        .args(["--store-id", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("store_id"));
+
+    std::fs::write(&file, "stor_id = 1\n").unwrap();
+    let out = flotilla()
+        .args(["server", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stor_id"));
+
+    // --print-config shows every default, and reads back as the same configuration.
+    let out = flotilla()
+        .args(["server", "--print-config", "--store-id", "7"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let parsed = ServerConfig::from_toml(&printed).unwrap();
+    assert_eq!(parsed.store_id, 7);
+    assert_eq!(parsed.raft, ServerConfig::default().raft);
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The playground command comes up, says where it serves, and stops cleanly on Ctrl-C
+/// (SIGINT), removing its temporary directory.
+#[test]
+fn the_playground_command_serves_until_interrupted() {
+    let mut child = flotilla()
+        .args(["playground", "--regions", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut data_dir = None;
+    let mut status = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(dir) = line.trim().strip_prefix("data ") {
+            data_dir = Some(std::path::PathBuf::from(dir.trim()));
+        }
+        if status.is_none()
+            && let Some(at) = line.find("status http://")
+        {
+            let addr = line[at + "status http://".len()..]
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string();
+            status = Some(addr.parse::<SocketAddr>().unwrap());
+        }
+        if line.contains("serving until Ctrl-C") {
+            break;
+        }
+    }
+    let (data_dir, status) = (data_dir.unwrap(), status.unwrap());
+    assert!(data_dir.exists());
+    assert_eq!(http_get(status, "/health").0, 200);
+    signal(child.id(), "INT");
+    let deadline = Instant::now() + PATIENCE;
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "the playground did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        !data_dir.exists(),
+        "the temporary directory was left behind"
+    );
+}
