@@ -18,13 +18,16 @@
 //!   reads, splits, membership changes with snapshots between stores, leader transfer.
 //! - `transport`: store-to-store gRPC (`GrpcTransport` sends, `TransportService`
 //!   receives), the network implementation of the store's `Transport`.
-//! - `server`: what a store serves to clients over gRPC (`KvService`, `AdminService`).
+//! - `server`: `flotilla server` — the KV and admin gRPC services, status HTTP, the
+//!   configuration, a running `Node`, the `Playground`.
+//! - `client`: a Rust client speaking only the wire protocol: region and leader caches,
+//!   retries with backoff, operations split across regions.
 //! - `testkit`: test harnesses (the Raft simulator, a seeded `Rng`, the store cluster,
 //!   the linearizability checker); not part of the embedding API.
 //!
-//! Not built yet: status HTTP and the `flotilla server` command; the client and command
-//! line; placement; region merge.
+//! Not built yet: ctl and bench; placement; region merge.
 
+pub mod client;
 pub mod ids;
 pub mod proto;
 pub mod raft;

@@ -212,6 +212,7 @@ impl Kv for KvService {
             Ok(ReadResponse::Pairs(found)) => Ok(kvpb::ScanResponse {
                 region_error: None,
                 pairs: pairs(found),
+                limit: u32::try_from(limit).unwrap_or(u32::MAX),
             }),
             Ok(_) => return Err(mismatched("scan")),
             Err(e) => Err(e),

@@ -20,5 +20,5 @@ pub mod status;
 
 pub use admin::AdminService;
 pub use config::{CheckedConfig, ConfigError, ServerConfig};
-pub use kv::{DEFAULT_MAX_SCAN_PAIRS, KvService};
+pub use kv::{DEFAULT_MAX_SCAN_PAIRS, KvService, MAX_REQUEST_BYTES};
 pub use node::{IDENTITY_FILE, Node, NodeError, first_region};

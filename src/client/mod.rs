@@ -1,0 +1,993 @@
+//! A Rust client of a flotilla cluster that speaks only the wire protocol (proto/kv.proto,
+//! proto/admin.proto), as a program in any other language would.
+//!
+//! It caches regions by key range with the leader last heard of (`cache.rs`), sends each
+//! request to that leader with the region's id and epoch, and acts on the typed region
+//! error when the guess was wrong (`retry.rs`): a new leader or new regions go into the
+//! cache and the request goes again at once; a busy or leaderless region is retried after
+//! a backoff; every operation has a deadline. Operations over several regions (BatchGet,
+//! Scan, DeleteRange) are split by region and their results merged.
+//!
+//! A write is retried only when it certainly did not take effect (a region error saying
+//! so, or a connection that was never made); one whose outcome is unknown — its call
+//! broke or timed out after it was sent — fails with `ClientError::Indeterminate`, never
+//! silently sent twice.
+
+mod cache;
+mod retry;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::proto::adminpb::{self, admin_client::AdminClient};
+use crate::proto::commandpb::{self, op};
+use crate::proto::kvpb::{self, kv_client::KvClient};
+use crate::proto::metapb::{Peer, Region};
+use crate::region::RegionError;
+use crate::{RegionId, StoreId};
+
+pub use cache::{CachedRegion, RegionCache};
+use retry::{Effect, Next, classify_status, on_region_error};
+pub use crate::store::ScanOrder;
+
+/// How a failed connection's status begins: the call was never sent.
+const NOT_CONNECTED: &str = "could not connect";
+
+/// How a client connects and how long it tries.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Some of the cluster's stores, `host:port`; the others are learned from them.
+    pub endpoints: Vec<String>,
+    /// How long one operation may take, retries included. Default 10 s.
+    pub timeout: Duration,
+    /// How long one call may take. Default 3 s.
+    pub rpc_timeout: Duration,
+    /// How long connecting to a store may take. Default 1 s.
+    pub connect_timeout: Duration,
+    /// The first wait before a retry; it doubles up to `max_backoff`. Default 20 ms.
+    pub min_backoff: Duration,
+    /// Default 1 s.
+    pub max_backoff: Duration,
+}
+
+impl ClientConfig {
+    /// Defaults for these endpoints.
+    pub fn new(endpoints: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        ClientConfig {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            timeout: Duration::from_secs(10),
+            rpc_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(1),
+            min_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A region-level failure retrying cannot fix (an invalid request, an entry too
+    /// large, a refused membership change...).
+    #[error(transparent)]
+    Region(#[from] RegionError),
+    /// A write whose outcome is unknown: its call broke or timed out after it was sent,
+    /// or the store could not tell (`ProposalDropped(Unanswered)`). It may have been
+    /// applied; it was not retried, so it was not applied twice.
+    #[error("the write's outcome is unknown: {0}")]
+    Indeterminate(String),
+    /// The deadline passed while retrying.
+    #[error("gave up after {elapsed:?}: {last}")]
+    DeadlineExceeded {
+        /// How long it tried.
+        elapsed: Duration,
+        /// The last failure.
+        last: String,
+    },
+    /// No store could be reached, or none knows where a key or region is.
+    #[error("no store could be reached: {0}")]
+    Unavailable(String),
+    /// A call refused by the server for a reason retrying cannot fix.
+    #[error("the server refused the call: {0}")]
+    Rpc(tonic::Status),
+    /// The server answered something this client cannot read.
+    #[error("malformed answer from the server: {0}")]
+    Protocol(String),
+}
+
+/// The result of a compare-and-swap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// The expectation held; the new value is in place.
+    Swapped,
+    /// The expectation failed; the value found (`None`: absent).
+    Mismatch(Option<Bytes>),
+}
+
+
+/// Which region a request goes to.
+#[derive(Debug, Clone)]
+enum Target<'a> {
+    /// The one holding this key.
+    Key(&'a [u8]),
+    /// The one holding the keys just before this one (empty: the last region); `from`
+    /// bounds a lookup.
+    Before { end: &'a [u8], from: &'a [u8] },
+    /// The region with this id.
+    Id(u64),
+}
+
+/// A cluster client. Cheap to clone; clones share the caches and connections.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    cache: Mutex<RegionCache>,
+    /// Store id → address, learned from each endpoint's StoreStatus.
+    stores: Mutex<BTreeMap<StoreId, String>>,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+/// Where one try of a request goes.
+struct Try {
+    region: CachedRegion,
+    peer: Peer,
+    address: String,
+}
+
+impl Client {
+    /// A client of the cluster the endpoints belong to. It asks each endpoint which store
+    /// it is; at least one must answer.
+    pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
+        if config.endpoints.is_empty() {
+            return Err(ClientError::Unavailable("no endpoints given".into()));
+        }
+        let client = Client {
+            inner: Arc::new(Inner {
+                config,
+                cache: Mutex::default(),
+                stores: Mutex::default(),
+                channels: Mutex::default(),
+            }),
+        };
+        client.learn_stores().await?;
+        Ok(client)
+    }
+
+    /// The stores known, with their addresses.
+    pub fn stores(&self) -> Vec<(StoreId, String)> {
+        self.inner
+            .stores
+            .lock()
+            .iter()
+            .map(|(id, a)| (*id, a.clone()))
+            .collect()
+    }
+
+    /// Regions the client has cached.
+    pub fn cached_regions(&self) -> usize {
+        self.inner.cache.lock().len()
+    }
+
+    /// Asks every endpoint which store it is. Fails only if none answers.
+    async fn learn_stores(&self) -> Result<(), ClientError> {
+        let mut last = String::new();
+        for endpoint in self.inner.config.endpoints.clone() {
+            match self.store_status_at(&endpoint).await {
+                Ok(status) => {
+                    self.inner
+                        .stores
+                        .lock()
+                        .insert(StoreId(status.store_id), endpoint);
+                }
+                Err(e) => last = format!("{endpoint}: {e}"),
+            }
+        }
+        if self.inner.stores.lock().is_empty() {
+            return Err(ClientError::Unavailable(last));
+        }
+        Ok(())
+    }
+
+    async fn channel(&self, address: &str) -> Result<Channel, tonic::Status> {
+        if let Some(channel) = self.inner.channels.lock().get(address) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| tonic::Status::invalid_argument(format!("{address}: {e}")))?
+            .connect_timeout(self.inner.config.connect_timeout)
+            .tcp_nodelay(true);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("{NOT_CONNECTED} to {address}: {e}")))?;
+        self.inner
+            .channels
+            .lock()
+            .insert(address.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    fn forget_channel(&self, address: &str) {
+        self.inner.channels.lock().remove(address);
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.inner.config.rpc_timeout);
+        request
+    }
+
+    async fn kv(&self, address: &str) -> Result<KvClient<Channel>, tonic::Status> {
+        Ok(KvClient::new(self.channel(address).await?)
+            .max_decoding_message_size(crate::server::MAX_REQUEST_BYTES)
+            .max_encoding_message_size(crate::server::MAX_REQUEST_BYTES))
+    }
+
+    async fn admin(&self, address: &str) -> Result<AdminClient<Channel>, tonic::Status> {
+        Ok(AdminClient::new(self.channel(address).await?))
+    }
+
+    /// The status of the store at `address`.
+    pub async fn store_status_at(
+        &self,
+        address: &str,
+    ) -> Result<adminpb::StoreStatusResponse, ClientError> {
+        let mut admin = self.admin(address).await.map_err(ClientError::Rpc)?;
+        let answer = self
+            .with_deadline(admin.store_status(self.request(adminpb::StoreStatusRequest {})))
+            .await?;
+        answer.map(|r| r.into_inner()).map_err(ClientError::Rpc)
+    }
+
+    /// The regions the store at `address` holds, with its replica's view of each.
+    pub async fn regions_at(&self, address: &str) -> Result<Vec<adminpb::RegionInfo>, ClientError> {
+        let mut admin = self.admin(address).await.map_err(ClientError::Rpc)?;
+        let answer = self
+            .with_deadline(admin.list_regions(self.request(adminpb::ListRegionsRequest {})))
+            .await?;
+        answer
+            .map(|r| r.into_inner().regions)
+            .map_err(ClientError::Rpc)
+    }
+
+    async fn with_deadline<F: std::future::Future>(&self, f: F) -> Result<F::Output, ClientError> {
+        tokio::time::timeout(self.inner.config.rpc_timeout, f)
+            .await
+            .map_err(|_| ClientError::DeadlineExceeded {
+                elapsed: self.inner.config.rpc_timeout,
+                last: "no answer".into(),
+            })
+    }
+
+    fn address_of(&self, store: u64) -> Option<String> {
+        self.inner.stores.lock().get(&StoreId(store)).cloned()
+    }
+
+    /// Finds the region for `target` (cache first, else asking the stores), and the peer
+    /// to send to: the leader if known, else the peers in turn.
+    async fn target(&self, target: &Target<'_>, attempt: u32) -> Result<Try, ClientError> {
+        let mut cached = self.cached(target);
+        if cached.is_none() {
+            self.look_up(target).await?;
+            cached = self.cached(target);
+        }
+        let Some(region) = cached else {
+            return Err(ClientError::Unavailable(format!(
+                "no store knows a region for {target:?}"
+            )));
+        };
+        let peers = &region.region.peers;
+        if peers.is_empty() {
+            return Err(ClientError::Protocol(format!(
+                "region {} has no peers",
+                region.region.id
+            )));
+        }
+        let peer = match region.leader {
+            Some(leader) => leader,
+            None => peers[attempt as usize % peers.len()],
+        };
+        let address = match self.address_of(peer.store_id) {
+            Some(a) => a,
+            None => {
+                // A store the endpoints did not name: ask them again (it may have just
+                // answered), else go through any endpoint, which redirects.
+                let _ = self.learn_stores().await;
+                match self.address_of(peer.store_id) {
+                    Some(a) => a,
+                    None => self.any_address(attempt),
+                }
+            }
+        };
+        Ok(Try {
+            region,
+            peer,
+            address,
+        })
+    }
+
+    fn any_address(&self, attempt: u32) -> String {
+        let stores = self.inner.stores.lock();
+        let addresses: Vec<&String> = stores.values().collect();
+        addresses[attempt as usize % addresses.len()].clone()
+    }
+
+    fn cached(&self, target: &Target<'_>) -> Option<CachedRegion> {
+        let cache = self.inner.cache.lock();
+        match target {
+            Target::Key(key) => cache.locate(key).cloned(),
+            Target::Before { end, .. } => cache.locate_before(end).cloned(),
+            Target::Id(id) => cache.by_id(*id).cloned(),
+        }
+    }
+
+    /// Asks the stores where a target is, caching what they answer.
+    async fn look_up(&self, target: &Target<'_>) -> Result<(), ClientError> {
+        let addresses: Vec<String> = self.inner.stores.lock().values().cloned().collect();
+        let mut last = String::from("no store answered");
+        for address in addresses {
+            let found = match target {
+                Target::Key(key) => self.route_at(&address, key).await,
+                Target::Before { end, from } => self.route_range_at(&address, from, end).await,
+                Target::Id(id) => self.show_region_at(&address, *id).await,
+            };
+            match found {
+                Ok(routes) if !routes.is_empty() => {
+                    let mut cache = self.inner.cache.lock();
+                    for (region, leader) in routes {
+                        cache.insert(region, leader);
+                    }
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(e) => last = format!("{address}: {e}"),
+            }
+        }
+        Err(ClientError::Unavailable(last))
+    }
+
+    async fn route_at(
+        &self,
+        address: &str,
+        key: &[u8],
+    ) -> Result<Vec<(Region, Option<Peer>)>, tonic::Status> {
+        let mut kv = self.kv(address).await?;
+        let request = self.request(kvpb::RouteRequest {
+            key: Bytes::copy_from_slice(key),
+        });
+        let route = kv.route(request).await?.into_inner().route;
+        Ok(route
+            .and_then(|r| Some((r.region?, r.leader)))
+            .into_iter()
+            .collect())
+    }
+
+    async fn route_range_at(
+        &self,
+        address: &str,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Vec<(Region, Option<Peer>)>, tonic::Status> {
+        let mut kv = self.kv(address).await?;
+        let request = self.request(kvpb::RouteRangeRequest {
+            start_key: Bytes::copy_from_slice(start),
+            end_key: Bytes::copy_from_slice(end),
+        });
+        let routes = kv.route_range(request).await?.into_inner().routes;
+        Ok(routes
+            .into_iter()
+            .filter_map(|r| Some((r.region?, r.leader)))
+            .collect())
+    }
+
+    async fn show_region_at(
+        &self,
+        address: &str,
+        id: u64,
+    ) -> Result<Vec<(Region, Option<Peer>)>, tonic::Status> {
+        let mut admin = self.admin(address).await?;
+        let request = self.request(adminpb::ShowRegionRequest { region_id: id });
+        let info = admin.show_region(request).await?.into_inner().info;
+        Ok(info
+            .and_then(|i| Some((i.region?, i.leader)))
+            .into_iter()
+            .collect())
+    }
+
+    /// Runs one request against `target` until it succeeds, fails for good, or the
+    /// deadline passes. `call` makes one attempt at the region and address it is given.
+    async fn run<T, F, Fut>(
+        &self,
+        target: Target<'_>,
+        effect: Effect,
+        mut call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut(Attempt) -> Fut,
+        Fut: std::future::Future<Output = Result<(Option<kvpb::RegionError>, T), tonic::Status>>,
+    {
+        let started = Instant::now();
+        let config = &self.inner.config;
+        let mut backoff = config.min_backoff;
+        let mut attempt = 0u32;
+        loop {
+            let remaining = config.timeout.saturating_sub(started.elapsed());
+            let failure = match self.target(&target, attempt).await {
+                Ok(t) => {
+                    let region_id = t.region.region.id;
+                    let context = kvpb::Context {
+                        region_id,
+                        region_epoch: t.region.region.epoch,
+                    };
+                    let address = t.address.clone();
+                    let answer = tokio::time::timeout(
+                        remaining,
+                        call(Attempt {
+                            address: t.address,
+                            context,
+                            region: t.region.region,
+                        }),
+                    )
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(tonic::Status::deadline_exceeded(
+                            "the operation's deadline passed during a call",
+                        ))
+                    });
+                    let next = match answer {
+                        Ok((None, value)) => return Ok(value),
+                        Ok((Some(error), _)) => {
+                            let error = RegionError::try_from(error)
+                                .map_err(|e| ClientError::Protocol(e.message))?;
+                            let next = on_region_error(
+                                &mut self.inner.cache.lock(),
+                                region_id,
+                                &t.peer,
+                                &error,
+                            );
+                            (next, error.to_string(), Some(error))
+                        }
+                        Err(status) => {
+                            let next = classify_status(&status, effect);
+                            if next != Next::Fail {
+                                // The store may be gone: forget its leadership and its
+                                // connection; the next try goes to another peer.
+                                self.forget_channel(&address);
+                                self.inner.cache.lock().set_leader(region_id, None);
+                            }
+                            let text = format!("{address}: {}", status.message());
+                            match next {
+                                Next::Fail => return Err(ClientError::Rpc(status)),
+                                next => (next, text, None),
+                            }
+                        }
+                    };
+                    match next {
+                        (Next::Now, ..) => {
+                            attempt += 1;
+                            continue;
+                        }
+                        (Next::After(wait), text, _) => {
+                            backoff = backoff.max(wait);
+                            text
+                        }
+                        (Next::Fail, _, Some(error)) => return Err(error.into()),
+                        (Next::Fail, text, None) => return Err(ClientError::Protocol(text)),
+                        (Next::Indeterminate, text, _) => {
+                            return Err(ClientError::Indeterminate(text));
+                        }
+                    }
+                }
+                Err(ClientError::Unavailable(e)) => e,
+                Err(e) => return Err(e),
+            };
+            if started.elapsed() + backoff >= config.timeout {
+                return Err(ClientError::DeadlineExceeded {
+                    elapsed: started.elapsed(),
+                    last: failure,
+                });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(config.max_backoff);
+            attempt += 1;
+        }
+    }
+
+    /// The value of `key`, if present (a linearizable read).
+    pub async fn get(&self, key: impl Into<Bytes>) -> Result<Option<Bytes>, ClientError> {
+        let key = key.into();
+        self.run(Target::Key(&key), Effect::Read, |a| {
+            let request = self.request(kvpb::GetRequest {
+                context: Some(a.context),
+                key: key.clone(),
+            });
+            async move {
+                let r = self.kv(&a.address).await?.get(request).await?.into_inner();
+                Ok((r.region_error, r.found.then_some(r.value)))
+            }
+        })
+        .await
+    }
+
+    /// Sets `key` to `value`.
+    pub async fn put(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+    ) -> Result<(), ClientError> {
+        let (key, value) = (key.into(), value.into());
+        self.run(Target::Key(&key), Effect::Write, |a| {
+            let request = self.request(kvpb::PutRequest {
+                context: Some(a.context),
+                key: key.clone(),
+                value: value.clone(),
+            });
+            async move {
+                let r = self.kv(&a.address).await?.put(request).await?.into_inner();
+                Ok((r.region_error, ()))
+            }
+        })
+        .await
+    }
+
+    /// Removes `key` (present or not).
+    pub async fn delete(&self, key: impl Into<Bytes>) -> Result<(), ClientError> {
+        let key = key.into();
+        self.run(Target::Key(&key), Effect::Write, |a| {
+            let request = self.request(kvpb::DeleteRequest {
+                context: Some(a.context),
+                key: key.clone(),
+            });
+            async move {
+                let r = self.kv(&a.address).await?.delete(request).await?.into_inner();
+                Ok((r.region_error, ()))
+            }
+        })
+        .await
+    }
+
+    /// If `key`'s value is `expected` (`None`: absent), sets it to `new_value` (`None`:
+    /// deletes it).
+    pub async fn compare_and_swap(
+        &self,
+        key: impl Into<Bytes>,
+        expected: Option<Bytes>,
+        new_value: Option<Bytes>,
+    ) -> Result<CasOutcome, ClientError> {
+        let key = key.into();
+        self.run(Target::Key(&key), Effect::Write, |a| {
+            let request = self.request(kvpb::CompareAndSwapRequest {
+                context: Some(a.context),
+                key: key.clone(),
+                expected: expected.clone(),
+                new_value: new_value.clone(),
+            });
+            async move {
+                let r = self
+                    .kv(&a.address)
+                    .await?
+                    .compare_and_swap(request)
+                    .await?
+                    .into_inner();
+                let outcome = if r.swapped {
+                    CasOutcome::Swapped
+                } else {
+                    CasOutcome::Mismatch(r.current)
+                };
+                Ok((r.region_error, outcome))
+            }
+        })
+        .await
+    }
+
+    /// The values of `keys` that are present, in the order asked: each region's keys are
+    /// read in one call, the regions in parallel.
+    pub async fn batch_get(&self, keys: Vec<Bytes>) -> Result<Vec<(Bytes, Bytes)>, ClientError> {
+        let mut found: HashMap<Bytes, Bytes> = HashMap::new();
+        let mut pending = keys.clone();
+        let started = Instant::now();
+        while !pending.is_empty() {
+            let mut by_region: BTreeMap<u64, Vec<Bytes>> = BTreeMap::new();
+            for key in pending.drain(..) {
+                let region = self.target(&Target::Key(&key), 0).await?.region.region.id;
+                by_region.entry(region).or_default().push(key);
+            }
+            let mut tasks = tokio::task::JoinSet::new();
+            for (_, group) in by_region {
+                let client = self.clone();
+                tasks.spawn(async move { (client.batch_get_in_region(&group).await, group) });
+            }
+            while let Some(done) = tasks.join_next().await {
+                let (answer, group) =
+                    done.map_err(|e| ClientError::Protocol(format!("a batch get task: {e}")))?;
+                match answer {
+                    Ok(pairs) => found.extend(pairs),
+                    // The region split under the group: its keys are grouped again.
+                    Err(ClientError::Region(RegionError::KeyNotInRegion { .. }))
+                        if started.elapsed() < self.inner.config.timeout =>
+                    {
+                        pending.extend(group)
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| found.get(&k).map(|v| (k.clone(), v.clone())))
+            .collect())
+    }
+
+    /// Keys believed to share one region, read in one call.
+    async fn batch_get_in_region(&self, keys: &[Bytes]) -> Result<Vec<(Bytes, Bytes)>, ClientError> {
+        self.run(Target::Key(&keys[0]), Effect::Read, |a| {
+            let outside = keys.iter().find(|k| !contains(&a.region, k)).cloned();
+            let request = self.request(kvpb::BatchGetRequest {
+                context: Some(a.context),
+                keys: keys.to_vec(),
+            });
+            async move {
+                if let Some(key) = outside {
+                    // Known without asking: the caller regroups.
+                    let error = RegionError::KeyNotInRegion {
+                        key: key.to_vec(),
+                        region: RegionId(a.region.id),
+                        start_key: a.region.start_key.clone(),
+                        end_key: a.region.end_key.clone(),
+                    };
+                    return Ok((Some((&error).into()), Vec::new()));
+                }
+                let r = self.kv(&a.address).await?.batch_get(request).await?.into_inner();
+                let pairs = r.pairs.into_iter().map(|p| (p.key, p.value)).collect();
+                Ok((r.region_error, pairs))
+            }
+        })
+        .await
+    }
+
+    /// Up to `limit` pairs of `[start, end)` (`end` empty: to the end of the key space),
+    /// ascending, or with `Order::Reverse` descending from the end; region by region.
+    pub async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        order: ScanOrder,
+    ) -> Result<Vec<(Bytes, Bytes)>, ClientError> {
+        let mut pairs = Vec::new();
+        if !end.is_empty() && start >= end {
+            return Ok(pairs);
+        }
+        // Forward, the cursor is the next key to read; in reverse, the end of what is left.
+        let mut cursor = match order {
+            ScanOrder::Forward => start.to_vec(),
+            ScanOrder::Reverse => end.to_vec(),
+        };
+        while pairs.len() < limit {
+            let want = limit - pairs.len();
+            let part = match order {
+                ScanOrder::Forward => self.scan_part(&cursor, end, want, order).await?,
+                ScanOrder::Reverse => self.scan_part(start, &cursor, want, order).await?,
+            };
+            let got = part.pairs.len();
+            let last = part.pairs.last().map(|(k, _)| k.to_vec());
+            pairs.extend(part.pairs);
+            cursor = match (part.more, last) {
+                // Cut short by the limit: on from the last key.
+                (true, Some(mut last)) => {
+                    if order == ScanOrder::Forward {
+                        last.push(0);
+                    }
+                    last
+                }
+                // The region's part is done: on to the next region, if the range goes on.
+                _ => match order {
+                    ScanOrder::Forward => {
+                        let region_end = part.region.end_key;
+                        if region_end.is_empty() || (!end.is_empty() && region_end.as_slice() >= end) {
+                            break;
+                        }
+                        region_end
+                    }
+                    ScanOrder::Reverse => {
+                        let region_start = part.region.start_key;
+                        if region_start.as_slice() <= start {
+                            break;
+                        }
+                        region_start
+                    }
+                },
+            };
+            let _ = got;
+        }
+        pairs.truncate(limit);
+        Ok(pairs)
+    }
+
+    /// One call of a scan: the pairs of `[start, end)` inside the region the scan is at
+    /// (holding `start` forward, the keys before `end` in reverse).
+    async fn scan_part(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        want: usize,
+        order: ScanOrder,
+    ) -> Result<ScanPart, ClientError> {
+        let target = match order {
+            ScanOrder::Forward => Target::Key(start),
+            ScanOrder::Reverse => Target::Before { end, from: start },
+        };
+        self.run(target, Effect::Read, |a| {
+            // The server takes a start inside the region; it bounds the end itself.
+            let lo = start.max(a.region.start_key.as_slice());
+            let request = self.request(kvpb::ScanRequest {
+                context: Some(a.context),
+                start_key: Bytes::copy_from_slice(lo),
+                end_key: Bytes::copy_from_slice(end),
+                limit: u32::try_from(want).unwrap_or(u32::MAX),
+                reverse: order == ScanOrder::Reverse,
+            });
+            async move {
+                let r = self.kv(&a.address).await?.scan(request).await?.into_inner();
+                let more = r.limit > 0 && r.pairs.len() >= r.limit as usize;
+                let pairs = r.pairs.into_iter().map(|p| (p.key, p.value)).collect();
+                Ok((
+                    r.region_error,
+                    ScanPart {
+                        region: a.region,
+                        pairs,
+                        more,
+                    },
+                ))
+            }
+        })
+        .await
+    }
+
+    /// Deletes every key of `[start, end)` (`end` empty: to the end of the key space),
+    /// region by region: not atomic across regions.
+    pub async fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<(), ClientError> {
+        if !end.is_empty() && start >= end {
+            return Ok(());
+        }
+        let mut cursor = start.to_vec();
+        loop {
+            let region_end = self
+                .run(Target::Key(&cursor), Effect::Write, |a| {
+                    // Within the region: its end bounds the range.
+                    let region_end = a.region.end_key.clone();
+                    let hi = if end.is_empty() || (!region_end.is_empty() && region_end.as_slice() < end) {
+                        region_end.clone()
+                    } else {
+                        end.to_vec()
+                    };
+                    let request = self.request(kvpb::DeleteRangeRequest {
+                        context: Some(a.context),
+                        start_key: Bytes::from(cursor.clone()),
+                        end_key: Bytes::from(hi),
+                    });
+                    async move {
+                        let r = self
+                            .kv(&a.address)
+                            .await?
+                            .delete_range(request)
+                            .await?
+                            .into_inner();
+                        Ok((r.region_error, region_end))
+                    }
+                })
+                .await?;
+            if region_end.is_empty() || (!end.is_empty() && region_end.as_slice() >= end) {
+                return Ok(());
+            }
+            cursor = region_end;
+        }
+    }
+
+    /// Operations applied atomically in the one region holding all their keys, one
+    /// result each.
+    pub async fn batch_write(
+        &self,
+        ops: Vec<commandpb::Op>,
+    ) -> Result<Vec<kvpb::OpResult>, ClientError> {
+        let Some(first) = ops.first().and_then(op_key) else {
+            return Ok(Vec::new());
+        };
+        self.run(Target::Key(&first), Effect::Write, |a| {
+            let request = self.request(kvpb::BatchWriteRequest {
+                context: Some(a.context),
+                ops: ops.clone(),
+            });
+            async move {
+                let r = self.kv(&a.address).await?.batch_write(request).await?.into_inner();
+                Ok((r.region_error, r.results))
+            }
+        })
+        .await
+    }
+
+    /// The region holding `key`, with its leader as last heard.
+    pub async fn locate(&self, key: &[u8]) -> Result<CachedRegion, ClientError> {
+        Ok(self.target(&Target::Key(key), 0).await?.region)
+    }
+
+    /// A region's leader's view of it.
+    pub async fn show_region(&self, region: RegionId) -> Result<adminpb::RegionInfo, ClientError> {
+        self.run(Target::Id(region.get()), Effect::Read, |a| {
+            let request = self.request(adminpb::ShowRegionRequest {
+                region_id: a.context.region_id,
+            });
+            async move {
+                let r = self
+                    .admin(&a.address)
+                    .await?
+                    .show_region(request)
+                    .await?
+                    .into_inner();
+                // Only the leader's view will do: a follower's sends the client on.
+                let error = r.region_error.or_else(|| {
+                    let info = r.info.as_ref()?;
+                    (info.role != adminpb::Role::Leader as i32).then(|| {
+                        (&RegionError::NotLeader {
+                            region,
+                            leader: info.leader,
+                        })
+                            .into()
+                    })
+                });
+                Ok((error, r.info.unwrap_or_default()))
+            }
+        })
+        .await
+    }
+
+    /// Splits a region at `keys` (in order); the new regions' and peers' ids are the
+    /// next ones after the largest any store reports (until placement allocates them).
+    /// Returns the regions of the old range, the split one first.
+    pub async fn split(&self, region: RegionId, keys: Vec<Bytes>) -> Result<Vec<Region>, ClientError> {
+        let (mut next_region, mut next_peer) = self.next_ids().await?;
+        let info = self.show_region(region).await?;
+        let peers = info.region.map_or(0, |r| r.peers.len() as u64);
+        let splits: Vec<adminpb::SplitKey> = keys
+            .into_iter()
+            .map(|key| {
+                let split = adminpb::SplitKey {
+                    split_key: key,
+                    new_region_id: next_region,
+                    new_peer_ids: (next_peer..next_peer + peers).collect(),
+                };
+                next_region += 1;
+                next_peer += peers;
+                split
+            })
+            .collect();
+        let regions = self
+            .run(Target::Id(region.get()), Effect::Write, |a| {
+                let request = self.request(adminpb::SplitRequest {
+                    context: Some(a.context),
+                    splits: splits.clone(),
+                });
+                async move {
+                    let r = self.admin(&a.address).await?.split(request).await?.into_inner();
+                    Ok((r.region_error, r.regions))
+                }
+            })
+            .await?;
+        let mut cache = self.inner.cache.lock();
+        for r in &regions {
+            cache.insert(r.clone(), None);
+        }
+        Ok(regions)
+    }
+
+    /// The largest region and peer ids any store reports, each plus one.
+    async fn next_ids(&self) -> Result<(u64, u64), ClientError> {
+        let (mut region, mut peer) = (0, 0);
+        for (_, address) in self.stores() {
+            for info in self.regions_at(&address).await? {
+                if let Some(r) = info.region {
+                    region = region.max(r.id);
+                    peer = r.peers.iter().map(|p| p.id).fold(peer, u64::max);
+                }
+            }
+        }
+        Ok((region + 1, peer + 1))
+    }
+
+    /// A peer id no store has seen, for a membership change (until placement allocates
+    /// them).
+    pub async fn next_peer_id(&self) -> Result<u64, ClientError> {
+        Ok(self.next_ids().await?.1)
+    }
+
+    /// Starts moving a region's leadership to one of its peers.
+    pub async fn transfer_leader(&self, region: RegionId, to_peer: u64) -> Result<(), ClientError> {
+        self.run(Target::Id(region.get()), Effect::Write, |a| {
+            let request = self.request(adminpb::TransferLeaderRequest {
+                context: Some(a.context),
+                to_peer_id: to_peer,
+            });
+            async move {
+                let r = self
+                    .admin(&a.address)
+                    .await?
+                    .transfer_leader(request)
+                    .await?
+                    .into_inner();
+                Ok((r.region_error, ()))
+            }
+        })
+        .await
+    }
+
+    /// Changes a region's membership (several changes at once go through joint
+    /// consensus). Returns the region after the change.
+    pub async fn change_peers(
+        &self,
+        region: RegionId,
+        changes: Vec<adminpb::PeerChange>,
+    ) -> Result<Region, ClientError> {
+        let region = self
+            .run(Target::Id(region.get()), Effect::Write, |a| {
+                let request = self.request(adminpb::ChangePeersRequest {
+                    context: Some(a.context),
+                    changes: changes.clone(),
+                });
+                async move {
+                    let r = self
+                        .admin(&a.address)
+                        .await?
+                        .change_peers(request)
+                        .await?
+                        .into_inner();
+                    Ok((r.region_error, r.region.unwrap_or_default()))
+                }
+            })
+            .await?;
+        self.inner.cache.lock().insert(region.clone(), None);
+        Ok(region)
+    }
+}
+
+/// One try of a request: where it goes and what it names.
+struct Attempt {
+    /// The store's address.
+    address: String,
+    /// The region and epoch the request names.
+    context: kvpb::Context,
+    /// The region as cached.
+    region: Region,
+}
+
+/// One call's part of a scan.
+struct ScanPart {
+    /// The region it read.
+    region: Region,
+    pairs: Vec<(Bytes, Bytes)>,
+    /// Cut short by the limit: the region may hold more of the range.
+    more: bool,
+}
+
+fn contains(region: &Region, key: &[u8]) -> bool {
+    region.start_key.as_slice() <= key && (region.end_key.is_empty() || key < region.end_key.as_slice())
+}
+
+/// The key an operation touches first.
+fn op_key(op: &commandpb::Op) -> Option<Bytes> {
+    Some(match op.op.as_ref()? {
+        op::Op::Put(p) => p.key.clone(),
+        op::Op::Delete(d) => d.key.clone(),
+        op::Op::DeleteRange(d) => d.start_key.clone(),
+        op::Op::CompareAndSwap(c) => c.key.clone(),
+    })
+}
+
