@@ -203,7 +203,7 @@ fn the_status_server_and_reflection_describe_the_store() {
         ..PlaygroundOptions::default()
     })
     .unwrap();
-    let node = &playground.nodes()[0];
+    let node = &playground.node(StoreId(1)).unwrap();
     let (code, body) = http_get(node.status_addr(), "/health");
     assert_eq!((code, body.as_str()), (200, "ok\n"));
 
@@ -226,7 +226,6 @@ fn the_status_server_and_reflection_describe_the_store() {
     wait_until("a leader for every region", || {
         let leaders: u64 = playground
             .nodes()
-            .iter()
             .map(|n| {
                 let (_, body) = http_get(n.status_addr(), "/status");
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -328,8 +327,14 @@ fn a_playground_splits_its_key_space_and_resumes_from_its_directory() {
         ..options
     })
     .unwrap();
-    assert_eq!(playground.nodes()[0].store().regions().len(), 4);
-    assert_eq!(playground.nodes()[0].store().id(), StoreId(1));
+    assert_eq!(
+        playground.node(StoreId(1)).unwrap().store().regions().len(),
+        4
+    );
+    assert_eq!(
+        playground.node(StoreId(1)).unwrap().store().id(),
+        StoreId(1)
+    );
     playground.shutdown();
 }
 

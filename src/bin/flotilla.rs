@@ -268,7 +268,10 @@ fn playground(
     println!("  grpcurl -plaintext -d '{{\"key\":\"aGVsbG8=\"}}' {first} kvpb.Kv/Route");
     println!(
         "  curl http://{}/status",
-        playground.nodes()[0].status_addr()
+        playground
+            .nodes()
+            .next()
+            .map_or_else(String::new, |n| n.status_addr().to_string())
     );
     println!();
     println!("serving until Ctrl-C");

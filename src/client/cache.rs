@@ -33,7 +33,8 @@ fn newer_or_same(a: &RegionEpoch, b: &RegionEpoch) -> bool {
 }
 
 fn contains(region: &Region, key: &[u8]) -> bool {
-    region.start_key.as_slice() <= key && (region.end_key.is_empty() || key < region.end_key.as_slice())
+    region.start_key.as_slice() <= key
+        && (region.end_key.is_empty() || key < region.end_key.as_slice())
 }
 
 fn overlaps(a: &Region, b: &Region) -> bool {
@@ -103,7 +104,11 @@ impl RegionCache {
     /// Records the leader of a cached region (ignored if the region or the peer is not
     /// the cached one's).
     pub fn set_leader(&mut self, region_id: u64, leader: Option<Peer>) {
-        if let Some(cached) = self.by_start.values_mut().find(|c| c.region.id == region_id) {
+        if let Some(cached) = self
+            .by_start
+            .values_mut()
+            .find(|c| c.region.id == region_id)
+        {
             cached.leader = leader.filter(|l| cached.region.peers.iter().any(|p| p.id == l.id));
         }
     }
@@ -175,7 +180,10 @@ mod tests {
         assert_eq!(before("d"), Some(2));
         assert_eq!(before("e"), None, "a gap");
         assert_eq!(before("g"), Some(3));
-        assert_eq!(cache.by_id(2).map(|c| c.region.start_key.clone()), Some(b"b".to_vec()));
+        assert_eq!(
+            cache.by_id(2).map(|c| c.region.start_key.clone()),
+            Some(b"b".to_vec())
+        );
     }
 
     #[test]
@@ -214,6 +222,10 @@ mod tests {
         });
         cache.insert(changed.clone(), None);
         assert_eq!(cache.locate(b"a").unwrap().region.epoch, changed.epoch);
-        assert_eq!(cache.locate(b"a").unwrap().leader, None, "a new membership forgets the leader");
+        assert_eq!(
+            cache.locate(b"a").unwrap().leader,
+            None,
+            "a new membership forgets the leader"
+        );
     }
 }

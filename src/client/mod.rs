@@ -31,9 +31,9 @@ use crate::proto::metapb::{Peer, Region};
 use crate::region::RegionError;
 use crate::{RegionId, StoreId};
 
+pub use crate::store::ScanOrder;
 pub use cache::{CachedRegion, RegionCache};
 use retry::{Effect, Next, classify_status, on_region_error};
-pub use crate::store::ScanOrder;
 
 /// How a failed connection's status begins: the call was never sent.
 const NOT_CONNECTED: &str = "could not connect";
@@ -108,7 +108,6 @@ pub enum CasOutcome {
     /// The expectation failed; the value found (`None`: absent).
     Mismatch(Option<Bytes>),
 }
-
 
 /// Which region a request goes to.
 #[derive(Debug, Clone)]
@@ -205,10 +204,9 @@ impl Client {
             .map_err(|e| tonic::Status::invalid_argument(format!("{address}: {e}")))?
             .connect_timeout(self.inner.config.connect_timeout)
             .tcp_nodelay(true);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| tonic::Status::unavailable(format!("{NOT_CONNECTED} to {address}: {e}")))?;
+        let channel = endpoint.connect().await.map_err(|e| {
+            tonic::Status::unavailable(format!("{NOT_CONNECTED} to {address}: {e}"))
+        })?;
         self.inner
             .channels
             .lock()
@@ -548,7 +546,12 @@ impl Client {
                 key: key.clone(),
             });
             async move {
-                let r = self.kv(&a.address).await?.delete(request).await?.into_inner();
+                let r = self
+                    .kv(&a.address)
+                    .await?
+                    .delete(request)
+                    .await?
+                    .into_inner();
                 Ok((r.region_error, ()))
             }
         })
@@ -628,7 +631,10 @@ impl Client {
     }
 
     /// Keys believed to share one region, read in one call.
-    async fn batch_get_in_region(&self, keys: &[Bytes]) -> Result<Vec<(Bytes, Bytes)>, ClientError> {
+    async fn batch_get_in_region(
+        &self,
+        keys: &[Bytes],
+    ) -> Result<Vec<(Bytes, Bytes)>, ClientError> {
         self.run(Target::Key(&keys[0]), Effect::Read, |a| {
             let outside = keys.iter().find(|k| !contains(&a.region, k)).cloned();
             let request = self.request(kvpb::BatchGetRequest {
@@ -646,7 +652,12 @@ impl Client {
                     };
                     return Ok((Some((&error).into()), Vec::new()));
                 }
-                let r = self.kv(&a.address).await?.batch_get(request).await?.into_inner();
+                let r = self
+                    .kv(&a.address)
+                    .await?
+                    .batch_get(request)
+                    .await?
+                    .into_inner();
                 let pairs = r.pairs.into_iter().map(|p| (p.key, p.value)).collect();
                 Ok((r.region_error, pairs))
             }
@@ -678,7 +689,6 @@ impl Client {
                 ScanOrder::Forward => self.scan_part(&cursor, end, want, order).await?,
                 ScanOrder::Reverse => self.scan_part(start, &cursor, want, order).await?,
             };
-            let got = part.pairs.len();
             let last = part.pairs.last().map(|(k, _)| k.to_vec());
             pairs.extend(part.pairs);
             cursor = match (part.more, last) {
@@ -693,7 +703,9 @@ impl Client {
                 _ => match order {
                     ScanOrder::Forward => {
                         let region_end = part.region.end_key;
-                        if region_end.is_empty() || (!end.is_empty() && region_end.as_slice() >= end) {
+                        if region_end.is_empty()
+                            || (!end.is_empty() && region_end.as_slice() >= end)
+                        {
                             break;
                         }
                         region_end
@@ -707,7 +719,6 @@ impl Client {
                     }
                 },
             };
-            let _ = got;
         }
         pairs.truncate(limit);
         Ok(pairs)
@@ -765,7 +776,9 @@ impl Client {
                 .run(Target::Key(&cursor), Effect::Write, |a| {
                     // Within the region: its end bounds the range.
                     let region_end = a.region.end_key.clone();
-                    let hi = if end.is_empty() || (!region_end.is_empty() && region_end.as_slice() < end) {
+                    let hi = if end.is_empty()
+                        || (!region_end.is_empty() && region_end.as_slice() < end)
+                    {
                         region_end.clone()
                     } else {
                         end.to_vec()
@@ -808,7 +821,12 @@ impl Client {
                 ops: ops.clone(),
             });
             async move {
-                let r = self.kv(&a.address).await?.batch_write(request).await?.into_inner();
+                let r = self
+                    .kv(&a.address)
+                    .await?
+                    .batch_write(request)
+                    .await?
+                    .into_inner();
                 Ok((r.region_error, r.results))
             }
         })
@@ -853,7 +871,11 @@ impl Client {
     /// Splits a region at `keys` (in order); the new regions' and peers' ids are the
     /// next ones after the largest any store reports (until placement allocates them).
     /// Returns the regions of the old range, the split one first.
-    pub async fn split(&self, region: RegionId, keys: Vec<Bytes>) -> Result<Vec<Region>, ClientError> {
+    pub async fn split(
+        &self,
+        region: RegionId,
+        keys: Vec<Bytes>,
+    ) -> Result<Vec<Region>, ClientError> {
         let (mut next_region, mut next_peer) = self.next_ids().await?;
         let info = self.show_region(region).await?;
         let peers = info.region.map_or(0, |r| r.peers.len() as u64);
@@ -877,7 +899,12 @@ impl Client {
                     splits: splits.clone(),
                 });
                 async move {
-                    let r = self.admin(&a.address).await?.split(request).await?.into_inner();
+                    let r = self
+                        .admin(&a.address)
+                        .await?
+                        .split(request)
+                        .await?
+                        .into_inner();
                     Ok((r.region_error, r.regions))
                 }
             })
@@ -978,7 +1005,8 @@ struct ScanPart {
 }
 
 fn contains(region: &Region, key: &[u8]) -> bool {
-    region.start_key.as_slice() <= key && (region.end_key.is_empty() || key < region.end_key.as_slice())
+    region.start_key.as_slice() <= key
+        && (region.end_key.is_empty() || key < region.end_key.as_slice())
 }
 
 /// The key an operation touches first.
@@ -990,4 +1018,3 @@ fn op_key(op: &commandpb::Op) -> Option<Bytes> {
         op::Op::CompareAndSwap(c) => c.key.clone(),
     })
 }
-

@@ -75,7 +75,10 @@ pub(super) fn on_region_error(
             | DroppedReason::ConfChangePending
             | DroppedReason::StoreStopping
             | DroppedReason::PeerDestroyed => {
-                if matches!(reason, DroppedReason::StoreStopping | DroppedReason::PeerDestroyed) {
+                if matches!(
+                    reason,
+                    DroppedReason::StoreStopping | DroppedReason::PeerDestroyed
+                ) {
                     cache.set_leader(region, None);
                 }
                 Next::After(Duration::ZERO)
@@ -217,7 +220,10 @@ mod tests {
         let dropped = |reason| RegionError::ProposalDropped { region: r, reason };
         for (reason, next) in [
             (DroppedReason::Unanswered, Next::Indeterminate),
-            (DroppedReason::LeaderTransferring, Next::After(Duration::ZERO)),
+            (
+                DroppedReason::LeaderTransferring,
+                Next::After(Duration::ZERO),
+            ),
             (DroppedReason::StoreStopping, Next::After(Duration::ZERO)),
             (DroppedReason::ConfChangeRejected("no".into()), Next::Fail),
             (DroppedReason::InvalidTransferTarget(9), Next::Fail),
@@ -238,14 +244,27 @@ mod tests {
     #[test]
     fn a_write_whose_call_broke_is_indeterminate_unless_it_was_never_sent() {
         let broke = tonic::Status::unavailable("connection reset");
-        assert_eq!(classify_status(&broke, Effect::Read), Next::After(Duration::ZERO));
+        assert_eq!(
+            classify_status(&broke, Effect::Read),
+            Next::After(Duration::ZERO)
+        );
         assert_eq!(classify_status(&broke, Effect::Write), Next::Indeterminate);
         let timeout = tonic::Status::deadline_exceeded("late");
-        assert_eq!(classify_status(&timeout, Effect::Write), Next::Indeterminate);
-        let refused = tonic::Status::unavailable(format!("{}: refused", super::super::NOT_CONNECTED));
-        assert_eq!(classify_status(&refused, Effect::Write), Next::After(Duration::ZERO));
+        assert_eq!(
+            classify_status(&timeout, Effect::Write),
+            Next::Indeterminate
+        );
+        let refused =
+            tonic::Status::unavailable(format!("{}: refused", super::super::NOT_CONNECTED));
+        assert_eq!(
+            classify_status(&refused, Effect::Write),
+            Next::After(Duration::ZERO)
+        );
         let bad = tonic::Status::invalid_argument("malformed");
         assert_eq!(classify_status(&bad, Effect::Read), Next::Fail);
-        assert_eq!(classify_status(&tonic::Status::internal("bug"), Effect::Write), Next::Fail);
+        assert_eq!(
+            classify_status(&tonic::Status::internal("bug"), Effect::Write),
+            Next::Fail
+        );
     }
 }

@@ -6,12 +6,12 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::config::ServerConfig;
+use super::config::{CheckedConfig, ServerConfig};
 use super::node::{Node, NodeError};
-use crate::RegionId;
 use crate::proto::commandpb::SplitRequest;
 use crate::raft::Role;
 use crate::region::RegionError;
+use crate::{RegionId, StoreId};
 
 /// How a playground is laid out.
 #[derive(Debug, Clone)]
@@ -66,7 +66,10 @@ pub enum PlaygroundError {
 
 /// A running playground.
 pub struct Playground {
-    nodes: Vec<Node>,
+    /// One per store, in id order; `None` while stopped.
+    nodes: Vec<Option<Node>>,
+    /// Each store's configuration, its addresses the ones first bound, for restarts.
+    configs: Vec<CheckedConfig>,
     data_dir: PathBuf,
     _temporary: Option<tempfile::TempDir>,
 }
@@ -122,23 +125,33 @@ impl Playground {
             initial.push(format!("{}={addr}", i + 1));
         }
         let mut nodes = Vec::new();
+        let mut configs = Vec::new();
         for (i, (grpc, status)) in listeners.into_iter().enumerate() {
             let store_id = i as u64 + 1;
+            let address = |l: &std::net::TcpListener| {
+                l.local_addr()
+                    .map(|a| a.to_string())
+                    .map_err(|source| PlaygroundError::Io {
+                        what: "reading a listener's address",
+                        source,
+                    })
+            };
             let config = ServerConfig {
                 store_id,
                 data_dir: data_dir.join(format!("store-{store_id}")),
                 initial_stores: initial.join(","),
-                // The listeners are bound already; these only pass the check.
-                listen_addr: "127.0.0.1:0".into(),
-                status_addr: "127.0.0.1:0".into(),
+                listen_addr: address(&grpc)?,
+                status_addr: address(&status)?,
                 advertise_addr: String::new(),
                 ..options.base.clone()
             }
             .check()?;
-            nodes.push(Node::start_on(config, grpc, status)?);
+            configs.push(config.clone());
+            nodes.push(Some(Node::start_on(config, grpc, status)?));
         }
         let playground = Playground {
             nodes,
+            configs,
             data_dir,
             _temporary: temporary,
         };
@@ -150,7 +163,7 @@ impl Playground {
         let first = RegionId(1);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let leader = self.nodes.iter().find_map(|node| {
+            let leader = self.nodes().find_map(|node| {
                 let status = node.store().region_status(first).wait().ok()?;
                 (status.role == Role::Leader).then_some((node, status))
             });
@@ -192,17 +205,45 @@ impl Playground {
         }
     }
 
-    /// The servers.
-    pub fn nodes(&self) -> &[Node] {
-        &self.nodes
+    /// The running servers, in store id order.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().flatten()
     }
 
-    /// The stores' gRPC endpoints, `host:port`, in store id order.
+    /// The server of `store`, unless it is stopped.
+    pub fn node(&self, store: StoreId) -> Option<&Node> {
+        self.nodes.get(Self::index(store)?)?.as_ref()
+    }
+
+    fn index(store: StoreId) -> Option<usize> {
+        usize::try_from(store.get()).ok()?.checked_sub(1)
+    }
+
+    /// Every store's gRPC endpoint, `host:port`, in store id order (stopped ones too:
+    /// they come back at the same address).
     pub fn endpoints(&self) -> Vec<String> {
-        self.nodes
+        self.configs
             .iter()
-            .map(|n| n.grpc_addr().to_string())
+            .map(|c| c.listen_addr().to_string())
             .collect()
+    }
+
+    /// Stops one store gracefully; its data stays for `restart_store`.
+    pub fn stop_store(&mut self, store: StoreId) {
+        if let Some(node) = Self::index(store).and_then(|i| self.nodes.get_mut(i)?.take()) {
+            node.shutdown();
+        }
+    }
+
+    /// Starts a stopped store again, at its addresses, on its data.
+    pub fn restart_store(&mut self, store: StoreId) -> Result<(), PlaygroundError> {
+        let Some(i) = Self::index(store).filter(|&i| i < self.nodes.len()) else {
+            return Err(PlaygroundError::Options(format!("no store {store}")));
+        };
+        if self.nodes[i].is_none() {
+            self.nodes[i] = Some(Node::start(self.configs[i].clone())?);
+        }
+        Ok(())
     }
 
     /// Where the stores keep their data.
@@ -212,7 +253,7 @@ impl Playground {
 
     /// Stops every store gracefully (and removes a temporary data directory).
     pub fn shutdown(self) {
-        for node in self.nodes {
+        for node in self.nodes.into_iter().flatten() {
             node.shutdown();
         }
     }

@@ -1,0 +1,282 @@
+//! The Rust client against a playground over 127.0.0.1: every operation, ones spanning
+//! regions split and merged, a stale cache corrected by the typed errors (a split, a
+//! leader moved), a stopped store routed around, bad input refused with its typed error.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use flotilla::client::{CasOutcome, Client, ClientConfig, ClientError, ScanOrder};
+use flotilla::region::RegionError;
+use flotilla::server::ServerConfig;
+use flotilla::server::playground::{Playground, PlaygroundOptions};
+use flotilla::{RegionId, StoreId};
+use tokio::runtime::Runtime;
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A playground whose servers return at most 3 pairs per scan call, so scans span calls
+/// as well as regions.
+fn playground(regions: usize) -> Playground {
+    let mut base = ServerConfig::default();
+    base.limits.max_scan_pairs = 3;
+    Playground::start(PlaygroundOptions {
+        regions,
+        base,
+        ..PlaygroundOptions::default()
+    })
+    .unwrap()
+}
+
+fn b(s: &str) -> Bytes {
+    Bytes::from(s.to_string())
+}
+
+fn keys(pairs: &[(Bytes, Bytes)]) -> Vec<String> {
+    pairs
+        .iter()
+        .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+        .collect()
+}
+
+/// Keys in each of the 4 regions (split at 4000, 8000, c000).
+const KEYS: [&str; 8] = ["0a", "1b", "4000", "5c", "7ff", "8a", "c0", "ff"];
+
+#[test]
+fn every_operation_works_across_regions() {
+    let rt = runtime();
+    let playground = playground(4);
+    rt.block_on(async {
+        let client = Client::connect(ClientConfig::new(playground.endpoints()))
+            .await
+            .unwrap();
+        assert_eq!(client.stores().len(), 3);
+        for k in KEYS {
+            client.put(b(k), b(&format!("v-{k}"))).await.unwrap();
+        }
+        assert_eq!(client.cached_regions(), 4);
+        for k in KEYS {
+            assert_eq!(client.get(b(k)).await.unwrap(), Some(b(&format!("v-{k}"))));
+        }
+        assert_eq!(client.get(b("nothing")).await.unwrap(), None);
+
+        // Batch get: the keys' order, absent keys left out, four regions read.
+        let asked = vec![b("ff"), b("absent"), b("0a"), b("8a"), b("5c")];
+        let got = client.batch_get(asked).await.unwrap();
+        assert_eq!(keys(&got), ["ff", "0a", "8a", "5c"]);
+
+        // Scans cross regions and the server's cap of 3 pairs per call.
+        let all = client
+            .scan(b"", b"", 100, ScanOrder::Forward)
+            .await
+            .unwrap();
+        assert_eq!(keys(&all), KEYS);
+        assert_eq!(all[3].1, b("v-5c"));
+        let some = client
+            .scan(b"1", b"c", 4, ScanOrder::Forward)
+            .await
+            .unwrap();
+        assert_eq!(keys(&some), ["1b", "4000", "5c", "7ff"]);
+        let back = client
+            .scan(b"", b"", 100, ScanOrder::Reverse)
+            .await
+            .unwrap();
+        let mut reversed = KEYS.to_vec();
+        reversed.reverse();
+        assert_eq!(keys(&back), reversed);
+        let back_some = client
+            .scan(b"1", b"c0", 5, ScanOrder::Reverse)
+            .await
+            .unwrap();
+        assert_eq!(keys(&back_some), ["8a", "7ff", "5c", "4000", "1b"]);
+        assert!(
+            client
+                .scan(b"z", b"a", 10, ScanOrder::Forward)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // Compare-and-swap, both ways, and on an absent key.
+        let cas = client
+            .compare_and_swap(b("5c"), Some(b("v-5c")), Some(b("w")))
+            .await
+            .unwrap();
+        assert_eq!(cas, CasOutcome::Swapped);
+        let cas = client
+            .compare_and_swap(b("5c"), Some(b("v-5c")), Some(b("x")))
+            .await
+            .unwrap();
+        assert_eq!(cas, CasOutcome::Mismatch(Some(b("w"))));
+        let cas = client
+            .compare_and_swap(b("new"), None, Some(b("n")))
+            .await
+            .unwrap();
+        assert_eq!(cas, CasOutcome::Swapped);
+
+        client.delete(b("0a")).await.unwrap();
+        assert_eq!(client.get(b("0a")).await.unwrap(), None);
+        // A range delete over three regions.
+        client.delete_range(b"1", b"c").await.unwrap();
+        let left = client
+            .scan(b"", b"", 100, ScanOrder::Forward)
+            .await
+            .unwrap();
+        assert_eq!(keys(&left), ["c0", "ff", "new"]);
+
+        // Bad input: typed, nothing changed.
+        match client.put(b(""), b("v")).await {
+            Err(ClientError::Region(RegionError::InvalidRequest { .. })) => {}
+            other => panic!("an empty key: {other:?}"),
+        }
+        let huge = Bytes::from(vec![7u8; 5 << 20]);
+        match client.put(b("c0"), huge).await {
+            Err(ClientError::Region(RegionError::InvalidRequest { reason })) => {
+                assert!(reason.contains("value"), "{reason}")
+            }
+            other => panic!("an oversized value: {other:?}"),
+        }
+        // Three values of 3 MiB are each fine, but not as one 9 MiB entry.
+        let put = |k: &str| flotilla::proto::commandpb::Op {
+            op: Some(flotilla::proto::commandpb::op::Op::Put(
+                flotilla::proto::commandpb::Put {
+                    key: b(k),
+                    value: Bytes::from(vec![1u8; 3 << 20]),
+                },
+            )),
+        };
+        match client
+            .batch_write(vec![put("c1"), put("c2"), put("c3")])
+            .await
+        {
+            Err(ClientError::Region(RegionError::EntryTooLarge { .. })) => {}
+            other => panic!("an oversized entry: {:?}", other.map(|r| r.len())),
+        }
+        assert_eq!(client.get(b("c1")).await.unwrap(), None);
+        assert_eq!(client.get(b("c0")).await.unwrap(), Some(b("v-c0")));
+    });
+    playground.shutdown();
+}
+
+#[test]
+fn a_stale_cache_is_corrected_by_the_typed_errors() {
+    let rt = runtime();
+    let playground = playground(1);
+    rt.block_on(async {
+        let config = ClientConfig::new(playground.endpoints());
+        let admin = Client::connect(config.clone()).await.unwrap();
+        let stale = Client::connect(config).await.unwrap();
+        for k in KEYS {
+            stale.put(b(k), b(k)).await.unwrap();
+        }
+        // The stale client caches the single region and its leader; the admin splits it
+        // and moves a leader.
+        let regions = admin
+            .split(RegionId(1), vec![b("4000"), b("c000")])
+            .await
+            .unwrap();
+        assert_eq!(regions.len(), 3);
+        let info = admin.show_region(RegionId(1)).await.unwrap();
+        let leader = info.leader.unwrap();
+        let other = info
+            .region
+            .unwrap()
+            .peers
+            .into_iter()
+            .find(|p| p.id != leader.id)
+            .unwrap();
+        admin.transfer_leader(RegionId(1), other.id).await.unwrap();
+        let mut moved = false;
+        for _ in 0..100 {
+            let now = admin.show_region(RegionId(1)).await.unwrap();
+            if now.leader.map(|l| l.id) == Some(other.id) {
+                moved = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(moved, "the leadership did not move");
+        // Every key, through the stale client: EpochNotMatch teaches it the new regions,
+        // NotLeader the new leader.
+        for k in KEYS {
+            stale.put(b(k), b(&format!("again-{k}"))).await.unwrap();
+        }
+        assert_eq!(stale.cached_regions(), 3);
+        let all = stale.scan(b"", b"", 100, ScanOrder::Forward).await.unwrap();
+        assert_eq!(keys(&all), KEYS);
+        assert!(
+            all.iter()
+                .all(|(k, v)| v == &Bytes::from(format!("again-{}", String::from_utf8_lossy(k))))
+        );
+    });
+    playground.shutdown();
+}
+
+#[test]
+fn a_stopped_store_is_routed_around_and_its_writes_are_there_when_it_returns() {
+    let rt = runtime();
+    let mut playground = playground(1);
+    let client = rt.block_on(async {
+        let client = Client::connect(ClientConfig::new(playground.endpoints()))
+            .await
+            .unwrap();
+        client.put(b("before"), b("1")).await.unwrap();
+        client
+    });
+    let leader = rt
+        .block_on(client.show_region(RegionId(1)))
+        .unwrap()
+        .leader
+        .unwrap();
+    playground.stop_store(StoreId(leader.store_id));
+    rt.block_on(async {
+        // The leader's store is gone: the client finds the new leader.
+        client.put(b("after"), b("2")).await.unwrap();
+        assert_eq!(client.get(b("before")).await.unwrap(), Some(b("1")));
+    });
+    playground.restart_store(StoreId(leader.store_id)).unwrap();
+    rt.block_on(async {
+        client.put(b("back"), b("3")).await.unwrap();
+        let all = client.scan(b"", b"", 10, ScanOrder::Forward).await.unwrap();
+        assert_eq!(keys(&all), ["after", "back", "before"]);
+    });
+    // The returned store caught up: it holds the write made while it was away.
+    let node = playground.node(StoreId(leader.store_id)).unwrap();
+    let mut caught_up = false;
+    for _ in 0..200 {
+        let status = node.store().region_status(RegionId(1)).wait().unwrap();
+        if status.applied_index >= status.commit_index && status.commit_index > 0 {
+            let view = node.store().region_for_key(b"after");
+            if view.is_some() {
+                caught_up = true;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(caught_up);
+    playground.shutdown();
+}
+
+#[test]
+fn no_reachable_endpoint_is_an_error_not_a_hang() {
+    let rt = runtime();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap().to_string();
+    drop(free);
+    let mut config = ClientConfig::new([addr]);
+    config.timeout = Duration::from_secs(2);
+    match rt.block_on(Client::connect(config)) {
+        Err(ClientError::Unavailable(_)) => {}
+        other => panic!("connecting to nothing: {:?}", other.map(|_| ())),
+    }
+    match rt.block_on(Client::connect(ClientConfig::new(Vec::<String>::new()))) {
+        Err(ClientError::Unavailable(_)) => {}
+        other => panic!("no endpoints: {:?}", other.map(|_| ())),
+    }
+}
