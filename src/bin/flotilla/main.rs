@@ -1,5 +1,7 @@
 //! The flotilla command line: `server` runs one store, `playground` a whole cluster in
-//! one process, `sim` the Raft core's randomized simulator.
+//! one process, `ctl` talks to a cluster, `sim` runs the Raft core's randomized simulator.
+
+mod ctl;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +45,8 @@ enum Command {
         #[arg(long, default_value = "warn")]
         log_level: String,
     },
+    /// Talk to a cluster: keys, regions, stores.
+    Ctl(ctl::CtlArgs),
     /// Run the randomized simulator of one Raft group over many seeds, checking safety
     /// invariants after every step.
     Sim {
@@ -119,6 +123,7 @@ impl ServerArgs {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Server(args) => serve(args),
+        Command::Ctl(args) => ctl::run(args),
         Command::Playground {
             stores,
             regions,
@@ -261,10 +266,25 @@ fn playground(
         );
     }
     let first = &endpoints[0];
+    let me = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "flotilla".into());
+    let ctl = format!("{me} ctl --endpoints {}", endpoints.join(","));
     println!();
-    println!("try (grpcurl finds the services by reflection):");
+    println!("try:");
+    for example in [
+        "put hello world",
+        "get hello",
+        "scan --limit 10",
+        "cas hello --expect world --new there",
+        "region list",
+        "store list",
+        "--json region show 1",
+    ] {
+        println!("  {ctl} {example}");
+    }
+    println!("grpcurl finds the services by reflection (keys and values base64 in JSON):");
     println!("  grpcurl -plaintext {first} list");
-    // Keys are bytes: JSON carries them in base64 ("aGVsbG8=" is "hello").
     println!("  grpcurl -plaintext -d '{{\"key\":\"aGVsbG8=\"}}' {first} kvpb.Kv/Route");
     println!(
         "  curl http://{}/status",
