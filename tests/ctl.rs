@@ -189,3 +189,60 @@ fn ctl_round_trips_with_json() {
     assert_eq!(out.status.code(), Some(1));
     playground.shutdown();
 }
+
+/// `flotilla bench --embedded --json`: a short run against its own playground reports
+/// operations of every kind, their latencies in order, and no errors.
+#[test]
+fn bench_runs_against_an_embedded_playground_and_reports_json() {
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args([
+            "bench",
+            "--embedded",
+            "--regions",
+            "2",
+            "--clients",
+            "4",
+            "--duration",
+            "2",
+            "--keys",
+            "100",
+            "--mix",
+            "reads=40,writes=40,cas=20",
+            "--distribution",
+            "zipfian",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["errors"], 0, "{report}");
+    let ops = report["ops"].as_u64().unwrap();
+    assert!(ops > 0);
+    for kind in ["reads", "writes", "cas"] {
+        assert!(
+            report[kind]["count"].as_u64().unwrap() > 0,
+            "{kind}: {report}"
+        );
+    }
+    let all = &report["all"];
+    let p = |q: &str| all[q].as_u64().unwrap();
+    assert!(p("p50_us") <= p("p90_us") && p("p90_us") <= p("p99_us") && p("p99_us") <= p("max_us"));
+    assert_eq!(
+        report["reads"]["count"].as_u64().unwrap()
+            + report["writes"]["count"].as_u64().unwrap()
+            + report["cas"]["count"].as_u64().unwrap(),
+        ops
+    );
+    // A bad mix is refused before anything starts.
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["bench", "--embedded", "--mix", "reads=60"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("add up to 60"));
+}

@@ -13,6 +13,7 @@
 //! broke or timed out after it was sent — fails with `ClientError::Indeterminate`, never
 //! silently sent twice.
 
+pub mod bench;
 mod cache;
 mod retry;
 

@@ -1,6 +1,8 @@
 //! The flotilla command line: `server` runs one store, `playground` a whole cluster in
-//! one process, `ctl` talks to a cluster, `sim` runs the Raft core's randomized simulator.
+//! one process, `ctl` talks to a cluster, `bench` loads one, `sim` runs the Raft core's
+//! randomized simulator.
 
+mod bench;
 mod ctl;
 
 use std::path::PathBuf;
@@ -47,6 +49,9 @@ enum Command {
     },
     /// Talk to a cluster: keys, regions, stores.
     Ctl(ctl::CtlArgs),
+    /// Load a cluster (or a playground in this process) and report throughput and
+    /// latency percentiles.
+    Bench(bench::BenchArgs),
     /// Run the randomized simulator of one Raft group over many seeds, checking safety
     /// invariants after every step.
     Sim {
@@ -124,6 +129,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Server(args) => serve(args),
         Command::Ctl(args) => ctl::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Playground {
             stores,
             regions,
