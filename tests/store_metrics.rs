@@ -10,10 +10,13 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::prometheus::sum;
 use flotilla::StoreId;
 use flotilla::store::{RaftSettings, ReadRequest, StoreConfig};
 use flotilla::testkit::cluster::*;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+mod common;
 
 fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -30,29 +33,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Every sample of the exposition: `name{labels}` → value (labels as rendered).
+/// Every sample of the exposition.
 fn samples() -> HashMap<String, f64> {
-    handle()
-        .render()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            Some((key.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-/// The sum of every sample of `name` whose labels contain each of `labels`.
-fn sum(samples: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
-    samples
-        .iter()
-        .filter(|(k, _)| {
-            let bare = k.split('{').next().unwrap_or("");
-            bare == name && labels.iter().all(|l| k.contains(l))
-        })
-        .map(|(_, v)| v)
-        .sum()
+    common::prometheus::samples(&handle().render())
 }
 
 #[test]

@@ -2,4 +2,5 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod log_model;
+pub mod prometheus;
 pub mod raft;
