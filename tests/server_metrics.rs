@@ -99,9 +99,13 @@ fn metrics_show_heartbeats_coalesced_per_store_pair_over_grpc() {
         .unwrap_or(1000);
     let few = heartbeat_traffic(16);
     let many = heartbeat_traffic(regions);
-    // As in store_metrics: the 16-region figure swings between about 1 and 3 per run.
+    // The 16-region figure swings between about 1 and 3 per run (whether a tick's
+    // heartbeats and the other store's answers meet in one batch), and on a loaded
+    // machine a poller round of 1,000 regions can outlast the heartbeat hold (2.8 seen
+    // in CI, 1.07 alone): the bound allows that, and still fails a count that follows the
+    // regions (62 times as many).
     assert!(
-        many.per_pair_interval <= few.per_pair_interval.max(1.0) * 2.0 + 0.5,
+        many.per_pair_interval <= few.per_pair_interval.max(1.0) * 3.0 + 0.5,
         "{:.2} batches per pair and interval for {regions} regions, {:.2} for 16",
         many.per_pair_interval,
         few.per_pair_interval

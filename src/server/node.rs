@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use super::config::{CheckedConfig, InitialStores};
@@ -272,7 +273,10 @@ impl Node {
             .add_service(KvService::new(store.clone(), c.limits.max_scan_pairs).into_server())
             .add_service(AdminService::new(store.clone()).into_server())
             .add_service(reflection)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), closed(closing_rx.clone()));
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(grpc).map(no_delay),
+                closed(closing_rx.clone()),
+            );
         let status_router = status::router(
             store.clone(),
             NodeInfo {
@@ -380,7 +384,62 @@ fn listener(
         .map_err(|source| NodeError::Listen { addr, source })
 }
 
+/// Small replies leave at once: without it, Nagle's algorithm holds a reply behind the
+/// peer's delayed acknowledgement (40 ms on Linux). The builder's own `tcp_nodelay` covers
+/// only listeners it binds itself.
+fn no_delay(
+    accepted: std::io::Result<tokio::net::TcpStream>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let stream = accepted?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 /// Resolves once the node is closing.
 async fn closed(mut closing: watch::Receiver<bool>) {
     let _ = closing.wait_for(|&closing| closing).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_connections_send_without_delay() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (accepted, _) = listener.accept().await.unwrap();
+            assert!(!accepted.nodelay().unwrap(), "the default is Nagle's");
+            assert!(no_delay(Ok(accepted)).unwrap().nodelay().unwrap());
+        });
+    }
+
+    #[test]
+    fn the_first_region_is_the_whole_key_space_with_a_voter_per_store() {
+        let stores: InitialStores = [
+            (crate::StoreId(3), "c:1".to_string()),
+            (crate::StoreId(1), "a:1".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let region = first_region(&stores);
+        assert_eq!(
+            (region.id, region.start_key.len(), region.end_key.len()),
+            (1, 0, 0)
+        );
+        let peers: Vec<(u64, u64)> = region.peers.iter().map(|p| (p.id, p.store_id)).collect();
+        assert_eq!(peers, vec![(1, 1), (3, 3)]);
+        assert!(
+            region
+                .peers
+                .iter()
+                .all(|p| p.role == PeerRole::Voter as i32)
+        );
+    }
 }
