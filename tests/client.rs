@@ -56,6 +56,11 @@ fn every_operation_works_across_regions() {
             .await
             .unwrap();
         assert_eq!(client.stores().len(), 3);
+        // Given one endpoint, a client learns the other stores from it.
+        let one = Client::connect(ClientConfig::new([playground.endpoints()[0].clone()]))
+            .await
+            .unwrap();
+        assert_eq!(one.stores().len(), 3);
         for k in KEYS {
             client.put(b(k), b(&format!("v-{k}"))).await.unwrap();
         }
@@ -181,6 +186,26 @@ fn a_stale_cache_is_corrected_by_the_typed_errors() {
             .await
             .unwrap();
         assert_eq!(regions.len(), 3);
+        // A batch get over the three new regions from the client still caching one: its
+        // keys are regrouped by the regions the errors teach.
+        let batch = stale
+            .batch_get(KEYS.iter().map(|k| b(k)).collect())
+            .await
+            .unwrap();
+        assert_eq!(keys(&batch), KEYS);
+        // Atomic writes whose keys the split put in two regions are refused, typed.
+        let put = |k: &str| flotilla::proto::commandpb::Op {
+            op: Some(flotilla::proto::commandpb::op::Op::Put(
+                flotilla::proto::commandpb::Put {
+                    key: b(k),
+                    value: b("x"),
+                },
+            )),
+        };
+        match stale.batch_write(vec![put("0a"), put("ff")]).await {
+            Err(ClientError::Region(RegionError::KeyNotInRegion { .. })) => {}
+            other => panic!("a batch write across regions: {:?}", other.map(|r| r.len())),
+        }
         let info = admin.show_region(RegionId(1)).await.unwrap();
         let leader = info.leader.unwrap();
         let other = info
@@ -245,21 +270,34 @@ fn a_stopped_store_is_routed_around_and_its_writes_are_there_when_it_returns() {
         let all = client.scan(b"", b"", 10, ScanOrder::Forward).await.unwrap();
         assert_eq!(keys(&all), ["after", "back", "before"]);
     });
-    // The returned store caught up: it holds the write made while it was away.
-    let node = playground.node(StoreId(leader.store_id)).unwrap();
-    let mut caught_up = false;
-    for _ in 0..200 {
-        let status = node.store().region_status(RegionId(1)).wait().unwrap();
-        if status.applied_index >= status.commit_index && status.commit_index > 0 {
-            let view = node.store().region_for_key(b"after");
-            if view.is_some() {
-                caught_up = true;
+    // The returned store caught up: made the leader, it serves the write made while it
+    // was away.
+    rt.block_on(async {
+        let region = client
+            .show_region(RegionId(1))
+            .await
+            .unwrap()
+            .region
+            .unwrap();
+        let returned = region
+            .peers
+            .iter()
+            .find(|p| p.store_id == leader.store_id)
+            .unwrap()
+            .id;
+        let mut moved = false;
+        for _ in 0..100 {
+            let _ = client.transfer_leader(RegionId(1), returned).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = client.show_region(RegionId(1)).await.unwrap().leader;
+            if now.map(|l| l.id) == Some(returned) {
+                moved = true;
                 break;
             }
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(caught_up);
+        assert!(moved, "the returned store never took the lead");
+        assert_eq!(client.get(b("after")).await.unwrap(), Some(b("2")));
+    });
     playground.shutdown();
 }
 
@@ -279,4 +317,50 @@ fn no_reachable_endpoint_is_an_error_not_a_hang() {
         Err(ClientError::Unavailable(_)) => {}
         other => panic!("no endpoints: {:?}", other.map(|_| ())),
     }
+}
+
+/// A store stopped gracefully under load: the writes it took commit before it goes,
+/// the calls it refuses meanwhile go elsewhere, and no client sees an error.
+#[test]
+fn a_graceful_stop_under_load_fails_no_request() {
+    let rt = runtime();
+    let mut playground = playground(1);
+    let client = rt
+        .block_on(Client::connect(ClientConfig::new(playground.endpoints())))
+        .unwrap();
+    rt.block_on(client.put(b("warm"), b("up"))).unwrap();
+    let leader = rt
+        .block_on(client.show_region(RegionId(1)))
+        .unwrap()
+        .leader
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|i| {
+            let (client, stop) = (client.clone(), stop.clone());
+            rt.spawn(async move {
+                let mut done = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let key = b(&format!("k{i}-{}", done % 10));
+                    client.put(key.clone(), b(&done.to_string())).await?;
+                    client.get(key).await?;
+                    done += 1;
+                }
+                Ok::<u64, ClientError>(done)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    playground.stop_store(StoreId(leader.store_id));
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let done: u64 = rt.block_on(async {
+        let mut total = 0;
+        for task in load {
+            total += task.await.unwrap().expect("no request fails");
+        }
+        total
+    });
+    assert!(done > 0);
+    playground.shutdown();
 }

@@ -168,6 +168,16 @@ fn a_data_directory_of_another_store_or_cluster_or_none_is_refused() {
         Err(NodeError::Identity { .. })
     ));
     assert!(!foreign.path().join(IDENTITY_FILE).exists());
+    // A crash while the identity was written leaves only its temporary file: a new
+    // directory still.
+    let interrupted = tempfile::tempdir().unwrap();
+    std::fs::write(interrupted.path().join("identity.tmp"), "cluster_id = ").unwrap();
+    let config = ServerConfig {
+        data_dir: interrupted.path().to_path_buf(),
+        ..one_store_config(interrupted.path())
+    };
+    Node::start(config.check().unwrap()).unwrap().shutdown();
+    assert!(!interrupted.path().join("identity.tmp").exists());
     // A damaged identity is refused, not rewritten.
     std::fs::write(dir.path().join(IDENTITY_FILE), "store_id = [").unwrap();
     let config = one_store_config(dir.path());

@@ -39,6 +39,9 @@ use retry::{Effect, Next, classify_status, on_region_error};
 /// How a failed connection's status begins: the call was never sent.
 const NOT_CONNECTED: &str = "could not connect";
 
+/// Retries at once (the cache just learned where to go) before the client waits anyway.
+const QUICK_RETRIES: u32 = 8;
+
 /// How a client connects and how long it tries.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -183,10 +186,15 @@ impl Client {
         for endpoint in self.inner.config.endpoints.clone() {
             match self.store_status_at(&endpoint).await {
                 Ok(status) => {
-                    self.inner
-                        .stores
-                        .lock()
-                        .insert(StoreId(status.store_id), endpoint);
+                    let mut stores = self.inner.stores.lock();
+                    // The address this client reached a store at wins over the one
+                    // another store knows it by.
+                    stores.insert(StoreId(status.store_id), endpoint);
+                    for known in status.known_stores {
+                        stores
+                            .entry(StoreId(known.store_id))
+                            .or_insert(known.address);
+                    }
                 }
                 Err(e) => last = format!("{endpoint}: {e}"),
             }
@@ -333,6 +341,8 @@ impl Client {
     async fn look_up(&self, target: &Target<'_>) -> Result<(), ClientError> {
         let addresses: Vec<String> = self.inner.stores.lock().values().cloned().collect();
         let mut last = String::from("no store answered");
+        let mut answered = 0;
+        let asked = addresses.len();
         for address in addresses {
             let found = match target {
                 Target::Key(key) => self.route_at(&address, key).await,
@@ -347,11 +357,21 @@ impl Client {
                     }
                     return Ok(());
                 }
-                Ok(_) => {}
+                Ok(_) => answered += 1,
                 Err(e) => last = format!("{address}: {e}"),
             }
         }
-        Err(ClientError::Unavailable(last))
+        match target {
+            // Every store answered, none holds it: it does not exist.
+            Target::Id(id) if answered == asked => Err(RegionError::RegionNotFound {
+                region: RegionId(*id),
+            }
+            .into()),
+            _ if answered == asked => Err(ClientError::Unavailable(format!(
+                "no store holds a region for {target:?}"
+            ))),
+            _ => Err(ClientError::Unavailable(last)),
+        }
     }
 
     async fn route_at(
@@ -403,7 +423,9 @@ impl Client {
     }
 
     /// Runs one request against `target` until it succeeds, fails for good, or the
-    /// deadline passes. `call` makes one attempt at the region and address it is given.
+    /// deadline passes. `call` makes one attempt at the region and address it is given;
+    /// it may answer `Ok((None, None))` for "this region does not fit the request" (the
+    /// caller regroups), which `run` returns as `Ok(None)` without retrying.
     async fn run<T, F, Fut>(
         &self,
         target: Target<'_>,
@@ -418,31 +440,48 @@ impl Client {
         let config = &self.inner.config;
         let mut backoff = config.min_backoff;
         let mut attempt = 0u32;
+        // Retries without a wait since the last wait: bounded, so two stores pointing at
+        // each other cannot spin.
+        let mut quick = 0u32;
+        let mut last = String::from("no attempt finished");
         loop {
             let remaining = config.timeout.saturating_sub(started.elapsed());
-            let failure = match self.target(&target, attempt).await {
-                Ok(t) => {
+            if remaining.is_zero() {
+                return Err(ClientError::DeadlineExceeded {
+                    elapsed: started.elapsed(),
+                    last,
+                });
+            }
+            let found = tokio::time::timeout(remaining, self.target(&target, attempt)).await;
+            let next = match found {
+                Err(_) => {
+                    last = format!("looking up {target:?}: no answer in time");
+                    continue;
+                }
+                Ok(Err(ClientError::Unavailable(e))) => {
+                    last = e;
+                    Next::After(Duration::ZERO)
+                }
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(t)) => {
                     let region_id = t.region.region.id;
-                    let context = kvpb::Context {
-                        region_id,
-                        region_epoch: t.region.region.epoch,
-                    };
                     let address = t.address.clone();
-                    let answer = tokio::time::timeout(
-                        remaining,
-                        call(Attempt {
-                            address: t.address,
-                            context,
-                            region: t.region.region,
-                        }),
-                    )
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(tonic::Status::deadline_exceeded(
+                    let attempt_at = Attempt {
+                        address: t.address,
+                        context: kvpb::Context {
+                            region_id,
+                            region_epoch: t.region.region.epoch,
+                        },
+                        region: t.region.region,
+                    };
+                    let remaining = config.timeout.saturating_sub(started.elapsed());
+                    let answer = match tokio::time::timeout(remaining, call(attempt_at)).await {
+                        Ok(answer) => answer,
+                        Err(_) => Err(tonic::Status::deadline_exceeded(
                             "the operation's deadline passed during a call",
-                        ))
-                    });
-                    let next = match answer {
+                        )),
+                    };
+                    match answer {
                         Ok((None, value)) => return Ok(value),
                         Ok((Some(error), _)) => {
                             let error = RegionError::try_from(error)
@@ -452,8 +491,16 @@ impl Client {
                                 region_id,
                                 &t.peer,
                                 &error,
+                                effect,
                             );
-                            (next, error.to_string(), Some(error))
+                            last = error.to_string();
+                            match next {
+                                Next::Fail => return Err(error.into()),
+                                Next::Indeterminate => {
+                                    return Err(ClientError::Indeterminate(last));
+                                }
+                                next => next,
+                            }
                         }
                         Err(status) => {
                             let next = classify_status(&status, effect);
@@ -463,41 +510,36 @@ impl Client {
                                 self.forget_channel(&address);
                                 self.inner.cache.lock().set_leader(region_id, None);
                             }
-                            let text = format!("{address}: {}", status.message());
+                            last = format!("{address}: {}", status.message());
                             match next {
                                 Next::Fail => return Err(ClientError::Rpc(status)),
-                                next => (next, text, None),
+                                Next::Indeterminate => {
+                                    return Err(ClientError::Indeterminate(last));
+                                }
+                                next => next,
                             }
-                        }
-                    };
-                    match next {
-                        (Next::Now, ..) => {
-                            attempt += 1;
-                            continue;
-                        }
-                        (Next::After(wait), text, _) => {
-                            backoff = backoff.max(wait);
-                            text
-                        }
-                        (Next::Fail, _, Some(error)) => return Err(error.into()),
-                        (Next::Fail, text, None) => return Err(ClientError::Protocol(text)),
-                        (Next::Indeterminate, text, _) => {
-                            return Err(ClientError::Indeterminate(text));
                         }
                     }
                 }
-                Err(ClientError::Unavailable(e)) => e,
-                Err(e) => return Err(e),
             };
-            if started.elapsed() + backoff >= config.timeout {
+            attempt += 1;
+            let wait = match next {
+                Next::Now if quick < QUICK_RETRIES => {
+                    quick += 1;
+                    continue;
+                }
+                Next::After(at_least) => backoff.max(at_least),
+                _ => backoff,
+            };
+            quick = 0;
+            if started.elapsed() + wait >= config.timeout {
                 return Err(ClientError::DeadlineExceeded {
                     elapsed: started.elapsed(),
-                    last: failure,
+                    last,
                 });
             }
-            tokio::time::sleep(backoff).await;
+            tokio::time::sleep(wait).await;
             backoff = (backoff * 2).min(config.max_backoff);
-            attempt += 1;
         }
     }
 
@@ -594,12 +636,19 @@ impl Client {
     }
 
     /// The values of `keys` that are present, in the order asked: each region's keys are
-    /// read in one call, the regions in parallel.
+    /// read in one call, the regions in parallel. Keys whose region split under them are
+    /// grouped again by the regions the cache then knows.
     pub async fn batch_get(&self, keys: Vec<Bytes>) -> Result<Vec<(Bytes, Bytes)>, ClientError> {
         let mut found: HashMap<Bytes, Bytes> = HashMap::new();
         let mut pending = keys.clone();
         let started = Instant::now();
         while !pending.is_empty() {
+            if started.elapsed() >= self.inner.config.timeout {
+                return Err(ClientError::DeadlineExceeded {
+                    elapsed: started.elapsed(),
+                    last: "regrouping a batch get's keys".into(),
+                });
+            }
             let mut by_region: BTreeMap<u64, Vec<Bytes>> = BTreeMap::new();
             for key in pending.drain(..) {
                 let region = self.target(&Target::Key(&key), 0).await?.region.region.id;
@@ -613,15 +662,9 @@ impl Client {
             while let Some(done) = tasks.join_next().await {
                 let (answer, group) =
                     done.map_err(|e| ClientError::Protocol(format!("a batch get task: {e}")))?;
-                match answer {
-                    Ok(pairs) => found.extend(pairs),
-                    // The region split under the group: its keys are grouped again.
-                    Err(ClientError::Region(RegionError::KeyNotInRegion { .. }))
-                        if started.elapsed() < self.inner.config.timeout =>
-                    {
-                        pending.extend(group)
-                    }
-                    Err(e) => return Err(e),
+                match answer? {
+                    Some(pairs) => found.extend(pairs),
+                    None => pending.extend(group),
                 }
             }
         }
@@ -631,27 +674,21 @@ impl Client {
             .collect())
     }
 
-    /// Keys believed to share one region, read in one call.
+    /// Keys believed to share one region, read in one call; `None` if the region (as the
+    /// cache now knows it) does not hold them all.
     async fn batch_get_in_region(
         &self,
         keys: &[Bytes],
-    ) -> Result<Vec<(Bytes, Bytes)>, ClientError> {
+    ) -> Result<Option<Vec<(Bytes, Bytes)>>, ClientError> {
         self.run(Target::Key(&keys[0]), Effect::Read, |a| {
-            let outside = keys.iter().find(|k| !contains(&a.region, k)).cloned();
+            let fits = keys.iter().all(|k| contains(&a.region, k));
             let request = self.request(kvpb::BatchGetRequest {
                 context: Some(a.context),
                 keys: keys.to_vec(),
             });
             async move {
-                if let Some(key) = outside {
-                    // Known without asking: the caller regroups.
-                    let error = RegionError::KeyNotInRegion {
-                        key: key.to_vec(),
-                        region: RegionId(a.region.id),
-                        start_key: a.region.start_key.clone(),
-                        end_key: a.region.end_key.clone(),
-                    };
-                    return Ok((Some((&error).into()), Vec::new()));
+                if !fits {
+                    return Ok((None, None));
                 }
                 let r = self
                     .kv(&a.address)
@@ -660,7 +697,7 @@ impl Client {
                     .await?
                     .into_inner();
                 let pairs = r.pairs.into_iter().map(|p| (p.key, p.value)).collect();
-                Ok((r.region_error, pairs))
+                Ok((r.region_error, Some(pairs)))
             }
         })
         .await
@@ -808,7 +845,7 @@ impl Client {
     }
 
     /// Operations applied atomically in the one region holding all their keys, one
-    /// result each.
+    /// result each. Keys in more than one region are refused (`KeyNotInRegion`).
     pub async fn batch_write(
         &self,
         ops: Vec<commandpb::Op>,
@@ -816,12 +853,25 @@ impl Client {
         let Some(first) = ops.first().and_then(op_key) else {
             return Ok(Vec::new());
         };
+        let keys: Vec<Bytes> = ops.iter().filter_map(op_key).collect();
         self.run(Target::Key(&first), Effect::Write, |a| {
+            let outside = keys.iter().find(|k| !contains(&a.region, k)).cloned();
+            let region = a.region.clone();
             let request = self.request(kvpb::BatchWriteRequest {
                 context: Some(a.context),
                 ops: ops.clone(),
             });
             async move {
+                if let Some(key) = outside {
+                    // Sent nowhere: the caller's operations span regions.
+                    let error = RegionError::KeyNotInRegion {
+                        key: key.to_vec(),
+                        region: RegionId(region.id),
+                        start_key: region.start_key,
+                        end_key: region.end_key,
+                    };
+                    return Ok((Some((&error).into()), Vec::new()));
+                }
                 let r = self
                     .kv(&a.address)
                     .await?
@@ -917,9 +967,15 @@ impl Client {
         Ok(regions)
     }
 
-    /// The largest region and peer ids any store reports, each plus one.
+    /// Ids for new regions and peers: past the largest any store reports, and peer ids
+    /// also past a floor from the clock (microseconds since 1970), so the id of a peer
+    /// removed since — which no store reports any more — is never handed out again.
+    /// Until placement allocates ids, two admins in the same microsecond could collide.
     async fn next_ids(&self) -> Result<(u64, u64), ClientError> {
-        let (mut region, mut peer) = (0, 0);
+        let floor = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
+        let (mut region, mut peer) = (0, floor);
         for (_, address) in self.stores() {
             for info in self.regions_at(&address).await? {
                 if let Some(r) = info.region {

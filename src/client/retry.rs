@@ -29,13 +29,14 @@ pub(super) enum Next {
     Indeterminate,
 }
 
-/// Acts on a region error from `peer` about `region`: the cache learns from it; returns
-/// the next step.
+/// Acts on a region error from `peer` about `region` for a request of `effect`: the cache
+/// learns from it; returns the next step.
 pub(super) fn on_region_error(
     cache: &mut RegionCache,
     region: u64,
     peer: &Peer,
     error: &RegionError,
+    effect: Effect,
 ) -> Next {
     match error {
         // A hint pointing back at the peer just asked is no hint: wait for an election.
@@ -43,8 +44,19 @@ pub(super) fn on_region_error(
             leader: Some(leader),
             ..
         } if leader.id != peer.id => {
-            cache.set_leader(region, Some(*leader));
-            Next::Now
+            let known = cache
+                .by_id(region)
+                .is_some_and(|c| c.region.peers.iter().any(|p| p.id == leader.id));
+            if known {
+                cache.set_leader(region, Some(*leader));
+                Next::Now
+            } else {
+                // A peer the cached membership lacks: the cache is behind a membership
+                // change (reads and writes do not check conf_ver), so look the region up
+                // again.
+                cache.evict(region);
+                Next::After(Duration::ZERO)
+            }
         }
         RegionError::NotLeader { .. } => {
             cache.set_leader(region, None);
@@ -57,11 +69,14 @@ pub(super) fn on_region_error(
             }
             Next::Now
         }
-        // The store no longer holds it (moved, or removed), or its range changed.
-        RegionError::RegionNotFound { .. } | RegionError::KeyNotInRegion { .. } => {
+        // The store no longer holds it (moved, or removed).
+        RegionError::RegionNotFound { .. } => {
             cache.evict(region);
             Next::After(Duration::ZERO)
         }
+        // At a matching epoch the range was the cached one: the request itself names a key
+        // outside it, which no retry changes.
+        RegionError::KeyNotInRegion { .. } => Next::Fail,
         RegionError::StoreNotMatch { .. } => {
             cache.set_leader(region, None);
             Next::After(Duration::ZERO)
@@ -70,6 +85,11 @@ pub(super) fn on_region_error(
         // Not applied: another leader's entry took its place.
         RegionError::StaleCommand { .. } => Next::After(Duration::ZERO),
         RegionError::ProposalDropped { reason, .. } => match reason {
+            // The store stopped with the request queued: a read just goes elsewhere.
+            DroppedReason::Unanswered if effect == Effect::Read => {
+                cache.set_leader(region, None);
+                Next::After(Duration::ZERO)
+            }
             DroppedReason::Unanswered => Next::Indeterminate,
             DroppedReason::LeaderTransferring
             | DroppedReason::ConfChangePending
@@ -108,10 +128,14 @@ pub(super) fn classify_status(status: &tonic::Status, effect: Effect) -> Next {
     }
 }
 
-/// Whether the call certainly never reached a server: the connection was refused (or
-/// never made) before anything was sent.
+/// Whether the call certainly never ran: the connection was refused (or never made)
+/// before anything was sent, or a stopping server refused it before running it.
 fn never_sent(status: &tonic::Status) -> bool {
-    if status.message().starts_with(super::NOT_CONNECTED) {
+    let message = status.message();
+    if message.starts_with(super::NOT_CONNECTED)
+        || (status.code() == tonic::Code::Unavailable
+            && message.starts_with(crate::server::NOT_EXECUTED))
+    {
         return true;
     }
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
@@ -167,14 +191,53 @@ mod tests {
             region: r,
             leader: Some(peer(2)),
         };
-        assert_eq!(on_region_error(&mut c, 1, &peer(1), &hint), Next::Now);
+        assert_eq!(
+            on_region_error(&mut c, 1, &peer(1), &hint, Effect::Write),
+            Next::Now
+        );
         assert_eq!(c.locate(b"k").unwrap().leader, Some(peer(2)));
         // The same hint from the peer it names: no hint.
         assert_eq!(
-            on_region_error(&mut c, 1, &peer(2), &hint),
+            on_region_error(&mut c, 1, &peer(2), &hint, Effect::Write),
             Next::After(Duration::ZERO)
         );
         assert_eq!(c.locate(b"k").unwrap().leader, None);
+        // A leader the cached membership lacks: the cache is stale, the region looked up.
+        let stranger = RegionError::NotLeader {
+            region: r,
+            leader: Some(peer(7)),
+        };
+        assert_eq!(
+            on_region_error(&mut c, 1, &peer(1), &stranger, Effect::Read),
+            Next::After(Duration::ZERO)
+        );
+        assert!(c.locate(b"k").is_none());
+        c = cache();
+        let outside = RegionError::KeyNotInRegion {
+            key: b"z".to_vec(),
+            region: r,
+            start_key: vec![],
+            end_key: b"m".to_vec(),
+        };
+        assert_eq!(
+            on_region_error(&mut c, 1, &peer(1), &outside, Effect::Read),
+            Next::Fail
+        );
+        // A read dropped unanswered by a stopping store goes elsewhere; a write may have
+        // landed.
+        let unanswered = RegionError::ProposalDropped {
+            region: r,
+            reason: DroppedReason::Unanswered,
+        };
+        assert_eq!(
+            on_region_error(&mut c, 1, &peer(1), &unanswered, Effect::Read),
+            Next::After(Duration::ZERO)
+        );
+        assert_eq!(c.locate(b"k").unwrap().leader, None);
+        assert_eq!(
+            on_region_error(&mut c, 1, &peer(1), &unanswered, Effect::Write),
+            Next::Indeterminate
+        );
 
         let split = vec![
             Region {
@@ -199,12 +262,15 @@ mod tests {
             },
         ];
         let stale = RegionError::EpochNotMatch { current: split };
-        assert_eq!(on_region_error(&mut c, 1, &peer(1), &stale), Next::Now);
+        assert_eq!(
+            on_region_error(&mut c, 1, &peer(1), &stale, Effect::Write),
+            Next::Now
+        );
         assert_eq!(c.locate(b"z").unwrap().region.id, 2);
 
         let gone = RegionError::RegionNotFound { region: r };
         assert_eq!(
-            on_region_error(&mut c, 2, &peer(4), &gone),
+            on_region_error(&mut c, 2, &peer(4), &gone, Effect::Read),
             Next::After(Duration::ZERO)
         );
         assert!(c.locate(b"z").is_none());
@@ -214,7 +280,7 @@ mod tests {
             backoff: Duration::from_millis(70),
         };
         assert_eq!(
-            on_region_error(&mut c, 1, &peer(1), &busy),
+            on_region_error(&mut c, 1, &peer(1), &busy, Effect::Write),
             Next::After(Duration::from_millis(70))
         );
         let dropped = |reason| RegionError::ProposalDropped { region: r, reason };
@@ -228,15 +294,21 @@ mod tests {
             (DroppedReason::ConfChangeRejected("no".into()), Next::Fail),
             (DroppedReason::InvalidTransferTarget(9), Next::Fail),
         ] {
-            assert_eq!(on_region_error(&mut c, 1, &peer(1), &dropped(reason)), next);
+            assert_eq!(
+                on_region_error(&mut c, 1, &peer(1), &dropped(reason), Effect::Write),
+                next
+            );
         }
         let invalid = RegionError::InvalidRequest {
             reason: "empty key".into(),
         };
-        assert_eq!(on_region_error(&mut c, 1, &peer(1), &invalid), Next::Fail);
+        assert_eq!(
+            on_region_error(&mut c, 1, &peer(1), &invalid, Effect::Write),
+            Next::Fail
+        );
         let stale_command = RegionError::StaleCommand { region: r };
         assert_eq!(
-            on_region_error(&mut c, 1, &peer(1), &stale_command),
+            on_region_error(&mut c, 1, &peer(1), &stale_command, Effect::Write),
             Next::After(Duration::ZERO)
         );
     }
@@ -258,6 +330,14 @@ mod tests {
             tonic::Status::unavailable(format!("{}: refused", super::super::NOT_CONNECTED));
         assert_eq!(
             classify_status(&refused, Effect::Write),
+            Next::After(Duration::ZERO)
+        );
+        let stopping = tonic::Status::unavailable(format!(
+            "{}: the server is stopping",
+            crate::server::NOT_EXECUTED
+        ));
+        assert_eq!(
+            classify_status(&stopping, Effect::Write),
             Next::After(Duration::ZERO)
         );
         let bad = tonic::Status::invalid_argument("malformed");

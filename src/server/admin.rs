@@ -13,6 +13,7 @@ use crate::proto::commandpb;
 use crate::raft::Role;
 use crate::region::RegionError;
 use crate::store::{Liveness, PeerChange, RegionStatus, Store};
+use crate::transport::Resolve;
 use crate::{PeerId, RegionId};
 
 use super::answer::{respond, routed};
@@ -22,12 +23,23 @@ use super::status::StoreSummary;
 #[derive(Clone)]
 pub struct AdminService {
     store: Arc<Store>,
+    directory: Option<Arc<dyn Resolve>>,
 }
 
 impl AdminService {
     /// The service of `store`.
     pub fn new(store: Arc<Store>) -> Self {
-        AdminService { store }
+        AdminService {
+            store,
+            directory: None,
+        }
+    }
+
+    /// Tells clients the stores `directory` knows (in StoreStatus), so a client given
+    /// some endpoints reaches the others.
+    pub fn with_directory(mut self, directory: Arc<dyn Resolve>) -> Self {
+        self.directory = Some(directory);
+        self
     }
 
     /// The service, ready to mount on a tonic server.
@@ -131,6 +143,17 @@ impl Admin for AdminService {
             hibernated: summary.hibernated,
             peer_stores,
             failure: summary.failure.unwrap_or_default(),
+            known_stores: self
+                .directory
+                .as_ref()
+                .map(|d| d.known_stores())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(store, address)| adminpb::KnownStore {
+                    store_id: store.get(),
+                    address,
+                })
+                .collect(),
         }))
     }
 

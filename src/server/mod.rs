@@ -18,6 +18,10 @@ mod node;
 pub mod playground;
 pub mod status;
 
+/// How the message of an UNAVAILABLE status begins when the server refused the call
+/// before running it (it is stopping): a client may send it elsewhere, a write included.
+pub const NOT_EXECUTED: &str = "not executed";
+
 pub use admin::AdminService;
 pub use config::{CheckedConfig, ConfigError, ServerConfig};
 pub use kv::{DEFAULT_MAX_SCAN_PAIRS, KvService, MAX_REQUEST_BYTES};

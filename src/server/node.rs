@@ -10,7 +10,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
@@ -18,10 +19,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 
 use super::config::{CheckedConfig, InitialStores};
 use super::status::{self, NodeInfo};
-use super::{AdminService, KvService};
+use super::{AdminService, KvService, NOT_EXECUTED};
 use crate::proto::metapb::{Peer, PeerRole, Region};
 use crate::storage::fjall_kv::FjallKvEngine;
 use crate::storage::kv::KvError;
@@ -111,6 +113,13 @@ fn claim_data_dir(dir: &Path, want: Identity) -> Result<(), NodeError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir).map_err(io_error(dir, "creating the data directory"))?;
+            // A crash while the identity was being written leaves only its temporary file.
+            let tmp = path.with_extension("tmp");
+            match std::fs::remove_file(&tmp) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(&tmp, "removing")(e)),
+            }
             let mut entries = std::fs::read_dir(dir).map_err(io_error(dir, "listing"))?;
             if entries.next().is_some() {
                 return Err(refuse(format!(
@@ -165,6 +174,8 @@ pub struct Node {
     grpc_addr: SocketAddr,
     status_addr: SocketAddr,
     closing: watch::Sender<bool>,
+    /// Set when shutting down: the KV and admin services refuse new calls.
+    refusing: Arc<AtomicBool>,
     servers: Vec<JoinHandle<()>>,
     grace: Duration,
 }
@@ -230,7 +241,7 @@ impl Node {
         let resolver = Arc::new(StaticResolver::new(addresses));
         let transport = GrpcTransport::new(
             config.transport_config(),
-            resolver,
+            resolver.clone(),
             runtime.handle().clone(),
         );
         let store = Arc::new(Store::open(
@@ -268,10 +279,27 @@ impl Node {
         let _entered = runtime.enter();
         let grpc = listener(grpc, grpc_addr)?;
         let status = listener(status, status_addr)?;
+        let refusing = Arc::new(AtomicBool::new(false));
+        let gate = {
+            let refusing = refusing.clone();
+            move |request: tonic::Request<()>| {
+                if refusing.load(Ordering::Acquire) {
+                    Err(tonic::Status::unavailable(format!(
+                        "{NOT_EXECUTED}: the server is stopping"
+                    )))
+                } else {
+                    Ok(request)
+                }
+            }
+        };
+        let kv = KvService::new(store.clone(), c.limits.max_scan_pairs).into_server();
+        let admin = AdminService::new(store.clone())
+            .with_directory(resolver.clone())
+            .into_server();
         let grpc_server = tonic::transport::Server::builder()
             .add_service(transport_service.into_server())
-            .add_service(KvService::new(store.clone(), c.limits.max_scan_pairs).into_server())
-            .add_service(AdminService::new(store.clone()).into_server())
+            .add_service(InterceptedService::new(kv, gate.clone()))
+            .add_service(InterceptedService::new(admin, gate))
             .add_service(reflection)
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(grpc).map(no_delay),
@@ -316,6 +344,7 @@ impl Node {
             grpc_addr,
             status_addr,
             closing,
+            refusing,
             servers,
             grace: config.shutdown_grace(),
         })
@@ -336,33 +365,56 @@ impl Node {
         self.status_addr
     }
 
-    /// Stops gracefully: no new connections or calls; calls in flight get up to the
-    /// configured grace to finish; then the store stops — requests still waiting are
-    /// answered with a typed error, the WAL writer writes what it was given, the KV engine
-    /// is made durable — and last the runtime, with every connection left.
+    /// Stops gracefully. New KV and admin calls are refused at once as UNAVAILABLE
+    /// "not executed" (a client sends them elsewhere, writes included), while the writes
+    /// already taken get up to the configured grace to commit — the store-to-store
+    /// traffic still flows. Then the servers close, and the store stops: requests still
+    /// waiting are answered with a typed error, the WAL writer writes what it was given,
+    /// the KV engine is made durable. Callable from inside an async runtime too.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Blocking on the node's runtime from inside another one would panic: stop
+            // from a thread of its own (this thread waits, as a drop must).
+            std::thread::scope(|s| {
+                s.spawn(|| self.stop_outside_any_runtime());
+            });
+        } else {
+            self.stop_outside_any_runtime();
+        }
+    }
+
+    fn stop_outside_any_runtime(&mut self) {
         let Some(runtime) = self.runtime.take() else {
             return;
         };
+        // 1. New client calls are refused, untouched, so clients send them elsewhere;
+        //    the store-to-store traffic goes on, so the writes taken can still commit.
+        self.refusing.store(true, Ordering::Release);
+        let deadline = Instant::now() + self.grace;
+        while self.store.unanswered_proposal_bytes() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // 2. The servers stop: peers' streams end, connections close.
         let _ = self.closing.send(true);
         let servers = std::mem::take(&mut self.servers);
-        let grace = self.grace;
         runtime.block_on(async move {
             // The upkeep task never ends; the two servers end once their calls have.
             let mut servers = servers.into_iter();
             let (grpc, status) = (servers.next(), servers.next());
-            let _ = tokio::time::timeout(grace, async {
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
                 for server in [grpc, status].into_iter().flatten() {
                     let _ = server.await;
                 }
             })
             .await;
         });
-        // Outside the runtime: the store's snapshot worker blocks on it while it sends.
+        // 3. The store: what still waits is answered, the WAL writer finishes, the KV
+        //    engine is made durable. With the runtime still up: the snapshot worker may
+        //    be sending on it.
         self.store.shutdown();
         runtime.shutdown_timeout(Duration::from_secs(1));
     }

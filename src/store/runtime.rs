@@ -377,6 +377,12 @@ impl Store {
         self.shared.meta.lock().region_for_key(key).cloned()
     }
 
+    /// Bytes of the proposals the store has taken and not yet answered (a server waits
+    /// for them to drain before it stops).
+    pub fn unanswered_proposal_bytes(&self) -> u64 {
+        self.shared.flow.proposals.bytes()
+    }
+
     /// Why the store stopped, if a fatal error (a failed log or KV write) stopped it.
     pub fn failure(&self) -> Option<String> {
         self.shared.fail_stop.reason().map(str::to_string)

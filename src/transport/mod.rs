@@ -41,6 +41,12 @@ pub const FROM_STORE_HEADER: &str = "flotilla-from-store";
 pub trait Resolve: Send + Sync + 'static {
     /// The address of `store`, if known.
     fn resolve(&self, store: StoreId) -> Option<String>;
+
+    /// Every store whose address is known, in id order (what a client is told so it can
+    /// reach stores it was not given).
+    fn known_stores(&self) -> Vec<(StoreId, String)> {
+        Vec::new()
+    }
 }
 
 /// Addresses from configuration (placement will resolve them later). Addresses can be
@@ -67,6 +73,17 @@ impl StaticResolver {
 impl Resolve for StaticResolver {
     fn resolve(&self, store: StoreId) -> Option<String> {
         self.addresses.read().get(&store).cloned()
+    }
+
+    fn known_stores(&self) -> Vec<(StoreId, String)> {
+        let mut all: Vec<_> = self
+            .addresses
+            .read()
+            .iter()
+            .map(|(id, a)| (*id, a.clone()))
+            .collect();
+        all.sort();
+        all
     }
 }
 

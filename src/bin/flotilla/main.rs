@@ -153,46 +153,65 @@ fn init_logs(filter: &str) {
         .try_init();
 }
 
-/// Blocks until SIGTERM or SIGINT (Ctrl-C); a second one exits the process at once.
-fn wait_for_signal() {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let watcher = std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot watch for signals: {e}");
-                    return;
-                }
-            };
-            runtime.block_on(async {
-                use tokio::signal::unix::{SignalKind, signal};
-                let (Ok(mut term), Ok(mut int)) = (
-                    signal(SignalKind::terminate()),
-                    signal(SignalKind::interrupt()),
-                ) else {
-                    eprintln!("cannot watch for signals");
-                    return;
+/// SIGTERM and SIGINT (Ctrl-C), watched from the moment `watch` returns: the first is
+/// waited for with `wait`, a second exits the process at once.
+struct Signals {
+    received: std::sync::mpsc::Receiver<()>,
+}
+
+impl Signals {
+    /// Installs the handlers (on a thread of their own) and returns once they are in
+    /// place, so a signal sent after this is never the default action's.
+    fn watch() -> Signals {
+        let (tx, received) = std::sync::mpsc::channel();
+        let (armed_tx, armed) = std::sync::mpsc::channel();
+        let watcher = std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        eprintln!("cannot watch for signals: {e}");
+                        return;
+                    }
                 };
-                for n in 0.. {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = int.recv() => {}
+                runtime.block_on(async {
+                    use tokio::signal::unix::{SignalKind, signal};
+                    let (Ok(mut term), Ok(mut int)) = (
+                        signal(SignalKind::terminate()),
+                        signal(SignalKind::interrupt()),
+                    ) else {
+                        eprintln!("cannot watch for signals");
+                        return;
+                    };
+                    let _ = armed_tx.send(());
+                    for n in 0.. {
+                        tokio::select! {
+                            _ = term.recv() => {}
+                            _ = int.recv() => {}
+                        }
+                        if n > 0 {
+                            eprintln!("second signal: exiting now");
+                            std::process::exit(130);
+                        }
+                        let _ = tx.send(());
                     }
-                    if n > 0 {
-                        eprintln!("second signal: exiting now");
-                        std::process::exit(130);
-                    }
-                    let _ = tx.send(());
-                }
+                });
             });
-        });
-    if watcher.is_err() || rx.recv().is_err() {
-        eprintln!("cannot watch for signals: stopping");
+        if watcher.is_err() || armed.recv().is_err() {
+            eprintln!("cannot watch for signals: Ctrl-C stops at once");
+        }
+        Signals { received }
+    }
+
+    /// Blocks until the first signal.
+    fn wait(&self) {
+        if self.received.recv().is_err() {
+            eprintln!("the signal watcher is gone: stopping");
+        }
     }
 }
 
@@ -217,6 +236,7 @@ fn serve(args: ServerArgs) -> ExitCode {
         }
     };
     init_logs(&config.config().log_level);
+    let signals = Signals::watch();
     let node = match Node::start(config) {
         Ok(node) => node,
         Err(e) => {
@@ -230,7 +250,7 @@ fn serve(args: ServerArgs) -> ExitCode {
         node.grpc_addr(),
         node.status_addr()
     );
-    wait_for_signal();
+    signals.wait();
     eprintln!("shutting down (a second signal exits at once)");
     node.shutdown();
     ExitCode::SUCCESS
@@ -243,6 +263,7 @@ fn playground(
     log_level: &str,
 ) -> ExitCode {
     init_logs(log_level);
+    let signals = Signals::watch();
     let started = Instant::now();
     let playground = match Playground::start(PlaygroundOptions {
         stores,
@@ -301,7 +322,7 @@ fn playground(
     );
     println!();
     println!("serving until Ctrl-C");
-    wait_for_signal();
+    signals.wait();
     eprintln!("shutting down (a second signal exits at once)");
     playground.shutdown();
     ExitCode::SUCCESS
