@@ -64,7 +64,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// The gRPC address served to clients and peer stores. Default `127.0.0.1:20160`.
     pub listen_addr: String,
-    /// The address peers and clients are told to use; empty means `listen_addr`.
+    /// The address this store gives for itself (to clients, in StoreStatus, and in
+    /// /status); empty means `listen_addr`. Peers reach it at its `initial_stores` address.
     /// Default empty.
     pub advertise_addr: String,
     /// The status HTTP address (/metrics, /status, /health). Default `127.0.0.1:20180`.

@@ -292,6 +292,7 @@ fn playground(
             node.status_addr()
         );
     }
+    println!("  (metrics are the process's: each store's URL shows the three stores' together)");
     let first = &endpoints[0];
     let me = std::env::current_exe()
         .map(|p| p.display().to_string())
