@@ -114,18 +114,32 @@ pub(super) fn on_region_error(
 /// The step after a call that failed as a whole (no answer, or a gRPC error).
 pub(super) fn classify_status(status: &tonic::Status, effect: Effect) -> Next {
     use tonic::Code;
+    if never_sent(status) {
+        return Next::After(Duration::ZERO);
+    }
+    // The connection failed under the call (tonic reports some of those as INTERNAL,
+    // with the transport's error as the source), or the call ran out of time.
     let transport = matches!(
         status.code(),
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
-    );
-    if !transport {
-        return Next::Fail;
+    ) || transport_source(status);
+    match (transport, effect) {
+        (false, _) => Next::Fail,
+        (true, Effect::Read) => Next::After(Duration::ZERO),
+        (true, Effect::Write) => Next::Indeterminate,
     }
-    if effect == Effect::Read || never_sent(status) {
-        Next::After(Duration::ZERO)
-    } else {
-        Next::Indeterminate
+}
+
+/// Whether the status comes from the connection (an HTTP/2 or I/O error under it).
+fn transport_source(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<h2::Error>() || e.is::<std::io::Error>() {
+            return true;
+        }
+        source = e.source();
     }
+    false
 }
 
 /// Whether the call certainly never ran: the connection was refused (or never made)
@@ -142,6 +156,15 @@ fn never_sent(status: &tonic::Status) -> bool {
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        // A server closing gracefully sends GOAWAY naming the last stream it will run;
+        // the streams after it fail with this error, unrun (RFC 9113, section 6.8).
+        if let Some(h2) = e.downcast_ref::<h2::Error>()
+            && h2.is_go_away()
+            && h2.is_remote()
+            && h2.reason() == Some(h2::Reason::NO_ERROR)
         {
             return true;
         }
@@ -338,6 +361,23 @@ mod tests {
         ));
         assert_eq!(
             classify_status(&stopping, Effect::Write),
+            Next::After(Duration::ZERO)
+        );
+        // A connection failing under the call, reported as INTERNAL with its cause.
+        let with_source = |kind: std::io::ErrorKind| {
+            let mut status = tonic::Status::internal("h2 protocol error");
+            status.set_source(std::sync::Arc::new(std::io::Error::from(kind)));
+            status
+        };
+        let reset = with_source(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(
+            classify_status(&reset, Effect::Read),
+            Next::After(Duration::ZERO)
+        );
+        assert_eq!(classify_status(&reset, Effect::Write), Next::Indeterminate);
+        let refused_under = with_source(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            classify_status(&refused_under, Effect::Write),
             Next::After(Duration::ZERO)
         );
         let bad = tonic::Status::invalid_argument("malformed");
