@@ -134,7 +134,7 @@ fn ctl_round_trips_with_json() {
     // The old leader, now a follower.
     let removed = ctl.json(&["region", "remove-peer", &new_region, &leader.to_string()]);
     assert_eq!(removed["peers"].as_array().unwrap().len(), 2, "{removed}");
-    let store_of_removed = 1 + (leader - 1) % 3;
+    let store_of_removed = shown["leader_store"].as_u64().unwrap();
     let added = ctl.json(&[
         "region",
         "add-peer",
