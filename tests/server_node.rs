@@ -3,8 +3,8 @@
 //! refused, the status HTTP server (/health, /status, /metrics), gRPC reflection, the
 //! playground, and the binary's configuration errors and signal handling.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,6 +17,8 @@ use flotilla::server::{IDENTITY_FILE, Node, NodeError, ServerConfig};
 use flotilla::store::{ReadRequest, ReadResponse};
 use flotilla::{RegionId, StoreId};
 
+mod common;
+
 const PATIENCE: Duration = Duration::from_secs(30);
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -25,24 +27,6 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// One GET over HTTP/1.1; the status code and body.
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let code = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
 }
 
 fn one_store_config(dir: &Path) -> ServerConfig {
@@ -214,12 +198,12 @@ fn the_status_server_and_reflection_describe_the_store() {
     })
     .unwrap();
     let node = &playground.node(StoreId(1)).unwrap();
-    let (code, body) = http_get(node.status_addr(), "/health");
+    let (code, body) = common::http::get(node.status_addr(), "/health");
     assert_eq!((code, body.as_str()), (200, "ok\n"));
 
     let mut status = serde_json::Value::Null;
     wait_until("every peer store heard from", || {
-        let (code, body) = http_get(node.status_addr(), "/status");
+        let (code, body) = common::http::get(node.status_addr(), "/status");
         assert_eq!(code, 200);
         status = serde_json::from_str(&body).unwrap();
         status["peer_stores"].as_array().unwrap().len() == 2
@@ -237,7 +221,7 @@ fn the_status_server_and_reflection_describe_the_store() {
         let leaders: u64 = playground
             .nodes()
             .map(|n| {
-                let (_, body) = http_get(n.status_addr(), "/status");
+                let (_, body) = common::http::get(n.status_addr(), "/status");
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap();
                 v["leaders"].as_u64().unwrap()
             })
@@ -245,7 +229,7 @@ fn the_status_server_and_reflection_describe_the_store() {
         leaders == 4
     });
 
-    let (code, metrics) = http_get(node.status_addr(), "/metrics");
+    let (code, metrics) = common::http::get(node.status_addr(), "/metrics");
     assert_eq!(code, 200);
     for family in [
         "flotilla_wal_writes_total",
@@ -255,7 +239,7 @@ fn the_status_server_and_reflection_describe_the_store() {
     ] {
         assert!(metrics.contains(family), "/metrics lacks {family}");
     }
-    let (code, _) = http_get(node.status_addr(), "/nothing");
+    let (code, _) = common::http::get(node.status_addr(), "/nothing");
     assert_eq!(code, 404);
 
     let services = reflected_services(node.grpc_addr());
@@ -432,8 +416,12 @@ fn the_playground_command_serves_until_interrupted() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut data_dir = None;
     let mut status = None;
+    let mut examples = Vec::new();
     for line in lines.by_ref() {
         let line = line.unwrap();
+        if line.contains(" ctl --endpoints ") {
+            examples.push(line.trim().to_string());
+        }
         if let Some(dir) = line.trim().strip_prefix("data ") {
             data_dir = Some(std::path::PathBuf::from(dir.trim()));
         }
@@ -453,7 +441,25 @@ fn the_playground_command_serves_until_interrupted() {
     }
     let (data_dir, status) = (data_dir.unwrap(), status.unwrap());
     assert!(data_dir.exists());
-    assert_eq!(http_get(status, "/health").0, 200);
+    assert_eq!(common::http::get(status, "/health").0, 200);
+    // The ctl lines it prints work as printed (shell quoting aside: none is needed).
+    assert!(examples.len() >= 5, "{examples:?}");
+    let run = |line: &str| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let out = Command::new(words[0]).args(&words[1..]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for example in &examples {
+        run(example);
+    }
+    let get = examples.iter().find(|l| l.ends_with(" get hello")).unwrap();
+    // The examples ran in order: put hello world, get, …, cas hello world → there.
+    assert_eq!(run(get).trim(), "there");
     signal(child.id(), "INT");
     let deadline = Instant::now() + PATIENCE;
     let exit = loop {

@@ -212,6 +212,32 @@ mod tests {
     }
 
     #[test]
+    fn adjacent_regions_do_not_overlap_either_way_and_nested_ones_do() {
+        let mut cache = RegionCache::default();
+        assert!(cache.is_empty());
+        assert_eq!(cache.len(), 0);
+        cache.insert(region(2, "m", "", 2), None);
+        assert!(!cache.is_empty());
+        // Ends where the cached one starts: both stay.
+        cache.insert(region(1, "", "m", 2), None);
+        assert_eq!(ids(&cache), vec![1, 2]);
+        assert_eq!(cache.len(), 2);
+
+        // Inside the first: it replaces it.
+        cache.insert(region(3, "c", "e", 2), None);
+        assert_eq!(ids(&cache), vec![3, 2]);
+    }
+
+    #[test]
+    fn a_leader_that_is_not_a_peer_of_the_region_is_not_believed() {
+        let mut cache = RegionCache::default();
+        cache.insert(region(4, "x", "", 3), Some(peer(99)));
+        assert_eq!(cache.locate(b"y").unwrap().leader, None);
+        cache.insert(region(4, "x", "", 4), Some(peer(41)));
+        assert_eq!(cache.locate(b"y").unwrap().leader, Some(peer(41)));
+    }
+
+    #[test]
     fn a_membership_change_alone_is_newer_too() {
         let mut cache = RegionCache::default();
         cache.insert(region(1, "", "", 3), Some(peer(11)));
