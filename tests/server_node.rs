@@ -229,6 +229,12 @@ fn the_status_server_and_reflection_describe_the_store() {
         leaders == 4
     });
 
+    // Left idle, the regions sleep, and /status counts them.
+    wait_until("every replica on store 1 asleep", || {
+        let (_, body) = common::http::get(node.status_addr(), "/status");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["hibernated"] == 4
+    });
     let (code, metrics) = common::http::get(node.status_addr(), "/metrics");
     assert_eq!(code, 200);
     for family in [

@@ -568,6 +568,7 @@ mod tests {
     #[test]
     fn defaults_with_the_required_fields_pass() {
         let checked = valid().check().unwrap();
+        assert_eq!(checked.config(), &valid());
         assert_eq!(checked.initial_stores().len(), 3);
         assert_eq!(checked.initial_stores()[&StoreId(3)], "localhost:3");
         let store = checked.store_config();
@@ -575,6 +576,47 @@ mod tests {
         assert_eq!(store.raft.tick_interval, Duration::from_millis(100));
         assert_eq!(store.hibernation.idle_ticks, Some(10));
         assert_eq!(checked.transport_config().snapshot_rate_bytes, None);
+        assert_eq!(checked.shutdown_grace(), Duration::from_secs(5));
+        // 0 pollers: the store's own default (at least one).
+        let default = StoreConfig::new(StoreId(2));
+        assert_eq!(store.raft_pollers.pollers, default.raft_pollers.pollers);
+        assert_eq!(store.apply_pollers.pollers, default.apply_pollers.pollers);
+        assert!(store.raft_pollers.pollers >= 1);
+    }
+
+    #[test]
+    fn pool_sizes_and_limits_reach_the_store_and_transport() {
+        let mut config = valid();
+        config.pools.raft_pollers = 3;
+        config.pools.apply_pollers = 5;
+        config.limits.max_snapshot_sends = 7;
+        config.limits.max_snapshot_receives = 9;
+        config.limits.pending_write_bytes = 1234;
+        config.limits.shutdown_grace_ms = 250;
+        config.storage.log_gc_interval_ms = 60_000;
+        config.raft.max_append_bytes = 4096;
+        config.raft.max_inflight_msgs = 8;
+        let checked = config.check().unwrap();
+        let store = checked.store_config();
+        assert_eq!(
+            (store.raft_pollers.pollers, store.apply_pollers.pollers),
+            (3, 5)
+        );
+        assert_eq!(store.flow.store_pending_bytes, 1234);
+        assert_eq!(store.log_gc_interval, Duration::from_secs(60));
+        assert_eq!(
+            (store.raft.max_size_per_msg, store.raft.max_inflight_msgs),
+            (4096, 8)
+        );
+        let transport = checked.transport_config();
+        assert_eq!(
+            (
+                transport.max_snapshot_sends,
+                transport.max_snapshot_receives
+            ),
+            (7, 9)
+        );
+        assert_eq!(checked.shutdown_grace(), Duration::from_millis(250));
     }
 
     #[test]
@@ -600,6 +642,24 @@ mod tests {
             checked.transport_config().snapshot_rate_bytes,
             Some(1 << 20)
         );
+    }
+
+    #[test]
+    fn a_file_is_read_and_its_errors_name_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flotilla.toml");
+        std::fs::write(&path, "store_id = 4\n").unwrap();
+        assert_eq!(ServerConfig::from_file(&path).unwrap().store_id, 4);
+        std::fs::write(&path, "store_id = [").unwrap();
+        match ServerConfig::from_file(&path) {
+            Err(ConfigError::Parse { path: named, .. }) => assert_eq!(named, path),
+            other => panic!("a malformed file: {other:?}"),
+        }
+        let missing = dir.path().join("missing.toml");
+        match ServerConfig::from_file(&missing) {
+            Err(ConfigError::Read { path: named, .. }) => assert_eq!(named, missing),
+            other => panic!("a missing file: {other:?}"),
+        }
     }
 
     #[test]
@@ -709,6 +769,16 @@ mod tests {
             change(&mut config);
             assert_eq!(refused_field(config), field);
         }
+    }
+
+    #[test]
+    fn the_smallest_sizes_allowed_pass() {
+        let mut config = valid();
+        config.storage.wal_file_bytes = 1 << 20;
+        config.storage.kv_memtable_bytes = 1 << 20;
+        let checked = config.check().unwrap();
+        assert_eq!(checked.raft_log_config().target_file_size, 1 << 20);
+        assert_eq!(checked.kv_config().memtable_bytes, 1 << 20);
     }
 
     #[test]
