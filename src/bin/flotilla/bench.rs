@@ -2,7 +2,6 @@
 //! this process (`--embedded`), a progress bar while it runs, then throughput and latency
 //! percentiles (or `--json`).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +11,7 @@ use clap::{Args, ValueEnum};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use flotilla::client::bench::{self, BenchOptions, BenchReport, KeyDistribution, Latency, Mix};
 use flotilla::client::{Client, ClientConfig};
-use flotilla::server::playground::{Playground, PlaygroundOptions};
+use flotilla::server::playground::Playground;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -29,15 +28,9 @@ pub struct BenchArgs {
     /// Start a playground in this process and load it.
     #[arg(long, conflicts_with = "endpoints")]
     embedded: bool,
-    /// Stores of the embedded playground.
-    #[arg(long, default_value_t = 3)]
-    stores: usize,
-    /// Regions of the embedded playground.
-    #[arg(long, default_value_t = 16)]
-    regions: usize,
-    /// Where the embedded playground keeps its data (default: a temporary directory).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    /// The embedded playground's layout.
+    #[command(flatten)]
+    playground: crate::PlaygroundArgs,
     /// Concurrent clients, one operation in flight each.
     #[arg(long, default_value_t = 64)]
     clients: usize,
@@ -86,15 +79,7 @@ fn bench(args: BenchArgs) -> Result<(), String> {
         return Err("--clients, --duration and --keys must be at least 1".into());
     }
     let playground = if args.embedded {
-        Some(
-            Playground::start(PlaygroundOptions {
-                stores: args.stores,
-                regions: args.regions,
-                data_dir: args.data_dir.clone(),
-                ..PlaygroundOptions::default()
-            })
-            .map_err(|e| e.to_string())?,
-        )
+        Some(Playground::start(args.playground.options()).map_err(|e| e.to_string())?)
     } else {
         None
     };

@@ -33,16 +33,8 @@ enum Command {
     /// Run a whole cluster in this process on 127.0.0.1 — its key space split into regions
     /// — and print how to reach it; serve until Ctrl-C.
     Playground {
-        /// Stores in the cluster.
-        #[arg(long, default_value_t = 3)]
-        stores: usize,
-        /// Regions the key space is split into at start.
-        #[arg(long, default_value_t = 16)]
-        regions: usize,
-        /// Keep the data here (`store-<id>` each) instead of a temporary directory, so a
-        /// later playground resumes it.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        layout: PlaygroundArgs,
         /// The log filter.
         #[arg(long, default_value = "warn")]
         log_level: String,
@@ -65,6 +57,32 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         steps: usize,
     },
+}
+
+/// How a playground is laid out (`flotilla playground`, `flotilla bench --embedded`).
+#[derive(Args)]
+struct PlaygroundArgs {
+    /// Stores in the cluster.
+    #[arg(long, default_value_t = 3)]
+    stores: usize,
+    /// Regions the key space is split into at start.
+    #[arg(long, default_value_t = 16)]
+    regions: usize,
+    /// Keep the data here (`store-<id>` each) instead of a temporary directory, so a
+    /// later playground resumes it.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl PlaygroundArgs {
+    fn options(&self) -> PlaygroundOptions {
+        PlaygroundOptions {
+            stores: self.stores,
+            regions: self.regions,
+            data_dir: self.data_dir.clone(),
+            ..PlaygroundOptions::default()
+        }
+    }
 }
 
 /// `flotilla server`: the configuration file, then these flags over it.
@@ -130,12 +148,7 @@ fn main() -> ExitCode {
         Command::Server(args) => serve(args),
         Command::Ctl(args) => ctl::run(args),
         Command::Bench(args) => bench::run(args),
-        Command::Playground {
-            stores,
-            regions,
-            data_dir,
-            log_level,
-        } => playground(stores, regions, data_dir, &log_level),
+        Command::Playground { layout, log_level } => playground(layout, &log_level),
         Command::Sim {
             seeds,
             first_seed,
@@ -256,21 +269,12 @@ fn serve(args: ServerArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn playground(
-    stores: usize,
-    regions: usize,
-    data_dir: Option<PathBuf>,
-    log_level: &str,
-) -> ExitCode {
+fn playground(layout: PlaygroundArgs, log_level: &str) -> ExitCode {
     init_logs(log_level);
     let signals = Signals::watch();
     let started = Instant::now();
-    let playground = match Playground::start(PlaygroundOptions {
-        stores,
-        regions,
-        data_dir,
-        ..PlaygroundOptions::default()
-    }) {
+    let (stores, regions) = (layout.stores, layout.regions);
+    let playground = match Playground::start(layout.options()) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("flotilla playground: {e}");
