@@ -510,8 +510,9 @@ impl Store {
     /// queued is written. Requests still waiting are answered (`StoreStopping`, or
     /// dropped unanswered when their command may already be in the log), and so is every
     /// request made after. Returns once every thread has ended; calling it again does
-    /// nothing. It takes `&self` so a server whose services share the store can stop it
-    /// while they still hold it.
+    /// nothing (a call made while another is stopping the store returns at once, without
+    /// waiting for it). It takes `&self` so a server whose services share the store can
+    /// stop it while they still hold it.
     pub fn shutdown(&self) {
         self.stopped.store(true, Ordering::Release);
         // Taken out of the lock first: stopping joins threads, which never take it.
