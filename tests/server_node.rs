@@ -15,19 +15,10 @@ use flotilla::raft::Role;
 use flotilla::server::playground::{Playground, PlaygroundOptions, split_key};
 use flotilla::server::{IDENTITY_FILE, Node, NodeError, ServerConfig};
 use flotilla::store::{ReadRequest, ReadResponse};
+use flotilla::testkit::cluster::{PATIENCE, wait_until};
 use flotilla::{RegionId, StoreId};
 
 mod common;
-
-const PATIENCE: Duration = Duration::from_secs(30);
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn one_store_config(dir: &Path) -> ServerConfig {
     // The listen address is taken from a listener bound first (port 0 is refused as an

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use flotilla::proto::commandpb::{Op, Put, WriteCommand, op};
@@ -21,6 +21,7 @@ use flotilla::store::{
     TransportError, bootstrap_region,
 };
 use flotilla::testkit::cluster::first_region;
+use flotilla::testkit::cluster::wait_until;
 use flotilla::transport::{
     CLUSTER_ID_HEADER, FROM_STORE_HEADER, GrpcTransport, GrpcTransportConfig, StaticResolver,
     TransportService,
@@ -29,16 +30,6 @@ use flotilla::{RegionId, StoreId};
 use parking_lot::Mutex;
 use tokio::runtime::Runtime;
 use tokio_stream::wrappers::TcpListenerStream;
-
-const PATIENCE: Duration = Duration::from_secs(30);
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()

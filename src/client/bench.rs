@@ -210,10 +210,8 @@ impl KeyChooser {
 /// The key of index `i`: its scrambled index in hex, so hot keys and key ranges spread over
 /// regions split at hex keys (as the playground's are).
 pub fn bench_key(i: u64) -> Bytes {
-    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    Bytes::from(format!("{:016x}", z ^ (z >> 31)))
+    // SplitMix64's first output for seed `i`: a bijection, so keys stay distinct.
+    Bytes::from(format!("{:016x}", Rng::new(i).next_u64()))
 }
 
 #[derive(Clone, Copy)]

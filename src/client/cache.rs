@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 
 use crate::proto::metapb::{Peer, Region, RegionEpoch};
+use crate::region::overlaps_range;
+use crate::storage::region_meta::contains_key;
 
 /// A region as the client knows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,22 +34,11 @@ fn newer_or_same(a: &RegionEpoch, b: &RegionEpoch) -> bool {
     (a.version, a.conf_ver) >= (b.version, b.conf_ver)
 }
 
-fn contains(region: &Region, key: &[u8]) -> bool {
-    region.start_key.as_slice() <= key
-        && (region.end_key.is_empty() || key < region.end_key.as_slice())
-}
-
-fn overlaps(a: &Region, b: &Region) -> bool {
-    let a_before_b_ends = b.end_key.is_empty() || a.start_key < b.end_key;
-    let b_before_a_ends = a.end_key.is_empty() || b.start_key < a.end_key;
-    a_before_b_ends && b_before_a_ends
-}
-
 impl RegionCache {
     /// The region holding `key`, if known.
     pub fn locate(&self, key: &[u8]) -> Option<&CachedRegion> {
         let (_, cached) = self.by_start.range(..=key.to_vec()).next_back()?;
-        contains(&cached.region, key).then_some(cached)
+        contains_key(&cached.region, key).then_some(cached)
     }
 
     /// The region holding the keys just before `end` (`end` empty: the last region), if
@@ -79,7 +70,7 @@ impl RegionCache {
         let overlapping: Vec<Vec<u8>> = self
             .by_start
             .iter()
-            .filter(|(_, c)| overlaps(&c.region, &region))
+            .filter(|(_, c)| overlaps_range(&c.region, &region.start_key, &region.end_key))
             .map(|(k, _)| k.clone())
             .collect();
         let mut leader = leader;

@@ -29,7 +29,8 @@ use crate::proto::adminpb::{self, admin_client::AdminClient};
 use crate::proto::commandpb::{self, op};
 use crate::proto::kvpb::{self, kv_client::KvClient};
 use crate::proto::metapb::{Peer, Region};
-use crate::region::RegionError;
+use crate::region::{RegionError, check_key};
+use crate::storage::region_meta::contains_key;
 use crate::{RegionId, StoreId};
 
 pub use crate::store::ScanOrder;
@@ -681,7 +682,7 @@ impl Client {
         keys: &[Bytes],
     ) -> Result<Option<Vec<(Bytes, Bytes)>>, ClientError> {
         self.run(Target::Key(&keys[0]), Effect::Read, |a| {
-            let fits = keys.iter().all(|k| contains(&a.region, k));
+            let fits = keys.iter().all(|k| contains_key(&a.region, k));
             let request = self.request(kvpb::BatchGetRequest {
                 context: Some(a.context),
                 keys: keys.to_vec(),
@@ -855,21 +856,14 @@ impl Client {
         };
         let keys: Vec<Bytes> = ops.iter().filter_map(op_key).collect();
         self.run(Target::Key(&first), Effect::Write, |a| {
-            let outside = keys.iter().find(|k| !contains(&a.region, k)).cloned();
-            let region = a.region.clone();
+            // Sent nowhere if the caller's operations span regions.
+            let outside = keys.iter().find_map(|k| check_key(k, &a.region).err());
             let request = self.request(kvpb::BatchWriteRequest {
                 context: Some(a.context),
                 ops: ops.clone(),
             });
             async move {
-                if let Some(key) = outside {
-                    // Sent nowhere: the caller's operations span regions.
-                    let error = RegionError::KeyNotInRegion {
-                        key: key.to_vec(),
-                        region: RegionId(region.id),
-                        start_key: region.start_key,
-                        end_key: region.end_key,
-                    };
+                if let Some(error) = outside {
                     return Ok((Some((&error).into()), Vec::new()));
                 }
                 let r = self
@@ -1059,11 +1053,6 @@ struct ScanPart {
     pairs: Vec<(Bytes, Bytes)>,
     /// Cut short by the limit: the region may hold more of the range.
     more: bool,
-}
-
-fn contains(region: &Region, key: &[u8]) -> bool {
-    region.start_key.as_slice() <= key
-        && (region.end_key.is_empty() || key < region.end_key.as_slice())
 }
 
 /// The key an operation touches first.

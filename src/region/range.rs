@@ -30,6 +30,14 @@ pub fn check_range(start: &[u8], end: Option<&[u8]>, region: &Region) -> Result<
     }
 }
 
+/// Whether the region's range meets `[start, end)` (an empty `end`: unbounded), both
+/// half-open.
+pub fn overlaps_range(region: &Region, start: &[u8], end: &[u8]) -> bool {
+    let before_region_end = end_bound(region).is_none_or(|region_end| start < region_end);
+    let after_region_start = end.is_empty() || region.start_key.as_slice() < end;
+    before_region_end && after_region_start
+}
+
 /// Whether `[start, end)` (an empty `end`: unbounded) holds any key: a region a message
 /// or a snapshot describes with an empty or inverted range is malformed.
 pub fn is_valid_range(start: &[u8], end: &[u8]) -> bool {
@@ -111,5 +119,20 @@ mod tests {
             Err(RegionError::KeyNotInRegion { key, .. }) => assert_eq!(key, b"e"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn ranges_overlap_at_their_edges_as_half_open_ranges() {
+        let r = region(b"b", b"d");
+        assert!(overlaps_range(&r, b"a", b"c"));
+        assert!(overlaps_range(&r, b"c", b""));
+        assert!(overlaps_range(&r, b"", b""));
+        assert!(overlaps_range(&r, b"b", b"b\0"));
+        // [a, b) ends where the region starts; [d, ...) starts where it ends.
+        assert!(!overlaps_range(&r, b"a", b"b"));
+        assert!(!overlaps_range(&r, b"d", b""));
+        let unbounded = region(b"m", b"");
+        assert!(overlaps_range(&unbounded, b"z", b""));
+        assert!(!overlaps_range(&unbounded, b"a", b"m"));
     }
 }

@@ -12,7 +12,7 @@ use crate::proto::commandpb::{self, WriteCommand, op};
 use crate::proto::kvpb::kv_server::{Kv, KvServer};
 use crate::proto::kvpb::{self, op_result};
 use crate::proto::metapb::Region;
-use crate::region::RegionError;
+use crate::region::{RegionError, overlaps_range};
 use crate::store::apply::eval::OpOutcome;
 use crate::store::{ReadRequest, ReadResponse, ScanOrder, Store, WriteResponse};
 
@@ -297,7 +297,7 @@ impl Kv for KvService {
             .store
             .regions()
             .into_iter()
-            .filter(|region| overlaps(region, &r.start_key, &r.end_key))
+            .filter(|region| overlaps_range(region, &r.start_key, &r.end_key))
             .collect();
         regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
         let mut routes = Vec::with_capacity(regions.len());
@@ -305,40 +305,5 @@ impl Kv for KvService {
             routes.push(self.route_of(region).await);
         }
         Ok(Response::new(kvpb::RouteRangeResponse { routes }))
-    }
-}
-
-/// Whether the region's range meets `[start, end)` (an empty end: unbounded).
-fn overlaps(region: &Region, start: &[u8], end: &[u8]) -> bool {
-    let before_region_end = region.end_key.is_empty() || start < region.end_key.as_slice();
-    let after_region_start = end.is_empty() || region.start_key.as_slice() < end;
-    before_region_end && after_region_start
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn region(start: &[u8], end: &[u8]) -> Region {
-        Region {
-            start_key: start.to_vec(),
-            end_key: end.to_vec(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn ranges_overlap_at_their_edges_as_half_open_ranges() {
-        let r = region(b"b", b"d");
-        assert!(overlaps(&r, b"a", b"c"));
-        assert!(overlaps(&r, b"c", b""));
-        assert!(overlaps(&r, b"", b""));
-        assert!(overlaps(&r, b"b", b"b\0"));
-        // [a, b) ends where the region starts; [d, ...) starts where it ends.
-        assert!(!overlaps(&r, b"a", b"b"));
-        assert!(!overlaps(&r, b"d", b""));
-        let unbounded = region(b"m", b"");
-        assert!(overlaps(&unbounded, b"z", b""));
-        assert!(!overlaps(&unbounded, b"a", b"m"));
     }
 }
