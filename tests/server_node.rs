@@ -193,11 +193,12 @@ fn the_status_server_and_reflection_describe_the_store() {
     assert_eq!((code, body.as_str()), (200, "ok\n"));
 
     let mut status = serde_json::Value::Null;
-    wait_until("every peer store heard from", || {
+    // The split is applied here once this store's replica catches up (it may follow).
+    wait_until("every peer store heard from and the split applied", || {
         let (code, body) = common::http::get(node.status_addr(), "/status");
         assert_eq!(code, 200);
         status = serde_json::from_str(&body).unwrap();
-        status["peer_stores"].as_array().unwrap().len() == 2
+        status["peer_stores"].as_array().unwrap().len() == 2 && status["regions"] == 4
     });
     assert_eq!(status["store_id"], 1);
     assert_eq!(status["cluster_id"], 1);
