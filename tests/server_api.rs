@@ -597,6 +597,18 @@ fn admin_lists_splits_moves_leadership_and_changes_peers() {
         }))
         .unwrap_err();
     assert_eq!(merge.code(), tonic::Code::Unimplemented);
+    let move_peer = rt
+        .block_on(admin.move_peer(adminpb::MovePeerRequest {
+            region_id: 1,
+            from_store_id: 1,
+            to_store_id: 2,
+        }))
+        .unwrap_err();
+    assert_eq!(move_peer.code(), tonic::Code::Unimplemented);
+    let rebalance = rt
+        .block_on(admin.rebalance(adminpb::RebalanceRequest {}))
+        .unwrap_err();
+    assert_eq!(rebalance.code(), tonic::Code::Unimplemented);
 }
 
 /// Sends raw bytes as the body of a gRPC call: what a broken or hostile client could send.

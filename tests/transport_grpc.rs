@@ -392,6 +392,10 @@ impl flotilla::transport::Resolve for CountingResolver {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Some(self.address.clone())
     }
+
+    fn known_stores(&self) -> Vec<(StoreId, String)> {
+        Vec::new()
+    }
 }
 
 /// A snapshot send to an unreachable store makes exactly one attempt and the configured

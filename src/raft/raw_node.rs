@@ -225,6 +225,15 @@ impl<S: LogStorage> RawNode<S> {
         self.raft.report_unreachable(to);
     }
 
+    /// The index of a snapshot the core has taken and not yet handed out (`ready` will).
+    pub fn snapshot_to_hand_out(&self) -> Option<u64> {
+        self.raft
+            .log
+            .unstable
+            .next_snapshot()
+            .map(|s| s.metadata.as_ref().map_or(0, |m| m.index))
+    }
+
     /// Whether `ready` has anything to hand out (or a read round to start).
     pub fn has_ready(&self) -> bool {
         let r = &self.raft;

@@ -168,6 +168,7 @@ fn regions_text(regions: &[Region]) -> String {
     format!("[{}]", ids.join(", "))
 }
 
-fn hex(key: &[u8]) -> String {
+/// A key as lowercase hex, for messages.
+pub(crate) fn hex(key: &[u8]) -> String {
     key.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -34,6 +34,10 @@ pub struct RaftSettings {
     /// round. A store run stepped holds nothing. Default 50 ms (half a tick: a heartbeat
     /// is late by at most that, well inside the election timeout).
     pub heartbeat_hold: Duration,
+    /// Mixed into every replica's election-timer randomness (which is otherwise fixed by
+    /// region and peer ids, so elections replay). Default 0; the simulator varies it per
+    /// seed.
+    pub seed: u64,
 }
 
 impl Default for RaftSettings {
@@ -48,6 +52,7 @@ impl Default for RaftSettings {
             entry_cache_bytes: 1 << 20,
             max_catch_up_ticks: 4,
             heartbeat_hold: Duration::from_millis(50),
+            seed: 0,
         }
     }
 }

@@ -27,7 +27,8 @@ use crate::proto::raftpb::HardState;
 use crate::proto::storagepb::{RaftApplyState, RaftLocalState};
 use crate::raft::{Config, NodeStart, RaftError, RawNode, ReadOnlyOption};
 use crate::region::conf_state_of;
-use crate::storage::raft_log::{LogError, RegionLog};
+use crate::storage::SyncMode;
+use crate::storage::raft_log::{LogError, LogWriteBatch, RegionLog};
 use crate::{RegionId, StoreId};
 
 /// The raft pollers' router: region → peer FSM, plus the store FSM.
@@ -133,11 +134,17 @@ impl StoreShared {
         start: NodeStart,
     ) -> Result<(), StartError> {
         let id = region.region_id();
+        // Checked before the log is read (and perhaps repaired); `register` below is the
+        // check that holds against a peer started meanwhile.
+        if self
+            .raft_router
+            .mailbox(id)
+            .is_some_and(|m| !m.is_retired())
+        {
+            return Err(StartError::AlreadyRunning(id));
+        }
         let log_engine = self.engines.log.clone();
-        let local = log_engine
-            .local_state(id)
-            .map_err(|source| StartError::Log { region: id, source })?
-            .unwrap_or_else(|| initial_local_state(apply));
+        let local = self.catch_log_up(id, apply)?;
         let log = Arc::new(RegionLog::new(
             id,
             log_engine,
@@ -168,6 +175,46 @@ impl StoreShared {
         Ok(())
     }
 
+    /// The raft state a region starts from. A log that ends before the apply state's
+    /// truncation point is reset to start there (synced), as the step a crash interrupted
+    /// would have: a snapshot install durable in the KV engine whose log reset was not, or
+    /// an empty peer (created by a message, it recorded a vote and no entry) of a region
+    /// that a split applied here has since given its initial state. The recorded term and
+    /// vote are kept: a vote cast is never forgotten. Rare, and the only write a poller
+    /// makes itself (a split starting such a region).
+    fn catch_log_up(
+        &self,
+        id: RegionId,
+        apply: &RaftApplyState,
+    ) -> Result<RaftLocalState, StartError> {
+        let log = &self.engines.log;
+        let log_error = |source| StartError::Log { region: id, source };
+        let Some(recorded) = log.local_state(id).map_err(log_error)? else {
+            return Ok(initial_local_state(apply));
+        };
+        if recorded.last_index >= apply.truncated_index {
+            return Ok(recorded);
+        }
+        let mut local = initial_local_state(apply);
+        if let (Some(hard), Some(kept)) = (local.hard_state.as_mut(), recorded.hard_state)
+            && kept.term >= hard.term
+        {
+            hard.term = kept.term;
+            hard.vote = kept.vote;
+        }
+        tracing::warn!(
+            region = %id,
+            log_ends_at = recorded.last_index,
+            truncated_at = apply.truncated_index,
+            "the region's log ends before its applied state: reset to start there"
+        );
+        let mut batch = LogWriteBatch::default();
+        batch.reset(id);
+        batch.put_state(id, &local);
+        log.write(&mut batch, SyncMode::Sync).map_err(log_error)?;
+        Ok(local)
+    }
+
     fn raft_config(&self, region: RegionId, peer: u64, applied: u64, start: NodeStart) -> Config {
         let s = &self.cfg.raft;
         Config {
@@ -183,7 +230,7 @@ impl StoreShared {
             pre_vote: true,
             read_only_option: ReadOnlyOption::LeaseBased,
             // Distinct per replica, the same on every run: elections replay.
-            seed: region.get().wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ peer,
+            seed: region.get().wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ peer ^ s.seed,
             start,
             ..Config::default()
         }

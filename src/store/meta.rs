@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::proto::metapb::Region;
-use crate::region::is_valid_range;
+use crate::region::{is_valid_range, overlaps_range};
 use crate::storage::region_meta::end_bound;
 use crate::{RegionId, StoreId};
 
@@ -24,10 +24,14 @@ pub struct StoreMeta {
     /// Start key → region, for the regions whose range is known.
     by_start: BTreeMap<Vec<u8>, RegionId>,
     /// How many peers of the regions live on each store (this one included).
-    peers_by_store: HashMap<StoreId, usize>,
+    peers_by_store: BTreeMap<StoreId, usize>,
     /// The store of each region's leader as this store's replica knows it (liveness
     /// changes go to the regions they concern).
-    leaders: HashMap<RegionId, StoreId>,
+    leaders: BTreeMap<RegionId, StoreId>,
+    /// The regions snapshots will give replicas here: taken by their cores, not yet
+    /// installed. Their ranges count as held, so two snapshots accepted at once cannot
+    /// install overlapping regions.
+    installing: BTreeMap<RegionId, Region>,
 }
 
 impl StoreMeta {
@@ -35,6 +39,7 @@ impl StoreMeta {
     pub fn set(&mut self, region: impl Into<Arc<Region>>) {
         let region = region.into();
         let id = region.region_id();
+        self.installing.remove(&id);
         if let Some(old) = self.regions.get(&id)
             && self.by_start.get(&old.start_key) == Some(&id)
         {
@@ -50,6 +55,7 @@ impl StoreMeta {
     /// Forgets the region (destroyed, or merged away).
     pub fn remove(&mut self, id: RegionId) -> Option<Arc<Region>> {
         self.leaders.remove(&id);
+        self.installing.remove(&id);
         let old = self.regions.remove(&id)?;
         if self.by_start.get(&old.start_key) == Some(&id) {
             self.by_start.remove(&old.start_key);
@@ -149,6 +155,24 @@ impl StoreMeta {
             .then_some(region)
     }
 
+    /// Reserves the range of `region` for a snapshot its replica's core has taken: until
+    /// the region is set (installed) or removed, the range counts in
+    /// `overlapping_or_installing`.
+    pub fn reserve_install(&mut self, region: Region) {
+        self.installing.insert(region.region_id(), region);
+    }
+
+    /// `overlapping`, and the regions whose snapshot installs overlap the range.
+    pub fn overlapping_or_installing(&self, start: &[u8], end: &[u8]) -> Vec<RegionId> {
+        let mut out = self.overlapping(start, end);
+        for (id, region) in &self.installing {
+            if !out.contains(id) && overlaps_range(region, start, end) {
+                out.push(*id);
+            }
+        }
+        out
+    }
+
     /// The regions whose ranges overlap `[start, end)` (an empty `end`: unbounded; an
     /// inverted range, which a message may claim, overlaps nothing).
     pub fn overlapping(&self, start: &[u8], end: &[u8]) -> Vec<RegionId> {
@@ -207,6 +231,38 @@ mod tests {
         assert_eq!(ids(m.overlapping(b"g", b"g\x00")), vec![2]);
         // A range a hostile message claims, inverted, overlaps nothing (and panics not).
         assert_eq!(ids(m.overlapping(b"t", b"a")), Vec::<u64>::new());
+    }
+
+    /// Two snapshots accepted before either installs must not both be taken: the range
+    /// of one whose core took it counts until it installs or its region goes.
+    #[test]
+    fn a_range_reserved_for_an_install_counts_until_it_installs_or_goes() {
+        let ids = |v: Vec<RegionId>| v.into_iter().map(|r| r.0).collect::<Vec<_>>();
+        let mut m = StoreMeta::default();
+        m.set(region(1, b"", b"g"));
+        m.reserve_install(region(2, b"k", b"p"));
+        assert_eq!(ids(m.overlapping(b"m", b"n")), Vec::<u64>::new());
+        assert_eq!(ids(m.overlapping_or_installing(b"m", b"n")), vec![2]);
+        assert_eq!(ids(m.overlapping_or_installing(b"a", b"")), vec![1, 2]);
+        assert_eq!(
+            ids(m.overlapping_or_installing(b"p", b"")),
+            Vec::<u64>::new()
+        );
+        // Installed: it counts as a region, once.
+        m.set(region(2, b"k", b"m"));
+        assert_eq!(ids(m.overlapping_or_installing(b"a", b"")), vec![1, 2]);
+        assert_eq!(
+            ids(m.overlapping_or_installing(b"m", b"p")),
+            Vec::<u64>::new()
+        );
+        // A reservation whose region goes goes with it.
+        m.reserve_install(region(3, b"t", b""));
+        assert_eq!(ids(m.overlapping_or_installing(b"x", b"")), vec![3]);
+        m.remove(RegionId(3));
+        assert_eq!(
+            ids(m.overlapping_or_installing(b"x", b"")),
+            Vec::<u64>::new()
+        );
     }
 
     #[test]

@@ -237,10 +237,10 @@ fn create_peer(m: &RaftMessage, ctx: &PollContext) -> Result<(), String> {
     if !shared
         .meta
         .lock()
-        .overlapping(&m.start_key, &m.end_key)
+        .overlapping_or_installing(&m.start_key, &m.end_key)
         .is_empty()
     {
-        return Err("its range overlaps a region this store holds".into());
+        return Err("its range overlaps a region this store holds or installs".into());
     }
     shared.start_unborn(region, to).map_err(|e| e.to_string())?;
     tracing::info!(store = %shared.store_id, region = %region, peer = to.id, "empty peer created by a message");

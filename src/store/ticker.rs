@@ -4,7 +4,7 @@
 //! ticking are visited, so an idle store's timer costs what its active regions cost:
 //! hibernated regions leave the set and rejoin when woken.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -15,7 +15,9 @@ use super::batch::{Fsm, Router};
 /// The set of ticking FSMs and the router that reaches them. Clones share the set.
 pub struct Ticker<K, N: Fsm, C: Fsm> {
     router: Router<K, N, C>,
-    ticking: Arc<Mutex<HashSet<K>>>,
+    /// In key order, so ticks reach FSMs in the same order on every run (a simulated
+    /// run replays).
+    ticking: Arc<Mutex<BTreeSet<K>>>,
     cap: u32,
 }
 
@@ -38,7 +40,7 @@ pub struct TickReport {
     pub gone: usize,
 }
 
-impl<K: Hash + Eq + Copy + Send + Sync + 'static, N: Fsm, C: Fsm> Ticker<K, N, C> {
+impl<K: Hash + Ord + Copy + Send + Sync + 'static, N: Fsm, C: Fsm> Ticker<K, N, C> {
     /// A ticker over `router`'s FSMs; an FSM that was not polled for a while catches up by
     /// at most `cap` ticks.
     pub fn new(router: Router<K, N, C>, cap: u32) -> Self {

@@ -294,6 +294,13 @@ pub struct PendingCall {
     call: u64,
 }
 
+impl PendingCall {
+    /// What the call asked.
+    pub fn input(&self) -> &KvInput {
+        &self.input
+    }
+}
+
 impl Recorder {
     /// A call starts now.
     pub fn call(&self, client: u64, input: KvInput) -> PendingCall {

@@ -8,6 +8,9 @@
 //!   memoisation, key by key, unknown outcomes allowed) and a recorder for them.
 //! - `cluster`: stores in one process over the in-memory engines and the in-process
 //!   network, on threads or stepped; crash, restart, and client-like helpers.
+//! - `store_sim`: a seeded simulator of whole stores stepped on one thread, with network,
+//!   disk and process faults, clients checked for linearizability, and the runtime's
+//!   invariants checked as it goes.
 //! - `hooked_log`: the in-memory raft log behind a hook that can stall, fail or count
 //!   writes.
 //! - `Rng`: the small seeded generator the simulator and the randomized tests share.
@@ -16,5 +19,6 @@ pub mod cluster;
 pub mod hooked_log;
 pub mod linearizability;
 pub mod raft_sim;
+pub mod store_sim;
 
 pub use crate::raft::rng::Rng;

@@ -44,9 +44,7 @@ pub trait Resolve: Send + Sync + 'static {
 
     /// Every store whose address is known, in id order (what a client is told so it can
     /// reach stores it was not given).
-    fn known_stores(&self) -> Vec<(StoreId, String)> {
-        Vec::new()
-    }
+    fn known_stores(&self) -> Vec<(StoreId, String)>;
 }
 
 /// Addresses from configuration (placement will resolve them later). Addresses can be

@@ -1,9 +1,10 @@
 //! The flotilla command line: `server` runs one store, `playground` a whole cluster in
 //! one process, `ctl` talks to a cluster, `bench` loads one, `sim` runs the Raft core's
-//! randomized simulator.
+//! randomized simulator, `sim-cluster` the deterministic simulation of whole stores.
 
 mod bench;
 mod ctl;
+mod sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,10 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         steps: usize,
     },
+    /// Run the deterministic simulation of whole stores (every poller, writer and message
+    /// under one seeded scheduler, with faults and crashes) over many seeds, checking the
+    /// client history for linearizability and the runtime's invariants.
+    SimCluster(sim::SimClusterArgs),
 }
 
 /// How a playground is laid out (`flotilla playground`, `flotilla bench --embedded`).
@@ -154,6 +159,7 @@ fn main() -> ExitCode {
             first_seed,
             steps,
         } => simulate(seeds, first_seed, steps),
+        Command::SimCluster(args) => sim::run_seeds(args),
     }
 }
 

@@ -353,11 +353,16 @@ impl LogStorage for RegionLog {
     fn snapshot(&self, request_index: u64) -> StorageResult<Snapshot> {
         let mut st = self.state.write();
         let needed = request_index.max(st.truncated.0);
-        let ready = st
-            .snapshot
-            .ready
-            .as_ref()
-            .filter(|s| s.metadata.as_ref().is_some_and(|m| m.index >= needed));
+        // One made before a member of the current configuration joined would not name it:
+        // a follower given it drops it (a replica born from it would apply entries of a
+        // membership it is not part of), so a new one is made.
+        let none = ConfState::default();
+        let ready = st.snapshot.ready.as_ref().filter(|s| {
+            s.metadata.as_ref().is_some_and(|m| {
+                let members = m.conf_state.as_ref().unwrap_or(&none);
+                m.index >= needed && names_all(members, &st.conf_state)
+            })
+        });
         if let Some(snapshot) = ready {
             return Ok(Snapshot::clone(snapshot));
         }
@@ -365,6 +370,23 @@ impl LogStorage for RegionLog {
         *requested = (*requested).max(needed);
         Err(StorageError::SnapshotTemporarilyUnavailable)
     }
+}
+
+/// Whether configuration `snapshot` names every member of configuration `current`.
+fn names_all(snapshot: &ConfState, current: &ConfState) -> bool {
+    let members = |cs: &ConfState| -> std::collections::BTreeSet<u64> {
+        [
+            &cs.voters,
+            &cs.learners,
+            &cs.voters_outgoing,
+            &cs.learners_next,
+        ]
+        .into_iter()
+        .flatten()
+        .copied()
+        .collect()
+    };
+    members(current).is_subset(&members(snapshot))
 }
 
 #[cfg(test)]
@@ -392,6 +414,55 @@ mod tests {
         }
         assert_eq!(c.bytes, c.entries.iter().map(entry_size).sum::<u64>());
         out
+    }
+
+    /// A snapshot made before a member of the current configuration joined is not handed
+    /// out again (its follower would refuse it): a new one is asked for. One naming a
+    /// member removed since still serves.
+    #[test]
+    fn a_snapshot_missing_a_current_member_is_made_again() {
+        use crate::proto::raftpb::SnapshotMetadata;
+        use crate::storage::mem_log::MemRaftLog;
+        let members = |voters: &[u64], learners: &[u64]| ConfState {
+            voters: voters.to_vec(),
+            learners: learners.to_vec(),
+            ..Default::default()
+        };
+        let made = |index, cs: ConfState| Snapshot {
+            metadata: Some(SnapshotMetadata {
+                conf_state: Some(cs),
+                index,
+                term: 2,
+            }),
+            ..Default::default()
+        };
+        let log = RegionLog::new(
+            RegionId(5),
+            Arc::new(MemRaftLog::new()),
+            RaftLocalState::default(),
+            (10, 2),
+            members(&[1, 2], &[]),
+            0,
+        );
+        let unavailable = Err(StorageError::SnapshotTemporarilyUnavailable);
+        assert_eq!(log.snapshot(11), unavailable);
+        assert_eq!(log.take_snapshot_request(), Some(11));
+        assert_eq!(log.offer_snapshot(made(12, members(&[1, 2], &[]))), None);
+        let served = |log: &RegionLog| log.snapshot(11).map(|s| snapshot_index(&s));
+        assert_eq!(served(&log), Ok(12), "the same members: served again");
+
+        log.set_conf_state(members(&[1, 2], &[3]));
+        assert_eq!(log.snapshot(11), unavailable, "peer 3 is not in it");
+        assert_eq!(log.take_snapshot_request(), Some(11));
+        let _ = log.offer_snapshot(made(14, members(&[1, 2], &[3])));
+        assert_eq!(served(&log), Ok(14));
+
+        log.set_conf_state(members(&[1, 3], &[]));
+        assert_eq!(
+            served(&log),
+            Ok(14),
+            "peer 2 removed: still names every member"
+        );
     }
 
     /// A read a concurrent write moved out of the log is `Compacted` below the log and

@@ -214,7 +214,7 @@ impl<N: Fsm> Mailbox<N> {
     }
 
     /// Whether the FSM is gone for good (not even a poller holds it any more).
-    pub(super) fn is_retired(&self) -> bool {
+    pub(crate) fn is_retired(&self) -> bool {
         matches!(self.shared.state.lock().slot, Slot::Closed)
     }
 

@@ -6,7 +6,7 @@ use crate::proto::metapb::Region;
 use crate::proto::raftpb::Entry;
 use crate::raft::NodeStart;
 use crate::region::initial_apply_state;
-use crate::store::context::PollContext;
+use crate::store::context::{PollContext, StartError};
 use crate::store::msg::{ApplyResult, PeerMsg, RegionChange};
 
 impl PeerFsm {
@@ -61,6 +61,17 @@ impl PeerFsm {
                     let _ = ctx.shared.raft_router.force_send(id, PeerMsg::Campaign);
                 }
                 Ok(()) => {}
+                // The new region's leader split first and its message created an empty
+                // peer here (the same replica: the split named its id). It stays, and
+                // gets the region from a snapshot; until then the split's state written
+                // for the region stands in the KV engine, which a restart starts from.
+                Err(StartError::AlreadyRunning(_)) => {
+                    tracing::info!(
+                        store = %ctx.shared.store_id,
+                        region = %id,
+                        "split: the new region's empty peer runs already; a snapshot will fill it"
+                    );
+                }
                 Err(e) => {
                     // Its state is in the engine: a region left not running would hold a
                     // range nothing serves until a restart.

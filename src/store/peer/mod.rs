@@ -216,12 +216,15 @@ impl PeerFsm {
         if self.answered_as_removed(&m, ctx) {
             return;
         }
+        let mut snapshot = None;
         if m.message
             .as_ref()
             .is_some_and(|msg| msg.msg_type == MessageType::MsgSnapshot as i32)
-            && !self.accept_snapshot(&m, ctx)
         {
-            return;
+            match self.accept_snapshot(&m, ctx) {
+                Some(region) => snapshot = Some(region),
+                None => return,
+            }
         }
         if m.to_peer.is_none_or(|p| p.id != self.peer.id) {
             // For another replica of the region on this store (an older or newer one).
@@ -251,8 +254,20 @@ impl PeerFsm {
         {
             self.peer_cache.insert(from.id, from);
         }
+        let snapshot_index = message
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.metadata.as_ref())
+            .map(|m| m.index);
         if let Err(e) = self.raw.step(message) {
             tracing::debug!(region = m.region_id, error = %e, "raft message refused");
+        }
+        // Taken by the core: its range is held here from now on, until it installs.
+        if let Some(region) = snapshot
+            && self.raw.snapshot_to_hand_out().is_some()
+            && self.raw.snapshot_to_hand_out() == snapshot_index
+        {
+            ctx.shared.meta.lock().reserve_install(region);
         }
         if heartbeat {
             self.wake_if_not_quiescent(ctx);

@@ -53,7 +53,10 @@ impl ReadQueue {
     }
 
     pub(super) fn fail_all(&mut self, error: impl Fn() -> RegionError) {
-        for (_, r) in self.unconfirmed.drain() {
+        // In arrival order, not the map's: a simulated run answers them the same way.
+        let mut unconfirmed: Vec<(u64, PendingRead)> = self.unconfirmed.drain().collect();
+        unconfirmed.sort_unstable_by_key(|(id, _)| *id);
+        for (_, r) in unconfirmed {
             r.responder.fail(error());
         }
         for (_, r) in self.confirmed.drain(..) {

@@ -90,23 +90,27 @@ impl PeerFsm {
             .send(SnapshotTask::Remove { files });
     }
 
-    /// Whether a received `MsgSnapshot` may reach the core: it describes this region, its
-    /// files are here, and its range overlaps no other region of this store (a split this
+    /// Whether a received `MsgSnapshot` may reach the core: it describes this region with
+    /// this peer among its members, its files are here, and its range overlaps no other
+    /// region of this store (a split this
     /// store has not applied yet, say: the snapshot waits for it, the leader retries).
-    pub(super) fn accept_snapshot(&self, m: &RaftMessage, ctx: &PollContext) -> bool {
-        let Some(snapshot) = m.message.as_ref().and_then(|m| m.snapshot.as_ref()) else {
-            return false;
-        };
+    /// Returns the region the snapshot describes, if accepted.
+    pub(super) fn accept_snapshot(
+        &self,
+        m: &RaftMessage,
+        ctx: &PollContext,
+    ) -> Option<crate::proto::metapb::Region> {
+        let snapshot = m.message.as_ref().and_then(|m| m.snapshot.as_ref())?;
         let Some((summary, files)) = self.received_files(snapshot, ctx) else {
             tracing::debug!(
                 region = self.region.id,
                 "snapshot without its files refused"
             );
-            return false;
+            return None;
         };
         if !files.exists() {
             tracing::debug!(region = self.region.id, "snapshot files not here");
-            return false;
+            return None;
         }
         let region = summary.region.unwrap_or_default();
         if !is_valid_range(&region.start_key, &region.end_key) {
@@ -114,13 +118,25 @@ impl PeerFsm {
                 region = self.region.id,
                 "snapshot of an empty or inverted range refused"
             );
-            return false;
+            return None;
         }
+        // Taken before this peer joined (a snapshot made for another follower): a replica
+        // born from it would apply entries of a membership it is not part of, splits
+        // creating regions with no peer here among them. The leader sends a newer one.
+        if !region.peers.iter().any(|p| p.id == self.peer.id) {
+            tracing::info!(
+                region = self.region.id,
+                peer = self.peer.id,
+                "snapshot of a membership without this peer refused"
+            );
+            return None;
+        }
+        // Another snapshot taken here and not yet installed counts too.
         let overlaps = ctx
             .shared
             .meta
             .lock()
-            .overlapping(&region.start_key, &region.end_key)
+            .overlapping_or_installing(&region.start_key, &region.end_key)
             .into_iter()
             .any(|r| r != self.region_id());
         if overlaps {
@@ -128,8 +144,9 @@ impl PeerFsm {
                 region = self.region.id,
                 "snapshot overlaps another region here; refused"
             );
+            return None;
         }
-        !overlaps
+        Some(region)
     }
 
     /// The summary a snapshot carries and where its received files are.

@@ -135,6 +135,17 @@ impl InProcessNetwork {
         true
     }
 
+    /// Loses one held batch, chosen at random (lost in flight); false if none is held.
+    pub fn lose_one(&self) -> bool {
+        let mut held = self.inner.held.lock();
+        if held.is_empty() {
+            return false;
+        }
+        let at = self.inner.rng.lock().range(0, held.len() as u64) as usize;
+        held.remove(at);
+        true
+    }
+
     /// Delivers every held batch (in random order); returns how many.
     pub fn deliver_all(&self) -> usize {
         let mut n = 0;

@@ -1,0 +1,54 @@
+//! What a seed makes of a run before its first step: how many stores and regions, how
+//! many clients over how many keys, and the store settings that decide how often logs are
+//! compacted (so lagging replicas need snapshots) and regions hibernate.
+
+use crate::raft::rng::Rng;
+
+/// The fixed parameters of one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape {
+    /// Stores, 3 to 5.
+    pub stores: usize,
+    /// Stores holding the first region at bootstrap (the others start empty).
+    pub voters: usize,
+    /// Regions the key space is split into before the random steps begin.
+    pub regions: usize,
+    /// Clients issuing operations concurrently.
+    pub clients: usize,
+    /// Keys the clients use (spread over the whole key space).
+    pub keys: usize,
+    /// Log GC: a follower lagging more than this many entries needs a snapshot.
+    pub gc_max_lag: u64,
+    /// Log GC: a pass compacts at least this many entries.
+    pub gc_min_entries: u64,
+    /// Ticks of idleness before a region hibernates (None: never).
+    pub idle_ticks: Option<u32>,
+    /// FSMs a poller takes in one batch.
+    pub max_batch: usize,
+}
+
+impl Shape {
+    /// The shape `rng` draws; `stores` and `regions` override the draw when given.
+    pub fn draw(rng: &mut Rng, stores: Option<usize>, regions: Option<usize>) -> Shape {
+        let drawn_stores = rng.range(3, 6) as usize;
+        // Most runs have few regions, so many seeds fit in CI; some have hundreds.
+        let drawn_regions = match rng.range(0, 100) {
+            0..70 => rng.range(1, 5),
+            70..97 => rng.range(5, 33),
+            _ => rng.range(100, 1001),
+        } as usize;
+        let stores = stores.unwrap_or(drawn_stores).clamp(3, 5);
+        let regions = regions.unwrap_or(drawn_regions).clamp(1, 1000);
+        Shape {
+            stores,
+            voters: 3,
+            regions,
+            clients: rng.range(2, 7) as usize,
+            keys: rng.range(4, 25) as usize,
+            gc_max_lag: rng.range(2, 40),
+            gc_min_entries: rng.range(1, 8),
+            idle_ticks: rng.chance(50).then(|| rng.range(3, 20) as u32),
+            max_batch: rng.range(1, 64) as usize,
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The simulated world: whole stores run stepped on one thread over the in-memory engines,
+//! joined by the in-process network with every batch held in flight, and the faults the
+//! schedule injects into them (partitions, lost links, duplicates, paused stores, crashes).
+
+use std::sync::Arc;
+
+use tempfile::TempDir;
+
+use super::checks::AppliedLog;
+use super::shape::Shape;
+use crate::proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
+use crate::storage::log_gc::GcPolicy;
+use crate::storage::mem_kv::MemKvEngine;
+use crate::storage::mem_log::MemRaftLog;
+use crate::store::{
+    Engines, Fault, FaultId, InProcessNetwork, RunMode, Store, StoreConfig, bootstrap_region,
+};
+use crate::{RegionId, StoreId};
+
+/// The region every initial voter bootstraps: the whole key space.
+pub(super) const FIRST_REGION: RegionId = RegionId(1);
+
+/// One store: its engines, which outlive its runs, and the store while it runs.
+pub(super) struct SimStore {
+    id: StoreId,
+    kv: Arc<MemKvEngine>,
+    log: Arc<MemRaftLog>,
+    /// Snapshot files (the engines are in memory; snapshots are files all the same).
+    dir: TempDir,
+    store: Option<Store>,
+    /// A paused store's actions are not scheduled (a stopped process, not a dead one).
+    paused: bool,
+}
+
+/// The stores and the network between them.
+pub(super) struct World {
+    pub net: InProcessNetwork,
+    stores: Vec<SimStore>,
+    config: StoreConfig,
+    applied: Arc<AppliedLog>,
+}
+
+impl World {
+    /// `shape.stores` stores; the first `shape.voters` bootstrap the first region.
+    pub fn new(shape: &Shape, seed: u64, applied: Arc<AppliedLog>) -> Result<World, String> {
+        let net = InProcessNetwork::new(seed ^ 0x6E65_7477_6F72_6B00);
+        // Every batch is held in flight until the schedule delivers or loses it.
+        net.add_fault(Fault::Hold);
+        let mut config = StoreConfig::new(StoreId(0));
+        config.raft.seed = seed;
+        config.raft_pollers.pollers = 1;
+        config.apply_pollers.pollers = 1;
+        config.raft_pollers.max_batch = shape.max_batch;
+        config.apply_pollers.max_batch = shape.max_batch;
+        config.log_gc = GcPolicy {
+            max_follower_lag: shape.gc_max_lag,
+            min_entries: shape.gc_min_entries,
+        };
+        config.hibernation.idle_ticks = shape.idle_ticks;
+        let mut world = World {
+            net,
+            stores: Vec::new(),
+            config,
+            applied,
+        };
+        let first = Region {
+            id: FIRST_REGION.get(),
+            start_key: Vec::new(),
+            end_key: Vec::new(),
+            epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            }),
+            peers: (1..=shape.voters as u64)
+                .map(|s| Peer {
+                    id: s,
+                    store_id: s,
+                    role: PeerRole::Voter as i32,
+                })
+                .collect(),
+        };
+        for i in 0..shape.stores {
+            let id = StoreId(i as u64 + 1);
+            let sim = SimStore {
+                id,
+                kv: Arc::new(MemKvEngine::new()),
+                log: Arc::new(MemRaftLog::new()),
+                dir: tempfile::tempdir().map_err(|e| format!("snapshot directory: {e}"))?,
+                store: None,
+                paused: false,
+            };
+            if i < shape.voters {
+                bootstrap_region(&sim.engines(), &first)
+                    .map_err(|e| format!("bootstrap store {id}: {e}"))?;
+            }
+            world.stores.push(sim);
+            world.start(id)?;
+        }
+        Ok(world)
+    }
+
+    /// Every store's id, running or not.
+    pub fn ids(&self) -> impl Iterator<Item = StoreId> + '_ {
+        self.stores.iter().map(|s| s.id)
+    }
+
+    /// The store `id` if it runs (paused or not).
+    pub fn store(&self, id: StoreId) -> Option<&Store> {
+        self.sim(id).and_then(|s| s.store.as_ref())
+    }
+
+    /// The store `id` if it runs and is not paused: its actions may be scheduled.
+    pub fn active(&mut self, id: StoreId) -> Option<&mut Store> {
+        self.sim_mut(id)
+            .filter(|s| !s.paused)
+            .and_then(|s| s.store.as_mut())
+    }
+
+    /// The stores whose actions may be scheduled now.
+    pub fn active_ids(&self) -> Vec<StoreId> {
+        self.stores
+            .iter()
+            .filter(|s| s.store.is_some() && !s.paused)
+            .map(|s| s.id)
+            .collect()
+    }
+
+    /// The running stores (paused ones included).
+    pub fn running(&self) -> impl Iterator<Item = &Store> {
+        self.stores.iter().filter_map(|s| s.store.as_ref())
+    }
+
+    /// Whether store `id` is down (crashed, not yet restarted).
+    pub fn is_down(&self, id: StoreId) -> bool {
+        self.sim(id).is_some_and(|s| s.store.is_none())
+    }
+
+    /// Pauses or resumes store `id`.
+    pub fn set_paused(&mut self, id: StoreId, paused: bool) {
+        if let Some(s) = self.sim_mut(id) {
+            s.paused = paused;
+        }
+    }
+
+    /// Whether store `id` is paused.
+    pub fn is_paused(&self, id: StoreId) -> bool {
+        self.sim(id).is_some_and(|s| s.paused)
+    }
+
+    /// Crashes store `id`: both engines lose power at this instant (what the store tries
+    /// to write from then on fails, so it acknowledges nothing more), the store stops, and
+    /// each engine keeps what was durable plus the first `kept_log` / `kept_kv` writes
+    /// that were not (a torn tail).
+    pub fn crash(&mut self, id: StoreId, kept_log: usize, kept_kv: usize) {
+        let Some(sim) = self.sim_mut(id) else { return };
+        sim.kv.cut_power();
+        sim.log.cut_power();
+        sim.paused = false;
+        let store = sim.store.take();
+        self.net.unregister(id);
+        if let Some(store) = store {
+            store.shutdown();
+        }
+        if let Some(sim) = self.sim(id) {
+            sim.log.crash_keeping(kept_log);
+            sim.kv.crash_keeping(kept_kv);
+        }
+    }
+
+    /// Opens store `id` over its engines (a restart after a crash) and connects it.
+    pub fn start(&mut self, id: StoreId) -> Result<(), String> {
+        let mut config = self.config.clone();
+        config.store_id = id;
+        let observer = self.applied.observer(id);
+        let net = Arc::new(self.net.clone());
+        let Some(sim) = self.sim_mut(id) else {
+            return Err(format!("no store {id}"));
+        };
+        let store =
+            Store::open_observed(config, sim.engines(), net, RunMode::Stepped, vec![observer])
+                .map_err(|e| format!("store {id} does not open: {e}"))?;
+        let receiver = store.receiver();
+        sim.store = Some(store);
+        self.net.register(id, receiver);
+        Ok(())
+    }
+
+    /// Removes every fault but the holding of batches in flight, which is how the
+    /// schedule delivers rather than a fault.
+    pub fn heal_network(&self) {
+        self.net.clear_faults();
+        self.net.add_fault(Fault::Hold);
+    }
+
+    /// Adds a fault the schedule removes later.
+    pub fn add_fault(&self, fault: Fault) -> FaultId {
+        self.net.add_fault(fault)
+    }
+
+    fn sim(&self, id: StoreId) -> Option<&SimStore> {
+        self.stores.iter().find(|s| s.id == id)
+    }
+
+    fn sim_mut(&mut self, id: StoreId) -> Option<&mut SimStore> {
+        self.stores.iter_mut().find(|s| s.id == id)
+    }
+}
+
+impl SimStore {
+    fn engines(&self) -> Engines {
+        Engines::new(self.log.clone(), self.kv.clone(), self.dir.path())
+    }
+}
+
+impl Drop for World {
+    /// Stores stop before their engines and directories go.
+    fn drop(&mut self) {
+        for sim in &mut self.stores {
+            if let Some(store) = sim.store.take() {
+                store.shutdown();
+            }
+        }
+    }
+}
