@@ -1,15 +1,21 @@
 //! Bugs the whole-store simulator found (src/testkit/store_sim), each replayed as a
 //! scenario on stores stepped by the test and named after what it broke.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use flotilla::StoreId;
-use flotilla::proto::commandpb::{Op, Put, WriteCommand, op};
+use flotilla::proto::commandpb::{Op, Put, SplitRequest, WriteCommand, op};
+use flotilla::proto::metapb::{Peer, PeerRole};
 use flotilla::proto::raftpb::HardState;
 use flotilla::proto::storagepb::RaftLocalState;
 use flotilla::storage::SyncMode;
 use flotilla::storage::raft_log::{LogWriteBatch, RaftLogStore};
-use flotilla::store::bootstrap_region;
+use flotilla::store::batch::PollOutcome;
+use flotilla::store::{
+    InProcessNetwork, PeerChange, RunMode, SnapshotWork, Store, WriteOutcome, bootstrap_region,
+};
 use flotilla::testkit::cluster::*;
+use flotilla::{RegionId, StoreId};
 
 fn put(key: &str, value: &str) -> WriteCommand {
     WriteCommand {
@@ -93,4 +99,324 @@ fn a_log_at_its_applied_state_is_not_reset() {
             .is_some()
     );
     drop(store);
+}
+
+/// Runs the given stores' raft, WAL and apply steps (and their snapshot workers if
+/// `snapshots`) until none has work left. Messages to other stores land in their
+/// mailboxes; those stores do nothing until stepped.
+fn settle(stores: &mut [Store], which: &[usize], snapshots: Snapshots) {
+    loop {
+        let mut progressed = false;
+        for &i in which {
+            let s = &mut stores[i];
+            progressed |= matches!(s.step_raft(), Some(PollOutcome::Handled(n)) if n > 0);
+            progressed |= matches!(s.step_wal(), Some(WriteOutcome::Written(_)));
+            progressed |= matches!(s.step_apply(), Some(PollOutcome::Handled(n)) if n > 0);
+            if snapshots == Snapshots::Run {
+                progressed |= s.step_snapshot() == Some(SnapshotWork::Done);
+            }
+        }
+        if !progressed {
+            return;
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Snapshots {
+    Run,
+    Wait,
+}
+
+/// The store of region 1's leader among stores 1 and 2, ticking them until one leads.
+fn elect_one_of_two(stores: &mut [Store]) -> usize {
+    for _ in 0..200 {
+        for s in stores[..2].iter() {
+            s.tick();
+        }
+        settle(stores, &[0, 1], Snapshots::Run);
+        for i in 0..2 {
+            let mut status = stores[i].region_status(FIRST_REGION);
+            settle(stores, &[i], Snapshots::Run);
+            if answer_now(&mut status).role == flotilla::raft::Role::Leader {
+                return i;
+            }
+        }
+    }
+    panic!("no leader");
+}
+
+/// Stores 1 and 2 hold region 1; store 3 holds an empty learner of it whose snapshot's
+/// view the leader took before the region split at "m", and an empty learner of the new
+/// region 2, created by that region's leader. Returns the stores and the leader's index.
+fn learners_waiting_across_a_split(net: &InProcessNetwork, nodes: &[Node]) -> (Vec<Store>, usize) {
+    let mut stores = stepped_stores(net, &nodes[..2], test_config);
+    let third = Store::open(
+        test_config(StoreId(3)),
+        engines(&nodes[2]),
+        Arc::new(net.clone()),
+        RunMode::Stepped,
+    )
+    .unwrap();
+    net.register(StoreId(3), third.receiver());
+    stores.push(third);
+    let l = elect_one_of_two(&mut stores);
+    let region = stores[l].region(FIRST_REGION).unwrap();
+
+    // A learner on store 3: its empty peer is created and asks for a snapshot, whose view
+    // the leader takes now; the files are not made and sent yet.
+    let learner = Peer {
+        id: 10,
+        store_id: 3,
+        role: PeerRole::Learner as i32,
+    };
+    let mut added = stores[l].change_peers(
+        FIRST_REGION,
+        region.epoch.unwrap(),
+        vec![PeerChange::AddLearner(learner)],
+    );
+    settle(&mut stores, &[0, 1], Snapshots::Wait);
+    answer_now(&mut added);
+    for _ in 0..10 {
+        for s in &stores[..2] {
+            s.tick();
+        }
+        settle(&mut stores, &[0, 1], Snapshots::Wait);
+        settle(&mut stores, &[2], Snapshots::Wait);
+    }
+
+    // The split, applied on stores 1 and 2; the new region elects and reaches store 3.
+    let region = stores[l].region(FIRST_REGION).unwrap();
+    let mut split = stores[l].split(
+        FIRST_REGION,
+        region.epoch.unwrap(),
+        vec![SplitRequest {
+            split_key: Bytes::from_static(b"m"),
+            new_region_id: 2,
+            new_peer_ids: region.peers.iter().map(|p| p.id + 100).collect(),
+        }],
+    );
+    settle(&mut stores, &[0, 1], Snapshots::Wait);
+    answer_now(&mut split);
+    settle(&mut stores, &[2], Snapshots::Wait);
+    assert!(
+        stores[2].region(RegionId(2)).is_none(),
+        "store 3's peer of region 2 is an empty one"
+    );
+    (stores, l)
+}
+
+/// The snapshot taken before the split arrives: store 3's replica of region 1 is born
+/// from it and applies the split, whose new region already has an empty peer there. That
+/// stopped the store; now the empty peer stays, and its region's leader fills it with a
+/// snapshot.
+#[test]
+fn a_split_beside_its_new_regions_empty_peer_leaves_the_peer_to_a_snapshot() {
+    let net = InProcessNetwork::new(1);
+    let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
+    let (mut stores, _) = learners_waiting_across_a_split(&net, &nodes);
+    for _ in 0..50 {
+        settle(&mut stores, &[0, 1, 2], Snapshots::Run);
+        for s in &stores {
+            s.tick();
+        }
+    }
+    assert!(stores[2].failure().is_none(), "{:?}", stores[2].failure());
+    let here = stores[2].region(FIRST_REGION).expect("region 1 on store 3");
+    assert_eq!(here.end_key, b"m".to_vec(), "it applied the split");
+    let new = stores[2]
+        .region(RegionId(2))
+        .expect("region 2 filled by a snapshot");
+    assert_eq!(new.start_key, b"m".to_vec());
+}
+
+/// Both snapshots reach store 3 before it takes either: region 1's from before the
+/// split (the whole key space) and region 2's ([m, end)). Both were accepted and
+/// installed, and the store held overlapping regions; now the first one taken holds its
+/// range until it installs, and the other waits for the leader to send it again.
+#[test]
+fn two_snapshots_accepted_together_never_install_overlapping_regions() {
+    let net = InProcessNetwork::new(1);
+    let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
+    let (mut stores, _) = learners_waiting_across_a_split(&net, &nodes);
+    // Store 3 answers the leaders but installs nothing (its apply delegates do not run):
+    // both snapshots are taken, neither installs.
+    for _ in 0..30 {
+        for s in &stores[..2] {
+            s.tick();
+        }
+        settle(&mut stores, &[0, 1], Snapshots::Run);
+        // A peer whose Ready waits for its install is not polled again meanwhile: the
+        // poller goes idle (it spun before).
+        let mut idle = false;
+        for _ in 0..1_000 {
+            let raft = matches!(stores[2].step_raft(), Some(PollOutcome::Handled(n)) if n > 0);
+            let wal = matches!(stores[2].step_wal(), Some(WriteOutcome::Written(_)));
+            if !raft && !wal {
+                idle = true;
+                break;
+            }
+        }
+        assert!(
+            idle,
+            "store 3's raft poller spins while a snapshot waits to install"
+        );
+    }
+    settle(&mut stores, &[2], Snapshots::Run);
+    let held = stores[2].regions();
+    assert_eq!(held.len(), 1, "one snapshot installed: {held:?}");
+    for _ in 0..50 {
+        settle(&mut stores, &[0, 1, 2], Snapshots::Run);
+        for s in &stores {
+            s.tick();
+        }
+        let held = stores[2].regions();
+        for pair in held.windows(2) {
+            assert!(
+                !pair[0].end_key.is_empty() && pair[0].end_key <= pair[1].start_key,
+                "overlapping regions on store 3: {held:?}"
+            );
+        }
+    }
+    assert!(stores[2].failure().is_none(), "{:?}", stores[2].failure());
+    assert_eq!(stores[2].regions().len(), 2);
+}
+
+/// Steps every store, snapshot workers included, ticking them `rounds` times.
+fn run_rounds(stores: &mut [Store], rounds: usize) {
+    let all: Vec<usize> = (0..stores.len()).collect();
+    for _ in 0..rounds {
+        settle(stores, &all, Snapshots::Run);
+        for s in stores.iter() {
+            s.tick();
+        }
+    }
+    settle(stores, &all, Snapshots::Run);
+}
+
+/// A snapshot the leader made for one learner (store 3) was handed to a learner added
+/// after a split (store 4): the replica born from it applied the split, whose new region
+/// has no peer on store 4, and the store stopped. The leader now makes a snapshot naming
+/// every current member, and a follower refuses one that does not name it.
+#[test]
+fn a_learner_added_after_a_split_gets_a_snapshot_naming_it() {
+    let net = InProcessNetwork::new(1);
+    let nodes: Vec<Node> = (0..4).map(|_| Node::new()).collect();
+    let mut stores = stepped_stores(&net, &nodes[..2], test_config);
+    for (i, node) in nodes.iter().enumerate().skip(2) {
+        let id = StoreId(i as u64 + 1);
+        let store = Store::open(
+            test_config(id),
+            engines(node),
+            Arc::new(net.clone()),
+            RunMode::Stepped,
+        )
+        .unwrap();
+        net.register(id, store.receiver());
+        stores.push(store);
+    }
+    let l = elect_one_of_two(&mut stores);
+    let add_learner = |stores: &mut [Store], id: u64, store: u64| {
+        let epoch = stores[l].region(FIRST_REGION).unwrap().epoch.unwrap();
+        let peer = Peer {
+            id,
+            store_id: store,
+            role: PeerRole::Learner as i32,
+        };
+        let mut added =
+            stores[l].change_peers(FIRST_REGION, epoch, vec![PeerChange::AddLearner(peer)]);
+        run_rounds(stores, 20);
+        answer_now(&mut added);
+    };
+    add_learner(&mut stores, 10, 3);
+    assert!(stores[2].region(FIRST_REGION).is_some(), "store 3 filled");
+
+    let region = stores[l].region(FIRST_REGION).unwrap();
+    let mut split = stores[l].split(
+        FIRST_REGION,
+        region.epoch.unwrap(),
+        vec![SplitRequest {
+            split_key: Bytes::from_static(b"m"),
+            new_region_id: 2,
+            new_peer_ids: region.peers.iter().map(|p| p.id + 100).collect(),
+        }],
+    );
+    run_rounds(&mut stores, 5);
+    answer_now(&mut split);
+
+    add_learner(&mut stores, 20, 4);
+    run_rounds(&mut stores, 20);
+    assert!(stores[3].failure().is_none(), "{:?}", stores[3].failure());
+    let here = stores[3].region(FIRST_REGION).expect("store 4 filled");
+    assert_eq!(here.end_key, b"m".to_vec());
+    assert!(here.peers.iter().any(|p| p.id == 20));
+    assert!(
+        stores[3].region(RegionId(2)).is_none(),
+        "no peer of region 2 there"
+    );
+}
+
+/// A replica applying its own removal wrote the region without a peer on its store,
+/// as a normal region; a crash before the peer destroyed it left a store that would not
+/// open ("region 1 has no peer on store 3"). The removal now makes the replica a tombstone
+/// in the batch that applies it.
+#[test]
+fn a_crash_right_after_a_replica_applies_its_removal_leaves_a_store_that_opens() {
+    use flotilla::proto::storagepb::PeerState;
+    use flotilla::storage::region_meta::region_state;
+    let net = InProcessNetwork::new(1);
+    let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
+    let mut stores = stepped_stores(&net, &nodes, test_config);
+    let l = elect_one_of_two(&mut stores);
+    // Store 3 catches up.
+    run_rounds(&mut stores, 3);
+    let region = stores[l].region(FIRST_REGION).unwrap();
+    let third = *region.peers.iter().find(|p| p.store_id == 3).unwrap();
+    let mut removed = stores[l].change_peers(
+        FIRST_REGION,
+        region.epoch.unwrap(),
+        vec![PeerChange::Remove(third)],
+    );
+    // Stores 1 and 2 commit and apply it; the leader's last messages to store 3 carry the
+    // entry and its commit. Store 3 then takes one step at a time (no answer from the
+    // leader comes in between), and the moment its KV engine holds the change, it
+    // crashes, every write it made kept.
+    settle(&mut stores, &[0, 1], Snapshots::Run);
+    answer_now(&mut removed);
+    let state_here = || {
+        region_state(nodes[2].kv.as_ref(), FIRST_REGION)
+            .unwrap()
+            .unwrap()
+    };
+    let mut crashed = false;
+    for step in 0..60 {
+        let s = &mut stores[2];
+        match step % 3 {
+            0 => drop(s.step_raft()),
+            1 => drop(s.step_wal()),
+            _ => drop(s.step_apply()),
+        }
+        let region = state_here().region.unwrap();
+        if !region.peers.iter().any(|p| p.store_id == 3) {
+            crashed = true;
+            break;
+        }
+    }
+    assert!(crashed, "store 3 never applied its removal");
+    let store3 = stores.pop().unwrap();
+    nodes[2].kv.cut_power();
+    nodes[2].log.cut_power();
+    store3.shutdown();
+    nodes[2].kv.crash_keeping(usize::MAX);
+    nodes[2].log.crash_keeping(usize::MAX);
+
+    assert_eq!(state_here().state, PeerState::Tombstone as i32);
+    let reopened = Store::open(
+        test_config(StoreId(3)),
+        engines(&nodes[2]),
+        Arc::new(net.clone()),
+        RunMode::Stepped,
+    )
+    .expect("the store opens");
+    assert!(reopened.region(FIRST_REGION).is_none());
 }

@@ -3,9 +3,11 @@
 //! `FLOTILLA_CLUSTER_SIM_FIRST_SEED`, default 0), `FLOTILLA_CLUSTER_SIM_STEPS` changes the
 //! steps per seed; `FLOTILLA_CLUSTER_SIM_SEED=S` replays one seed (with
 //! `FLOTILLA_CLUSTER_SIM_STORES` / `_REGIONS` if the failure names them), and
-//! `FLOTILLA_CLUSTER_SIM_TRACE=1` prints its every step.
+//! `FLOTILLA_CLUSTER_SIM_TRACE=1` prints its every step. The bugs it found are scenario
+//! tests in tests/store_regressions.rs (a seed replays its run only while the simulator
+//! schedules as it did).
 
-use flotilla::testkit::store_sim::{DEFAULT_STEPS, SimOptions, SimReport, run};
+use flotilla::testkit::store_sim::{ClientCounts, DEFAULT_STEPS, SimOptions, SimReport, run};
 
 const DEFAULT_SEEDS: u64 = 200;
 
@@ -39,11 +41,12 @@ fn simulate_many_seeds() {
         started.elapsed().as_secs_f64()
     );
     // The runs must have exercised the stores, not idled.
+    let clients = &total.clients;
     assert!(
-        total.acknowledged > count * 10,
+        clients.acknowledged > count * 10,
         "too little done: {total:?}"
     );
-    assert!(total.unknown > 0 && total.refused > 0, "{total:?}");
+    assert!(clients.unknown > 0 && clients.refused > 0, "{total:?}");
     assert!(
         total.crashes > 0 && total.pauses > 0 && total.faults > 0,
         "{total:?}"
@@ -56,9 +59,7 @@ fn simulate_many_seeds() {
 
 #[derive(Debug, Default)]
 struct Totals {
-    acknowledged: u64,
-    refused: u64,
-    unknown: u64,
+    clients: ClientCounts,
     checked: u64,
     crashes: u64,
     pauses: u64,
@@ -70,9 +71,7 @@ struct Totals {
 
 impl Totals {
     fn add(&mut self, r: &SimReport) {
-        self.acknowledged += r.clients.acknowledged;
-        self.refused += r.clients.refused;
-        self.unknown += r.clients.unknown;
+        self.clients.add(&r.clients);
         self.checked += r.checked_operations as u64;
         self.crashes += r.crashes;
         self.pauses += r.pauses;
@@ -128,49 +127,4 @@ fn a_thousand_regions_on_five_stores() {
         ..SimOptions::new(1)
     });
     assert!(report.regions_at_end >= 1_000, "{report:?}");
-}
-
-/// Seeds that found bugs, each a test named after what it broke. A seed replays its run
-/// only while the simulator schedules as it did when it found the bug; the scenario tests
-/// in tests/store_regressions.rs are the lasting ones.
-mod found {
-    use super::*;
-
-    fn replays(seed: u64) {
-        must_run(&SimOptions::new(seed));
-    }
-
-    /// A split applied where the new region's empty peer (created by its leader's message)
-    /// already ran stopped the store.
-    #[test]
-    fn split_beside_the_new_regions_empty_peer() {
-        replays(83);
-    }
-
-    /// A replica born from a snapshot taken before it joined applied a split whose new
-    /// region had no peer on its store, and stopped the store.
-    #[test]
-    fn snapshot_from_before_the_peer_joined() {
-        replays(105);
-    }
-
-    /// Two snapshots accepted before either installed gave a store overlapping regions.
-    #[test]
-    fn overlapping_snapshots_accepted_together() {
-        replays(241);
-    }
-
-    /// A crash between a snapshot install and the log reset after it left a log ending
-    /// before the applied state; the first append after restart stopped the store.
-    #[test]
-    fn log_behind_an_installed_snapshot() {
-        replays(294);
-    }
-
-    /// A split recreating a region whose earlier empty peer had recorded a vote started it
-    /// on that empty log; the first append stopped the store.
-    #[test]
-    fn split_over_an_empty_peers_recorded_vote() {
-        replays(1790);
-    }
 }

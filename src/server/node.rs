@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -176,6 +176,9 @@ pub struct Node {
     closing: watch::Sender<bool>,
     /// Set when shutting down: the KV and admin services refuse new calls.
     refusing: Arc<AtomicBool>,
+    /// KV and admin calls running: a stop waits for them (a call let in just before the
+    /// stop may not have reached the store yet).
+    running: Arc<AtomicUsize>,
     servers: Vec<JoinHandle<()>>,
     grace: Duration,
 }
@@ -280,10 +283,13 @@ impl Node {
         let grpc = listener(grpc, grpc_addr)?;
         let status = listener(status, status_addr)?;
         let refusing = Arc::new(AtomicBool::new(false));
+        let running = Arc::new(AtomicUsize::new(0));
         let gate = {
             let refusing = refusing.clone();
             move |request: tonic::Request<()>| {
-                if refusing.load(Ordering::Acquire) {
+                // SeqCst with the stop's store and its read of `running`: a call counted
+                // after the stop read none running sees the refusal.
+                if refusing.load(Ordering::SeqCst) {
                     Err(tonic::Status::unavailable(format!(
                         "{NOT_EXECUTED}: the server is stopping"
                     )))
@@ -298,8 +304,11 @@ impl Node {
             .into_server();
         let grpc_server = tonic::transport::Server::builder()
             .add_service(transport_service.into_server())
-            .add_service(InterceptedService::new(kv, gate.clone()))
-            .add_service(InterceptedService::new(admin, gate))
+            .add_service(Counted::new(
+                InterceptedService::new(kv, gate.clone()),
+                &running,
+            ))
+            .add_service(Counted::new(InterceptedService::new(admin, gate), &running))
             .add_service(reflection)
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(grpc).map(no_delay),
@@ -345,6 +354,7 @@ impl Node {
             status_addr,
             closing,
             refusing,
+            running,
             servers,
             grace: config.shutdown_grace(),
         })
@@ -366,8 +376,9 @@ impl Node {
     }
 
     /// Stops gracefully. New KV and admin calls are refused at once as UNAVAILABLE
-    /// "not executed" (a client sends them elsewhere, writes included), while the writes
-    /// already taken get up to the configured grace to commit — the store-to-store
+    /// "not executed" (a client sends them elsewhere, writes included), while the calls
+    /// already let in and the writes already taken get up to the configured grace to
+    /// finish and commit — the store-to-store
     /// traffic still flows. Then the servers close, and the store stops: requests still
     /// waiting are answered with a typed error, the WAL writer writes what it was given,
     /// the KV engine is made durable. Callable from inside an async runtime too.
@@ -393,9 +404,12 @@ impl Node {
         };
         // 1. New client calls are refused, untouched, so clients send them elsewhere;
         //    the store-to-store traffic goes on, so the writes taken can still commit.
-        self.refusing.store(true, Ordering::Release);
+        self.refusing.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + self.grace;
-        while self.store.unanswered_proposal_bytes() > 0 && Instant::now() < deadline {
+        let busy = |node: &Self| {
+            node.running.load(Ordering::SeqCst) > 0 || node.store.unanswered_proposal_bytes() > 0
+        };
+        while busy(self) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         // 2. The servers stop: peers' streams end, connections close.
@@ -417,6 +431,64 @@ impl Node {
         //    be sending on it.
         self.store.shutdown();
         runtime.shutdown_timeout(Duration::from_secs(1));
+    }
+}
+
+/// A service whose running calls are counted (from before its interceptor runs until
+/// its answer is ready), so a stop can wait for them.
+#[derive(Clone)]
+struct Counted<S> {
+    inner: S,
+    running: Arc<AtomicUsize>,
+}
+
+impl<S> Counted<S> {
+    fn new(inner: S, running: &Arc<AtomicUsize>) -> Self {
+        Counted {
+            inner,
+            running: running.clone(),
+        }
+    }
+}
+
+/// One running call; counted out when dropped, however the call ends.
+struct RunningCall(Arc<AtomicUsize>);
+
+impl Drop for RunningCall {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Counted<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for Counted<S>
+where
+    S: tonic::codegen::Service<tonic::codegen::http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tonic::codegen::BoxFuture<S::Response, S::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: tonic::codegen::http::Request<B>) -> Self::Future {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        let call = RunningCall(self.running.clone());
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let answered = answer.await;
+            drop(call);
+            answered
+        })
     }
 }
 

@@ -55,6 +55,15 @@ pub fn normal_state(region: Region) -> RegionLocalState {
     }
 }
 
+/// The state of a replica removed from `region` (its last membership).
+pub fn tombstone_state(region: Region) -> RegionLocalState {
+    RegionLocalState {
+        region: Some(region),
+        state: PeerState::Tombstone as i32,
+        applying: None,
+    }
+}
+
 /// Adds the `RegionLocalState` to the batch, under the id of the region it names.
 pub fn put_region_state(batch: &mut KvWriteBatch, state: &RegionLocalState) {
     let region = state.region.as_ref().map_or(RegionId(0), Region::region_id);

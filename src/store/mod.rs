@@ -67,6 +67,7 @@ pub use request::{
 };
 pub use responder::{RegionResult, RequestKind, Responder, Response, response_channel};
 pub use runtime::{RunMode, Store, StoreError};
+pub use snapshot_worker::SnapshotWork;
 pub use ticker::{TickReport, Ticker};
 pub use transport::{
     BatchReceiver, Fault, FaultId, FlushReport, Hurry, InProcessNetwork, Outbound, Transport,

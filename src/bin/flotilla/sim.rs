@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Args;
-use flotilla::testkit::store_sim::{DEFAULT_STEPS, SimOptions, run};
+use flotilla::testkit::store_sim::{ClientCounts, DEFAULT_STEPS, SimOptions, run};
 
 /// What `sim-cluster` runs.
 #[derive(Args)]
@@ -32,7 +32,8 @@ pub struct SimClusterArgs {
 
 pub fn run_seeds(args: SimClusterArgs) -> ExitCode {
     let started = Instant::now();
-    let mut t = [0u64; 12];
+    let mut t = [0u64; 9];
+    let mut clients = ClientCounts::default();
     for seed in args.first_seed..args.first_seed.saturating_add(args.seeds) {
         let options = SimOptions {
             seed,
@@ -43,10 +44,8 @@ pub fn run_seeds(args: SimClusterArgs) -> ExitCode {
         };
         match run(&options) {
             Ok(r) => {
+                clients.add(&r.clients);
                 let row = [
-                    r.clients.acknowledged,
-                    r.clients.refused,
-                    r.clients.unknown,
                     r.checked_operations as u64,
                     r.faults,
                     r.pauses,
@@ -68,9 +67,6 @@ pub fn run_seeds(args: SimClusterArgs) -> ExitCode {
         }
     }
     let [
-        acked,
-        refused,
-        unknown,
         checked,
         faults,
         pauses,
@@ -81,6 +77,11 @@ pub fn run_seeds(args: SimClusterArgs) -> ExitCode {
         terms,
         applied,
     ] = t;
+    let reasons: Vec<String> = clients
+        .refusals
+        .iter()
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect();
     println!(
         "flotilla store simulator: {} seeds ({}..{}), {} random steps each",
         args.seeds,
@@ -88,9 +89,13 @@ pub fn run_seeds(args: SimClusterArgs) -> ExitCode {
         args.first_seed.saturating_add(args.seeds),
         args.steps
     );
-    println!("  operations acknowledged  {acked}");
-    println!("  refused (not executed)   {refused}");
-    println!("  unknown outcome          {unknown}");
+    println!("  operations acknowledged  {}", clients.acknowledged);
+    println!(
+        "  refused (not executed)   {} ({})",
+        clients.refused,
+        reasons.join(", ")
+    );
+    println!("  unknown outcome          {}", clients.unknown);
     println!("  history checked          {checked} operations, all linearizable");
     println!("  network faults           {faults}");
     println!("  pauses                   {pauses}");

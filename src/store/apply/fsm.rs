@@ -34,7 +34,7 @@ use crate::region::{
 use crate::storage::kv::{KvError, KvWriteBatch, clear_data_range};
 use crate::storage::raft_log::RegionLog;
 use crate::storage::region_meta::{
-    end_bound, normal_state, put_apply_state, put_region_state, region_state,
+    end_bound, normal_state, put_apply_state, put_region_state, region_state, tombstone_state,
 };
 use crate::storage::snapshot;
 use crate::store::batch::{Fsm, Handled, Inbox, PollHandler, Polled};
@@ -299,11 +299,22 @@ impl ApplyPoller {
         Stopped
     }
 
+    /// Whether the region, as applied, no longer has a peer on this store.
+    fn removed_here(&self, fsm: &ApplyFsm) -> bool {
+        let store = self.shared.store_id.get();
+        is_born(&fsm.region) && !fsm.region.peers.iter().any(|p| p.store_id == store)
+    }
+
     fn apply_task(&mut self, fsm: &mut ApplyFsm, task: ApplyTask) -> Result<(), Stopped> {
         fsm.proposals.extend(task.proposals);
         for entry in task.entries {
             if entry.index <= fsm.applied.0 {
                 continue;
+            }
+            // Removed from the region by an entry applied: what follows is not this
+            // replica's to apply (the peer destroys it).
+            if self.removed_here(fsm) {
+                break;
             }
             self.apply_entry(fsm, &entry)?;
             if self.batch.size_bytes() >= self.limits.batch_bytes {
@@ -578,7 +589,14 @@ impl ApplyPoller {
             }
         };
         fsm.region = region.clone();
-        put_region_state(&mut self.batch, &normal_state(region.clone()));
+        // A change removing this replica makes it a tombstone in the same batch: a crash
+        // before the peer destroys it must not leave a region state naming no peer here.
+        let state = if self.removed_here(fsm) {
+            tombstone_state(region.clone())
+        } else {
+            normal_state(region.clone())
+        };
+        put_region_state(&mut self.batch, &state);
         fsm.changes.push(RegionChange::ConfChange {
             region: region.clone(),
             entry: entry.clone(),

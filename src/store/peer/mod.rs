@@ -205,8 +205,10 @@ impl PeerFsm {
     }
 
     /// Whether the core has more to hand out than one round took.
+    /// Not while a snapshot installs: that Ready waits for the install, whose report
+    /// schedules the peer again (a poller would otherwise spin on it all along).
     pub(crate) fn has_ready(&self) -> bool {
-        self.raw.has_ready()
+        self.installing.is_none() && self.raw.has_ready()
     }
 
     fn on_raft_message(&mut self, m: RaftMessage, ctx: &mut PollContext) {

@@ -23,12 +23,14 @@ use super::keys;
 use super::world::World;
 
 /// What the clients did, for the report.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientCounts {
     /// Operations answered with a result.
     pub acknowledged: u64,
     /// Operations refused with an error saying they did not take effect.
     pub refused: u64,
+    /// The refusals by error kind (`RegionError::kind`).
+    pub refusals: BTreeMap<&'static str, u64>,
     /// Writes whose effect is unknown (dropped unanswered, or given up on).
     pub unknown: u64,
 }
@@ -51,6 +53,23 @@ impl OpKind {
             6 => OpKind::Delete,
             7..9 => OpKind::Cas,
             _ => OpKind::Scan,
+        }
+    }
+}
+
+impl ClientCounts {
+    fn refuse(&mut self, error: &RegionError) {
+        self.refused += 1;
+        *self.refusals.entry(error.kind()).or_default() += 1;
+    }
+
+    /// Adds another run's counts.
+    pub fn add(&mut self, other: &ClientCounts) {
+        self.acknowledged += other.acknowledged;
+        self.refused += other.refused;
+        self.unknown += other.unknown;
+        for (kind, n) in &other.refusals {
+            *self.refusals.entry(kind).or_default() += n;
         }
     }
 }
@@ -118,10 +137,12 @@ pub(super) struct Clients {
     counts: ClientCounts,
     /// Steps a client waits before it gives up on an answer.
     patience: usize,
+    /// Stores in the run (ids 1..=stores).
+    stores: u64,
 }
 
 impl Clients {
-    pub fn new(clients: usize, keys: Vec<Bytes>, patience: usize) -> Clients {
+    pub fn new(clients: usize, stores: usize, keys: Vec<Bytes>, patience: usize) -> Clients {
         Clients {
             recorder: Recorder::default(),
             keys,
@@ -136,11 +157,12 @@ impl Clients {
             abandoned: Vec::new(),
             counts: ClientCounts::default(),
             patience,
+            stores: stores as u64,
         }
     }
 
     pub fn counts(&self) -> ClientCounts {
-        self.counts
+        self.counts.clone()
     }
 
     /// Whether a client is free to start an operation.
@@ -399,12 +421,12 @@ impl Clients {
                 self.recorder.returned(call, output);
             }
             (Asked::Write { call, .. }, Answer::Write(Err(e))) => {
-                learn(hints, region, &e);
+                learn(hints, region, store, self.stores, &e);
                 if may_have_run(&e) {
                     self.counts.unknown += 1;
                     self.recorder.unknown(call);
                 } else {
-                    self.counts.refused += 1;
+                    self.counts.refuse(&e);
                     self.recorder.failed(call);
                 }
             }
@@ -435,13 +457,13 @@ impl Clients {
                 }
             }
             (Asked::Get { call, .. }, Answer::Read(Err(e))) => {
-                learn(hints, region, &e);
-                self.counts.refused += 1;
+                learn(hints, region, store, self.stores, &e);
+                self.counts.refuse(&e);
                 self.recorder.failed(call);
             }
             (Asked::Scan { calls, .. }, Answer::Read(Err(e))) => {
-                learn(hints, region, &e);
-                self.counts.refused += 1;
+                learn(hints, region, store, self.stores, &e);
+                self.counts.refuse(&e);
                 for (_, call) in calls {
                     self.recorder.failed(call);
                 }
@@ -512,13 +534,24 @@ fn may_have_run(error: &RegionError) -> bool {
 }
 
 /// What an error teaches about where the region's leader is.
-fn learn(hints: &mut BTreeMap<RegionId, StoreId>, region: RegionId, error: &RegionError) {
+/// A replica that knows no leader sends the client on to the next store, as a client
+/// trying the region's peers in turn would.
+fn learn(
+    hints: &mut BTreeMap<RegionId, StoreId>,
+    region: RegionId,
+    asked: StoreId,
+    stores: u64,
+    error: &RegionError,
+) {
     match error {
         RegionError::NotLeader {
             leader: Some(leader),
             ..
         } => {
             hints.insert(region, StoreId(leader.store_id));
+        }
+        RegionError::NotLeader { leader: None, .. } => {
+            hints.insert(region, StoreId(asked.get() % stores.max(1) + 1));
         }
         _ => {
             hints.remove(&region);
@@ -572,7 +605,7 @@ pub(super) fn route(
         return None;
     }
     // Usually the hinted leader; sometimes anyone, so stale routes get exercised too.
-    if rng.chance(85) {
+    if rng.chance(97) {
         for (id, region) in &holders {
             if hints.get(&RegionId(region.id)) == Some(id) {
                 return Some((*id, region.clone()));

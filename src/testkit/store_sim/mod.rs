@@ -240,7 +240,12 @@ impl Sim {
         let shape = Shape::draw(&mut rng, options.stores, options.regions);
         let applied = Arc::new(AppliedLog::default());
         let world = World::new(&shape, options.seed, applied.clone())?;
-        let clients = Clients::new(shape.clients, keys::spread(shape.keys), PATIENCE);
+        let clients = Clients::new(
+            shape.clients,
+            shape.stores,
+            keys::spread(shape.keys),
+            PATIENCE,
+        );
         Ok(Sim {
             seed: options.seed,
             rng,
