@@ -12,7 +12,8 @@ use flotilla::storage::SyncMode;
 use flotilla::storage::raft_log::{LogWriteBatch, RaftLogStore};
 use flotilla::store::batch::PollOutcome;
 use flotilla::store::{
-    InProcessNetwork, PeerChange, RunMode, SnapshotWork, Store, WriteOutcome, bootstrap_region,
+    InProcessNetwork, PeerChange, ReadRequest, ReadResponse, Response, RunMode, SnapshotWork,
+    SplitResponse, Store, WriteOutcome, bootstrap_region,
 };
 use flotilla::testkit::cluster::*;
 use flotilla::{RegionId, StoreId};
@@ -128,6 +129,33 @@ enum Snapshots {
     Wait,
 }
 
+/// A store holding nothing yet, stepped, on `net`.
+fn open_empty(net: &InProcessNetwork, node: &Node, id: StoreId) -> Store {
+    let store = Store::open(
+        test_config(id),
+        engines(node),
+        Arc::new(net.clone()),
+        RunMode::Stepped,
+    )
+    .unwrap();
+    net.register(id, store.receiver());
+    store
+}
+
+/// Splits region 1 at "m" on `leader` (region 2, peer ids 100 past region 1's).
+fn split_at_m(leader: &Store) -> Response<SplitResponse> {
+    let region = leader.region(FIRST_REGION).unwrap();
+    leader.split(
+        FIRST_REGION,
+        region.epoch.unwrap(),
+        vec![SplitRequest {
+            split_key: Bytes::from_static(b"m"),
+            new_region_id: 2,
+            new_peer_ids: region.peers.iter().map(|p| p.id + 100).collect(),
+        }],
+    )
+}
+
 /// The store of region 1's leader among stores 1 and 2, ticking them until one leads.
 fn elect_one_of_two(stores: &mut [Store]) -> usize {
     for _ in 0..200 {
@@ -151,15 +179,7 @@ fn elect_one_of_two(stores: &mut [Store]) -> usize {
 /// region 2, created by that region's leader. Returns the stores and the leader's index.
 fn learners_waiting_across_a_split(net: &InProcessNetwork, nodes: &[Node]) -> (Vec<Store>, usize) {
     let mut stores = stepped_stores(net, &nodes[..2], test_config);
-    let third = Store::open(
-        test_config(StoreId(3)),
-        engines(&nodes[2]),
-        Arc::new(net.clone()),
-        RunMode::Stepped,
-    )
-    .unwrap();
-    net.register(StoreId(3), third.receiver());
-    stores.push(third);
+    stores.push(open_empty(net, &nodes[2], StoreId(3)));
     let l = elect_one_of_two(&mut stores);
     let region = stores[l].region(FIRST_REGION).unwrap();
 
@@ -186,16 +206,7 @@ fn learners_waiting_across_a_split(net: &InProcessNetwork, nodes: &[Node]) -> (V
     }
 
     // The split, applied on stores 1 and 2; the new region elects and reaches store 3.
-    let region = stores[l].region(FIRST_REGION).unwrap();
-    let mut split = stores[l].split(
-        FIRST_REGION,
-        region.epoch.unwrap(),
-        vec![SplitRequest {
-            split_key: Bytes::from_static(b"m"),
-            new_region_id: 2,
-            new_peer_ids: region.peers.iter().map(|p| p.id + 100).collect(),
-        }],
-    );
+    let mut split = split_at_m(&stores[l]);
     settle(&mut stores, &[0, 1], Snapshots::Wait);
     answer_now(&mut split);
     settle(&mut stores, &[2], Snapshots::Wait);
@@ -304,16 +315,7 @@ fn a_learner_added_after_a_split_gets_a_snapshot_naming_it() {
     let nodes: Vec<Node> = (0..4).map(|_| Node::new()).collect();
     let mut stores = stepped_stores(&net, &nodes[..2], test_config);
     for (i, node) in nodes.iter().enumerate().skip(2) {
-        let id = StoreId(i as u64 + 1);
-        let store = Store::open(
-            test_config(id),
-            engines(node),
-            Arc::new(net.clone()),
-            RunMode::Stepped,
-        )
-        .unwrap();
-        net.register(id, store.receiver());
-        stores.push(store);
+        stores.push(open_empty(&net, node, StoreId(i as u64 + 1)));
     }
     let l = elect_one_of_two(&mut stores);
     let add_learner = |stores: &mut [Store], id: u64, store: u64| {
@@ -331,16 +333,7 @@ fn a_learner_added_after_a_split_gets_a_snapshot_naming_it() {
     add_learner(&mut stores, 10, 3);
     assert!(stores[2].region(FIRST_REGION).is_some(), "store 3 filled");
 
-    let region = stores[l].region(FIRST_REGION).unwrap();
-    let mut split = stores[l].split(
-        FIRST_REGION,
-        region.epoch.unwrap(),
-        vec![SplitRequest {
-            split_key: Bytes::from_static(b"m"),
-            new_region_id: 2,
-            new_peer_ids: region.peers.iter().map(|p| p.id + 100).collect(),
-        }],
-    );
+    let mut split = split_at_m(&stores[l]);
     run_rounds(&mut stores, 5);
     answer_now(&mut split);
 
@@ -419,4 +412,68 @@ fn a_crash_right_after_a_replica_applies_its_removal_leaves_a_store_that_opens()
     )
     .expect("the store opens");
     assert!(reopened.region(FIRST_REGION).is_none());
+}
+
+/// A crash between a destroyed peer's log reset and its tombstone left a normal region
+/// whose KV engine applied entries its log no longer holds; the store refused to open
+/// ("applied index 9 is beyond the last log index 8"). Its log now starts after what it
+/// applied, the apply state's truncation point moved there first.
+#[test]
+fn a_log_reset_before_its_tombstone_leaves_a_region_that_starts_after_what_it_applied() {
+    use flotilla::storage::region_meta::apply_state;
+    let node = Node::new();
+    bootstrap_region(&engines(&node), &first_region(1)).unwrap();
+    let applied = {
+        let mut store = open_stepped(&node, test_config(StoreId(1)));
+        elect_stepped(&mut store);
+        let epoch = store.region(FIRST_REGION).unwrap().epoch.unwrap();
+        for i in 0..3 {
+            let mut written = store.propose(FIRST_REGION, epoch, put(&format!("k{i}"), "v"));
+            store.run_until_idle();
+            answer_now(&mut written);
+        }
+        store.shutdown();
+        apply_state(node.kv.as_ref(), FIRST_REGION)
+            .unwrap()
+            .unwrap()
+    };
+    assert!(applied.applied_index > applied.truncated_index);
+    // What a destroy writes first: the log dropped, the hard state kept.
+    let kept = node.log.local_state(FIRST_REGION).unwrap().unwrap();
+    let mut batch = LogWriteBatch::default();
+    batch.reset(FIRST_REGION);
+    batch.put_state(
+        FIRST_REGION,
+        &RaftLocalState {
+            hard_state: Some(HardState {
+                commit: 0,
+                ..kept.hard_state.unwrap()
+            }),
+            last_index: 0,
+            last_term: 0,
+        },
+    );
+    node.log.write(&mut batch, SyncMode::Sync).unwrap();
+
+    let mut store = open_stepped(&node, test_config(StoreId(1)));
+    let now = apply_state(node.kv.as_ref(), FIRST_REGION)
+        .unwrap()
+        .unwrap();
+    assert_eq!(now.truncated_index, applied.applied_index);
+    assert_eq!(now.applied_index, applied.applied_index);
+    let local = node.log.local_state(FIRST_REGION).unwrap().unwrap();
+    assert_eq!(local.last_index, applied.applied_index);
+    assert_eq!(
+        local.hard_state.unwrap().vote,
+        kept.hard_state.unwrap().vote
+    );
+    elect_stepped(&mut store);
+    let epoch = store.region(FIRST_REGION).unwrap().epoch.unwrap();
+    let key = Bytes::from_static(b"k2");
+    let mut read = store.read(FIRST_REGION, epoch, ReadRequest::Get { key });
+    store.run_until_idle();
+    assert_eq!(
+        answer_now(&mut read),
+        ReadResponse::Value(Some(Bytes::from_static(b"v")))
+    );
 }

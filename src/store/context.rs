@@ -28,7 +28,9 @@ use crate::proto::storagepb::{RaftApplyState, RaftLocalState};
 use crate::raft::{Config, NodeStart, RaftError, RawNode, ReadOnlyOption};
 use crate::region::conf_state_of;
 use crate::storage::SyncMode;
+use crate::storage::kv::{KvError, KvWriteBatch};
 use crate::storage::raft_log::{LogError, LogWriteBatch, RegionLog};
+use crate::storage::region_meta::put_apply_state;
 use crate::{RegionId, StoreId};
 
 /// The raft pollers' router: region → peer FSM, plus the store FSM.
@@ -46,6 +48,15 @@ pub enum StartError {
         region: RegionId,
         /// This store.
         store: StoreId,
+    },
+    /// The region's apply state could not be written (the KV engine failed).
+    #[error("writing region {region}'s apply state: {source}")]
+    Kv {
+        /// The region.
+        region: RegionId,
+        /// The KV engine's error.
+        #[source]
+        source: KvError,
     },
     /// The region's raft state could not be read.
     #[error("reading region {region}'s raft state: {source}")]
@@ -144,7 +155,8 @@ impl StoreShared {
             return Err(StartError::AlreadyRunning(id));
         }
         let log_engine = self.engines.log.clone();
-        let local = self.catch_log_up(id, apply)?;
+        let (local, apply) = self.catch_log_up(id, apply)?;
+        let apply = &apply;
         let log = Arc::new(RegionLog::new(
             id,
             log_engine,
@@ -175,44 +187,58 @@ impl StoreShared {
         Ok(())
     }
 
-    /// The raft state a region starts from. A log that ends before the apply state's
-    /// truncation point is reset to start there (synced), as the step a crash interrupted
-    /// would have: a snapshot install durable in the KV engine whose log reset was not, or
-    /// an empty peer (created by a message, it recorded a vote and no entry) of a region
-    /// that a split applied here has since given its initial state. The recorded term and
-    /// vote are kept: a vote cast is never forgotten. Rare, and the only write a poller
-    /// makes itself (a split starting such a region).
+    /// The raft and apply states a region starts from. A log that ends before what the
+    /// KV engine applied lost entries a crash interrupted the removal of: the log starts
+    /// after the applied index instead (the apply state's truncation point moved there,
+    /// durably, first), as if compacted. Three crashes leave it so: one between a
+    /// snapshot install (durable in the KV engine) and the log reset that follows it; one
+    /// between a destroyed peer's log reset and its tombstone; and one after a split applied
+    /// here gave its initial state to a region whose empty peer (created by a message) had
+    /// recorded a vote and no entry. The recorded term and vote are kept: a vote cast is
+    /// never forgotten. Rare, and the only writes a poller makes itself (a split starting
+    /// such a region).
     fn catch_log_up(
         &self,
         id: RegionId,
         apply: &RaftApplyState,
-    ) -> Result<RaftLocalState, StartError> {
+    ) -> Result<(RaftLocalState, RaftApplyState), StartError> {
         let log = &self.engines.log;
         let log_error = |source| StartError::Log { region: id, source };
         let Some(recorded) = log.local_state(id).map_err(log_error)? else {
-            return Ok(initial_local_state(apply));
+            return Ok((initial_local_state(apply), *apply));
         };
-        if recorded.last_index >= apply.truncated_index {
-            return Ok(recorded);
+        if recorded.last_index >= apply.applied_index {
+            return Ok((recorded, *apply));
         }
-        let mut local = initial_local_state(apply);
+        tracing::warn!(
+            region = %id,
+            log_ends_at = recorded.last_index,
+            applied = apply.applied_index,
+            "the region's log ends before what it applied: it starts after it"
+        );
+        let mut apply = *apply;
+        if apply.truncated_index < apply.applied_index {
+            apply.truncated_index = apply.applied_index;
+            apply.truncated_term = apply.applied_term;
+            let mut batch = KvWriteBatch::default();
+            put_apply_state(&mut batch, id, &apply);
+            let kv = &self.engines.kv;
+            kv.write_batch(&batch)
+                .and_then(|()| kv.persist_all())
+                .map_err(|source| StartError::Kv { region: id, source })?;
+        }
+        let mut local = initial_local_state(&apply);
         if let (Some(hard), Some(kept)) = (local.hard_state.as_mut(), recorded.hard_state)
             && kept.term >= hard.term
         {
             hard.term = kept.term;
             hard.vote = kept.vote;
         }
-        tracing::warn!(
-            region = %id,
-            log_ends_at = recorded.last_index,
-            truncated_at = apply.truncated_index,
-            "the region's log ends before its applied state: reset to start there"
-        );
         let mut batch = LogWriteBatch::default();
         batch.reset(id);
         batch.put_state(id, &local);
         log.write(&mut batch, SyncMode::Sync).map_err(log_error)?;
-        Ok(local)
+        Ok((local, apply))
     }
 
     fn raft_config(&self, region: RegionId, peer: u64, applied: u64, start: NodeStart) -> Config {

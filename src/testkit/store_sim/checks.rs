@@ -209,3 +209,161 @@ pub(super) fn describe(region: &Region) -> String {
         peers.join(" ")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::commandpb::WriteCommand;
+    use crate::proto::metapb::Peer;
+    use crate::store::AppliedWrite;
+
+    fn region(id: u64, start: &[u8], end: &[u8]) -> Region {
+        Region {
+            id,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn regions_that_meet_pass_and_overlapping_ones_fail() {
+        let s = StoreId(1);
+        let tiled = [
+            region(1, b"", b"g"),
+            region(2, b"g", b"p"),
+            region(3, b"p", b""),
+        ];
+        assert_eq!(check_no_overlap(s, &tiled), Ok(()));
+        assert_eq!(
+            check_no_overlap(s, &[region(1, b"", b"g"), region(2, b"t", b"")]),
+            Ok(())
+        );
+        assert!(check_no_overlap(s, &[region(1, b"", b"h"), region(2, b"g", b"")]).is_err());
+        // A region reaching the end of the key space overlaps any after it.
+        assert!(check_no_overlap(s, &[region(1, b"a", b""), region(2, b"g", b"")]).is_err());
+        assert_eq!(check_no_overlap(s, &[]), Ok(()));
+    }
+
+    #[test]
+    fn regions_must_tile_the_whole_key_space() {
+        let tiled = [
+            region(1, b"", b"g"),
+            region(2, b"g", b"p"),
+            region(3, b"p", b""),
+        ];
+        assert_eq!(check_cover(&tiled), Ok(()));
+        assert_eq!(check_cover(&[region(1, b"", b"")]), Ok(()));
+        let gap = [region(1, b"", b"g"), region(3, b"p", b"")];
+        assert!(check_cover(&gap).is_err());
+        let late_start = [region(1, b"a", b"")];
+        assert!(check_cover(&late_start).is_err());
+        let short = [region(1, b"", b"g"), region(2, b"g", b"p")];
+        assert!(check_cover(&short).is_err());
+        let past_end = [region(1, b"", b""), region(2, b"g", b"")];
+        assert!(check_cover(&past_end).is_err());
+        assert!(check_cover(&[]).is_err());
+    }
+
+    fn status(region: u64, peer: u64, term: u64, role: Role) -> RegionStatus {
+        RegionStatus {
+            region: self::region(region, b"", b""),
+            peer: Peer {
+                id: peer,
+                ..Default::default()
+            },
+            role,
+            leader: None,
+            term,
+            commit_index: 0,
+            applied_index: 0,
+            first_index: 0,
+            hibernated: false,
+        }
+    }
+
+    #[test]
+    fn two_leaders_of_one_region_in_one_term_are_a_violation() {
+        let mut leaders = Leaders::default();
+        assert_eq!(
+            leaders.saw(StoreId(1), &status(1, 1, 5, Role::Leader)),
+            Ok(())
+        );
+        // Seen again, a follower's view, another term, another region: all fine.
+        assert_eq!(
+            leaders.saw(StoreId(1), &status(1, 1, 5, Role::Leader)),
+            Ok(())
+        );
+        assert_eq!(
+            leaders.saw(StoreId(2), &status(1, 2, 5, Role::Follower)),
+            Ok(())
+        );
+        assert_eq!(
+            leaders.saw(StoreId(2), &status(1, 2, 6, Role::Leader)),
+            Ok(())
+        );
+        assert_eq!(
+            leaders.saw(StoreId(2), &status(2, 2, 5, Role::Leader)),
+            Ok(())
+        );
+        assert_eq!(leaders.terms(), 3);
+        assert!(
+            leaders
+                .saw(StoreId(3), &status(1, 3, 5, Role::Leader))
+                .is_err()
+        );
+        // The same peer id claimed by another store: a violation too.
+        assert!(
+            leaders
+                .saw(StoreId(3), &status(1, 1, 5, Role::Leader))
+                .is_err()
+        );
+    }
+
+    fn write(index: u64, term: u64, key: &str) -> ApplyEvent {
+        ApplyEvent {
+            region: RegionId(1),
+            index,
+            term,
+            change: AppliedChange::Writes {
+                writes: vec![AppliedWrite {
+                    command: WriteCommand {
+                        ops: vec![crate::proto::commandpb::Op {
+                            op: Some(crate::proto::commandpb::op::Op::Delete(
+                                crate::proto::commandpb::Delete {
+                                    key: bytes::Bytes::copy_from_slice(key.as_bytes()),
+                                },
+                            )),
+                        }],
+                    },
+                    outcomes: Vec::new(),
+                }],
+            },
+        }
+    }
+
+    #[test]
+    fn replicas_applying_different_things_at_one_index_are_a_violation() {
+        let log = Arc::new(AppliedLog::default());
+        let (a, b) = (log.observer(StoreId(1)), log.observer(StoreId(2)));
+        a.on_apply(&write(6, 2, "x"));
+        b.on_apply(&write(6, 2, "x"));
+        a.on_apply(&write(7, 2, "y"));
+        // A snapshot at an index stands for many entries: not compared.
+        b.on_apply(&ApplyEvent {
+            region: RegionId(1),
+            index: 7,
+            term: 2,
+            change: AppliedChange::SnapshotInstalled {
+                region: region(1, b"", b""),
+            },
+        });
+        assert_eq!(log.events(), 4);
+        assert!(log.take_violations().is_empty());
+        b.on_apply(&write(7, 3, "y"));
+        assert_eq!(log.take_violations().len(), 1, "another term");
+        b.on_apply(&write(7, 2, "z"));
+        assert_eq!(log.take_violations().len(), 1, "another command");
+        assert!(log.take_violations().is_empty(), "each reported once");
+    }
+}

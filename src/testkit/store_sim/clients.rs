@@ -616,3 +616,83 @@ pub(super) fn route(
         .get(rng.range(0, holders.len() as u64) as usize)
         .cloned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn pairs(keys: &[&str]) -> Vec<(Bytes, Bytes)> {
+        keys.iter().map(|k| (b(k), b("v"))).collect()
+    }
+
+    #[test]
+    fn a_scan_answer_must_keep_to_its_range_and_order() {
+        let (start, end) = (b("b"), b("e"));
+        let forward = ScanOrder::Forward;
+        let reverse = ScanOrder::Reverse;
+        assert_eq!(
+            check_scan(&pairs(&["b", "c"]), &start, Some(&end), forward),
+            Ok(())
+        );
+        assert_eq!(
+            check_scan(&pairs(&["d", "b"]), &start, Some(&end), reverse),
+            Ok(())
+        );
+        assert_eq!(check_scan(&pairs(&["z"]), &start, None, forward), Ok(()));
+        assert!(check_scan(&pairs(&["a"]), &start, Some(&end), forward).is_err());
+        assert!(check_scan(&pairs(&["e"]), &start, Some(&end), forward).is_err());
+        assert!(check_scan(&pairs(&["c", "b"]), &start, Some(&end), forward).is_err());
+        assert!(check_scan(&pairs(&["b", "c"]), &start, Some(&end), reverse).is_err());
+        assert!(check_scan(&pairs(&["b", "b"]), &start, Some(&end), forward).is_err());
+    }
+
+    #[test]
+    fn only_a_request_dropped_unanswered_may_have_run() {
+        let region = RegionId(1);
+        let dropped = |reason| RegionError::ProposalDropped { region, reason };
+        assert!(may_have_run(&dropped(DroppedReason::Unanswered)));
+        assert!(!may_have_run(&dropped(DroppedReason::StoreStopping)));
+        assert!(!may_have_run(&RegionError::StaleCommand { region }));
+        assert!(!may_have_run(&RegionError::NotLeader {
+            region,
+            leader: None
+        }));
+    }
+
+    #[test]
+    fn errors_teach_where_to_go_next() {
+        let region = RegionId(1);
+        let mut hints = BTreeMap::new();
+        let leader = crate::proto::metapb::Peer {
+            id: 7,
+            store_id: 2,
+            role: 0,
+        };
+        let named = RegionError::NotLeader {
+            region,
+            leader: Some(leader),
+        };
+        learn(&mut hints, region, StoreId(1), 3, &named);
+        assert_eq!(hints.get(&region), Some(&StoreId(2)));
+        let unknown = RegionError::NotLeader {
+            region,
+            leader: None,
+        };
+        learn(&mut hints, region, StoreId(2), 3, &unknown);
+        assert_eq!(hints.get(&region), Some(&StoreId(3)), "the next store");
+        learn(&mut hints, region, StoreId(3), 3, &unknown);
+        assert_eq!(hints.get(&region), Some(&StoreId(1)), "round again");
+        learn(
+            &mut hints,
+            region,
+            StoreId(1),
+            3,
+            &RegionError::StaleCommand { region },
+        );
+        assert_eq!(hints.get(&region), None);
+    }
+}

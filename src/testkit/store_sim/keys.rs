@@ -61,3 +61,52 @@ pub fn show(bytes: &[u8]) -> String {
         crate::region::hex(bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_and_keys_round_trip_and_bound_ranges() {
+        assert_eq!(start_point(b""), 0);
+        assert_eq!(end_point(b""), SPACE);
+        assert_eq!(start_point(&key_at(0x1234)), 0x1234);
+        assert_eq!(end_point(&key_at(0x1234)), 0x1234);
+        assert_eq!(start_point(&[0x12]), 0x1200);
+        assert_eq!(key_at(SPACE + 5), key_at(SPACE - 1), "clamped");
+    }
+
+    #[test]
+    fn split_points_cut_even_rising_regions_and_spread_keys_fall_inside() {
+        assert!(split_points(1).is_empty());
+        let cuts = split_points(4);
+        let points: Vec<u32> = cuts.iter().map(|k| start_point(k)).collect();
+        assert_eq!(points, vec![0x4000, 0x8000, 0xc000]);
+        let keys = spread(4);
+        assert_eq!(keys.len(), 4);
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        // One key per region of a four-way split.
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(start_point(key) / 0x4000, i as u32);
+        }
+    }
+
+    #[test]
+    fn a_key_between_two_is_strictly_inside_them() {
+        let mut rng = Rng::new(1);
+        for _ in 0..100 {
+            let k = between(&key_at(10), &key_at(13), &mut rng).unwrap();
+            assert!((11..13).contains(&start_point(&k)), "{k:?}");
+            let tail = between(&key_at(SPACE - 2), b"", &mut rng).unwrap();
+            assert_eq!(start_point(&tail), SPACE - 1);
+        }
+        assert_eq!(between(&key_at(10), &key_at(11), &mut rng), None);
+        assert_eq!(between(&key_at(SPACE - 1), b"", &mut rng), None);
+    }
+
+    #[test]
+    fn keys_show_as_text_or_hex() {
+        assert_eq!(show(b"v12"), "v12");
+        assert_eq!(show(&[0x00, 0xff]), "00ff");
+    }
+}

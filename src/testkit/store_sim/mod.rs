@@ -38,6 +38,7 @@ use crate::store::{
 };
 use crate::{PeerId, RegionId, StoreId};
 
+use crate::testkit::cluster::FIRST_REGION;
 use checks::{AppliedLog, Leaders, check_cover, check_no_overlap, describe};
 pub use clients::ClientCounts;
 use clients::{Clients, OpKind};
@@ -760,13 +761,13 @@ impl Sim {
         if self.shape.regions > 1 {
             let splits = keys::split_points(self.shape.regions);
             for round in 0.. {
-                let Some(&leader) = self.hints.get(&world::FIRST_REGION) else {
+                let Some(&leader) = self.hints.get(&FIRST_REGION) else {
                     return Err("setup: the first region has no known leader".to_string());
                 };
                 let Some(region) = self
                     .world
                     .store(leader)
-                    .and_then(|s| s.region(world::FIRST_REGION))
+                    .and_then(|s| s.region(FIRST_REGION))
                 else {
                     return Err(format!("setup: store {leader} lost the first region"));
                 };

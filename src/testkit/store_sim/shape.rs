@@ -52,3 +52,24 @@ impl Shape {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_draws_one_shape_within_bounds_and_overrides_are_clamped() {
+        for seed in 0..200 {
+            let shape = Shape::draw(&mut Rng::new(seed), None, None);
+            assert_eq!(shape, Shape::draw(&mut Rng::new(seed), None, None));
+            assert!((3..=5).contains(&shape.stores), "{shape:?}");
+            assert!((1..=1000).contains(&shape.regions), "{shape:?}");
+            assert!(shape.voters <= shape.stores);
+            assert!(shape.clients >= 2 && shape.keys >= 4 && shape.max_batch >= 1);
+        }
+        let forced = Shape::draw(&mut Rng::new(1), Some(9), Some(5000));
+        assert_eq!((forced.stores, forced.regions), (5, 1000));
+        let small = Shape::draw(&mut Rng::new(1), Some(1), Some(0));
+        assert_eq!((small.stores, small.regions), (3, 1));
+    }
+}

@@ -8,17 +8,14 @@ use tempfile::TempDir;
 
 use super::checks::AppliedLog;
 use super::shape::Shape;
-use crate::proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
+use crate::StoreId;
 use crate::storage::log_gc::GcPolicy;
 use crate::storage::mem_kv::MemKvEngine;
 use crate::storage::mem_log::MemRaftLog;
 use crate::store::{
     Engines, Fault, FaultId, InProcessNetwork, RunMode, Store, StoreConfig, bootstrap_region,
 };
-use crate::{RegionId, StoreId};
-
-/// The region every initial voter bootstraps: the whole key space.
-pub(super) const FIRST_REGION: RegionId = RegionId(1);
+use crate::testkit::cluster::first_region;
 
 /// One store: its engines, which outlive its runs, and the store while it runs.
 pub(super) struct SimStore {
@@ -63,22 +60,7 @@ impl World {
             config,
             applied,
         };
-        let first = Region {
-            id: FIRST_REGION.get(),
-            start_key: Vec::new(),
-            end_key: Vec::new(),
-            epoch: Some(RegionEpoch {
-                conf_ver: 1,
-                version: 1,
-            }),
-            peers: (1..=shape.voters as u64)
-                .map(|s| Peer {
-                    id: s,
-                    store_id: s,
-                    role: PeerRole::Voter as i32,
-                })
-                .collect(),
-        };
+        let first = first_region(shape.voters as u64);
         for i in 0..shape.stores {
             let id = StoreId(i as u64 + 1);
             let sim = SimStore {
