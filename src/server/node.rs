@@ -528,6 +528,63 @@ async fn closed(mut closing: watch::Receiver<bool>) {
 mod tests {
     use super::*;
 
+    /// A service answering each call when the test says so.
+    #[derive(Clone, Default)]
+    struct Held(Arc<parking_lot::Mutex<Vec<tokio::sync::oneshot::Sender<()>>>>);
+
+    impl tonic::codegen::Service<tonic::codegen::http::Request<()>> for Held {
+        type Response = ();
+        type Error = std::convert::Infallible;
+        type Future = tonic::codegen::BoxFuture<(), std::convert::Infallible>;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: tonic::codegen::http::Request<()>) -> Self::Future {
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            self.0.lock().push(answer);
+            Box::pin(async move {
+                let _ = answered.await;
+                Ok(())
+            })
+        }
+    }
+
+    /// A stop waits for the calls a counted service runs: counted from the call until its
+    /// answer is ready, however it ends.
+    #[test]
+    fn a_counted_service_counts_its_calls_until_answered() {
+        use tonic::codegen::Service as _;
+        let running = Arc::new(AtomicUsize::new(0));
+        let held = Held::default();
+        let mut service = Counted::new(held.clone(), &running);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let request = || tonic::codegen::http::Request::new(());
+        let first = service.call(request());
+        let second = service.call(request());
+        assert_eq!(running.load(Ordering::SeqCst), 2);
+        let answers: Vec<_> = std::mem::take(&mut *held.0.lock());
+        for answer in answers {
+            let _ = answer.send(());
+        }
+        rt.block_on(first).unwrap();
+        assert_eq!(running.load(Ordering::SeqCst), 1);
+        drop(second);
+        assert_eq!(
+            running.load(Ordering::SeqCst),
+            0,
+            "a dropped call counts out"
+        );
+        let mut ready = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(service.poll_ready(&mut ready).is_ready());
+    }
+
     #[test]
     fn accepted_connections_send_without_delay() {
         let rt = tokio::runtime::Builder::new_current_thread()
