@@ -356,7 +356,7 @@ fn a_learner_added_after_a_split_gets_a_snapshot_naming_it() {
 #[test]
 fn a_crash_right_after_a_replica_applies_its_removal_leaves_a_store_that_opens() {
     use flotilla::proto::storagepb::PeerState;
-    use flotilla::storage::region_meta::region_state;
+    use flotilla::storage::region_meta::{apply_state, region_state};
     let net = InProcessNetwork::new(1);
     let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
     let mut stores = stepped_stores(&net, &nodes, test_config);
@@ -372,14 +372,23 @@ fn a_crash_right_after_a_replica_applies_its_removal_leaves_a_store_that_opens()
     );
     // Stores 1 and 2 commit and apply it; the leader's last messages to store 3 carry the
     // entry and its commit. Store 3 then takes one step at a time (no answer from the
-    // leader comes in between), and the moment its KV engine holds the change, it
-    // crashes, every write it made kept.
+    // leader comes in between), and the moment its KV engine has applied the change, its
+    // region state must already say so, and it crashes, every write it made kept.
     settle(&mut stores, &[0, 1], Snapshots::Run);
     answer_now(&mut removed);
+    let mut status = stores[l].region_status(FIRST_REGION);
+    settle(&mut stores, &[l], Snapshots::Run);
+    let removal = answer_now(&mut status).applied_index;
     let state_here = || {
         region_state(nodes[2].kv.as_ref(), FIRST_REGION)
             .unwrap()
             .unwrap()
+    };
+    let applied_here = || {
+        apply_state(nodes[2].kv.as_ref(), FIRST_REGION)
+            .unwrap()
+            .unwrap()
+            .applied_index
     };
     let mut crashed = false;
     for step in 0..60 {
@@ -389,8 +398,14 @@ fn a_crash_right_after_a_replica_applies_its_removal_leaves_a_store_that_opens()
             1 => drop(s.step_wal()),
             _ => drop(s.step_apply()),
         }
-        let region = state_here().region.unwrap();
-        if !region.peers.iter().any(|p| p.store_id == 3) {
+        if applied_here() >= removal {
+            let state = state_here();
+            assert_eq!(
+                state.state,
+                PeerState::Tombstone as i32,
+                "in the same batch"
+            );
+            assert!(!state.region.unwrap().peers.iter().any(|p| p.store_id == 3));
             crashed = true;
             break;
         }

@@ -128,3 +128,36 @@ fn a_thousand_regions_on_five_stores() {
     });
     assert!(report.regions_at_end >= 1_000, "{report:?}");
 }
+
+#[test]
+fn sim_cluster_runs_seeds_from_the_binary_and_prints_its_summary() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args([
+            "sim-cluster",
+            "--seeds",
+            "3",
+            "--first-seed",
+            "20",
+            "--steps",
+            "500",
+        ])
+        .output()
+        .expect("run flotilla");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("3 seeds (20..23), 500 random steps each"),
+        "{stdout}"
+    );
+    let acknowledged: u64 = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("operations acknowledged"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the acknowledged count");
+    assert!(acknowledged > 0, "{stdout}");
+    assert!(stdout.contains("all linearizable"), "{stdout}");
+}

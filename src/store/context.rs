@@ -165,7 +165,7 @@ impl StoreShared {
             conf_state_of(&region),
             self.cfg.raft.entry_cache_bytes,
         ));
-        let cfg = self.raft_config(id, peer.id, apply.applied_index, start);
+        let cfg = raft_config(&self.cfg, id, peer.id, apply.applied_index, start);
         let raw = RawNode::new(cfg, log.clone())
             .map_err(|source| StartError::Raft { region: id, source })?;
         // The core learned the last term when it started (recorded, or read once).
@@ -217,9 +217,9 @@ impl StoreShared {
             "the region's log ends before what it applied: it starts after it"
         );
         let mut apply = *apply;
-        if apply.truncated_index < apply.applied_index {
-            apply.truncated_index = apply.applied_index;
-            apply.truncated_term = apply.applied_term;
+        let applied = (apply.applied_index, apply.applied_term);
+        if (apply.truncated_index, apply.truncated_term) != applied {
+            (apply.truncated_index, apply.truncated_term) = applied;
             let mut batch = KvWriteBatch::default();
             put_apply_state(&mut batch, id, &apply);
             let kv = &self.engines.kv;
@@ -240,27 +240,41 @@ impl StoreShared {
         log.write(&mut batch, SyncMode::Sync).map_err(log_error)?;
         Ok((local, apply))
     }
+}
 
-    fn raft_config(&self, region: RegionId, peer: u64, applied: u64, start: NodeStart) -> Config {
-        let s = &self.cfg.raft;
-        Config {
-            id: peer,
-            election_tick: s.election_ticks,
-            heartbeat_tick: s.heartbeat_ticks,
-            applied,
-            max_size_per_msg: s.max_size_per_msg,
-            max_inflight_msgs: s.max_inflight_msgs,
-            max_entry_size: s.max_entry_size,
-            max_uncommitted_size: self.cfg.flow.region_uncommitted_bytes,
-            check_quorum: true,
-            pre_vote: true,
-            read_only_option: ReadOnlyOption::LeaseBased,
-            // Distinct per replica, the same on every run: elections replay.
-            seed: region.get().wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ peer ^ s.seed,
-            start,
-            ..Config::default()
-        }
+/// The core's configuration for `peer` of `region` under the store's settings.
+fn raft_config(
+    cfg: &StoreConfig,
+    region: RegionId,
+    peer: u64,
+    applied: u64,
+    start: NodeStart,
+) -> Config {
+    let s = &cfg.raft;
+    Config {
+        id: peer,
+        election_tick: s.election_ticks,
+        heartbeat_tick: s.heartbeat_ticks,
+        applied,
+        max_size_per_msg: s.max_size_per_msg,
+        max_inflight_msgs: s.max_inflight_msgs,
+        max_entry_size: s.max_entry_size,
+        max_uncommitted_size: cfg.flow.region_uncommitted_bytes,
+        check_quorum: true,
+        pre_vote: true,
+        read_only_option: ReadOnlyOption::LeaseBased,
+        seed: raft_seed(region, peer, s.seed),
+        start,
+        ..Config::default()
     }
+}
+
+/// The seed of a replica's election timer: distinct per replica and per store seed, the
+/// same on every run (elections replay).
+fn raft_seed(region: RegionId, peer: u64, store_seed: u64) -> u64 {
+    region.get().wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ peer
+        ^ store_seed.wrapping_mul(0xBF58_476D_1CE4_E5B9)
 }
 
 /// The raft state of a region whose log has never been written on this store: it starts
@@ -300,5 +314,30 @@ impl PollContext {
             writes: Vec::new(),
             wal,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn replicas_and_store_seeds_give_election_timers_distinct_seeds() {
+        let seeds: BTreeSet<u64> = (0..16)
+            .flat_map(|store_seed| {
+                (1..=4).map(move |peer| raft_seed(RegionId(7), peer, store_seed))
+            })
+            .collect();
+        assert_eq!(seeds.len(), 64);
+        let regions: BTreeSet<u64> = (1..=64).map(|r| raft_seed(RegionId(r), 1, 0)).collect();
+        assert_eq!(regions.len(), 64);
+        assert_eq!(raft_seed(RegionId(7), 2, 3), raft_seed(RegionId(7), 2, 3));
+        let mut cfg = StoreConfig::new(StoreId(1));
+        cfg.raft.seed = 9;
+        let core = raft_config(&cfg, RegionId(7), 2, 5, NodeStart::Restarted);
+        assert_eq!(core.seed, raft_seed(RegionId(7), 2, 9));
+        assert_eq!((core.id, core.applied), (2, 5));
     }
 }

@@ -494,6 +494,22 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_batch_is_never_delivered() {
+        let net = InProcessNetwork::new(3);
+        let inbox = Arc::new(Inbox::default());
+        net.register(StoreId(2), inbox.clone());
+        net.add_fault(Fault::Hold);
+        for r in 0..3 {
+            net.send(batch(1, 2, &[r])).unwrap();
+        }
+        assert!(net.lose_one());
+        assert_eq!(net.held(), 2);
+        assert_eq!(net.deliver_all(), 2);
+        assert_eq!(inbox.0.lock().len(), 2);
+        assert!(!net.lose_one(), "nothing held");
+    }
+
+    #[test]
     fn held_batches_arrive_later_in_a_seeded_order() {
         let order = |seed| {
             let net = InProcessNetwork::new(seed);
