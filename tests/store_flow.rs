@@ -89,3 +89,41 @@ fn a_store_with_too_many_unanswered_proposal_bytes_pushes_proposals_back() {
     store.run_until_idle();
     assert!(fourth.try_take().unwrap().is_ok());
 }
+
+#[test]
+fn a_backlog_to_apply_goes_on_round_after_round_without_a_wake() {
+    use flotilla::store::batch::PollOutcome;
+    let node = Node::new();
+    bootstrap_region(&engines(&node), &first_region(1)).unwrap();
+    let mut cfg = test_config(StoreId(1));
+    // One committed entry per round.
+    cfg.raft.max_committed_bytes_per_round = 1;
+    let mut store = open_stepped(&node, cfg);
+    elect_stepped(&mut store);
+    let epoch = store.region(FIRST_REGION).unwrap().epoch.unwrap();
+    // A round's proposals share an entry: one round each makes five entries, written
+    // together.
+    let mut writes: Vec<_> = (0..5)
+        .map(|i| {
+            let w = store.propose(FIRST_REGION, epoch, put(format!("k{i}").as_bytes(), b"v"));
+            store.step_raft();
+            w
+        })
+        .collect();
+    store.step_wal();
+    // Nothing but the raft poller runs: the persisted entries commit, and the peer stays
+    // scheduled while its core has committed entries left to hand out.
+    let mut rounds = 0;
+    while matches!(store.step_raft(), Some(PollOutcome::Handled(n)) if n > 0) {
+        rounds += 1;
+        assert!(rounds < 100, "the raft poller never goes idle");
+    }
+    assert!(rounds >= 5, "one entry per round: {rounds} rounds");
+    while matches!(store.step_apply(), Some(PollOutcome::Handled(n)) if n > 0) {}
+    for (i, w) in writes.iter_mut().enumerate() {
+        assert!(
+            matches!(w.try_take(), Some(Ok(_))),
+            "write {i} is applied without another wake"
+        );
+    }
+}

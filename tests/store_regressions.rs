@@ -12,7 +12,7 @@ use flotilla::storage::SyncMode;
 use flotilla::storage::raft_log::{LogWriteBatch, RaftLogStore};
 use flotilla::store::batch::PollOutcome;
 use flotilla::store::{
-    InProcessNetwork, PeerChange, ReadRequest, ReadResponse, Response, RunMode, SnapshotWork,
+    InProcessNetwork, PeerChange, ReadRequest, ReadResponse, Response, RunMode, SnapshotSteps,
     SplitResponse, Store, WriteOutcome, bootstrap_region,
 };
 use flotilla::testkit::cluster::*;
@@ -102,31 +102,19 @@ fn a_log_at_its_applied_state_is_not_reset() {
     drop(store);
 }
 
-/// Runs the given stores' raft, WAL and apply steps (and their snapshot workers if
-/// `snapshots`) until none has work left. Messages to other stores land in their
-/// mailboxes; those stores do nothing until stepped.
-fn settle(stores: &mut [Store], which: &[usize], snapshots: Snapshots) {
+/// Runs the given stores a round at a time (their snapshot tasks too, unless held)
+/// until none has work left. Messages to other stores land in their mailboxes; those
+/// stores do nothing until stepped.
+fn settle(stores: &mut [Store], which: &[usize], snapshots: SnapshotSteps) {
     loop {
         let mut progressed = false;
         for &i in which {
-            let s = &mut stores[i];
-            progressed |= matches!(s.step_raft(), Some(PollOutcome::Handled(n)) if n > 0);
-            progressed |= matches!(s.step_wal(), Some(WriteOutcome::Written(_)));
-            progressed |= matches!(s.step_apply(), Some(PollOutcome::Handled(n)) if n > 0);
-            if snapshots == Snapshots::Run {
-                progressed |= s.step_snapshot() == Some(SnapshotWork::Done);
-            }
+            progressed |= stores[i].step_round(snapshots);
         }
         if !progressed {
             return;
         }
     }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Snapshots {
-    Run,
-    Wait,
 }
 
 /// A store holding nothing yet, stepped, on `net`.
@@ -162,10 +150,10 @@ fn elect_one_of_two(stores: &mut [Store]) -> usize {
         for s in stores[..2].iter() {
             s.tick();
         }
-        settle(stores, &[0, 1], Snapshots::Run);
+        settle(stores, &[0, 1], SnapshotSteps::Run);
         for i in 0..2 {
             let mut status = stores[i].region_status(FIRST_REGION);
-            settle(stores, &[i], Snapshots::Run);
+            settle(stores, &[i], SnapshotSteps::Run);
             if answer_now(&mut status).role == flotilla::raft::Role::Leader {
                 return i;
             }
@@ -195,21 +183,21 @@ fn learners_waiting_across_a_split(net: &InProcessNetwork, nodes: &[Node]) -> (V
         region.epoch.unwrap(),
         vec![PeerChange::AddLearner(learner)],
     );
-    settle(&mut stores, &[0, 1], Snapshots::Wait);
+    settle(&mut stores, &[0, 1], SnapshotSteps::Hold);
     answer_now(&mut added);
     for _ in 0..10 {
         for s in &stores[..2] {
             s.tick();
         }
-        settle(&mut stores, &[0, 1], Snapshots::Wait);
-        settle(&mut stores, &[2], Snapshots::Wait);
+        settle(&mut stores, &[0, 1], SnapshotSteps::Hold);
+        settle(&mut stores, &[2], SnapshotSteps::Hold);
     }
 
     // The split, applied on stores 1 and 2; the new region elects and reaches store 3.
     let mut split = split_at_m(&stores[l]);
-    settle(&mut stores, &[0, 1], Snapshots::Wait);
+    settle(&mut stores, &[0, 1], SnapshotSteps::Hold);
     answer_now(&mut split);
-    settle(&mut stores, &[2], Snapshots::Wait);
+    settle(&mut stores, &[2], SnapshotSteps::Hold);
     assert!(
         stores[2].region(RegionId(2)).is_none(),
         "store 3's peer of region 2 is an empty one"
@@ -227,7 +215,7 @@ fn a_split_beside_its_new_regions_empty_peer_leaves_the_peer_to_a_snapshot() {
     let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
     let (mut stores, _) = learners_waiting_across_a_split(&net, &nodes);
     for _ in 0..50 {
-        settle(&mut stores, &[0, 1, 2], Snapshots::Run);
+        settle(&mut stores, &[0, 1, 2], SnapshotSteps::Run);
         for s in &stores {
             s.tick();
         }
@@ -256,7 +244,7 @@ fn two_snapshots_accepted_together_never_install_overlapping_regions() {
         for s in &stores[..2] {
             s.tick();
         }
-        settle(&mut stores, &[0, 1], Snapshots::Run);
+        settle(&mut stores, &[0, 1], SnapshotSteps::Run);
         // A peer whose Ready waits for its install is not polled again meanwhile: the
         // poller goes idle (it spun before).
         let mut idle = false;
@@ -273,11 +261,11 @@ fn two_snapshots_accepted_together_never_install_overlapping_regions() {
             "store 3's raft poller spins while a snapshot waits to install"
         );
     }
-    settle(&mut stores, &[2], Snapshots::Run);
+    settle(&mut stores, &[2], SnapshotSteps::Run);
     let held = stores[2].regions();
     assert_eq!(held.len(), 1, "one snapshot installed: {held:?}");
     for _ in 0..50 {
-        settle(&mut stores, &[0, 1, 2], Snapshots::Run);
+        settle(&mut stores, &[0, 1, 2], SnapshotSteps::Run);
         for s in &stores {
             s.tick();
         }
@@ -297,12 +285,12 @@ fn two_snapshots_accepted_together_never_install_overlapping_regions() {
 fn run_rounds(stores: &mut [Store], rounds: usize) {
     let all: Vec<usize> = (0..stores.len()).collect();
     for _ in 0..rounds {
-        settle(stores, &all, Snapshots::Run);
+        settle(stores, &all, SnapshotSteps::Run);
         for s in stores.iter() {
             s.tick();
         }
     }
-    settle(stores, &all, Snapshots::Run);
+    settle(stores, &all, SnapshotSteps::Run);
 }
 
 /// A snapshot the leader made for one learner (store 3) was handed to a learner added
@@ -358,7 +346,7 @@ fn a_crash_right_after_a_replica_applies_its_removal_leaves_a_store_that_opens()
     use flotilla::proto::storagepb::PeerState;
     use flotilla::storage::region_meta::{apply_state, region_state};
     let net = InProcessNetwork::new(1);
-    let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
+    let mut nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
     let mut stores = stepped_stores(&net, &nodes, test_config);
     let l = elect_one_of_two(&mut stores);
     // Store 3 catches up.
@@ -374,18 +362,15 @@ fn a_crash_right_after_a_replica_applies_its_removal_leaves_a_store_that_opens()
     // entry and its commit. Store 3 then takes one step at a time (no answer from the
     // leader comes in between), and the moment its KV engine has applied the change, its
     // region state must already say so, and it crashes, every write it made kept.
-    settle(&mut stores, &[0, 1], Snapshots::Run);
+    settle(&mut stores, &[0, 1], SnapshotSteps::Run);
     answer_now(&mut removed);
     let mut status = stores[l].region_status(FIRST_REGION);
-    settle(&mut stores, &[l], Snapshots::Run);
+    settle(&mut stores, &[l], SnapshotSteps::Run);
     let removal = answer_now(&mut status).applied_index;
-    let state_here = || {
-        region_state(nodes[2].kv.as_ref(), FIRST_REGION)
-            .unwrap()
-            .unwrap()
-    };
+    let kv3 = nodes[2].kv.clone();
+    let state_here = || region_state(kv3.as_ref(), FIRST_REGION).unwrap().unwrap();
     let applied_here = || {
-        apply_state(nodes[2].kv.as_ref(), FIRST_REGION)
+        apply_state(kv3.as_ref(), FIRST_REGION)
             .unwrap()
             .unwrap()
             .applied_index
@@ -411,12 +396,8 @@ fn a_crash_right_after_a_replica_applies_its_removal_leaves_a_store_that_opens()
         }
     }
     assert!(crashed, "store 3 never applied its removal");
-    let store3 = stores.pop().unwrap();
-    nodes[2].kv.cut_power();
-    nodes[2].log.cut_power();
-    store3.shutdown();
-    nodes[2].kv.crash_keeping(usize::MAX);
-    nodes[2].log.crash_keeping(usize::MAX);
+    nodes[2].store = stores.pop();
+    nodes[2].crash_keeping(usize::MAX, usize::MAX);
 
     assert_eq!(state_here().state, PeerState::Tombstone as i32);
     let reopened = Store::open(

@@ -26,6 +26,10 @@ pub struct RaftSettings {
     pub max_entry_size: u64,
     /// Bytes of each region's recent entries kept in memory for replication. Default 1 MiB.
     pub entry_cache_bytes: u64,
+    /// Bytes of committed entries one round hands a region's apply at most (at least one
+    /// entry): a region with a long backlog to apply goes on in later rounds instead of
+    /// making one huge apply batch while the other regions wait. Default 16 MiB.
+    pub max_committed_bytes_per_round: u64,
     /// Ticks an FSM catches up at most after a slow round. Default 4.
     pub max_catch_up_ticks: u32,
     /// How long a raft poller holds plain heartbeats (and their responses) for the rounds
@@ -50,6 +54,7 @@ impl Default for RaftSettings {
             max_inflight_msgs: 256,
             max_entry_size: 8 << 20,
             entry_cache_bytes: 1 << 20,
+            max_committed_bytes_per_round: 16 << 20,
             max_catch_up_ticks: 4,
             heartbeat_hold: Duration::from_millis(50),
             seed: 0,

@@ -259,6 +259,7 @@ fn raft_config(
         max_size_per_msg: s.max_size_per_msg,
         max_inflight_msgs: s.max_inflight_msgs,
         max_entry_size: s.max_entry_size,
+        max_committed_size_per_ready: s.max_committed_bytes_per_round,
         max_uncommitted_size: cfg.flow.region_uncommitted_bytes,
         check_quorum: true,
         pre_vote: true,

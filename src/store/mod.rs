@@ -66,7 +66,7 @@ pub use request::{
     SplitResponse, WriteResponse,
 };
 pub use responder::{RegionResult, RequestKind, Responder, Response, response_channel};
-pub use runtime::{RunMode, Store, StoreError};
+pub use runtime::{RunMode, SnapshotSteps, Store, StoreError};
 pub use snapshot_worker::SnapshotWork;
 pub use ticker::{TickReport, Ticker};
 pub use transport::{

@@ -78,6 +78,16 @@ pub enum RunMode {
     Stepped,
 }
 
+/// Whether a stepped round runs the snapshot worker's next task or holds it back (a
+/// test that wants a snapshot to wait while other things happen).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotSteps {
+    /// Run one queued snapshot task per round.
+    Run,
+    /// Leave snapshot tasks queued.
+    Hold,
+}
+
 type RaftSystem = BatchSystem<RegionId, PeerFsm, StoreFsm>;
 type ApplySystem = BatchSystem<RegionId, ApplyFsm, ApplyControl>;
 
@@ -476,34 +486,27 @@ impl Store {
         }
     }
 
-    /// Steps raft, WAL and apply until none of them has work left (stepped mode); returns
-    /// the steps that did something. Messages to other stores are handed to the
-    /// transport, not delivered.
+    /// One raft, WAL and apply step, and one snapshot task unless `snapshots` holds them
+    /// back (stepped mode); whether any of them did something. A test that interleaves
+    /// several stores steps each one round at a time.
+    pub fn step_round(&mut self, snapshots: SnapshotSteps) -> bool {
+        let raft = matches!(self.step_raft(), Some(PollOutcome::Handled(n)) if n > 0);
+        let wal = matches!(self.step_wal(), Some(WriteOutcome::Written(_)));
+        let apply = matches!(self.step_apply(), Some(PollOutcome::Handled(n)) if n > 0);
+        let snapshot =
+            snapshots == SnapshotSteps::Run && self.step_snapshot() == Some(SnapshotWork::Done);
+        raft || wal || apply || snapshot
+    }
+
+    /// Steps raft, WAL, apply and snapshot tasks until none of them has work left
+    /// (stepped mode); returns the rounds that did something. Messages to other stores
+    /// are handed to the transport, not delivered.
     pub fn run_until_idle(&mut self) -> usize {
-        let mut steps = 0;
-        loop {
-            let mut progressed = false;
-            if let Some(PollOutcome::Handled(n)) = self.step_raft()
-                && n > 0
-            {
-                progressed = true;
-            }
-            if let Some(WriteOutcome::Written(_)) = self.step_wal() {
-                progressed = true;
-            }
-            if let Some(PollOutcome::Handled(n)) = self.step_apply()
-                && n > 0
-            {
-                progressed = true;
-            }
-            if let Some(SnapshotWork::Done) = self.step_snapshot() {
-                progressed = true;
-            }
-            if !progressed {
-                return steps;
-            }
-            steps += 1;
+        let mut rounds = 0;
+        while self.step_round(SnapshotSteps::Run) {
+            rounds += 1;
         }
+        rounds
     }
 
     /// Stops the runtime: the timer, the pollers, then the WAL writer once every task

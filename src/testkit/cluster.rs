@@ -70,6 +70,20 @@ impl Node {
         }
     }
 
+    /// Crashes the store: both engines lose power at this instant (every write after
+    /// fails, so the store stops and acknowledges nothing more), the store stops, and each
+    /// engine keeps what was durable plus its first `kept_log` / `kept_kv` writes that
+    /// were not (a torn tail). Unregister it from its network first.
+    pub fn crash_keeping(&mut self, kept_log: usize, kept_kv: usize) {
+        self.kv.cut_power();
+        self.log.cut_power();
+        if let Some(store) = self.store.take() {
+            store.shutdown();
+        }
+        self.log.crash_keeping(kept_log);
+        self.kv.crash_keeping(kept_kv);
+    }
+
     /// A store's engines, empty.
     pub fn new() -> Node {
         Node {
@@ -215,16 +229,11 @@ impl Cluster {
         node.store = Some(s);
     }
 
-    /// Crashes a store: both engines lose power at this instant (every write after fails,
-    /// so the store stops and acknowledges nothing more), then keep what was durable.
+    /// Crashes a store: it stops at once, and its engines keep only what was durable
+    /// (`Node::crash_keeping`).
     pub fn crash(&mut self, store: StoreId) {
-        let node = &self.nodes[store.get() as usize - 1];
-        node.kv.cut_power();
-        node.log.cut_power();
-        self.stop(store);
-        let node = &self.nodes[store.get() as usize - 1];
-        node.kv.crash();
-        node.log.crash();
+        self.net.unregister(store);
+        self.nodes[store.get() as usize - 1].crash_keeping(0, 0);
     }
 
     /// Stops a store (its engines keep what they hold).

@@ -1,6 +1,7 @@
 //! What a seed makes of a run before its first step: how many stores and regions, how
 //! many clients over how many keys, and the store settings that decide how often logs are
-//! compacted (so lagging replicas need snapshots) and regions hibernate.
+//! compacted (so lagging replicas need snapshots), regions hibernate and committed
+//! entries reach apply.
 
 use crate::raft::rng::Rng;
 
@@ -25,6 +26,9 @@ pub struct Shape {
     pub idle_ticks: Option<u32>,
     /// FSMs a poller takes in one batch.
     pub max_batch: usize,
+    /// Bytes of committed entries a round hands apply (1: one entry per round, so a
+    /// backlog to apply spans rounds).
+    pub committed_bytes_per_round: u64,
 }
 
 impl Shape {
@@ -49,6 +53,7 @@ impl Shape {
             gc_min_entries: rng.range(1, 8),
             idle_ticks: rng.chance(50).then(|| rng.range(3, 20) as u32),
             max_batch: rng.range(1, 64) as usize,
+            committed_bytes_per_round: if rng.chance(50) { 1 } else { 16 << 20 },
         }
     }
 }

@@ -4,27 +4,19 @@
 
 use std::sync::Arc;
 
-use tempfile::TempDir;
-
 use super::checks::AppliedLog;
 use super::shape::Shape;
 use crate::StoreId;
 use crate::storage::log_gc::GcPolicy;
-use crate::storage::mem_kv::MemKvEngine;
-use crate::storage::mem_log::MemRaftLog;
 use crate::store::{
-    Engines, Fault, FaultId, InProcessNetwork, RunMode, Store, StoreConfig, bootstrap_region,
+    Fault, FaultId, InProcessNetwork, RunMode, Store, StoreConfig, bootstrap_region,
 };
-use crate::testkit::cluster::first_region;
+use crate::testkit::cluster::{Node, engines, first_region};
 
 /// One store: its engines, which outlive its runs, and the store while it runs.
 pub(super) struct SimStore {
     id: StoreId,
-    kv: Arc<MemKvEngine>,
-    log: Arc<MemRaftLog>,
-    /// Snapshot files (the engines are in memory; snapshots are files all the same).
-    dir: TempDir,
-    store: Option<Store>,
+    node: Node,
     /// A paused store's actions are not scheduled (a stopped process, not a dead one).
     paused: bool,
 }
@@ -54,6 +46,7 @@ impl World {
             min_entries: shape.gc_min_entries,
         };
         config.hibernation.idle_ticks = shape.idle_ticks;
+        config.raft.max_committed_bytes_per_round = shape.committed_bytes_per_round;
         let mut world = World {
             net,
             stores: Vec::new(),
@@ -65,14 +58,11 @@ impl World {
             let id = StoreId(i as u64 + 1);
             let sim = SimStore {
                 id,
-                kv: Arc::new(MemKvEngine::new()),
-                log: Arc::new(MemRaftLog::new()),
-                dir: tempfile::tempdir().map_err(|e| format!("snapshot directory: {e}"))?,
-                store: None,
+                node: Node::new(),
                 paused: false,
             };
             if i < shape.voters {
-                bootstrap_region(&sim.engines(), &first)
+                bootstrap_region(&engines(&sim.node), &first)
                     .map_err(|e| format!("bootstrap store {id}: {e}"))?;
             }
             world.stores.push(sim);
@@ -88,33 +78,33 @@ impl World {
 
     /// The store `id` if it runs (paused or not).
     pub fn store(&self, id: StoreId) -> Option<&Store> {
-        self.sim(id).and_then(|s| s.store.as_ref())
+        self.sim(id).and_then(|s| s.node.store.as_ref())
     }
 
     /// The store `id` if it runs and is not paused: its actions may be scheduled.
     pub fn active(&mut self, id: StoreId) -> Option<&mut Store> {
         self.sim_mut(id)
             .filter(|s| !s.paused)
-            .and_then(|s| s.store.as_mut())
+            .and_then(|s| s.node.store.as_mut())
     }
 
     /// The stores whose actions may be scheduled now.
     pub fn active_ids(&self) -> Vec<StoreId> {
         self.stores
             .iter()
-            .filter(|s| s.store.is_some() && !s.paused)
+            .filter(|s| s.node.store.is_some() && !s.paused)
             .map(|s| s.id)
             .collect()
     }
 
     /// The running stores (paused ones included).
     pub fn running(&self) -> impl Iterator<Item = &Store> {
-        self.stores.iter().filter_map(|s| s.store.as_ref())
+        self.stores.iter().filter_map(|s| s.node.store.as_ref())
     }
 
     /// Whether store `id` is down (crashed, not yet restarted).
     pub fn is_down(&self, id: StoreId) -> bool {
-        self.sim(id).is_some_and(|s| s.store.is_none())
+        self.sim(id).is_some_and(|s| s.node.store.is_none())
     }
 
     /// Pauses or resumes store `id`.
@@ -134,18 +124,10 @@ impl World {
     /// each engine keeps what was durable plus the first `kept_log` / `kept_kv` writes
     /// that were not (a torn tail).
     pub fn crash(&mut self, id: StoreId, kept_log: usize, kept_kv: usize) {
-        let Some(sim) = self.sim_mut(id) else { return };
-        sim.kv.cut_power();
-        sim.log.cut_power();
-        sim.paused = false;
-        let store = sim.store.take();
         self.net.unregister(id);
-        if let Some(store) = store {
-            store.shutdown();
-        }
-        if let Some(sim) = self.sim(id) {
-            sim.log.crash_keeping(kept_log);
-            sim.kv.crash_keeping(kept_kv);
+        if let Some(sim) = self.sim_mut(id) {
+            sim.paused = false;
+            sim.node.crash_keeping(kept_log, kept_kv);
         }
     }
 
@@ -158,11 +140,16 @@ impl World {
         let Some(sim) = self.sim_mut(id) else {
             return Err(format!("no store {id}"));
         };
-        let store =
-            Store::open_observed(config, sim.engines(), net, RunMode::Stepped, vec![observer])
-                .map_err(|e| format!("store {id} does not open: {e}"))?;
+        let store = Store::open_observed(
+            config,
+            engines(&sim.node),
+            net,
+            RunMode::Stepped,
+            vec![observer],
+        )
+        .map_err(|e| format!("store {id} does not open: {e}"))?;
         let receiver = store.receiver();
-        sim.store = Some(store);
+        sim.node.store = Some(store);
         self.net.register(id, receiver);
         Ok(())
     }
@@ -188,17 +175,11 @@ impl World {
     }
 }
 
-impl SimStore {
-    fn engines(&self) -> Engines {
-        Engines::new(self.log.clone(), self.kv.clone(), self.dir.path())
-    }
-}
-
 impl Drop for World {
     /// Stores stop before their engines and directories go.
     fn drop(&mut self) {
         for sim in &mut self.stores {
-            if let Some(store) = sim.store.take() {
+            if let Some(store) = sim.node.store.take() {
                 store.shutdown();
             }
         }
