@@ -153,11 +153,43 @@ fn sim_cluster_runs_seeds_from_the_binary_and_prints_its_summary() {
         stdout.contains("3 seeds (20..23), 500 random steps each"),
         "{stdout}"
     );
-    let acknowledged: u64 = stdout
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("operations acknowledged"))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("the acknowledged count");
-    assert!(acknowledged > 0, "{stdout}");
     assert!(stdout.contains("all linearizable"), "{stdout}");
+    // The summary adds up the same seeds' runs.
+    let mut total = Totals::default();
+    let (mut terms, mut applied) = (0, 0);
+    for seed in 20..23 {
+        let report = must_run(&SimOptions {
+            steps: 500,
+            ..SimOptions::new(seed)
+        });
+        total.add(&report);
+        terms += report.leader_terms;
+        applied += report.applied_events;
+    }
+    assert!(total.clients.acknowledged > 0);
+    let printed = |label: &str| -> u64 {
+        stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .and_then(|rest| rest.split([' ', ',']).find(|w| !w.is_empty()))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count for {label}: {stdout}"))
+    };
+    let expected = [
+        ("operations acknowledged", total.clients.acknowledged),
+        ("refused (not executed)", total.clients.refused),
+        ("unknown outcome", total.clients.unknown),
+        ("history checked", total.checked),
+        ("network faults", total.faults),
+        ("pauses", total.pauses),
+        ("crashes", total.crashes),
+        ("splits", total.splits),
+        ("membership changes", total.conf_changes),
+        ("leader transfers", total.transfers),
+        ("leader terms seen", terms),
+        ("apply events compared", applied),
+    ];
+    for (label, value) in expected {
+        assert_eq!(printed(label), value, "{label} in {stdout}");
+    }
 }

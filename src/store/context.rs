@@ -341,4 +341,28 @@ mod tests {
         assert_eq!(core.seed, raft_seed(RegionId(7), 2, 9));
         assert_eq!((core.id, core.applied), (2, 5));
     }
+
+    #[test]
+    fn a_replica_core_takes_every_raft_setting_of_its_store() {
+        let mut cfg = StoreConfig::new(StoreId(1));
+        // Every value differs from the core's own default.
+        cfg.raft.election_ticks = 17;
+        cfg.raft.heartbeat_ticks = 3;
+        cfg.raft.max_size_per_msg = 4096;
+        cfg.raft.max_inflight_msgs = 9;
+        cfg.raft.max_entry_size = 5000;
+        cfg.raft.max_committed_bytes_per_round = 7000;
+        cfg.flow.region_uncommitted_bytes = 8000;
+        let core = raft_config(&cfg, RegionId(7), 2, 5, NodeStart::Created);
+        assert_eq!((core.election_tick, core.heartbeat_tick), (17, 3));
+        assert_eq!((core.max_size_per_msg, core.max_inflight_msgs), (4096, 9));
+        assert_eq!(
+            (core.max_entry_size, core.max_uncommitted_size),
+            (5000, 8000)
+        );
+        assert_eq!(core.max_committed_size_per_ready, 7000);
+        assert!(core.check_quorum && core.pre_vote);
+        assert_eq!(core.read_only_option, ReadOnlyOption::LeaseBased);
+        assert_eq!(core.start, NodeStart::Created);
+    }
 }

@@ -32,7 +32,8 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 
 /// One store's engines, which outlive its runs, and the store while it runs.
 pub struct Node {
-    /// The running store (None while stopped).
+    /// The running store (None while stopped). Declared first: a dropped node stops it
+    /// before the engines and the directory below go.
     pub store: Option<Store>,
     /// The KV engine (in memory: a crash drops what was not persisted).
     pub kv: Arc<MemKvEngine>,

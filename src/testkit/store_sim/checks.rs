@@ -214,7 +214,7 @@ pub(super) fn describe(region: &Region) -> String {
 mod tests {
     use super::*;
     use crate::proto::commandpb::WriteCommand;
-    use crate::proto::metapb::Peer;
+    use crate::proto::metapb::{Peer, PeerRole, RegionEpoch};
     use crate::store::AppliedWrite;
 
     fn region(id: u64, start: &[u8], end: &[u8]) -> Region {
@@ -283,6 +283,32 @@ mod tests {
     }
 
     #[test]
+    fn a_region_is_described_by_id_range_epoch_and_peers() {
+        let region = Region {
+            id: 7,
+            start_key: vec![0x00, 0x10],
+            end_key: Vec::new(),
+            epoch: Some(RegionEpoch {
+                conf_ver: 3,
+                version: 2,
+            }),
+            peers: vec![
+                Peer {
+                    id: 1,
+                    store_id: 1,
+                    role: PeerRole::Voter as i32,
+                },
+                Peer {
+                    id: 5,
+                    store_id: 2,
+                    role: PeerRole::Learner as i32,
+                },
+            ],
+        };
+        assert_eq!(describe(&region), "7[0010, ) v2c3 peers 1@1 5@2");
+    }
+
+    #[test]
     fn two_leaders_of_one_region_in_one_term_are_a_violation() {
         let mut leaders = Leaders::default();
         assert_eq!(
@@ -316,6 +342,12 @@ mod tests {
         assert!(
             leaders
                 .saw(StoreId(3), &status(1, 1, 5, Role::Leader))
+                .is_err()
+        );
+        // And another peer on the leader's own store (a replica re-added under a new id).
+        assert!(
+            leaders
+                .saw(StoreId(1), &status(1, 4, 5, Role::Leader))
                 .is_err()
         );
     }

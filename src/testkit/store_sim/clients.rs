@@ -244,13 +244,8 @@ impl Clients {
                 )
             }
             OpKind::Cas => {
-                // Expect a value some write used (or absence), so some swaps succeed.
-                let expected = match rng.range(0, 3) {
-                    0 => None,
-                    _ if self.next_value > 0 => Some(value_named(rng.range(0, self.next_value))),
-                    _ => None,
-                };
-                let new = (!rng.chance(10)).then(|| self.value());
+                let expected = cas_expected(rng, self.next_value);
+                let new = cas_writes_new(rng).then(|| self.value());
                 let call = self.recorder.call(
                     client,
                     KvInput::Cas {
@@ -287,19 +282,11 @@ impl Clients {
                     .chance(50)
                     .then(|| keys::between(&start, &region.end_key, rng))
                     .flatten();
-                let calls = self
-                    .keys
-                    .iter()
-                    .filter(|k| {
-                        **k >= start
-                            && end.as_ref().is_none_or(|e| *k < e)
-                            && (region.end_key.is_empty() || k.as_ref() < &region.end_key[..])
-                    })
+                let calls = scanned_keys(&self.keys, &start, end.as_ref(), &region.end_key)
+                    .into_iter()
                     .map(|k| {
-                        (
-                            k.clone(),
-                            self.recorder.call(client, KvInput::Get(k.clone())),
-                        )
+                        let call = self.recorder.call(client, KvInput::Get(k.clone()));
+                        (k, call)
                     })
                     .collect();
                 let response = store.read(
@@ -515,6 +502,36 @@ fn value_named(n: u64) -> Bytes {
     Bytes::from(format!("v{n}"))
 }
 
+/// The clients' keys a scan from `start` to `end` (None: the region's end) reads, in a
+/// region ending at `region_end` (empty: the end of the space).
+fn scanned_keys(
+    keys: &[Bytes],
+    start: &Bytes,
+    end: Option<&Bytes>,
+    region_end: &[u8],
+) -> Vec<Bytes> {
+    keys.iter()
+        .filter(|k| {
+            *k >= start
+                && end.is_none_or(|e| *k < e)
+                && (region_end.is_empty() || k.as_ref() < region_end)
+        })
+        .cloned()
+        .collect()
+}
+
+/// What a CAS expects: absence a third of the time, else one of the `values_used` values
+/// some write used (so some swaps succeed), or absence while none was.
+fn cas_expected(rng: &mut Rng, values_used: u64) -> Option<Bytes> {
+    let absent = rng.range(0, 3) == 0;
+    (!absent && values_used > 0).then(|| value_named(rng.range(0, values_used)))
+}
+
+/// Whether a CAS writes a new value (nine in ten) rather than deleting the key.
+fn cas_writes_new(rng: &mut Rng) -> bool {
+    !rng.chance(10)
+}
+
 fn command(op: op::Op) -> WriteCommand {
     WriteCommand {
         ops: vec![commandpb::Op { op: Some(op) }],
@@ -620,6 +637,7 @@ pub(super) fn route(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Responder, response_channel};
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
@@ -648,6 +666,7 @@ mod tests {
         assert!(check_scan(&pairs(&["c", "b"]), &start, Some(&end), forward).is_err());
         assert!(check_scan(&pairs(&["b", "c"]), &start, Some(&end), reverse).is_err());
         assert!(check_scan(&pairs(&["b", "b"]), &start, Some(&end), forward).is_err());
+        assert!(check_scan(&pairs(&["c", "c"]), &start, Some(&end), reverse).is_err());
     }
 
     #[test]
@@ -661,6 +680,288 @@ mod tests {
             region,
             leader: None
         }));
+    }
+
+    #[test]
+    fn operations_are_drawn_in_their_shares() {
+        let mut rng = Rng::new(5);
+        let mut drawn: BTreeMap<String, u32> = BTreeMap::new();
+        for _ in 0..10_000 {
+            *drawn
+                .entry(format!("{:?}", OpKind::draw(&mut rng)))
+                .or_default() += 1;
+        }
+        // Per mille: gets 30 %, puts 30 %, deletes 10 %, CAS 20 %, scans 10 %.
+        for (kind, share) in [
+            ("Get", 300),
+            ("Put", 300),
+            ("Delete", 100),
+            ("Cas", 200),
+            ("Scan", 100),
+        ] {
+            let n = drawn.get(kind).copied().unwrap_or(0) / 10;
+            assert!(n.abs_diff(share) <= 20, "{kind}: {n} per mille, {drawn:?}");
+        }
+    }
+
+    /// Puts `asked` in flight on client `slot` since step `since`, to region 1 on store 2.
+    fn fly(
+        clients: &mut Clients,
+        slot: usize,
+        key: &str,
+        kind: OpKind,
+        since: usize,
+        asked: Asked,
+    ) {
+        clients.slots[slot].in_flight = Some(InFlight {
+            key: b(key),
+            kind,
+            region: RegionId(1),
+            store: StoreId(2),
+            since,
+            asked,
+        });
+    }
+
+    /// A put of `key` in flight on client `slot` since step `since`; its responder.
+    fn put_in_flight(
+        clients: &mut Clients,
+        slot: usize,
+        key: &str,
+        since: usize,
+    ) -> Responder<WriteResponse> {
+        let (responder, response) = response_channel::<WriteResponse>(RegionId(1));
+        let call = clients
+            .recorder
+            .call(clients.slots[slot].id, KvInput::Put(b(key), b("v")));
+        fly(
+            clients,
+            slot,
+            key,
+            OpKind::Put,
+            since,
+            Asked::Write { call, response },
+        );
+        responder
+    }
+
+    /// A get of `key` in flight on client `slot`; its responder.
+    fn get_in_flight(clients: &mut Clients, slot: usize, key: &str) -> Responder<ReadResponse> {
+        let (responder, response) = response_channel::<ReadResponse>(RegionId(1));
+        let call = clients
+            .recorder
+            .call(clients.slots[slot].id, KvInput::Get(b(key)));
+        fly(
+            clients,
+            slot,
+            key,
+            OpKind::Get,
+            0,
+            Asked::Get { call, response },
+        );
+        responder
+    }
+
+    /// A scan from `key` to the end in flight on client `slot`, reading `keys`.
+    fn scan_in_flight(
+        clients: &mut Clients,
+        slot: usize,
+        key: &str,
+        keys: &[&str],
+    ) -> Responder<ReadResponse> {
+        let (responder, response) = response_channel::<ReadResponse>(RegionId(1));
+        let client = clients.slots[slot].id;
+        let calls = keys
+            .iter()
+            .map(|k| (b(k), clients.recorder.call(client, KvInput::Get(b(k)))))
+            .collect();
+        let asked = Asked::Scan {
+            calls,
+            start: b(key),
+            end: None,
+            order: ScanOrder::Forward,
+            response,
+        };
+        fly(clients, slot, key, OpKind::Scan, 0, asked);
+        responder
+    }
+
+    #[test]
+    fn answers_are_counted_recorded_and_teach_the_leader() {
+        let region = RegionId(1);
+        let stale = || RegionError::StaleCommand { region };
+        let mut clients = Clients::new(6, 3, vec![b("a"), b("b")], 100);
+        let mut hints = BTreeMap::new();
+        put_in_flight(&mut clients, 0, "a", 0).respond(Ok(WriteResponse {
+            index: 5,
+            outcomes: vec![OpOutcome::Done],
+        }));
+        get_in_flight(&mut clients, 1, "a").respond(Ok(ReadResponse::Value(Some(b("v")))));
+        scan_in_flight(&mut clients, 2, "a", &["a", "b"])
+            .respond(Ok(ReadResponse::Pairs(pairs(&["a"]))));
+        put_in_flight(&mut clients, 3, "b", 0).respond(Err(stale()));
+        get_in_flight(&mut clients, 4, "b").respond(Err(stale()));
+        scan_in_flight(&mut clients, 5, "b", &["b"]).respond(Err(stale()));
+        let done = clients
+            .poll(&mut hints, 1)
+            .expect("answers a store may give");
+        assert_eq!(
+            done,
+            vec![
+                (b("a"), OpKind::Put),
+                (b("a"), OpKind::Get),
+                (b("a"), OpKind::Scan)
+            ]
+        );
+        let counts = clients.counts();
+        assert_eq!(
+            (counts.acknowledged, counts.refused, counts.unknown),
+            (3, 3, 0)
+        );
+        assert_eq!(counts.refusals.get("stale_command"), Some(&3));
+        assert_eq!(hints.get(&region), None, "a refusal forgets the hint");
+        assert_eq!(clients.unanswered(), 0);
+        // Acknowledged: the put, the get, the scan's two keys.
+        assert_eq!(clients.check(), Ok(4));
+        // A write dropped unanswered may have run.
+        let dropped = put_in_flight(&mut clients, 0, "b", 1);
+        drop(dropped);
+        assert_eq!(clients.poll(&mut hints, 2), Ok(Vec::new()));
+        assert_eq!(clients.counts().unknown, 1);
+        // A success teaches where the leader is.
+        get_in_flight(&mut clients, 0, "a").respond(Ok(ReadResponse::Value(Some(b("v")))));
+        assert_eq!(clients.poll(&mut hints, 3).map(|d| d.len()), Ok(1));
+        assert_eq!(hints.get(&region), Some(&StoreId(2)));
+        // A read of a value no write gave is caught by the check.
+        get_in_flight(&mut clients, 0, "b").respond(Ok(ReadResponse::Value(Some(b("v9")))));
+        assert_eq!(clients.poll(&mut hints, 4).map(|d| d.len()), Ok(1));
+        assert!(clients.check().is_err(), "b never held v9");
+    }
+
+    #[test]
+    fn a_client_with_an_operation_in_flight_is_not_idle() {
+        let keys = vec![b("j"), b("k")];
+        let mut clients = Clients::new(1, 3, keys.clone(), 10);
+        assert_eq!(clients.keys(), keys.as_slice());
+        assert!(clients.has_idle());
+        assert!(clients.in_flight_keys().is_empty());
+        let _responder = put_in_flight(&mut clients, 0, "k", 0);
+        assert!(!clients.has_idle());
+        assert_eq!(clients.in_flight_keys(), BTreeSet::from([b("k")]));
+    }
+
+    #[test]
+    fn a_client_gives_up_after_its_patience_and_the_answer_is_still_awaited() {
+        let mut clients = Clients::new(1, 3, vec![b("k")], 5);
+        let responder = put_in_flight(&mut clients, 0, "k", 10);
+        let mut hints = BTreeMap::new();
+        assert_eq!(clients.poll(&mut hints, 15), Ok(Vec::new()));
+        assert!(!clients.has_idle(), "still within its patience");
+        assert_eq!(clients.poll(&mut hints, 16), Ok(Vec::new()));
+        assert!(clients.has_idle(), "gave up");
+        assert_eq!(clients.counts().unknown, 1, "a write's outcome is unknown");
+        assert_ne!(
+            clients.slots[0].id, 0,
+            "the next operation comes from a new client"
+        );
+        assert_eq!(clients.unanswered(), 1, "its answer must still come");
+        let _next = put_in_flight(&mut clients, 0, "k", 16);
+        assert_eq!(clients.unanswered(), 2, "given up on, and in flight");
+        responder.respond(Err(RegionError::StaleCommand {
+            region: RegionId(1),
+        }));
+        assert_eq!(clients.poll(&mut hints, 17), Ok(Vec::new()));
+        assert!(
+            clients.abandoned.is_empty(),
+            "an answer that came is let go"
+        );
+        assert_eq!(clients.unanswered(), 1);
+        // Each client that gives up leaves a new identity behind.
+        assert_eq!(clients.slots[0].id, 1);
+        assert_eq!(clients.poll(&mut hints, 22), Ok(Vec::new()));
+        assert_eq!(clients.slots[0].id, 2);
+        assert_eq!(clients.counts().unknown, 2);
+    }
+
+    #[test]
+    fn every_write_writes_a_value_of_its_own() {
+        let mut clients = Clients::new(1, 3, vec![b("k")], 5);
+        let values: Vec<Bytes> = (0..3).map(|_| clients.value()).collect();
+        assert_eq!(values, vec![b("v0"), b("v1"), b("v2")]);
+        assert_eq!(value_named(7), b("v7"));
+    }
+
+    #[test]
+    fn a_scan_reads_the_keys_of_its_range_within_its_region() {
+        let keys: Vec<Bytes> = ["a", "c", "e", "g"].into_iter().map(b).collect();
+        let scanned = |start: &str, end: Option<&str>, region_end: &str| {
+            scanned_keys(&keys, &b(start), end.map(b).as_ref(), region_end.as_bytes())
+        };
+        assert_eq!(scanned("c", None, ""), vec![b("c"), b("e"), b("g")]);
+        assert_eq!(
+            scanned("b", Some("e"), ""),
+            vec![b("c")],
+            "the end is excluded"
+        );
+        assert_eq!(
+            scanned("a", None, "e"),
+            vec![b("a"), b("c")],
+            "the region's end too"
+        );
+        assert_eq!(scanned("a", Some("f"), "e"), vec![b("a"), b("c")]);
+        assert_eq!(scanned("d", Some("z"), "g"), vec![b("e")]);
+    }
+
+    #[test]
+    fn a_cas_expects_absence_or_a_value_written_and_mostly_writes() {
+        let mut rng = Rng::new(3);
+        assert!((0..100).all(|_| cas_expected(&mut rng, 0).is_none()));
+        let expected: Vec<Option<Bytes>> = (0..3_000).map(|_| cas_expected(&mut rng, 4)).collect();
+        let absent = expected.iter().filter(|e| e.is_none()).count();
+        assert!((800..1_200).contains(&absent), "{absent} of 3,000 absent");
+        let named: BTreeSet<&Bytes> = expected.iter().flatten().collect();
+        let used: Vec<Bytes> = (0..4).map(value_named).collect();
+        assert_eq!(named, used.iter().collect(), "every value used, no other");
+        let writes = (0..3_000).filter(|_| cas_writes_new(&mut rng)).count();
+        assert!((2_600..2_800).contains(&writes), "{writes} of 3,000 write");
+    }
+
+    #[test]
+    fn refusals_are_counted_by_kind_and_counts_add_up() {
+        let region = RegionId(1);
+        let mut one = ClientCounts::default();
+        one.refuse(&RegionError::StaleCommand { region });
+        one.refuse(&RegionError::StaleCommand { region });
+        one.refuse(&RegionError::RegionNotFound { region });
+        one.acknowledged = 4;
+        one.unknown = 1;
+        assert_eq!(one.refused, 3);
+        assert_eq!(one.refusals.get("stale_command"), Some(&2));
+        assert_eq!(one.refusals.get("region_not_found"), Some(&1));
+        let mut total = one.clone();
+        total.add(&one);
+        assert_eq!(
+            (total.acknowledged, total.refused, total.unknown),
+            (8, 6, 2)
+        );
+        assert_eq!(total.refusals.get("stale_command"), Some(&4));
+        assert_eq!(total.refusals.get("region_not_found"), Some(&2));
+    }
+
+    #[test]
+    fn a_pending_request_is_answered_once_its_answer_comes() {
+        let (responder, response) = response_channel::<WriteResponse>(RegionId(1));
+        let mut pending = Pending::Write(response);
+        assert!(!pending.answered());
+        responder.respond(Err(RegionError::StaleCommand {
+            region: RegionId(1),
+        }));
+        assert!(pending.answered());
+        let (responder, response) = response_channel::<ReadResponse>(RegionId(1));
+        let mut pending = Pending::Read(response);
+        assert!(!pending.answered());
+        drop(responder);
+        assert!(pending.answered(), "dropped unanswered is an answer too");
     }
 
     #[test]

@@ -18,8 +18,8 @@ pub fn key_at(point: u32) -> Bytes {
 pub fn start_point(key: &[u8]) -> u32 {
     match key {
         [] => 0,
-        [a] => u32::from(*a) << 8,
-        [a, b, ..] => (u32::from(*a) << 8) | u32::from(*b),
+        [a] => u32::from(u16::from_be_bytes([*a, 0])),
+        [a, b, ..] => u32::from(u16::from_be_bytes([*a, *b])),
     }
 }
 

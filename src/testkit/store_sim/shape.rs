@@ -4,6 +4,7 @@
 //! entries reach apply.
 
 use crate::raft::rng::Rng;
+use crate::store::RaftSettings;
 
 /// The fixed parameters of one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +27,8 @@ pub struct Shape {
     pub idle_ticks: Option<u32>,
     /// FSMs a poller takes in one batch.
     pub max_batch: usize,
-    /// Bytes of committed entries a round hands apply (1: one entry per round, so a
-    /// backlog to apply spans rounds).
+    /// Bytes of committed entries a round hands apply: 1 (one entry per round, so a
+    /// backlog to apply spans rounds) or the store's default.
     pub committed_bytes_per_round: u64,
 }
 
@@ -53,7 +54,11 @@ impl Shape {
             gc_min_entries: rng.range(1, 8),
             idle_ticks: rng.chance(50).then(|| rng.range(3, 20) as u32),
             max_batch: rng.range(1, 64) as usize,
-            committed_bytes_per_round: if rng.chance(50) { 1 } else { 16 << 20 },
+            committed_bytes_per_round: if rng.chance(50) {
+                1
+            } else {
+                RaftSettings::default().max_committed_bytes_per_round
+            },
         }
     }
 }
@@ -72,6 +77,22 @@ mod tests {
             assert!(shape.voters <= shape.stores);
             assert!(shape.clients >= 2 && shape.keys >= 4 && shape.max_batch >= 1);
         }
+        // Most runs are small (CI runs many); some have hundreds of regions; half hand
+        // apply one entry per round.
+        let shapes: Vec<Shape> = (0..400)
+            .map(|seed| Shape::draw(&mut Rng::new(seed), None, None))
+            .collect();
+        let share = |f: &dyn Fn(&Shape) -> bool| shapes.iter().filter(|s| f(s)).count();
+        let small = share(&|s| s.regions < 5);
+        assert!((240..320).contains(&small), "{small} of 400 small");
+        let some = share(&|s| (5..=32).contains(&s.regions));
+        assert!(
+            (60..160).contains(&some),
+            "{some} of 400 with 5 to 32 regions"
+        );
+        assert!(share(&|s| s.regions >= 100) > 0);
+        let one_entry = share(&|s| s.committed_bytes_per_round == 1);
+        assert!((150..250).contains(&one_entry), "{one_entry} of 400");
         let forced = Shape::draw(&mut Rng::new(1), Some(9), Some(5000));
         assert_eq!((forced.stores, forced.regions), (5, 1000));
         let small = Shape::draw(&mut Rng::new(1), Some(1), Some(0));
