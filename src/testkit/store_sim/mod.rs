@@ -151,10 +151,7 @@ impl std::fmt::Display for SimFailure {
 /// Runs one simulation.
 pub fn run(options: &SimOptions) -> Result<SimReport, SimFailure> {
     let fail = |step, what| SimFailure {
-        options: SimOptions {
-            trace: false,
-            ..options.clone()
-        },
+        options: options.clone(),
         step,
         what,
     };
@@ -179,6 +176,31 @@ enum AdminFlight {
     Change(StoreId, Response<ChangePeersResponse>),
     Transfer(StoreId, RegionId, Response<()>),
     Status(StoreId, Response<RegionStatus>),
+}
+
+/// Whether fair round `round` ticks the stores: every `per_tick` rounds (0: never).
+fn ticks_in(round: usize, per_tick: usize) -> bool {
+    per_tick > 0 && round.is_multiple_of(per_tick)
+}
+
+/// Whether a step's checks scan the stores too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoreCheck {
+    Now,
+    Later,
+}
+
+impl StoreCheck {
+    /// Every step of a run with few regions; every 64th with more (scanning every
+    /// store's regions is costly with hundreds of them).
+    fn at(step: usize, regions: usize) -> StoreCheck {
+        let every = if regions <= 64 { 1 } else { 64 };
+        if step.is_multiple_of(every) {
+            StoreCheck::Now
+        } else {
+            StoreCheck::Later
+        }
+    }
 }
 
 /// What undoes a fault when its time comes.
@@ -376,16 +398,27 @@ impl Sim {
 
     /// What every step is followed by: answers taken, invariants checked.
     fn after_step(&mut self) -> Result<(), String> {
-        self.clients.poll(&mut self.hints, self.step)?;
+        let stores = StoreCheck::at(self.step, self.shape.regions);
+        self.take_answers_and_check(stores).map(|_| ())
+    }
+
+    /// Takes the answers that came (returning the operations acknowledged) and checks
+    /// what may have broken: replicas that applied different things, two leaders in one
+    /// term and, if `stores` says so, a store stopped on a fatal error or holding
+    /// overlapping regions.
+    fn take_answers_and_check(
+        &mut self,
+        stores: StoreCheck,
+    ) -> Result<Vec<(Bytes, OpKind)>, String> {
+        let done = self.clients.poll(&mut self.hints, self.step)?;
         self.poll_admin()?;
         if let Some(violation) = self.applied.take_violations().into_iter().next() {
             return Err(violation);
         }
-        let every = if self.shape.regions <= 64 { 1 } else { 64 };
-        if self.step.is_multiple_of(every) {
+        if stores == StoreCheck::Now {
             self.check_stores()?;
         }
-        Ok(())
+        Ok(done)
     }
 
     /// No running store failed, and none holds overlapping regions.
@@ -904,7 +937,7 @@ impl Sim {
         let mut worked = 0;
         for id in self.world.active_ids() {
             if let Some(store) = self.world.active(id) {
-                if per_tick > 0 && round.is_multiple_of(per_tick) {
+                if ticks_in(round, per_tick) {
                     store.tick();
                 }
                 worked += store.run_until_idle();
@@ -912,13 +945,7 @@ impl Sim {
         }
         let delivered = self.world.net.deliver_all();
         self.note(format!("fair round: {worked} steps, {delivered} delivered"));
-        let done = self.clients.poll(&mut self.hints, self.step)?;
-        self.poll_admin()?;
-        if let Some(violation) = self.applied.take_violations().into_iter().next() {
-            return Err(violation);
-        }
-        self.check_stores()?;
-        Ok(done)
+        self.take_answers_and_check(StoreCheck::Now)
     }
 
     /// The newest version of every region any store holds, in key order.
@@ -1008,5 +1035,144 @@ impl Sim {
             regions_at_end: directory.len(),
             fingerprint: self.fingerprint.finish(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::Role;
+    use crate::store::{AppliedChange, ApplyEvent, response_channel};
+
+    /// A run of three stores and two regions, set up (leaders elected, the space split).
+    fn set_up(seed: u64) -> Sim {
+        let mut sim = Sim::new(&SimOptions {
+            stores: Some(3),
+            regions: Some(2),
+            ..SimOptions::new(seed)
+        })
+        .expect("the world starts");
+        sim.setup().expect("set up");
+        sim
+    }
+
+    /// Stores 1 and 2 report different entries applied at one index of region 1.
+    fn plant_divergence(sim: &Sim, index: u64) {
+        for (store, term) in [(1, 1), (2, 2)] {
+            sim.applied.observer(StoreId(store)).on_apply(&ApplyEvent {
+                region: RegionId(1),
+                index,
+                term,
+                change: AppliedChange::Writes { writes: Vec::new() },
+            });
+        }
+    }
+
+    #[test]
+    fn replicas_applying_different_things_fail_the_step_that_sees_it() {
+        let mut sim = set_up(1);
+        assert_eq!(sim.after_step(), Ok(()));
+        plant_divergence(&sim, 1_000_000);
+        assert!(sim.after_step().is_err(), "a random step checks");
+        plant_divergence(&sim, 1_000_001);
+        assert!(sim.fair_round(0).is_err(), "a fair round checks");
+    }
+
+    #[test]
+    fn a_store_whose_disk_fails_fails_the_run() {
+        let mut sim = set_up(2);
+        let node = sim.world.node(StoreId(1)).expect("store 1");
+        node.log.cut_power();
+        let key = keys::key_at(5);
+        let failure = sim
+            .settle_keys("test", std::slice::from_ref(&key), &[])
+            .expect_err("store 1 cannot write its log");
+        assert!(
+            failure.contains("store 1 stopped on a fatal error"),
+            "{failure}"
+        );
+    }
+
+    #[test]
+    fn two_leaders_seen_in_one_term_fail_the_run() {
+        let mut sim = set_up(3);
+        let mut probe = sim
+            .world
+            .store(StoreId(1))
+            .expect("store 1")
+            .region_status(RegionId(1));
+        sim.fair_round(0).expect("a quiet round");
+        let status = probe.try_take().expect("answered").expect("a status");
+        for (store, peer) in [(1, 1), (2, 2)] {
+            let (responder, response) = response_channel::<RegionStatus>(RegionId(1));
+            let mut claimed = status.clone();
+            claimed.role = Role::Leader;
+            claimed.peer.id = peer;
+            claimed.peer.store_id = store;
+            responder.respond(Ok(claimed));
+            sim.admin
+                .push(AdminFlight::Status(StoreId(store), response));
+        }
+        let failure = sim.poll_admin().expect_err("two leaders in one term");
+        assert!(failure.contains("two leaders"), "{failure}");
+    }
+
+    #[test]
+    fn fair_rounds_tick_every_so_many_rounds_or_never() {
+        assert!(ticks_in(0, 4) && ticks_in(8, 4));
+        assert!(!ticks_in(6, 4));
+        assert!(!ticks_in(0, 0) && !ticks_in(5, 0));
+    }
+
+    #[test]
+    fn a_fault_is_undone_at_its_step_and_a_fair_round_is_a_step() {
+        let mut sim = set_up(5);
+        let two = StoreId(2);
+        sim.world.set_paused(two, true);
+        sim.faults.push((sim.step + 2, Undo::Resume(two)));
+        sim.fair_round(0).expect("a round");
+        sim.undo_due_faults().expect("nothing due");
+        assert!(sim.world.is_paused(two), "not yet");
+        let before = sim.step;
+        sim.fair_round(0).expect("a round");
+        assert_eq!(sim.step, before + 1);
+        sim.undo_due_faults().expect("resumed");
+        assert!(!sim.world.is_paused(two), "undone at its step");
+        assert!(sim.faults.is_empty());
+    }
+
+    #[test]
+    fn settling_fails_when_no_store_serves() {
+        let mut sim = set_up(6);
+        for id in 1..=3 {
+            sim.world.crash(StoreId(id), 0, 0);
+        }
+        let failure = sim.settle().expect_err("nothing can serve");
+        assert!(failure.contains("not live"), "{failure}");
+    }
+
+    #[test]
+    fn stores_are_checked_every_step_unless_regions_are_many() {
+        assert_eq!(StoreCheck::at(7, 1), StoreCheck::Now);
+        assert_eq!(StoreCheck::at(7, 64), StoreCheck::Now);
+        assert_eq!(StoreCheck::at(7, 65), StoreCheck::Later);
+        assert_eq!(StoreCheck::at(128, 1_000), StoreCheck::Now);
+    }
+
+    #[test]
+    fn the_regions_left_must_tile_the_key_space() {
+        let mut sim = set_up(4);
+        let directory = sim.directory();
+        assert_eq!(directory.len(), 2);
+        assert_eq!(check_cover(&directory), Ok(()));
+        // With every store down, nothing covers the key space: the final check says so.
+        for id in 1..=3 {
+            sim.world.crash(StoreId(id), 0, 0);
+        }
+        assert!(sim.directory().is_empty());
+        assert!(
+            sim.final_checks().is_err(),
+            "no region covers the key space"
+        );
     }
 }

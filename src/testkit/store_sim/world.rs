@@ -167,6 +167,12 @@ impl World {
         self.net.add_fault(fault)
     }
 
+    /// Store `id`'s engines and store, for a test to plant a fault through.
+    #[cfg(test)]
+    pub fn node(&self, id: StoreId) -> Option<&Node> {
+        self.sim(id).map(|s| &s.node)
+    }
+
     fn sim(&self, id: StoreId) -> Option<&SimStore> {
         self.stores.iter().find(|s| s.id == id)
     }
