@@ -7,7 +7,7 @@
 //! tests in tests/store_regressions.rs (a seed replays its run only while the simulator
 //! schedules as it did).
 
-use flotilla::testkit::store_sim::{ClientCounts, DEFAULT_STEPS, SimOptions, SimReport, run};
+use flotilla::testkit::store_sim::{DEFAULT_STEPS, SimOptions, SimReport, SimTotals, run};
 
 const DEFAULT_SEEDS: u64 = 200;
 
@@ -28,7 +28,7 @@ fn simulate_many_seeds() {
     let count = env_u64("FLOTILLA_CLUSTER_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
     let first = env_u64("FLOTILLA_CLUSTER_SIM_FIRST_SEED").unwrap_or(0);
     let started = std::time::Instant::now();
-    let mut total = Totals::default();
+    let mut total = SimTotals::default();
     for seed in first..first + count {
         let report = must_run(&SimOptions {
             steps: steps(),
@@ -55,31 +55,6 @@ fn simulate_many_seeds() {
         total.splits > 0 && total.conf_changes > 0 && total.transfers > 0,
         "{total:?}"
     );
-}
-
-#[derive(Debug, Default)]
-struct Totals {
-    clients: ClientCounts,
-    checked: u64,
-    crashes: u64,
-    pauses: u64,
-    faults: u64,
-    splits: u64,
-    conf_changes: u64,
-    transfers: u64,
-}
-
-impl Totals {
-    fn add(&mut self, r: &SimReport) {
-        self.clients.add(&r.clients);
-        self.checked += r.checked_operations as u64;
-        self.crashes += r.crashes;
-        self.pauses += r.pauses;
-        self.faults += r.faults;
-        self.splits += r.splits;
-        self.conf_changes += r.conf_changes;
-        self.transfers += r.transfers;
-    }
 }
 
 #[test]
@@ -155,16 +130,12 @@ fn sim_cluster_runs_seeds_from_the_binary_and_prints_its_summary() {
     );
     assert!(stdout.contains("all linearizable"), "{stdout}");
     // The summary adds up the same seeds' runs.
-    let mut total = Totals::default();
-    let (mut terms, mut applied) = (0, 0);
+    let mut total = SimTotals::default();
     for seed in 20..23 {
-        let report = must_run(&SimOptions {
+        total.add(&must_run(&SimOptions {
             steps: 500,
             ..SimOptions::new(seed)
-        });
-        total.add(&report);
-        terms += report.leader_terms;
-        applied += report.applied_events;
+        }));
     }
     assert!(total.clients.acknowledged > 0);
     let printed = |label: &str| -> u64 {
@@ -179,15 +150,15 @@ fn sim_cluster_runs_seeds_from_the_binary_and_prints_its_summary() {
         ("operations acknowledged", total.clients.acknowledged),
         ("refused (not executed)", total.clients.refused),
         ("unknown outcome", total.clients.unknown),
-        ("history checked", total.checked),
+        ("history checked", total.checked_operations),
         ("network faults", total.faults),
         ("pauses", total.pauses),
         ("crashes", total.crashes),
         ("splits", total.splits),
         ("membership changes", total.conf_changes),
         ("leader transfers", total.transfers),
-        ("leader terms seen", terms),
-        ("apply events compared", applied),
+        ("leader terms seen", total.leader_terms),
+        ("apply events compared", total.applied_events),
     ];
     for (label, value) in expected {
         assert_eq!(printed(label), value, "{label} in {stdout}");

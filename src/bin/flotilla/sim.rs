@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Args;
-use flotilla::testkit::store_sim::{ClientCounts, DEFAULT_STEPS, SimOptions, run};
+use flotilla::testkit::store_sim::{DEFAULT_STEPS, SimOptions, SimTotals, run};
 
 /// What `sim-cluster` runs.
 #[derive(Args)]
@@ -32,8 +32,7 @@ pub struct SimClusterArgs {
 
 pub fn run_seeds(args: SimClusterArgs) -> ExitCode {
     let started = Instant::now();
-    let mut t = [0u64; 9];
-    let mut clients = ClientCounts::default();
+    let mut totals = SimTotals::default();
     for seed in args.first_seed..args.first_seed.saturating_add(args.seeds) {
         let options = SimOptions {
             seed,
@@ -43,40 +42,14 @@ pub fn run_seeds(args: SimClusterArgs) -> ExitCode {
             trace: args.trace,
         };
         match run(&options) {
-            Ok(r) => {
-                clients.add(&r.clients);
-                let row = [
-                    r.checked_operations as u64,
-                    r.faults,
-                    r.pauses,
-                    r.crashes,
-                    r.splits,
-                    r.conf_changes,
-                    r.transfers,
-                    r.leader_terms,
-                    r.applied_events,
-                ];
-                for (total, v) in t.iter_mut().zip(row) {
-                    *total += v;
-                }
-            }
+            Ok(report) => totals.add(&report),
             Err(failure) => {
                 eprintln!("{failure}");
                 return ExitCode::FAILURE;
             }
         }
     }
-    let [
-        checked,
-        faults,
-        pauses,
-        crashes,
-        splits,
-        changes,
-        transfers,
-        terms,
-        applied,
-    ] = t;
+    let clients = &totals.clients;
     let reasons: Vec<String> = clients
         .refusals
         .iter()
@@ -96,15 +69,25 @@ pub fn run_seeds(args: SimClusterArgs) -> ExitCode {
         reasons.join(", ")
     );
     println!("  unknown outcome          {}", clients.unknown);
-    println!("  history checked          {checked} operations, all linearizable");
-    println!("  network faults           {faults}");
-    println!("  pauses                   {pauses}");
-    println!("  crashes                  {crashes}");
-    println!("  splits                   {splits}");
-    println!("  membership changes       {changes}");
-    println!("  leader transfers         {transfers}");
-    println!("  leader terms seen        {terms}, one leader each");
-    println!("  apply events compared    {applied}, identical across replicas");
+    let t = &totals;
+    println!(
+        "  history checked          {} operations, all linearizable",
+        t.checked_operations
+    );
+    println!("  network faults           {}", t.faults);
+    println!("  pauses                   {}", t.pauses);
+    println!("  crashes                  {}", t.crashes);
+    println!("  splits                   {}", t.splits);
+    println!("  membership changes       {}", t.conf_changes);
+    println!("  leader transfers         {}", t.transfers);
+    println!(
+        "  leader terms seen        {}, one leader each",
+        t.leader_terms
+    );
+    println!(
+        "  apply events compared    {}, identical across replicas",
+        t.applied_events
+    );
     println!("  took {:.2}s", started.elapsed().as_secs_f64());
     ExitCode::SUCCESS
 }

@@ -111,6 +111,47 @@ pub struct SimReport {
     pub fingerprint: u64,
 }
 
+/// What many runs came to: their reports' counts added up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimTotals {
+    /// What the clients' operations came to.
+    pub clients: ClientCounts,
+    /// Operations in the histories the linearizability checker passed.
+    pub checked_operations: u64,
+    /// Network faults injected.
+    pub faults: u64,
+    /// Stores paused.
+    pub pauses: u64,
+    /// Stores crashed (and restarted).
+    pub crashes: u64,
+    /// Splits applied.
+    pub splits: u64,
+    /// Membership changes applied.
+    pub conf_changes: u64,
+    /// Leader transfers started.
+    pub transfers: u64,
+    /// (Region, term) pairs in which a leader was seen.
+    pub leader_terms: u64,
+    /// Apply events compared across replicas.
+    pub applied_events: u64,
+}
+
+impl SimTotals {
+    /// Adds one run's report.
+    pub fn add(&mut self, r: &SimReport) {
+        self.clients.add(&r.clients);
+        self.checked_operations += r.checked_operations as u64;
+        self.faults += r.faults;
+        self.pauses += r.pauses;
+        self.crashes += r.crashes;
+        self.splits += r.splits;
+        self.conf_changes += r.conf_changes;
+        self.transfers += r.transfers;
+        self.leader_terms += r.leader_terms;
+        self.applied_events += r.applied_events;
+    }
+}
+
 /// Why a run failed; `Display` adds the commands that replay it.
 #[derive(Debug, Clone)]
 pub struct SimFailure {
@@ -1115,6 +1156,52 @@ mod tests {
         }
         let failure = sim.poll_admin().expect_err("two leaders in one term");
         assert!(failure.contains("two leaders"), "{failure}");
+    }
+
+    #[test]
+    fn totals_add_up_every_count_of_every_report() {
+        let report = SimReport {
+            seed: 1,
+            shape: Shape::draw(&mut Rng::new(1), None, None),
+            steps: 10,
+            clients: ClientCounts {
+                acknowledged: 2,
+                refused: 1,
+                refusals: BTreeMap::from([("not_leader", 1)]),
+                unknown: 3,
+            },
+            checked_operations: 4,
+            faults: 5,
+            pauses: 6,
+            crashes: 7,
+            splits: 8,
+            conf_changes: 9,
+            transfers: 10,
+            leader_terms: 11,
+            applied_events: 12,
+            regions_at_end: 1,
+            fingerprint: 0,
+        };
+        let mut totals = SimTotals::default();
+        totals.add(&report);
+        totals.add(&report);
+        let mut clients = report.clients.clone();
+        clients.add(&report.clients);
+        assert_eq!(
+            totals,
+            SimTotals {
+                clients,
+                checked_operations: 8,
+                faults: 10,
+                pauses: 12,
+                crashes: 14,
+                splits: 16,
+                conf_changes: 18,
+                transfers: 20,
+                leader_terms: 22,
+                applied_events: 24,
+            }
+        );
     }
 
     #[test]
