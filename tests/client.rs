@@ -87,6 +87,12 @@ fn every_operation_works_across_regions() {
             .await
             .unwrap();
         assert_eq!(keys(&some), ["1b", "4000", "5c", "7ff"]);
+        // Bounded by its end key, not its limit: it stops inside the region holding it.
+        let bounded = client
+            .scan(b"1", b"c", 100, ScanOrder::Forward)
+            .await
+            .unwrap();
+        assert_eq!(keys(&bounded), ["1b", "4000", "5c", "7ff", "8a"]);
         let back = client
             .scan(b"", b"", 100, ScanOrder::Reverse)
             .await
@@ -164,6 +170,14 @@ fn every_operation_works_across_regions() {
         }
         assert_eq!(client.get(b("c1")).await.unwrap(), None);
         assert_eq!(client.get(b("c0")).await.unwrap(), Some(b("v-c0")));
+
+        // A range delete with no end: everything from its start on.
+        client.delete_range(b"f", b"").await.unwrap();
+        let left = client
+            .scan(b"", b"", 100, ScanOrder::Forward)
+            .await
+            .unwrap();
+        assert_eq!(keys(&left), ["c0"]);
     });
     playground.shutdown();
 }
@@ -186,6 +200,25 @@ fn a_stale_cache_is_corrected_by_the_typed_errors() {
             .await
             .unwrap();
         assert_eq!(regions.len(), 3);
+        // New regions and peers get fresh ids, each split's after the one before.
+        let peer_ids = |r: &flotilla::proto::metapb::Region| -> Vec<u64> {
+            let mut ids: Vec<u64> = r.peers.iter().map(|p| p.id).collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(regions[2].id, regions[1].id + 1);
+        assert!(regions[1].id > 1);
+        let (first, second) = (peer_ids(&regions[1]), peer_ids(&regions[2]));
+        assert_eq!(first.len(), 3);
+        assert_eq!(second, first.iter().map(|id| id + 3).collect::<Vec<_>>());
+        assert!(first[0] > peer_ids(&regions[0])[2]);
+        // A region id no store holds: a typed error at once, not a timeout.
+        match admin.show_region(RegionId(999)).await {
+            Err(ClientError::Region(RegionError::RegionNotFound { region })) => {
+                assert_eq!(region, RegionId(999))
+            }
+            other => panic!("an unknown region: {other:?}"),
+        }
         // A batch get over the three new regions from the client still caching one: its
         // keys are regrouped by the regions the errors teach.
         let batch = stale
@@ -207,6 +240,9 @@ fn a_stale_cache_is_corrected_by_the_typed_errors() {
             other => panic!("a batch write across regions: {:?}", other.map(|r| r.len())),
         }
         let info = admin.show_region(RegionId(1)).await.unwrap();
+        // The leader's own view.
+        assert_eq!(info.role, flotilla::proto::adminpb::Role::Leader as i32);
+        assert_eq!(info.peer, info.leader);
         let leader = info.leader.unwrap();
         let other = info
             .region
@@ -363,4 +399,53 @@ fn a_graceful_stop_under_load_fails_no_request() {
     });
     assert!(done > 0);
     playground.shutdown();
+}
+
+#[test]
+fn a_bench_counts_what_it_did_and_what_failed() {
+    use flotilla::client::bench::{self, BenchOptions, KeyDistribution, Mix};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let rt = runtime();
+    let playground = playground(1);
+    let mut config = ClientConfig::new(playground.endpoints());
+    config.timeout = Duration::from_millis(200);
+    let client = rt.block_on(Client::connect(config)).unwrap();
+    let options = BenchOptions {
+        clients: 2,
+        duration: Duration::from_secs(1),
+        keys: 1_000,
+        value_bytes: 16,
+        mix: Mix::parse("cas=100").unwrap(),
+        distribution: KeyDistribution::Uniform,
+        seed: 1,
+    };
+    // Compare-and-swaps expecting a value no key has: every one finds another.
+    let done = Arc::new(AtomicU64::new(0));
+    let report = rt.block_on(bench::run(client.clone(), options.clone(), done.clone()));
+    assert!(report.ops > 0);
+    assert_eq!(report.errors, 0, "{:?}", report.first_error);
+    assert_eq!(done.load(Ordering::Relaxed), report.ops);
+    assert_eq!(
+        (report.cas.count, report.cas_mismatches, report.all.count),
+        (report.ops, report.ops, report.ops)
+    );
+    assert_eq!((report.reads.count, report.writes.count), (0, 0));
+    let rate = report.ops as f64 / report.seconds;
+    assert!(
+        (report.ops_per_sec - rate).abs() < rate * 0.01,
+        "{report:?}"
+    );
+
+    // With the cluster gone, every operation fails after the client's deadline, counted.
+    playground.shutdown();
+    let one_client = BenchOptions {
+        clients: 1,
+        ..options
+    };
+    let report = rt.block_on(bench::run(client, one_client, Arc::default()));
+    assert_eq!(report.ops, 0);
+    assert!(report.errors >= 2, "{report:?}");
+    assert!(report.first_error.is_some());
 }

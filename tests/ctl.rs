@@ -165,6 +165,21 @@ fn ctl_round_trips_with_json() {
     let stores = stores.as_array().unwrap();
     assert_eq!(stores.len(), 3);
     assert!(stores.iter().all(|s| s["state"] == "up"));
+    // Each store hears from both others.
+    for store in stores {
+        let peers = store["peer_stores"].as_array().unwrap();
+        assert_eq!(peers.len(), 2, "{store}");
+        assert!(
+            peers.iter().all(|p| p.as_str().unwrap().ends_with(" live")),
+            "{store}"
+        );
+    }
+    let second = ctl.json(&["store", "status", "2"]);
+    assert_eq!(second[0]["id"], 2);
+    assert_eq!(
+        second[0]["address"].as_str().unwrap(),
+        ctl.endpoints.split(',').nth(1).unwrap()
+    );
     // Store 2 holds both first regions; the third's replica there may be the one just
     // removed and re-added.
     let regions = ctl.json(&["store", "status", "2"])[0]["regions"]

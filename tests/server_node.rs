@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use flotilla::proto::commandpb::{Op, Put, WriteCommand, op};
 use flotilla::raft::Role;
+use flotilla::region::{DroppedReason, RegionError};
 use flotilla::server::playground::{Playground, PlaygroundOptions, split_key};
 use flotilla::server::{IDENTITY_FILE, Node, NodeError, ServerConfig};
 use flotilla::store::{ReadRequest, ReadResponse};
@@ -101,6 +102,39 @@ fn a_node_bootstraps_and_a_restart_resumes_its_data() {
     assert_eq!(get(&node, "k"), Some(Bytes::from("v1")));
     assert_eq!(node.store().regions().len(), 1, "bootstrapped once only");
     node.shutdown();
+}
+
+#[test]
+fn shutting_down_or_dropping_a_node_stops_its_store_without_waiting_out_an_idle_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = one_store_config(dir.path());
+    config.limits.shutdown_grace_ms = 60_000;
+    let stopped = |store: &flotilla::store::Store| {
+        matches!(
+            store.region_status(RegionId(1)).wait(),
+            Err(RegionError::ProposalDropped {
+                reason: DroppedReason::StoreStopping,
+                ..
+            })
+        )
+    };
+
+    let node = Node::start(config.clone().check().unwrap()).unwrap();
+    leader_epoch(&node, RegionId(1));
+    let store = node.store().clone();
+    let started = Instant::now();
+    node.shutdown();
+    // Nothing was running: no reason to wait for the minute of grace.
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(stopped(&store));
+    // The store's engines (and raft-engine's directory lock) go with the last handle.
+    drop(store);
+
+    let node = Node::start(config.check().unwrap()).unwrap();
+    leader_epoch(&node, RegionId(1));
+    let store = node.store().clone();
+    drop(node);
+    assert!(stopped(&store));
 }
 
 #[test]
@@ -313,6 +347,18 @@ fn a_playground_splits_its_key_space_and_resumes_from_its_directory() {
             ]
         );
     }
+    // Region k's peers are (k-1)·3 + 1 ..= k·3, one on each store: no id repeats.
+    for region in playground.node(StoreId(1)).unwrap().store().regions() {
+        let mut peers: Vec<(u64, u64)> = region.peers.iter().map(|p| (p.id, p.store_id)).collect();
+        peers.sort();
+        let k = region.id;
+        let first = (k - 1) * 3;
+        assert_eq!(
+            peers,
+            [(first + 1, 1), (first + 2, 2), (first + 3, 3)],
+            "region {k}"
+        );
+    }
     playground.shutdown();
     let playground = Playground::start(PlaygroundOptions {
         regions: 16,
@@ -327,6 +373,37 @@ fn a_playground_splits_its_key_space_and_resumes_from_its_directory() {
         playground.node(StoreId(1)).unwrap().store().id(),
         StoreId(1)
     );
+    playground.shutdown();
+}
+
+#[test]
+fn a_playground_store_stops_and_comes_back_at_its_addresses() {
+    let mut playground = Playground::start(PlaygroundOptions {
+        regions: 1,
+        ..PlaygroundOptions::default()
+    })
+    .unwrap();
+    let node = playground.node(StoreId(2)).unwrap();
+    let (grpc, status, store) = (node.grpc_addr(), node.status_addr(), node.store().clone());
+    playground.stop_store(StoreId(2));
+    assert!(playground.node(StoreId(2)).is_none());
+    assert!(playground.node(StoreId(1)).is_some());
+    assert_eq!(playground.nodes().count(), 2);
+    assert!(
+        store.region_status(RegionId(1)).wait().is_err(),
+        "still running"
+    );
+    drop(store);
+    for absent in [0, 4] {
+        assert!(matches!(
+            playground.restart_store(StoreId(absent)),
+            Err(flotilla::server::playground::PlaygroundError::Options(_))
+        ));
+    }
+    playground.restart_store(StoreId(2)).unwrap();
+    let node = playground.node(StoreId(2)).unwrap();
+    assert_eq!(node.store().id(), StoreId(2));
+    assert_eq!((node.grpc_addr(), node.status_addr()), (grpc, status));
     playground.shutdown();
 }
 
@@ -401,6 +478,61 @@ fn signal(pid: u32, name: &str) {
     assert!(status.success());
 }
 
+fn wait_for_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            return exit;
+        }
+        assert!(Instant::now() < deadline, "the process did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `flotilla server` logs at the level asked, serves, stops cleanly on SIGTERM, and a
+/// restart on the same directory resumes.
+#[test]
+fn the_server_command_stops_cleanly_on_sigterm_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = one_store_config(dir.path());
+    let start = || {
+        let mut child = flotilla()
+            .args(["server", "--store-id", "1", "--data-dir"])
+            .arg(dir.path())
+            .args(["--listen-addr", &config.listen_addr])
+            .args(["--status-addr", "127.0.0.1:0"])
+            .args(["--initial-stores", &config.initial_stores])
+            .args(["--log-level", "info"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Kept open until it exits: it must never write to a closed pipe.
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let serving = stdout
+            .by_ref()
+            .map(|l| l.unwrap())
+            .find(|l| l.contains("serving gRPC"));
+        assert!(serving.is_some(), "it exited before serving");
+        (child, stdout)
+    };
+    for run in 0..2 {
+        let (mut child, _stdout) = start();
+        signal(child.id(), "TERM");
+        assert!(wait_for_exit(&mut child).success());
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(
+            stderr.contains("INFO") && stderr.contains("serving"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("shutting down"), "{stderr}");
+        // Bootstrapped once; the restart resumed.
+        assert_eq!(stderr.contains("bootstrapped"), run == 0, "{stderr}");
+    }
+    assert!(dir.path().join(IDENTITY_FILE).exists());
+}
+
 /// The playground command comes up, says where it serves, and stops cleanly on Ctrl-C
 /// (SIGINT), removing its temporary directory.
 #[test]
@@ -459,14 +591,7 @@ fn the_playground_command_serves_until_interrupted() {
     // The examples ran in order: put hello world, get, …, cas hello world → there.
     assert_eq!(run(get).trim(), "there");
     signal(child.id(), "INT");
-    let deadline = Instant::now() + PATIENCE;
-    let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "the playground did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exit = wait_for_exit(&mut child);
     assert!(exit.success(), "{exit:?}");
     assert!(
         !data_dir.exists(),

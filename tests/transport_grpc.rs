@@ -185,7 +185,11 @@ fn a_store_of_another_cluster_is_refused_and_gets_nothing() {
     let rt = runtime();
     let recorder = Arc::new(Recorder::default());
     let server = Server::start(config(7, 2), recorder.clone());
-    let transport = transport_to(&rt, config(8, 1), &[(2, server.addr)]);
+    let resolver = Arc::new(CountingResolver {
+        address: server.addr.to_string(),
+        lookups: Default::default(),
+    });
+    let transport = GrpcTransport::new(config(8, 1), resolver.clone(), rt.handle().clone());
     // The refusal takes the link down: sends are then refused at once.
     wait_until("the refusal", || {
         matches!(
@@ -193,8 +197,13 @@ fn a_store_of_another_cluster_is_refused_and_gets_nothing() {
             Err(TransportError::Unreachable(StoreId(2)))
         )
     });
-    std::thread::sleep(Duration::from_millis(100));
+    let first = resolver.lookups.load(std::sync::atomic::Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(1200));
     assert_eq!(recorder.batch_count(), 0);
+    // A refusal backs off as a failed connection does (20 ms doubling to 200 ms: about
+    // 8 attempts in 1.2 s), not as a broken stream, which retries at the shortest wait.
+    let attempts = resolver.lookups.load(std::sync::atomic::Ordering::SeqCst) - first;
+    assert!(attempts <= 20, "{attempts} attempts in 1.2 s");
 }
 
 #[test]

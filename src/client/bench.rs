@@ -380,6 +380,20 @@ mod tests {
         assert!(Mix::parse("reads=50,deletes=50").is_err());
         assert!(Mix::parse("reads=x").is_err());
         assert!(Mix::parse("reads").is_err());
+        let wrong_sum = Mix::parse("reads=10,writes=20,cas=30").unwrap_err();
+        assert!(wrong_sum.contains("add up to 60"), "{wrong_sum}");
+    }
+
+    #[test]
+    fn zipf_draws_follow_the_ycsb_formula() {
+        let zipf = Zipf::new(1000, 0.99);
+        // Key 0 takes the first 1/zeta(1000) ≈ 0.1294 of the unit interval, key 1 up to
+        // (1 + 0.5^0.99)/zeta(1000) ≈ 0.1945; then the formula, ending at the last key.
+        let us = [
+            0.0, 0.1, 0.129, 0.13, 0.194, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99, 1.0,
+        ];
+        let drawn = us.map(|u| zipf.next(u));
+        assert_eq!(drawn, [0, 0, 0, 1, 1, 2, 4, 22, 103, 471, 927, 999]);
     }
 
     #[test]

@@ -245,4 +245,12 @@ mod tests {
             "a new membership forgets the leader"
         );
     }
+
+    #[test]
+    fn a_fresh_leader_hint_at_the_same_epoch_replaces_the_cached_leader() {
+        let mut cache = RegionCache::default();
+        cache.insert(region(1, "", "", 2), Some(peer(11)));
+        cache.insert(region(1, "", "", 2), Some(peer(12)));
+        assert_eq!(cache.locate(b"a").unwrap().leader, Some(peer(12)));
+    }
 }

@@ -19,10 +19,13 @@ mod retry;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+// Tokio's clock (the system's, unless a test pauses it), so retries and deadlines can be
+// tested in virtual time.
+use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::proto::adminpb::{self, admin_client::AdminClient};
@@ -1063,4 +1066,207 @@ fn op_key(op: &commandpb::Op) -> Option<Bytes> {
         op::Op::DeleteRange(d) => d.start_key.clone(),
         op::Op::CompareAndSwap(c) => c.key.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::metapb::RegionEpoch;
+    use crate::region::BusyReason;
+
+    /// Peer `10 + store` on `store`.
+    fn peer(store: u64) -> Peer {
+        Peer {
+            id: 10 + store,
+            store_id: store,
+            role: 0,
+        }
+    }
+
+    /// A client that already knows region 1 (the whole key space, with peers on
+    /// `stores`) and the addresses of stores 1–3, so trying a request needs no network.
+    fn client_knowing(stores: &[u64], leader: Option<u64>, min: u64, max: u64) -> Client {
+        let mut config = ClientConfig::new(Vec::<String>::new());
+        config.min_backoff = Duration::from_millis(min);
+        config.max_backoff = Duration::from_millis(max);
+        config.timeout = Duration::from_secs(1);
+        let region = Region {
+            id: 1,
+            start_key: Vec::new(),
+            end_key: Vec::new(),
+            epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            }),
+            peers: stores.iter().copied().map(peer).collect(),
+        };
+        let mut cache = RegionCache::default();
+        cache.insert(region, leader.map(peer));
+        let addresses = (1..=3).map(|s| (StoreId(s), format!("store-{s}")));
+        Client {
+            inner: Arc::new(Inner {
+                config,
+                cache: Mutex::new(cache),
+                stores: Mutex::new(addresses.collect()),
+                channels: Mutex::default(),
+            }),
+        }
+    }
+
+    fn region_error(error: RegionError) -> Option<kvpb::RegionError> {
+        Some((&error).into())
+    }
+
+    fn not_leader(leader: Option<u64>) -> Option<kvpb::RegionError> {
+        region_error(RegionError::NotLeader {
+            region: RegionId(1),
+            leader: leader.map(peer),
+        })
+    }
+
+    type Answer = Result<(Option<kvpb::RegionError>, u32), tonic::Status>;
+
+    /// Runs a read whose `n`th try (from 0) gets `answer(n)`; returns what `run`
+    /// returned and, per try, the milliseconds since the first try and the address.
+    async fn run_tries(
+        client: &Client,
+        answer: impl Fn(usize) -> Answer,
+    ) -> (Result<u32, ClientError>, Vec<(u128, String)>) {
+        let first = Instant::now();
+        let mut tries = Vec::new();
+        let result = client
+            .run(Target::Key(b"k"), Effect::Read, |a: Attempt| {
+                tries.push((first.elapsed().as_millis(), a.address));
+                std::future::ready(answer(tries.len() - 1))
+            })
+            .await;
+        (result, tries)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_at_once_are_bounded_then_the_client_waits() {
+        let client = client_knowing(&[1, 2, 3], Some(1), 300, 1000);
+        // Each answer names the other peer as leader: a hint worth following at once.
+        let (result, tries) = run_tries(&client, |n| match n {
+            9 => Ok((None, 7)),
+            n => Ok((not_leader(Some(2 + n as u64 % 2)), 0)),
+        })
+        .await;
+        assert_eq!(result.unwrap(), 7);
+        let times: Vec<u128> = tries.iter().map(|t| t.0).collect();
+        assert_eq!(times, [0, 0, 0, 0, 0, 0, 0, 0, 0, 300]);
+        let addresses: Vec<&str> = tries.iter().map(|t| t.1.as_str()).collect();
+        assert_eq!(addresses[..3], ["store-1", "store-2", "store-3"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_leader_the_peers_are_tried_in_turn_with_a_doubling_backoff() {
+        let client = client_knowing(&[1, 2, 3], None, 20, 80);
+        let (result, tries) = run_tries(&client, |n| match n {
+            5 => Ok((None, 1)),
+            _ => Ok((not_leader(None), 0)),
+        })
+        .await;
+        assert_eq!(result.unwrap(), 1);
+        assert_eq!(
+            tries,
+            [
+                (0, "store-1".to_string()),
+                (20, "store-2".to_string()),
+                (60, "store-3".to_string()),
+                (140, "store-1".to_string()),
+                (220, "store-2".to_string()),
+                (300, "store-3".to_string()),
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_server_is_waited_for_as_long_as_it_asks() {
+        let client = client_knowing(&[1, 2, 3], Some(2), 20, 1000);
+        let (result, tries) = run_tries(&client, |n| match n {
+            0 => Ok((
+                region_error(RegionError::ServerIsBusy {
+                    reason: BusyReason::MailboxFull,
+                    backoff: Duration::from_millis(150),
+                }),
+                0,
+            )),
+            _ => Ok((None, 2)),
+        })
+        .await;
+        assert_eq!(result.unwrap(), 2);
+        let times: Vec<u128> = tries.iter().map(|t| t.0).collect();
+        assert_eq!(times, [0, 150]);
+        assert_eq!(tries[1].1, "store-2", "a busy leader is still the leader");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_broken_call_forgets_the_connection_and_the_leader() {
+        let client = client_knowing(&[1, 2, 3], Some(1), 20, 1000);
+        let lazy = Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        client
+            .inner
+            .channels
+            .lock()
+            .insert("store-1".to_string(), lazy);
+        let (result, tries) = run_tries(&client, |n| match n {
+            0 => Err(tonic::Status::unavailable("connection reset")),
+            _ => Ok((None, 3)),
+        })
+        .await;
+        assert_eq!(result.unwrap(), 3);
+        let addresses: Vec<&str> = tries.iter().map(|t| t.1.as_str()).collect();
+        assert_eq!(addresses, ["store-1", "store-2"]);
+        assert!(client.inner.channels.lock().is_empty());
+        assert_eq!(client.cached(&Target::Id(1)).unwrap().leader, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retrying_stops_at_the_deadline_with_the_last_failure() {
+        let client = client_knowing(&[1, 2, 3], None, 100, 400);
+        let (result, tries) = run_tries(&client, |_| Ok((not_leader(None), 0))).await;
+        // Waits of 100, 200, 400, 400 ms; the next would end past the 1 s deadline.
+        let times: Vec<u128> = tries.iter().map(|t| t.0).collect();
+        assert_eq!(times, [0, 100, 300, 700]);
+        match result {
+            Err(ClientError::DeadlineExceeded { elapsed, last }) => {
+                assert_eq!(elapsed, Duration::from_millis(700));
+                assert!(last.contains("leader"), "{last}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_try_goes_to_the_leader_or_else_to_each_peer_in_turn() {
+        let led = client_knowing(&[1, 2, 3], Some(2), 20, 1000);
+        let leaderless = client_knowing(&[1, 2, 3], None, 20, 1000);
+        for attempt in 0..4 {
+            let to_leader = led.target(&Target::Key(b"k"), attempt).await.unwrap();
+            assert_eq!(
+                (to_leader.address.as_str(), to_leader.peer),
+                ("store-2", peer(2))
+            );
+            let in_turn = leaderless
+                .target(&Target::Key(b"k"), attempt)
+                .await
+                .unwrap();
+            let store = 1 + attempt as u64 % 3;
+            assert_eq!(in_turn.address, format!("store-{store}"));
+            assert_eq!(in_turn.peer, peer(store));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_on_a_store_of_unknown_address_is_reached_through_each_known_store() {
+        let client = client_knowing(&[9], None, 20, 1000);
+        let mut addresses = Vec::new();
+        for attempt in 0..4 {
+            let t = client.target(&Target::Key(b"k"), attempt).await.unwrap();
+            assert_eq!(t.peer, peer(9));
+            addresses.push(t.address);
+        }
+        assert_eq!(addresses, ["store-1", "store-2", "store-3", "store-1"]);
+    }
 }

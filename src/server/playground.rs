@@ -28,6 +28,22 @@ pub struct PlaygroundOptions {
     pub base: ServerConfig,
 }
 
+impl PlaygroundOptions {
+    /// Refuses a layout no playground can have.
+    fn check(&self) -> Result<(), PlaygroundError> {
+        if self.stores == 0 || self.regions == 0 || self.regions > MAX_REGIONS {
+            return Err(PlaygroundError::Options(format!(
+                "{} stores and {} regions: at least 1 of each, at most 65,536 regions",
+                self.stores, self.regions
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One region per four-hex-digit split key.
+const MAX_REGIONS: usize = 0x1_0000;
+
 impl Default for PlaygroundOptions {
     fn default() -> Self {
         PlaygroundOptions {
@@ -86,12 +102,7 @@ impl Playground {
     /// Starts the stores, waits for the first region's leader and splits the key space
     /// (only when it is a single region: a restarted playground keeps its regions).
     pub fn start(options: PlaygroundOptions) -> Result<Playground, PlaygroundError> {
-        if options.stores == 0 || options.regions == 0 || options.regions > 0x1_0000 {
-            return Err(PlaygroundError::Options(format!(
-                "{} stores and {} regions: at least 1 of each, at most 65,536 regions",
-                options.stores, options.regions
-            )));
-        }
+        options.check()?;
         let (temporary, data_dir) = match &options.data_dir {
             Some(dir) => (None, dir.clone()),
             None => {
@@ -255,6 +266,32 @@ impl Playground {
     pub fn shutdown(self) {
         for node in self.nodes.into_iter().flatten() {
             node.shutdown();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layout_needs_a_store_and_a_region_and_at_most_one_region_per_split_key() {
+        let layout = |stores, regions| {
+            PlaygroundOptions {
+                stores,
+                regions,
+                ..PlaygroundOptions::default()
+            }
+            .check()
+        };
+        for (stores, regions) in [(0, 1), (1, 0), (3, MAX_REGIONS + 1)] {
+            assert!(
+                matches!(layout(stores, regions), Err(PlaygroundError::Options(_))),
+                "{stores} stores, {regions} regions"
+            );
+        }
+        for (stores, regions) in [(1, 1), (3, 16), (3, MAX_REGIONS)] {
+            assert!(layout(stores, regions).is_ok(), "{stores}, {regions}");
         }
     }
 }

@@ -136,3 +136,28 @@ impl GrpcTransportConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_static_resolver_lists_its_stores_in_id_order_and_takes_new_addresses() {
+        let resolver = StaticResolver::new([
+            (StoreId(3), "c:3".to_string()),
+            (StoreId(1), "a:1".to_string()),
+        ]);
+        assert_eq!(resolver.resolve(StoreId(1)).as_deref(), Some("a:1"));
+        assert_eq!(resolver.resolve(StoreId(2)), None);
+        resolver.set(StoreId(2), "b:2".to_string());
+        resolver.set(StoreId(3), "c:30".to_string());
+        assert_eq!(
+            resolver.known_stores(),
+            vec![
+                (StoreId(1), "a:1".to_string()),
+                (StoreId(2), "b:2".to_string()),
+                (StoreId(3), "c:30".to_string()),
+            ]
+        );
+    }
+}

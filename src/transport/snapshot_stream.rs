@@ -319,6 +319,71 @@ mod tests {
     }
 
     #[test]
+    fn files_go_in_paced_chunks_the_first_carrying_the_message_and_a_done_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let contents: [(&str, &[u8]); 4] = [
+            ("a", b"0123456789"),
+            ("b", b""),
+            ("c", b"xyz"),
+            ("d", b"ABCDEFGH"),
+        ];
+        let mut files = Vec::new();
+        for (name, data) in contents {
+            fs::write(dir.path().join(name), data).unwrap();
+            files.push(dir.path().join(name));
+        }
+        let message = RaftMessage {
+            region_id: 7,
+            ..Default::default()
+        };
+        let (tx, mut rx) = mpsc::channel(100);
+        // 100 bytes a second: the last chunk waits for the 17 bytes before it.
+        let rate = Arc::new(RateLimiter::new(100));
+        let started = Instant::now();
+        let sent = read_chunks(&files, message.clone(), "snap-1".into(), 4, Some(rate), &tx);
+        assert!(started.elapsed() >= Duration::from_millis(160));
+        assert_eq!(sent.unwrap(), 21);
+        let mut chunks = Vec::new();
+        while let Ok(chunk) = rx.try_recv() {
+            chunks.push(chunk);
+        }
+        let first = chunks[0].clone();
+        assert_eq!(
+            (first.message, first.dir_name.as_str()),
+            (Some(message), "snap-1")
+        );
+        assert!(
+            chunks[1..]
+                .iter()
+                .all(|c| c.message.is_none() && c.dir_name.is_empty())
+        );
+        let parts: Vec<(&str, &[u8], bool)> = chunks
+            .iter()
+            .map(|c| (c.file_name.as_str(), &c.data[..], c.done))
+            .collect();
+        let expected: [(&str, &[u8], bool); 8] = [
+            ("a", b"0123", false),
+            ("a", b"4567", false),
+            ("a", b"89", false),
+            // An empty file still has its chunk; a full last chunk needs no empty one.
+            ("b", b"", false),
+            ("c", b"xyz", false),
+            ("d", b"ABCD", false),
+            ("d", b"EFGH", false),
+            ("", b"", true),
+        ];
+        assert_eq!(parts, expected);
+
+        // The call ended (its receiver gone): reading stops, without an error.
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        assert_eq!(
+            read_chunks(&files, RaftMessage::default(), "s".into(), 4, None, &tx).unwrap(),
+            0
+        );
+    }
+
+    #[test]
     fn only_plain_names_are_taken() {
         for bad in ["", ".", "..", "a/b", "../x", "/abs", "a\\b", "nul\0"] {
             assert!(check_name(bad).is_err(), "{bad:?} taken");

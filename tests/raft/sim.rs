@@ -62,3 +62,42 @@ fn same_seed_same_run() {
     .expect("seed 42 passes");
     assert_eq!(format!("{a:?}"), format!("{b:?}"));
 }
+
+#[test]
+fn the_binary_sums_the_same_seeds_runs() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["sim", "--seeds", "2", "--first-seed", "3", "--steps", "300"])
+        .output()
+        .expect("run flotilla");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("2 seeds (3..5), 300 steps each"),
+        "{stdout}"
+    );
+    let runs: Vec<_> = (3..5)
+        .map(|seed| run(&SimOptions { seed, steps: 300 }).unwrap())
+        .collect();
+    let sum =
+        |f: fn(&flotilla::testkit::raft_sim::SimReport) -> u64| -> u64 { runs.iter().map(f).sum() };
+    let expected = [
+        ("entries committed", sum(|r| r.committed)),
+        ("leaders elected", sum(|r| r.leaders_elected as u64)),
+        ("crash-restarts", sum(|r| r.crashes)),
+        ("membership changes", sum(|r| r.conf_changes)),
+        ("leader transfers", sum(|r| r.transfers)),
+        ("reads confirmed", sum(|r| r.reads_confirmed)),
+    ];
+    assert!(expected[0].1 > 0);
+    for (label, value) in expected {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no `{label}` in {stdout}"));
+        assert_eq!(
+            line.split_whitespace().last(),
+            Some(value.to_string().as_str()),
+            "{line}"
+        );
+    }
+}

@@ -70,7 +70,8 @@ pub fn run(args: BenchArgs) -> ExitCode {
     }
 }
 
-fn bench(args: BenchArgs) -> Result<(), String> {
+/// The mix, once every argument is known to be usable.
+fn check(args: &BenchArgs) -> Result<Mix, String> {
     let mix = Mix::parse(&args.mix)?;
     if !(0.0..1.0).contains(&args.zipf_theta) || args.zipf_theta == 0.0 {
         return Err(format!("--zipf-theta {} is not in (0, 1)", args.zipf_theta));
@@ -78,6 +79,11 @@ fn bench(args: BenchArgs) -> Result<(), String> {
     if args.clients == 0 || args.duration == 0 || args.keys == 0 {
         return Err("--clients, --duration and --keys must be at least 1".into());
     }
+    Ok(mix)
+}
+
+fn bench(args: BenchArgs) -> Result<(), String> {
+    let mix = check(&args)?;
     let playground = if args.embedded {
         Some(Playground::start(args.playground.options()).map_err(|e| e.to_string())?)
     } else {
@@ -137,7 +143,7 @@ fn bench(args: BenchArgs) -> Result<(), String> {
             serde_json::to_string(&report).map_err(|e| e.to_string())?
         );
     } else {
-        print_report(&report, &args);
+        print!("{}", report_text(&report, &args));
     }
     Ok(())
 }
@@ -156,9 +162,9 @@ fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
 }
 
-fn print_report(r: &BenchReport, args: &BenchArgs) {
-    println!(
-        "{} clients, {:.1}s, {} keys ({}), {}-byte values, mix {}",
+fn report_text(r: &BenchReport, args: &BenchArgs) -> String {
+    let mut out = format!(
+        "{} clients, {:.1}s, {} keys ({}), {}-byte values, mix {}\n",
         r.clients,
         r.seconds,
         args.keys,
@@ -169,8 +175,8 @@ fn print_report(r: &BenchReport, args: &BenchArgs) {
         args.value_size,
         args.mix
     );
-    println!(
-        "{} ops, {:.0} ops/s, {} errors{}",
+    out += &format!(
+        "{} ops, {:.0} ops/s, {} errors{}\n",
         r.ops,
         r.ops_per_sec,
         r.errors,
@@ -204,8 +210,99 @@ fn print_report(r: &BenchReport, args: &BenchArgs) {
             ms(l.max_us),
         ]);
     }
-    println!("{t}");
+    out += &format!("{t}\n");
     if r.cas.count > 0 {
-        println!("{} compare-and-swaps found another value", r.cas_mismatches);
+        out += &format!(
+            "{} compare-and-swaps found another value\n",
+            r.cas_mismatches
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Line {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    fn args(line: &[&str]) -> BenchArgs {
+        let mut full = vec!["bench"];
+        full.extend_from_slice(line);
+        Line::try_parse_from(full).unwrap().args
+    }
+
+    #[test]
+    fn unusable_arguments_are_refused_before_anything_starts() {
+        for bad in [
+            &["--embedded", "--zipf-theta", "1.5"][..],
+            &["--embedded", "--zipf-theta", "0"],
+            &["--embedded", "--zipf-theta", "1"],
+            &["--embedded", "--clients", "0"],
+            &["--embedded", "--duration", "0"],
+            &["--embedded", "--keys", "0"],
+            &["--embedded", "--mix", "reads=60"],
+        ] {
+            assert!(check(&args(bad)).is_err(), "{bad:?}");
+        }
+        let good = args(&["--embedded", "--zipf-theta", "0.5", "--mix", "cas=100"]);
+        assert_eq!(check(&good).unwrap().cas, 100);
+    }
+
+    #[test]
+    fn the_report_has_a_row_per_kind_that_ran_and_milliseconds_to_two_places() {
+        assert_eq!(ms(1_500), "1.50");
+        assert_eq!(ms(7), "0.01");
+        let latency = |count, p50_us| Latency {
+            count,
+            p50_us,
+            max_us: 9_999,
+            ..Latency::default()
+        };
+        let report = BenchReport {
+            clients: 4,
+            seconds: 2.0,
+            ops: 30,
+            ops_per_sec: 15.0,
+            errors: 2,
+            first_error: Some("boom".into()),
+            cas_mismatches: 3,
+            all: latency(30, 2_000),
+            reads: latency(20, 1_000),
+            writes: latency(0, 0),
+            cas: latency(10, 4_250),
+        };
+        let line = args(&["--embedded", "--keys", "7", "--mix", "reads=60,cas=40"]);
+        let text = report_text(&report, &line);
+        assert!(
+            text.starts_with(
+                "4 clients, 2.0s, 7 keys (uniform), 128-byte values, mix reads=60,cas=40\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("30 ops, 15 ops/s, 2 errors (first: boom)"),
+            "{text}"
+        );
+        let row = |op: &str| text.lines().find(|l| l.contains(&format!(" {op} ")));
+        assert!(row("all").unwrap().contains("2.00"), "{text}");
+        assert!(row("get").unwrap().contains("1.00"), "{text}");
+        assert!(row("cas").unwrap().contains("4.25"), "{text}");
+        assert!(row("put").is_none(), "{text}");
+        assert!(
+            text.contains("3 compare-and-swaps found another value"),
+            "{text}"
+        );
+        let no_cas = BenchReport {
+            cas: latency(0, 0),
+            ..report
+        };
+        assert!(!report_text(&no_cas, &line).contains("compare-and-swaps"));
     }
 }

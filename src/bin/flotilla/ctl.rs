@@ -266,38 +266,46 @@ async fn execute(args: CtlArgs) -> Result<Output, ClientError> {
     })
 }
 
+/// The regions the stores' replicas describe, in key order: a region's newest epoch wins,
+/// and its leader (with its term) is the replica leading in the highest term.
+fn merge_views(
+    views: impl IntoIterator<Item = adminpb::RegionInfo>,
+) -> Vec<(Region, Option<(u64, Peer)>)> {
+    let mut regions: BTreeMap<u64, (Region, Option<(u64, Peer)>)> = BTreeMap::new();
+    for info in views {
+        let Some(region) = info.region else { continue };
+        let epoch = region.epoch.unwrap_or_default();
+        let entry = regions
+            .entry(region.id)
+            .or_insert_with(|| (region.clone(), None));
+        let known = entry.0.epoch.unwrap_or_default();
+        if (epoch.version, epoch.conf_ver) > (known.version, known.conf_ver) {
+            entry.0 = region;
+        }
+        if info.role == adminpb::Role::Leader as i32
+            && let Some(peer) = info.peer
+            && entry.1.is_none_or(|(term, _)| info.term > term)
+        {
+            entry.1 = Some((info.term, peer));
+        }
+    }
+    let mut sorted: Vec<_> = regions.into_values().collect();
+    sorted.sort_by(|a, b| a.0.start_key.cmp(&b.0.start_key));
+    sorted
+}
+
 async fn region(client: &Client, command: RegionCommand) -> Result<Output, ClientError> {
     Ok(match command {
         RegionCommand::List => {
-            // Each store reports its replicas: a region's newest epoch wins, and its
-            // leader is the replica leading in the highest term.
-            let mut regions: BTreeMap<u64, (Region, Option<(u64, Peer)>)> = BTreeMap::new();
+            let mut views = Vec::new();
             for (_, address) in client.stores() {
                 // A store that does not answer is left out: the others still describe
                 // every region they hold.
-                let Ok(infos) = client.regions_at(&address).await else {
-                    continue;
-                };
-                for info in infos {
-                    let Some(region) = info.region else { continue };
-                    let epoch = region.epoch.unwrap_or_default();
-                    let entry = regions
-                        .entry(region.id)
-                        .or_insert_with(|| (region.clone(), None));
-                    let known = entry.0.epoch.unwrap_or_default();
-                    if (epoch.version, epoch.conf_ver) > (known.version, known.conf_ver) {
-                        entry.0 = region.clone();
-                    }
-                    if info.role == adminpb::Role::Leader as i32
-                        && let Some(peer) = info.peer
-                        && entry.1.is_none_or(|(term, _)| info.term > term)
-                    {
-                        entry.1 = Some((info.term, peer));
-                    }
+                if let Ok(infos) = client.regions_at(&address).await {
+                    views.extend(infos);
                 }
             }
-            let mut sorted: Vec<_> = regions.into_values().collect();
-            sorted.sort_by(|a, b| a.0.start_key.cmp(&b.0.start_key));
+            let sorted = merge_views(views);
             let mut t = table(&["region", "start", "end", "epoch", "peers", "leader"]);
             for (r, leader) in &sorted {
                 let epoch = r.epoch.unwrap_or_default();
@@ -497,4 +505,79 @@ async fn store(client: &Client, command: StoreCommand) -> Result<Output, ClientE
         }
     }
     Ok(Output::Table(Box::new(t), Value::Array(value)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla::proto::metapb::RegionEpoch;
+
+    fn peer(id: u64, role: PeerRole) -> Peer {
+        Peer {
+            id,
+            store_id: id % 10,
+            role: role as i32,
+        }
+    }
+
+    #[test]
+    fn printable_bytes_are_text_and_the_rest_hex() {
+        assert_eq!(text(b"ok key"), "ok key");
+        assert_eq!(text(b""), "");
+        assert_eq!(text(b"\x01a"), "0x0161");
+        assert_eq!(text(&[0xff, 0x00]), "0xff00");
+    }
+
+    #[test]
+    fn peers_print_with_their_store_and_any_role_but_voter() {
+        let peers = [
+            peer(11, PeerRole::Voter),
+            peer(42, PeerRole::Learner),
+            peer(23, PeerRole::IncomingVoter),
+        ];
+        assert_eq!(
+            peers_text(&peers),
+            "11@1, 42@2 (learner), 23@3 (incoming-voter)"
+        );
+    }
+
+    #[test]
+    fn the_newest_epoch_and_the_leader_of_the_highest_term_win() {
+        let region = |id: u64, start: &str, version: u64, conf_ver: u64| Region {
+            id,
+            start_key: start.as_bytes().to_vec(),
+            epoch: Some(RegionEpoch { conf_ver, version }),
+            ..Region::default()
+        };
+        let view =
+            |region: Region, peer_id: u64, role: adminpb::Role, term: u64| adminpb::RegionInfo {
+                region: Some(region),
+                peer: Some(peer(peer_id, PeerRole::Voter)),
+                role: role as i32,
+                term,
+                ..Default::default()
+            };
+        use adminpb::Role::{Follower, Leader};
+        let merged = merge_views([
+            view(region(2, "m", 1, 1), 21, Follower, 3),
+            // A newer membership of region 2, then an older one seen later.
+            view(region(2, "m", 1, 2), 22, Leader, 3),
+            view(region(2, "m", 1, 1), 23, Leader, 2),
+            view(region(1, "", 2, 1), 11, Leader, 5),
+            view(region(1, "", 1, 9), 12, Leader, 6),
+            view(region(1, "", 2, 1), 13, Follower, 7),
+            adminpb::RegionInfo::default(),
+        ]);
+        let summary: Vec<String> = merged
+            .iter()
+            .map(|(r, leader)| {
+                let epoch = r.epoch.unwrap_or_default();
+                let leader = leader.map(|(term, p)| format!("{}@{term}", p.id));
+                format!("{} {}/{} {leader:?}", r.id, epoch.version, epoch.conf_ver)
+            })
+            .collect();
+        // In key order; region 1's version beats a higher conf_ver; the leader of the
+        // highest term among leaders, never a follower.
+        assert_eq!(summary, ["1 2/1 Some(\"12@6\")", "2 1/2 Some(\"22@3\")"]);
+    }
 }

@@ -385,3 +385,30 @@ fn simulate(seeds: u64, first_seed: u64, steps: usize) -> ExitCode {
     println!("  took {:.2}s", started.elapsed().as_secs_f64());
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_playground_flags_lay_out_the_playground() {
+        let line = [
+            "flotilla",
+            "playground",
+            "--stores",
+            "1",
+            "--regions",
+            "2",
+            "--data-dir",
+            "/x",
+        ];
+        let Command::Playground { layout, log_level } = Cli::try_parse_from(line).unwrap().command
+        else {
+            panic!("not the playground command");
+        };
+        let options = layout.options();
+        assert_eq!((options.stores, options.regions), (1, 2));
+        assert_eq!(options.data_dir, Some(PathBuf::from("/x")));
+        assert_eq!(log_level, "warn");
+    }
+}

@@ -211,6 +211,159 @@ const ROUNDS_PER_TICK: usize = 4;
 /// Steps a client waits for an answer before it gives up.
 const PATIENCE: usize = 1_500;
 
+/// The membership change `draw` (0..5) makes to `region`, given the stores without a
+/// replica (`free`): promote a learner (0), remove a learner (1), demote a voter when
+/// there are more than three (2), move a voter to a free store through joint consensus
+/// (3); otherwise, or when the drawn change is impossible, add a learner on a free store.
+/// New peers take ids after `next_peer`. `None`: nothing to change.
+fn plan_change(
+    draw: u64,
+    region: &Region,
+    free: &[StoreId],
+    rng: &mut Rng,
+    next_peer: &mut u64,
+) -> Option<Vec<PeerChange>> {
+    let role = |p: &Peer| PeerRole::try_from(p.role).unwrap_or(PeerRole::Voter);
+    let (learners, voters): (Vec<Peer>, Vec<Peer>) = region
+        .peers
+        .iter()
+        .partition(|p| role(p) == PeerRole::Learner);
+    let pick = |n: usize, rng: &mut Rng| rng.range(0, n as u64) as usize;
+    let mut new_peer = |store: StoreId, role: PeerRole| {
+        *next_peer += 1;
+        Peer {
+            id: *next_peer,
+            store_id: store.get(),
+            role: role as i32,
+        }
+    };
+    Some(match draw {
+        0 if !learners.is_empty() => {
+            vec![PeerChange::AddVoter(learners[pick(learners.len(), rng)])]
+        }
+        1 if !learners.is_empty() => vec![PeerChange::Remove(learners[pick(learners.len(), rng)])],
+        2 if voters.len() > 3 => vec![PeerChange::AddLearner(voters[pick(voters.len(), rng)])],
+        3 if !free.is_empty() && !voters.is_empty() => {
+            let to = free[pick(free.len(), rng)];
+            let from = voters[pick(voters.len(), rng)];
+            let new = new_peer(to, PeerRole::Voter);
+            vec![PeerChange::AddVoter(new), PeerChange::AddLearner(from)]
+        }
+        _ if !free.is_empty() => {
+            let to = free[pick(free.len(), rng)];
+            vec![PeerChange::AddLearner(new_peer(to, PeerRole::Learner))]
+        }
+        _ => return None,
+    })
+}
+
+/// The peers a leader on store `from` may hand the region's leadership to: its voters
+/// elsewhere.
+fn transfer_targets(region: &Region, from: StoreId) -> Vec<Peer> {
+    region
+        .peers
+        .iter()
+        .filter(|p| p.role != PeerRole::Learner as i32 && p.store_id != from.get())
+        .copied()
+        .collect()
+}
+
+/// A fault the schedule puts in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FaultPlan {
+    /// The stores split in two sides, each with at least one store.
+    Partition(Vec<StoreId>, Vec<StoreId>),
+    /// One direction between two stores loses everything.
+    DropLink { from: StoreId, to: StoreId },
+    /// Batches are delivered twice, this percent of them.
+    Duplicate(u8),
+    /// A running store stops being scheduled.
+    Pause(StoreId),
+    /// A store crashes, keeping these many of its log's and KV's writes not synced.
+    Crash {
+        store: StoreId,
+        kept_log: usize,
+        kept_kv: usize,
+    },
+}
+
+/// The fault `draw` (0..6) makes among the stores `ids`: a partition (0), a dropped link
+/// (1), duplication (2), a pause (3), or a crash (4 and 5). `Err` says why there is none
+/// (a link from a store to itself, a pause of a store not running, a crash of a store
+/// down already).
+fn plan_fault(
+    draw: u64,
+    ids: &[StoreId],
+    rng: &mut Rng,
+    is_down: impl Fn(StoreId) -> bool,
+    is_paused: impl Fn(StoreId) -> bool,
+) -> Result<FaultPlan, String> {
+    let pick = |rng: &mut Rng| ids[rng.range(0, ids.len() as u64) as usize];
+    Ok(match draw {
+        0 => {
+            let mut side: Vec<StoreId> = Vec::new();
+            while side.is_empty() || side.len() == ids.len() {
+                side = ids.iter().copied().filter(|_| rng.chance(50)).collect();
+            }
+            let other = ids.iter().copied().filter(|s| !side.contains(s)).collect();
+            FaultPlan::Partition(side, other)
+        }
+        1 => {
+            let (from, to) = (pick(rng), pick(rng));
+            if from == to {
+                return Err("fault: none".to_string());
+            }
+            FaultPlan::DropLink { from, to }
+        }
+        2 => FaultPlan::Duplicate(rng.range(5, 40) as u8),
+        3 => {
+            let id = pick(rng);
+            if is_down(id) || is_paused(id) {
+                return Err(format!("pause: store {id} is not running"));
+            }
+            FaultPlan::Pause(id)
+        }
+        _ => {
+            let store = pick(rng);
+            if is_down(store) {
+                return Err(format!("crash: store {store} is down already"));
+            }
+            FaultPlan::Crash {
+                store,
+                kept_log: rng.range(0, 4) as usize,
+                kept_kv: rng.range(0, 4) as usize,
+            }
+        }
+    })
+}
+
+/// The newest version (by version, then conf_ver) of each region among `regions`, in key
+/// order.
+fn newest_regions(regions: impl IntoIterator<Item = Region>) -> Vec<Region> {
+    let version = |r: &Region| {
+        let e = r.epoch.unwrap_or_default();
+        (e.version, e.conf_ver)
+    };
+    let mut newest: BTreeMap<u64, Region> = BTreeMap::new();
+    for region in regions {
+        match newest.get(&region.id) {
+            Some(known) if version(known) >= version(&region) => {}
+            _ => {
+                newest.insert(region.id, region);
+            }
+        }
+    }
+    let mut regions: Vec<Region> = newest.into_values().collect();
+    regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+    regions
+}
+
+/// Whether a store holding `held` regions may split another, in a run that starts with
+/// `regions`: a run that doubled its regions forever would slow down.
+fn may_split(held: usize, regions: usize) -> bool {
+    held < regions * 2 + 8
+}
+
 /// One request of the simulator's own (admin and status probes), until answered.
 enum AdminFlight {
     Split(StoreId, Response<SplitResponse>),
@@ -364,6 +517,23 @@ impl Sim {
 
     /// A weighted random choice among the actions possible now.
     fn pick(&mut self) -> Action {
+        let choices = self.choices();
+        let total: u64 = choices.iter().map(|(_, w)| w).sum();
+        let mut at = self.rng.range(0, total);
+        for (action, weight) in &choices {
+            if at < *weight {
+                return *action;
+            }
+            at -= weight;
+        }
+        Action::Probe
+    }
+
+    /// The actions possible now, each with its weight: every active store's own steps,
+    /// the network's (delivery weighted up with the batches held, up to 30), a client's
+    /// operation while one is idle, a probe, an admin request, and a fault while fewer
+    /// than two are in force.
+    fn choices(&self) -> Vec<(Action, u64)> {
         let mut choices: Vec<(Action, u64)> = Vec::new();
         for id in self.world.active_ids() {
             choices.push((Action::Raft(id), 6));
@@ -385,15 +555,7 @@ impl Sim {
         if self.faults.len() < 2 {
             choices.push((Action::Fault, 1));
         }
-        let total: u64 = choices.iter().map(|(_, w)| w).sum();
-        let mut at = self.rng.range(0, total);
-        for (action, weight) in &choices {
-            if at < *weight {
-                return *action;
-            }
-            at -= weight;
-        }
-        Action::Probe
+        choices
     }
 
     fn act(&mut self, action: Action) -> Result<String, String> {
@@ -492,12 +654,11 @@ impl Sim {
             return "probe: no store".to_string();
         };
         let regions = store.regions();
-        let mut asked = 0;
-        for _ in 0..regions.len().min(8) {
+        let asked = regions.len().min(8);
+        for _ in 0..asked {
             let region = &regions[self.rng.range(0, regions.len() as u64) as usize];
             let response = store.region_status(RegionId(region.id));
             self.admin.push(AdminFlight::Status(id, response));
-            asked += 1;
         }
         format!("probe {id}: {asked} regions")
     }
@@ -523,9 +684,8 @@ impl Sim {
     }
 
     fn split(&mut self, id: StoreId, region: &Region) -> String {
-        // Regions stay within a bound: a run that doubles its regions forever slows down.
         let regions = self.world.store(id).map_or(0, |s| s.regions().len());
-        if regions >= self.shape.regions * 2 + 8 {
+        if !may_split(regions, self.shape.regions) {
             return format!("split: store {id} holds {regions} regions already");
         }
         let Some(split_key) = keys::between(&region.start_key, &region.end_key, &mut self.rng)
@@ -572,56 +732,17 @@ impl Sim {
         }
     }
 
-    /// One membership change of the region, chosen by its peers: promote a learner,
-    /// remove a learner, add a learner on a store without a replica, demote a voter when
-    /// there are more than three, or move a voter to such a store through joint consensus.
+    /// One membership change of the region (see `plan_change`), proposed to store `id`.
     fn change_peers(&mut self, id: StoreId, region: &Region) -> String {
-        let role = |p: &Peer| PeerRole::try_from(p.role).unwrap_or(PeerRole::Voter);
-        let learners: Vec<Peer> = region
-            .peers
-            .iter()
-            .filter(|p| role(p) == PeerRole::Learner)
-            .copied()
-            .collect();
-        let voters: Vec<Peer> = region
-            .peers
-            .iter()
-            .filter(|p| role(p) != PeerRole::Learner)
-            .copied()
-            .collect();
         let free: Vec<StoreId> = self
             .world
             .ids()
             .filter(|s| region.peers.iter().all(|p| p.store_id != s.get()))
             .collect();
-        let pick = |n: usize, rng: &mut Rng| rng.range(0, n as u64) as usize;
-        let changes = match self.rng.range(0, 5) {
-            0 if !learners.is_empty() => {
-                vec![PeerChange::AddVoter(
-                    learners[pick(learners.len(), &mut self.rng)],
-                )]
-            }
-            1 if !learners.is_empty() => {
-                vec![PeerChange::Remove(
-                    learners[pick(learners.len(), &mut self.rng)],
-                )]
-            }
-            2 if voters.len() > 3 => {
-                vec![PeerChange::AddLearner(
-                    voters[pick(voters.len(), &mut self.rng)],
-                )]
-            }
-            3 if !free.is_empty() && !voters.is_empty() => {
-                let to = free[pick(free.len(), &mut self.rng)];
-                let from = voters[pick(voters.len(), &mut self.rng)];
-                let new = self.new_peer(to, PeerRole::Voter);
-                vec![PeerChange::AddVoter(new), PeerChange::AddLearner(from)]
-            }
-            _ if !free.is_empty() => {
-                let to = free[pick(free.len(), &mut self.rng)];
-                vec![PeerChange::AddLearner(self.new_peer(to, PeerRole::Learner))]
-            }
-            _ => return format!("change peers: nothing to change in region {}", region.id),
+        let draw = self.rng.range(0, 5);
+        let Some(changes) = plan_change(draw, region, &free, &mut self.rng, &mut self.next_peer)
+        else {
+            return format!("change peers: nothing to change in region {}", region.id);
         };
         let what = format!(
             "change peers of {} on store {id}: {changes:?}",
@@ -638,24 +759,10 @@ impl Sim {
         what
     }
 
-    fn new_peer(&mut self, store: StoreId, role: PeerRole) -> Peer {
-        self.next_peer += 1;
-        Peer {
-            id: self.next_peer,
-            store_id: store.get(),
-            role: role as i32,
-        }
-    }
-
     fn transfer(&mut self, id: StoreId, region: &Region) -> String {
-        let voters: Vec<&Peer> = region
-            .peers
-            .iter()
-            .filter(|p| p.role != PeerRole::Learner as i32 && p.store_id != id.get())
-            .collect();
+        let voters = transfer_targets(region, id);
         let Some(to) = voters
             .get(self.rng.range(0, voters.len() as u64) as usize)
-            .copied()
             .copied()
         else {
             return format!("transfer: region {} has no other voter", region.id);
@@ -724,67 +831,64 @@ impl Sim {
 
     fn fault(&mut self) -> String {
         let ids: Vec<StoreId> = self.world.ids().collect();
-        let pick = |rng: &mut Rng| ids[rng.range(0, ids.len() as u64) as usize];
         let until = self.step + self.rng.range(50, 600) as usize;
-        match self.rng.range(0, 6) {
-            0 => {
-                // Two sides, each with at least one store.
-                let mut side: BTreeSet<StoreId> = BTreeSet::new();
-                while side.is_empty() || side.len() == ids.len() {
-                    side = ids
-                        .iter()
-                        .copied()
-                        .filter(|_| self.rng.chance(50))
-                        .collect();
-                }
-                let other: BTreeSet<StoreId> =
-                    ids.iter().copied().filter(|s| !side.contains(s)).collect();
-                let what = format!("partition {side:?} | {other:?} until {until}");
-                let fault = self.world.add_fault(Fault::Partition(vec![
-                    side.into_iter().collect(),
-                    other.into_iter().collect(),
-                ]));
-                self.counts.faults += 1;
-                self.faults.push((until, Undo::Fault(fault)));
+        let draw = self.rng.range(0, 6);
+        let world = &self.world;
+        let plan = plan_fault(
+            draw,
+            &ids,
+            &mut self.rng,
+            |id| world.is_down(id),
+            |id| world.is_paused(id),
+        );
+        match plan {
+            Ok(plan) => self.inject(plan, until),
+            Err(none) => none,
+        }
+    }
+
+    /// Puts `plan` in force until step `until`, counted.
+    fn inject(&mut self, plan: FaultPlan, until: usize) -> String {
+        let network = |sim: &mut Sim, fault: Fault| {
+            let id = sim.world.add_fault(fault);
+            sim.counts.faults += 1;
+            sim.faults.push((until, Undo::Fault(id)));
+        };
+        match plan {
+            FaultPlan::Partition(side, other) => {
+                let set = |stores: &[StoreId]| stores.iter().copied().collect::<BTreeSet<_>>();
+                let what = format!(
+                    "partition {:?} | {:?} until {until}",
+                    set(&side),
+                    set(&other)
+                );
+                let sides = [side, other].map(|stores| stores.into_iter().collect());
+                network(self, Fault::Partition(sides.into()));
                 what
             }
-            1 => {
-                let (from, to) = (pick(&mut self.rng), pick(&mut self.rng));
-                if from == to {
-                    return "fault: none".to_string();
-                }
-                let fault = self.world.add_fault(Fault::DropLink { from, to });
-                self.counts.faults += 1;
-                self.faults.push((until, Undo::Fault(fault)));
+            FaultPlan::DropLink { from, to } => {
+                network(self, Fault::DropLink { from, to });
                 format!("drop link {from} -> {to} until {until}")
             }
-            2 => {
-                let percent = self.rng.range(5, 40) as u8;
-                let fault = self.world.add_fault(Fault::Duplicate(percent));
-                self.counts.faults += 1;
-                self.faults.push((until, Undo::Fault(fault)));
+            FaultPlan::Duplicate(percent) => {
+                network(self, Fault::Duplicate(percent));
                 format!("duplicate {percent}% until {until}")
             }
-            3 => {
-                let id = pick(&mut self.rng);
-                if self.world.is_down(id) || self.world.is_paused(id) {
-                    return format!("pause: store {id} is not running");
-                }
+            FaultPlan::Pause(id) => {
                 self.world.set_paused(id, true);
                 self.counts.pauses += 1;
                 self.faults.push((until, Undo::Resume(id)));
                 format!("pause store {id} until {until}")
             }
-            _ => {
-                let id = pick(&mut self.rng);
-                if self.world.is_down(id) {
-                    return format!("crash: store {id} is down already");
-                }
-                let kept_log = self.rng.range(0, 4) as usize;
-                let kept_kv = self.rng.range(0, 4) as usize;
+            FaultPlan::Crash {
+                store: id,
+                kept_log,
+                kept_kv,
+            } => {
                 self.world.crash(id, kept_log, kept_kv);
                 self.hints.retain(|_, s| *s != id);
                 self.counts.crashes += 1;
+                // Restarted, not resumed: a crash ends a pause.
                 self.faults
                     .retain(|(_, undo)| !matches!(undo, Undo::Resume(s) if *s == id));
                 self.faults.push((until, Undo::Restart(id)));
@@ -991,24 +1095,7 @@ impl Sim {
 
     /// The newest version of every region any store holds, in key order.
     fn directory(&self) -> Vec<Region> {
-        let mut newest: BTreeMap<u64, Region> = BTreeMap::new();
-        for store in self.world.running() {
-            for region in store.regions() {
-                let version = |r: &Region| {
-                    let e = r.epoch.unwrap_or_default();
-                    (e.version, e.conf_ver)
-                };
-                match newest.get(&region.id) {
-                    Some(known) if version(known) >= version(&region) => {}
-                    _ => {
-                        newest.insert(region.id, region);
-                    }
-                }
-            }
-        }
-        let mut regions: Vec<Region> = newest.into_values().collect();
-        regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
-        regions
+        newest_regions(self.world.running().flat_map(|store| store.regions()))
     }
 
     fn describe_world(&self) -> String {
@@ -1082,6 +1169,7 @@ impl Sim {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::metapb::RegionEpoch;
     use crate::raft::Role;
     use crate::store::{AppliedChange, ApplyEvent, response_channel};
 
@@ -1159,6 +1247,43 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_names_its_seed_step_and_the_commands_that_replay_it() {
+        let failure = |stores, regions| SimFailure {
+            options: SimOptions {
+                steps: 900,
+                stores,
+                regions,
+                ..SimOptions::new(7)
+            },
+            step: 12,
+            what: "two leaders".into(),
+        };
+        let text = failure(Some(4), Some(30)).to_string();
+        assert!(
+            text.starts_with("store simulation failed (seed 7, step 12): two leaders\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "replay: FLOTILLA_CLUSTER_SIM_SEED=7 FLOTILLA_CLUSTER_SIM_STEPS=900 \
+                 FLOTILLA_CLUSTER_SIM_STORES=4 FLOTILLA_CLUSTER_SIM_REGIONS=30 cargo test"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "sim-cluster --first-seed 7 --seeds 1 --steps 900 --stores 4 --regions 30 --trace"
+            ),
+            "{text}"
+        );
+        let drawn = failure(None, None).to_string();
+        assert!(
+            !drawn.contains("STORES") && !drawn.contains("--regions"),
+            "{drawn}"
+        );
+    }
+
+    #[test]
     fn totals_add_up_every_count_of_every_report() {
         let report = SimReport {
             seed: 1,
@@ -1205,6 +1330,298 @@ mod tests {
     }
 
     #[test]
+    fn membership_changes_are_planned_by_the_region_s_peers() {
+        let peer = |id: u64, role: PeerRole| Peer {
+            id,
+            store_id: id - 10,
+            role: role as i32,
+        };
+        // Voters 11–14 on stores 1–4, learner 15 on store 5; store 6 is free.
+        let mut peers: Vec<Peer> = (11..=14).map(|id| peer(id, PeerRole::Voter)).collect();
+        peers.push(peer(15, PeerRole::Learner));
+        let region = Region {
+            id: 1,
+            peers,
+            ..Region::default()
+        };
+        let (mut rng, mut next_peer) = (Rng::new(1), 100);
+        let mut plan = |draw, region: &Region, free: &[StoreId]| {
+            plan_change(draw, region, free, &mut rng, &mut next_peer)
+        };
+        let learner = peer(15, PeerRole::Learner);
+        let free = [StoreId(6)];
+        assert_eq!(
+            plan(0, &region, &free),
+            Some(vec![PeerChange::AddVoter(learner)])
+        );
+        assert_eq!(
+            plan(1, &region, &free),
+            Some(vec![PeerChange::Remove(learner)])
+        );
+        let is_voter = |p: &Peer| (11..=14).contains(&p.id) && p.role == PeerRole::Voter as i32;
+        match plan(2, &region, &free).as_deref() {
+            Some([PeerChange::AddLearner(demoted)]) => assert!(is_voter(demoted)),
+            other => panic!("not a demotion: {other:?}"),
+        }
+        match plan(3, &region, &free).as_deref() {
+            Some([PeerChange::AddVoter(new), PeerChange::AddLearner(from)]) => {
+                let moved_to = Peer {
+                    id: 101,
+                    store_id: 6,
+                    role: PeerRole::Voter as i32,
+                };
+                assert_eq!(*new, moved_to);
+                assert!(is_voter(from));
+            }
+            other => panic!("not a move: {other:?}"),
+        }
+        let added = Some(vec![PeerChange::AddLearner(Peer {
+            id: 102,
+            store_id: 6,
+            role: PeerRole::Learner as i32,
+        })]);
+        assert_eq!(plan(4, &region, &free), added);
+
+        // Three voters and no learner: no promotion, removal or demotion — a learner is
+        // added instead; with no free store, nothing changes.
+        let three = Region {
+            peers: region.peers[..3].to_vec(),
+            ..region.clone()
+        };
+        for draw in 0..3 {
+            match plan(draw, &three, &[StoreId(4)]).as_deref() {
+                Some([PeerChange::AddLearner(new)]) => {
+                    assert_eq!((new.store_id, new.role), (4, PeerRole::Learner as i32))
+                }
+                other => panic!("draw {draw}: {other:?}"),
+            }
+        }
+        assert_eq!(plan(3, &three, &[]), None);
+        assert_eq!(plan(4, &three, &[]), None);
+    }
+
+    #[test]
+    fn leadership_goes_only_to_a_voter_on_another_store() {
+        let peer = |id: u64, role: PeerRole| Peer {
+            id,
+            store_id: id,
+            role: role as i32,
+        };
+        let region = Region {
+            peers: vec![
+                peer(1, PeerRole::Voter),
+                peer(2, PeerRole::Learner),
+                peer(3, PeerRole::IncomingVoter),
+                peer(4, PeerRole::Voter),
+            ],
+            ..Region::default()
+        };
+        let ids = |from| -> Vec<u64> {
+            transfer_targets(&region, StoreId(from))
+                .iter()
+                .map(|p| p.id)
+                .collect()
+        };
+        assert_eq!(ids(1), [3, 4]);
+        assert_eq!(ids(4), [1, 3]);
+    }
+
+    #[test]
+    fn faults_are_planned_among_the_stores_that_can_take_them() {
+        let ids = [StoreId(1), StoreId(2), StoreId(3)];
+        let mut rng = Rng::new(3);
+        // Store 2 is paused, store 3 down.
+        let mut plans = |draw| -> Vec<Result<FaultPlan, String>> {
+            (0..40)
+                .map(|_| {
+                    plan_fault(
+                        draw,
+                        &ids,
+                        &mut rng,
+                        |s| s == StoreId(3),
+                        |s| s == StoreId(2),
+                    )
+                })
+                .collect()
+        };
+        for plan in plans(0) {
+            let Ok(FaultPlan::Partition(side, other)) = plan else {
+                panic!("{plan:?}")
+            };
+            assert!(
+                !side.is_empty() && !other.is_empty(),
+                "{side:?} | {other:?}"
+            );
+            let mut all = [side, other].concat();
+            all.sort();
+            assert_eq!(all, ids);
+        }
+        let links = plans(1);
+        assert!(links.iter().any(|p| p.is_ok()));
+        for plan in links {
+            match plan {
+                Ok(FaultPlan::DropLink { from, to }) => assert_ne!(from, to),
+                Err(none) => assert_eq!(none, "fault: none"),
+                other => panic!("{other:?}"),
+            }
+        }
+        for plan in plans(2) {
+            let Ok(FaultPlan::Duplicate(percent)) = plan else {
+                panic!("{plan:?}")
+            };
+            assert!((5..40).contains(&percent));
+        }
+        let pauses = plans(3);
+        assert!(pauses.contains(&Ok(FaultPlan::Pause(StoreId(1)))));
+        assert!(
+            pauses
+                .iter()
+                .all(|p| p == &Ok(FaultPlan::Pause(StoreId(1))) || p.is_err()),
+            "only a running store is paused: {pauses:?}"
+        );
+        for draw in [4, 5] {
+            let crashes = plans(draw);
+            let crashed: BTreeSet<StoreId> = crashes
+                .iter()
+                .filter_map(|p| match p {
+                    Ok(FaultPlan::Crash {
+                        store,
+                        kept_log,
+                        kept_kv,
+                    }) => {
+                        assert!(*kept_log < 4 && *kept_kv < 4);
+                        Some(*store)
+                    }
+                    Err(_) => None,
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            // A paused store may crash; a down one cannot.
+            assert_eq!(crashed, BTreeSet::from([StoreId(1), StoreId(2)]));
+        }
+    }
+
+    #[test]
+    fn an_injected_fault_is_counted_and_a_crash_forgets_the_store() {
+        let mut sim = set_up(8);
+        let until = sim.step + 100;
+        for plan in [
+            FaultPlan::Partition(vec![StoreId(1)], vec![StoreId(2), StoreId(3)]),
+            FaultPlan::DropLink {
+                from: StoreId(1),
+                to: StoreId(2),
+            },
+            FaultPlan::Duplicate(10),
+        ] {
+            let before = (sim.counts.faults, sim.faults.len());
+            sim.inject(plan, until);
+            assert_eq!(
+                (sim.counts.faults, sim.faults.len()),
+                (before.0 + 1, before.1 + 1)
+            );
+        }
+        sim.heal().expect("healed");
+        sim.inject(FaultPlan::Pause(StoreId(2)), until);
+        assert!(sim.world.is_paused(StoreId(2)));
+        assert_eq!(sim.counts.pauses, 1);
+        sim.hints.insert(RegionId(1), StoreId(2));
+        sim.hints.insert(RegionId(2), StoreId(1));
+        let crash = FaultPlan::Crash {
+            store: StoreId(2),
+            kept_log: 0,
+            kept_kv: 0,
+        };
+        sim.inject(crash, until);
+        assert!(sim.world.is_down(StoreId(2)));
+        assert_eq!(sim.counts.crashes, 1);
+        assert_eq!(
+            sim.hints
+                .iter()
+                .map(|(r, s)| (r.get(), s.get()))
+                .collect::<Vec<_>>(),
+            [(2, 1)]
+        );
+        // Its pause is over; it is restarted at the fault's end.
+        assert!(
+            sim.faults
+                .iter()
+                .all(|(_, undo)| !matches!(undo, Undo::Resume(_)))
+        );
+        assert!(matches!(
+            sim.faults.as_slice(),
+            [(_, Undo::Restart(StoreId(2)))]
+        ));
+    }
+
+    #[test]
+    fn setup_ends_as_soon_as_every_voter_holds_every_region() {
+        let sim = set_up(9);
+        for id in 1..=sim.shape.voters as u64 {
+            let store = sim.world.store(StoreId(id)).expect("a voter's store");
+            assert_eq!(store.regions().len(), 2, "store {id}");
+        }
+        assert!(sim.step < SETTLE_ROUNDS, "setup took {} steps", sim.step);
+    }
+
+    #[test]
+    fn the_directory_holds_each_region_s_newest_version_in_key_order() {
+        let region = |id: u64, start: &str, version: u64, conf_ver: u64| Region {
+            id,
+            start_key: start.as_bytes().to_vec(),
+            epoch: Some(RegionEpoch { conf_ver, version }),
+            ..Region::default()
+        };
+        let newest = newest_regions([
+            region(2, "m", 1, 1),
+            region(1, "", 1, 1),
+            region(2, "m", 2, 1),
+            region(2, "m", 1, 5),
+            region(1, "", 1, 2),
+            region(1, "", 1, 1),
+        ]);
+        let seen: Vec<(u64, u64, u64)> = newest
+            .iter()
+            .map(|r| {
+                let e = r.epoch.unwrap_or_default();
+                (r.id, e.version, e.conf_ver)
+            })
+            .collect();
+        assert_eq!(seen, [(1, 1, 2), (2, 2, 1)]);
+    }
+
+    #[test]
+    fn final_checks_wait_for_late_answers_and_fail_on_missing_ones() {
+        let mut sim = set_up(10);
+        let one = StoreId(1);
+        // Answered once store 1 runs a round.
+        let status = sim
+            .world
+            .store(one)
+            .expect("store 1")
+            .region_status(RegionId(1));
+        sim.admin.push(AdminFlight::Status(one, status));
+        let report = sim.final_checks().expect("answered in the first round");
+        assert_eq!(report.regions_at_end, 2);
+        assert!(sim.admin.is_empty());
+        // Never answered (its responder kept alive).
+        let (_responder, never) = response_channel(RegionId(1));
+        sim.admin.push(AdminFlight::Status(one, never));
+        let failure = sim.final_checks().expect_err("never answered");
+        assert!(
+            failure.contains("requests never answered: 0 of the clients', 1 of the simulator's"),
+            "{failure}"
+        );
+    }
+
+    #[test]
+    fn a_store_splits_until_it_holds_twice_the_regions_and_eight() {
+        assert!(may_split(1, 5));
+        assert!(may_split(17, 5));
+        assert!(!may_split(18, 5));
+        assert!(!may_split(40, 5));
+    }
+
+    #[test]
     fn fair_rounds_tick_every_so_many_rounds_or_never() {
         assert!(ticks_in(0, 4) && ticks_in(8, 4));
         assert!(!ticks_in(6, 4));
@@ -1229,6 +1646,53 @@ mod tests {
     }
 
     #[test]
+    fn the_schedule_counts_its_steps_and_delivers_or_loses_only_what_is_held() {
+        let mut sim = set_up(7);
+        let start = sim.step;
+        for n in 1..=20 {
+            sim.random_step().expect("a step");
+            assert_eq!(sim.step, start + n);
+        }
+        let network_picks = |sim: &mut Sim| {
+            (0..500)
+                .filter(|_| matches!(sim.pick(), Action::Deliver | Action::Lose))
+                .count()
+        };
+        let weight = |sim: &Sim, wanted: Action| {
+            sim.choices()
+                .iter()
+                .find(|(action, _)| *action == wanted)
+                .map(|(_, w)| *w)
+        };
+        sim.fair_round(0).expect("a round");
+        assert_eq!(sim.world.net.held(), 0, "a fair round delivers everything");
+        assert_eq!(network_picks(&mut sim), 0);
+        assert_eq!(weight(&sim, Action::Deliver), None);
+        for _ in 0..1_000 {
+            if sim.world.net.held() > 0 {
+                break;
+            }
+            sim.random_step().expect("a step");
+        }
+        let held = sim.world.net.held() as u64;
+        assert!(held > 0, "nothing was sent");
+        assert!(network_picks(&mut sim) > 0);
+        assert_eq!(weight(&sim, Action::Deliver), Some(6 + held.min(24)));
+        assert_eq!(weight(&sim, Action::Lose), Some(1));
+        assert_eq!(weight(&sim, Action::Raft(StoreId(2))), Some(6));
+        // Losing a batch is a fault, counted.
+        let faults = sim.counts.faults;
+        sim.act(Action::Lose).expect("lost");
+        assert_eq!(sim.counts.faults, faults + 1);
+        // At most two faults in force.
+        sim.faults.clear();
+        sim.faults.push((usize::MAX, Undo::Resume(StoreId(2))));
+        assert_eq!(weight(&sim, Action::Fault), Some(1));
+        sim.faults.push((usize::MAX, Undo::Resume(StoreId(3))));
+        assert_eq!(weight(&sim, Action::Fault), None);
+    }
+
+    #[test]
     fn settling_fails_when_no_store_serves() {
         let mut sim = set_up(6);
         for id in 1..=3 {
@@ -1236,6 +1700,8 @@ mod tests {
         }
         let failure = sim.settle().expect_err("nothing can serve");
         assert!(failure.contains("not live"), "{failure}");
+        // The world as it was, for the reader of the failure.
+        assert!(failure.contains("\n  store 2: down"), "{failure}");
     }
 
     #[test]
