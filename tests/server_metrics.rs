@@ -67,7 +67,5 @@ fn metrics_show_heartbeats_coalesced_per_store_pair_over_grpc() {
         .unwrap_or(1000);
     let few = heartbeat_traffic(16);
     let many = heartbeat_traffic(regions);
-    // A loaded machine's poller round of 1,000 regions can outlast the heartbeat hold
-    // (2.8 seen in CI, 1.07 alone): more swing than in-process.
-    assert_coalesced(&few, &many, regions as u64, 3.0);
+    assert_coalesced(&few, &many, regions as u64);
 }

@@ -182,5 +182,5 @@ fn heartbeats_of_many_regions_share_a_batch_per_store_pair() {
         .unwrap_or(1000);
     let few = heartbeat_traffic(16);
     let many = heartbeat_traffic(regions);
-    assert_coalesced(&few, &many, regions, 2.0);
+    assert_coalesced(&few, &many, regions);
 }

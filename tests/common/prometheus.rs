@@ -70,13 +70,14 @@ impl Traffic {
 }
 
 /// The batches per store pair and interval do not follow the region count (`many` has
-/// `regions`, `few` 16), the heartbeats per batch do. The 16-region figure moves between
-/// about 1 and 3 from run to run (whether a tick's heartbeats and the other store's
-/// answers meet in one batch), so the bound is `swing` times it, never below one batch
-/// per interval — still far under a count that followed the regions.
-pub fn assert_coalesced(few: &Traffic, many: &Traffic, regions: u64, swing: f64) {
+/// `regions`, `few` 16), the heartbeats per batch do. Either figure settles near 1 or
+/// near 3 from run to run, whatever the region count (whether a tick's heartbeats and the
+/// other store's answers meet in one batch: seen 1.07 and 2.4-2.9 for both 16 and 1,000
+/// regions), so the bound is three times the 16-region figure, never below one batch per
+/// interval — still far under a count that followed the regions.
+pub fn assert_coalesced(few: &Traffic, many: &Traffic, regions: u64) {
     assert!(
-        many.per_pair_interval <= few.per_pair_interval.max(1.0) * swing + 0.5,
+        many.per_pair_interval <= few.per_pair_interval.max(1.0) * 3.0 + 0.5,
         "{:.2} batches per pair and interval for {regions} regions, {:.2} for 16",
         many.per_pair_interval,
         few.per_pair_interval
