@@ -355,6 +355,77 @@ fn no_reachable_endpoint_is_an_error_not_a_hang() {
     }
 }
 
+/// A peer id handed out is past every one a store reports, even one above the clock's
+/// floor (a peer added with an id of the embedder's choosing).
+#[test]
+fn a_new_peer_id_is_past_every_peer_id_any_store_reports() {
+    use flotilla::proto::adminpb::{ChangeType, PeerChange};
+    use flotilla::proto::metapb::{Peer, PeerRole};
+    const HIGH: u64 = 1 << 62;
+    let rt = runtime();
+    let playground = playground(1);
+    rt.block_on(async {
+        let client = Client::connect(ClientConfig::new(playground.endpoints()))
+            .await
+            .unwrap();
+        let shown = client.show_region(RegionId(1)).await.unwrap();
+        let leader = shown.peer.unwrap();
+        let region = shown.region.unwrap();
+        let before = client.next_peer_id().await.unwrap();
+        assert!(region.peers.iter().all(|p| p.id < before), "{before}");
+        let follower = *region.peers.iter().find(|p| p.id != leader.id).unwrap();
+        let change = |change_type: ChangeType, peer: Peer| PeerChange {
+            change_type: change_type as i32,
+            peer: Some(peer),
+        };
+        client
+            .change_peers(RegionId(1), vec![change(ChangeType::Remove, follower)])
+            .await
+            .unwrap();
+        let high = Peer {
+            id: HIGH,
+            store_id: follower.store_id,
+            role: PeerRole::Learner as i32,
+        };
+        let added = client
+            .change_peers(RegionId(1), vec![change(ChangeType::AddLearner, high)])
+            .await
+            .unwrap();
+        assert!(added.peers.iter().any(|p| p.id == HIGH), "{added:?}");
+        let next = client.next_peer_id().await.unwrap();
+        assert!(next > HIGH, "{next}");
+    });
+    playground.shutdown();
+}
+
+/// Stores gone after the client learned them: a look-up that reaches none ends at the
+/// deadline with the last store's failure, and a region id no store could be asked about
+/// is not reported as one that does not exist.
+#[test]
+fn stores_gone_after_connecting_end_at_the_deadline_not_in_a_false_answer() {
+    let rt = runtime();
+    let playground = playground(1);
+    let endpoints = playground.endpoints();
+    let mut config = ClientConfig::new(endpoints.clone());
+    config.timeout = Duration::from_secs(1);
+    let client = rt.block_on(Client::connect(config)).unwrap();
+    assert_eq!(client.cached_regions(), 0);
+    playground.shutdown();
+    rt.block_on(async {
+        match client.get(b("k")).await {
+            Err(ClientError::DeadlineExceeded { last, .. }) => assert!(
+                endpoints.iter().any(|e| last.contains(e.as_str())),
+                "the last failure names no store: {last}"
+            ),
+            other => panic!("a key no store could be asked about: {other:?}"),
+        }
+        match client.show_region(RegionId(1)).await {
+            Err(ClientError::DeadlineExceeded { .. }) => {}
+            other => panic!("a region no store could be asked about: {other:?}"),
+        }
+    });
+}
+
 /// A store stopped gracefully under load: the writes it took commit before it goes,
 /// the calls it refuses meanwhile go elsewhere, and no client sees an error.
 #[test]

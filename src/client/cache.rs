@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::proto::metapb::{Peer, Region, RegionEpoch};
-use crate::region::overlaps_range;
+use crate::region::{overlaps_range, succession};
 use crate::storage::region_meta::contains_key;
 
 /// A region as the client knows it.
@@ -25,13 +25,6 @@ pub struct RegionCache {
 
 fn epoch(r: &Region) -> RegionEpoch {
     r.epoch.unwrap_or_default()
-}
-
-/// Whether `a` is not older than `b`, ordering by version (splits and merges: the range)
-/// then conf_ver (membership). Never stuck: what a server answers now is never refused
-/// for a cached epoch that is newer in one part only.
-fn newer_or_same(a: &RegionEpoch, b: &RegionEpoch) -> bool {
-    (a.version, a.conf_ver) >= (b.version, b.conf_ver)
 }
 
 impl RegionCache {
@@ -64,7 +57,7 @@ impl RegionCache {
     }
 
     /// Learns a region: it replaces the cached regions it overlaps unless one of them is
-    /// newer (then it is ignored). The leader is kept when the region is the same one at
+    /// newer by `succession` (then it is ignored). The leader is kept when the region is the same one at
     /// the same membership.
     pub fn insert(&mut self, region: Region, leader: Option<Peer>) {
         let overlapping: Vec<Vec<u8>> = self
@@ -77,7 +70,7 @@ impl RegionCache {
         for key in &overlapping {
             let old = &self.by_start[key];
             let (new_epoch, old_epoch) = (epoch(&region), epoch(&old.region));
-            if !newer_or_same(&new_epoch, &old_epoch) {
+            if succession(&new_epoch) < succession(&old_epoch) {
                 return;
             }
             if leader.is_none() && old.region.id == region.id && new_epoch == old_epoch {

@@ -716,54 +716,10 @@ impl Client {
         limit: usize,
         order: ScanOrder,
     ) -> Result<Vec<(Bytes, Bytes)>, ClientError> {
-        let mut pairs = Vec::new();
-        if !end.is_empty() && start >= end {
-            return Ok(pairs);
-        }
-        // Forward, the cursor is the next key to read; in reverse, the end of what is left.
-        let mut cursor = match order {
-            ScanOrder::Forward => start.to_vec(),
-            ScanOrder::Reverse => end.to_vec(),
-        };
-        while pairs.len() < limit {
-            let want = limit - pairs.len();
-            let part = match order {
-                ScanOrder::Forward => self.scan_part(&cursor, end, want, order).await?,
-                ScanOrder::Reverse => self.scan_part(start, &cursor, want, order).await?,
-            };
-            let last = part.pairs.last().map(|(k, _)| k.to_vec());
-            pairs.extend(part.pairs);
-            cursor = match (part.more, last) {
-                // Cut short by the limit: on from the last key.
-                (true, Some(mut last)) => {
-                    if order == ScanOrder::Forward {
-                        last.push(0);
-                    }
-                    last
-                }
-                // The region's part is done: on to the next region, if the range goes on.
-                _ => match order {
-                    ScanOrder::Forward => {
-                        let region_end = part.region.end_key;
-                        if region_end.is_empty()
-                            || (!end.is_empty() && region_end.as_slice() >= end)
-                        {
-                            break;
-                        }
-                        region_end
-                    }
-                    ScanOrder::Reverse => {
-                        let region_start = part.region.start_key;
-                        if region_start.as_slice() <= start {
-                            break;
-                        }
-                        region_start
-                    }
-                },
-            };
-        }
-        pairs.truncate(limit);
-        Ok(pairs)
+        scan_in_parts(start, end, limit, order, |from, to, want| async move {
+            self.scan_part(&from, &to, want, order).await
+        })
+        .await
     }
 
     /// One call of a scan: the pairs of `[start, end)` inside the region the scan is at
@@ -791,7 +747,9 @@ impl Client {
             });
             async move {
                 let r = self.kv(&a.address).await?.scan(request).await?.into_inner();
-                let more = r.limit > 0 && r.pairs.len() >= r.limit as usize;
+                // A full answer may stop before the range's end; so may one from a server
+                // naming no limit (0), read on rather than skip what it left out.
+                let more = r.pairs.len() >= r.limit as usize;
                 let pairs = r.pairs.into_iter().map(|p| (p.key, p.value)).collect();
                 Ok((
                     r.region_error,
@@ -1049,6 +1007,70 @@ struct Attempt {
     region: Region,
 }
 
+/// A scan's loop over its parts: up to `limit` pairs of `[start, end)` in `order`, each
+/// part read by `fetch(from, to, want)` — at most `want` pairs of `[from, to)` within one
+/// region (the region holding `from` forward, the keys just before `to` in reverse) —
+/// asking each time for no more than what is still missing.
+async fn scan_in_parts<F, Fut>(
+    start: &[u8],
+    end: &[u8],
+    limit: usize,
+    order: ScanOrder,
+    mut fetch: F,
+) -> Result<Vec<(Bytes, Bytes)>, ClientError>
+where
+    F: FnMut(Vec<u8>, Vec<u8>, usize) -> Fut,
+    Fut: std::future::Future<Output = Result<ScanPart, ClientError>>,
+{
+    let mut pairs = Vec::new();
+    if !end.is_empty() && start >= end {
+        return Ok(pairs);
+    }
+    // Forward, the cursor is the next key to read; in reverse, the end of what is left.
+    let mut cursor = match order {
+        ScanOrder::Forward => start.to_vec(),
+        ScanOrder::Reverse => end.to_vec(),
+    };
+    while pairs.len() < limit {
+        let want = limit - pairs.len();
+        let part = match order {
+            ScanOrder::Forward => fetch(cursor.clone(), end.to_vec(), want).await?,
+            ScanOrder::Reverse => fetch(start.to_vec(), cursor.clone(), want).await?,
+        };
+        let last = part.pairs.last().map(|(k, _)| k.to_vec());
+        pairs.extend(part.pairs);
+        cursor = match (part.more, last) {
+            // Cut short by the limit: on from the last key.
+            (true, Some(mut last)) => {
+                if order == ScanOrder::Forward {
+                    last.push(0);
+                }
+                last
+            }
+            // The region's part is done: on to the next region, if the range goes on.
+            _ => match order {
+                ScanOrder::Forward => {
+                    let region_end = part.region.end_key;
+                    if region_end.is_empty() || (!end.is_empty() && region_end.as_slice() >= end) {
+                        break;
+                    }
+                    region_end
+                }
+                ScanOrder::Reverse => {
+                    let region_start = part.region.start_key;
+                    if region_start.as_slice() <= start {
+                        break;
+                    }
+                    region_start
+                }
+            },
+        };
+    }
+    // A server answering more than it was asked for is cut back to the limit.
+    pairs.truncate(limit);
+    Ok(pairs)
+}
+
 /// One call's part of a scan.
 struct ScanPart {
     /// The region it read.
@@ -1268,5 +1290,132 @@ mod tests {
             addresses.push(t.address);
         }
         assert_eq!(addresses, ["store-1", "store-2", "store-3", "store-1"]);
+    }
+
+    /// Keys b d f h | n p r in two regions split at "m", served at most 3 per call (or,
+    /// `honest` false, every key of the region whatever was asked); records each call's
+    /// (from, to, want).
+    struct FakeScans {
+        honest: bool,
+        calls: Vec<(String, String, usize)>,
+    }
+
+    impl FakeScans {
+        const KEYS: [&'static str; 7] = ["b", "d", "f", "h", "n", "p", "r"];
+        const CAP: usize = 3;
+
+        fn fetch(&mut self, from: &[u8], to: &[u8], want: usize, order: ScanOrder) -> ScanPart {
+            let text = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
+            self.calls.push((text(from), text(to), want));
+            let split = b"m".as_slice();
+            // Forward: the region holding `from`; reverse: the one holding keys before `to`.
+            let first = match order {
+                ScanOrder::Forward => from < split,
+                ScanOrder::Reverse => !to.is_empty() && to <= split,
+            };
+            let (lo, hi): (&[u8], &[u8]) = if first { (b"", split) } else { (split, b"") };
+            let inside = |k: &[u8]| {
+                k >= from.max(lo) && (to.is_empty() || k < to) && (hi.is_empty() || k < hi)
+            };
+            let mut keys: Vec<&str> = Self::KEYS
+                .into_iter()
+                .filter(|k| inside(k.as_bytes()))
+                .collect();
+            if order == ScanOrder::Reverse {
+                keys.reverse();
+            }
+            let served = if self.honest {
+                want.min(Self::CAP)
+            } else {
+                keys.len()
+            };
+            keys.truncate(served);
+            ScanPart {
+                region: Region {
+                    start_key: lo.to_vec(),
+                    end_key: hi.to_vec(),
+                    ..Region::default()
+                },
+                more: keys.len() >= served,
+                pairs: keys
+                    .into_iter()
+                    .map(|k| (Bytes::from(k), Bytes::from_static(b"v")))
+                    .collect(),
+            }
+        }
+
+        async fn scan(
+            &mut self,
+            start: &str,
+            end: &str,
+            limit: usize,
+            order: ScanOrder,
+        ) -> Vec<String> {
+            let scans = std::cell::RefCell::new(self);
+            let pairs = scan_in_parts(start.as_bytes(), end.as_bytes(), limit, order, |f, t, w| {
+                let part = scans.borrow_mut().fetch(&f, &t, w, order);
+                std::future::ready(Ok(part))
+            })
+            .await
+            .unwrap();
+            pairs
+                .into_iter()
+                .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+                .collect()
+        }
+    }
+
+    fn calls(expected: &[(&str, &str, usize)]) -> Vec<(String, String, usize)> {
+        expected
+            .iter()
+            .map(|(f, t, w)| (f.to_string(), t.to_string(), *w))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_scan_asks_each_part_for_what_is_still_missing_and_stops_at_the_limit() {
+        let mut fake = FakeScans {
+            honest: true,
+            calls: Vec::new(),
+        };
+        // Forward: 3 (the cap), then the 1 left in the first region, then 1 from the next.
+        let got = fake.scan("", "", 5, ScanOrder::Forward).await;
+        assert_eq!(got, ["b", "d", "f", "h", "n"]);
+        assert_eq!(
+            fake.calls,
+            calls(&[("", "", 5), ("f\0", "", 2), ("m", "", 1)])
+        );
+        // Reverse from the end, down to "c": the second region's keys, then the first's.
+        fake.calls.clear();
+        let got = fake.scan("c", "", 4, ScanOrder::Reverse).await;
+        assert_eq!(got, ["r", "p", "n", "h"]);
+        assert_eq!(
+            fake.calls,
+            calls(&[("c", "", 4), ("c", "n", 1), ("c", "m", 1)])
+        );
+        // The range ends before the limit: the end of the range, not of the key space.
+        fake.calls.clear();
+        let got = fake.scan("c", "o", 10, ScanOrder::Forward).await;
+        assert_eq!(got, ["d", "f", "h", "n"]);
+        assert_eq!(
+            fake.calls,
+            calls(&[("c", "o", 10), ("h\0", "o", 7), ("m", "o", 7)])
+        );
+        // Nothing asked, nothing fetched.
+        fake.calls.clear();
+        assert!(fake.scan("", "", 0, ScanOrder::Forward).await.is_empty());
+        assert!(fake.scan("p", "c", 5, ScanOrder::Forward).await.is_empty());
+        assert!(fake.calls.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_server_answering_more_than_asked_is_cut_back_to_the_limit() {
+        let mut fake = FakeScans {
+            honest: false,
+            calls: Vec::new(),
+        };
+        let got = fake.scan("", "", 2, ScanOrder::Forward).await;
+        assert_eq!(got, ["b", "d"]);
+        assert_eq!(fake.calls, calls(&[("", "", 2)]));
     }
 }

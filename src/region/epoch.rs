@@ -106,6 +106,33 @@ pub fn is_stale(a: &RegionEpoch, b: &RegionEpoch) -> bool {
     a.version < b.version || a.conf_ver < b.conf_ver
 }
 
+/// Where an epoch stands in its region's history: version (splits and merges: the range)
+/// first, then conf_ver (membership). Two descriptions of one region are ordered by it;
+/// one newer in a single part only still sorts by version first, so a reader comparing
+/// them is never stuck between the two.
+pub fn succession(epoch: &RegionEpoch) -> (u64, u64) {
+    (epoch.version, epoch.conf_ver)
+}
+
+/// The newest description (by `succession`, the first seen among equals) of each region
+/// among `regions`, which may hold several per region id (from several stores), in start
+/// key order.
+pub fn newest_regions(regions: impl IntoIterator<Item = Region>) -> Vec<Region> {
+    let position = |r: &Region| succession(&r.epoch.unwrap_or_default());
+    let mut newest: std::collections::BTreeMap<u64, Region> = Default::default();
+    for region in regions {
+        match newest.get(&region.id) {
+            Some(known) if position(known) >= position(&region) => {}
+            _ => {
+                newest.insert(region.id, region);
+            }
+        }
+    }
+    let mut regions: Vec<Region> = newest.into_values().collect();
+    regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+    regions
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +244,37 @@ mod tests {
         assert!(!is_stale(&e(2, 2), &e(2, 2)));
         assert!(!is_stale(&e(3, 1), &e(2, 1)));
         assert!(!is_stale(&e(2, 3), &e(2, 2)));
+    }
+
+    #[test]
+    fn the_newest_description_of_each_region_wins_in_key_order() {
+        let described = |id: u64, start: &str, end: &str, version: u64, conf_ver: u64| Region {
+            id,
+            start_key: start.as_bytes().to_vec(),
+            end_key: end.as_bytes().to_vec(),
+            epoch: epoch(version, conf_ver),
+            ..Region::default()
+        };
+        // Region 2 holds the start of the key space: key order is not id order.
+        let newest = newest_regions([
+            described(1, "m", "", 1, 1),
+            described(2, "", "m", 1, 1),
+            described(1, "m", "", 2, 1),
+            // Newer membership, older range: version decides.
+            described(1, "m", "", 1, 5),
+            described(2, "", "m", 1, 2),
+            described(2, "", "m", 1, 1),
+            // The same epoch again, as another store describes it: the first one stays.
+            described(2, "", "z", 1, 2),
+        ]);
+        let seen: Vec<(u64, &[u8], u64, u64)> = newest
+            .iter()
+            .map(|r| {
+                let (version, conf_ver) = succession(&r.epoch.unwrap_or_default());
+                (r.id, r.end_key.as_slice(), version, conf_ver)
+            })
+            .collect();
+        assert_eq!(seen, [(2, &b"m"[..], 1, 2), (1, &b""[..], 2, 1)]);
+        assert!(newest_regions([]).is_empty());
     }
 }

@@ -10,7 +10,9 @@ mod split;
 mod wire;
 
 pub use conf_change::{change_peers, check_new_peer, conf_state_of, is_joint};
-pub use epoch::{CommandKind, EpochRule, bumped, check_epoch, is_stale};
+pub use epoch::{
+    CommandKind, EpochRule, bumped, check_epoch, is_stale, newest_regions, succession,
+};
 pub(crate) use errors::hex;
 pub use errors::{BusyReason, DroppedReason, RegionError};
 pub use range::{check_key, check_range, is_valid_range, overlaps_range};

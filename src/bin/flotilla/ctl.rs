@@ -12,6 +12,7 @@ use flotilla::RegionId;
 use flotilla::client::{CasOutcome, Client, ClientConfig, ClientError, ScanOrder};
 use flotilla::proto::adminpb::{self, ChangeType};
 use flotilla::proto::metapb::{Peer, PeerRole, Region};
+use flotilla::region::newest_regions;
 use serde_json::{Value, json};
 
 #[derive(Args)]
@@ -271,27 +272,27 @@ async fn execute(args: CtlArgs) -> Result<Output, ClientError> {
 fn merge_views(
     views: impl IntoIterator<Item = adminpb::RegionInfo>,
 ) -> Vec<(Region, Option<(u64, Peer)>)> {
-    let mut regions: BTreeMap<u64, (Region, Option<(u64, Peer)>)> = BTreeMap::new();
+    let mut described = Vec::new();
+    let mut leaders: BTreeMap<u64, (u64, Peer)> = BTreeMap::new();
     for info in views {
         let Some(region) = info.region else { continue };
-        let epoch = region.epoch.unwrap_or_default();
-        let entry = regions
-            .entry(region.id)
-            .or_insert_with(|| (region.clone(), None));
-        let known = entry.0.epoch.unwrap_or_default();
-        if (epoch.version, epoch.conf_ver) > (known.version, known.conf_ver) {
-            entry.0 = region;
-        }
         if info.role == adminpb::Role::Leader as i32
             && let Some(peer) = info.peer
-            && entry.1.is_none_or(|(term, _)| info.term > term)
+            && leaders
+                .get(&region.id)
+                .is_none_or(|(term, _)| info.term > *term)
         {
-            entry.1 = Some((info.term, peer));
+            leaders.insert(region.id, (info.term, peer));
         }
+        described.push(region);
     }
-    let mut sorted: Vec<_> = regions.into_values().collect();
-    sorted.sort_by(|a, b| a.0.start_key.cmp(&b.0.start_key));
-    sorted
+    newest_regions(described)
+        .into_iter()
+        .map(|region| {
+            let leader = leaders.remove(&region.id);
+            (region, leader)
+        })
+        .collect()
 }
 
 async fn region(client: &Client, command: RegionCommand) -> Result<Output, ClientError> {

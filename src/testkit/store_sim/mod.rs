@@ -33,6 +33,7 @@ use bytes::Bytes;
 use crate::proto::commandpb::SplitRequest;
 use crate::proto::metapb::{Peer, PeerRole, Region};
 use crate::raft::rng::Rng;
+use crate::region::newest_regions;
 use crate::store::{
     ChangePeersResponse, Fault, FaultId, PeerChange, RegionStatus, Response, SplitResponse,
 };
@@ -335,27 +336,6 @@ fn plan_fault(
             }
         }
     })
-}
-
-/// The newest version (by version, then conf_ver) of each region among `regions`, in key
-/// order.
-fn newest_regions(regions: impl IntoIterator<Item = Region>) -> Vec<Region> {
-    let version = |r: &Region| {
-        let e = r.epoch.unwrap_or_default();
-        (e.version, e.conf_ver)
-    };
-    let mut newest: BTreeMap<u64, Region> = BTreeMap::new();
-    for region in regions {
-        match newest.get(&region.id) {
-            Some(known) if version(known) >= version(&region) => {}
-            _ => {
-                newest.insert(region.id, region);
-            }
-        }
-    }
-    let mut regions: Vec<Region> = newest.into_values().collect();
-    regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
-    regions
 }
 
 /// Whether a store holding `held` regions may split another, in a run that starts with
@@ -1169,7 +1149,6 @@ impl Sim {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::metapb::RegionEpoch;
     use crate::raft::Role;
     use crate::store::{AppliedChange, ApplyEvent, response_channel};
 
@@ -1561,32 +1540,6 @@ mod tests {
             assert_eq!(store.regions().len(), 2, "store {id}");
         }
         assert!(sim.step < SETTLE_ROUNDS, "setup took {} steps", sim.step);
-    }
-
-    #[test]
-    fn the_directory_holds_each_region_s_newest_version_in_key_order() {
-        let region = |id: u64, start: &str, version: u64, conf_ver: u64| Region {
-            id,
-            start_key: start.as_bytes().to_vec(),
-            epoch: Some(RegionEpoch { conf_ver, version }),
-            ..Region::default()
-        };
-        let newest = newest_regions([
-            region(2, "m", 1, 1),
-            region(1, "", 1, 1),
-            region(2, "m", 2, 1),
-            region(2, "m", 1, 5),
-            region(1, "", 1, 2),
-            region(1, "", 1, 1),
-        ]);
-        let seen: Vec<(u64, u64, u64)> = newest
-            .iter()
-            .map(|r| {
-                let e = r.epoch.unwrap_or_default();
-                (r.id, e.version, e.conf_ver)
-            })
-            .collect();
-        assert_eq!(seen, [(1, 1, 2), (2, 2, 1)]);
     }
 
     #[test]
