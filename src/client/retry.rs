@@ -387,4 +387,35 @@ mod tests {
             Next::Fail
         );
     }
+
+    /// What a client call gets from a server that answers its connection with GOAWAY
+    /// (naming no stream as run) and `reason`.
+    async fn status_after_go_away(reason: h2::Reason) -> tonic::Status {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut connection = h2::server::handshake(socket).await.unwrap();
+            connection.abrupt_shutdown(reason);
+            while let Some(Ok(_)) = connection.accept().await {}
+        });
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect_lazy();
+        let mut kv = crate::proto::kvpb::kv_client::KvClient::new(channel);
+        let status = kv
+            .get(crate::proto::kvpb::GetRequest::default())
+            .await
+            .unwrap_err();
+        server.abort();
+        status
+    }
+
+    #[tokio::test]
+    async fn only_a_graceful_go_away_means_the_call_never_ran() {
+        let graceful = status_after_go_away(h2::Reason::NO_ERROR).await;
+        assert!(never_sent(&graceful), "{graceful:?}");
+        let broken = status_after_go_away(h2::Reason::INTERNAL_ERROR).await;
+        assert!(!never_sent(&broken), "{broken:?}");
+    }
 }
