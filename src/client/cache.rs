@@ -57,8 +57,8 @@ impl RegionCache {
     }
 
     /// Learns a region: it replaces the cached regions it overlaps unless one of them is
-    /// newer by `succession` (then it is ignored). The leader is kept when the region is the same one at
-    /// the same membership.
+    /// newer by `succession` (then it is ignored). The leader is kept when the region is
+    /// the same one at the same membership.
     pub fn insert(&mut self, region: Region, leader: Option<Peer>) {
         let overlapping: Vec<Vec<u8>> = self
             .by_start

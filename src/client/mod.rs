@@ -1305,7 +1305,6 @@ mod tests {
         const CAP: usize = 3;
 
         fn fetch(&mut self, from: &[u8], to: &[u8], want: usize, order: ScanOrder) -> ScanPart {
-            let text = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
             self.calls.push((text(from), text(to), want));
             let split = b"m".as_slice();
             // Forward: the region holding `from`; reverse: the one holding keys before `to`.
@@ -1358,11 +1357,12 @@ mod tests {
             })
             .await
             .unwrap();
-            pairs
-                .into_iter()
-                .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
-                .collect()
+            pairs.into_iter().map(|(k, _)| text(&k)).collect()
         }
+    }
+
+    fn text(key: &[u8]) -> String {
+        String::from_utf8_lossy(key).into_owned()
     }
 
     fn calls(expected: &[(&str, &str, usize)]) -> Vec<(String, String, usize)> {
