@@ -143,7 +143,8 @@ fn transport_source(status: &tonic::Status) -> bool {
 }
 
 /// Whether the call certainly never ran: the connection was refused (or never made)
-/// before anything was sent, or a stopping server refused it before running it.
+/// before anything was sent, hyper cancelled it while it was still queued for a
+/// connection that closed, or a stopping server refused it before running it.
 fn never_sent(status: &tonic::Status) -> bool {
     let message = status.message();
     if message.starts_with(super::NOT_CONNECTED)
@@ -161,6 +162,22 @@ fn never_sent(status: &tonic::Status) -> bool {
         }
         // A server closing gracefully sends GOAWAY naming the last stream it will run;
         // the streams after it fail with this error, unrun (RFC 9113, section 6.8).
+        // hyper cancels a call still queued for a connection that closes before
+        // taking it (or that was closed when it was queued): nothing was sent.
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
+        }
+        // A stream reset with REFUSED_STREAM was closed before any processing
+        // (RFC 9113, section 8.7).
+        if let Some(h2) = e.downcast_ref::<h2::Error>()
+            && h2.is_reset()
+            && h2.is_remote()
+            && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+        {
+            return true;
+        }
         if let Some(h2) = e.downcast_ref::<h2::Error>()
             && h2.is_go_away()
             && h2.is_remote()
@@ -388,16 +405,19 @@ mod tests {
         );
     }
 
-    /// What a client call gets from a server that answers its connection with GOAWAY
-    /// (naming no stream as run) and `reason`.
-    async fn status_after_go_away(reason: h2::Reason) -> tonic::Status {
+    type ServerConnection = h2::server::Connection<tokio::net::TcpStream, bytes::Bytes>;
+
+    /// What a client call gets from a server whose one connection `serve` handles.
+    async fn status_of_a_call<F, Serve>(serve: F) -> tonic::Status
+    where
+        F: FnOnce(ServerConnection) -> Serve + Send + 'static,
+        Serve: Future<Output = ()> + Send,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             let (socket, _) = listener.accept().await.unwrap();
-            let mut connection = h2::server::handshake(socket).await.unwrap();
-            connection.abrupt_shutdown(reason);
-            while let Some(Ok(_)) = connection.accept().await {}
+            serve(h2::server::handshake(socket).await.unwrap()).await;
         });
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
             .unwrap()
@@ -411,11 +431,139 @@ mod tests {
         status
     }
 
+    /// Drives a server connection until the client goes.
+    async fn drain(mut connection: ServerConnection) {
+        while let Some(Ok(_)) = connection.accept().await {}
+    }
+
+    /// A call to a server that answers its connection with GOAWAY naming no stream as
+    /// run, and `reason`.
+    async fn status_after_go_away(reason: h2::Reason) -> tonic::Status {
+        status_of_a_call(move |mut connection| async move {
+            connection.abrupt_shutdown(reason);
+            drain(connection).await;
+        })
+        .await
+    }
+
+    /// A call whose stream the server resets with `reason`.
+    async fn status_after_reset(reason: h2::Reason) -> tonic::Status {
+        status_of_a_call(move |mut connection| async move {
+            if let Some(Ok((_, mut respond))) = connection.accept().await {
+                respond.send_reset(reason);
+            }
+            drain(connection).await;
+        })
+        .await
+    }
+
     #[tokio::test]
     async fn only_a_graceful_go_away_means_the_call_never_ran() {
         let graceful = status_after_go_away(h2::Reason::NO_ERROR).await;
         assert!(never_sent(&graceful), "{graceful:?}");
         let broken = status_after_go_away(h2::Reason::INTERNAL_ERROR).await;
         assert!(!never_sent(&broken), "{broken:?}");
+    }
+
+    #[tokio::test]
+    async fn only_a_refused_stream_means_a_reset_call_never_ran() {
+        // RFC 9113, section 8.7: REFUSED_STREAM says the stream was closed before any
+        // processing; any other reset may come after the call ran.
+        let refused = status_after_reset(h2::Reason::REFUSED_STREAM).await;
+        assert!(never_sent(&refused), "{refused:?}");
+        for reason in [h2::Reason::CANCEL, h2::Reason::INTERNAL_ERROR] {
+            let reset = status_after_reset(reason).await;
+            assert!(!never_sent(&reset), "{reason:?}: {reset:?}");
+        }
+    }
+
+    /// Whether hyper cancelled the call: it was still queued for a connection that
+    /// closed before taking it.
+    fn cancelled_by_hyper(status: &tonic::Status) -> bool {
+        let mut source: Option<&(dyn std::error::Error + 'static)> =
+            std::error::Error::source(status);
+        while let Some(e) = source {
+            if e.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_canceled)
+            {
+                return true;
+            }
+            source = e.source();
+        }
+        false
+    }
+
+    /// Three calls to a server that runs one stream at a time: the first is taken and
+    /// left unanswered; the next two queue, one inside h2 waiting for a stream and one
+    /// in hyper's queue behind it. Then the server closes with a graceful GOAWAY that
+    /// names the first as run. Returns the first call's status and the other two.
+    async fn calls_queued_at_a_go_away() -> (tonic::Status, Vec<tonic::Status>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (taken, first_taken) = tokio::sync::oneshot::channel::<()>();
+        let (go_away, go_away_now) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut connection = h2::server::Builder::new()
+                .max_concurrent_streams(1)
+                .handshake::<_, bytes::Bytes>(socket)
+                .await
+                .unwrap();
+            let first = connection.accept().await;
+            let _ = taken.send(());
+            tokio::select! {
+                _ = async { while let Some(Ok(_)) = connection.accept().await {} } => {}
+                _ = go_away_now => {}
+            }
+            connection.abrupt_shutdown(h2::Reason::NO_ERROR);
+            drop(first);
+            drain(connection).await;
+        });
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect_lazy();
+        let call = || {
+            let mut kv = crate::proto::kvpb::kv_client::KvClient::new(channel.clone());
+            tokio::spawn(async move {
+                kv.get(crate::proto::kvpb::GetRequest::default())
+                    .await
+                    .unwrap_err()
+            })
+        };
+        let first = call();
+        first_taken.await.unwrap();
+        let queued = [call(), call()];
+        // Both are queued well within this; an attempt where one was not yet is
+        // retried by the caller.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = go_away.send(());
+        let mut statuses = Vec::new();
+        for call in queued {
+            statuses.push(call.await.unwrap());
+        }
+        let first = first.await.unwrap();
+        server.abort();
+        (first, statuses)
+    }
+
+    #[tokio::test]
+    async fn a_call_hyper_cancels_before_taking_it_never_ran() {
+        // A call may not be queued yet when the server goes; a few attempts see hyper
+        // cancel one.
+        let mut cancelled = 0;
+        for _ in 0..10 {
+            let (first, queued) = calls_queued_at_a_go_away().await;
+            assert!(!never_sent(&first), "the server took it: {first:?}");
+            // The call waiting inside h2 fails as the dispatch task ends, which hyper
+            // also says of calls it had sent: it stays indeterminate.
+            for status in queued.iter().filter(|s| cancelled_by_hyper(s)) {
+                assert!(never_sent(status), "{status:?}");
+                cancelled += 1;
+            }
+            if cancelled > 0 {
+                return;
+            }
+        }
+        panic!("no attempt saw hyper cancel a queued call");
     }
 }
