@@ -190,9 +190,6 @@ fn read_chunks(
                 return Ok(sent);
             }
             sent += n as u64;
-            if n < buf.len() {
-                break;
-            }
         }
     }
     let done = SnapshotChunk {
@@ -204,16 +201,16 @@ fn read_chunks(
     Ok(sent)
 }
 
-/// Fills `buf` as far as the file allows.
+/// Fills `buf` as far as the file allows: reading stops at the file's end, or once the
+/// buffer is full (a read into its empty rest returns 0).
 fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
-    while filled < buf.len() {
+    loop {
         match file.read(&mut buf[filled..])? {
-            0 => break,
+            0 => return Ok(filled),
             n => filled += n,
         }
     }
-    Ok(filled)
 }
 
 /// Why a received chunk stream was refused.
