@@ -601,6 +601,36 @@ mod tests {
         });
     }
 
+    /// An identity that cannot be read, or a leftover temporary file that cannot be
+    /// removed (here each is a directory), is an I/O failure naming what was being done:
+    /// never taken for a directory without an identity.
+    #[test]
+    fn a_data_dir_whose_identity_cannot_be_read_or_cleared_is_an_io_failure() {
+        let want = Identity {
+            cluster_id: 1,
+            store_id: 1,
+        };
+        let unreadable = tempfile::tempdir().unwrap();
+        std::fs::create_dir(unreadable.path().join(IDENTITY_FILE)).unwrap();
+        match claim_data_dir(unreadable.path(), want) {
+            Err(NodeError::Io {
+                what: "reading", ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        let stuck = tempfile::tempdir().unwrap();
+        let leftover = stuck.path().join(IDENTITY_FILE).with_extension("tmp");
+        std::fs::create_dir(&leftover).unwrap();
+        match claim_data_dir(stuck.path(), want) {
+            Err(NodeError::Io {
+                what: "removing",
+                path,
+                ..
+            }) if path == leftover => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn the_first_region_is_the_whole_key_space_with_a_voter_per_store() {
         let stores: InitialStores = [
