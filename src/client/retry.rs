@@ -144,7 +144,8 @@ fn transport_source(status: &tonic::Status) -> bool {
 
 /// Whether the call certainly never ran: the connection was refused (or never made)
 /// before anything was sent, hyper cancelled it while it was still queued for a
-/// connection that closed, or a stopping server refused it before running it.
+/// connection that closed, or a server refused it before running it (a stopping
+/// server's answer, its stream refused, or a graceful GOAWAY that did not name it).
 fn never_sent(status: &tonic::Status) -> bool {
     let message = status.message();
     if message.starts_with(super::NOT_CONNECTED)
@@ -160,8 +161,6 @@ fn never_sent(status: &tonic::Status) -> bool {
         {
             return true;
         }
-        // A server closing gracefully sends GOAWAY naming the last stream it will run;
-        // the streams after it fail with this error, unrun (RFC 9113, section 6.8).
         // hyper cancels a call still queued for a connection that closes before
         // taking it (or that was closed when it was queued): nothing was sent.
         if e.downcast_ref::<hyper::Error>()
@@ -178,6 +177,8 @@ fn never_sent(status: &tonic::Status) -> bool {
         {
             return true;
         }
+        // A server closing gracefully sends GOAWAY naming the last stream it will run;
+        // the streams after it fail with this error, unrun (RFC 9113, section 6.8).
         if let Some(h2) = e.downcast_ref::<h2::Error>()
             && h2.is_go_away()
             && h2.is_remote()
