@@ -130,16 +130,14 @@ pub(super) fn classify_status(status: &tonic::Status, effect: Effect) -> Next {
     }
 }
 
+/// The errors under a status, its source first, then that one's source, and so on.
+fn causes(status: &tonic::Status) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(std::error::Error::source(status), |e| e.source())
+}
+
 /// Whether the status comes from the connection (an HTTP/2 or I/O error under it).
 fn transport_source(status: &tonic::Status) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = source {
-        if e.is::<h2::Error>() || e.is::<std::io::Error>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    causes(status).any(|e| e.is::<h2::Error>() || e.is::<std::io::Error>())
 }
 
 /// Whether the call certainly never ran: the connection was refused (or never made)
@@ -154,39 +152,40 @@ fn never_sent(status: &tonic::Status) -> bool {
     {
         return true;
     }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::ConnectionRefused
-        {
-            return true;
-        }
-        // hyper cancels a call still queued for a connection that closes before
-        // taking it (or that was closed when it was queued): nothing was sent.
-        if e.downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_canceled)
-        {
-            return true;
-        }
-        // A stream reset with REFUSED_STREAM was closed before any processing
-        // (RFC 9113, section 8.7).
-        if let Some(h2) = e.downcast_ref::<h2::Error>()
-            && h2.is_reset()
-            && h2.is_remote()
-            && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
-        {
-            return true;
-        }
-        // A server closing gracefully sends GOAWAY naming the last stream it will run;
-        // the streams after it fail with this error, unrun (RFC 9113, section 6.8).
-        if let Some(h2) = e.downcast_ref::<h2::Error>()
-            && h2.is_go_away()
-            && h2.is_remote()
-            && h2.reason() == Some(h2::Reason::NO_ERROR)
-        {
-            return true;
-        }
-        source = e.source();
+    causes(status).any(never_ran_cause)
+}
+
+/// Whether one error under a status shows that its call never ran.
+fn never_ran_cause(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(io) = e.downcast_ref::<std::io::Error>()
+        && io.kind() == std::io::ErrorKind::ConnectionRefused
+    {
+        return true;
+    }
+    // hyper cancels a call still queued for a connection that closes before
+    // taking it (or that was closed when it was queued): nothing was sent.
+    if e.downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_canceled)
+    {
+        return true;
+    }
+    // A stream reset with REFUSED_STREAM was closed before any processing
+    // (RFC 9113, section 8.7).
+    if let Some(h2) = e.downcast_ref::<h2::Error>()
+        && h2.is_reset()
+        && h2.is_remote()
+        && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+    {
+        return true;
+    }
+    // A server closing gracefully sends GOAWAY naming the last stream it will run;
+    // the streams after it fail with this error, unrun (RFC 9113, section 6.8).
+    if let Some(h2) = e.downcast_ref::<h2::Error>()
+        && h2.is_go_away()
+        && h2.is_remote()
+        && h2.reason() == Some(h2::Reason::NO_ERROR)
+    {
+        return true;
     }
     false
 }
@@ -481,17 +480,10 @@ mod tests {
     /// Whether hyper cancelled the call: it was still queued for a connection that
     /// closed before taking it.
     fn cancelled_by_hyper(status: &tonic::Status) -> bool {
-        let mut source: Option<&(dyn std::error::Error + 'static)> =
-            std::error::Error::source(status);
-        while let Some(e) = source {
-            if e.downcast_ref::<hyper::Error>()
+        causes(status).any(|e| {
+            e.downcast_ref::<hyper::Error>()
                 .is_some_and(hyper::Error::is_canceled)
-            {
-                return true;
-            }
-            source = e.source();
-        }
-        false
+        })
     }
 
     /// Three calls to a server that runs one stream at a time: the first is taken and
