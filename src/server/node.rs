@@ -405,12 +405,19 @@ impl Node {
         // 1. New client calls are refused, untouched, so clients send them elsewhere;
         //    the store-to-store traffic goes on, so the writes taken can still commit.
         self.refusing.store(true, Ordering::SeqCst);
-        let deadline = Instant::now() + self.grace;
-        let busy = |node: &Self| {
-            node.running.load(Ordering::SeqCst) > 0 || node.store.unanswered_proposal_bytes() > 0
-        };
-        while busy(self) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
+        let drained = drain(self.grace, || {
+            in_flight(
+                self.running.load(Ordering::SeqCst),
+                self.store.unanswered_proposal_bytes(),
+            )
+        });
+        match drained {
+            Drained::Idle => {}
+            Drained::GraceOver => tracing::warn!(
+                grace = ?self.grace,
+                "stopping with calls or writes still in flight: the grace ran out; \
+                 the store answers them with an error"
+            ),
         }
         // 2. The servers stop: peers' streams end, connections close.
         let _ = self.closing.send(true);
@@ -432,6 +439,37 @@ impl Node {
         self.store.shutdown();
         runtime.shutdown_timeout(Duration::from_secs(1));
     }
+}
+
+/// How a stop's wait for the work in flight ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drained {
+    /// Nothing was in flight any more.
+    Idle,
+    /// The grace ran out first.
+    GraceOver,
+}
+
+/// Waits while `busy` says work is in flight, for at most `grace`, looking every 10 ms.
+fn drain(grace: Duration, busy: impl Fn() -> bool) -> Drained {
+    let deadline = Instant::now() + grace;
+    loop {
+        if !busy() {
+            return Drained::Idle;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Drained::GraceOver;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(10)));
+    }
+}
+
+/// Work a stop waits for: a KV or admin call running (a call let in may not have reached
+/// the store yet, and a read holds no proposal), or a write taken and not yet answered
+/// (its caller may have given up on the call, the write still commits).
+fn in_flight(running_calls: usize, unanswered_proposal_bytes: u64) -> bool {
+    running_calls > 0 || unanswered_proposal_bytes > 0
 }
 
 /// A service whose running calls are counted (from before its interceptor runs until
@@ -583,6 +621,54 @@ mod tests {
         );
         let mut ready = std::task::Context::from_waker(std::task::Waker::noop());
         assert!(service.poll_ready(&mut ready).is_ready());
+    }
+
+    /// A stop waits for a call or a write in flight, each on its own, and for nothing
+    /// else.
+    #[test]
+    fn a_stop_waits_for_any_call_or_write_in_flight() {
+        assert!(!in_flight(0, 0));
+        assert!(
+            in_flight(1, 0),
+            "a call running, a read say, holds no proposal"
+        );
+        assert!(
+            in_flight(0, 1),
+            "a write whose caller gave up still commits"
+        );
+        assert!(in_flight(3, 128));
+    }
+
+    /// The stop's wait ends as soon as nothing is in flight, and when the grace runs out
+    /// if something still is — never before.
+    #[test]
+    fn a_stop_waits_until_idle_or_the_grace_is_over() {
+        assert_eq!(drain(Duration::from_secs(60), || false), Drained::Idle);
+
+        let busy = Arc::new(AtomicBool::new(true));
+        let polls = AtomicUsize::new(0);
+        let clearer = {
+            let busy = busy.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                busy.store(false, Ordering::SeqCst);
+            })
+        };
+        let drained = drain(Duration::from_secs(60), || {
+            polls.fetch_add(1, Ordering::SeqCst);
+            busy.load(Ordering::SeqCst)
+        });
+        clearer.join().unwrap();
+        assert_eq!(drained, Drained::Idle, "waited for the work to finish");
+        assert!(
+            polls.load(Ordering::SeqCst) >= 2,
+            "looked again after waiting"
+        );
+
+        let grace = Duration::from_millis(50);
+        let started = Instant::now();
+        assert_eq!(drain(grace, || true), Drained::GraceOver);
+        assert!(started.elapsed() >= grace, "the whole grace was given");
     }
 
     #[test]
