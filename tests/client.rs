@@ -503,9 +503,9 @@ fn a_bench_counts_what_it_did_and_what_failed() {
         (report.ops, report.ops, report.ops)
     );
     assert_eq!((report.reads.count, report.writes.count), (0, 0));
-    let rate = report.ops as f64 / report.seconds;
-    assert!(
-        (report.ops_per_sec - rate).abs() < rate * 0.01,
+    assert_eq!(
+        report.ops_per_sec,
+        report.ops as f64 / report.seconds,
         "{report:?}"
     );
 

@@ -533,6 +533,67 @@ fn the_server_command_stops_cleanly_on_sigterm_and_resumes() {
     assert!(dir.path().join(IDENTITY_FILE).exists());
 }
 
+/// A stopping server waits for a call in flight (up to its grace), and a second signal
+/// during that wait ends the process at once, with exit code 130.
+#[test]
+fn a_second_signal_while_a_stop_waits_for_a_call_exits_at_once() {
+    let (dir, config_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut config = one_store_config(dir.path());
+    config.limits.shutdown_grace_ms = 600_000;
+    let config_file = config_dir.path().join("flotilla.toml");
+    std::fs::write(&config_file, config.to_toml()).unwrap();
+    let mut child = flotilla()
+        .args(["server", "--config"])
+        .arg(&config_file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let serving = stdout
+        .by_ref()
+        .map(|l| l.unwrap())
+        .any(|l| l.contains("serving gRPC"));
+    assert!(serving, "it exited before serving");
+    // A KV call whose request body never ends: the server counts it running, unanswered.
+    let client = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr: SocketAddr = config.listen_addr.parse().unwrap();
+    let _held = client.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (h2, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(connection);
+        let request = tonic::codegen::http::Request::post(format!("http://{addr}/kvpb.Kv/Get"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let mut h2 = h2.ready().await.unwrap();
+        let (response, body) = h2.send_request(request, false).unwrap();
+        // Given time to reach the server (the connection task runs on its own).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        (h2, response, body)
+    });
+    signal(child.id(), "TERM");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let stopping = stderr
+        .by_ref()
+        .map(|l| l.unwrap())
+        .any(|l| l.contains("shutting down"));
+    assert!(stopping, "no stop began");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the stop did not wait for the call in flight"
+    );
+    signal(child.id(), "TERM");
+    let exit = wait_for_exit(&mut child);
+    assert_eq!(exit.code(), Some(130), "{exit:?}");
+}
+
 /// The playground command comes up, says where it serves, and stops cleanly on Ctrl-C
 /// (SIGINT), removing its temporary directory.
 #[test]

@@ -65,6 +65,18 @@ impl Mix {
         }
         Ok(mix)
     }
+
+    /// The kind of operation a roll in 0..100 draws: reads take the first `reads`
+    /// values, writes the next `writes`, compare-and-swaps the rest.
+    fn kind(&self, roll: u32) -> Kind {
+        if roll < self.reads {
+            Kind::Read
+        } else if roll < self.reads + self.writes {
+            Kind::Write
+        } else {
+            Kind::Cas
+        }
+    }
 }
 
 /// What a bench run does.
@@ -214,7 +226,7 @@ pub fn bench_key(i: u64) -> Bytes {
     Bytes::from(format!("{:016x}", Rng::new(i).next_u64()))
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Read,
     Write,
@@ -254,7 +266,7 @@ pub async fn run(client: Client, options: BenchOptions, done: Arc<AtomicU64>) ->
                 client,
                 &options,
                 &chooser,
-                options.seed + i as u64,
+                client_seed(options.seed, i as u64),
                 deadline,
                 &done,
             )
@@ -265,10 +277,9 @@ pub async fn run(client: Client, options: BenchOptions, done: Arc<AtomicU64>) ->
     let (mut reads, mut writes, mut cas) = (histogram(), histogram(), histogram());
     let (mut errors, mut cas_mismatches, mut first_error) = (0, 0, None);
     while let Some(result) = tasks.join_next().await {
-        let Ok(r) = result else {
-            errors += 1;
-            continue;
-        };
+        // A client task that panicked is a bug in the bench: it ends the run loudly
+        // rather than counting as one failed operation (no task is ever cancelled).
+        let r = result.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         // The histograms share bounds, so adding never fails.
         let _ = all.add(&r.all);
         let _ = reads.add(&r.reads);
@@ -294,6 +305,12 @@ pub async fn run(client: Client, options: BenchOptions, done: Arc<AtomicU64>) ->
     }
 }
 
+/// Client `client`'s seed: every client draws its own sequence, and a run repeats with
+/// its seed.
+fn client_seed(seed: u64, client: u64) -> u64 {
+    seed.wrapping_add(client)
+}
+
 async fn one_client(
     client: Client,
     options: &BenchOptions,
@@ -315,14 +332,7 @@ async fn one_client(
     };
     while Instant::now() < deadline {
         let key = bench_key(chooser.next(&mut rng));
-        let roll = rng.range(0, 100) as u32;
-        let kind = if roll < options.mix.reads {
-            Kind::Read
-        } else if roll < options.mix.reads + options.mix.writes {
-            Kind::Write
-        } else {
-            Kind::Cas
-        };
+        let kind = options.mix.kind(rng.range(0, 100) as u32);
         let started = Instant::now();
         let outcome: Result<(), ClientError> = match kind {
             Kind::Read => client.get(key).await.map(|_| ()),
@@ -394,6 +404,39 @@ mod tests {
         ];
         let drawn = us.map(|u| zipf.next(u));
         assert_eq!(drawn, [0, 0, 0, 1, 1, 2, 4, 22, 103, 471, 927, 999]);
+    }
+
+    /// A key's share of the unit interval is half-open: a draw on its upper edge is the
+    /// next key's. With two keys the formula is 0/0, and key 1 comes from its own test.
+    #[test]
+    fn zipf_shares_are_half_open_and_two_keys_both_draw() {
+        let two = Zipf::new(2, 0.99);
+        assert_eq!([0.0, 0.6, 0.7, 0.99].map(|u| two.next(u)), [0, 0, 1, 1]);
+        let three = Zipf::new(3, 0.5);
+        let first_edge = 1.0 / three.zetan;
+        assert_eq!(first_edge * three.zetan, 1.0, "not an exact edge");
+        assert_eq!(three.next(first_edge), 1);
+        let second = 1.0 + 0.5f64.powf(0.5);
+        let second_edge = second / three.zetan;
+        assert_eq!(second_edge * three.zetan, second, "not an exact edge");
+        assert_eq!(three.next(second_edge), 2);
+    }
+
+    #[test]
+    fn a_mix_gives_each_kind_its_share_of_the_rolls() {
+        use Kind::*;
+        let mix = Mix::parse("reads=60,writes=30,cas=10").unwrap();
+        let kinds = [0, 59, 60, 89, 90, 99].map(|r| mix.kind(r));
+        assert_eq!(kinds, [Read, Read, Write, Write, Cas, Cas]);
+        let writes = Mix::parse("writes=100").unwrap();
+        assert!((0..100).all(|r| writes.kind(r) == Write));
+    }
+
+    #[test]
+    fn each_client_draws_from_its_own_seed() {
+        assert_eq!(client_seed(7, 2), 9);
+        assert_ne!(client_seed(0, 0), client_seed(0, 1));
+        assert_eq!(client_seed(u64::MAX, 1), 0);
     }
 
     #[test]
