@@ -21,6 +21,8 @@
 //!   benchmark keeps no data in its state machine; `1` comes closest to it (a tiny KV).
 //! - `FLOTILLA_BENCH_SECS`: measured seconds per run (default 10).
 //! - `FLOTILLA_BENCH_HIBERNATE=0`: idle regions keep ticking (the idle mode's comparison).
+//! - `FLOTILLA_BENCH_RUN`: `threads` (a pool per role: `RunMode::Threads`; default) or
+//!   `one-thread` (each store's roles in turn on one thread: `RunMode::OneThread`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -60,6 +62,13 @@ fn region_counts(default: &str) -> Vec<u64> {
 enum Engine {
     Disk,
     Mem,
+}
+
+fn run_mode() -> RunMode {
+    match env("FLOTILLA_BENCH_RUN").as_deref() {
+        Some("one-thread") => RunMode::OneThread,
+        _ => RunMode::Threads,
+    }
 }
 
 fn engine() -> Engine {
@@ -167,13 +176,8 @@ impl Cluster {
     fn open(&self, id: u64, engines: Engines, config: impl Fn(&mut StoreConfig)) -> Store {
         let mut settings = StoreConfig::new(StoreId(id));
         config(&mut settings);
-        let store = Store::open(
-            settings,
-            engines,
-            Arc::new(self.net.clone()),
-            RunMode::Threads,
-        )
-        .expect("open");
+        let store =
+            Store::open(settings, engines, Arc::new(self.net.clone()), run_mode()).expect("open");
         self.net.register(StoreId(id), store.receiver());
         store
     }
@@ -315,7 +319,8 @@ fn throughput() {
         let regions_per_write = delta("flotilla_wal_write_batch_regions_sum", &[])
             / delta("flotilla_wal_write_batch_regions_count", &[]).max(1.0);
         println!(
-            "throughput {engine:?} {regions} regions {clients} clients {}-byte values: {:.0} writes/s, p50 {} µs, p99 {} µs, max {} µs; {:.1} client writes per fsync ({fsyncs} fsyncs, 3 stores), {:.1} client writes per WAL write, {regions_per_write:.1} regions per WAL write",
+            "throughput {engine:?} {:?} {regions} regions {clients} clients {}-byte values: {:.0} writes/s, p50 {} µs, p99 {} µs, max {} µs; {:.1} client writes per fsync ({fsyncs} fsyncs, 3 stores), {:.1} client writes per WAL write, {regions_per_write:.1} regions per WAL write",
+            run_mode(),
             value.len(),
             ops / elapsed,
             pct(0.50),

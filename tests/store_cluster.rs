@@ -1,6 +1,8 @@
 //! Whole stores over the in-process network: three stores elect a leader for the first
 //! region, replicate and apply writes, serve linearizable reads, refuse what does not fit
-//! (follower, stale epoch, foreign key), split, hand leadership over and restart.
+//! (follower, stale epoch, foreign key), split, hand leadership over and restart. The
+//! restart and stop-under-load tests run each store on threads per role and again on one
+//! thread (`RunMode::OneThread`).
 
 use bytes::Bytes;
 use flotilla::proto::commandpb::{
@@ -10,7 +12,7 @@ use flotilla::proto::metapb::RegionEpoch;
 use flotilla::raft::Role;
 use flotilla::region::RegionError;
 use flotilla::store::apply::eval::OpOutcome;
-use flotilla::store::{ReadRequest, ReadResponse, ScanOrder};
+use flotilla::store::{ReadRequest, ReadResponse, RunMode, ScanOrder};
 use flotilla::testkit::cluster::*;
 use flotilla::{PeerId, RegionId, StoreId};
 
@@ -309,7 +311,16 @@ fn a_range_delete_clears_its_range_in_bounded_batches() {
 
 #[test]
 fn a_restarted_store_keeps_its_data_and_rejoins() {
-    let mut c = Cluster::start(3);
+    restarted_store_keeps_its_data_and_rejoins(RunMode::Threads);
+}
+
+#[test]
+fn a_restarted_store_on_one_thread_keeps_its_data_and_rejoins() {
+    restarted_store_keeps_its_data_and_rejoins(RunMode::OneThread);
+}
+
+fn restarted_store_keeps_its_data_and_rejoins(mode: RunMode) {
+    let mut c = Cluster::start_in(mode, 3);
     c.must_put(FIRST_REGION, b"k1", b"v1");
     let leader = c.leader_store(FIRST_REGION);
     c.stop(leader);
@@ -459,7 +470,16 @@ fn membership_changes_demote_promote_and_remove_a_peer() {
 /// response resolves, none hangs, none is answered twice (a response resolves once).
 #[test]
 fn every_request_is_answered_when_the_leader_stops_under_load() {
-    let mut c = Cluster::start(3);
+    every_request_answered_when_the_leader_stops_under_load(RunMode::Threads);
+}
+
+#[test]
+fn every_request_is_answered_when_a_leader_on_one_thread_stops_under_load() {
+    every_request_answered_when_the_leader_stops_under_load(RunMode::OneThread);
+}
+
+fn every_request_answered_when_the_leader_stops_under_load(mode: RunMode) {
+    let mut c = Cluster::start_in(mode, 3);
     c.must_put(FIRST_REGION, b"warm", b"up");
     let leader = c.leader_store(FIRST_REGION);
     let epoch = c.epoch(FIRST_REGION);

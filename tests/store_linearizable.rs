@@ -6,7 +6,9 @@
 //! faults heal, every key is read once more (so an acknowledged write that was lost shows
 //! as a history that is not linearizable) and every request still waiting is answered.
 //!
-//! CI runs one round of `DEFAULT_SECS` seconds over `DEFAULT_REGIONS` regions.
+//! CI runs one round of `DEFAULT_SECS` seconds over `DEFAULT_REGIONS` regions with each
+//! store's roles on threads of their own, and one with each store on one thread
+//! (`RunMode::OneThread`).
 //! `FLOTILLA_LIN_SEEDS=N` runs N rounds (seeds 0..N, or from `FLOTILLA_LIN_FIRST_SEED`),
 //! `FLOTILLA_LIN_SECS` and `FLOTILLA_LIN_REGIONS` change the round, `FLOTILLA_LIN_TRACE=1`
 //! prints the faults. The seed fixes every
@@ -24,7 +26,7 @@ use flotilla::proto::metapb::{Peer, RegionEpoch};
 use flotilla::raft::Role;
 use flotilla::region::{DroppedReason, RegionError};
 use flotilla::store::apply::eval::OpOutcome;
-use flotilla::store::{Fault, PeerChange, ReadRequest, ReadResponse, Response};
+use flotilla::store::{Fault, PeerChange, ReadRequest, ReadResponse, Response, RunMode};
 use flotilla::testkit::Rng;
 use flotilla::testkit::cluster::*;
 use flotilla::testkit::linearizability::{KvInput, KvOutput, Recorder, check_kv};
@@ -33,11 +35,19 @@ use flotilla::{PeerId, RegionId, StoreId};
 const DEFAULT_SECS: u64 = 8;
 
 /// What reruns a seed's schedule.
-fn replay(seed: u64) -> String {
+fn replay(seed: u64, mode: RunMode) -> String {
+    let test = match mode {
+        RunMode::OneThread => ONE_THREAD_TEST,
+        _ => THREADS_TEST,
+    };
     format!(
-        "FLOTILLA_LIN_SEEDS=1 FLOTILLA_LIN_FIRST_SEED={seed} cargo test --test store_linearizable -- --nocapture"
+        "FLOTILLA_LIN_SEEDS=1 FLOTILLA_LIN_FIRST_SEED={seed} cargo test --test store_linearizable -- --exact {test} --nocapture"
     )
 }
+
+const THREADS_TEST: &str =
+    "client_histories_are_linearizable_under_crashes_partitions_splits_transfers_and_conf_changes";
+const ONE_THREAD_TEST: &str = "client_histories_are_linearizable_with_each_store_on_one_thread";
 const DEFAULT_REGIONS: u64 = 1000;
 const CLIENTS: u64 = 6;
 const KEYS: u64 = 24;
@@ -74,6 +84,8 @@ struct World {
     abandoned: Mutex<Vec<Response<flotilla::store::WriteResponse>>>,
     next_region: AtomicU64,
     faults: Mutex<Vec<String>>,
+    /// How the stores run (named in the replay command).
+    mode: RunMode,
 }
 
 /// Finds a store whose replica of `key`'s region says it leads, and the epoch it knows.
@@ -167,7 +179,7 @@ fn client(w: &World, client: u64, seed: u64, keys: &[Bytes]) {
                             other => panic!(
                                 "seed {seed}: {input:?} answered with outcomes {other:?}; rerun the \
                                  schedule: {}",
-                                replay(seed)
+                                replay(seed, w.mode)
                             ),
                         };
                         w.recorder.returned(call, output);
@@ -441,9 +453,9 @@ fn demote_and_promote_jointly(w: &World, key: &Bytes) -> String {
     )
 }
 
-fn run_round(seed: u64, secs: u64, regions: u64) {
+fn run_round(seed: u64, secs: u64, regions: u64, mode: RunMode) {
     let started = Instant::now();
-    let c = Cluster::start(3);
+    let c = Cluster::start_in(mode, 3);
     c.split_first_region(regions, |i| format!("r{i:05}"));
     let keys = keys(regions);
     for k in &keys {
@@ -465,6 +477,7 @@ fn run_round(seed: u64, secs: u64, regions: u64) {
         abandoned: Mutex::new(Vec::new()),
         next_region: AtomicU64::new(1_000_000),
         faults: Mutex::new(Vec::new()),
+        mode,
     };
     // The initial writes are part of the history: recorded as done before anything else.
     for k in &keys {
@@ -528,7 +541,7 @@ fn run_round(seed: u64, secs: u64, regions: u64) {
              schedule: {}",
             e.key,
             e.operations,
-            replay(seed)
+            replay(seed, mode)
         );
     }
     drop(c);
@@ -541,11 +554,20 @@ fn run_round(seed: u64, secs: u64, regions: u64) {
 
 #[test]
 fn client_histories_are_linearizable_under_crashes_partitions_splits_transfers_and_conf_changes() {
+    run_rounds(RunMode::Threads);
+}
+
+#[test]
+fn client_histories_are_linearizable_with_each_store_on_one_thread() {
+    run_rounds(RunMode::OneThread);
+}
+
+fn run_rounds(mode: RunMode) {
     let seeds = env("FLOTILLA_LIN_SEEDS").unwrap_or(1);
     let first = env("FLOTILLA_LIN_FIRST_SEED").unwrap_or(0);
     let secs = env("FLOTILLA_LIN_SECS").unwrap_or(DEFAULT_SECS);
     let regions = env("FLOTILLA_LIN_REGIONS").unwrap_or(DEFAULT_REGIONS);
     for seed in first..first + seeds {
-        run_round(seed, secs, regions);
+        run_round(seed, secs, regions, mode);
     }
 }

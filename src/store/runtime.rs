@@ -2,9 +2,10 @@
 //! writer, the ticker — and the embedding API over it: propose, read, split, transfer
 //! leadership, status.
 //!
-//! It runs either on threads (`RunMode::Threads`: poller pools, one WAL writer thread,
-//! one timer thread) or stepped by the caller (`RunMode::Stepped`: `step_raft`,
-//! `step_apply`, `step_wal`, `tick` are the threads' loop bodies, for deterministic tests).
+//! It runs on threads per role (`RunMode::Threads`: poller pools, one WAL writer thread,
+//! one timer thread), on one thread taking the roles in turn (`RunMode::OneThread`), or
+//! stepped by the caller (`RunMode::Stepped`: `step_raft`, `step_apply`, `step_wal`,
+//! `tick` are the threads' loop bodies, for deterministic tests).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,9 +71,16 @@ pub enum StoreError {
 /// How the store's loops run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunMode {
-    /// On threads of its own: poller pools, a WAL writer thread, a timer thread, a
-    /// snapshot worker thread.
+    /// On threads of its own, one pool per role: raft pollers, apply pollers, a WAL
+    /// writer thread, a timer thread, a snapshot worker thread. A log write and its fsync
+    /// never hold up the raft pollers.
     Threads,
+    /// The raft poller, the WAL writer and the apply poller take turns on one thread (a
+    /// timer and a snapshot worker keep threads of their own; the pool sizes are not
+    /// used). A write crosses fewer threads, and the store's raft work waits while its log
+    /// is written (as in a TiKV raftstore whose pollers write their own log): for an
+    /// in-memory log, few cores, or several stores in one process.
+    OneThread,
     /// Stepped by the caller, on the caller's thread (`step_raft`, `step_apply`,
     /// `step_wal`, `step_snapshot`, `tick`).
     Stepped,
@@ -101,15 +109,23 @@ struct Threads {
     stopping: Arc<AtomicBool>,
 }
 
+/// `RunMode::OneThread`: the thread running the loops, and the two beside it.
+struct OneThread {
+    runner: JoinHandle<()>,
+    timer: JoinHandle<()>,
+    snapshots: JoinHandle<()>,
+    /// Tells the timer and the snapshot worker to end.
+    stopping: Arc<AtomicBool>,
+}
+
 struct Stepped {
-    raft: Poller<PeerFsm, StoreFsm, RaftPoller>,
-    apply: Poller<ApplyFsm, ApplyControl, ApplyPoller>,
-    wal: WalWriter<RouterNotifier>,
+    loops: Loops,
     snapshots: SnapshotWorker,
 }
 
 enum Driver {
     Threads(Box<Threads>),
+    OneThread(Box<OneThread>),
     Stepped(Box<Stepped>),
     Stopped,
 }
@@ -212,7 +228,7 @@ impl Store {
         // Stepped, nothing waits on the wall clock: held heartbeats go at each pause.
         let hold = match mode {
             RunMode::Stepped => Duration::ZERO,
-            RunMode::Threads => config.raft.heartbeat_hold,
+            RunMode::Threads | RunMode::OneThread => config.raft.heartbeat_hold,
         };
         let raft_poller =
             |_| RaftPoller::new(PollContext::new(shared.clone(), wal_tx.clone()), hold);
@@ -225,9 +241,11 @@ impl Store {
         );
         let driver = match mode {
             RunMode::Stepped => Driver::Stepped(Box::new(Stepped {
-                raft: raft_system.poller(raft_poller(0)),
-                apply: apply_system.poller(apply_poller(0)),
-                wal: writer,
+                loops: Loops {
+                    raft: raft_system.poller(raft_poller(0)),
+                    wal: writer,
+                    apply: apply_system.poller(apply_poller(0)),
+                },
                 snapshots: snapshot_worker,
             })),
             RunMode::Threads => {
@@ -242,6 +260,26 @@ impl Store {
                     raft,
                     apply,
                     wal,
+                    timer,
+                    snapshots,
+                    stopping,
+                }))
+            }
+            RunMode::OneThread => {
+                let store = config.store_id;
+                let loops = Loops {
+                    raft: raft_system.poller(raft_poller(0)),
+                    wal: writer,
+                    apply: apply_system.poller(apply_poller(0)),
+                };
+                let runner = std::thread::Builder::new()
+                    .name(format!("store-{store}"))
+                    .spawn(move || loops.run())?;
+                let stopping = Arc::new(AtomicBool::new(false));
+                let timer = spawn_timer(&shared, stopping.clone())?;
+                let snapshots = spawn_snapshot_worker(store, snapshot_worker, stopping.clone())?;
+                Driver::OneThread(Box::new(OneThread {
+                    runner,
                     timer,
                     snapshots,
                     stopping,
@@ -442,7 +480,7 @@ impl Store {
     /// One batch of the raft pollers (stepped mode); `None` when the store runs threads.
     pub fn step_raft(&mut self) -> Option<PollOutcome> {
         match self.driver.get_mut() {
-            Driver::Stepped(s) => Some(s.raft.poll_once(Duration::ZERO)),
+            Driver::Stepped(s) => Some(s.loops.raft.poll_once(Duration::ZERO)),
             _ => None,
         }
     }
@@ -450,7 +488,7 @@ impl Store {
     /// One batch of the apply pollers (stepped mode).
     pub fn step_apply(&mut self) -> Option<PollOutcome> {
         match self.driver.get_mut() {
-            Driver::Stepped(s) => Some(s.apply.poll_once(Duration::ZERO)),
+            Driver::Stepped(s) => Some(s.loops.apply.poll_once(Duration::ZERO)),
             _ => None,
         }
     }
@@ -458,7 +496,7 @@ impl Store {
     /// One WAL write of whatever tasks are queued (stepped mode).
     pub fn step_wal(&mut self) -> Option<WriteOutcome> {
         match self.driver.get_mut() {
-            Driver::Stepped(s) => Some(s.wal.write_once(Duration::ZERO)),
+            Driver::Stepped(s) => Some(s.loops.wal.write_once(Duration::ZERO)),
             _ => None,
         }
     }
@@ -490,12 +528,14 @@ impl Store {
     /// back (stepped mode); whether any of them did something. A test that interleaves
     /// several stores steps each one round at a time.
     pub fn step_round(&mut self, snapshots: SnapshotSteps) -> bool {
-        let raft = matches!(self.step_raft(), Some(PollOutcome::Handled(n)) if n > 0);
-        let wal = matches!(self.step_wal(), Some(WriteOutcome::Written(_)));
-        let apply = matches!(self.step_apply(), Some(PollOutcome::Handled(n)) if n > 0);
-        let snapshot =
-            snapshots == SnapshotSteps::Run && self.step_snapshot() == Some(SnapshotWork::Done);
-        raft || wal || apply || snapshot
+        let Driver::Stepped(s) = self.driver.get_mut() else {
+            return false;
+        };
+        // Nothing tells a stepped store's raft poller to exit.
+        let worked = s.loops.round(Duration::ZERO) == Round::Worked;
+        let snapshot = snapshots == SnapshotSteps::Run
+            && s.snapshots.run_once(Duration::ZERO) == SnapshotWork::Done;
+        worked || snapshot
     }
 
     /// Steps raft, WAL, apply and snapshot tasks until none of them has work left
@@ -530,6 +570,15 @@ impl Store {
                 // The pollers' senders are gone with them; the last one lets the writer end.
                 *self.wal.lock() = None;
                 let _ = t.wal.join();
+            }
+            Driver::OneThread(t) => {
+                t.stopping.store(true, Ordering::Release);
+                let _ = t.timer.join();
+                // The runner ends its loop and writes the WAL tasks queued before it exits.
+                self.shared.raft_router.signal_exit(1);
+                let _ = t.runner.join();
+                let _ = t.snapshots.join();
+                *self.wal.lock() = None;
             }
             Driver::Stepped(_) => *self.wal.lock() = None,
             // Stopped already (`shutdown`, then `Drop`): nothing is left to do.
@@ -579,6 +628,72 @@ fn load_regions(shared: &StoreShared) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+/// The store's three loop bodies, taken in turn by a stepped store's rounds and by
+/// `RunMode::OneThread`'s thread.
+struct Loops {
+    raft: Poller<PeerFsm, StoreFsm, RaftPoller>,
+    wal: WalWriter<RouterNotifier>,
+    apply: Poller<ApplyFsm, ApplyControl, ApplyPoller>,
+}
+
+/// What one round of the loops did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// At least one of them had work.
+    Worked,
+    /// None had any.
+    Idle,
+    /// The raft poller was told to exit (nothing else ran).
+    Exit,
+}
+
+impl Loops {
+    /// One raft batch (waiting up to `wait` for a region to be scheduled), one WAL write
+    /// of what is queued, one apply batch.
+    fn round(&mut self, wait: Duration) -> Round {
+        let polled = match self.raft.poll_once(wait) {
+            PollOutcome::Exit => return Round::Exit,
+            PollOutcome::Handled(n) => n > 0,
+            PollOutcome::Empty => false,
+        };
+        let wrote = matches!(
+            self.wal.write_once(Duration::ZERO),
+            WriteOutcome::Written(_)
+        );
+        let applied = matches!(
+            self.apply.poll_once(Duration::ZERO),
+            PollOutcome::Handled(n) if n > 0
+        );
+        if polled || wrote || applied {
+            Round::Worked
+        } else {
+            Round::Idle
+        }
+    }
+
+    /// `RunMode::OneThread`'s thread: rounds until the raft poller is told to exit, then
+    /// every WAL task still queued is written (as the WAL writer thread does once the
+    /// pollers are gone).
+    fn run(mut self) {
+        let mut wait = Duration::ZERO;
+        loop {
+            // Only this thread's raft rounds give the WAL writer and the apply poller
+            // work: after an idle round the next comes to the raft queue (messages,
+            // requests, ticks), so waiting on that queue alone misses nothing.
+            wait = match self.round(wait) {
+                Round::Worked => Duration::ZERO,
+                Round::Idle => ONE_THREAD_IDLE_WAIT,
+                Round::Exit => break,
+            };
+        }
+        while let WriteOutcome::Written(_) = self.wal.write_once(Duration::ZERO) {}
+    }
+}
+
+/// How long an idle `RunMode::OneThread` runner blocks on the raft queue before it
+/// looks again (it wakes at once when a region is scheduled).
+const ONE_THREAD_IDLE_WAIT: Duration = Duration::from_millis(500);
 
 fn spawn_snapshot_worker(
     store: StoreId,

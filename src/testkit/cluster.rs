@@ -106,6 +106,9 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     /// Each store's configuration, used at every (re)start.
     pub config: Box<dyn Fn(StoreId) -> StoreConfig + Send + Sync>,
+    /// How each store's loops run, at every (re)start (`RunMode::Threads` unless
+    /// started with `start_in`).
+    pub mode: RunMode,
 }
 
 /// Fast timing for tests: 20 ms ticks, elections after 10 of them.
@@ -169,6 +172,15 @@ impl Cluster {
         Cluster::start_with(stores, test_config)
     }
 
+    /// `start`, each store's loops run as `mode` says (`RunMode::Threads` or
+    /// `RunMode::OneThread`: a cluster's stores run on threads).
+    pub fn start_in(mode: RunMode, stores: u64) -> Cluster {
+        let mut c = Cluster::build(stores, 0, test_config, |_| Vec::new());
+        c.mode = mode;
+        c.start_all();
+        c
+    }
+
     /// `start` with each store's configuration from `config`.
     pub fn start_with(
         stores: u64,
@@ -194,10 +206,23 @@ impl Cluster {
         config: impl Fn(StoreId) -> StoreConfig + Send + Sync + 'static,
         observers: impl Fn(StoreId) -> Vec<Arc<dyn ApplyObserver>>,
     ) -> Cluster {
+        let mut c = Cluster::build(voters, spare, config, observers);
+        c.start_all();
+        c
+    }
+
+    /// The stores' engines, the first region bootstrapped on the voters'; none running.
+    fn build(
+        voters: u64,
+        spare: u64,
+        config: impl Fn(StoreId) -> StoreConfig + Send + Sync + 'static,
+        observers: impl Fn(StoreId) -> Vec<Arc<dyn ApplyObserver>>,
+    ) -> Cluster {
         let mut c = Cluster {
             net: InProcessNetwork::new(voters + spare),
             nodes: Vec::new(),
             config: Box::new(config),
+            mode: RunMode::Threads,
         };
         let region = first_region(voters);
         for s in 1..=voters + spare {
@@ -208,10 +233,13 @@ impl Cluster {
             }
             c.nodes.push(node);
         }
-        for s in 1..=voters + spare {
-            c.restart(StoreId(s));
-        }
         c
+    }
+
+    fn start_all(&mut self) {
+        for s in 1..=self.nodes.len() as u64 {
+            self.restart(StoreId(s));
+        }
     }
 
     /// (Re)opens a store over its engines and connects it.
@@ -222,7 +250,7 @@ impl Cluster {
             cfg,
             engines(node),
             Arc::new(self.net.clone()),
-            RunMode::Threads,
+            self.mode,
             node.observers.clone(),
         )
         .expect("open store");

@@ -187,7 +187,7 @@ impl<K: Hash + Eq + Copy + Send + Sync + 'static, N: Fsm, C: Fsm> Router<K, N, C
     }
 
     /// Tells `pollers` pollers to exit after the batch they are in.
-    pub(super) fn signal_exit(&self, pollers: usize) {
+    pub(in crate::store) fn signal_exit(&self, pollers: usize) {
         for _ in 0..pollers {
             let _ = self.queue.send(Scheduled::Exit);
         }
