@@ -3,10 +3,10 @@
 //! refused, the status HTTP server (/health, /status, /metrics), gRPC reflection, the
 //! playground, and the binary's configuration errors and signal handling.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Lines};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -478,7 +478,7 @@ fn signal(pid: u32, name: &str) {
     assert!(status.success());
 }
 
-fn wait_for_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+fn wait_for_exit(child: &mut Child) -> std::process::ExitStatus {
     let deadline = Instant::now() + PATIENCE;
     loop {
         if let Some(exit) = child.try_wait().unwrap() {
@@ -489,6 +489,24 @@ fn wait_for_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
     }
 }
 
+/// Starts `command` (a `flotilla server`) with its output piped and waits until it says it
+/// serves; its stdout comes back too, to be kept open until it exits (it must never
+/// write to a closed pipe).
+fn serving(command: &mut Command) -> (Child, Lines<BufReader<ChildStdout>>) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let serving = stdout
+        .by_ref()
+        .map(|l| l.unwrap())
+        .any(|l| l.contains("serving gRPC"));
+    assert!(serving, "it exited before serving");
+    (child, stdout)
+}
+
 /// `flotilla server` logs at the level asked, serves, stops cleanly on SIGTERM, and a
 /// restart on the same directory resumes.
 #[test]
@@ -496,25 +514,15 @@ fn the_server_command_stops_cleanly_on_sigterm_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let config = one_store_config(dir.path());
     let start = || {
-        let mut child = flotilla()
-            .args(["server", "--store-id", "1", "--data-dir"])
-            .arg(dir.path())
-            .args(["--listen-addr", &config.listen_addr])
-            .args(["--status-addr", "127.0.0.1:0"])
-            .args(["--initial-stores", &config.initial_stores])
-            .args(["--log-level", "info"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Kept open until it exits: it must never write to a closed pipe.
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let serving = stdout
-            .by_ref()
-            .map(|l| l.unwrap())
-            .find(|l| l.contains("serving gRPC"));
-        assert!(serving.is_some(), "it exited before serving");
-        (child, stdout)
+        serving(
+            flotilla()
+                .args(["server", "--store-id", "1", "--data-dir"])
+                .arg(dir.path())
+                .args(["--listen-addr", &config.listen_addr])
+                .args(["--status-addr", "127.0.0.1:0"])
+                .args(["--initial-stores", &config.initial_stores])
+                .args(["--log-level", "info"]),
+        )
     };
     for run in 0..2 {
         let (mut child, _stdout) = start();
@@ -542,19 +550,7 @@ fn a_second_signal_while_a_stop_waits_for_a_call_exits_at_once() {
     config.limits.shutdown_grace_ms = 600_000;
     let config_file = config_dir.path().join("flotilla.toml");
     std::fs::write(&config_file, config.to_toml()).unwrap();
-    let mut child = flotilla()
-        .args(["server", "--config"])
-        .arg(&config_file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let serving = stdout
-        .by_ref()
-        .map(|l| l.unwrap())
-        .any(|l| l.contains("serving gRPC"));
-    assert!(serving, "it exited before serving");
+    let (mut child, _stdout) = serving(flotilla().args(["server", "--config"]).arg(&config_file));
     // A KV call whose request body never ends: the server counts it running, unanswered.
     let client = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
