@@ -103,19 +103,41 @@ struct Threads {
     raft: PollerPool<RegionId, PeerFsm, StoreFsm>,
     apply: PollerPool<RegionId, ApplyFsm, ApplyControl>,
     wal: JoinHandle<()>,
+    side: SideThreads,
+}
+
+/// `RunMode::OneThread`: the thread running the loops, and the two beside it.
+struct OneThread {
+    runner: JoinHandle<()>,
+    side: SideThreads,
+}
+
+/// The threads beside the loops whenever the store runs threads: the timer and the
+/// snapshot worker.
+struct SideThreads {
     timer: JoinHandle<()>,
     snapshots: JoinHandle<()>,
     /// Tells the timer and the snapshot worker to end.
     stopping: Arc<AtomicBool>,
 }
 
-/// `RunMode::OneThread`: the thread running the loops, and the two beside it.
-struct OneThread {
-    runner: JoinHandle<()>,
-    timer: JoinHandle<()>,
-    snapshots: JoinHandle<()>,
-    /// Tells the timer and the snapshot worker to end.
-    stopping: Arc<AtomicBool>,
+impl SideThreads {
+    fn spawn(shared: &Arc<StoreShared>, worker: SnapshotWorker) -> std::io::Result<SideThreads> {
+        let stopping = Arc::new(AtomicBool::new(false));
+        Ok(SideThreads {
+            timer: spawn_timer(shared, stopping.clone())?,
+            snapshots: spawn_snapshot_worker(shared.store_id, worker, stopping.clone())?,
+            stopping,
+        })
+    }
+
+    /// Ends the timer (no tick comes after this returns) and tells the snapshot worker to
+    /// end; its thread comes back, to be joined once the loops have stopped.
+    fn stop_timer(self) -> JoinHandle<()> {
+        self.stopping.store(true, Ordering::Release);
+        let _ = self.timer.join();
+        self.snapshots
+    }
 }
 
 struct Stepped {
@@ -253,16 +275,12 @@ impl Store {
                 let raft = raft_system.spawn(&format!("raft-{store}"), raft_poller)?;
                 let apply = apply_system.spawn(&format!("apply-{store}"), apply_poller)?;
                 let wal = spawn_wal(store, writer)?;
-                let stopping = Arc::new(AtomicBool::new(false));
-                let timer = spawn_timer(&shared, stopping.clone())?;
-                let snapshots = spawn_snapshot_worker(store, snapshot_worker, stopping.clone())?;
+                let side = SideThreads::spawn(&shared, snapshot_worker)?;
                 Driver::Threads(Box::new(Threads {
                     raft,
                     apply,
                     wal,
-                    timer,
-                    snapshots,
-                    stopping,
+                    side,
                 }))
             }
             RunMode::OneThread => {
@@ -275,15 +293,8 @@ impl Store {
                 let runner = std::thread::Builder::new()
                     .name(format!("store-{store}"))
                     .spawn(move || loops.run())?;
-                let stopping = Arc::new(AtomicBool::new(false));
-                let timer = spawn_timer(&shared, stopping.clone())?;
-                let snapshots = spawn_snapshot_worker(store, snapshot_worker, stopping.clone())?;
-                Driver::OneThread(Box::new(OneThread {
-                    runner,
-                    timer,
-                    snapshots,
-                    stopping,
-                }))
+                let side = SideThreads::spawn(&shared, snapshot_worker)?;
+                Driver::OneThread(Box::new(OneThread { runner, side }))
             }
         };
         Ok(Store {
@@ -562,22 +573,20 @@ impl Store {
         let driver = std::mem::replace(&mut *self.driver.lock(), Driver::Stopped);
         match driver {
             Driver::Threads(t) => {
-                t.stopping.store(true, Ordering::Release);
-                let _ = t.timer.join();
+                let snapshots = t.side.stop_timer();
                 t.raft.shutdown();
                 t.apply.shutdown();
-                let _ = t.snapshots.join();
+                let _ = snapshots.join();
                 // The pollers' senders are gone with them; the last one lets the writer end.
                 *self.wal.lock() = None;
                 let _ = t.wal.join();
             }
             Driver::OneThread(t) => {
-                t.stopping.store(true, Ordering::Release);
-                let _ = t.timer.join();
+                let snapshots = t.side.stop_timer();
                 // The runner ends its loop and writes the WAL tasks queued before it exits.
                 self.shared.raft_router.signal_exit(1);
                 let _ = t.runner.join();
-                let _ = t.snapshots.join();
+                let _ = snapshots.join();
                 *self.wal.lock() = None;
             }
             Driver::Stepped(_) => *self.wal.lock() = None,
