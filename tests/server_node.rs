@@ -215,10 +215,16 @@ fn a_taken_address_is_refused_with_the_address() {
 }
 
 /// /health, /status and /metrics of a playground's store; reflection lists the services.
+/// An advertise address in the playground's base configuration is not given to every store:
+/// each advertises its own listener.
 #[test]
 fn the_status_server_and_reflection_describe_the_store() {
     let playground = Playground::start(PlaygroundOptions {
         regions: 4,
+        base: ServerConfig {
+            advertise_addr: "192.0.2.1:20160".into(),
+            ..ServerConfig::default()
+        },
         ..PlaygroundOptions::default()
     })
     .unwrap();

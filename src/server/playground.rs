@@ -11,6 +11,7 @@ use super::node::{Node, NodeError};
 use crate::proto::commandpb::SplitRequest;
 use crate::raft::Role;
 use crate::region::RegionError;
+use crate::store::RegionStatus;
 use crate::{RegionId, StoreId};
 
 /// How a playground is laid out.
@@ -170,23 +171,17 @@ impl Playground {
         Ok(playground)
     }
 
+    /// Waits for the first region's leader and, unless the key space is already split (a
+    /// restarted playground) or one region is asked for, splits it through that leader.
     fn split_first_region(&self, regions: usize, stores: usize) -> Result<(), PlaygroundError> {
         let first = RegionId(1);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let leader = self.nodes().find_map(|node| {
+        let leader = || {
+            self.nodes().find_map(|node| {
                 let status = node.store().region_status(first).wait().ok()?;
                 (status.role == Role::Leader).then_some((node, status))
-            });
-            let Some((node, status)) = leader else {
-                if Instant::now() > deadline {
-                    return Err(PlaygroundError::NotReady(
-                        "no leader for the first region within 30 s".into(),
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            };
+            })
+        };
+        let split = |(node, status): (&Node, RegionStatus)| {
             let single = status.region.start_key.is_empty() && status.region.end_key.is_empty();
             if regions == 1 || !single {
                 return Ok(());
@@ -203,17 +198,9 @@ impl Playground {
                         .collect(),
                 })
                 .collect();
-            match node.store().split(first, epoch, splits).wait() {
-                Ok(_) => return Ok(()),
-                // Leadership moved between the status and the split: ask again.
-                Err(RegionError::NotLeader { .. }) if Instant::now() < deadline => continue,
-                Err(e) => {
-                    return Err(PlaygroundError::NotReady(format!(
-                        "splitting the key space: {e}"
-                    )));
-                }
-            }
-        }
+            node.store().split(first, epoch, splits).wait().map(drop)
+        };
+        split_once_led(Instant::now() + READY_WITHIN, leader, split)
     }
 
     /// The running servers, in store id order.
@@ -270,6 +257,39 @@ impl Playground {
     }
 }
 
+/// How long a starting playground waits for its first region's leader and split.
+const READY_WITHIN: Duration = Duration::from_secs(30);
+
+/// Looks for a leader (every 50 ms) until there is one, then has it split; a split refused
+/// because leadership moved in between looks again. Gives up at `deadline`.
+fn split_once_led<L>(
+    deadline: Instant,
+    mut leader: impl FnMut() -> Option<L>,
+    mut split: impl FnMut(L) -> Result<(), RegionError>,
+) -> Result<(), PlaygroundError> {
+    loop {
+        let Some(found) = leader() else {
+            if Instant::now() > deadline {
+                return Err(PlaygroundError::NotReady(format!(
+                    "no leader for the first region within {} s",
+                    READY_WITHIN.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        match split(found) {
+            Ok(()) => return Ok(()),
+            Err(RegionError::NotLeader { .. }) if Instant::now() < deadline => continue,
+            Err(e) => {
+                return Err(PlaygroundError::NotReady(format!(
+                    "splitting the key space: {e}"
+                )));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,5 +313,80 @@ mod tests {
         for (stores, regions) in [(1, 1), (3, 16), (3, MAX_REGIONS)] {
             assert!(layout(stores, regions).is_ok(), "{stores}, {regions}");
         }
+    }
+
+    fn not_leader() -> RegionError {
+        RegionError::NotLeader {
+            region: RegionId(1),
+            leader: None,
+        }
+    }
+
+    #[test]
+    fn a_first_region_without_a_leader_is_not_ready_at_the_deadline() {
+        let deadline = Instant::now() + Duration::from_millis(150);
+        let mut looks = 0;
+        let result = split_once_led(
+            deadline,
+            || {
+                looks += 1;
+                None::<()>
+            },
+            |()| panic!("split without a leader"),
+        );
+        assert!(
+            matches!(result, Err(PlaygroundError::NotReady(_))),
+            "{result:?}"
+        );
+        assert!(Instant::now() > deadline);
+        assert!((2..=5).contains(&looks), "looked {looks} times in 150 ms");
+    }
+
+    #[test]
+    fn a_split_refused_because_leadership_moved_looks_for_the_leader_again() {
+        let deadline = Instant::now() + READY_WITHIN;
+        let mut answers = vec![Ok(()), Err(not_leader()), Err(not_leader())];
+        let mut looks = 0;
+        let result = split_once_led(
+            deadline,
+            || {
+                looks += 1;
+                Some(looks)
+            },
+            |look| {
+                assert_eq!(look, 4 - answers.len(), "each split asks the latest look");
+                answers.pop().unwrap()
+            },
+        );
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!((looks, answers.len()), (3, 0));
+    }
+
+    #[test]
+    fn a_split_refused_until_the_deadline_or_for_another_reason_is_not_ready() {
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let result = split_once_led(deadline, || Some(()), |()| Err(not_leader()));
+        assert!(
+            matches!(result, Err(PlaygroundError::NotReady(_))),
+            "{result:?}"
+        );
+        assert!(Instant::now() >= deadline);
+
+        let mut splits = 0;
+        let result = split_once_led(
+            Instant::now() + READY_WITHIN,
+            || Some(()),
+            |()| {
+                splits += 1;
+                Err(RegionError::RegionNotFound {
+                    region: RegionId(1),
+                })
+            },
+        );
+        assert!(
+            matches!(result, Err(PlaygroundError::NotReady(_))),
+            "{result:?}"
+        );
+        assert_eq!(splits, 1, "only a moved leadership is asked again");
     }
 }
