@@ -204,6 +204,15 @@ async fn leader_store(client: &Client, region: u64) -> Option<u64> {
         .map(|l| l.store_id)
 }
 
+async fn every_store_answers(client: &Client) -> bool {
+    for (_, address) in client.stores() {
+        if client.store_status_at(&address).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 #[test]
 fn killed_and_paused_stores_lose_no_acknowledged_write() {
     let seed = env_u64("FLOTILLA_PROC_SEED", 0);
@@ -225,7 +234,15 @@ fn killed_and_paused_stores_lose_no_acknowledged_write() {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match Client::connect(config.clone()).await {
-                Ok(c) if c.stores().len() == 3 && c.put("ready", "1").await.is_ok() => break c,
+                // Every store must answer, not only a quorum: the split below asks each
+                // for the ids it holds.
+                Ok(c)
+                    if c.stores().len() == 3
+                        && every_store_answers(&c).await
+                        && c.put("ready", "1").await.is_ok() =>
+                {
+                    break c;
+                }
                 _ if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await
                 }
