@@ -552,3 +552,68 @@ fn a_received_snapshot_is_a_whole_copy_that_verifies() {
         .collect();
     assert_eq!(left, vec![std::ffi::OsString::from("7_4_40")]);
 }
+
+/// A generated snapshot's directory fits the bounds its summary gives a receiver: exactly
+/// its files, and its bytes within the allowance.
+#[test]
+fn a_snapshot_directory_fits_the_staging_bounds_of_its_summary() {
+    let root = tempfile::tempdir().unwrap();
+    let (_, meta) = make_snapshot(root.path());
+    let dir = snapshot::snapshot_dir(root.path(), RegionId(7), 4, 40);
+    let bounds = snapshot::staging_bounds(&snapshot::summary(&meta));
+    let sizes: Vec<u64> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .collect();
+    assert!(meta.chunks.len() > 1, "several chunks");
+    assert_eq!(sizes.len() as u64, bounds.files);
+    assert!(sizes.iter().sum::<u64>() <= bounds.bytes);
+}
+
+/// The meta file's allowance holds the largest a meta file can be: a region with the
+/// longest keys and a hundred thousand chunk records whose numbers take the most bytes.
+#[test]
+fn the_staging_bounds_hold_the_largest_meta_file() {
+    use prost::Message as _;
+    let key = vec![0xff; flotilla::storage::kv::MAX_KEY_BYTES];
+    let meta = flotilla::proto::storagepb::SnapshotMeta {
+        region: Some(Region {
+            id: u64::MAX,
+            start_key: key.clone(),
+            end_key: key,
+            epoch: Some(RegionEpoch {
+                conf_ver: u64::MAX,
+                version: u64::MAX,
+            }),
+            peers: (0..100)
+                .map(|i| flotilla::proto::metapb::Peer {
+                    id: u64::MAX - i,
+                    store_id: u64::MAX - i,
+                    role: 2,
+                })
+                .collect(),
+        }),
+        index: u64::MAX,
+        term: u64::MAX,
+        chunks: (0..100_000)
+            .map(|_| flotilla::proto::storagepb::ChunkMeta {
+                crc32: u32::MAX,
+                bytes: 1 << 40,
+                pairs: u64::MAX,
+            })
+            .collect(),
+    };
+    let summary = snapshot::summary(&meta);
+    let bounds = snapshot::staging_bounds(&summary);
+    let meta_file = meta.encoded_len() as u64 + 4;
+    assert!(
+        meta_file > 2 << 20,
+        "the records outgrow the base allowance"
+    );
+    assert_eq!(bounds.files, 100_001);
+    assert!(
+        summary.total_bytes + meta_file <= bounds.bytes,
+        "{meta_file} bytes of meta file, {} of allowance",
+        bounds.bytes - summary.total_bytes
+    );
+}

@@ -16,6 +16,7 @@ use flotilla::proto::transportpb::{Heartbeat, RaftMessage, RaftMessageBatch, Sna
 use flotilla::raft::Role;
 use flotilla::storage::mem_kv::MemKvEngine;
 use flotilla::storage::mem_log::MemRaftLog;
+use flotilla::storage::snapshot::SnapshotBounds;
 use flotilla::store::{
     BatchReceiver, Engines, ReadRequest, ReadResponse, RunMode, Store, StoreConfig, Transport,
     TransportError, bootstrap_region,
@@ -48,6 +49,8 @@ struct Recorder {
     batches: Mutex<Vec<RaftMessageBatch>>,
     snapshots: Mutex<Vec<ReceivedSnapshot>>,
     refuse_snapshots: bool,
+    /// What every snapshot may stage (`None`: no bound).
+    bounds: Option<SnapshotBounds>,
 }
 
 impl BatchReceiver for Recorder {
@@ -68,6 +71,10 @@ impl BatchReceiver for Recorder {
         let dir = files.file_name().unwrap().to_string_lossy().into_owned();
         self.snapshots.lock().push((message, dir, read));
         Ok(())
+    }
+
+    fn snapshot_bounds(&self, _: &RaftMessage) -> Option<SnapshotBounds> {
+        self.bounds
     }
 }
 
@@ -659,6 +666,94 @@ fn snapshots_beyond_the_receive_limit_are_refused_while_one_is_taken() {
     assert_eq!(recorder.snapshots.lock().len(), 3);
 }
 
+/// A stream sending more files or bytes than its message announced is ended before the
+/// excess is written, and leaves nothing; one within the bounds is taken.
+#[test]
+fn a_snapshot_stream_past_its_announced_bounds_is_refused() {
+    let rt = runtime();
+    let recorder = Arc::new(Recorder {
+        bounds: Some(SnapshotBounds { files: 2, bytes: 8 }),
+        ..Recorder::default()
+    });
+    let server = Server::start(config(7, 2), recorder.clone());
+    let cases = [
+        (
+            "a third file",
+            vec![
+                chunk(true, "a", b"1"),
+                chunk(false, "b", b"2"),
+                chunk(false, "c", b""),
+                done(),
+            ],
+        ),
+        (
+            "a ninth byte",
+            vec![
+                chunk(true, "a", b"1234"),
+                chunk(false, "a", b"56789"),
+                done(),
+            ],
+        ),
+    ];
+    for (what, chunks) in cases {
+        let status = raw_snapshot_call(&rt, server.addr, 7, chunks).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{what}");
+        assert!(status.message().contains("announced"), "{what}: {status:?}");
+    }
+    assert!(recorder.snapshots.lock().is_empty());
+    assert_eq!(std::fs::read_dir(server.staging()).unwrap().count(), 0);
+    raw_snapshot_call(
+        &rt,
+        server.addr,
+        7,
+        vec![
+            chunk(true, "a", b"1234"),
+            chunk(false, "b", b"5678"),
+            done(),
+        ],
+    )
+    .expect("within the bounds");
+    assert_eq!(recorder.snapshots.lock().len(), 1);
+}
+
+/// A snapshot call that stops sending is ended after the idle timeout: its slot and its
+/// staging are given back.
+#[test]
+fn a_stalled_snapshot_call_is_ended_and_frees_its_slot() {
+    let rt = runtime();
+    let recorder = Arc::new(Recorder::default());
+    let mut c = config(7, 2);
+    c.max_snapshot_receives = 1;
+    c.snapshot_idle_timeout = Duration::from_millis(300);
+    let server = Server::start(c, recorder.clone());
+    let addr = server.addr;
+    let (hold_tx, hold_rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
+    let stalled = rt.spawn(async move {
+        let mut client = StoreTransportClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect");
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(hold_rx));
+        request
+            .metadata_mut()
+            .insert(CLUSTER_ID_HEADER, "7".parse().unwrap());
+        request
+            .metadata_mut()
+            .insert(FROM_STORE_HEADER, "1".parse().unwrap());
+        client.snapshot(request).await.map(|_| ())
+    });
+    rt.block_on(hold_tx.send(chunk(true, "meta", b"stalls")))
+        .unwrap();
+    let status = rt
+        .block_on(stalled)
+        .unwrap()
+        .expect_err("a stalled call ends");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    drop(hold_tx);
+    assert_eq!(std::fs::read_dir(server.staging()).unwrap().count(), 0);
+    raw_snapshot_call(&rt, addr, 7, vec![chunk(true, "meta", b"y"), done()]).expect("a slot again");
+    assert_eq!(recorder.snapshots.lock().len(), 1);
+}
+
 fn put(key: &str, value: &str) -> WriteCommand {
     WriteCommand {
         ops: vec![Op {
@@ -685,10 +780,13 @@ fn stores_replicate_and_send_snapshots_over_grpc() {
                 .unwrap()
         })
         .collect();
-    let resolver =
-        Arc::new(StaticResolver::new(listeners.iter().enumerate().map(
-            |(i, l)| (StoreId(i as u64 + 1), l.local_addr().unwrap().to_string()),
-        )));
+    let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let resolver = Arc::new(StaticResolver::new(
+        addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (StoreId(i as u64 + 1), a.to_string())),
+    ));
     let mut stores = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let id = i as u64 + 1;
@@ -790,6 +888,23 @@ fn stores_replicate_and_send_snapshots_over_grpc() {
         0,
         "the staged snapshot went once handed over"
     );
+    // A message announcing no snapshot may stage nothing: the store bounds the stream
+    // before any file is written, not only once it is handed over.
+    let status = raw_snapshot_call(
+        &rt,
+        addrs[3],
+        7,
+        vec![
+            SnapshotChunk {
+                message: Some(snapshot_message(4)),
+                ..chunk(true, "meta", b"x")
+            },
+            done(),
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("announced"), "{status:?}");
     for s in stores {
         s.shutdown();
     }

@@ -146,6 +146,10 @@ pub struct LimitsSection {
     /// Snapshot bytes sent per second to all peers together; 0 means unlimited.
     /// Default 0.
     pub snapshot_rate_bytes: u64,
+    /// How long a snapshot being received may go without a chunk before its call is
+    /// ended, in milliseconds; it must exceed one 1 MiB chunk's time at the senders'
+    /// `snapshot_rate_bytes`. Default 60,000.
+    pub snapshot_idle_timeout_ms: u64,
     /// Bytes of the store's proposals taken and not yet answered; past it a write gets
     /// ServerIsBusy. Default 256 MiB.
     pub pending_write_bytes: u64,
@@ -228,6 +232,7 @@ impl Default for LimitsSection {
             max_snapshot_sends: 4,
             max_snapshot_receives: 4,
             snapshot_rate_bytes: 0,
+            snapshot_idle_timeout_ms: 60_000,
             pending_write_bytes: 256 << 20,
             shutdown_grace_ms: 5_000,
         }
@@ -443,6 +448,9 @@ impl LimitsSection {
         if self.max_snapshot_receives == 0 {
             return invalid("limits.max_snapshot_receives", "must be at least 1");
         }
+        if self.snapshot_idle_timeout_ms == 0 {
+            return invalid("limits.snapshot_idle_timeout_ms", "must be at least 1");
+        }
         if self.pending_write_bytes == 0 {
             return invalid("limits.pending_write_bytes", "must be at least 1");
         }
@@ -522,6 +530,7 @@ impl CheckedConfig {
         transport.max_snapshot_sends = c.limits.max_snapshot_sends;
         transport.max_snapshot_receives = c.limits.max_snapshot_receives;
         transport.snapshot_rate_bytes = Some(c.limits.snapshot_rate_bytes).filter(|&b| b > 0);
+        transport.snapshot_idle_timeout = Duration::from_millis(c.limits.snapshot_idle_timeout_ms);
         transport
     }
 
@@ -591,6 +600,7 @@ mod tests {
         config.pools.apply_pollers = 5;
         config.limits.max_snapshot_sends = 7;
         config.limits.max_snapshot_receives = 9;
+        config.limits.snapshot_idle_timeout_ms = 1500;
         config.limits.pending_write_bytes = 1234;
         config.limits.shutdown_grace_ms = 250;
         config.storage.log_gc_interval_ms = 60_000;
@@ -616,6 +626,7 @@ mod tests {
             ),
             (7, 9)
         );
+        assert_eq!(transport.snapshot_idle_timeout, Duration::from_millis(1500));
         assert_eq!(checked.shutdown_grace(), Duration::from_millis(250));
     }
 
@@ -746,6 +757,10 @@ mod tests {
             (
                 "limits.max_snapshot_receives",
                 Box::new(|c| c.limits.max_snapshot_receives = 0),
+            ),
+            (
+                "limits.snapshot_idle_timeout_ms",
+                Box::new(|c| c.limits.snapshot_idle_timeout_ms = 0),
             ),
             (
                 "limits.pending_write_bytes",

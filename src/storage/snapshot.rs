@@ -247,6 +247,42 @@ pub fn summary(meta: &SnapshotMeta) -> SnapshotSummary {
     }
 }
 
+/// The most one snapshot's directory may hold, as its summary announces it. A receiver
+/// stages no more, so a sender cannot fill its disk past what it announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotBounds {
+    /// Files in the directory.
+    pub files: u64,
+    /// Bytes of all its files together.
+    pub bytes: u64,
+}
+
+impl SnapshotBounds {
+    /// What a message announcing no snapshot may stage.
+    pub const NOTHING: SnapshotBounds = SnapshotBounds { files: 0, bytes: 0 };
+}
+
+/// Room for a meta file beside its per-chunk records: the region (two keys of at most
+/// `MAX_KEY_BYTES` and its peers), the index, the term and the CRC32 trailer.
+const META_FILE_BASE_BYTES: u64 = 1 << 20;
+
+/// Room for one chunk's record in the meta file (three varints with their field keys,
+/// and the record's own key and length).
+const META_BYTES_PER_CHUNK: u64 = 32;
+
+/// What the snapshot `summary` describes may hold: its chunk files (exactly
+/// `total_bytes` together) and its meta file.
+pub fn staging_bounds(summary: &SnapshotSummary) -> SnapshotBounds {
+    let chunks = u64::from(summary.chunk_count);
+    SnapshotBounds {
+        files: chunks + 1,
+        bytes: summary
+            .total_bytes
+            .saturating_add(META_FILE_BASE_BYTES)
+            .saturating_add(chunks.saturating_mul(META_BYTES_PER_CHUNK)),
+    }
+}
+
 /// A snapshot whose files matched its summary and every checksum: the only thing `apply`
 /// takes.
 #[derive(Debug, Clone, PartialEq)]

@@ -19,7 +19,7 @@ use prost::Message as _;
 
 use crate::proto::storagepb::SnapshotSummary;
 use crate::proto::transportpb::{RaftMessage, RaftMessageBatch};
-use crate::storage::snapshot;
+use crate::storage::snapshot::{self, SnapshotBounds};
 use crate::{PeerId, RegionId, StoreId};
 
 /// The raft pollers' handler.
@@ -244,11 +244,7 @@ impl BatchReceiver for StoreReceiver {
         // The files must be the snapshot the message's summary describes, under the name
         // the summary gives them: the core takes the snapshot before it is installed,
         // and one that then fails to install stops the store.
-        let summary = message
-            .message
-            .as_ref()
-            .and_then(|m| m.snapshot.as_ref())
-            .and_then(|s| SnapshotSummary::decode(s.data.clone()).ok())
+        let summary = announced_snapshot(&message)
             .ok_or_else(|| std::io::Error::other("a snapshot message without its summary"))?;
         let expected = snapshot::snapshot_dir(
             &self.received,
@@ -270,4 +266,18 @@ impl BatchReceiver for StoreReceiver {
         self.route(message);
         Ok(())
     }
+
+    fn snapshot_bounds(&self, message: &RaftMessage) -> Option<SnapshotBounds> {
+        Some(
+            announced_snapshot(message).map_or(SnapshotBounds::NOTHING, |summary| {
+                snapshot::staging_bounds(&summary)
+            }),
+        )
+    }
+}
+
+/// The summary of the snapshot a message carries, if it carries one that decodes.
+fn announced_snapshot(message: &RaftMessage) -> Option<SnapshotSummary> {
+    let snapshot = message.message.as_ref()?.snapshot.as_ref()?;
+    SnapshotSummary::decode(snapshot.data.clone()).ok()
 }

@@ -113,6 +113,10 @@ pub struct GrpcTransportConfig {
     pub max_snapshot_receives: usize,
     /// Further attempts at a snapshot whose send failed. Default 3.
     pub snapshot_retries: u32,
+    /// How long a received snapshot's call may go without a chunk before it is ended
+    /// (DEADLINE_EXCEEDED), so a stalled or paused sender does not hold a receive slot for
+    /// ever. It must exceed one chunk's time at the senders' rate limit. Default 60 s.
+    pub snapshot_idle_timeout: Duration,
     /// Largest message either side accepts (a batch or a chunk). Default 64 MiB.
     pub max_message_bytes: usize,
 }
@@ -132,6 +136,7 @@ impl GrpcTransportConfig {
             max_snapshot_sends: 4,
             max_snapshot_receives: 4,
             snapshot_retries: 3,
+            snapshot_idle_timeout: Duration::from_secs(60),
             max_message_bytes: 64 << 20,
         }
     }

@@ -136,8 +136,8 @@ impl StoreTransport for TransportService {
                 Status::resource_exhausted("this store takes no more snapshots at the moment")
             })?;
         let mut stream = request.into_inner();
-        let first = stream
-            .message()
+        let idle = self.inner.config.snapshot_idle_timeout;
+        let first = next_chunk(&mut stream, idle)
             .await?
             .ok_or_else(|| Status::invalid_argument("an empty snapshot stream"))?;
         let message = first
@@ -156,12 +156,13 @@ impl StoreTransport for TransportService {
             ),
         );
         let dir = stage.0.join(&dir_name);
-        let mut staged = blocking(move || StagedFiles::create(dir)).await?;
+        let bounds = self.inner.receiver.snapshot_bounds(&message);
+        let mut staged = blocking(move || StagedFiles::create(dir, bounds)).await?;
         let mut chunk = first;
         while !chunk.done {
             staged = blocking(move || staged.take(&chunk.file_name, &chunk.data).map(|()| staged))
                 .await?;
-            chunk = stream.message().await?.ok_or_else(|| {
+            chunk = next_chunk(&mut stream, idle).await?.ok_or_else(|| {
                 Status::invalid_argument("the snapshot stream ended before its last chunk")
             })?;
         }
@@ -183,6 +184,18 @@ impl StoreTransport for TransportService {
             .increment(bytes);
         Ok(Response::new(SnapshotDone {}))
     }
+}
+
+/// The next chunk of a snapshot stream, unless none comes within `idle`.
+async fn next_chunk(
+    stream: &mut Streaming<SnapshotChunk>,
+    idle: std::time::Duration,
+) -> Result<Option<SnapshotChunk>, Status> {
+    tokio::time::timeout(idle, stream.message())
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(format!("no snapshot chunk for {} ms", idle.as_millis()))
+        })?
 }
 
 /// A staging directory, removed however its call ends.

@@ -17,6 +17,7 @@ use super::{GrpcTransportConfig, Resolve};
 use crate::StoreId;
 use crate::proto::transportpb::store_transport_client::StoreTransportClient;
 use crate::proto::transportpb::{RaftMessage, SnapshotChunk};
+use crate::storage::snapshot::SnapshotBounds;
 use crate::store::TransportError;
 
 /// Why a snapshot send failed.
@@ -240,21 +241,24 @@ pub(super) fn check_name(name: &str) -> Result<&str, StageError> {
     }
 }
 
-/// The files of one received snapshot, written as their chunks arrive.
+/// The files of one received snapshot, written as their chunks arrive, within the bounds
+/// its message announced.
 pub(super) struct StagedFiles {
     dir: PathBuf,
+    bounds: Option<SnapshotBounds>,
     current: Option<(String, File)>,
     done: std::collections::HashSet<String>,
     bytes: u64,
 }
 
 impl StagedFiles {
-    /// Stages into `dir` (created; it must not exist yet).
-    pub(super) fn create(dir: PathBuf) -> Result<Self, StageError> {
+    /// Stages into `dir` (created; it must not exist yet) at most `bounds`.
+    pub(super) fn create(dir: PathBuf, bounds: Option<SnapshotBounds>) -> Result<Self, StageError> {
         fs::create_dir_all(dir.parent().unwrap_or(&dir))?;
         fs::create_dir(&dir)?;
         Ok(StagedFiles {
             dir,
+            bounds,
             current: None,
             done: Default::default(),
             bytes: 0,
@@ -267,6 +271,17 @@ impl StagedFiles {
             .current
             .as_ref()
             .is_some_and(|(name, _)| name == file_name);
+        // The files and bytes staged once this chunk is.
+        let files = self.done.len() as u64 + u64::from(self.current.is_some()) + u64::from(!same);
+        let bytes = self.bytes + data.len() as u64;
+        if let Some(bounds) = self.bounds
+            && (files > bounds.files || bytes > bounds.bytes)
+        {
+            return Err(StageError::Invalid(format!(
+                "more than the {} files and {} bytes the snapshot announced",
+                bounds.files, bounds.bytes
+            )));
+        }
         if !same {
             let name = check_name(file_name)?;
             if self.done.contains(name) {
@@ -395,7 +410,7 @@ mod tests {
     #[test]
     fn staged_files_refuse_a_file_sent_twice_or_no_file() {
         let root = tempfile::tempdir().unwrap();
-        let mut staged = StagedFiles::create(root.path().join("s1")).unwrap();
+        let mut staged = StagedFiles::create(root.path().join("s1"), None).unwrap();
         staged.take("a", b"12").unwrap();
         staged.take("a", b"34").unwrap();
         staged.take("b", b"").unwrap();
@@ -408,9 +423,45 @@ mod tests {
         assert_eq!(fs::read(dir.join("a")).unwrap(), b"1234");
         assert_eq!(fs::read(dir.join("b")).unwrap(), b"");
 
-        let empty = StagedFiles::create(root.path().join("s2")).unwrap();
+        let empty = StagedFiles::create(root.path().join("s2"), None).unwrap();
         assert!(matches!(empty.finish(), Err(StageError::Invalid(_))));
         // A directory that exists already is not staged into.
-        assert!(StagedFiles::create(root.path().join("s1")).is_err());
+        assert!(StagedFiles::create(root.path().join("s1"), None).is_err());
+    }
+
+    /// Staging stops at the announced bounds: a file past the count, a byte past the
+    /// total, whether in a new file or the current one; up to them everything is taken.
+    #[test]
+    fn staged_files_stop_at_the_announced_files_and_bytes() {
+        let root = tempfile::tempdir().unwrap();
+        let bounds = Some(SnapshotBounds { files: 2, bytes: 6 });
+        let staging = |name: &str| StagedFiles::create(root.path().join(name), bounds).unwrap();
+        let too_much = |r: Result<(), StageError>| matches!(r, Err(StageError::Invalid(_)));
+
+        let mut staged = staging("whole");
+        staged.take("a", b"12").unwrap();
+        staged.take("a", b"34").unwrap();
+        staged.take("b", b"56").unwrap();
+        assert!(too_much(staged.take("c", b"")), "a third file");
+        assert_eq!(staged.finish().unwrap().1, 6);
+
+        let mut staged = staging("long-file");
+        staged.take("a", b"123456").unwrap();
+        assert!(
+            too_much(staged.take("a", b"7")),
+            "a byte more in the same file"
+        );
+
+        let mut staged = staging("long-second");
+        staged.take("a", b"1234").unwrap();
+        assert!(
+            too_much(staged.take("b", b"567")),
+            "a byte more in a new file"
+        );
+
+        let mut nothing =
+            StagedFiles::create(root.path().join("nothing"), Some(SnapshotBounds::NOTHING))
+                .unwrap();
+        assert!(too_much(nothing.take("a", b"")), "nothing announced");
     }
 }

@@ -13,6 +13,7 @@ use super::{Transport, TransportError};
 use crate::proto::raftpb::MessageType;
 use crate::proto::transportpb::{RaftMessage, RaftMessageBatch};
 use crate::raft::rng::Rng;
+use crate::storage::snapshot::SnapshotBounds;
 use crate::{RegionId, StoreId};
 
 /// Where a store takes delivery of batches.
@@ -23,6 +24,14 @@ pub trait BatchReceiver: Send + Sync + 'static {
     /// A snapshot from another store: its files (copied by the receiver before it returns)
     /// and the message describing them, routed once the files are in place.
     fn receive_snapshot(&self, message: RaftMessage, files: &Path) -> std::io::Result<()>;
+
+    /// The most the snapshot `message` announces may stage before `receive_snapshot` sees
+    /// it (a network receiver stops a stream that sends more); `None`, the default, sets
+    /// no bound.
+    fn snapshot_bounds(&self, message: &RaftMessage) -> Option<SnapshotBounds> {
+        let _ = message;
+        None
+    }
 }
 
 /// A fault the network applies to every batch until it is removed.
