@@ -603,17 +603,26 @@ fn the_staging_bounds_hold_the_largest_meta_file() {
             })
             .collect(),
     };
-    let summary = snapshot::summary(&meta);
-    let bounds = snapshot::staging_bounds(&summary);
-    let meta_file = meta.encoded_len() as u64 + 4;
+    let fits = |meta: &flotilla::proto::storagepb::SnapshotMeta| {
+        let summary = snapshot::summary(meta);
+        let bounds = snapshot::staging_bounds(&summary);
+        let meta_file = meta.encoded_len() as u64 + 4;
+        assert_eq!(bounds.files, meta.chunks.len() as u64 + 1);
+        assert!(
+            summary.total_bytes + meta_file <= bounds.bytes,
+            "{meta_file} bytes of meta file, {} of allowance",
+            bounds.bytes - summary.total_bytes
+        );
+        meta_file
+    };
     assert!(
-        meta_file > 2 << 20,
+        fits(&meta) > 2 << 20,
         "the records outgrow the base allowance"
     );
-    assert_eq!(bounds.files, 100_001);
-    assert!(
-        summary.total_bytes + meta_file <= bounds.bytes,
-        "{meta_file} bytes of meta file, {} of allowance",
-        bounds.bytes - summary.total_bytes
-    );
+    // With one chunk, the region is most of the file.
+    let one_chunk = flotilla::proto::storagepb::SnapshotMeta {
+        chunks: meta.chunks[..1].to_vec(),
+        ..meta.clone()
+    };
+    assert!(fits(&one_chunk) > 16 << 10);
 }
