@@ -55,6 +55,8 @@ fn simulate_many_seeds() {
         total.splits > 0 && total.conf_changes > 0 && total.transfers > 0,
         "{total:?}"
     );
+    // The apply pollers took turns of their own, not only in the settling rounds.
+    assert!(total.apply_steps > 0, "{total:?}");
     // Over many seeds, more splits than the one laying out each run's regions (a single
     // seed may make no other).
     if count >= 20 {
@@ -162,6 +164,7 @@ fn sim_cluster_runs_seeds_from_the_binary_and_prints_its_summary() {
         ("splits", total.splits),
         ("membership changes", total.conf_changes),
         ("leader transfers", total.transfers),
+        ("apply steps that applied", total.apply_steps),
         ("leader terms seen", total.leader_terms),
         ("apply events compared", total.applied_events),
     ];

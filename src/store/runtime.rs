@@ -663,7 +663,7 @@ impl Loops {
     fn round(&mut self, wait: Duration) -> Round {
         let polled = match self.raft.poll_once(wait) {
             PollOutcome::Exit => return Round::Exit,
-            PollOutcome::Handled(n) => n > 0,
+            PollOutcome::Handled(_) => true,
             PollOutcome::Empty => false,
         };
         let wrote = matches!(
@@ -672,7 +672,7 @@ impl Loops {
         );
         let applied = matches!(
             self.apply.poll_once(Duration::ZERO),
-            PollOutcome::Handled(n) if n > 0
+            PollOutcome::Handled(_)
         );
         if polled || wrote || applied {
             Round::Worked

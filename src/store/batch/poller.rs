@@ -36,7 +36,7 @@ impl<N: Fsm> Polled<N> {
 /// What one `poll_once` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PollOutcome {
-    /// A batch of this many FSMs was handled (the control FSM counted).
+    /// A batch of this many FSMs (at least one) was handled, the control FSM counted.
     Handled(usize),
     /// Nothing was scheduled within the wait.
     Empty,

@@ -34,6 +34,7 @@ use crate::proto::commandpb::SplitRequest;
 use crate::proto::metapb::{Peer, PeerRole, Region};
 use crate::raft::rng::Rng;
 use crate::region::newest_regions;
+use crate::store::batch::PollOutcome;
 use crate::store::{
     ChangePeersResponse, Fault, FaultId, PeerChange, RegionStatus, Response, SplitResponse,
 };
@@ -102,6 +103,9 @@ pub struct SimReport {
     pub conf_changes: u64,
     /// Leader transfers started.
     pub transfers: u64,
+    /// Scheduled apply steps that applied something (the settling rounds not counted):
+    /// the apply pollers' turns interleave with the others'.
+    pub apply_steps: u64,
     /// (Region, term) pairs in which a leader was seen.
     pub leader_terms: u64,
     /// Apply events compared across replicas.
@@ -131,6 +135,8 @@ pub struct SimTotals {
     pub conf_changes: u64,
     /// Leader transfers started.
     pub transfers: u64,
+    /// Scheduled apply steps that applied something.
+    pub apply_steps: u64,
     /// (Region, term) pairs in which a leader was seen.
     pub leader_terms: u64,
     /// Apply events compared across replicas.
@@ -148,6 +154,7 @@ impl SimTotals {
         self.splits += r.splits;
         self.conf_changes += r.conf_changes;
         self.transfers += r.transfers;
+        self.apply_steps += r.apply_steps;
         self.leader_terms += r.leader_terms;
         self.applied_events += r.applied_events;
     }
@@ -413,6 +420,7 @@ struct Counts {
     splits: u64,
     conf_changes: u64,
     transfers: u64,
+    apply_steps: u64,
 }
 
 /// One step the schedule can take.
@@ -550,6 +558,9 @@ impl Sim {
             }
             Action::Apply(id) => {
                 let outcome = self.world.active(id).and_then(|s| s.step_apply());
+                if matches!(outcome, Some(PollOutcome::Handled(n)) if n > 0) {
+                    self.counts.apply_steps += 1;
+                }
                 format!("apply {id}: {outcome:?}")
             }
             Action::Snapshot(id) => {
@@ -1138,6 +1149,7 @@ impl Sim {
             splits: self.counts.splits,
             conf_changes: self.counts.conf_changes,
             transfers: self.counts.transfers,
+            apply_steps: self.counts.apply_steps,
             leader_terms: self.leaders.terms(),
             applied_events: self.applied.events(),
             regions_at_end: directory.len(),
@@ -1281,6 +1293,7 @@ mod tests {
             splits: 8,
             conf_changes: 9,
             transfers: 10,
+            apply_steps: 13,
             leader_terms: 11,
             applied_events: 12,
             regions_at_end: 1,
@@ -1302,6 +1315,7 @@ mod tests {
                 splits: 16,
                 conf_changes: 18,
                 transfers: 20,
+                apply_steps: 26,
                 leader_terms: 22,
                 applied_events: 24,
             }
