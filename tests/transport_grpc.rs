@@ -472,19 +472,43 @@ fn raw_snapshot_call(
     cluster: u64,
     chunks: Vec<SnapshotChunk>,
 ) -> Result<(), tonic::Status> {
-    rt.block_on(async {
-        let mut client = StoreTransportClient::connect(format!("http://{addr}"))
-            .await
-            .expect("connect");
-        let mut request = tonic::Request::new(tokio_stream::iter(chunks));
-        request
-            .metadata_mut()
-            .insert(CLUSTER_ID_HEADER, cluster.to_string().parse().unwrap());
-        request
-            .metadata_mut()
-            .insert(FROM_STORE_HEADER, "1".parse().unwrap());
-        client.snapshot(request).await.map(|_| ())
-    })
+    rt.block_on(snapshot_call(addr, cluster, tokio_stream::iter(chunks)))
+}
+
+/// A snapshot call from store 1 of `cluster` whose chunks are `chunks`.
+async fn snapshot_call(
+    addr: SocketAddr,
+    cluster: u64,
+    chunks: impl tokio_stream::Stream<Item = SnapshotChunk> + Send + 'static,
+) -> Result<(), tonic::Status> {
+    let mut client = StoreTransportClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let mut request = tonic::Request::new(chunks);
+    request
+        .metadata_mut()
+        .insert(CLUSTER_ID_HEADER, cluster.to_string().parse().unwrap());
+    request
+        .metadata_mut()
+        .insert(FROM_STORE_HEADER, "1".parse().unwrap());
+    client.snapshot(request).await.map(|_| ())
+}
+
+/// A snapshot call to cluster 7 that sends what the returned sender is given, when it is.
+fn held_snapshot_call(
+    rt: &Runtime,
+    addr: SocketAddr,
+) -> (
+    tokio::sync::mpsc::Sender<SnapshotChunk>,
+    tokio::task::JoinHandle<Result<(), tonic::Status>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
+    let call = rt.spawn(snapshot_call(
+        addr,
+        7,
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    ));
+    (tx, call)
 }
 
 /// The chunk that ends a snapshot stream.
@@ -618,20 +642,7 @@ fn snapshots_beyond_the_receive_limit_are_refused_while_one_is_taken() {
     let server = Server::start(c, recorder.clone());
     let addr = server.addr;
     // One snapshot call stays open: its first chunk sent, the rest held back.
-    let (hold_tx, hold_rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
-    let open = rt.spawn(async move {
-        let mut client = StoreTransportClient::connect(format!("http://{addr}"))
-            .await
-            .expect("connect");
-        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(hold_rx));
-        request
-            .metadata_mut()
-            .insert(CLUSTER_ID_HEADER, "7".parse().unwrap());
-        request
-            .metadata_mut()
-            .insert(FROM_STORE_HEADER, "1".parse().unwrap());
-        client.snapshot(request).await.map(|_| ())
-    });
+    let (hold_tx, open) = held_snapshot_call(&rt, addr);
     rt.block_on(hold_tx.send(chunk(true, "meta", b"held")))
         .unwrap();
     // The held call has its slot once its staging directory exists.
@@ -727,20 +738,7 @@ fn a_stalled_snapshot_call_is_ended_and_frees_its_slot() {
     c.snapshot_idle_timeout = Duration::from_millis(300);
     let server = Server::start(c, recorder.clone());
     let addr = server.addr;
-    let (hold_tx, hold_rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
-    let stalled = rt.spawn(async move {
-        let mut client = StoreTransportClient::connect(format!("http://{addr}"))
-            .await
-            .expect("connect");
-        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(hold_rx));
-        request
-            .metadata_mut()
-            .insert(CLUSTER_ID_HEADER, "7".parse().unwrap());
-        request
-            .metadata_mut()
-            .insert(FROM_STORE_HEADER, "1".parse().unwrap());
-        client.snapshot(request).await.map(|_| ())
-    });
+    let (hold_tx, stalled) = held_snapshot_call(&rt, addr);
     rt.block_on(hold_tx.send(chunk(true, "meta", b"stalls")))
         .unwrap();
     let status = rt
