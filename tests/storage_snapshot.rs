@@ -626,3 +626,17 @@ fn the_staging_bounds_hold_the_largest_meta_file() {
     };
     assert!(fits(&one_chunk) > 16 << 10);
 }
+
+/// A summary cannot buy more files than its bytes can fill: every chunk holds at least one
+/// record of 8 bytes or more.
+#[test]
+fn a_summary_announcing_more_chunks_than_its_bytes_fill_stages_fewer_files() {
+    let summary = |chunk_count, total_bytes| flotilla::proto::storagepb::SnapshotSummary {
+        chunk_count,
+        total_bytes,
+        ..Default::default()
+    };
+    assert_eq!(snapshot::staging_bounds(&summary(u32::MAX, 80)).files, 11);
+    assert_eq!(snapshot::staging_bounds(&summary(u32::MAX, 0)).files, 1);
+    assert_eq!(snapshot::staging_bounds(&summary(3, 800)).files, 4);
+}

@@ -164,7 +164,7 @@ fn sim_cluster_runs_seeds_from_the_binary_and_prints_its_summary() {
         ("splits", total.splits),
         ("membership changes", total.conf_changes),
         ("leader transfers", total.transfers),
-        ("apply steps that applied", total.apply_steps),
+        ("apply steps with work", total.apply_steps),
         ("leader terms seen", total.leader_terms),
         ("apply events compared", total.applied_events),
     ];

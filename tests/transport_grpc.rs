@@ -748,6 +748,14 @@ fn a_stalled_snapshot_call_is_ended_and_frees_its_slot() {
     assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
     drop(hold_tx);
     assert_eq!(std::fs::read_dir(server.staging()).unwrap().count(), 0);
+    // A call that never sends its first chunk is ended the same way.
+    let (silent_tx, silent) = held_snapshot_call(&rt, addr);
+    let status = rt
+        .block_on(silent)
+        .unwrap()
+        .expect_err("a silent call ends");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    drop(silent_tx);
     raw_snapshot_call(&rt, addr, 7, vec![chunk(true, "meta", b"y"), done()]).expect("a slot again");
     assert_eq!(recorder.snapshots.lock().len(), 1);
 }

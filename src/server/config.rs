@@ -13,7 +13,7 @@ use crate::StoreId;
 use crate::storage::fjall_kv::KvConfig;
 use crate::storage::raft_log::RaftLogConfig;
 use crate::store::StoreConfig;
-use crate::transport::GrpcTransportConfig;
+use crate::transport::{DEFAULT_SNAPSHOT_CHUNK_BYTES, GrpcTransportConfig};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -147,8 +147,8 @@ pub struct LimitsSection {
     /// Default 0.
     pub snapshot_rate_bytes: u64,
     /// How long a snapshot being received may go without a chunk before its call is
-    /// ended, in milliseconds; it must exceed one 1 MiB chunk's time at the senders'
-    /// `snapshot_rate_bytes`. Default 60,000.
+    /// ended, in milliseconds; with a `snapshot_rate_bytes`, at least twice the time of
+    /// `max_snapshot_sends` 1 MiB chunks at that rate. Default 60,000.
     pub snapshot_idle_timeout_ms: u64,
     /// Bytes of the store's proposals taken and not yet answered; past it a write gets
     /// ServerIsBusy. Default 256 MiB.
@@ -438,6 +438,21 @@ impl HibernationSection {
 }
 
 impl LimitsSection {
+    /// The shortest idle timeout a receiver may have (1 ms when snapshots are not
+    /// rate-limited): the chunks of all the sends a sender runs at once share its rate, so
+    /// a stream may wait that many chunks' time between two of its own; twice that leaves
+    /// room. (Every store of a cluster normally has the same limits.)
+    fn least_snapshot_idle_timeout_ms(&self) -> u64 {
+        if self.snapshot_rate_bytes == 0 {
+            return 1;
+        }
+        let chunk_ms = (DEFAULT_SNAPSHOT_CHUNK_BYTES as u64)
+            .saturating_mul(1000)
+            .saturating_mul(self.max_snapshot_sends as u64)
+            / self.snapshot_rate_bytes;
+        chunk_ms.saturating_mul(2).max(1)
+    }
+
     fn check(&self) -> Result<(), ConfigError> {
         if self.max_scan_pairs == 0 {
             return invalid("limits.max_scan_pairs", "must be at least 1");
@@ -448,8 +463,15 @@ impl LimitsSection {
         if self.max_snapshot_receives == 0 {
             return invalid("limits.max_snapshot_receives", "must be at least 1");
         }
-        if self.snapshot_idle_timeout_ms == 0 {
-            return invalid("limits.snapshot_idle_timeout_ms", "must be at least 1");
+        let least_idle_ms = self.least_snapshot_idle_timeout_ms();
+        if self.snapshot_idle_timeout_ms < least_idle_ms {
+            return invalid(
+                "limits.snapshot_idle_timeout_ms",
+                format!(
+                    "must be at least {least_idle_ms}: twice a snapshot chunk's time at \
+                     snapshot_rate_bytes with max_snapshot_sends sharing it"
+                ),
+            );
         }
         if self.pending_write_bytes == 0 {
             return invalid("limits.pending_write_bytes", "must be at least 1");
@@ -591,6 +613,36 @@ mod tests {
         assert_eq!(store.raft_pollers.pollers, default.raft_pollers.pollers);
         assert_eq!(store.apply_pollers.pollers, default.apply_pollers.pollers);
         assert!(store.raft_pollers.pollers >= 1);
+    }
+
+    /// A rate-limited sender's chunks take their time: the idle timeout must leave twice
+    /// the time of one chunk per concurrent send at that rate.
+    #[test]
+    fn the_snapshot_idle_timeout_leaves_room_for_rate_limited_chunks() {
+        let with = |rate: u64, sends: usize, idle_ms: u64| {
+            let mut config = valid();
+            config.limits.snapshot_rate_bytes = rate;
+            config.limits.max_snapshot_sends = sends;
+            config.limits.snapshot_idle_timeout_ms = idle_ms;
+            config.check().map(drop)
+        };
+        // 1 MiB/s, 4 sends: a stream's chunk may wait 4 s, so 8 s at least.
+        assert!(with(1 << 20, 4, 8_000).is_ok());
+        assert!(matches!(
+            with(1 << 20, 4, 7_999),
+            Err(ConfigError::Invalid {
+                field: "limits.snapshot_idle_timeout_ms",
+                ..
+            })
+        ));
+        assert!(with(1 << 20, 1, 2_000).is_ok());
+        assert!(with(1 << 20, 1, 1_999).is_err());
+        assert!(with(2 << 20, 1, 1_000).is_ok());
+        assert!(with(2 << 20, 1, 999).is_err());
+        // Unlimited, any timeout of at least 1 ms; a huge rate, too.
+        assert!(with(0, 4, 1).is_ok());
+        assert!(with(0, 4, 0).is_err());
+        assert!(with(u64::MAX, 4, 1).is_ok());
     }
 
     #[test]
@@ -761,6 +813,10 @@ mod tests {
             (
                 "limits.snapshot_idle_timeout_ms",
                 Box::new(|c| c.limits.snapshot_idle_timeout_ms = 0),
+            ),
+            (
+                "limits.snapshot_idle_timeout_ms",
+                Box::new(|c| c.limits.snapshot_rate_bytes = 10_000),
             ),
             (
                 "limits.pending_write_bytes",

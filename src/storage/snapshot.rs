@@ -270,10 +270,15 @@ const META_FILE_BASE_BYTES: u64 = 1 << 20;
 /// and the record's own key and length).
 const META_BYTES_PER_CHUNK: u64 = 32;
 
+/// Bytes of the smallest record a chunk can hold (a pair's two length fields): every
+/// chunk file holds at least one.
+const MIN_RECORD_BYTES: u64 = 8;
+
 /// What the snapshot `summary` describes may hold: its chunk files (exactly
-/// `total_bytes` together) and its meta file.
+/// `total_bytes` together, so no more of them than those bytes can fill) and its meta
+/// file.
 pub fn staging_bounds(summary: &SnapshotSummary) -> SnapshotBounds {
-    let chunks = u64::from(summary.chunk_count);
+    let chunks = u64::from(summary.chunk_count).min(summary.total_bytes / MIN_RECORD_BYTES);
     SnapshotBounds {
         files: chunks + 1,
         bytes: summary

@@ -121,6 +121,9 @@ pub struct GrpcTransportConfig {
     pub max_message_bytes: usize,
 }
 
+/// Bytes of a snapshot chunk unless configured otherwise.
+pub const DEFAULT_SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
 impl GrpcTransportConfig {
     /// Defaults for `store_id` in `cluster_id`.
     pub fn new(cluster_id: u64, store_id: StoreId) -> Self {
@@ -131,7 +134,7 @@ impl GrpcTransportConfig {
             connect_timeout: Duration::from_secs(2),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
-            snapshot_chunk_bytes: 1 << 20,
+            snapshot_chunk_bytes: DEFAULT_SNAPSHOT_CHUNK_BYTES,
             snapshot_rate_bytes: None,
             max_snapshot_sends: 4,
             max_snapshot_receives: 4,

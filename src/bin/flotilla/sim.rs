@@ -80,7 +80,7 @@ pub fn run_seeds(args: SimClusterArgs) -> ExitCode {
     println!("  splits                   {}", t.splits);
     println!("  membership changes       {}", t.conf_changes);
     println!("  leader transfers         {}", t.transfers);
-    println!("  apply steps that applied {}", t.apply_steps);
+    println!("  apply steps with work    {}", t.apply_steps);
     println!(
         "  leader terms seen        {}, one leader each",
         t.leader_terms

@@ -103,8 +103,8 @@ pub struct SimReport {
     pub conf_changes: u64,
     /// Leader transfers started.
     pub transfers: u64,
-    /// Scheduled apply steps that applied something (the settling rounds not counted):
-    /// the apply pollers' turns interleave with the others'.
+    /// Scheduled apply steps that found a batch to handle (the settling rounds not
+    /// counted): the apply pollers' turns interleave with the others'.
     pub apply_steps: u64,
     /// (Region, term) pairs in which a leader was seen.
     pub leader_terms: u64,
@@ -135,7 +135,7 @@ pub struct SimTotals {
     pub conf_changes: u64,
     /// Leader transfers started.
     pub transfers: u64,
-    /// Scheduled apply steps that applied something.
+    /// Scheduled apply steps that found a batch to handle.
     pub apply_steps: u64,
     /// (Region, term) pairs in which a leader was seen.
     pub leader_terms: u64,
@@ -558,7 +558,7 @@ impl Sim {
             }
             Action::Apply(id) => {
                 let outcome = self.world.active(id).and_then(|s| s.step_apply());
-                if matches!(outcome, Some(PollOutcome::Handled(n)) if n > 0) {
+                if matches!(outcome, Some(PollOutcome::Handled(_))) {
                     self.counts.apply_steps += 1;
                 }
                 format!("apply {id}: {outcome:?}")
