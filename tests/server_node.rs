@@ -505,12 +505,16 @@ fn serving(command: &mut Command) -> (Child, Lines<BufReader<ChildStdout>>) {
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let serving = stdout
-        .by_ref()
-        .map(|l| l.unwrap())
-        .any(|l| l.contains("serving gRPC"));
-    assert!(serving, "it exited before serving");
+    assert!(
+        says(&mut stdout, "serving gRPC"),
+        "it exited before serving"
+    );
     (child, stdout)
+}
+
+/// Reads `lines` up to the first that contains `text`; whether one did before they ended.
+fn says(lines: &mut Lines<impl BufRead>, text: &str) -> bool {
+    lines.map(|l| l.unwrap()).any(|l| l.contains(text))
 }
 
 /// `flotilla server` logs at the level asked, serves, stops cleanly on SIGTERM, and a
@@ -581,11 +585,7 @@ fn a_second_signal_while_a_stop_waits_for_a_call_exits_at_once() {
     });
     signal(child.id(), "TERM");
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let stopping = stderr
-        .by_ref()
-        .map(|l| l.unwrap())
-        .any(|l| l.contains("shutting down"));
-    assert!(stopping, "no stop began");
+    assert!(says(&mut stderr, "shutting down"), "no stop began");
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         child.try_wait().unwrap().is_none(),
