@@ -14,10 +14,12 @@ use bytes::Bytes;
 use crate::proto::commandpb::{CompareAndSwap, Op, WriteCommand, op};
 use crate::proto::metapb::Region;
 use crate::region::{RegionError, check_key, check_range};
-use crate::storage::kv::{self, Keyspace, KvError, KvRead, KvWriteBatch};
+use crate::storage::kv::{self, Keyspace, KvError, KvRead, KvWriteBatch, WriteOp};
 use crate::storage::region_meta::end_bound;
 
-/// The writes of the current round not yet in the engine, as reads must see them.
+/// The writes of the current round not yet in the engine, as reads must see them: an
+/// index of the round's batch, built only when a read (a CompareAndSwap) asks, so a round
+/// of plain writes never builds it.
 #[derive(Debug, Default)]
 pub struct Overlay {
     /// Keys written this round: Some(value) put, None deleted.
@@ -25,11 +27,20 @@ pub struct Overlay {
     /// Ranges deleted this round, `[start, end)` (None: unbounded), for keys not written
     /// after the deletion.
     deleted: Vec<(Bytes, Option<Bytes>)>,
+    /// How many of the batch's operations `keys` and `deleted` hold. The batch is only
+    /// appended to until it is written, and then the overlay is cleared with it.
+    indexed: usize,
 }
 
 impl Overlay {
-    /// The key's value as the round has left it.
-    pub fn get(&self, kv: &(impl KvRead + ?Sized), key: &[u8]) -> Result<Option<Bytes>, KvError> {
+    /// The key's value as the round's `batch` leaves it.
+    pub fn get(
+        &mut self,
+        batch: &KvWriteBatch,
+        kv: &(impl KvRead + ?Sized),
+        key: &[u8],
+    ) -> Result<Option<Bytes>, KvError> {
+        self.catch_up(batch);
         if let Some(v) = self.keys.get(key) {
             return Ok(v.clone());
         }
@@ -43,11 +54,46 @@ impl Overlay {
         kv.get(Keyspace::Data, key)
     }
 
-    fn put(&mut self, key: Bytes, value: Option<Bytes>) {
-        self.keys.insert(key, value);
+    /// Indexes the data writes `batch` gained since the last look.
+    fn catch_up(&mut self, batch: &KvWriteBatch) {
+        debug_assert!(
+            self.indexed <= batch.len(),
+            "the overlay outlived its batch"
+        );
+        for op in batch.ops().iter().skip(self.indexed) {
+            match op {
+                WriteOp::Put {
+                    ks: Keyspace::Data,
+                    key,
+                    value,
+                } => {
+                    self.keys.insert(key.clone(), Some(value.clone()));
+                }
+                WriteOp::Delete {
+                    ks: Keyspace::Data,
+                    key,
+                } => {
+                    self.keys.insert(key.clone(), None);
+                }
+                WriteOp::DeleteRange {
+                    ks: Keyspace::Data,
+                    start,
+                    end,
+                } => self.forget_range(start.clone(), end.clone()),
+                _ => {}
+            }
+        }
+        self.indexed = batch.len();
     }
 
-    fn delete_range(&mut self, start: Bytes, end: Option<Bytes>) {
+    /// A range the round deletes outside `batch` (in bounded batches of its own), after
+    /// the writes `batch` holds so far.
+    fn delete_range(&mut self, batch: &KvWriteBatch, start: Bytes, end: Option<Bytes>) {
+        self.catch_up(batch);
+        self.forget_range(start, end);
+    }
+
+    fn forget_range(&mut self, start: Bytes, end: Option<Bytes>) {
         self.keys
             .retain(|k, _| !in_range(k, &start, end.as_deref()));
         self.deleted.push((start, end));
@@ -57,9 +103,10 @@ impl Overlay {
     pub fn clear(&mut self) {
         self.keys.clear();
         self.deleted.clear();
+        self.indexed = 0;
     }
 
-    /// Whether the round has written nothing.
+    /// Whether the round has deleted nothing outside its batch, nor indexed any of it.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty() && self.deleted.is_empty()
     }
@@ -182,9 +229,10 @@ fn range_of(start: &[u8], end: &[u8], region: &Region) -> (Bytes, Option<Bytes>)
 /// Evaluates operations `ops[from..]` of a checked command into `batch`, stopping after a
 /// DeleteRange (returned, with the index to resume from): the caller writes the batch,
 /// clears the range in bounded batches, and calls again. Outcomes are appended to
-/// `outcomes`.
+/// `outcomes`. A put's or delete's key and value move into the batch (no copy, no count
+/// taken): what is left of an evaluated operation is not to be read again.
 pub fn evaluate(
-    ops: &[Op],
+    ops: &mut [Op],
     from: usize,
     region: &Region,
     kv: &(impl KvRead + ?Sized),
@@ -192,23 +240,20 @@ pub fn evaluate(
     batch: &mut KvWriteBatch,
     outcomes: &mut Vec<OpOutcome>,
 ) -> Result<Option<(RangeDelete, usize)>, EvalError> {
-    for (at, o) in ops.iter().enumerate().skip(from) {
-        match o.op.as_ref().ok_or(EvalError::Empty)? {
+    for (at, o) in ops.iter_mut().enumerate().skip(from) {
+        match o.op.as_mut().ok_or(EvalError::Empty)? {
             op::Op::Put(p) => {
-                let (key, value) = (p.key.clone(), p.value.clone());
-                batch.put(Keyspace::Data, key.clone(), value.clone());
-                overlay.put(key, Some(value));
+                let (key, value) = (std::mem::take(&mut p.key), std::mem::take(&mut p.value));
+                batch.put(Keyspace::Data, key, value);
                 outcomes.push(OpOutcome::Done);
             }
             op::Op::Delete(d) => {
-                let key = d.key.clone();
-                batch.delete(Keyspace::Data, key.clone());
-                overlay.put(key, None);
+                batch.delete(Keyspace::Data, std::mem::take(&mut d.key));
                 outcomes.push(OpOutcome::Done);
             }
             op::Op::DeleteRange(r) => {
                 let (start, end) = range_of(&r.start_key, &r.end_key, region);
-                overlay.delete_range(start.clone(), end.clone());
+                overlay.delete_range(batch, start.clone(), end.clone());
                 outcomes.push(OpOutcome::Done);
                 return Ok(Some((RangeDelete { start, end }, at + 1)));
             }
@@ -227,21 +272,13 @@ fn compare_and_swap(
     overlay: &mut Overlay,
     batch: &mut KvWriteBatch,
 ) -> Result<OpOutcome, EvalError> {
-    let current = overlay.get(kv, &c.key).map_err(EvalError::Read)?;
+    let current = overlay.get(batch, kv, &c.key).map_err(EvalError::Read)?;
     if current.as_deref() != c.expected.as_deref() {
         return Ok(OpOutcome::Mismatch { current });
     }
-    let key = c.key.clone();
     match &c.new_value {
-        Some(v) => {
-            let v = v.clone();
-            batch.put(Keyspace::Data, key.clone(), v.clone());
-            overlay.put(key, Some(v));
-        }
-        None => {
-            batch.delete(Keyspace::Data, key.clone());
-            overlay.put(key, None);
-        }
+        Some(v) => batch.put(Keyspace::Data, c.key.clone(), v.clone()),
+        None => batch.delete(Keyspace::Data, c.key.clone()),
     }
     Ok(OpOutcome::Swapped)
 }
@@ -316,7 +353,7 @@ mod tests {
             (Overlay::default(), KvWriteBatch::default(), Vec::new());
         let mut from = 0;
         while let Some((range, next)) = evaluate(
-            ops,
+            &mut ops.to_vec(),
             from,
             &region(),
             kv,
@@ -398,7 +435,7 @@ mod tests {
         let (mut overlay, mut batch, mut outcomes) =
             (Overlay::default(), KvWriteBatch::default(), Vec::new());
         let stop = evaluate(
-            &ops,
+            &mut ops.clone(),
             0,
             &region(),
             &kv,
@@ -419,10 +456,10 @@ mod tests {
             )
         );
         // Before anything reaches the engine, the overlay already reads the range as gone.
-        assert_eq!(overlay.get(&kv, b"e").unwrap(), None);
-        assert_eq!(overlay.get(&kv, b"d").unwrap(), None);
+        assert_eq!(overlay.get(&batch, &kv, b"e").unwrap(), None);
+        assert_eq!(overlay.get(&batch, &kv, b"d").unwrap(), None);
         assert_eq!(
-            overlay.get(&kv, b"k").unwrap(),
+            overlay.get(&batch, &kv, b"k").unwrap(),
             Some(Bytes::from_static(b"3"))
         );
         assert!(!overlay.is_empty());

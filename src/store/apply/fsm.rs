@@ -365,7 +365,7 @@ impl ApplyPoller {
         };
         match command.body {
             Some(raft_command::Body::Writes(writes)) => {
-                self.apply_writes(fsm, entry, command.epoch.as_ref(), &writes, proposal)
+                self.apply_writes(fsm, entry, command.epoch.as_ref(), writes, proposal)
             }
             Some(raft_command::Body::Split(split)) => {
                 self.apply_split(fsm, entry, command.epoch.as_ref(), &split, proposal)
@@ -396,7 +396,7 @@ impl ApplyPoller {
         fsm: &mut ApplyFsm,
         entry: &Entry,
         epoch: Option<&RegionEpoch>,
-        writes: &WriteBatch,
+        writes: WriteBatch,
         proposal: Option<ProposalResponder>,
     ) -> Result<(), Stopped> {
         if let Err(e) = check_epoch(CommandKind::Write, epoch, &fsm.region) {
@@ -413,15 +413,15 @@ impl ApplyPoller {
         let mut results = Vec::with_capacity(writes.commands.len());
         let mut applied = Vec::new();
         let mut first_op = 0;
-        for write in &writes.commands {
+        for mut write in writes.commands {
             let from = resume.saturating_sub(first_op).min(write.ops.len());
-            let result = self.apply_write(fsm, index, first_op, write, from)?;
+            // Evaluating takes the writes' keys and values: the observers get a copy.
+            let observed = (!self.shared.observers.is_empty()).then(|| write.clone());
+            let result = self.apply_write(fsm, index, first_op, &mut write, from)?;
             first_op += write.ops.len();
-            if let Ok(outcomes) = &result
-                && !self.shared.observers.is_empty()
-            {
+            if let (Ok(outcomes), Some(command)) = (&result, observed) {
                 applied.push(AppliedWrite {
-                    command: write.clone(),
+                    command,
                     outcomes: outcomes.clone(),
                 });
             }
@@ -444,7 +444,7 @@ impl ApplyPoller {
         fsm: &mut ApplyFsm,
         index: u64,
         first_op: usize,
-        write: &WriteCommand,
+        write: &mut WriteCommand,
         mut from: usize,
     ) -> Result<RegionResult<Vec<OpOutcome>>, Stopped> {
         let checked = check_command(write, &fsm.region).map_err(|e| {
@@ -457,7 +457,7 @@ impl ApplyPoller {
         let mut outcomes = Vec::with_capacity(write.ops.len());
         loop {
             let evaluated = evaluate(
-                &write.ops,
+                &mut write.ops,
                 from,
                 &fsm.region,
                 self.kv.as_ref(),
