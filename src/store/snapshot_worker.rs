@@ -11,6 +11,7 @@ use std::time::Duration;
 use crossbeam::channel::{Receiver, RecvTimeoutError};
 use prost::Message as _;
 
+use super::batch::recv_within;
 use super::context::RaftRouter;
 use super::engines::KvView;
 use super::msg::PeerMsg;
@@ -110,7 +111,7 @@ impl SnapshotWorker {
 
     /// Waits up to `wait` for a task and does it.
     pub(crate) fn run_once(&mut self, wait: Duration) -> SnapshotWork {
-        match self.tasks.recv_timeout(wait) {
+        match recv_within(&self.tasks, wait) {
             Ok(SnapshotTask::Generate {
                 region,
                 applied,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, RecvTimeoutError};
 
+use super::batch::recv_within;
 use super::fail_stop::FailStop;
 use super::flow::Charge;
 use super::transport::{Hurry, Outbound, Transport};
@@ -222,8 +223,7 @@ impl<N: WriteNotifier> WalWriter<N> {
         }
         let first = match self.carried.take() {
             Some(task) => task,
-            // crossbeam tries the queue before it looks at the deadline: a zero wait is a try.
-            None => match self.tasks.recv_timeout(wait) {
+            None => match recv_within(&self.tasks, wait) {
                 Ok(task) => task,
                 Err(RecvTimeoutError::Timeout) => return WriteOutcome::Idle,
                 Err(RecvTimeoutError::Disconnected) => return WriteOutcome::Closed,

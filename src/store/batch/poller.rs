@@ -8,6 +8,7 @@ use crossbeam::channel::{Receiver, RecvTimeoutError};
 
 use super::fsm::{Fsm, Handled, PollHandler};
 use super::mailbox::Owned;
+use super::recv_within;
 use super::router::Scheduled;
 
 /// A normal FSM of the batch being handled, as `PollHandler::end` sees it.
@@ -78,9 +79,8 @@ impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
     /// `Duration::ZERO`), takes up to the batch size of those queued behind it, runs one
     /// round of each, then `end`.
     pub fn poll_once(&mut self, wait: Duration) -> PollOutcome {
-        // crossbeam tries the queue before it looks at the deadline: a zero wait is a try.
         let wait = self.handler.max_wait().map_or(wait, |held| held.min(wait));
-        let first = match self.queue.recv_timeout(wait) {
+        let first = match recv_within(&self.queue, wait) {
             Ok(s) => s,
             Err(RecvTimeoutError::Timeout) => {
                 self.handler.pause();

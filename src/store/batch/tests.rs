@@ -642,3 +642,28 @@ fn a_round_takes_at_most_the_configured_messages() {
     while poller.poll_once(NOW) != PollOutcome::Empty {}
     assert_eq!(f.seen(1), (0..10).map(Msg::Value).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_zero_wait_only_looks_and_a_wait_gets_what_arrives_in_it() {
+    let (tx, rx) = channel::unbounded::<u32>();
+    assert_eq!(
+        recv_within(&rx, Duration::ZERO),
+        Err(RecvTimeoutError::Timeout)
+    );
+    tx.send(7).unwrap();
+    assert_eq!(recv_within(&rx, Duration::ZERO), Ok(7));
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        tx.send(8).unwrap();
+    });
+    assert_eq!(recv_within(&rx, Duration::from_secs(30)), Ok(8));
+    sender.join().unwrap();
+    assert_eq!(
+        recv_within(&rx, Duration::ZERO),
+        Err(RecvTimeoutError::Disconnected)
+    );
+    assert_eq!(
+        recv_within(&rx, Duration::from_secs(30)),
+        Err(RecvTimeoutError::Disconnected)
+    );
+}
