@@ -247,6 +247,7 @@ fn throughput() {
     let value = Bytes::from(vec![0x61; env_u64("FLOTILLA_BENCH_VALUE", 128) as usize]);
     let secs = env_u64("FLOTILLA_BENCH_SECS", 10);
     let keys = env_u64("FLOTILLA_BENCH_KEYS", 1000).max(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     for regions in region_counts("1,100,1000") {
         let c = start(regions, engine, |_| {});
         // Where each region's leader is, refreshed on NotLeader.
@@ -254,6 +255,7 @@ fn throughput() {
             .map(|i| Mutex::new(c.wait_leader(region_id(i))))
             .collect();
         let before = samples();
+        let (cpu_before, _) = cpu_and_rss();
         let started = Instant::now();
         let deadline = started + Duration::from_secs(secs);
         // Clients are tasks on one runtime thread, as in openraft's benchmark: a thread per
@@ -318,6 +320,7 @@ fn throughput() {
             all
         });
         let elapsed = started.elapsed().as_secs_f64();
+        let (cpu_after, _) = cpu_and_rss();
         let after = samples();
         let delta =
             |name: &str, labels: &[&str]| sum(&after, name, labels) - sum(&before, name, labels);
@@ -334,7 +337,7 @@ fn throughput() {
         let regions_per_write = delta("flotilla_wal_write_batch_regions_sum", &[])
             / delta("flotilla_wal_write_batch_regions_count", &[]).max(1.0);
         println!(
-            "throughput {engine:?} {:?} {regions} regions {clients} clients {}-byte values: {:.0} writes/s, p50 {} µs, p99 {} µs, max {} µs; {:.1} client writes per fsync ({fsyncs} fsyncs, 3 stores), {:.1} client writes per WAL write, {regions_per_write:.1} regions per WAL write",
+            "throughput {engine:?} {:?} {regions} regions {clients} clients {}-byte values: {:.0} writes/s, p50 {} µs, p99 {} µs, max {} µs; {:.1} client writes per fsync ({fsyncs} fsyncs, 3 stores), {:.1} client writes per WAL write, {regions_per_write:.1} regions per WAL write; {:.2} µs of CPU per write (clients included: {:.0} % of the machine's {} cores)",
             run_mode(),
             value.len(),
             ops / elapsed,
@@ -343,6 +346,9 @@ fn throughput() {
             all.last().copied().unwrap_or(0),
             ops / fsyncs.max(1.0),
             ops / writes.max(1.0),
+            (cpu_after - cpu_before) * 1e6 / ops.max(1.0),
+            (cpu_after - cpu_before) * 100.0 / elapsed / cores as f64,
+            cores,
         );
         drop(runtime);
         let c = Arc::into_inner(c).expect("clients done");

@@ -145,6 +145,12 @@ impl KvWriteBatch {
         self.ops.is_empty()
     }
 
+    /// Empties the batch, keeping its room for the next one.
+    pub fn clear(&mut self) {
+        self.ops.clear();
+        self.bytes = 0;
+    }
+
     /// Key and value bytes in the batch (size samples included).
     pub fn size_bytes(&self) -> usize {
         self.bytes
@@ -430,6 +436,19 @@ mod tests {
             .map(|i| Bytes::from(format!("k{i}")))
             .find(|k| is_sampled(k) == sampled)
             .expect("some key of each kind")
+    }
+
+    #[test]
+    fn a_cleared_batch_holds_nothing_and_counts_only_what_follows() {
+        let mut batch = KvWriteBatch::default();
+        batch.put(Keyspace::Meta, &b"a"[..], &b"123"[..]);
+        batch.delete(Keyspace::Meta, &b"bc"[..]);
+        assert_eq!((batch.len(), batch.size_bytes()), (2, 6));
+        batch.clear();
+        assert!(batch.is_empty());
+        assert_eq!((batch.len(), batch.size_bytes()), (0, 0));
+        batch.put(Keyspace::Meta, &b"d"[..], &b"e"[..]);
+        assert_eq!((batch.len(), batch.size_bytes()), (1, 2));
     }
 
     /// Only a sampled data key carries a size sample: a put or delete of any other key is

@@ -45,7 +45,7 @@ use crate::store::msg::{
 };
 use crate::store::observer::{AppliedChange, AppliedWrite, ApplyEvent};
 use crate::store::request::{ChangePeersResponse, SplitResponse, WriteResponse};
-use crate::store::responder::{RegionResult, Responder};
+use crate::store::responder::{AnswerTally, RegionResult, Responder};
 use crate::store::snapshot_worker::SnapshotTask;
 
 /// One region's apply delegate.
@@ -184,11 +184,11 @@ impl Answer {
         }
     }
 
-    fn send(self) {
+    fn send(self, tally: &mut AnswerTally) {
         match self {
-            Answer::Write(r, result) => r.respond(result),
-            Answer::Split(r, result) => r.respond(result),
-            Answer::ChangePeers(r, result) => r.respond(result),
+            Answer::Write(r, result) => r.respond_tallied(result, tally),
+            Answer::Split(r, result) => r.respond_tallied(result, tally),
+            Answer::ChangePeers(r, result) => r.respond_tallied(result, tally),
         }
     }
 }
@@ -243,15 +243,16 @@ impl ApplyPoller {
     fn flush(&mut self) -> Result<(), Stopped> {
         if !self.batch.is_empty() {
             let written = self.kv.write_batch(&self.batch);
-            self.batch = KvWriteBatch::default();
+            self.batch.clear();
             if let Err(e) = written {
                 return Err(self.fail(format!("KV write failed: {e}")));
             }
         }
         self.overlay.clear();
         self.notify_observers();
+        let mut tally = AnswerTally::default();
         for answer in self.answers.drain(..) {
-            answer.send();
+            answer.send(&mut tally);
         }
         Ok(())
     }
@@ -294,7 +295,7 @@ impl ApplyPoller {
         self.answers.clear();
         self.results.clear();
         self.events.clear();
-        self.batch = KvWriteBatch::default();
+        self.batch.clear();
         self.overlay.clear();
         Stopped
     }
@@ -904,7 +905,7 @@ mod tests {
         );
         assert_eq!(answers.len(), 2);
         for a in answers {
-            a.send();
+            a.send(&mut AnswerTally::default());
         }
         for r in [&mut first_response, &mut second_response] {
             assert!(matches!(
@@ -940,7 +941,7 @@ mod tests {
         );
         assert_eq!(answers.len(), 4, "term 5's four are overtaken");
         for a in answers {
-            a.send();
+            a.send(&mut AnswerTally::default());
         }
         for mut r in responses.drain(..4) {
             assert!(matches!(
@@ -963,7 +964,7 @@ mod tests {
         let mut answers = Vec::new();
         assert!(fsm.take_proposal(&entry(6, 20), &mut answers).is_none());
         assert_eq!(answers.len(), 1);
-        answers.pop().unwrap().send();
+        answers.pop().unwrap().send(&mut AnswerTally::default());
         assert!(matches!(
             stale_response.try_take(),
             Some(Err(RegionError::StaleCommand { .. }))
