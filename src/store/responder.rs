@@ -219,6 +219,8 @@ mod tests {
             for r in responders {
                 r.respond_tallied(Err(unanswered(RegionId(1))), &mut tally);
             }
+            // Another request's answers with the same outcome are counted apart.
+            tally.add("other", &Ok::<(), RegionError>(()));
             tally.record();
             tally.record();
             // Dropped unanswered, and answered on its own: counted at once.
@@ -228,6 +230,7 @@ mod tests {
         assert_eq!(
             lines,
             vec![
+                r#"flotilla_store_requests_total{request="other",outcome="ok"} 1"#,
                 r#"flotilla_store_requests_total{request="test",outcome="ok"} 4"#,
                 r#"flotilla_store_requests_total{request="test",outcome="proposal_dropped"} 2"#,
             ]

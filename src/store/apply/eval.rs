@@ -409,6 +409,33 @@ mod tests {
     }
 
     #[test]
+    fn the_overlay_reads_a_range_deleted_in_its_batch_as_gone() {
+        let kv = engine_with(&[("c", "1"), ("e", "2"), ("k", "3")]);
+        let mut batch = KvWriteBatch::default();
+        let mut overlay = Overlay::default();
+        batch.put(Keyspace::Data, &b"d"[..], &b"4"[..]);
+        assert_eq!(
+            overlay.get(&batch, &kv, b"d").unwrap().as_deref(),
+            Some(&b"4"[..])
+        );
+        batch.delete_range(Keyspace::Data, &b"c"[..], Some(Bytes::from_static(b"j")));
+        batch.put(Keyspace::Data, &b"f"[..], &b"5"[..]);
+        for (key, value) in [
+            ("c", None),
+            ("d", None),
+            ("e", None),
+            ("f", Some("5")),
+            ("k", Some("3")),
+        ] {
+            assert_eq!(
+                overlay.get(&batch, &kv, key.as_bytes()).unwrap().as_deref(),
+                value.map(str::as_bytes),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
     fn a_swap_to_nothing_deletes_the_key() {
         let kv = engine_with(&[("d", "v")]);
         assert_eq!(
