@@ -254,6 +254,13 @@ fn throughput() {
         let leaders: Vec<Mutex<(usize, RegionEpoch)>> = (0..regions)
             .map(|i| Mutex::new(c.wait_leader(region_id(i))))
             .collect();
+        // Keys are `{region prefix}-{client}-{k}`, assembled from parts made up front: the
+        // clients' thread is the bench's cost, not the store's, so it keeps the formatting
+        // machinery out of the measured loop.
+        let prefixes: Arc<Vec<String>> = Arc::new((0..regions).map(key_prefix).collect());
+        let mut suffixes: Vec<Vec<String>> = (0..clients)
+            .map(|client| (0..keys).map(|k| format!("-{client}-{k}")).collect())
+            .collect();
         let before = samples();
         let (cpu_before, _) = cpu_and_rss();
         let started = Instant::now();
@@ -266,17 +273,12 @@ fn throughput() {
             .expect("client runtime");
         let c = Arc::new(c);
         let leaders = Arc::new(leaders);
-        // Keys are `{region prefix}-{client}-{k}`, assembled from parts made up front: the
-        // clients' thread is the bench's cost, not the store's, so it keeps the formatting
-        // machinery out of the measured loop.
-        let prefixes: Arc<Vec<String>> = Arc::new((0..regions).map(key_prefix).collect());
         let latencies: Vec<Vec<u32>> = runtime.block_on(async {
             let tasks: Vec<_> = (0..clients)
                 .map(|client| {
                     let (c, leaders, value) = (c.clone(), leaders.clone(), value.clone());
                     let prefixes = prefixes.clone();
-                    let suffixes: Vec<String> =
-                        (0..keys).map(|k| format!("-{client}-{k}")).collect();
+                    let suffixes = std::mem::take(&mut suffixes[client as usize]);
                     tokio::spawn(async move {
                         let mut lat = Vec::new();
                         let mut n = client.wrapping_mul(0x9E37_79B9);
@@ -337,7 +339,7 @@ fn throughput() {
         let regions_per_write = delta("flotilla_wal_write_batch_regions_sum", &[])
             / delta("flotilla_wal_write_batch_regions_count", &[]).max(1.0);
         println!(
-            "throughput {engine:?} {:?} {regions} regions {clients} clients {}-byte values: {:.0} writes/s, p50 {} µs, p99 {} µs, max {} µs; {:.1} client writes per fsync ({fsyncs} fsyncs, 3 stores), {:.1} client writes per WAL write, {regions_per_write:.1} regions per WAL write; {:.2} µs of CPU per write (clients included: {:.0} % of the machine's {} cores)",
+            "throughput {engine:?} {:?} {regions} regions {clients} clients {}-byte values: {:.0} writes/s, p50 {} µs, p99 {} µs, max {} µs; {:.1} client writes per fsync ({fsyncs} fsyncs, 3 stores), {:.1} client writes per WAL write, {regions_per_write:.1} regions per WAL write; {:.2} µs of CPU per write (the process: three stores and the clients; {:.0} % of the machine's {} cores)",
             run_mode(),
             value.len(),
             ops / elapsed,

@@ -110,6 +110,15 @@ fn observers_see_every_applied_change_in_order_on_every_replica() {
     // Every replica observed the same writes, with the same outcomes, in log order.
     let writes = recorders[0].writes(FIRST_REGION);
     assert_eq!(writes.len(), 3);
+    // What was proposed, key and value whole (apply moves them out of its own copy).
+    let proposed = [
+        put(b"a", b"1"),
+        cas(b"a", Some(b"0"), b"2"),
+        cas(b"a", Some(b"1"), b"2"),
+    ];
+    for ((_, command, _), proposed) in writes.iter().zip(&proposed) {
+        assert_eq!(command, proposed);
+    }
     for r in &recorders[1..3] {
         assert_eq!(r.writes(FIRST_REGION), writes);
     }

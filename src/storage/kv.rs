@@ -75,6 +75,9 @@ pub struct KvWriteBatch {
     bytes: usize,
 }
 
+/// Operations' room a cleared batch keeps (about 300 KiB).
+const KEPT_OPS: usize = 4096;
+
 impl KvWriteBatch {
     /// Sets `key` to `value` in `ks`; a sampled data key's size sample is updated in the same
     /// batch.
@@ -145,9 +148,11 @@ impl KvWriteBatch {
         self.ops.is_empty()
     }
 
-    /// Empties the batch, keeping its room for the next one.
+    /// Empties the batch, keeping its room for the next one — up to `KEPT_OPS` operations,
+    /// so one huge batch does not hold its memory for good.
     pub fn clear(&mut self) {
         self.ops.clear();
+        self.ops.shrink_to(KEPT_OPS);
         self.bytes = 0;
     }
 
@@ -449,6 +454,16 @@ mod tests {
         assert_eq!((batch.len(), batch.size_bytes()), (0, 0));
         batch.put(Keyspace::Meta, &b"d"[..], &b"e"[..]);
         assert_eq!((batch.len(), batch.size_bytes()), (1, 2));
+        // A cleared batch keeps room for the next, but not a huge one's.
+        let room = batch.ops.capacity();
+        batch.clear();
+        assert_eq!(batch.ops.capacity(), room);
+        for i in 0..(KEPT_OPS * 2) as u32 {
+            batch.put(Keyspace::Meta, i.to_be_bytes().to_vec(), &b"v"[..]);
+        }
+        batch.clear();
+        assert!(batch.ops.capacity() <= KEPT_OPS);
+        assert!(batch.ops.capacity() >= room);
     }
 
     /// Only a sampled data key carries a size sample: a put or delete of any other key is

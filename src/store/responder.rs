@@ -53,14 +53,17 @@ pub fn response_channel<T: RequestKind>(region: RegionId) -> (Responder<T>, Resp
 
 impl<T> Responder<T> {
     /// Answers the request. A caller that went away is not an error: the answer is dropped.
-    pub fn respond(self, result: RegionResult<T>) {
-        self.respond_tallied(result, &mut AnswerTally::default());
+    pub fn respond(mut self, result: RegionResult<T>) {
+        if let Some(sender) = self.sender.take() {
+            requests_counter(self.kind, outcome(&result)).increment(1);
+            let _ = sender.send(result);
+        }
     }
 
     /// Answers the request, its count added to `tally` (counted when the tally is).
     pub(crate) fn respond_tallied(mut self, result: RegionResult<T>, tally: &mut AnswerTally) {
         if let Some(sender) = self.sender.take() {
-            tally.add(self.kind, &result);
+            tally.add(self.kind, outcome(&result));
             let _ = sender.send(result);
         }
     }
@@ -86,7 +89,7 @@ impl<T> Drop for Responder<T> {
     fn drop(&mut self) {
         if let Some(sender) = self.sender.take() {
             let result = Err(unanswered(self.region));
-            AnswerTally::default().add(self.kind, &result);
+            requests_counter(self.kind, outcome(&result)).increment(1);
             let _ = sender.send(result);
         }
     }
@@ -95,16 +98,13 @@ impl<T> Drop for Responder<T> {
 /// Answers counted by request and outcome (`flotilla_store_requests_total`), added to the
 /// metric in one go when the tally is dropped or `record`ed: a poller answering a batch
 /// looks each labelled counter up once, not once per answer (that lookup was a twentieth
-/// of a busy store's time).
+/// of a busy store's time). The batch's answers are counted once they are all out, so a
+/// caller may see its answer a moment before the metric does.
 #[derive(Debug, Default)]
 pub(crate) struct AnswerTally(Vec<(&'static str, &'static str, u64)>);
 
 impl AnswerTally {
-    fn add<T>(&mut self, kind: &'static str, result: &RegionResult<T>) {
-        let outcome = match result {
-            Ok(_) => "ok",
-            Err(e) => e.kind(),
-        };
+    fn add(&mut self, kind: &'static str, outcome: &'static str) {
         match self
             .0
             .iter_mut()
@@ -118,10 +118,21 @@ impl AnswerTally {
     /// Adds what was tallied to the metric; the tally starts again from nothing.
     pub(crate) fn record(&mut self) {
         for (kind, outcome, n) in self.0.drain(..) {
-            metrics::counter!("flotilla_store_requests_total", "request" => kind, "outcome" => outcome)
-                .increment(n);
+            requests_counter(kind, outcome).increment(n);
         }
     }
+}
+
+/// An answer's outcome label: `ok` or the error's kind.
+fn outcome<T>(result: &RegionResult<T>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(e) => e.kind(),
+    }
+}
+
+fn requests_counter(kind: &'static str, outcome: &'static str) -> metrics::Counter {
+    metrics::counter!("flotilla_store_requests_total", "request" => kind, "outcome" => outcome)
 }
 
 impl Drop for AnswerTally {
@@ -220,7 +231,7 @@ mod tests {
                 r.respond_tallied(Err(unanswered(RegionId(1))), &mut tally);
             }
             // Another request's answers with the same outcome are counted apart.
-            tally.add("other", &Ok::<(), RegionError>(()));
+            tally.add("other", "ok");
             tally.record();
             tally.record();
             // Dropped unanswered, and answered on its own: counted at once.

@@ -332,8 +332,10 @@ impl Cluster {
         st.region.epoch.unwrap_or_default()
     }
 
-    /// Sends a request to `region`'s leader, again while leadership moves; any other
-    /// error fails the test.
+    /// Sends a request to `region`'s leader, again while leadership moves or its epoch
+    /// changes under the request (as a client would: a split or membership change the
+    /// leader has applied, and answered, before its peer took in the new region, so the
+    /// status it gave is a step behind); any other error fails the test.
     pub fn on_leader<T>(
         &self,
         region: RegionId,
@@ -346,7 +348,8 @@ impl Cluster {
             let store = self.store(StoreId(leader.peer.store_id));
             match answer(request(store, epoch)) {
                 Ok(r) => return r,
-                Err(RegionError::NotLeader { .. }) if Instant::now() < deadline => {}
+                Err(RegionError::NotLeader { .. } | RegionError::EpochNotMatch { .. })
+                    if Instant::now() < deadline => {}
                 Err(e) => panic!("request to region {region}: {e}"),
             }
         }

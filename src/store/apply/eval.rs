@@ -352,8 +352,10 @@ mod tests {
         let (mut overlay, mut batch, mut outcomes) =
             (Overlay::default(), KvWriteBatch::default(), Vec::new());
         let mut from = 0;
+        // One copy for every call, as the apply loop evaluates one decoded command.
+        let mut ops = ops.to_vec();
         while let Some((range, next)) = evaluate(
-            &mut ops.to_vec(),
+            &mut ops,
             from,
             &region(),
             kv,
