@@ -120,6 +120,15 @@ pub fn test_config(store: StoreId) -> StoreConfig {
     cfg
 }
 
+/// Whether `Cluster::on_leader` sends its request again after `error`: leadership moved,
+/// or the region's epoch changed under the request, and there is time left.
+fn worth_another_try(error: &RegionError, now: Instant, deadline: Instant) -> bool {
+    matches!(
+        error,
+        RegionError::NotLeader { .. } | RegionError::EpochNotMatch { .. }
+    ) && now < deadline
+}
+
 /// The first region, with a voter on each of stores `1..=stores` (peer id = store id).
 pub fn first_region(stores: u64) -> Region {
     Region {
@@ -348,8 +357,7 @@ impl Cluster {
             let store = self.store(StoreId(leader.peer.store_id));
             match answer(request(store, epoch)) {
                 Ok(r) => return r,
-                Err(RegionError::NotLeader { .. } | RegionError::EpochNotMatch { .. })
-                    if Instant::now() < deadline => {}
+                Err(e) if worth_another_try(&e, Instant::now(), deadline) => {}
                 Err(e) => panic!("request to region {region}: {e}"),
             }
         }
@@ -551,5 +559,30 @@ pub fn put(key: &[u8], value: &[u8]) -> WriteCommand {
                 value: Bytes::copy_from_slice(value),
             })),
         }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_sent_again_only_after_a_moved_leader_or_epoch_and_before_the_deadline() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(1);
+        let region = RegionId(1);
+        let moved = RegionError::NotLeader {
+            region,
+            leader: None,
+        };
+        let stale = RegionError::EpochNotMatch {
+            current: Vec::new(),
+        };
+        let other = RegionError::RegionNotFound { region };
+        assert!(worth_another_try(&moved, now, later));
+        assert!(worth_another_try(&stale, now, later));
+        assert!(!worth_another_try(&other, now, later));
+        assert!(!worth_another_try(&moved, later, later));
+        assert!(!worth_another_try(&stale, later, now));
     }
 }
