@@ -21,10 +21,16 @@
 //!   benchmark keeps no data in its state machine; `1` comes closest to it (a tiny KV).
 //! - `FLOTILLA_BENCH_SECS`: measured seconds per run (default 10).
 //! - `FLOTILLA_BENCH_HIBERNATE=0`: idle regions keep ticking (the idle mode's comparison).
+//! - `FLOTILLA_BENCH_PURGE=0`: no allocator purge thread (`flotilla::allocator::spawn_purger`,
+//!   which the `flotilla` binary always runs): what it saves.
 //! - `FLOTILLA_BENCH_RUN`: `threads` (a pool per role: `RunMode::Threads`; default) or
 //!   `one-thread` (each store's roles in turn on one thread: `RunMode::OneThread`).
 
 use std::collections::HashMap;
+
+// The allocator the `flotilla` binary ships with: the bench measures what runs.
+#[cfg(feature = "mimalloc")]
+flotilla::use_mimalloc!();
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -589,6 +595,10 @@ fn restart() {
 
 fn main() {
     recorder();
+    #[cfg(feature = "mimalloc")]
+    if std::env::var("FLOTILLA_BENCH_PURGE").as_deref() != Ok("0") {
+        flotilla::allocator::spawn_purger(Duration::from_secs(1)).expect("purge thread");
+    }
     // `cargo bench` passes `--bench`; a plain `cargo bench` runs no mode (each takes
     // minutes) and says how to pick one.
     match std::env::args()

@@ -3,6 +3,8 @@
 //! groups, the regions, each replicating one key range; all of a store's regions share one
 //! batched write-ahead log, so one write and one fsync persist many groups' entries.
 //!
+//! - `allocator` (feature `mimalloc`, default): the allocator the `flotilla` binary and the
+//!   store bench run on, and `use_mimalloc!` to install it.
 //! - `ids`: typed region, peer and store ids, so that one cannot be passed for another.
 //! - `proto`: the types generated from `proto/`: Raft messages, cluster metadata, on-disk
 //!   records.
@@ -25,8 +27,10 @@
 //! - `testkit`: test harnesses (the Raft simulator, a seeded `Rng`, the store cluster,
 //!   the linearizability checker); not part of the embedding API.
 //!
-//! Not built yet: ctl and bench; placement; region merge.
+//! Not built yet: placement; region merge.
 
+#[cfg(feature = "mimalloc")]
+pub mod allocator;
 pub mod client;
 pub mod ids;
 pub mod proto;

@@ -15,6 +15,10 @@ use flotilla::server::playground::{Playground, PlaygroundOptions};
 use flotilla::server::{Node, ServerConfig};
 use flotilla::testkit::raft_sim::{SimOptions, run};
 
+// A store's allocations run on mimalloc (src/allocator.rs says why and how it is set).
+#[cfg(feature = "mimalloc")]
+flotilla::use_mimalloc!();
+
 #[derive(Parser)]
 #[command(
     name = "flotilla",
@@ -149,7 +153,12 @@ impl ServerArgs {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    #[cfg(feature = "mimalloc")]
+    if let Err(e) = flotilla::allocator::spawn_purger(std::time::Duration::from_secs(1)) {
+        eprintln!("flotilla: no allocator purge thread ({e}): freed memory returns later");
+    }
+    match command {
         Command::Server(args) => serve(args),
         Command::Ctl(args) => ctl::run(args),
         Command::Bench(args) => bench::run(args),
