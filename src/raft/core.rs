@@ -157,6 +157,9 @@ impl<S: LogStorage> Raft<S> {
     pub(crate) fn shrink_buffers(&mut self) {
         self.log.unstable.shrink_buffers();
         self.tracker.progress.shrink_buffers();
+        if !matches!(self.role, Role::PreCandidate | Role::Candidate) {
+            self.tracker.drop_votes();
+        }
         if let Some(l) = self.leader.as_mut() {
             l.shrink_buffers();
         }

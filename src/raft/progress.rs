@@ -328,6 +328,18 @@ impl ProgressTracker {
         self.votes.clear();
     }
 
+    /// Drops the votes of the last election and their room: only a campaigning node reads
+    /// them, and each campaign starts from `reset_votes`.
+    pub fn drop_votes(&mut self) {
+        self.votes = HashMap::new();
+    }
+
+    /// Votes recorded and not dropped.
+    #[cfg(test)]
+    pub(crate) fn votes_held(&self) -> usize {
+        self.votes.len()
+    }
+
     /// Records a vote (the first one from each voter counts) and tallies.
     pub fn record_vote(&mut self, id: u64, granted: bool) -> VoteResult {
         self.votes.entry(id).or_insert(granted);

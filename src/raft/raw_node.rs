@@ -304,8 +304,9 @@ impl<S: LogStorage> RawNode<S> {
     }
 
     /// Gives back the room of buffers that hold nothing now (entries not yet durable, the
-    /// leader's in-flight windows and read queues): for a group that goes quiet, since a
-    /// store keeps thousands of groups and most of them asleep. Changes no state.
+    /// leader's in-flight windows and read queues, the votes of an election that is over):
+    /// for a group that goes quiet, since a store keeps thousands of groups and most of
+    /// them asleep. Changes no state.
     pub fn shrink_buffers(&mut self) {
         self.raft.shrink_buffers();
     }
@@ -419,5 +420,38 @@ mod tests {
         assert_eq!(uncommitted_room(r), Some(0));
         assert_eq!(r.tracker.progress.room(), 1);
         assert_eq!(before, (r.term, r.log.committed, r.log.last_index()));
+    }
+
+    /// A candidate's votes are state (its tally): shrinking keeps them. A node whose election
+    /// is over keeps none.
+    #[test]
+    fn shrinking_keeps_a_candidates_votes_and_drops_an_elections_that_is_over() {
+        let storage = MemStorage::with_voters(&[1, 2, 3]);
+        let mut cfg = Config::new(1);
+        cfg.start = NodeStart::Created;
+        cfg.pre_vote = false;
+        let mut raw = RawNode::new(cfg, storage.clone()).expect("raw node");
+        raw.campaign().expect("campaign");
+        drain(&mut raw, &storage);
+        assert_eq!(raw.raft.role, Role::Candidate);
+        assert_eq!(raw.raft.tracker.votes_held(), 1, "its own durable vote");
+        raw.shrink_buffers();
+        assert_eq!(raw.raft.tracker.votes_held(), 1);
+        let term = raw.raft.term;
+        let mut granted = crate::raft::message::msg(
+            crate::proto::raftpb::MessageType::MsgRequestVoteResponse,
+            1,
+            term,
+        );
+        granted.from = 2;
+        raw.step(granted).expect("step the vote");
+        assert_eq!(
+            raw.raft.role,
+            Role::Leader,
+            "its own vote and 2's make a quorum"
+        );
+        raw.shrink_buffers();
+        assert_eq!(raw.raft.tracker.votes_held(), 0);
+        assert_eq!(raw.raft.role, Role::Leader);
     }
 }

@@ -58,8 +58,9 @@ impl EntryCache {
         }
     }
 
-    fn shrink_to_fit(&mut self) {
-        self.entries.shrink_to_fit();
+    /// Drops every entry and the room they took.
+    fn release(&mut self) {
+        *self = EntryCache::default();
     }
 
     fn clear(&mut self) {
@@ -151,16 +152,17 @@ impl RegionLog {
         st.local = *local;
     }
 
-    /// Entries the cache has room for beyond those it holds.
+    /// Entries the cache holds or has room for.
     #[cfg(test)]
-    pub(crate) fn cache_room(&self) -> usize {
-        let entries = &self.state.read().cache.entries;
-        entries.capacity() - entries.len()
+    pub(crate) fn cache_slots(&self) -> usize {
+        self.state.read().cache.entries.capacity()
     }
 
-    /// Gives back the entry cache's room beyond what it holds (for a region gone quiet).
-    pub fn shrink_cache(&self) {
-        self.state.write().cache.shrink_to_fit();
+    /// Empties the entry cache and gives back its room, for a region gone quiet: its
+    /// entries are durable in the log engine, and read from there should a follower need
+    /// them after it wakes.
+    pub fn release_cache(&self) {
+        self.state.write().cache.release();
     }
 
     /// The log now starts after `(index, term)` (compaction or snapshot).

@@ -146,20 +146,21 @@ impl PeerFsm {
     /// regions sleep, and their buffers kept the room of their last burst.
     fn shrink_buffers(&mut self) {
         self.raw.shrink_buffers();
-        self.log.shrink_cache();
+        self.log.release_cache();
         self.proposals.shrink_to_fit();
         self.round.shrink_to_fit();
         self.reads.shrink_buffers();
         self.peer_cache.shrink_to_fit();
     }
 
-    /// Room the buffers `shrink_buffers` gives back hold beyond their contents (in
-    /// elements).
+    /// Room the buffers `shrink_buffers` gives back hold beyond their contents, and what
+    /// it drops (in elements).
     #[cfg(test)]
     pub(crate) fn buffer_room(&self) -> usize {
         let unstable = &self.raw.raft().log().unstable.entries;
         (unstable.capacity() - unstable.len())
-            + self.log.cache_room()
+            + self.log.cache_slots()
+            + self.raw.raft().tracker.votes_held()
             + (self.proposals.capacity() - self.proposals.len())
             + (self.round.capacity() - self.round.len())
             + self.reads.room()
@@ -315,5 +316,30 @@ mod tests {
         let shared = store.shared();
         let mailbox = shared.raft_router.mailbox(FIRST_REGION).unwrap();
         assert_eq!(mailbox.inspect_resting(|p| p.buffer_room()), Some(0));
+    }
+
+    /// Replicas of three stores asleep: none keeps room, the election's votes or a copy of
+    /// a peer its region lists (each message names its sender; only strangers are kept).
+    #[test]
+    fn sleeping_replicas_keep_no_votes_room_or_copies_of_listed_peers() {
+        let net = crate::store::InProcessNetwork::new(1);
+        let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
+        let mut stores = stepped_stores(&net, &nodes, test_config);
+        for _ in 0..200 {
+            if stores.iter().all(|s| s.ticking_regions() == 0) {
+                break;
+            }
+            for s in &stores {
+                s.tick();
+            }
+            drive(&mut stores);
+        }
+        for (i, s) in stores.iter().enumerate() {
+            assert_eq!(s.ticking_regions(), 0, "asleep");
+            let shared = s.shared();
+            let mailbox = shared.raft_router.mailbox(FIRST_REGION).unwrap();
+            let kept = mailbox.inspect_resting(|p| (p.peer_cache.len(), p.buffer_room()));
+            assert_eq!(kept, Some((0, 0)), "store {}", i + 1);
+        }
     }
 }

@@ -13,7 +13,7 @@ mod read;
 mod ready;
 mod snapshot;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::batch::Fsm;
@@ -49,8 +49,9 @@ pub(crate) struct PeerFsm {
     last_term: u64,
     /// Highest index the apply delegate has applied.
     applied_index: u64,
-    /// Peers met in messages that the region's peer list does not name (yet).
-    peer_cache: HashMap<u64, Peer>,
+    /// Peers met in messages that the region's peer list does not name (yet), at most
+    /// `MAX_CACHED_PEERS` (a list: it is short, and empty in most regions).
+    peer_cache: Vec<Peer>,
     /// Commands of this round, proposed together at its end.
     round: Vec<propose::RoundCommand>,
     /// Proposed, waiting for their entries to commit, in (term, index) order.
@@ -104,7 +105,7 @@ impl PeerFsm {
             last_index,
             last_term,
             applied_index: apply.applied_index,
-            peer_cache: HashMap::new(),
+            peer_cache: Vec::new(),
             round: Vec::new(),
             proposals: VecDeque::new(),
             reads: ReadQueue::default(),
@@ -248,13 +249,18 @@ impl PeerFsm {
             self.wake(cause, ctx);
         }
         // Remember where a peer the region's list does not name yet lives (a new peer's
-        // first messages), as the message itself claims it, boundedly.
+        // first messages), as the message itself claims it, boundedly. The listed peers
+        // need no copy: most regions never hold one.
         if let Some(from) = m.from_peer
             && from.store_id != 0
             && from.id == message.from
-            && (self.peer_cache.len() < MAX_CACHED_PEERS || self.peer_cache.contains_key(&from.id))
+            && !self.region.peers.iter().any(|p| p.id == from.id)
         {
-            self.peer_cache.insert(from.id, from);
+            match self.peer_cache.iter().position(|p| p.id == from.id) {
+                Some(at) => self.peer_cache[at] = from,
+                None if self.peer_cache.len() < MAX_CACHED_PEERS => self.peer_cache.push(from),
+                None => {}
+            }
         }
         let snapshot_index = message
             .snapshot
@@ -334,8 +340,8 @@ impl PeerFsm {
             .peers
             .iter()
             .find(|p| p.id == id)
+            .or_else(|| self.peer_cache.iter().find(|p| p.id == id))
             .copied()
-            .or_else(|| self.peer_cache.get(&id).copied())
     }
 
     /// The leader as this replica knows it.
