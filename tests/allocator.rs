@@ -1,6 +1,6 @@
 //! The allocator the `flotilla` binary installs (`flotilla::use_mimalloc!`), installed here
 //! the same way: its settings take effect before the first allocation, and mimalloc's
-//! environment variables still override them.
+//! environment variables still override them; the purge thread starts.
 #![cfg(all(feature = "mimalloc", target_os = "linux"))]
 
 use std::process::Command;
@@ -33,6 +33,28 @@ fn report_setting_in_child() {
         "eager commit: {}",
         flotilla::allocator::arenas_commit_eagerly()
     );
+}
+
+#[test]
+fn the_purge_thread_runs() {
+    flotilla::allocator::spawn_purger(std::time::Duration::from_millis(1)).expect("spawned");
+    let named = || {
+        std::fs::read_dir("/proc/self/task")
+            .expect("the process's threads")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .any(|name| name.trim() == "mimalloc-purge")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !named() {
+        assert!(std::time::Instant::now() < deadline, "no purge thread");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // It purges while this thread allocates and frees.
+    for round in 0..50u64 {
+        let v = vec![round; 1 << 14];
+        assert_eq!(v.len(), 1 << 14);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 #[test]
