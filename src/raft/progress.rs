@@ -334,10 +334,10 @@ impl ProgressTracker {
         self.votes = HashMap::new();
     }
 
-    /// Votes recorded and not dropped.
+    /// Votes the tally holds or has room for.
     #[cfg(test)]
-    pub(crate) fn votes_held(&self) -> usize {
-        self.votes.len()
+    pub(crate) fn votes_room(&self) -> usize {
+        self.votes.capacity()
     }
 
     /// Records a vote (the first one from each voter counts) and tallies.

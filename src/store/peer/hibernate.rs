@@ -160,7 +160,7 @@ impl PeerFsm {
         let unstable = &self.raw.raft().log().unstable.entries;
         (unstable.capacity() - unstable.len())
             + self.log.cache_slots()
-            + self.raw.raft().tracker.votes_held()
+            + self.raw.raft().tracker.votes_room()
             + (self.proposals.capacity() - self.proposals.len())
             + (self.round.capacity() - self.round.len())
             + self.reads.room()
