@@ -446,3 +446,80 @@ fn region_gauge((role, asleep): (Role, bool)) -> metrics::Gauge {
     let hibernated = if asleep { "true" } else { "false" };
     metrics::gauge!("flotilla_store_regions", "role" => role, "hibernated" => hibernated)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MAX_CACHED_PEERS;
+    use crate::StoreId;
+    use crate::proto::metapb::Peer;
+    use crate::proto::raftpb::{Message, MessageType};
+    use crate::proto::transportpb::{RaftMessage, RaftMessageBatch};
+    use crate::store::bootstrap_region;
+    use crate::testkit::cluster::*;
+
+    /// A sender the region does not list is remembered where its message says it lives
+    /// (its latest claim), at most `MAX_CACHED_PEERS` of them; a listed sender is not copied.
+    #[test]
+    fn the_peer_cache_holds_unlisted_senders_only_and_boundedly() {
+        let node = Node::new();
+        bootstrap_region(&engines(&node), &first_region(1)).unwrap();
+        let mut store = open_stepped(&node, test_config(StoreId(1)));
+        elect_stepped(&mut store);
+        let mut status = store.region_status(FIRST_REGION);
+        store.run_until_idle();
+        let status = answer_now(&mut status);
+        let receiver = store.receiver();
+        let send = |from: Peer| {
+            let message = Message {
+                msg_type: MessageType::MsgHeartbeatResponse as i32,
+                from: from.id,
+                to: status.peer.id,
+                term: status.term,
+                ..Default::default()
+            };
+            receiver.receive(RaftMessageBatch {
+                from_store: from.store_id,
+                to_store: 1,
+                messages: vec![RaftMessage {
+                    region_id: FIRST_REGION.get(),
+                    from_peer: Some(from),
+                    to_peer: Some(status.peer),
+                    region_epoch: status.region.epoch,
+                    message: Some(message),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        };
+        let stranger = |i: u64, store_id: u64| Peer {
+            id: 100 + i,
+            store_id,
+            role: 0,
+        };
+        let cached = |store: &crate::store::Store| {
+            let shared = store.shared();
+            let mailbox = shared.raft_router.mailbox(FIRST_REGION).unwrap();
+            mailbox.inspect_resting(|p| p.peer_cache.clone()).unwrap()
+        };
+
+        send(status.peer);
+        send(stranger(0, 2));
+        send(stranger(1, 3));
+        store.run_until_idle();
+        assert_eq!(cached(&store), vec![stranger(0, 2), stranger(1, 3)]);
+        // A newer claim replaces the old one in place.
+        send(stranger(0, 4));
+        store.run_until_idle();
+        assert_eq!(cached(&store), vec![stranger(0, 4), stranger(1, 3)]);
+        for i in 2..2 * MAX_CACHED_PEERS as u64 {
+            send(stranger(i, 2));
+        }
+        store.run_until_idle();
+        let kept = cached(&store);
+        assert_eq!(kept.len(), MAX_CACHED_PEERS);
+        assert_eq!(
+            kept[MAX_CACHED_PEERS - 1],
+            stranger(MAX_CACHED_PEERS as u64 - 1, 2)
+        );
+    }
+}
