@@ -27,10 +27,6 @@
 //!   `one-thread` (each store's roles in turn on one thread: `RunMode::OneThread`).
 
 use std::collections::HashMap;
-
-// The allocator the `flotilla` binary ships with: the bench measures what runs.
-#[cfg(feature = "mimalloc")]
-flotilla::use_mimalloc!();
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,6 +43,10 @@ use flotilla::store::{Engines, InProcessNetwork, RunMode, Store, StoreConfig, bo
 use flotilla::testkit::cluster::first_region;
 use flotilla::{RegionId, StoreId};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+// The allocator the `flotilla` binary ships with: the bench measures what runs.
+#[cfg(feature = "mimalloc")]
+flotilla::use_mimalloc!();
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()

@@ -10,26 +10,33 @@
 //!
 //! How: mimalloc on Linux commits each arena it reserves in full by default, which keeps
 //! memory its threads freed resident and, measured, made in-memory writes a third slower and
-//! idle regions a quarter bigger. [`use_mimalloc!`] makes mimalloc the global allocator and
-//! registers [`configure`] to run before `main` (and before the first allocation, which is
-//! when mimalloc reads its options) so that arenas commit as they are used. An environment
-//! variable still wins (`MIMALLOC_ARENA_EAGER_COMMIT=1` and mimalloc's other `MIMALLOC_*`
-//! options), so an operator can change a setting without a rebuild. [`spawn_purger`] gives
-//! freed memory back while the store's own threads sleep.
+//! idle regions a third to a half bigger. [`use_mimalloc!`] makes mimalloc the global
+//! allocator and, on Linux, registers [`configure`] in the ELF initialiser array, ahead of
+//! the constructors without a priority (mimalloc's own among them), so that the setting is
+//! in place before mimalloc reserves its first arena (at the first allocation) and arenas
+//! commit as they are used. Elsewhere mimalloc keeps its default. An environment variable
+//! still wins (`MIMALLOC_ARENA_EAGER_COMMIT=1` and mimalloc's other `MIMALLOC_*` options),
+//! so an operator can change a setting without a rebuild. [`spawn_purger`] gives freed
+//! memory back while the store's own threads sleep.
 
 pub use mimalloc::MiMalloc;
 
-/// mimalloc's option number for committing arenas eagerly (`mi_option_arena_eager_commit`;
-/// the crate does not name it).
+/// mimalloc's option number for committing arenas eagerly (`mi_option_arena_eager_commit`
+/// in the mimalloc 3 sources libmimalloc-sys 0.1.49 builds; the crate does not name it, so
+/// Cargo.toml pins that version).
 const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 
-/// The options flotilla runs mimalloc with, as defaults an environment variable overrides.
-/// [`use_mimalloc!`] runs it before `main`; calling it later changes nothing for arenas
+/// Sets the options flotilla runs mimalloc with, as defaults an environment variable
+/// overrides. [`use_mimalloc!`] runs it before `main`; later it changes nothing for arenas
 /// already reserved.
-pub extern "C" fn configure() {
-    // SAFETY: sets a value in mimalloc's option table. It runs before `main`, when no
-    // other thread exists (the table is not synchronised); later calls are also sound on
-    // one thread.
+///
+/// # Safety
+///
+/// mimalloc's option table is not synchronised: no other thread may be running (as before
+/// `main`, where `use_mimalloc!` calls it).
+#[doc(hidden)]
+pub unsafe extern "C" fn configure() {
+    // SAFETY: the caller guarantees no other thread reads or writes the options.
     unsafe { libmimalloc_sys::mi_option_set_default(ARENA_EAGER_COMMIT, 0) }
 }
 
@@ -56,7 +63,8 @@ pub fn spawn_purger(interval: std::time::Duration) -> std::io::Result<()> {
 /// Whether mimalloc commits its arenas eagerly (as read now: the environment, else what
 /// [`configure`] set, else mimalloc's default).
 pub fn arenas_commit_eagerly() -> bool {
-    // SAFETY: reads mimalloc's option table.
+    // SAFETY: reads mimalloc's option table (each option initialised at mimalloc's start;
+    // only `configure`, before `main`, writes one).
     unsafe { libmimalloc_sys::mi_option_get(ARENA_EAGER_COMMIT) != 0 }
 }
 
@@ -68,11 +76,12 @@ macro_rules! use_mimalloc {
         #[global_allocator]
         static GLOBAL_ALLOCATOR: $crate::allocator::MiMalloc = $crate::allocator::MiMalloc;
 
-        // The ELF initialiser array runs before `main` and before the standard library
-        // allocates anything.
+        // The ELF initialiser array runs before `main`, on the one thread there is, and its
+        // entries with a priority (after the 0–100 the C runtime keeps) before those
+        // without: before any constructor could allocate.
         #[cfg(target_os = "linux")]
         #[used]
-        #[unsafe(link_section = ".init_array")]
-        static CONFIGURE_ALLOCATOR: extern "C" fn() = $crate::allocator::configure;
+        #[unsafe(link_section = ".init_array.00101")]
+        static CONFIGURE_ALLOCATOR: unsafe extern "C" fn() = $crate::allocator::configure;
     };
 }

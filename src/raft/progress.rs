@@ -336,7 +336,7 @@ impl ProgressTracker {
 
     /// Votes the tally holds or has room for.
     #[cfg(test)]
-    pub(crate) fn votes_room(&self) -> usize {
+    pub(crate) fn vote_slots(&self) -> usize {
         self.votes.capacity()
     }
 

@@ -449,11 +449,11 @@ mod tests {
             "its own vote and 2's make a quorum"
         );
         assert!(
-            raw.raft.tracker.votes_room() > 0,
+            raw.raft.tracker.vote_slots() > 0,
             "the tally's room outlives it"
         );
         raw.shrink_buffers();
-        assert_eq!(raw.raft.tracker.votes_room(), 0);
+        assert_eq!(raw.raft.tracker.vote_slots(), 0);
         assert_eq!(raw.raft.role, Role::Leader);
     }
 }

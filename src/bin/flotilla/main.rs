@@ -153,12 +153,7 @@ impl ServerArgs {
 }
 
 fn main() -> ExitCode {
-    let command = Cli::parse().command;
-    #[cfg(feature = "mimalloc")]
-    if let Err(e) = flotilla::allocator::spawn_purger(std::time::Duration::from_secs(1)) {
-        eprintln!("flotilla: no allocator purge thread ({e}): freed memory returns later");
-    }
-    match command {
+    match Cli::parse().command {
         Command::Server(args) => serve(args),
         Command::Ctl(args) => ctl::run(args),
         Command::Bench(args) => bench::run(args),
@@ -169,6 +164,15 @@ fn main() -> ExitCode {
             steps,
         } => simulate(seeds, first_seed, steps),
         Command::SimCluster(args) => sim::run_seeds(args),
+    }
+}
+
+/// A process that runs stores gives freed memory back while they sleep
+/// (`flotilla::allocator::spawn_purger`).
+fn start_allocator_purger() {
+    #[cfg(feature = "mimalloc")]
+    if let Err(e) = flotilla::allocator::spawn_purger(std::time::Duration::from_secs(1)) {
+        eprintln!("flotilla: no allocator purge thread ({e}): freed memory returns later");
     }
 }
 
@@ -264,6 +268,7 @@ fn serve(args: ServerArgs) -> ExitCode {
         }
     };
     init_logs(&config.config().log_level);
+    start_allocator_purger();
     let signals = Signals::watch();
     let node = match Node::start(config) {
         Ok(node) => node,
@@ -286,6 +291,7 @@ fn serve(args: ServerArgs) -> ExitCode {
 
 fn playground(layout: PlaygroundArgs, log_level: &str) -> ExitCode {
     init_logs(log_level);
+    start_allocator_purger();
     let signals = Signals::watch();
     let started = Instant::now();
     let (stores, regions) = (layout.stores, layout.regions);

@@ -153,14 +153,14 @@ impl PeerFsm {
         self.peer_cache.shrink_to_fit();
     }
 
-    /// Room the buffers `shrink_buffers` gives back hold beyond their contents, and what
-    /// it drops (in elements).
+    /// What `shrink_buffers` would give back (in elements): the buffers' room beyond their
+    /// contents, and what it drops whole (the entry cache, the last election's votes).
     #[cfg(test)]
-    pub(crate) fn buffer_room(&self) -> usize {
+    pub(crate) fn shrinkable(&self) -> usize {
         let unstable = &self.raw.raft().log().unstable.entries;
         (unstable.capacity() - unstable.len())
             + self.log.cache_slots()
-            + self.raw.raft().tracker.votes_room()
+            + self.raw.raft().tracker.vote_slots()
             + (self.proposals.capacity() - self.proposals.len())
             + (self.round.capacity() - self.round.len())
             + self.reads.room()
@@ -290,7 +290,7 @@ mod tests {
         let shared = store.shared();
         let peer_room = || {
             let mailbox = shared.raft_router.mailbox(FIRST_REGION)?;
-            mailbox.inspect_resting(|p| p.buffer_room())
+            mailbox.inspect_resting(|p| p.shrinkable())
         };
         let apply_room = || {
             let mailbox = shared.apply_router.mailbox(FIRST_REGION)?;
@@ -315,7 +315,7 @@ mod tests {
         assert_eq!(store.ticking_regions(), 0, "asleep");
         let shared = store.shared();
         let mailbox = shared.raft_router.mailbox(FIRST_REGION).unwrap();
-        assert_eq!(mailbox.inspect_resting(|p| p.buffer_room()), Some(0));
+        assert_eq!(mailbox.inspect_resting(|p| p.shrinkable()), Some(0));
     }
 
     /// Replicas of three stores asleep: none keeps room, the election's votes or a copy of
@@ -338,7 +338,7 @@ mod tests {
             assert_eq!(s.ticking_regions(), 0, "asleep");
             let shared = s.shared();
             let mailbox = shared.raft_router.mailbox(FIRST_REGION).unwrap();
-            let kept = mailbox.inspect_resting(|p| (p.peer_cache.len(), p.buffer_room()));
+            let kept = mailbox.inspect_resting(|p| (p.peer_cache.len(), p.shrinkable()));
             assert_eq!(kept, Some((0, 0)), "store {}", i + 1);
         }
     }

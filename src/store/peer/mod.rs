@@ -49,8 +49,9 @@ pub(crate) struct PeerFsm {
     last_term: u64,
     /// Highest index the apply delegate has applied.
     applied_index: u64,
-    /// Peers met in messages that the region's peer list does not name (yet), at most
-    /// `MAX_CACHED_PEERS` (a list: it is short, and empty in most regions).
+    /// Peers met in messages that the region's peer list does not name, at most
+    /// `MAX_CACHED_PEERS` (a list: it is short, and empty in most regions); those the
+    /// list comes to name leave it.
     peer_cache: Vec<Peer>,
     /// Commands of this round, proposed together at its end.
     round: Vec<propose::RoundCommand>,
@@ -313,6 +314,10 @@ impl PeerFsm {
 
     /// The region as now applied: this replica's copy, shared with the store's range index.
     fn set_region(&mut self, region: Region, ctx: &PollContext) {
+        // A peer the list names now needs no copy (an unborn replica's, once its snapshot
+        // lists them).
+        self.peer_cache
+            .retain(|cached| !region.peers.iter().any(|p| p.id == cached.id));
         let region = Arc::new(region);
         self.region = region.clone();
         ctx.shared.meta.lock().set(region);
@@ -451,14 +456,15 @@ fn region_gauge((role, asleep): (Role, bool)) -> metrics::Gauge {
 mod tests {
     use super::MAX_CACHED_PEERS;
     use crate::StoreId;
-    use crate::proto::metapb::Peer;
+    use crate::proto::metapb::{Peer, PeerRole};
     use crate::proto::raftpb::{Message, MessageType};
     use crate::proto::transportpb::{RaftMessage, RaftMessageBatch};
-    use crate::store::bootstrap_region;
+    use crate::store::{PeerChange, bootstrap_region};
     use crate::testkit::cluster::*;
 
     /// A sender the region does not list is remembered where its message says it lives
-    /// (its latest claim), at most `MAX_CACHED_PEERS` of them; a listed sender is not copied.
+    /// (its latest claim), at most `MAX_CACHED_PEERS` of them, until the region lists it; a
+    /// listed sender is not copied.
     #[test]
     fn the_peer_cache_holds_unlisted_senders_only_and_boundedly() {
         let node = Node::new();
@@ -521,5 +527,19 @@ mod tests {
             kept[MAX_CACHED_PEERS - 1],
             stranger(MAX_CACHED_PEERS as u64 - 1, 2)
         );
+
+        // Once the region lists a cached peer, the copy goes.
+        let learner = Peer {
+            role: PeerRole::Learner as i32,
+            ..stranger(1, 3)
+        };
+        let epoch = status.region.epoch.unwrap();
+        let mut added =
+            store.change_peers(FIRST_REGION, epoch, vec![PeerChange::AddLearner(learner)]);
+        store.run_until_idle();
+        answer_now(&mut added);
+        let kept = cached(&store);
+        assert_eq!(kept.len(), MAX_CACHED_PEERS - 1);
+        assert!(kept.iter().all(|p| p.id != learner.id), "{kept:?}");
     }
 }
