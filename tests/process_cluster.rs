@@ -122,6 +122,19 @@ fn start_cluster(dir: &Path) -> (Cluster, Vec<String>) {
     (Cluster { servers }, endpoints)
 }
 
+/// The names of a process's threads.
+#[cfg(all(feature = "mimalloc", target_os = "linux"))]
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|name| name.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -251,6 +264,17 @@ fn killed_and_paused_stores_lose_no_acknowledged_write() {
             }
         }
     });
+    // A server runs the allocator's purge thread (flotilla::allocator::spawn_purger).
+    #[cfg(all(feature = "mimalloc", target_os = "linux"))]
+    for server in &cluster.servers {
+        assert!(
+            thread_names(server.pid())
+                .iter()
+                .any(|n| n == "mimalloc-purge"),
+            "store {} runs no purge thread",
+            server.id
+        );
+    }
     // Two regions, so the nemesis hits one region's leader while the other may live
     // elsewhere.
     rt.block_on(client.split(RegionId(1), vec![Bytes::from_static(b"m")]))
