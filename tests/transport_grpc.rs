@@ -727,6 +727,36 @@ fn a_snapshot_stream_past_its_announced_bounds_is_refused() {
     assert_eq!(recorder.snapshots.lock().len(), 1);
 }
 
+/// A snapshot announcing more bytes than the disk has free is refused before anything is
+/// staged (RESOURCE_EXHAUSTED: the sender may try again once there is room); one that fits
+/// is taken.
+#[test]
+fn a_snapshot_larger_than_the_free_disk_is_refused_before_staging() {
+    let rt = runtime();
+    let recorder = Arc::new(Recorder {
+        bounds: Some(SnapshotBounds {
+            files: 2,
+            bytes: u64::MAX / 2,
+        }),
+        ..Recorder::default()
+    });
+    let server = Server::start(config(7, 2), recorder.clone());
+    let status = raw_snapshot_call(&rt, server.addr, 7, vec![chunk(true, "a", b"1234"), done()])
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("do not fit"), "{status:?}");
+    assert!(recorder.snapshots.lock().is_empty());
+    assert_eq!(std::fs::read_dir(server.staging()).unwrap().count(), 0);
+
+    let fits = Arc::new(Recorder {
+        bounds: Some(SnapshotBounds { files: 2, bytes: 8 }),
+        ..Recorder::default()
+    });
+    let server = Server::start(config(7, 3), fits.clone());
+    raw_snapshot_call(&rt, server.addr, 7, vec![chunk(true, "a", b"1234"), done()]).expect("fits");
+    assert_eq!(fits.snapshots.lock().len(), 1);
+}
+
 /// A snapshot call that stops sending is ended after the idle timeout: its slot and its
 /// staging are given back.
 #[test]

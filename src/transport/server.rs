@@ -8,7 +8,7 @@ use tokio::sync::{Semaphore, watch};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::snapshot_stream::{StageError, StagedFiles, check_name};
+use super::snapshot_stream::{StageError, StagedFiles, check_name, check_room};
 use super::{CLUSTER_ID_HEADER, FROM_STORE_HEADER, GrpcTransportConfig};
 use crate::StoreId;
 use crate::proto::transportpb::store_transport_server::{StoreTransport, StoreTransportServer};
@@ -157,6 +157,8 @@ impl StoreTransport for TransportService {
         );
         let dir = stage.0.join(&dir_name);
         let bounds = self.inner.receiver.snapshot_bounds(&message);
+        let staging = self.inner.staging.clone();
+        blocking(move || check_room(&staging, bounds)).await?;
         let mut staged = blocking(move || StagedFiles::create(dir, bounds)).await?;
         let mut chunk = first;
         while !chunk.done {
@@ -221,6 +223,7 @@ fn stage_status(e: StageError) -> Status {
     match e {
         StageError::Invalid(why) => Status::invalid_argument(why),
         StageError::Io(e) => Status::internal(format!("staging the snapshot: {e}")),
+        e @ StageError::NoRoom { .. } => Status::resource_exhausted(e.to_string()),
     }
 }
 

@@ -223,6 +223,31 @@ pub(super) enum StageError {
     /// Staging the files failed here.
     #[error("staging the snapshot: {0}")]
     Io(#[from] std::io::Error),
+    /// The snapshot announces more bytes than the disk has free.
+    #[error("the snapshot's {bytes} bytes do not fit: {free} bytes free")]
+    NoRoom {
+        /// What the snapshot may stage, as announced.
+        bytes: u64,
+        /// Free on the disk holding the staging directory.
+        free: u64,
+    },
+}
+
+/// Refuses a snapshot that announces more bytes than the disk holding `staging` has free,
+/// before a byte of it is staged: it could not be taken whole, and staging it would fill
+/// the disk first. (No bounds: the receiver imposes none, nothing to check.)
+pub(super) fn check_room(staging: &Path, bounds: Option<SnapshotBounds>) -> Result<(), StageError> {
+    let Some(bounds) = bounds else {
+        return Ok(());
+    };
+    let free = fs2::available_space(staging)?;
+    if bounds.bytes > free {
+        return Err(StageError::NoRoom {
+            bytes: bounds.bytes,
+            free,
+        });
+    }
+    Ok(())
 }
 
 /// A name the sender may give a file or directory: one plain path component.
