@@ -558,6 +558,10 @@ fn a_second_signal_while_a_stop_waits_for_a_call_exits_at_once() {
     let (dir, config_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut config = one_store_config(dir.path());
     config.limits.shutdown_grace_ms = 600_000;
+    // A status port known up front (bound and let go, as the listen address is).
+    let status_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    config.status_addr = status_listener.local_addr().unwrap().to_string();
+    drop(status_listener);
     let config_file = config_dir.path().join("flotilla.toml");
     std::fs::write(&config_file, config.to_toml()).unwrap();
     let (mut child, _stdout) = serving(flotilla().args(["server", "--config"]).arg(&config_file));
@@ -591,6 +595,11 @@ fn a_second_signal_while_a_stop_waits_for_a_call_exits_at_once() {
         child.try_wait().unwrap().is_none(),
         "the stop did not wait for the call in flight"
     );
+    // While it drains, /health says so: a load balancer sends new calls elsewhere.
+    let status_addr: SocketAddr = config.status_addr.parse().unwrap();
+    let (code, body) = common::http::get(status_addr, "/health");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.starts_with("draining"), "{body}");
     signal(child.id(), "TERM");
     let exit = wait_for_exit(&mut child);
     assert_eq!(exit.code(), Some(130), "{exit:?}");

@@ -320,6 +320,7 @@ impl Node {
                 cluster_id: c.cluster_id,
                 advertise_addr: advertise,
             },
+            refusing.clone(),
         );
         let status_server =
             axum::serve(status, status_router).with_graceful_shutdown(closed(closing_rx));

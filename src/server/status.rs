@@ -2,6 +2,7 @@
 //! raft-engine's own), `/status` as JSON, `/health`. And the store summary that `/status`
 //! and the admin service's StoreStatus both report.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
@@ -106,6 +107,8 @@ pub struct NodeInfo {
 struct StatusState {
     store: Arc<Store>,
     info: Arc<NodeInfo>,
+    /// Set once the node stops taking client calls (a graceful stop draining).
+    stopping: Arc<AtomicBool>,
 }
 
 #[derive(Serialize)]
@@ -116,8 +119,9 @@ struct StatusBody {
     summary: StoreSummary,
 }
 
-/// The status server's routes over `store`.
-pub fn router(store: Arc<Store>, info: NodeInfo) -> Router {
+/// The status server's routes over `store`; `stopping` is set once the node refuses new
+/// client calls (`/health` then answers 503, so a load balancer sends them elsewhere).
+pub fn router(store: Arc<Store>, info: NodeInfo, stopping: Arc<AtomicBool>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/status", get(status))
@@ -125,6 +129,7 @@ pub fn router(store: Arc<Store>, info: NodeInfo) -> Router {
         .with_state(StatusState {
             store,
             info: Arc::new(info),
+            stopping,
         })
 }
 
@@ -151,13 +156,18 @@ async fn status(State(state): State<StatusState>) -> impl IntoResponse {
     })
 }
 
-/// 200 while the store serves; 503 with the reason once a fatal error stopped it.
+/// 200 while the store serves; 503 with the reason once a fatal error stopped it, or
+/// while the node drains before a stop (it refuses new client calls).
 async fn health(State(state): State<StatusState>) -> impl IntoResponse {
     match state.store.failure() {
-        None => (StatusCode::OK, "ok\n".to_string()),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("stopped: {reason}\n"),
         ),
+        None if state.stopping.load(Ordering::SeqCst) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining: stopping, new client calls are refused\n".to_string(),
+        ),
+        None => (StatusCode::OK, "ok\n".to_string()),
     }
 }
