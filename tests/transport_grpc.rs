@@ -757,6 +757,42 @@ fn a_snapshot_larger_than_the_free_disk_is_refused_before_staging() {
     assert_eq!(fits.snapshots.lock().len(), 1);
 }
 
+/// A sender trickling small chunks, each well inside the idle timeout, is ended once its
+/// call averages under the least rate, and its slot goes to the next.
+#[test]
+fn a_trickling_snapshot_call_is_ended_and_frees_its_slot() {
+    let rt = runtime();
+    let recorder = Arc::new(Recorder::default());
+    let mut c = config(7, 2);
+    c.max_snapshot_receives = 1;
+    c.snapshot_idle_timeout = Duration::from_millis(300);
+    c.snapshot_least_rate_bytes = 1 << 20;
+    let server = Server::start(c, recorder.clone());
+    let addr = server.addr;
+    let (tx, trickling) = held_snapshot_call(&rt, addr);
+    let sender = rt.spawn(async move {
+        let mut first = true;
+        // One byte every 50 ms, for up to 10 s: far under 1 MiB a second.
+        for _ in 0..200 {
+            if tx.send(chunk(first, "meta", b"t")).await.is_err() {
+                break;
+            }
+            first = false;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let status = rt
+        .block_on(trickling)
+        .unwrap()
+        .expect_err("a trickling call ends");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("least"), "{status:?}");
+    rt.block_on(sender).unwrap();
+    assert_eq!(std::fs::read_dir(server.staging()).unwrap().count(), 0);
+    raw_snapshot_call(&rt, addr, 7, vec![chunk(true, "meta", b"y"), done()]).expect("a slot again");
+    assert_eq!(recorder.snapshots.lock().len(), 1);
+}
+
 /// A snapshot call that stops sending is ended after the idle timeout: its slot and its
 /// staging are given back.
 #[test]

@@ -150,6 +150,11 @@ pub struct LimitsSection {
     /// ended, in milliseconds; with a `snapshot_rate_bytes`, at least twice the time of
     /// `max_snapshot_sends` 1 MiB chunks at that rate. Default 60,000.
     pub snapshot_idle_timeout_ms: u64,
+    /// The least rate, in bytes a second, a snapshot being received must average once its
+    /// call is `snapshot_idle_timeout_ms` old (a slower call is ended, so a trickling
+    /// sender cannot hold a receive slot); 0 checks no rate. With a `snapshot_rate_bytes`,
+    /// at most half of one send's share of that rate is asked. Default 65,536.
+    pub snapshot_least_rate_bytes: u64,
     /// Bytes of the store's proposals taken and not yet answered; past it a write gets
     /// ServerIsBusy. Default 256 MiB.
     pub pending_write_bytes: u64,
@@ -233,6 +238,7 @@ impl Default for LimitsSection {
             max_snapshot_receives: 4,
             snapshot_rate_bytes: 0,
             snapshot_idle_timeout_ms: 60_000,
+            snapshot_least_rate_bytes: 64 << 10,
             pending_write_bytes: 256 << 20,
             shutdown_grace_ms: 5_000,
         }
@@ -453,6 +459,17 @@ impl LimitsSection {
         chunk_ms.saturating_mul(2).max(1)
     }
 
+    /// The least rate a received snapshot is held to: the configured one, at most half of
+    /// one send's share of the senders' rate limit (the stores of a cluster normally share
+    /// their limits), so a rate-limited sender is never ended for keeping to its limit.
+    fn snapshot_least_rate_bytes(&self) -> u64 {
+        if self.snapshot_rate_bytes == 0 {
+            return self.snapshot_least_rate_bytes;
+        }
+        let share = self.snapshot_rate_bytes / self.max_snapshot_sends.max(1) as u64;
+        self.snapshot_least_rate_bytes.min(share / 2)
+    }
+
     fn check(&self) -> Result<(), ConfigError> {
         if self.max_scan_pairs == 0 {
             return invalid("limits.max_scan_pairs", "must be at least 1");
@@ -553,6 +570,7 @@ impl CheckedConfig {
         transport.max_snapshot_receives = c.limits.max_snapshot_receives;
         transport.snapshot_rate_bytes = Some(c.limits.snapshot_rate_bytes).filter(|&b| b > 0);
         transport.snapshot_idle_timeout = Duration::from_millis(c.limits.snapshot_idle_timeout_ms);
+        transport.snapshot_least_rate_bytes = c.limits.snapshot_least_rate_bytes();
         transport
     }
 
@@ -643,6 +661,40 @@ mod tests {
         assert!(with(0, 4, 1).is_ok());
         assert!(with(0, 4, 0).is_err());
         assert!(with(u64::MAX, 4, 1).is_ok());
+    }
+
+    /// The least rate a received snapshot is held to: as configured without a rate limit;
+    /// with one, at most half of one send's share of it.
+    #[test]
+    fn the_least_snapshot_rate_stays_under_a_rate_limited_senders_share() {
+        let least = |rate: u64, sends: usize, least: u64| {
+            let mut config = valid();
+            config.limits.snapshot_rate_bytes = rate;
+            config.limits.max_snapshot_sends = sends;
+            config.limits.snapshot_idle_timeout_ms = 600_000;
+            config.limits.snapshot_least_rate_bytes = least;
+            config
+                .check()
+                .unwrap()
+                .transport_config()
+                .snapshot_least_rate_bytes
+        };
+        assert_eq!(least(0, 4, 4321), 4321);
+        assert_eq!(least(0, 4, 0), 0);
+        // 1 MiB/s over 4 sends: 256 KiB/s each, half of it 128 KiB/s, over 64 KiB/s.
+        assert_eq!(least(1 << 20, 4, 64 << 10), 64 << 10);
+        // 100 KiB/s over 4 sends: 25 KiB/s each, half of it 12.5 KiB/s.
+        assert_eq!(least(100 << 10, 4, 64 << 10), 12_800);
+        assert_eq!(least(100 << 10, 1, 64 << 10), 51_200);
+        assert_eq!(least(1 << 20, 4, 0), 0);
+        assert_eq!(
+            valid()
+                .check()
+                .unwrap()
+                .transport_config()
+                .snapshot_least_rate_bytes,
+            64 << 10
+        );
     }
 
     #[test]

@@ -117,6 +117,12 @@ pub struct GrpcTransportConfig {
     /// (DEADLINE_EXCEEDED), so a stalled or paused sender does not hold a receive slot for
     /// ever. It must exceed one chunk's time at the senders' rate limit. Default 60 s.
     pub snapshot_idle_timeout: Duration,
+    /// The least rate, in bytes per second, a received snapshot must average once its call
+    /// is `snapshot_idle_timeout` old; a call slower than that is ended (DEADLINE_EXCEEDED),
+    /// so a sender trickling a chunk just inside each idle timeout does not hold a receive
+    /// slot for ever. 0 checks no rate. It must stay under the senders' rate limit shared
+    /// by their concurrent sends. Default 64 KiB/s.
+    pub snapshot_least_rate_bytes: u64,
     /// Largest message either side accepts (a batch or a chunk). Default 64 MiB.
     pub max_message_bytes: usize,
 }
@@ -140,6 +146,7 @@ impl GrpcTransportConfig {
             max_snapshot_receives: 4,
             snapshot_retries: 3,
             snapshot_idle_timeout: Duration::from_secs(60),
+            snapshot_least_rate_bytes: 64 << 10,
             max_message_bytes: 64 << 20,
         }
     }

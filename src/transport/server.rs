@@ -8,7 +8,7 @@ use tokio::sync::{Semaphore, watch};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::snapshot_stream::{StageError, StagedFiles, check_name, check_room};
+use super::snapshot_stream::{StageError, StagedFiles, check_name, check_room, under_least_rate};
 use super::{CLUSTER_ID_HEADER, FROM_STORE_HEADER, GrpcTransportConfig};
 use crate::StoreId;
 use crate::proto::transportpb::store_transport_server::{StoreTransport, StoreTransportServer};
@@ -135,6 +135,7 @@ impl StoreTransport for TransportService {
             .map_err(|_| {
                 Status::resource_exhausted("this store takes no more snapshots at the moment")
             })?;
+        let started = std::time::Instant::now();
         let mut stream = request.into_inner();
         let idle = self.inner.config.snapshot_idle_timeout;
         let first = next_chunk(&mut stream, idle)
@@ -160,6 +161,8 @@ impl StoreTransport for TransportService {
         let staging = self.inner.staging.clone();
         blocking(move || check_room(&staging, bounds)).await?;
         let mut staged = blocking(move || StagedFiles::create(dir, bounds)).await?;
+        let least_rate = self.inner.config.snapshot_least_rate_bytes;
+        let mut received = first.data.len() as u64;
         let mut chunk = first;
         while !chunk.done {
             staged = blocking(move || staged.take(&chunk.file_name, &chunk.data).map(|()| staged))
@@ -167,6 +170,14 @@ impl StoreTransport for TransportService {
             chunk = next_chunk(&mut stream, idle).await?.ok_or_else(|| {
                 Status::invalid_argument("the snapshot stream ended before its last chunk")
             })?;
+            received = received.saturating_add(chunk.data.len() as u64);
+            if under_least_rate(started.elapsed(), received, idle, least_rate) {
+                return Err(Status::deadline_exceeded(format!(
+                    "the snapshot came slower than the least {least_rate} bytes a second \
+                     ({received} bytes in {} ms)",
+                    started.elapsed().as_millis()
+                )));
+            }
         }
         let (dir, bytes) = blocking(move || staged.finish()).await?;
         let receiver = self.inner.receiver.clone();

@@ -233,6 +233,21 @@ pub(super) enum StageError {
     },
 }
 
+/// Whether a snapshot call `elapsed` old that has received `received` bytes falls under
+/// `least_rate` bytes per second, counted after a `grace` (the call's first idle timeout,
+/// so a slow start is not held against it). A `least_rate` of 0 checks nothing.
+pub(super) fn under_least_rate(
+    elapsed: Duration,
+    received: u64,
+    grace: Duration,
+    least_rate: u64,
+) -> bool {
+    let Some(paced) = elapsed.checked_sub(grace) else {
+        return false;
+    };
+    (received as f64) < least_rate as f64 * paced.as_secs_f64()
+}
+
 /// Refuses a snapshot that announces more bytes than the disk holding `staging` has free,
 /// before a byte of it is staged: it could not be taken whole, and staging it would fill
 /// the disk first. (No bounds: the receiver imposes none, nothing to check.)
@@ -337,6 +352,22 @@ impl StagedFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The least rate counts from the end of the grace: within it nothing is too slow;
+    /// after it, the bytes must reach the rate times the time past it (exactly enough is
+    /// enough); a rate of 0 checks nothing.
+    #[test]
+    fn a_call_is_under_the_least_rate_only_after_its_grace() {
+        let grace = Duration::from_secs(2);
+        let secs = Duration::from_secs;
+        assert!(!under_least_rate(secs(1), 0, grace, 1000));
+        assert!(!under_least_rate(secs(2), 0, grace, 1000));
+        assert!(under_least_rate(secs(3), 999, grace, 1000));
+        assert!(!under_least_rate(secs(3), 1000, grace, 1000));
+        assert!(under_least_rate(secs(12), 9_999, grace, 1000));
+        assert!(!under_least_rate(secs(12), 10_000, grace, 1000));
+        assert!(!under_least_rate(secs(1000), 0, grace, 0));
+    }
 
     #[test]
     fn the_rate_limiter_spaces_chunks_by_their_length() {
