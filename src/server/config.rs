@@ -459,17 +459,6 @@ impl LimitsSection {
         chunk_ms.saturating_mul(2).max(1)
     }
 
-    /// The least rate a received snapshot is held to: the configured one, at most half of
-    /// one send's share of the senders' rate limit (the stores of a cluster normally share
-    /// their limits), so a rate-limited sender is never ended for keeping to its limit.
-    fn snapshot_least_rate_bytes(&self) -> u64 {
-        if self.snapshot_rate_bytes == 0 {
-            return self.snapshot_least_rate_bytes;
-        }
-        let share = self.snapshot_rate_bytes / self.max_snapshot_sends.max(1) as u64;
-        self.snapshot_least_rate_bytes.min(share / 2)
-    }
-
     fn check(&self) -> Result<(), ConfigError> {
         if self.max_scan_pairs == 0 {
             return invalid("limits.max_scan_pairs", "must be at least 1");
@@ -570,7 +559,7 @@ impl CheckedConfig {
         transport.max_snapshot_receives = c.limits.max_snapshot_receives;
         transport.snapshot_rate_bytes = Some(c.limits.snapshot_rate_bytes).filter(|&b| b > 0);
         transport.snapshot_idle_timeout = Duration::from_millis(c.limits.snapshot_idle_timeout_ms);
-        transport.snapshot_least_rate_bytes = c.limits.snapshot_least_rate_bytes();
+        transport.snapshot_least_rate_bytes = c.limits.snapshot_least_rate_bytes;
         transport
     }
 
@@ -663,40 +652,6 @@ mod tests {
         assert!(with(u64::MAX, 4, 1).is_ok());
     }
 
-    /// The least rate a received snapshot is held to: as configured without a rate limit;
-    /// with one, at most half of one send's share of it.
-    #[test]
-    fn the_least_snapshot_rate_stays_under_a_rate_limited_senders_share() {
-        let least = |rate: u64, sends: usize, least: u64| {
-            let mut config = valid();
-            config.limits.snapshot_rate_bytes = rate;
-            config.limits.max_snapshot_sends = sends;
-            config.limits.snapshot_idle_timeout_ms = 600_000;
-            config.limits.snapshot_least_rate_bytes = least;
-            config
-                .check()
-                .unwrap()
-                .transport_config()
-                .snapshot_least_rate_bytes
-        };
-        assert_eq!(least(0, 4, 4321), 4321);
-        assert_eq!(least(0, 4, 0), 0);
-        // 1 MiB/s over 4 sends: 256 KiB/s each, half of it 128 KiB/s, over 64 KiB/s.
-        assert_eq!(least(1 << 20, 4, 64 << 10), 64 << 10);
-        // 100 KiB/s over 4 sends: 25 KiB/s each, half of it 12.5 KiB/s.
-        assert_eq!(least(100 << 10, 4, 64 << 10), 12_800);
-        assert_eq!(least(100 << 10, 1, 64 << 10), 51_200);
-        assert_eq!(least(1 << 20, 4, 0), 0);
-        assert_eq!(
-            valid()
-                .check()
-                .unwrap()
-                .transport_config()
-                .snapshot_least_rate_bytes,
-            64 << 10
-        );
-    }
-
     #[test]
     fn pool_sizes_and_limits_reach_the_store_and_transport() {
         let mut config = valid();
@@ -705,6 +660,7 @@ mod tests {
         config.limits.max_snapshot_sends = 7;
         config.limits.max_snapshot_receives = 9;
         config.limits.snapshot_idle_timeout_ms = 1500;
+        config.limits.snapshot_least_rate_bytes = 4321;
         config.limits.pending_write_bytes = 1234;
         config.limits.shutdown_grace_ms = 250;
         config.storage.log_gc_interval_ms = 60_000;
@@ -731,6 +687,7 @@ mod tests {
             (7, 9)
         );
         assert_eq!(transport.snapshot_idle_timeout, Duration::from_millis(1500));
+        assert_eq!(transport.snapshot_least_rate_bytes, 4321);
         assert_eq!(checked.shutdown_grace(), Duration::from_millis(250));
     }
 

@@ -120,8 +120,8 @@ pub struct GrpcTransportConfig {
     /// The least rate, in bytes per second, a received snapshot must average once its call
     /// is `snapshot_idle_timeout` old; a call slower than that is ended (DEADLINE_EXCEEDED),
     /// so a sender trickling a chunk just inside each idle timeout does not hold a receive
-    /// slot for ever. 0 checks no rate. It must stay under the senders' rate limit shared
-    /// by their concurrent sends. Default 64 KiB/s.
+    /// slot for ever. 0 checks no rate. With a `snapshot_rate_bytes`, at most half of one
+    /// send's share of it is asked (`least_snapshot_rate`). Default 64 KiB/s.
     pub snapshot_least_rate_bytes: u64,
     /// Largest message either side accepts (a batch or a chunk). Default 64 MiB.
     pub max_message_bytes: usize,
@@ -150,11 +150,49 @@ impl GrpcTransportConfig {
             max_message_bytes: 64 << 20,
         }
     }
+
+    /// The least rate a received snapshot is held to: `snapshot_least_rate_bytes`, at most
+    /// half of one send's share of `snapshot_rate_bytes` (the stores of a cluster normally
+    /// share their limits), so a rate-limited sender is never ended for keeping to its
+    /// limit.
+    pub fn least_snapshot_rate(&self) -> u64 {
+        match self.snapshot_rate_bytes {
+            None => self.snapshot_least_rate_bytes,
+            Some(rate) => {
+                let share = rate / self.max_snapshot_sends.max(1) as u64;
+                self.snapshot_least_rate_bytes.min(share / 2)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// As configured without a rate limit; with one, at most half of one send's share.
+    #[test]
+    fn the_least_snapshot_rate_stays_under_a_rate_limited_senders_share() {
+        let least = |rate: Option<u64>, sends: usize, least: u64| {
+            let mut c = GrpcTransportConfig::new(1, StoreId(1));
+            c.snapshot_rate_bytes = rate;
+            c.max_snapshot_sends = sends;
+            c.snapshot_least_rate_bytes = least;
+            c.least_snapshot_rate()
+        };
+        assert_eq!(least(None, 4, 4321), 4321);
+        assert_eq!(least(None, 4, 0), 0);
+        // 1 MiB/s over 4 sends: 256 KiB/s each, half of it 128 KiB/s, over 64 KiB/s.
+        assert_eq!(least(Some(1 << 20), 4, 64 << 10), 64 << 10);
+        // 100 KiB/s over 4 sends: 25 KiB/s each, half of it 12.5 KiB/s.
+        assert_eq!(least(Some(100 << 10), 4, 64 << 10), 12_800);
+        assert_eq!(least(Some(100 << 10), 1, 64 << 10), 51_200);
+        assert_eq!(least(Some(1 << 20), 4, 0), 0);
+        assert_eq!(
+            GrpcTransportConfig::new(1, StoreId(1)).least_snapshot_rate(),
+            64 << 10
+        );
+    }
 
     #[test]
     fn a_static_resolver_lists_its_stores_in_id_order_and_takes_new_addresses() {

@@ -161,7 +161,7 @@ impl StoreTransport for TransportService {
         let staging = self.inner.staging.clone();
         blocking(move || check_room(&staging, bounds)).await?;
         let mut staged = blocking(move || StagedFiles::create(dir, bounds)).await?;
-        let least_rate = self.inner.config.snapshot_least_rate_bytes;
+        let least_rate = self.inner.config.least_snapshot_rate();
         let mut received = first.data.len() as u64;
         let mut chunk = first;
         while !chunk.done {
