@@ -8,7 +8,7 @@ use tokio::sync::{Semaphore, watch};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::snapshot_stream::{StageError, StagedFiles, check_name, check_room, under_least_rate};
+use super::snapshot_stream::{StageError, StagedFiles, check_name, under_least_rate};
 use super::{CLUSTER_ID_HEADER, FROM_STORE_HEADER, GrpcTransportConfig};
 use crate::StoreId;
 use crate::proto::transportpb::store_transport_server::{StoreTransport, StoreTransportServer};
@@ -158,8 +158,6 @@ impl StoreTransport for TransportService {
         );
         let dir = stage.0.join(&dir_name);
         let bounds = self.inner.receiver.snapshot_bounds(&message);
-        let staging = self.inner.staging.clone();
-        blocking(move || check_room(&staging, bounds)).await?;
         let mut staged = blocking(move || StagedFiles::create(dir, bounds)).await?;
         let least_rate = self.inner.config.least_snapshot_rate();
         let mut received = first.data.len() as u64;
@@ -171,11 +169,12 @@ impl StoreTransport for TransportService {
                 Status::invalid_argument("the snapshot stream ended before its last chunk")
             })?;
             received = received.saturating_add(chunk.data.len() as u64);
-            if under_least_rate(started.elapsed(), received, idle, least_rate) {
+            let elapsed = started.elapsed();
+            if under_least_rate(elapsed, received, idle, least_rate) {
                 return Err(Status::deadline_exceeded(format!(
                     "the snapshot came slower than the least {least_rate} bytes a second \
                      ({received} bytes in {} ms)",
-                    started.elapsed().as_millis()
+                    elapsed.as_millis()
                 )));
             }
         }

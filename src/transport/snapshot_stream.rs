@@ -251,7 +251,7 @@ pub(super) fn under_least_rate(
 /// Refuses a snapshot that announces more bytes than the disk holding `staging` has free,
 /// before a byte of it is staged: it could not be taken whole, and staging it would fill
 /// the disk first. (No bounds: the receiver imposes none, nothing to check.)
-pub(super) fn check_room(staging: &Path, bounds: Option<SnapshotBounds>) -> Result<(), StageError> {
+fn check_room(staging: &Path, bounds: Option<SnapshotBounds>) -> Result<(), StageError> {
     let Some(bounds) = bounds else {
         return Ok(());
     };
@@ -292,9 +292,12 @@ pub(super) struct StagedFiles {
 }
 
 impl StagedFiles {
-    /// Stages into `dir` (created; it must not exist yet) at most `bounds`.
+    /// Stages into `dir` (created; it must not exist yet) at most `bounds`, which must fit
+    /// in the free space of the disk holding it.
     pub(super) fn create(dir: PathBuf, bounds: Option<SnapshotBounds>) -> Result<Self, StageError> {
-        fs::create_dir_all(dir.parent().unwrap_or(&dir))?;
+        let parent = dir.parent().unwrap_or(&dir);
+        fs::create_dir_all(parent)?;
+        check_room(parent, bounds)?;
         fs::create_dir(&dir)?;
         Ok(StagedFiles {
             dir,
