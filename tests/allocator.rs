@@ -3,6 +3,8 @@
 //! it, and the purge thread starts.
 #![cfg(all(feature = "mimalloc", target_os = "linux"))]
 
+mod common;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -55,10 +57,9 @@ fn an_environment_variable_still_wins() {
 fn the_purge_thread_starts() {
     flotilla::allocator::spawn_purger(Duration::from_millis(1)).expect("spawned");
     let named = || {
-        std::fs::read_dir("/proc/self/task")
-            .expect("the process's threads")
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-            .any(|name| name.trim() == "mimalloc-purge")
+        common::threads::thread_names(std::process::id())
+            .iter()
+            .any(|name| name == "mimalloc-purge")
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     while !named() {

@@ -7,6 +7,8 @@
 //! `FLOTILLA_PROC_SEED=N` changes the clients' choices (the default is 0);
 //! `FLOTILLA_PROC_SECS=S` the length of each phase.
 
+mod common;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -120,19 +122,6 @@ fn start_cluster(dir: &Path) -> (Cluster, Vec<String>) {
         .map(|(grpc, _)| format!("127.0.0.1:{grpc}"))
         .collect();
     (Cluster { servers }, endpoints)
-}
-
-/// The names of a process's threads.
-#[cfg(all(feature = "mimalloc", target_os = "linux"))]
-fn thread_names(pid: u32) -> Vec<String> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|tasks| {
-            tasks
-                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-                .map(|name| name.trim().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -268,7 +257,7 @@ fn killed_and_paused_stores_lose_no_acknowledged_write() {
     #[cfg(all(feature = "mimalloc", target_os = "linux"))]
     for server in &cluster.servers {
         assert!(
-            thread_names(server.pid())
+            common::threads::thread_names(server.pid())
                 .iter()
                 .any(|n| n == "mimalloc-purge"),
             "store {} runs no purge thread",

@@ -5,3 +5,4 @@ pub mod http;
 pub mod log_model;
 pub mod prometheus;
 pub mod raft;
+pub mod threads;
