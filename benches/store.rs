@@ -70,6 +70,15 @@ enum Engine {
     Mem,
 }
 
+/// The KV engine's settings: the defaults, the memtable size from `FLOTILLA_BENCH_MEMTABLE_MIB`.
+fn kv_config(dir: std::path::PathBuf) -> KvConfig {
+    let mut cfg = KvConfig::new(dir);
+    if let Some(mib) = env("FLOTILLA_BENCH_MEMTABLE_MIB").and_then(|v| v.parse::<u64>().ok()) {
+        cfg.memtable_bytes = mib << 20;
+    }
+    cfg
+}
+
 fn run_mode() -> RunMode {
     match env("FLOTILLA_BENCH_RUN").as_deref() {
         Some("one-thread") => RunMode::OneThread,
@@ -168,7 +177,7 @@ impl Cluster {
                 Arc::new(
                     RaftLogEngine::open(&RaftLogConfig::new(base.join("raft"))).expect("raft log"),
                 ),
-                Arc::new(FjallKvEngine::open(&KvConfig::new(base.join("kv"))).expect("kv")),
+                Arc::new(FjallKvEngine::open(&kv_config(base.join("kv"))).expect("kv")),
                 base.join("snapshots"),
             ),
             Engine::Mem => Engines::new(
@@ -344,8 +353,13 @@ fn throughput() {
         let writes = delta("flotilla_wal_writes_total", &[]);
         let regions_per_write = delta("flotilla_wal_write_batch_regions_sum", &[])
             / delta("flotilla_wal_write_batch_regions_count", &[]).max(1.0);
+        let mean_us = |name: &str| {
+            delta(&format!("{name}_sum"), &[]) * 1e6 / delta(&format!("{name}_count"), &[]).max(1.0)
+        };
+        let fsync_us = mean_us("flotilla_wal_fsync_duration_seconds");
+        let apply_us = mean_us("flotilla_apply_duration_seconds");
         println!(
-            "throughput {engine:?} {:?} {regions} regions {clients} clients {}-byte values: {:.0} writes/s, p50 {} µs, p99 {} µs, max {} µs; {:.1} client writes per fsync ({fsyncs} fsyncs, 3 stores), {:.1} client writes per WAL write, {regions_per_write:.1} regions per WAL write; {:.2} µs of CPU per write (the process: three stores and the clients; {:.0} % of the machine's {} cores)",
+            "throughput {engine:?} {:?} {regions} regions {clients} clients {}-byte values: {:.0} writes/s, p50 {} µs, p99 {} µs, max {} µs; {:.1} client writes per fsync ({fsyncs} fsyncs, 3 stores), {:.1} client writes per WAL write, {regions_per_write:.1} regions per WAL write; {:.2} µs of CPU per write (the process: three stores and the clients; {:.0} % of the machine's {} cores); mean synced WAL write {fsync_us:.0} µs, mean apply round {apply_us:.0} µs",
             run_mode(),
             value.len(),
             ops / elapsed,

@@ -238,7 +238,7 @@ fn ack(from: u64, to: u64, index: u64) -> Message {
 /// `(suffix, store)` (ids r*10+suffix).
 fn held_acks(r: u64, index: u64, to: &[(u64, u64)]) -> HeldMessages {
     HeldMessages {
-        region: region_meta(r),
+        region: Arc::new(region_meta(r)),
         from: peer(r * 10 + 2, 1),
         messages: to
             .iter()
@@ -321,6 +321,58 @@ fn a_write_nobody_needs_synced_is_not_fsynced() {
     assert!(!stats.synced);
     assert_eq!(f.log.syncs.load(Ordering::SeqCst), 0);
     assert_eq!(f.log.writes.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn only_writes_a_region_acts_on_are_told_to_it() {
+    let mut f = Fixture::new(4, WalWriterConfig::default());
+    for r in 1..=4 {
+        f.send(f.append(r, 1, 3, SyncMode::Sync, 1));
+    }
+    assert!(matches!(f.writer.write_once(NOW), WriteOutcome::Written(_)));
+    f.notices.0.lock().clear();
+    let state = |commit| {
+        Some(RaftLocalState {
+            hard_state: Some(HardState {
+                term: 1,
+                vote: 0,
+                commit,
+            }),
+            last_index: 3,
+            last_term: 1,
+        })
+    };
+    // A new commit index alone: nothing for the region to do once it is written.
+    f.send(WriteTask {
+        state: state(3),
+        ..WriteTask::new(f.region_log(1), 2)
+    });
+    // A compaction alone.
+    f.send(WriteTask {
+        compact_to: Some(2),
+        ..WriteTask::new(f.region_log(2), 2)
+    });
+    // A state write holding a message to the region's own peer (a candidate's vote).
+    f.send(WriteTask {
+        state: state(3),
+        held: Some(held_acks(3, 3, &[(2, 1)])),
+        ..WriteTask::new(f.region_log(3), 2)
+    });
+    // A log reset (a destroyed replica's, waited on before its tombstone is written).
+    f.send(WriteTask {
+        start: LogStart::Reset { index: 0, term: 0 },
+        state: state(0),
+        sync: SyncMode::Sync,
+        ..WriteTask::new(f.region_log(4), 2)
+    });
+    assert!(matches!(f.writer.write_once(NOW), WriteOutcome::Written(_)));
+    assert_eq!(
+        f.notices(),
+        vec![
+            Notice::Persisted(RegionId(3), 2, None),
+            Notice::Persisted(RegionId(4), 2, None),
+        ]
+    );
 }
 
 #[test]

@@ -40,8 +40,9 @@ pub enum LogStart {
 /// Messages a region may send only once its write is durable.
 #[derive(Debug, Clone)]
 pub struct HeldMessages {
-    /// The region as the sender knows it (epoch and range travel with each message).
-    pub region: Region,
+    /// The region as the sender knows it (epoch and range travel with each message),
+    /// shared with the sender rather than copied for each write.
+    pub region: Arc<Region>,
     /// The sending peer (this store's replica).
     pub from: Peer,
     /// Each message with the peer it goes to.
@@ -125,7 +126,10 @@ pub struct Persisted {
 
 /// How the writer tells regions about their writes.
 pub trait WriteNotifier: Send {
-    /// The region's task is durable.
+    /// The region's task is durable. Told for a task that moves what the core may take
+    /// as durable (`persisted`), resets the log, or holds messages to the region's own
+    /// peer; not for one writing only the region's state or a compaction, which nothing
+    /// waits on.
     fn persisted(&self, region: RegionId, persisted: Persisted);
     /// A message the region sent could not be handed to the transport.
     fn unreachable(&self, region: RegionId, to: PeerId);
@@ -312,9 +316,9 @@ impl<N: WriteNotifier> WalWriter<N> {
     /// batch per store) and their regions are told.
     fn acknowledge(&mut self) {
         for task in self.pending.drain(..) {
-            let retired_snapshot = match task.start {
-                LogStart::Reset { index, term } => task.log.on_truncated(index, term),
-                LogStart::Continue => None,
+            let (reset, retired_snapshot) = match task.start {
+                LogStart::Reset { index, term } => (true, task.log.on_truncated(index, term)),
+                LogStart::Continue => (false, None),
             };
             if let Some(state) = &task.state {
                 task.log.on_written(&task.entries, state);
@@ -329,6 +333,15 @@ impl<N: WriteNotifier> WalWriter<N> {
                             .push(&held.region, &held.from, &to, message, Hurry::MayWait);
                     }
                 }
+            }
+            // A write of the state alone (a new commit index) or a compaction changes
+            // nothing the region acts on: untold, it is not woken once more per write.
+            let untold = !reset
+                && task.persisted.is_none()
+                && retired_snapshot.is_none()
+                && own_messages.is_empty();
+            if untold {
+                continue;
             }
             self.notifier.persisted(
                 task.log.region(),

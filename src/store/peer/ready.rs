@@ -174,7 +174,7 @@ impl PeerFsm {
             return;
         }
         let held = (!messages.is_empty()).then(|| HeldMessages {
-            region: crate::proto::metapb::Region::clone(&self.region),
+            region: self.region.clone(),
             from: self.peer,
             messages,
         });
