@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crossbeam::channel::Sender;
 use parking_lot::Mutex;
 
-use super::apply::{ApplyControl, ApplyFsm};
+use super::apply::{AppliedProgress, ApplyControl, ApplyFsm};
 use super::batch::Router;
 use super::config::StoreConfig;
 use super::engines::Engines;
@@ -170,9 +170,10 @@ impl StoreShared {
             .map_err(|source| StartError::Raft { region: id, source })?;
         // The core learned the last term when it started (recorded, or read once).
         let last = (local.last_index, raw.raft().log().last_term());
-        let apply_fsm = ApplyFsm::new(region.clone(), apply);
+        let progress = Arc::new(AppliedProgress::new(apply.applied_index));
+        let apply_fsm = ApplyFsm::new(region.clone(), apply, progress.clone());
         let region = Arc::new(region);
-        let peer_fsm = PeerFsm::new(region.clone(), peer, raw, log, last, apply);
+        let peer_fsm = PeerFsm::new(region.clone(), peer, raw, log, last, apply, progress);
         if self.apply_router.register(id, Box::new(apply_fsm)).is_err() {
             return Err(StartError::AlreadyRunning(id));
         }

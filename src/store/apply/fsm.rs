@@ -4,7 +4,8 @@
 //! each region's `RaftApplyState` in the same batch as the data it describes, so after a
 //! crash data and applied index agree and the raft log is replayed from there: apply is
 //! exactly-once. Proposals are answered only once their batch is in the engine, and the
-//! peers learn what was applied (their waiting reads need it) only then.
+//! applied index is published to the peers (`AppliedProgress`: their waiting reads need it)
+//! only then.
 //!
 //! A range delete is the one command written in several batches: the writes before it go
 //! with an apply state marking the entry partly applied (`partial_index`/`partial_ops`),
@@ -21,6 +22,7 @@ use crossbeam::channel::SendError;
 use prost::Message as _;
 
 use super::eval::{OpOutcome, Overlay, check_command, evaluate};
+use super::progress::AppliedProgress;
 use crate::proto::commandpb::{
     ChangePeersContext, RaftCommand, SplitCommand, WriteBatch, WriteCommand, raft_command,
 };
@@ -59,8 +61,10 @@ pub(crate) struct ApplyFsm {
     partial: Option<(u64, u64)>,
     /// Proposals handed over with their entries, in (term, index) order.
     proposals: VecDeque<Proposal>,
-    /// The applied index last reported to the peer.
-    reported: u64,
+    /// The applied index last recorded in the apply state (and published to the peer).
+    recorded: u64,
+    /// Where the peer reads the applied index.
+    progress: Arc<AppliedProgress>,
     changes: Vec<RegionChange>,
 }
 
@@ -69,14 +73,19 @@ impl Fsm for ApplyFsm {
 }
 
 impl ApplyFsm {
-    pub(crate) fn new(region: Region, state: &RaftApplyState) -> Self {
+    pub(crate) fn new(
+        region: Region,
+        state: &RaftApplyState,
+        progress: Arc<AppliedProgress>,
+    ) -> Self {
         ApplyFsm {
             region,
             applied: (state.applied_index, state.applied_term),
             truncated: (state.truncated_index, state.truncated_term),
             partial: (state.partial_index != 0).then_some((state.partial_index, state.partial_ops)),
             proposals: VecDeque::new(),
-            reported: state.applied_index,
+            recorded: state.applied_index,
+            progress,
             changes: Vec::new(),
         }
     }
@@ -210,7 +219,8 @@ pub(crate) struct ApplyPoller {
     batch: KvWriteBatch,
     overlay: Overlay,
     answers: Vec<Answer>,
-    results: Vec<(crate::RegionId, ApplyResult)>,
+    /// Each region's round, and where its peer reads the applied index.
+    results: Vec<(crate::RegionId, ApplyResult, Arc<AppliedProgress>)>,
     /// Events for the apply observers, sent once the batch holding them is written.
     events: Vec<ApplyEvent>,
     /// Entries applied in the batch being handled, and when it began (metrics).
@@ -736,7 +746,7 @@ impl ApplyPoller {
 
     /// What this store holds of the region a split is about to create.
     fn known_region(&self, region: &Region) -> Result<Known, KvError> {
-        let created_this_round = self.results.iter().any(|(_, r)| {
+        let created_this_round = self.results.iter().any(|(_, r, _)| {
             r.changes.iter().any(|c| match c {
                 RegionChange::Split { created, .. } => created.iter().any(|n| n.id == region.id),
                 RegionChange::ConfChange { .. }
@@ -820,15 +830,16 @@ impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
             fsm.proposals.shrink_to_fit();
         }
         let changes = std::mem::take(&mut fsm.changes);
-        if fsm.applied.0 > fsm.reported || !changes.is_empty() {
+        if fsm.applied.0 > fsm.recorded || !changes.is_empty() {
             put_apply_state(&mut self.batch, fsm.region.region_id(), &fsm.apply_state());
-            fsm.reported = fsm.applied.0;
+            fsm.recorded = fsm.applied.0;
             self.results.push((
                 fsm.region.region_id(),
                 ApplyResult {
                     applied: fsm.applied,
                     changes,
                 },
+                fsm.progress.clone(),
             ));
         }
         if inbox.has_messages() {
@@ -851,7 +862,16 @@ impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
             self.fail(format!("making a log truncation durable: {e}"));
             return;
         }
-        for (region, result) in self.results.drain(..) {
+        for (region, result, progress) in self.results.drain(..) {
+            // Written: the peer may read it. It hears of it only if the region changed
+            // or a read waits for it.
+            if result.changes.is_empty() {
+                if !progress.publish(result.applied.0) {
+                    continue;
+                }
+            } else {
+                progress.publish_with_changes(result.applied.0);
+            }
             // A peer that is gone (its store stopping) needs no report.
             let _ = self
                 .shared
@@ -920,7 +940,11 @@ mod tests {
     /// index order. Each proposal must get the verdict of its own entry.
     #[test]
     fn proposals_are_decided_in_term_then_index_order() {
-        let mut fsm = ApplyFsm::new(Region::default(), &RaftApplyState::default());
+        let mut fsm = ApplyFsm::new(
+            Region::default(),
+            &RaftApplyState::default(),
+            Arc::new(AppliedProgress::new(0)),
+        );
         let mut responses = Vec::new();
         for (t, i) in [(5, 10), (5, 11), (5, 12), (5, 13), (7, 12)] {
             let (p, r) = proposal(t, i);
@@ -956,7 +980,11 @@ mod tests {
     /// the new term commits an entry, not left waiting for their index to be reached.
     #[test]
     fn a_committed_entry_of_a_later_term_decides_earlier_terms_proposals_beyond_it() {
-        let mut fsm = ApplyFsm::new(Region::default(), &RaftApplyState::default());
+        let mut fsm = ApplyFsm::new(
+            Region::default(),
+            &RaftApplyState::default(),
+            Arc::new(AppliedProgress::new(0)),
+        );
         let (stale, mut stale_response) = proposal(5, 30);
         let (waiting, _r) = proposal(6, 21);
         fsm.proposals.push_back(stale);

@@ -5,5 +5,7 @@
 
 pub mod eval;
 mod fsm;
+mod progress;
 
 pub(crate) use fsm::{ApplyControl, ApplyFsm, ApplyLimits, ApplyPoller};
+pub(crate) use progress::AppliedProgress;

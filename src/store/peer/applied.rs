@@ -1,4 +1,5 @@
-//! What the apply delegate reports: the applied index (reads waiting for it are served)
+//! What the apply delegate reports: the applied index (published in `AppliedProgress`,
+//! told by message only to a peer whose reads wait for it; reads it reaches are served)
 //! and changes to the region (a split starts the new regions' peers here).
 
 use super::PeerFsm;
@@ -11,6 +12,7 @@ use crate::store::msg::{ApplyResult, PeerMsg, RegionChange};
 
 impl PeerFsm {
     pub(super) fn on_applied(&mut self, result: ApplyResult, ctx: &mut PollContext) {
+        let had_changes = !result.changes.is_empty();
         for change in result.changes {
             match change {
                 RegionChange::Split { region, created } => self.on_split(region, created, ctx),
@@ -25,10 +27,31 @@ impl PeerFsm {
         }
         let (index, _) = result.applied;
         if index > self.applied_index {
-            self.applied_index = index;
-            self.raw.on_applied(index);
+            self.set_applied(index);
         }
+        if had_changes {
+            self.progress.changes_handled();
+        }
+        self.catch_up_applied();
         self.serve_reads(ctx);
+    }
+
+    /// Takes in the applied index the apply delegate published (see `AppliedProgress`),
+    /// unless a report of changes is on its way: that brings its index. Returns whether
+    /// the index moved.
+    pub(super) fn catch_up_applied(&mut self) -> bool {
+        match self.progress.settled_applied() {
+            Some(index) if index > self.applied_index => {
+                self.set_applied(index);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn set_applied(&mut self, index: u64) {
+        self.applied_index = index;
+        self.raw.on_applied(index);
     }
 
     fn on_conf_change(&mut self, region: Region, entry: &Entry, ctx: &mut PollContext) {

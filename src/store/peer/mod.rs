@@ -16,6 +16,7 @@ mod snapshot;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::apply::AppliedProgress;
 use super::batch::Fsm;
 use super::context::PollContext;
 use super::msg::{PeerMsg, Proposal, ProposeMsg, ReadMsg, TransferLeaderMsg};
@@ -47,8 +48,10 @@ pub(crate) struct PeerFsm {
     /// Last index of the log as handed to the WAL writer, and its entry's term.
     last_index: u64,
     last_term: u64,
-    /// Highest index the apply delegate has applied.
+    /// Highest index the apply delegate has applied, as last read from `progress`.
     applied_index: u64,
+    /// Where the apply delegate publishes the applied index.
+    progress: Arc<AppliedProgress>,
     /// Peers met in messages that the region's peer list does not name, at most
     /// `MAX_CACHED_PEERS` (a list: it is short, and empty in most regions); those the
     /// list comes to name leave it.
@@ -97,6 +100,7 @@ impl PeerFsm {
         log: Arc<RegionLog>,
         (last_index, last_term): (u64, u64),
         apply: &RaftApplyState,
+        progress: Arc<AppliedProgress>,
     ) -> Self {
         PeerFsm {
             region,
@@ -106,6 +110,7 @@ impl PeerFsm {
             last_index,
             last_term,
             applied_index: apply.applied_index,
+            progress,
             peer_cache: Vec::new(),
             round: Vec::new(),
             proposals: VecDeque::new(),
@@ -127,6 +132,10 @@ impl PeerFsm {
     pub(crate) fn handle(&mut self, msg: PeerMsg, ctx: &mut PollContext) {
         if self.life != Life::Alive {
             return self.handle_ending(msg, ctx);
+        }
+        // What was applied since this replica last ran (no message tells it).
+        if self.catch_up_applied() {
+            self.serve_reads(ctx);
         }
         if msg.needs_region_awake() {
             self.wake(WakeCause::Other, ctx);

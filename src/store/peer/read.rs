@@ -117,8 +117,20 @@ impl PeerFsm {
         }
     }
 
-    /// Serves the confirmed reads whose index is applied, from one view.
+    /// Serves the confirmed reads whose index is applied, from one view, and asks the
+    /// apply delegate to tell this peer when the next waiting read's index is applied.
     pub(super) fn serve_reads(&mut self, ctx: &mut PollContext) {
+        loop {
+            self.serve_applied_reads(ctx);
+            let next = self.reads.confirmed.iter().map(|(index, _)| *index).min();
+            // Applied meanwhile (no message will come for it): take it in and go again.
+            if !(self.progress.wait_for(next) && self.catch_up_applied()) {
+                return;
+            }
+        }
+    }
+
+    fn serve_applied_reads(&mut self, ctx: &mut PollContext) {
         let applied = self.applied_index;
         if !self
             .reads
