@@ -1003,3 +1003,59 @@ fn a_write_behind_a_split_in_the_log_is_refused_at_apply() {
     drive(&mut stores);
     assert_eq!(answer_now(&mut read), ReadResponse::Value(None));
 }
+
+/// Runs a stepped store's raft poller and WAL writer, not its apply poller, until neither
+/// has work left.
+fn settle_all_but_apply(store: &mut flotilla::store::Store) {
+    use flotilla::store::WriteOutcome;
+    use flotilla::store::batch::PollOutcome;
+    loop {
+        let raft = matches!(store.step_raft(), Some(PollOutcome::Handled(_)));
+        let wal = matches!(store.step_wal(), Some(WriteOutcome::Written(_)));
+        if !raft && !wal {
+            return;
+        }
+    }
+}
+
+/// The apply poller publishes the applied index for the peer to read when it next runs;
+/// it sends the peer a message only when a read waits for that index, so a write with no
+/// read waiting costs the peer no extra visit, and a waiting read is served by the raft
+/// round right after the apply round that reached its index.
+#[test]
+fn apply_wakes_the_peer_only_for_a_read_waiting_on_its_index() {
+    use flotilla::store::batch::PollOutcome;
+    let node = Node::new();
+    flotilla::store::bootstrap_region(&engines(&node), &first_region(1)).unwrap();
+    let mut store = open_stepped(&node, test_config(StoreId(1)));
+    elect_stepped(&mut store);
+    let epoch = store.region(FIRST_REGION).unwrap().epoch.unwrap();
+
+    // A write committed, not yet applied, and a read of its key confirmed meanwhile.
+    let mut write = store.propose(FIRST_REGION, epoch, put(b"k", b"1"));
+    settle_all_but_apply(&mut store);
+    let mut read = store.read(FIRST_REGION, epoch, ReadRequest::Get { key: b("k") });
+    settle_all_but_apply(&mut store);
+    assert!(write.try_take().is_none(), "not applied yet");
+    assert!(read.try_take().is_none(), "waits for the write's index");
+    assert!(matches!(store.step_apply(), Some(PollOutcome::Handled(_))));
+    let index = answer_now(&mut write).index;
+    assert!(read.try_take().is_none(), "served by the peer, not by apply");
+    assert!(
+        matches!(store.step_raft(), Some(PollOutcome::Handled(_))),
+        "told: a read waits"
+    );
+    assert_eq!(answer_now(&mut read), ReadResponse::Value(Some(b("1"))));
+
+    // A write with no read waiting: applied, and the peer is not visited for it.
+    let mut second = store.propose(FIRST_REGION, epoch, put(b"k", b"2"));
+    settle_all_but_apply(&mut store);
+    assert!(matches!(store.step_apply(), Some(PollOutcome::Handled(_))));
+    let second_index = answer_now(&mut second).index;
+    assert!(second_index > index);
+    assert_eq!(store.step_raft(), Some(PollOutcome::Empty), "not told");
+    // It reads the index when it next runs.
+    let mut status = store.region_status(FIRST_REGION);
+    store.run_until_idle();
+    assert_eq!(answer_now(&mut status).applied_index, second_index);
+}
