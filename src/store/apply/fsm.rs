@@ -227,7 +227,7 @@ pub(crate) struct ApplyPoller {
     applied_entries: usize,
     began: Instant,
     /// The batch's end must make the engine durable before the peers hear of it (a log
-    /// truncation is recorded in this batch).
+    /// truncation, or a split creating regions, is recorded in this batch).
     persist: bool,
 }
 
@@ -564,6 +564,14 @@ impl ApplyPoller {
         }
         fsm.region = regions[0].clone();
         put_region_state(&mut self.batch, &normal_state(fsm.region.clone()));
+        if !created.is_empty() {
+            // The new regions' states are durable before their peers start here (the
+            // batch's end persists before the peer hears of the split): a peer's raft log
+            // is synced as it goes, and a crash that kept that log but lost the state it
+            // starts from left a region whose log began past its apply state — its first
+            // Ready read entries that never existed and stopped the store.
+            self.persist = true;
+        }
         fsm.changes.push(RegionChange::Split {
             region: fsm.region.clone(),
             created,
