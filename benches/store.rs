@@ -359,7 +359,8 @@ fn throughput() {
         let fsync_us = mean_us("flotilla_wal_fsync_duration_seconds");
         let apply_us = mean_us("flotilla_apply_duration_seconds");
         // Region visits by the raft pollers of all three stores, per client write.
-        let raft_visits = delta("flotilla_store_poll_batch_fsms_sum", &["pool=\"raft\""]) / ops.max(1.0);
+        let raft_visits =
+            delta("flotilla_store_poll_batch_fsms_sum", &["pool=\"raft\""]) / ops.max(1.0);
         println!(
             "throughput {engine:?} {:?} {regions} regions {clients} clients {}-byte values: {:.0} writes/s, p50 {} µs, p99 {} µs, max {} µs; {:.1} client writes per fsync ({fsyncs} fsyncs, 3 stores), {:.1} client writes per WAL write, {regions_per_write:.1} regions per WAL write; {:.2} µs of CPU per write (the process: three stores and the clients; {:.0} % of the machine's {} cores); mean synced WAL write {fsync_us:.0} µs, mean apply round {apply_us:.0} µs; {raft_visits:.1} raft poller region visits per write",
             run_mode(),

@@ -1040,7 +1040,10 @@ fn apply_wakes_the_peer_only_for_a_read_waiting_on_its_index() {
     assert!(read.try_take().is_none(), "waits for the write's index");
     assert!(matches!(store.step_apply(), Some(PollOutcome::Handled(_))));
     let index = answer_now(&mut write).index;
-    assert!(read.try_take().is_none(), "served by the peer, not by apply");
+    assert!(
+        read.try_take().is_none(),
+        "served by the peer, not by apply"
+    );
     assert!(
         matches!(store.step_raft(), Some(PollOutcome::Handled(_))),
         "told: a read waits"
