@@ -130,7 +130,8 @@ pub(crate) enum PeerMsg {
     Persisted(Box<Persisted>),
     /// The transport could not reach this peer.
     Unreachable(PeerId),
-    /// The apply delegate applied entries.
+    /// The apply delegate applied entries that changed the region, or that a waiting
+    /// read needs (otherwise it only publishes the applied index: `AppliedProgress`).
     Applied(Box<ApplyResult>),
     /// Start an election now (a region just split off a leader's region).
     Campaign,

@@ -25,20 +25,17 @@ impl PeerFsm {
                 }
             }
         }
-        let (index, _) = result.applied;
-        if index > self.applied_index {
-            self.set_applied(index);
-        }
         if had_changes {
             self.progress.changes_handled();
         }
+        // The report's index was published before it was sent.
         self.catch_up_applied();
         self.serve_reads(ctx);
     }
 
     /// Takes in the applied index the apply delegate published (see `AppliedProgress`),
-    /// unless a report of changes is on its way: that brings its index. Returns whether
-    /// the index moved.
+    /// unless a report of changes is on its way: the index is taken once every change
+    /// published with it is made here. Returns whether the index moved.
     pub(super) fn catch_up_applied(&mut self) -> bool {
         match self.progress.settled_applied() {
             Some(index) if index > self.applied_index => {

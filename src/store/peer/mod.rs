@@ -551,4 +551,68 @@ mod tests {
         assert_eq!(kept.len(), MAX_CACHED_PEERS - 1);
         assert!(kept.iter().all(|p| p.id != learner.id), "{kept:?}");
     }
+
+    /// Runs a stepped store's raft poller and WAL writer, not its apply poller, until
+    /// neither has work left.
+    fn settle_all_but_apply(store: &mut crate::store::Store) {
+        use crate::store::WriteOutcome;
+        use crate::store::batch::PollOutcome;
+        loop {
+            let raft = matches!(store.step_raft(), Some(PollOutcome::Handled(_)));
+            let wal = matches!(store.step_wal(), Some(WriteOutcome::Written(_)));
+            if !raft && !wal {
+                return;
+            }
+        }
+    }
+
+    /// A read whose index the apply delegate has published while a report of region
+    /// changes is still on its way is not served (the peer has not made the changes the
+    /// index covers) and does not spin: it is served once the report is handled.
+    #[test]
+    fn a_read_waits_for_a_change_report_on_its_way() {
+        use crate::store::ReadRequest;
+        use bytes::Bytes;
+        let node = Node::new();
+        bootstrap_region(&engines(&node), &first_region(1)).unwrap();
+        let mut store = open_stepped(&node, test_config(StoreId(1)));
+        elect_stepped(&mut store);
+        let epoch = store.region(FIRST_REGION).unwrap().epoch.unwrap();
+        let mut write = store.propose(FIRST_REGION, epoch, put(b"k", b"1"));
+        settle_all_but_apply(&mut store);
+        let get = || ReadRequest::Get {
+            key: Bytes::from_static(b"k"),
+        };
+        let mut first = store.read(FIRST_REGION, epoch, get());
+        settle_all_but_apply(&mut store);
+        assert!(first.try_take().is_none(), "waits for the write");
+        // As if the apply delegate had applied the write together with a change to the
+        // region, and its report were still on its way.
+        let progress = {
+            let shared = store.shared();
+            let mailbox = shared.raft_router.mailbox(FIRST_REGION).unwrap();
+            mailbox.inspect_resting(|p| p.progress.clone()).unwrap()
+        };
+        let mut status = store.region_status(FIRST_REGION);
+        settle_all_but_apply(&mut store);
+        let committed = answer_now(&mut status).commit_index;
+        progress.publish_with_changes(committed);
+        // A second read, confirmed now, finds the index published: neither is served.
+        let mut second = store.read(FIRST_REGION, epoch, get());
+        settle_all_but_apply(&mut store);
+        assert!(first.try_take().is_none() && second.try_take().is_none());
+        // The report handled (here: by hand), then the apply delegate's real round.
+        progress.changes_handled();
+        assert!(matches!(
+            store.step_apply(),
+            Some(crate::store::batch::PollOutcome::Handled(_))
+        ));
+        store.run_until_idle();
+        answer_now(&mut write);
+        assert_eq!(
+            answer_now(&mut first),
+            crate::store::ReadResponse::Value(Some(Bytes::from_static(b"1")))
+        );
+        answer_now(&mut second);
+    }
 }
