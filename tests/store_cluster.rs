@@ -1004,20 +1004,6 @@ fn a_write_behind_a_split_in_the_log_is_refused_at_apply() {
     assert_eq!(answer_now(&mut read), ReadResponse::Value(None));
 }
 
-/// Runs a stepped store's raft poller and WAL writer, not its apply poller, until neither
-/// has work left.
-fn settle_all_but_apply(store: &mut flotilla::store::Store) {
-    use flotilla::store::WriteOutcome;
-    use flotilla::store::batch::PollOutcome;
-    loop {
-        let raft = matches!(store.step_raft(), Some(PollOutcome::Handled(_)));
-        let wal = matches!(store.step_wal(), Some(WriteOutcome::Written(_)));
-        if !raft && !wal {
-            return;
-        }
-    }
-}
-
 /// The apply poller publishes the applied index for the peer to read when it next runs;
 /// it sends the peer a message only when a read waits for that index, so a write with no
 /// read waiting costs the peer no extra visit, and a waiting read is served by the raft

@@ -506,6 +506,20 @@ pub fn answer_now<T>(response: &mut Response<T>) -> T {
     }
 }
 
+/// Runs a stepped store's raft poller and WAL writer, not its apply poller, until neither
+/// has work left: what is committed stays unapplied until the caller steps apply.
+pub fn settle_all_but_apply(store: &mut Store) {
+    use crate::store::WriteOutcome;
+    use crate::store::batch::PollOutcome;
+    loop {
+        let raft = matches!(store.step_raft(), Some(PollOutcome::Handled(_)));
+        let wal = matches!(store.step_wal(), Some(WriteOutcome::Written(_)));
+        if !raft && !wal {
+            return;
+        }
+    }
+}
+
 /// Steps every store until none has work left.
 pub fn drive(stores: &mut [Store]) {
     while stores.iter_mut().map(|s| s.run_until_idle()).sum::<usize>() > 0 {}

@@ -552,20 +552,6 @@ mod tests {
         assert!(kept.iter().all(|p| p.id != learner.id), "{kept:?}");
     }
 
-    /// Runs a stepped store's raft poller and WAL writer, not its apply poller, until
-    /// neither has work left.
-    fn settle_all_but_apply(store: &mut crate::store::Store) {
-        use crate::store::WriteOutcome;
-        use crate::store::batch::PollOutcome;
-        loop {
-            let raft = matches!(store.step_raft(), Some(PollOutcome::Handled(_)));
-            let wal = matches!(store.step_wal(), Some(WriteOutcome::Written(_)));
-            if !raft && !wal {
-                return;
-            }
-        }
-    }
-
     /// A read whose index the apply delegate has published while a report of region
     /// changes is still on its way is not served (the peer has not made the changes the
     /// index covers) and does not spin: it is served once the report is handled.
