@@ -342,9 +342,11 @@ fn only_writes_a_region_acts_on_are_told_to_it() {
             last_term: 1,
         })
     };
-    // A new commit index alone: nothing for the region to do once it is written.
+    // A new commit index alone, with an acknowledgement for another store: nothing for
+    // the region to do once it is written; the message still leaves.
     f.send(WriteTask {
         state: state(3),
+        held: Some(held_acks(1, 3, &[(3, 3)])),
         ..WriteTask::new(f.region_log(1), 2)
     });
     // A compaction alone.
@@ -372,6 +374,12 @@ fn only_writes_a_region_acts_on_are_told_to_it() {
             Notice::Persisted(RegionId(3), 2, None),
             Notice::Persisted(RegionId(4), 2, None),
         ]
+    );
+    let sent = f.wire.sent.lock();
+    assert!(
+        sent.iter()
+            .any(|b| b.to_store == 3 && b.messages.iter().any(|m| m.region_id == 1)),
+        "the untold task's message to store 3 was sent: {sent:?}"
     );
 }
 

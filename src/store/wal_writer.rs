@@ -3,7 +3,8 @@
 //! messages that may only leave once those are durable). One `write_once` merges every
 //! task pending into ONE `LogWriteBatch` → one raft-engine write → at most one fsync; then
 //! the writer itself sends the waiting messages (votes, follower acks: no extra hop) and
-//! tells each region what is persisted. A failed write trips the store's `FailStop` and
+//! tells each region what is persisted (only a write the region acts on: see
+//! `WriteNotifier::persisted`). A failed write trips the store's `FailStop` and
 //! acknowledges nothing.
 
 use std::sync::Arc;

@@ -867,7 +867,7 @@ impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
         if std::mem::take(&mut self.persist)
             && let Err(e) = self.kv.persist_all()
         {
-            self.fail(format!("making a log truncation durable: {e}"));
+            self.fail(format!("making a log truncation or a split durable: {e}"));
             return;
         }
         for (region, result, progress) in self.results.drain(..) {

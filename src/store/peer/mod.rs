@@ -48,7 +48,8 @@ pub(crate) struct PeerFsm {
     /// Last index of the log as handed to the WAL writer, and its entry's term.
     last_index: u64,
     last_term: u64,
-    /// Highest index the apply delegate has applied, as last read from `progress`.
+    /// Highest index the apply delegate has applied, as last read from `progress` (or
+    /// set by a snapshot this replica installed).
     applied_index: u64,
     /// Where the apply delegate publishes the applied index.
     progress: Arc<AppliedProgress>,
@@ -184,6 +185,11 @@ impl PeerFsm {
     pub(crate) fn finish_round(&mut self, ticks: u32, ctx: &mut PollContext) {
         if self.life != Life::Alive {
             return;
+        }
+        // A round may bring ticks alone: what was applied since is taken in before the
+        // core ticks (its quiescence and elections read the applied index).
+        if self.catch_up_applied() {
+            self.serve_reads(ctx);
         }
         // A tick counted before the region fell asleep is dropped with it.
         let ticks = if self.is_asleep() { 0 } else { ticks };
@@ -600,5 +606,44 @@ mod tests {
             crate::store::ReadResponse::Value(Some(Bytes::from_static(b"1")))
         );
         answer_now(&mut second);
+    }
+
+    /// A region whose rounds bring only ticks still takes in what its apply delegate
+    /// published. A lone voter restarted after a crash that lost its applied state is
+    /// elected by ticks alone and applies its log again in rounds that send it no
+    /// message; its core counts the entries before its election pending until it learns
+    /// they are applied, and only then lets the region sleep.
+    #[test]
+    fn ticks_alone_take_in_the_applied_index() {
+        let node = Node::new();
+        bootstrap_region(&engines(&node), &first_region(1)).unwrap();
+        let mut store = open_stepped(&node, test_config(StoreId(1)));
+        elect_stepped(&mut store);
+        let epoch = store.region(FIRST_REGION).unwrap().epoch.unwrap();
+        for i in 0..3u8 {
+            let mut w = store.propose(FIRST_REGION, epoch, put(&[b'k', i], b"v"));
+            store.run_until_idle();
+            answer_now(&mut w);
+        }
+        node.kv.cut_power();
+        store.shutdown();
+        node.kv.crash();
+        node.log.crash();
+
+        let mut store = open_stepped(&node, test_config(StoreId(1)));
+        let leads = |store: &crate::store::Store| {
+            let shared = store.shared();
+            let mailbox = shared.raft_router.mailbox(FIRST_REGION).unwrap();
+            mailbox.inspect_resting(|p| p.is_leader()).unwrap()
+        };
+        for _ in 0..200 {
+            store.tick();
+            store.run_until_idle();
+            if store.ticking_regions() == 0 {
+                break;
+            }
+        }
+        assert!(leads(&store));
+        assert_eq!(store.ticking_regions(), 0, "asleep, by ticks alone");
     }
 }
