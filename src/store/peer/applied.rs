@@ -46,6 +46,13 @@ impl PeerFsm {
         }
     }
 
+    /// `catch_up_applied`, then the reads the index reached are served.
+    pub(super) fn take_in_applied(&mut self, ctx: &mut PollContext) {
+        if self.catch_up_applied() {
+            self.serve_reads(ctx);
+        }
+    }
+
     fn set_applied(&mut self, index: u64) {
         self.applied_index = index;
         self.raw.on_applied(index);

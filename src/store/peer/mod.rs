@@ -135,9 +135,7 @@ impl PeerFsm {
             return self.handle_ending(msg, ctx);
         }
         // What was applied since this replica last ran (no message tells it).
-        if self.catch_up_applied() {
-            self.serve_reads(ctx);
-        }
+        self.take_in_applied(ctx);
         if msg.needs_region_awake() {
             self.wake(WakeCause::Other, ctx);
         }
@@ -188,9 +186,7 @@ impl PeerFsm {
         }
         // A round may bring ticks alone: what was applied since is taken in before the
         // core ticks (its quiescence and elections read the applied index).
-        if self.catch_up_applied() {
-            self.serve_reads(ctx);
-        }
+        self.take_in_applied(ctx);
         // A tick counted before the region fell asleep is dropped with it.
         let ticks = if self.is_asleep() { 0 } else { ticks };
         for _ in 0..ticks {
