@@ -1,14 +1,14 @@
 //! The applied index a region's apply delegate shares with its peer. Each apply round
 //! publishes it here rather than messaging the peer: with a thousand busy regions, a
-//! message per region per round was a quarter of the raft pollers' visits, each to read
-//! one number. The peer reads it whenever it runs (each message it handles, each round's
-//! end, ticks alone included); it asks to be told (by message) only
-//! while a read waits for an index not yet applied. Changes to the region (a split, a
-//! membership change, an installed snapshot, a log truncation) are still messages, and
-//! while one is on its way the peer does not read the index: it must not take an index
-//! past a change before it has made the change (a core that counts a membership change
-//! applied before it was given it could campaign under the old membership; a read served
-//! from the old range after a split).
+//! message per region per round was a sixth of the raft pollers' visits (12.1 per client
+//! write, 10.0 without), each to read one number. The peer reads it whenever it runs
+//! (each message it handles, each round's end, ticks alone included); it asks to be told
+//! (by message) only while a read waits for an index not yet applied. Changes to the
+//! region (a split, a membership change, an installed snapshot, a log truncation) are
+//! still messages, and while one is on its way the peer does not read the index: it must
+//! not take an index past a change before it has made the change (a core that counts a
+//! membership change applied before it was given it could campaign under the old
+//! membership; a read served from the old range after a split).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
