@@ -372,10 +372,9 @@ fn a_split_is_durable_before_its_new_regions_start() {
     );
     store.run_until_idle();
     answer_now(&mut split);
-    node.kv.cut_power();
-    store.shutdown();
-    node.kv.crash();
-    node.log.crash();
+    let mut node = node;
+    node.store = Some(store);
+    node.crash_keeping(0, 0);
     let state = region_state(node.kv.as_ref(), flotilla::RegionId(2)).unwrap();
     assert!(state.is_some(), "the new region's state survives the crash");
     let first = region_state(node.kv.as_ref(), FIRST_REGION)

@@ -1012,9 +1012,7 @@ fn a_write_behind_a_split_in_the_log_is_refused_at_apply() {
 fn apply_wakes_the_peer_only_for_a_read_waiting_on_its_index() {
     use flotilla::store::batch::PollOutcome;
     let node = Node::new();
-    flotilla::store::bootstrap_region(&engines(&node), &first_region(1)).unwrap();
-    let mut store = open_stepped(&node, test_config(StoreId(1)));
-    elect_stepped(&mut store);
+    let mut store = lone_stepped_leader(&node);
     let epoch = store.region(FIRST_REGION).unwrap().epoch.unwrap();
 
     // A write committed, not yet applied, and a read of its key confirmed meanwhile.

@@ -80,10 +80,8 @@ fn a_log_ending_before_the_applied_state_is_reset_there_keeping_its_vote() {
 #[test]
 fn a_log_at_its_applied_state_is_not_reset() {
     let node = Node::new();
-    bootstrap_region(&engines(&node), &first_region(1)).unwrap();
     {
-        let mut store = open_stepped(&node, test_config(StoreId(1)));
-        elect_stepped(&mut store);
+        let mut store = lone_stepped_leader(&node);
         let epoch = store.region(FIRST_REGION).unwrap().epoch.unwrap();
         let mut written = store.propose(FIRST_REGION, epoch, put("a", "1"));
         store.run_until_idle();
@@ -418,10 +416,8 @@ fn a_crash_right_after_a_replica_applies_its_removal_leaves_a_store_that_opens()
 fn a_log_reset_before_its_tombstone_leaves_a_region_that_starts_after_what_it_applied() {
     use flotilla::storage::region_meta::apply_state;
     let node = Node::new();
-    bootstrap_region(&engines(&node), &first_region(1)).unwrap();
     let applied = {
-        let mut store = open_stepped(&node, test_config(StoreId(1)));
-        elect_stepped(&mut store);
+        let mut store = lone_stepped_leader(&node);
         let epoch = store.region(FIRST_REGION).unwrap().epoch.unwrap();
         for i in 0..3 {
             let mut written = store.propose(FIRST_REGION, epoch, put(&format!("k{i}"), "v"));

@@ -483,6 +483,15 @@ pub fn open_stepped(node: &Node, config: StoreConfig) -> Store {
     store
 }
 
+/// A store stepped on the test thread over `node`'s engines (the first region bootstrapped
+/// there, this store its lone voter), leading the region.
+pub fn lone_stepped_leader(node: &Node) -> Store {
+    bootstrap_region(&engines(node), &first_region(1)).expect("bootstrap");
+    let mut store = open_stepped(node, test_config(StoreId(1)));
+    elect_stepped(&mut store);
+    store
+}
+
 /// Ticks a stepped store until it leads the first region (its lone voter).
 pub fn elect_stepped(store: &mut Store) {
     for _ in 0..100 {

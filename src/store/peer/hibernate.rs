@@ -250,8 +250,6 @@ impl PeerFsm {
 
 #[cfg(test)]
 mod tests {
-    use crate::StoreId;
-    use crate::store::bootstrap_region;
     use crate::testkit::cluster::*;
 
     /// Most of a store's regions sleep: one that falls asleep keeps none of the room its
@@ -259,9 +257,7 @@ mod tests {
     #[test]
     fn a_region_falling_asleep_gives_back_the_room_of_its_buffers() {
         let node = Node::new();
-        bootstrap_region(&engines(&node), &first_region(1)).unwrap();
-        let mut store = open_stepped(&node, test_config(StoreId(1)));
-        elect_stepped(&mut store);
+        let mut store = lone_stepped_leader(&node);
         let epoch = store.region(FIRST_REGION).unwrap().epoch.unwrap();
         let mut writes: Vec<_> = (0..100u32)
             .map(|i| {

@@ -470,7 +470,7 @@ mod tests {
     use crate::proto::metapb::{Peer, PeerRole};
     use crate::proto::raftpb::{Message, MessageType};
     use crate::proto::transportpb::{RaftMessage, RaftMessageBatch};
-    use crate::store::{PeerChange, bootstrap_region};
+    use crate::store::PeerChange;
     use crate::testkit::cluster::*;
 
     /// A sender the region does not list is remembered where its message says it lives
@@ -479,9 +479,7 @@ mod tests {
     #[test]
     fn the_peer_cache_holds_unlisted_senders_only_and_boundedly() {
         let node = Node::new();
-        bootstrap_region(&engines(&node), &first_region(1)).unwrap();
-        let mut store = open_stepped(&node, test_config(StoreId(1)));
-        elect_stepped(&mut store);
+        let mut store = lone_stepped_leader(&node);
         let mut status = store.region_status(FIRST_REGION);
         store.run_until_idle();
         let status = answer_now(&mut status);
@@ -562,9 +560,7 @@ mod tests {
         use crate::store::ReadRequest;
         use bytes::Bytes;
         let node = Node::new();
-        bootstrap_region(&engines(&node), &first_region(1)).unwrap();
-        let mut store = open_stepped(&node, test_config(StoreId(1)));
-        elect_stepped(&mut store);
+        let mut store = lone_stepped_leader(&node);
         let epoch = store.region(FIRST_REGION).unwrap().epoch.unwrap();
         let mut write = store.propose(FIRST_REGION, epoch, put(b"k", b"1"));
         settle_all_but_apply(&mut store);
@@ -612,19 +608,16 @@ mod tests {
     #[test]
     fn ticks_alone_take_in_the_applied_index() {
         let node = Node::new();
-        bootstrap_region(&engines(&node), &first_region(1)).unwrap();
-        let mut store = open_stepped(&node, test_config(StoreId(1)));
-        elect_stepped(&mut store);
+        let mut store = lone_stepped_leader(&node);
         let epoch = store.region(FIRST_REGION).unwrap().epoch.unwrap();
         for i in 0..3u8 {
             let mut w = store.propose(FIRST_REGION, epoch, put(&[b'k', i], b"v"));
             store.run_until_idle();
             answer_now(&mut w);
         }
-        node.kv.cut_power();
-        store.shutdown();
-        node.kv.crash();
-        node.log.crash();
+        let mut node = node;
+        node.store = Some(store);
+        node.crash_keeping(0, 0);
 
         let mut store = open_stepped(&node, test_config(StoreId(1)));
         let leads = |store: &crate::store::Store| {
