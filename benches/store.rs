@@ -35,6 +35,7 @@ use flotilla::proto::commandpb::{Op, Put, SplitRequest, WriteCommand, op};
 use flotilla::proto::metapb::RegionEpoch;
 use flotilla::raft::Role;
 use flotilla::region::RegionError;
+use flotilla::storage::MemDurability;
 use flotilla::storage::fjall_kv::{FjallKvEngine, KvConfig};
 use flotilla::storage::mem_kv::MemKvEngine;
 use flotilla::storage::mem_log::MemRaftLog;
@@ -181,8 +182,8 @@ impl Cluster {
                 base.join("snapshots"),
             ),
             Engine::Mem => Engines::new(
-                Arc::new(MemRaftLog::new()),
-                Arc::new(MemKvEngine::new()),
+                Arc::new(MemRaftLog::with_durability(MemDurability::Volatile)),
+                Arc::new(MemKvEngine::with_durability(MemDurability::Volatile)),
                 base.join("snapshots"),
             ),
         }

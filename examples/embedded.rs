@@ -1,5 +1,5 @@
-//! flotilla embedded: three stores in one process, in-memory engines, the in-process
-//! network. The first region is bootstrapped on all three; the example writes through the
+//! flotilla embedded: three stores in one process, in-memory engines (volatile: nothing
+//! is kept for a crash, as nothing outlives the process), the in-process network. The first region is bootstrapped on all three; the example writes through the
 //! region's leader, reads back, compares-and-swaps, splits the region and writes to both
 //! halves. An apply observer on store 1 counts what its regions apply (what a secondary
 //! index or a change feed would hook into).
@@ -14,6 +14,7 @@ use bytes::Bytes;
 use flotilla::proto::commandpb::{CompareAndSwap, Op, Put, SplitRequest, WriteCommand, op};
 use flotilla::proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
 use flotilla::raft::Role;
+use flotilla::storage::MemDurability;
 use flotilla::storage::mem_kv::MemKvEngine;
 use flotilla::storage::mem_log::MemRaftLog;
 use flotilla::store::{
@@ -65,8 +66,8 @@ fn main() -> Result<(), Error> {
     let mut stores = Vec::new();
     for id in 1..=3 {
         let engines = Engines::new(
-            Arc::new(MemRaftLog::new()),
-            Arc::new(MemKvEngine::new()),
+            Arc::new(MemRaftLog::with_durability(MemDurability::Volatile)),
+            Arc::new(MemKvEngine::with_durability(MemDurability::Volatile)),
             snapshots.path().join(format!("store-{id}")),
         );
         bootstrap_region(&engines, &first)?;

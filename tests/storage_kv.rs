@@ -3,6 +3,7 @@
 //! engine's simulated crash drops exactly what was not persisted.
 
 use bytes::Bytes;
+use flotilla::storage::MemDurability;
 use flotilla::storage::fjall_kv::{FjallKvEngine, KvConfig};
 use flotilla::storage::kv::{
     Keyspace, KvEngine, KvError, KvRead, KvWriteBatch, MAX_KEY_BYTES, MAX_VALUE_BYTES,
@@ -226,6 +227,32 @@ fn mem_engine_passes_the_suite_and_a_crash_drops_what_was_not_persisted() {
     );
     // A view taken before the crash keeps what it saw.
     assert!(view.get(Keyspace::Data, b"late").unwrap().is_some());
+}
+
+/// A volatile engine passes the same suite, and keeps nothing for a crash: a persist
+/// changes nothing, the crash loses every write.
+#[test]
+fn volatile_mem_engine_passes_the_suite_and_a_crash_loses_everything() {
+    let e = MemKvEngine::with_durability(MemDurability::Volatile);
+    suite(&e);
+    e.persist().unwrap();
+    assert_eq!(e.unsynced_batches(), 0, "no journal is kept");
+    let view = e.view();
+    e.crash_keeping(1);
+    assert_eq!(
+        keys(e.scan(Keyspace::Data, b"", None, false)),
+        Vec::<String>::new()
+    );
+    assert_eq!(e.get(Keyspace::Meta, b"a").unwrap(), None);
+    // A view taken before the crash keeps what it saw.
+    assert_eq!(
+        keys(view.scan(Keyspace::Data, b"", None, false)),
+        ["a", "c", "d"]
+    );
+    let mut b = KvWriteBatch::default();
+    b.put(Keyspace::Data, "after", "1");
+    e.write(&b).unwrap();
+    assert_eq!(keys(e.scan(Keyspace::Data, b"", None, false)), ["after"]);
 }
 
 /// A crash at the instant the power is cut: the store runs on, but every write and

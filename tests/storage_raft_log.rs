@@ -8,11 +8,11 @@ use flotilla::RegionId;
 use flotilla::proto::raftpb::{ConfState, Entry, HardState};
 use flotilla::proto::storagepb::RaftLocalState;
 use flotilla::raft::{LogStorage, MemStorage, StorageError};
-use flotilla::storage::SyncMode;
 use flotilla::storage::mem_log::MemRaftLog;
 use flotilla::storage::raft_log::{
     LogError, LogSpan, LogWriteBatch, RaftLogConfig, RaftLogEngine, RaftLogStore, RegionLog,
 };
+use flotilla::storage::{MemDurability, SyncMode};
 
 fn ents(first: u64, last: u64, term: u64) -> Vec<Entry> {
     (first..=last)
@@ -542,6 +542,37 @@ fn suite_on_the_in_memory_log_and_a_crash_drops_unsynced_writes() {
 
 /// A crash at the instant the power is cut: writes after it fail (synced or not), and the
 /// crash keeps what was durable at the cut; then the log takes writes again.
+/// A volatile log reads and writes as the others, keeps no second copy for a crash, and a
+/// crash (like the process's end) loses every region's log, synced or not.
+#[test]
+fn a_volatile_in_memory_log_passes_the_suite_and_a_crash_loses_everything() {
+    suite(Arc::new(MemRaftLog::with_durability(
+        MemDurability::Volatile,
+    )));
+    let log = MemRaftLog::with_durability(MemDurability::Volatile);
+    let mut batch = LogWriteBatch::default();
+    batch.append(RegionId(3), &ents(1, 4, 1)).unwrap();
+    batch.put_state(RegionId(3), &state(1, 4, 4));
+    log.write(&mut batch, SyncMode::Sync).unwrap();
+    batch.append(RegionId(3), &ents(5, 6, 1)).unwrap();
+    batch.put_state(RegionId(3), &state(1, 4, 6));
+    log.write(&mut batch, SyncMode::NoSync).unwrap();
+    assert_eq!(log.span(RegionId(3)), span(1, 6));
+    assert_eq!(log.local_state(RegionId(3)).unwrap(), Some(state(1, 4, 6)));
+    log.crash_keeping(1);
+    assert_eq!(log.span(RegionId(3)), None, "nothing was kept for a crash");
+    assert_eq!(log.local_state(RegionId(3)).unwrap(), None);
+    assert_eq!(log.recover().unwrap(), Vec::new());
+    batch.append(RegionId(3), &ents(1, 2, 2)).unwrap();
+    batch.put_state(RegionId(3), &state(2, 2, 2));
+    log.write(&mut batch, SyncMode::Sync).unwrap();
+    assert_eq!(
+        log.span(RegionId(3)),
+        span(1, 2),
+        "it runs on after the crash"
+    );
+}
+
 #[test]
 fn the_in_memory_log_refuses_writes_once_its_power_is_cut() {
     let log = MemRaftLog::new();

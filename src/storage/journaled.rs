@@ -1,13 +1,14 @@
 //! Explicit durability for the in-memory engines: the live state, the durable state, and
 //! the writes since the last sync. A simulated crash keeps the durable state plus a prefix
 //! of those writes (a real engine's journal reaches the disk in order, possibly partly).
+//! A volatile engine keeps the live state alone.
 
 use std::sync::Arc;
 
-use super::SyncMode;
+use super::{MemDurability, SyncMode};
 
-#[derive(Default)]
 pub(crate) struct Journaled<T, W> {
+    durability: MemDurability,
     /// What reads see; shared with views (a write copies it only while a view holds it).
     live: Arc<T>,
     /// What survives a crash: kept apart from `live` and brought up to date by replaying
@@ -32,7 +33,17 @@ enum Power {
     Cut,
 }
 
-impl<T: Clone, W: Clone> Journaled<T, W> {
+impl<T: Clone + Default, W: Clone> Journaled<T, W> {
+    pub(crate) fn new(durability: MemDurability) -> Self {
+        Journaled {
+            durability,
+            live: Arc::default(),
+            durable: T::default(),
+            unsynced: Vec::new(),
+            power: Power::On,
+        }
+    }
+
     pub(crate) fn live(&self) -> &Arc<T> {
         &self.live
     }
@@ -47,6 +58,9 @@ impl<T: Clone, W: Clone> Journaled<T, W> {
             return Err(PowerCut);
         }
         apply(Arc::make_mut(&mut self.live), w);
+        if self.durability == MemDurability::Volatile {
+            return Ok(());
+        }
         self.unsynced.push(w.clone());
         if sync == SyncMode::Sync {
             self.make_durable(apply);
@@ -54,7 +68,7 @@ impl<T: Clone, W: Clone> Journaled<T, W> {
         Ok(())
     }
 
-    /// Writes since the last sync.
+    /// Writes since the last sync that a crash may keep (none when volatile).
     pub(crate) fn unsynced(&self) -> usize {
         self.unsynced.len()
     }
@@ -82,7 +96,7 @@ impl<T: Clone, W: Clone> Journaled<T, W> {
     }
 
     /// A crash after which the first `kept` unsynced writes survive (of those before the
-    /// power was cut, if it was). The power is on again.
+    /// power was cut, if it was). The power is on again. A volatile engine keeps nothing.
     pub(crate) fn crash_keeping(&mut self, kept: usize, apply: impl Fn(&mut T, &W)) {
         self.power = Power::On;
         self.unsynced.truncate(kept);

@@ -1,5 +1,6 @@
 //! An in-memory `KvEngine` with explicit durability for deterministic tests: `persist`
-//! marks what is durable, and `crash` forgets everything written after it.
+//! marks what is durable, and `crash` forgets everything written after it. A volatile one
+//! (`MemDurability::Volatile`) keeps no durable copy: the in-memory embedded mode.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,17 +8,17 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::SyncMode;
 use super::journaled::Journaled;
 use super::kv::{
     Keyspace, KvEngine, KvError, KvIter, KvRead, KvWriteBatch, WriteOp, bounds, in_order,
 };
+use super::{MemDurability, SyncMode};
 
 type Tables = BTreeMap<Keyspace, BTreeMap<Bytes, Bytes>>;
 
 /// The in-memory `KvEngine`: a write is visible at once, and survives `crash` only once
-/// `persist` follows it (`crash_keeping` may keep a prefix of the rest).
-#[derive(Default)]
+/// `persist` follows it (`crash_keeping` may keep a prefix of the rest); when volatile,
+/// nothing survives a crash.
 pub struct MemKvEngine {
     state: Mutex<Journaled<Tables, KvWriteBatch>>,
 }
@@ -26,10 +27,23 @@ pub struct MemKvEngine {
 #[derive(Clone)]
 pub struct MemKvView(Arc<Tables>);
 
+impl Default for MemKvEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl MemKvEngine {
-    /// An empty engine: nothing written, nothing durable.
+    /// An empty engine with simulated durability: nothing written, nothing durable.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_durability(MemDurability::Simulated)
+    }
+
+    /// An empty engine that keeps for a crash what `durability` says.
+    pub fn with_durability(durability: MemDurability) -> Self {
+        MemKvEngine {
+            state: Mutex::new(Journaled::new(durability)),
+        }
     }
 
     /// A simulated crash: everything not persisted is lost.

@@ -1,13 +1,14 @@
 //! An in-memory `RaftLogStore` with explicit durability for deterministic tests: a synced
 //! write makes everything so far durable; `crash` forgets what was not synced (or, with
-//! `crash_keeping`, keeps a prefix of the unsynced writes, as a real log may).
+//! `crash_keeping`, keeps a prefix of the unsynced writes, as a real log may). A volatile
+//! one (`MemDurability::Volatile`) keeps no durable copy: the in-memory embedded mode.
 
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, VecDeque};
 
-use super::SyncMode;
 use super::journaled::Journaled;
 use super::raft_log::{LogError, LogOp, LogSpan, LogWriteBatch, RaftLogStore};
+use super::{MemDurability, SyncMode};
 use crate::RegionId;
 use crate::proto::raftpb::Entry;
 use crate::proto::storagepb::RaftLocalState;
@@ -38,8 +39,7 @@ impl Group {
 }
 
 /// The in-memory `RaftLogStore`: batches are checked as `RaftLogEngine` checks them, and
-/// `crash` drops every write after the last synced one.
-#[derive(Default)]
+/// `crash` drops every write after the last synced one (every write, when volatile).
 pub struct MemRaftLog {
     state: Mutex<Journaled<Groups, LogWriteBatch>>,
     /// Held across a write's check and apply, as the engine does.
@@ -82,10 +82,24 @@ fn apply(groups: &mut Groups, batch: &LogWriteBatch) {
     }
 }
 
+impl Default for MemRaftLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl MemRaftLog {
-    /// An empty log: no region has one, nothing is durable.
+    /// An empty log with simulated durability: no region has one, nothing is durable.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_durability(MemDurability::Simulated)
+    }
+
+    /// An empty log that keeps for a crash what `durability` says.
+    pub fn with_durability(durability: MemDurability) -> Self {
+        MemRaftLog {
+            state: Mutex::new(Journaled::new(durability)),
+            writer: Mutex::new(()),
+        }
     }
 
     /// A simulated crash: everything not synced is lost.

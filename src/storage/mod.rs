@@ -23,6 +23,21 @@ pub enum SyncMode {
     NoSync,
 }
 
+/// What an in-memory engine (`MemKvEngine`, `MemRaftLog`) keeps for a crash.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MemDurability {
+    /// A synced write (a persisted one, for the KV engine) is durable: a simulated crash
+    /// keeps those and may keep a prefix of the rest, as a disk would. The engine keeps a
+    /// second copy of its state and a journal of the writes since the last sync for it:
+    /// what the crash tests and the simulator need.
+    #[default]
+    Simulated,
+    /// Nothing outlives the process, as nothing outlives it in a store run in memory:
+    /// one copy of the state, no journal, a sync does nothing, and a crash loses
+    /// everything. For the in-memory embedded mode and the in-memory benchmark.
+    Volatile,
+}
+
 /// How a block that ends with the CRC32 (little-endian) of the bytes before it checks out.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Crc32Trailer<'a> {
