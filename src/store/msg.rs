@@ -12,7 +12,7 @@ use super::request::{
 };
 use super::responder::Responder;
 use super::wal_writer::Persisted;
-use crate::proto::commandpb::{SplitRequest, WriteCommand};
+use crate::proto::commandpb::{RaftCommand, SplitRequest, WriteCommand};
 use crate::proto::metapb::{Region, RegionEpoch};
 use crate::proto::raftpb::Entry;
 use crate::proto::storagepb::SnapshotSummary;
@@ -90,6 +90,11 @@ pub(crate) struct Proposal {
     pub index: u64,
     pub term: u64,
     pub responder: ProposalResponder,
+    /// The command the entry encodes, kept as proposed (writes only): the entry with this
+    /// term and index is the one this leader proposed, so apply takes the command from
+    /// here instead of decoding the bytes the leader just encoded. Replicas without the
+    /// proposal (followers, a restarted store) decode.
+    pub command: Option<RaftCommand>,
     /// The proposal's bytes, counted against the store's bound until it is answered.
     pub _charge: Charge,
 }

@@ -112,15 +112,11 @@ impl ApplyFsm {
     /// as committed entries do; one before the entry in that order that it does not match
     /// can never commit (once an entry of term T is committed at index i, every entry
     /// committed after it has a term of at least T): it was overtaken.
-    fn take_proposal(
-        &mut self,
-        entry: &Entry,
-        answers: &mut Vec<Answer>,
-    ) -> Option<ProposalResponder> {
+    fn take_proposal(&mut self, entry: &Entry, answers: &mut Vec<Answer>) -> Option<Proposal> {
         let at = (entry.term, entry.index);
         while let Some(p) = self.proposals.pop_front_if(|p| (p.term, p.index) <= at) {
             if (p.term, p.index) == at {
-                return Some(p.responder);
+                return Some(p);
             }
             let stale = RegionError::StaleCommand {
                 region: self.region.region_id(),
@@ -336,13 +332,16 @@ impl ApplyPoller {
     }
 
     fn apply_entry(&mut self, fsm: &mut ApplyFsm, entry: &Entry) -> Result<(), Stopped> {
-        let proposal = fsm.take_proposal(entry, &mut self.answers);
+        let (proposal, proposed) = match fsm.take_proposal(entry, &mut self.answers) {
+            Some(p) => (Some(p.responder), p.command),
+            None => (None, None),
+        };
         match EntryType::try_from(entry.entry_type) {
             Ok(EntryType::EntryNormal) if entry.data.is_empty() => {
                 // A new leader's empty entry: nothing to apply.
                 self.answer_error(proposal, invalid("an empty command"));
             }
-            Ok(EntryType::EntryNormal) => self.apply_command(fsm, entry, proposal)?,
+            Ok(EntryType::EntryNormal) => self.apply_command(fsm, entry, proposal, proposed)?,
             Ok(EntryType::EntryConfChange | EntryType::EntryConfChangeV2) => {
                 self.apply_conf_change(fsm, entry, proposal);
             }
@@ -361,8 +360,20 @@ impl ApplyPoller {
         fsm: &mut ApplyFsm,
         entry: &Entry,
         proposal: Option<ProposalResponder>,
+        proposed: Option<RaftCommand>,
     ) -> Result<(), Stopped> {
-        let command = match RaftCommand::decode(entry.data.clone()) {
+        let decoded = match proposed {
+            Some(command) => {
+                debug_assert_eq!(
+                    RaftCommand::decode(entry.data.clone()).ok().as_ref(),
+                    Some(&command),
+                    "a proposal kept a command its entry does not encode"
+                );
+                Ok(command)
+            }
+            None => RaftCommand::decode(entry.data.clone()),
+        };
+        let command = match decoded {
             Ok(c) if c.region_id == fsm.region.id => c,
             Ok(c) => {
                 let e = invalid(&format!("a command of region {} in the log", c.region_id));
@@ -901,6 +912,7 @@ mod tests {
             index,
             term,
             responder: ProposalResponder::Writes(vec![responder]),
+            command: None,
             _charge: crate::store::flow::Charge::new(&Default::default(), 0),
         };
         (p, response)

@@ -53,12 +53,20 @@ impl RoundCommand {
     }
 }
 
-/// The round's commands as entries: each entry's data with the responders it answers.
+/// One entry of a round: its data, the responders it answers and, for writes, the
+/// command it encodes (see `Proposal::command`).
+struct PackedEntry {
+    data: Bytes,
+    responder: ProposalResponder,
+    command: Option<RaftCommand>,
+}
+
+/// The round's commands as entries.
 fn pack_entries(
     region: RegionId,
     commands: Vec<RoundCommand>,
     max_entry_size: u64,
-) -> Vec<(Bytes, ProposalResponder)> {
+) -> Vec<PackedEntry> {
     let mut entries = Vec::new();
     let mut open: Option<OpenBatch> = None;
     for command in commands {
@@ -84,7 +92,11 @@ fn pack_entries(
             }
             RoundCommand::Split { data, responder } => {
                 entries.extend(open.take().map(|b| b.finish(region)));
-                entries.push((data, ProposalResponder::Split(responder)));
+                entries.push(PackedEntry {
+                    data,
+                    responder: ProposalResponder::Split(responder),
+                    command: None,
+                });
             }
         }
     }
@@ -126,7 +138,7 @@ impl OpenBatch {
         (self.base_len + length_delimited_len(WRITES_FIELD, batch_len)) as u64
     }
 
-    fn finish(self, region: RegionId) -> (Bytes, ProposalResponder) {
+    fn finish(self, region: RegionId) -> PackedEntry {
         let command = RaftCommand {
             region_id: region.0,
             epoch: Some(self.epoch),
@@ -134,10 +146,11 @@ impl OpenBatch {
                 commands: self.commands,
             })),
         };
-        (
-            Bytes::from(command.encode_to_vec()),
-            ProposalResponder::Writes(self.responders),
-        )
+        PackedEntry {
+            data: Bytes::from(command.encode_to_vec()),
+            responder: ProposalResponder::Writes(self.responders),
+            command: Some(command),
+        }
     }
 }
 
@@ -183,6 +196,7 @@ impl PeerFsm {
                         index,
                         term,
                         responder: ProposalResponder::ChangePeers(responder),
+                        command: None,
                         _charge: Charge::new(&ctx.shared.flow.proposals, bytes),
                     }),
                     Err(e) => responder.fail(e),
@@ -317,24 +331,25 @@ impl PeerFsm {
         let limit = self.raw.raft().config().max_entry_size;
         let entries = pack_entries(self.region_id(), commands, limit);
         let term = self.raw.raft().term();
-        let datas = entries.iter().map(|(data, _)| (data.clone(), Vec::new()));
+        let datas = entries.iter().map(|e| (e.data.clone(), Vec::new()));
         match self.raw.propose_batch(datas) {
             Ok(last) => {
                 metrics::counter!("flotilla_raft_proposals_total").increment(count);
                 let first = last + 1 - entries.len() as u64;
-                for (index, (data, responder)) in (first..).zip(entries) {
+                for (index, entry) in (first..).zip(entries) {
                     self.proposals.push_back(Proposal {
                         index,
                         term,
-                        responder,
-                        _charge: Charge::new(&ctx.shared.flow.proposals, data.len() as u64),
+                        responder: entry.responder,
+                        command: entry.command,
+                        _charge: Charge::new(&ctx.shared.flow.proposals, entry.data.len() as u64),
                     });
                 }
             }
             Err(e) => {
                 let error = self.refusal(e);
-                for (_, responder) in entries {
-                    responder.fail(error.clone());
+                for entry in entries {
+                    entry.responder.fail(error.clone());
                 }
             }
         }
@@ -381,33 +396,45 @@ mod tests {
     }
 
     /// Each entry as (the epoch version it carries, the keys of its writes), or None for a
-    /// split's entry.
-    fn shape(entries: &[(Bytes, ProposalResponder)]) -> Vec<Option<(u64, Vec<String>)>> {
+    /// split's entry. A write entry keeps the very command its data encodes.
+    fn shape(entries: &[PackedEntry]) -> Vec<Option<(u64, Vec<String>)>> {
         entries
             .iter()
-            .map(|(data, responder)| {
-                let command = RaftCommand::decode(data.clone()).ok()?;
-                let Some(raft_command::Body::Writes(batch)) = command.body else {
-                    return None;
-                };
-                assert_eq!(command.region_id, REGION.0);
-                let ProposalResponder::Writes(rs) = responder else {
-                    panic!("writes answered by another responder");
-                };
-                assert_eq!(rs.len(), batch.commands.len(), "one responder per write");
-                let keys = batch
-                    .commands
-                    .iter()
-                    .flat_map(|c| &c.ops)
-                    .map(|op| match &op.op {
-                        Some(crate::proto::commandpb::op::Op::Put(p)) => {
-                            String::from_utf8_lossy(&p.key).into_owned()
-                        }
-                        _ => panic!("only puts here"),
-                    })
-                    .collect();
-                Some((command.epoch.unwrap_or_default().version, keys))
-            })
+            .map(
+                |PackedEntry {
+                     data,
+                     responder,
+                     command: kept,
+                 }| {
+                    let command = RaftCommand::decode(data.clone()).ok()?;
+                    let Some(raft_command::Body::Writes(batch)) = &command.body else {
+                        assert!(kept.is_none(), "only writes keep their command");
+                        return None;
+                    };
+                    assert_eq!(
+                        kept.as_ref(),
+                        Some(&command),
+                        "the command kept is the entry's"
+                    );
+                    assert_eq!(command.region_id, REGION.0);
+                    let ProposalResponder::Writes(rs) = responder else {
+                        panic!("writes answered by another responder");
+                    };
+                    assert_eq!(rs.len(), batch.commands.len(), "one responder per write");
+                    let keys = batch
+                        .commands
+                        .iter()
+                        .flat_map(|c| &c.ops)
+                        .map(|op| match &op.op {
+                            Some(crate::proto::commandpb::op::Op::Put(p)) => {
+                                String::from_utf8_lossy(&p.key).into_owned()
+                            }
+                            _ => panic!("only puts here"),
+                        })
+                        .collect();
+                    Some((command.epoch.unwrap_or_default().version, keys))
+                },
+            )
             .collect()
     }
 
@@ -432,7 +459,7 @@ mod tests {
                 Some((2, keys(&["d", "e"]))),
             ]
         );
-        assert!(matches!(entries[1].1, ProposalResponder::Split(_)));
+        assert!(matches!(entries[1].responder, ProposalResponder::Split(_)));
     }
 
     /// Entries are filled up to the size limit and no further, by an exact count of their
@@ -452,7 +479,10 @@ mod tests {
                 .collect();
             let entries = pack_entries(REGION, round, limit);
             let mut next = 0;
-            for (data, responder) in &entries {
+            for PackedEntry {
+                data, responder, ..
+            } in &entries
+            {
                 let ProposalResponder::Writes(rs) = responder else {
                     panic!("a write entry");
                 };
