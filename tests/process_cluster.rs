@@ -9,8 +9,9 @@
 
 mod common;
 
+use std::fs::OpenOptions;
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,17 +28,42 @@ struct Server {
     id: u64,
     args: Vec<String>,
     child: Option<Child>,
+    /// Its standard error, appended to across restarts: what a failure shows.
+    log: PathBuf,
 }
 
 impl Server {
     fn start(&mut self) {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
             .args(&self.args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         self.child = Some(child);
+    }
+
+    /// Whether the process is gone, how it ended, and the end of what it logged.
+    fn report(&mut self) -> String {
+        let exited = match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(Some(status))) => format!("exited ({status})"),
+            Some(Ok(None)) => "running".to_string(),
+            Some(Err(e)) => format!("unknown ({e})"),
+            None => "not started".to_string(),
+        };
+        let logged = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = logged.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(
+            "store {}: {exited}; its log ends:\n{}",
+            self.id,
+            tail.join("\n")
+        )
     }
 
     fn pid(&self) -> u32 {
@@ -76,16 +102,23 @@ impl Drop for Cluster {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `n` free ports, all different: each listener is held until every port is picked (a
+/// port just released may be handed out again at once, and two servers on one port
+/// means one never comes up).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 fn start_cluster(dir: &Path) -> (Cluster, Vec<String>) {
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let ports: Vec<(u16, u16)> = free_ports(6)
+        .chunks(2)
+        .map(|pair| (pair[0], pair[1]))
+        .collect();
     let initial: Vec<String> = ports
         .iter()
         .enumerate()
@@ -113,6 +146,7 @@ fn start_cluster(dir: &Path) -> (Cluster, Vec<String>) {
             id,
             args,
             child: None,
+            log: dir.join(format!("store-{id}.log")),
         };
         server.start();
         servers.push(server);
@@ -232,7 +266,7 @@ fn killed_and_paused_stores_lose_no_acknowledged_write() {
     let mut config = ClientConfig::new(endpoints);
     config.timeout = Duration::from_secs(8);
     config.rpc_timeout = Duration::from_secs(1);
-    let client = rt.block_on(async {
+    let connected = rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match Client::connect(config.clone()).await {
@@ -243,15 +277,22 @@ fn killed_and_paused_stores_lose_no_acknowledged_write() {
                         && every_store_answers(&c).await
                         && c.put("ready", "1").await.is_ok() =>
                 {
-                    break c;
+                    break Ok(c);
                 }
                 _ if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await
                 }
-                Ok(_) => panic!("the servers did not come up"),
-                Err(e) => panic!("the servers did not come up: {e}"),
+                Ok(c) => break Err(format!("{} stores known to the client", c.stores().len())),
+                Err(e) => break Err(e.to_string()),
             }
         }
+    });
+    let client = connected.unwrap_or_else(|why| {
+        let reports: Vec<String> = cluster.servers.iter_mut().map(Server::report).collect();
+        panic!(
+            "the servers did not come up ({why}):\n{}",
+            reports.join("\n")
+        )
     });
     // A server runs the allocator's purge thread (flotilla::allocator::spawn_purger).
     #[cfg(all(feature = "mimalloc", target_os = "linux"))]
