@@ -1,6 +1,7 @@
 //! flotilla embedded: three stores in one process, in-memory engines (volatile: nothing
-//! is kept for a crash, as nothing outlives the process), the in-process network. The first region is bootstrapped on all three; the example writes through the
-//! region's leader, reads back, compares-and-swaps, splits the region and writes to both
+//! is kept for a crash, as nothing outlives the process), the in-process network. The
+//! first region is bootstrapped on all three; the example writes through the region's
+//! leader, reads back, compares-and-swaps, splits the region and writes to both
 //! halves. An apply observer on store 1 counts what its regions apply (what a secondary
 //! index or a change feed would hook into).
 //!

@@ -540,8 +540,6 @@ fn suite_on_the_in_memory_log_and_a_crash_drops_unsynced_writes() {
     ));
 }
 
-/// A crash at the instant the power is cut: writes after it fail (synced or not), and the
-/// crash keeps what was durable at the cut; then the log takes writes again.
 /// A volatile log reads and writes as the others, keeps no second copy for a crash, and a
 /// crash (like the process's end) loses every region's log, synced or not.
 #[test]
@@ -573,6 +571,8 @@ fn a_volatile_in_memory_log_passes_the_suite_and_a_crash_loses_everything() {
     );
 }
 
+/// A crash at the instant the power is cut: writes after it fail (synced or not), and the
+/// crash keeps what was durable at the cut; then the log takes writes again.
 #[test]
 fn the_in_memory_log_refuses_writes_once_its_power_is_cut() {
     let log = MemRaftLog::new();

@@ -1,5 +1,6 @@
-//! Bugs the whole-store simulator found (src/testkit/store_sim), each replayed as a
-//! scenario on stores stepped by the test and named after what it broke.
+//! Bugs the whole-store simulator found (src/testkit/store_sim), and one a review of the
+//! code found, each replayed as a scenario on stores stepped by the test and named after
+//! what it broke.
 
 use std::sync::Arc;
 
@@ -468,4 +469,138 @@ fn a_log_reset_before_its_tombstone_leaves_a_region_that_starts_after_what_it_ap
         answer_now(&mut read),
         ReadResponse::Value(Some(Bytes::from_static(b"v")))
     );
+}
+
+/// The store among `candidates` leading region 1 once they are ticked, with a term above
+/// `above`.
+fn elect_among(stores: &mut [Store], candidates: &[usize], above: u64) -> usize {
+    for _ in 0..300 {
+        for &i in candidates {
+            stores[i].tick();
+        }
+        settle(stores, candidates, SnapshotSteps::Run);
+        for &i in candidates {
+            let mut status = stores[i].region_status(FIRST_REGION);
+            settle(stores, &[i], SnapshotSteps::Run);
+            let status = answer_now(&mut status);
+            if status.role == flotilla::raft::Role::Leader && status.term > above {
+                return i;
+            }
+        }
+    }
+    panic!("no leader among {candidates:?}");
+}
+
+/// A leader proposes a write and is cut off once its followers have the entry; one of
+/// them is elected and commits it, and compacts its log past it. Healed, the deposed
+/// leader catches up by snapshot. The snapshot does not tell whether the entry at the
+/// write's index was the write, so the write's outcome is unknown — it drops unanswered.
+/// It was answered `StaleCommand` (not applied) by the first entry after the snapshot,
+/// though the new leader had applied it (found reading the code; a client retrying on
+/// that answer writes twice).
+#[test]
+fn a_deposed_leaders_proposal_a_snapshot_covers_is_left_unknown() {
+    use flotilla::region::{DroppedReason, RegionError};
+    use flotilla::storage::log_gc::GcPolicy;
+    use flotilla::store::Fault;
+    use std::collections::HashSet;
+    let net = InProcessNetwork::new(1);
+    let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
+    let mut stores = stepped_stores(&net, &nodes, |s| {
+        let mut cfg = test_config(s);
+        cfg.log_gc = GcPolicy {
+            max_follower_lag: 10,
+            min_entries: 5,
+        };
+        cfg
+    });
+    let all = [0, 1, 2];
+    let old = elect_among(&mut stores, &all, 0);
+    let others: Vec<usize> = all.iter().copied().filter(|&i| i != old).collect();
+    let (term, write_index) = {
+        let mut status = stores[old].region_status(FIRST_REGION);
+        settle(&mut stores, &[old], SnapshotSteps::Run);
+        let status = answer_now(&mut status);
+        // The write's entry follows the term's first one, applied by now.
+        (status.term, status.applied_index + 1)
+    };
+
+    // The write reaches the followers' mailboxes; then the old leader is cut off.
+    let epoch = stores[old].region(FIRST_REGION).unwrap().epoch.unwrap();
+    let mut write = stores[old].propose(FIRST_REGION, epoch, put("w", "1"));
+    settle(&mut stores, &[old], SnapshotSteps::Run);
+    let alone: HashSet<StoreId> = [StoreId(old as u64 + 1)].into();
+    let rest: HashSet<StoreId> = others.iter().map(|&i| StoreId(i as u64 + 1)).collect();
+    let cut = net.add_fault(Fault::Partition(vec![alone, rest]));
+    settle(&mut stores, &others, SnapshotSteps::Run);
+
+    // A new leader commits it (with its own entries after it) and compacts past it.
+    let new = elect_among(&mut stores, &others, term);
+    let epoch = stores[new].region(FIRST_REGION).unwrap().epoch.unwrap();
+    for i in 0..30 {
+        let mut more = stores[new].propose(FIRST_REGION, epoch, put(&format!("k{i}"), "v"));
+        settle(&mut stores, &others, SnapshotSteps::Run);
+        answer_now(&mut more);
+    }
+    let mut got = stores[new].read(
+        FIRST_REGION,
+        epoch,
+        ReadRequest::Get {
+            key: Bytes::from("w"),
+        },
+    );
+    settle(&mut stores, &others, SnapshotSteps::Run);
+    assert_eq!(
+        answer_now(&mut got),
+        ReadResponse::Value(Some(Bytes::from("1"))),
+        "the new leader applied the write"
+    );
+    for &i in &others {
+        stores[i].log_gc();
+    }
+    settle(&mut stores, &others, SnapshotSteps::Run);
+    let mut status = stores[new].region_status(FIRST_REGION);
+    settle(&mut stores, &[new], SnapshotSteps::Run);
+    assert!(
+        answer_now(&mut status).first_index > write_index + 5,
+        "compacted past the write"
+    );
+    assert!(
+        write.try_take().is_none(),
+        "the cut-off leader cannot answer it"
+    );
+
+    // Healed: the old leader steps down, takes a snapshot and applies what follows it.
+    net.remove_fault(cut);
+    let mut outcome = None;
+    for _ in 0..100 {
+        for s in &stores {
+            s.tick();
+        }
+        settle(&mut stores, &all, SnapshotSteps::Run);
+        outcome = outcome.or_else(|| write.try_take());
+        let mut status = stores[old].region_status(FIRST_REGION);
+        settle(&mut stores, &[old], SnapshotSteps::Run);
+        if answer_now(&mut status).first_index > write_index + 5 {
+            break;
+        }
+    }
+    let mut after = stores[new].propose(FIRST_REGION, epoch, put("after", "1"));
+    for _ in 0..20 {
+        settle(&mut stores, &all, SnapshotSteps::Run);
+        for s in &stores {
+            s.tick();
+        }
+    }
+    answer_now(&mut after);
+    match outcome.or_else(|| write.try_take()) {
+        Some(Err(RegionError::ProposalDropped {
+            reason: DroppedReason::Unanswered,
+            ..
+        })) => {}
+        other => panic!("the write's outcome is unknown, not {other:?}"),
+    }
+    for s in &stores {
+        assert!(s.failure().is_none(), "{:?}", s.failure());
+    }
 }

@@ -332,7 +332,7 @@ impl ApplyPoller {
     }
 
     fn apply_entry(&mut self, fsm: &mut ApplyFsm, entry: &Entry) -> Result<(), Stopped> {
-        let (proposal, proposed) = match fsm.take_proposal(entry, &mut self.answers) {
+        let (proposal, kept) = match fsm.take_proposal(entry, &mut self.answers) {
             Some(p) => (Some(p.responder), p.command),
             None => (None, None),
         };
@@ -341,7 +341,7 @@ impl ApplyPoller {
                 // A new leader's empty entry: nothing to apply.
                 self.answer_error(proposal, invalid("an empty command"));
             }
-            Ok(EntryType::EntryNormal) => self.apply_command(fsm, entry, proposal, proposed)?,
+            Ok(EntryType::EntryNormal) => self.apply_command(fsm, entry, proposal, kept)?,
             Ok(EntryType::EntryConfChange | EntryType::EntryConfChangeV2) => {
                 self.apply_conf_change(fsm, entry, proposal);
             }
@@ -360,9 +360,10 @@ impl ApplyPoller {
         fsm: &mut ApplyFsm,
         entry: &Entry,
         proposal: Option<ProposalResponder>,
-        proposed: Option<RaftCommand>,
+        kept: Option<RaftCommand>,
     ) -> Result<(), Stopped> {
-        let decoded = match proposed {
+        // The leader's own proposal: the command as it proposed it; else the entry's.
+        let parsed = match kept {
             Some(command) => {
                 debug_assert_eq!(
                     RaftCommand::decode(entry.data.clone()).ok().as_ref(),
@@ -373,7 +374,7 @@ impl ApplyPoller {
             }
             None => RaftCommand::decode(entry.data.clone()),
         };
-        let command = match decoded {
+        let command = match parsed {
             Ok(c) if c.region_id == fsm.region.id => c,
             Ok(c) => {
                 let e = invalid(&format!("a command of region {} in the log", c.region_id));

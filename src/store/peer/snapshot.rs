@@ -186,6 +186,17 @@ impl PeerFsm {
             return;
         };
         let meta = snapshot.metadata.unwrap_or_default();
+        // Proposals the snapshot covers were decided by entries this replica never saw:
+        // the snapshot does not tell whether theirs was among them, so their outcome is
+        // unknown and they drop unanswered (as the apply delegate's do). Handed to apply
+        // later, the first entry after the snapshot would call them overtaken — not
+        // applied — though another replica may have applied them.
+        let at = (meta.term, meta.index);
+        while self
+            .proposals
+            .pop_front_if(|p| (p.term, p.index) <= at)
+            .is_some()
+        {}
         self.installing = Some(Box::new(HeldInstall {
             // The reset always writes the state, synced.
             write: ReadyWrite {
