@@ -484,6 +484,12 @@ fn noise(seed: u64, len: usize) -> Bytes {
 /// the replica applied as far as before the stop).
 fn restart() {
     let engine = engine();
+    if engine == Engine::Mem {
+        // Each open makes new in-memory engines, and they are volatile: a store reopened
+        // on them would hold nothing of what it had.
+        eprintln!("restart: in-memory engines keep nothing across a restart; run it on disk");
+        return;
+    }
     let log_bytes = env_u64("FLOTILLA_BENCH_LOG_MIB", 1024) << 20;
     let value_len = env_u64("FLOTILLA_BENCH_VALUE", 16 << 10).max(1);
     let clients = env_u64("FLOTILLA_BENCH_CLIENTS", 256);
