@@ -1046,3 +1046,65 @@ fn apply_wakes_the_peer_only_for_a_read_waiting_on_its_index() {
     store.run_until_idle();
     assert_eq!(answer_now(&mut status).applied_index, second_index);
 }
+
+/// A leader whose thread stalls past its lease — here its disk blocks the store's one
+/// thread; a paused process or a starved poller does the same — answers no read from
+/// that lease once it runs again. Meanwhile the other two elected a new leader and took a
+/// write; their messages to the old leader are lost, so only its own clock can tell it.
+/// Its ticks cannot: the timer's pile up to the catch-up cap, and a round handles
+/// requests before ticks. Without the real-time check the read came back with the value
+/// from before the new leader's write.
+#[test]
+fn a_leader_stalled_past_its_lease_serves_no_stale_read() {
+    use flotilla::store::Fault;
+    use std::time::Duration;
+    let c = Cluster::start_in_with(RunMode::OneThread, 3, |s| {
+        let mut cfg = test_config(s);
+        // Awake throughout: waking alone voids a lease.
+        cfg.hibernation.idle_ticks = None;
+        cfg
+    });
+    c.must_put(FIRST_REGION, b"k", b"1");
+    let status = c.wait_leader(FIRST_REGION);
+    let old = StoreId(status.peer.store_id);
+    let epoch = status.region.epoch.unwrap();
+    let get = || ReadRequest::Get { key: b("k") };
+    // A read from the old leader: its lease is live.
+    assert_eq!(
+        answer(c.store(old).read(FIRST_REGION, epoch, get())),
+        Ok(ReadResponse::Value(Some(b("1"))))
+    );
+    let others: Vec<StoreId> = (1..=3).map(StoreId).filter(|&s| s != old).collect();
+    for &o in &others {
+        c.net.add_fault(Fault::DropLink { from: o, to: old });
+    }
+    // Its thread blocks in the WAL write of this proposal.
+    c.nodes[old.get() as usize - 1].disk.stall();
+    let _stuck = c
+        .store(old)
+        .propose(FIRST_REGION, epoch, put(b"k", b"stuck"));
+    // (The stalled store answers nothing: only the others are asked.)
+    let (new, epoch) = loop {
+        let elected = others.iter().find_map(|&s| {
+            answer(c.store(s).region_status(FIRST_REGION))
+                .ok()
+                .filter(|st| st.role == Role::Leader && st.term > status.term)
+                .map(|st| (s, st.region.epoch.unwrap()))
+        });
+        if let Some(found) = elected {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    answer(c.store(new).propose(FIRST_REGION, epoch, put(b"k", b"2"))).unwrap();
+    // Well past the old leader's lease in real time.
+    std::thread::sleep(Duration::from_millis(400));
+    let mut read = c.store(old).read(FIRST_REGION, epoch, get());
+    c.nodes[old.get() as usize - 1].disk.release();
+    let got = read.wait_for(Duration::from_secs(5));
+    assert!(
+        !matches!(&got, Some(Ok(ReadResponse::Value(Some(v)))) if v == &b("1")),
+        "a stale read from an outlived lease: {got:?}"
+    );
+    c.net.clear_faults();
+}

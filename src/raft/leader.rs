@@ -628,16 +628,25 @@ impl<S: LogStorage> Raft<S> {
         }
     }
 
+    /// Real time passed that the tick clock did not see (the store's ticks fell behind
+    /// it): the lease is void, and so is any lease a round already sent could grant.
+    /// Timers and the followers' activity stand (unlike `wake`).
+    pub(crate) fn void_lease(&mut self) {
+        // Jumping the clock by an election timeout expires every earlier round's lease.
+        self.now += self.cfg.election_tick as u64;
+        if let Some(l) = self.leader.as_mut() {
+            l.lease_until = 0;
+        }
+    }
+
     /// The store resumes ticking after a pause (hibernation). Real time passed that the tick
     /// clock did not see, so the lease — and any lease a round sent before the pause could
     /// grant — is void; timers restart, and a leader does not count the pause against its
     /// followers in the next quorum check.
     pub(crate) fn wake(&mut self) {
-        // Jumping the clock by an election timeout expires every earlier round's lease.
-        self.now += self.cfg.election_tick as u64;
+        self.void_lease();
         self.election_elapsed = 0;
         if let Some(l) = self.leader.as_mut() {
-            l.lease_until = 0;
             l.heartbeat_elapsed = 0;
             for pr in self.tracker.progress.values_mut() {
                 pr.recent_active = true;

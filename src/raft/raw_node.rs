@@ -322,6 +322,13 @@ impl<S: LogStorage> RawNode<S> {
         self.raft.is_quiescent_ignoring(absent)
     }
 
+    /// Call when the ticks given to the group fell behind real time (they were lost or
+    /// are late): the leader's lease, which is counted in ticks, may have run out unseen.
+    /// See `Raft::void_lease`.
+    pub fn void_lease(&mut self) {
+        self.raft.void_lease();
+    }
+
     /// Call before ticking a group again after it stopped ticking; see `Raft::wake`.
     pub fn wake(&mut self) {
         self.raft.wake();

@@ -3,6 +3,7 @@
 //! collects (`PollContext`: outgoing messages and write tasks, sent once at its end).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam::channel::Sender;
 use parking_lot::Mutex;
@@ -82,8 +83,21 @@ pub enum StartError {
 }
 
 /// What the pollers of one store share.
+/// How a leader makes sure its lease, which the core counts in ticks, has not outlived
+/// real time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeaseClock {
+    /// A stepped store: the ticks its caller gives are the only time there is.
+    Ticks,
+    /// On threads: a region's ticks must keep up with the machine's monotonic clock, one
+    /// per `tick`; when they fall behind (a paused process, a starved poller, ticks
+    /// dropped past the catch-up cap) the lease is void (see `peer/read.rs`).
+    RealTime { tick: Duration },
+}
+
 pub(crate) struct StoreShared {
     pub store_id: StoreId,
+    pub lease_clock: LeaseClock,
     pub cfg: StoreConfig,
     pub engines: Engines,
     pub raft_router: RaftRouter,

@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use super::apply::{ApplyControl, ApplyFsm, ApplyPoller};
 use super::batch::{BatchSystem, PollOutcome, Poller, PollerPool, SendError};
 use super::config::StoreConfig;
-use super::context::{PollContext, StartError, StoreShared};
+use super::context::{LeaseClock, PollContext, StartError, StoreShared};
 use super::engines::Engines;
 use super::fail_stop::FailStop;
 use super::flow::Flow;
@@ -212,8 +212,15 @@ impl Store {
         for region in recovered.awaiting_snapshot {
             tracing::warn!(region = %region, "region voided by a damaged snapshot: not started (rebuilding it is not built yet)");
         }
+        let lease_clock = match mode {
+            RunMode::Stepped => LeaseClock::Ticks,
+            RunMode::Threads | RunMode::OneThread => LeaseClock::RealTime {
+                tick: config.raft.tick_interval,
+            },
+        };
         let shared = Arc::new(StoreShared {
             store_id: config.store_id,
+            lease_clock,
             ticker: Ticker::new(raft_system.router().clone(), config.raft.max_catch_up_ticks),
             raft_router: raft_system.router().clone(),
             apply_router: apply_system.router().clone(),

@@ -184,7 +184,16 @@ impl Cluster {
     /// `start`, each store's loops run as `mode` says (`RunMode::Threads` or
     /// `RunMode::OneThread`: a cluster's stores run on threads).
     pub fn start_in(mode: RunMode, stores: u64) -> Cluster {
-        let mut c = Cluster::build(stores, 0, test_config, |_| Vec::new());
+        Cluster::start_in_with(mode, stores, test_config)
+    }
+
+    /// `start_in` with each store's configuration from `config`.
+    pub fn start_in_with(
+        mode: RunMode,
+        stores: u64,
+        config: impl Fn(StoreId) -> StoreConfig + Send + Sync + 'static,
+    ) -> Cluster {
+        let mut c = Cluster::build(stores, 0, config, |_| Vec::new());
         c.mode = mode;
         c.start_all();
         c

@@ -51,6 +51,37 @@ fn waking_voids_the_lease_until_a_new_round_is_acknowledged() {
     );
 }
 
+/// Ticks that fell behind real time void the lease, and the answers to a round sent
+/// before that grant none; unlike waking, the leader's timers stand.
+#[test]
+fn a_voided_lease_takes_a_round_sent_after_it() {
+    let mut c = lease_cluster();
+    c.tick_all(2);
+    assert!(c.node(1).raw().status().lease_valid);
+    // A heartbeat round goes out; its answers are held.
+    c.tick(1);
+    c.tick(1);
+    let (_, held) = pump(&mut c, |m| is(m, MsgHeartbeatResponse));
+    assert!(!held.is_empty());
+    c.raw_mut(1).void_lease();
+    assert!(!c.node(1).raw().status().lease_valid, "void at once");
+    for m in held {
+        c.deliver(m);
+    }
+    c.stabilize();
+    assert!(
+        !c.node(1).raw().status().lease_valid,
+        "a round sent before grants nothing"
+    );
+    c.raw_mut(1).read_index(b"r".to_vec()).unwrap();
+    c.stabilize();
+    assert!(
+        c.node(1).raw().status().lease_valid,
+        "a round after renews it"
+    );
+    assert_eq!(c.leader(), Some(1));
+}
+
 #[test]
 fn woken_leader_does_not_step_down_for_the_pause() {
     let (mut c, et) = (lease_cluster(), ET);

@@ -53,6 +53,7 @@ impl PeerFsm {
         }
         self.sleep = Sleep::Awake { idle_ticks: 0 };
         self.raw.wake();
+        self.ticked_at = std::time::Instant::now();
         ctx.shared.ticker.start(self.region_id());
         metrics::counter!("flotilla_store_region_wakes_total").increment(1);
         if cause == WakeCause::Other

@@ -15,6 +15,7 @@ mod snapshot;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::apply::AppliedProgress;
 use super::batch::Fsm;
@@ -74,6 +75,9 @@ pub(crate) struct PeerFsm {
     counted: Option<(Role, bool)>,
     /// A heartbeat a read waits on arrived: its response leaves at once.
     answer_now: bool,
+    /// When this replica last took ticks, started or woke: its core's tick clock (the
+    /// lease's) is current as of then (see `read.rs`, `LeaseClock`).
+    ticked_at: Instant,
 }
 
 /// A replica's life.
@@ -122,6 +126,7 @@ impl PeerFsm {
             sleep: Sleep::Awake { idle_ticks: 0 },
             counted: None,
             answer_now: false,
+            ticked_at: Instant::now(),
         }
     }
 
@@ -151,7 +156,7 @@ impl PeerFsm {
                     request,
                     responder,
                 } = *m;
-                self.on_read(epoch.as_ref(), request, responder);
+                self.on_read(epoch.as_ref(), request, responder, ctx);
             }
             PeerMsg::TransferLeader(m) => {
                 let TransferLeaderMsg {
@@ -189,6 +194,9 @@ impl PeerFsm {
         self.take_in_applied(ctx);
         // A tick counted before the region fell asleep is dropped with it.
         let ticks = if self.is_asleep() { 0 } else { ticks };
+        if ticks > 0 {
+            self.took_ticks(ticks, ctx);
+        }
         for _ in 0..ticks {
             self.raw.tick();
         }

@@ -5,6 +5,7 @@
 //! it into the typed error, never into another region's data.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -15,7 +16,7 @@ use crate::region::{CommandKind, DroppedReason, RegionError, check_epoch, check_
 use crate::storage::kv::{Keyspace, KvError, KvRead};
 use crate::storage::region_meta::end_bound;
 use crate::store::Responder;
-use crate::store::context::PollContext;
+use crate::store::context::{LeaseClock, PollContext};
 use crate::store::request::{ReadRequest, ReadResponse, ScanOrder};
 
 struct PendingRead {
@@ -75,6 +76,7 @@ impl PeerFsm {
         epoch: Option<&RegionEpoch>,
         request: ReadRequest,
         responder: Responder<ReadResponse>,
+        ctx: &PollContext,
     ) {
         if !self.is_leader() {
             return responder.fail(self.not_leader());
@@ -82,6 +84,7 @@ impl PeerFsm {
         if let Err(e) = check_read(epoch, &request, &self.region) {
             return responder.fail(e);
         }
+        self.void_lease_if_ticks_lag(ctx);
         let id = self.reads.next_id;
         self.reads.next_id += 1;
         metrics::counter!("flotilla_store_read_index_requests_total").increment(1);
@@ -94,6 +97,33 @@ impl PeerFsm {
             responder,
         };
         self.reads.unconfirmed.insert(id, read);
+    }
+
+    /// Before a read is asked of the core: requests go before a round's ticks, so up to
+    /// one tick may be pending; a longer wait since this replica last took ticks (a
+    /// paused process, a starved poller) means its tick clock is behind real time by
+    /// more than its lease's margin allows, and a lease counted in ticks may have run out
+    /// unseen. The lease is void; the read takes a heartbeat round.
+    fn void_lease_if_ticks_lag(&mut self, ctx: &PollContext) {
+        if let LeaseClock::RealTime { tick } = ctx.shared.lease_clock
+            && self.ticked_at.elapsed() > tick + tick / 2
+        {
+            self.raw.void_lease();
+        }
+    }
+
+    /// A round takes `ticks`: if more real time passed since the last ones than they
+    /// (and one more, for the timer's jitter) cover, ticks were lost — dropped past the
+    /// catch-up cap, or never sent by a paused timer — and the lease, counted in ticks,
+    /// may have outlived real time: it is void.
+    pub(super) fn took_ticks(&mut self, ticks: u32, ctx: &PollContext) {
+        if let LeaseClock::RealTime { tick } = ctx.shared.lease_clock {
+            let now = Instant::now();
+            if now.duration_since(self.ticked_at) > tick * (ticks + 1) {
+                self.raw.void_lease();
+            }
+            self.ticked_at = now;
+        }
     }
 
     /// Reads the core confirmed, and reads it will never confirm.
