@@ -5,7 +5,7 @@
 //! it into the typed error, never into another region's data.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -18,6 +18,18 @@ use crate::storage::region_meta::end_bound;
 use crate::store::Responder;
 use crate::store::context::{LeaseClock, PollContext};
 use crate::store::request::{ReadRequest, ReadResponse, ScanOrder};
+
+/// Whether a replica that last took ticks `since` ago has a tick clock behind real time
+/// by more than the one tick a round's order allows (and half a tick of lateness).
+fn ticks_lag(since: Duration, tick: Duration) -> bool {
+    since > tick + tick / 2
+}
+
+/// Whether `ticks` taken `since` the last ones cover less real time than passed, beyond
+/// one tick of the timer's jitter.
+fn ticks_lost(since: Duration, ticks: u32, tick: Duration) -> bool {
+    since > tick * (ticks + 1)
+}
 
 struct PendingRead {
     epoch: Option<RegionEpoch>,
@@ -106,7 +118,7 @@ impl PeerFsm {
     /// unseen. The lease is void; the read takes a heartbeat round.
     fn void_lease_if_ticks_lag(&mut self, ctx: &PollContext) {
         if let LeaseClock::RealTime { tick } = ctx.shared.lease_clock
-            && self.ticked_at.elapsed() > tick + tick / 2
+            && ticks_lag(self.ticked_at.elapsed(), tick)
         {
             self.raw.void_lease();
         }
@@ -119,7 +131,7 @@ impl PeerFsm {
     pub(super) fn took_ticks(&mut self, ticks: u32, ctx: &PollContext) {
         if let LeaseClock::RealTime { tick } = ctx.shared.lease_clock {
             let now = Instant::now();
-            if now.duration_since(self.ticked_at) > tick * (ticks + 1) {
+            if ticks_lost(now.duration_since(self.ticked_at), ticks, tick) {
                 self.raw.void_lease();
             }
             self.ticked_at = now;
@@ -248,5 +260,41 @@ fn serve(
                 .collect::<Result<Vec<(Bytes, Bytes)>, _>>()
                 .map(ReadResponse::Pairs)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TICK: Duration = Duration::from_millis(100);
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_read_finds_the_ticks_lagging_past_a_tick_and_a_half() {
+        assert!(!ticks_lag(Duration::ZERO, TICK));
+        assert!(
+            !ticks_lag(TICK, TICK),
+            "one tick pending is the round's order"
+        );
+        assert!(!ticks_lag(150 * MS, TICK));
+        assert!(ticks_lag(151 * MS, TICK));
+        assert!(ticks_lag(3 * TICK, TICK));
+    }
+
+    #[test]
+    fn ticks_are_lost_when_they_cover_less_than_passed_beyond_one() {
+        assert!(!ticks_lost(TICK, 1, TICK));
+        assert!(!ticks_lost(200 * MS, 1, TICK), "one tick of jitter");
+        assert!(ticks_lost(201 * MS, 1, TICK));
+        assert!(
+            !ticks_lost(500 * MS, 4, TICK),
+            "caught up late, nothing lost"
+        );
+        assert!(ticks_lost(501 * MS, 4, TICK));
+        assert!(
+            ticks_lost(3000 * MS, 4, TICK),
+            "a pause past the catch-up cap"
+        );
     }
 }
