@@ -143,31 +143,13 @@ fn split_at_m(leader: &Store) -> Response<SplitResponse> {
     )
 }
 
-/// The store of region 1's leader among stores 1 and 2, ticking them until one leads.
-fn elect_one_of_two(stores: &mut [Store]) -> usize {
-    for _ in 0..200 {
-        for s in stores[..2].iter() {
-            s.tick();
-        }
-        settle(stores, &[0, 1], SnapshotSteps::Run);
-        for i in 0..2 {
-            let mut status = stores[i].region_status(FIRST_REGION);
-            settle(stores, &[i], SnapshotSteps::Run);
-            if answer_now(&mut status).role == flotilla::raft::Role::Leader {
-                return i;
-            }
-        }
-    }
-    panic!("no leader");
-}
-
 /// Stores 1 and 2 hold region 1; store 3 holds an empty learner of it whose snapshot's
 /// view the leader took before the region split at "m", and an empty learner of the new
 /// region 2, created by that region's leader. Returns the stores and the leader's index.
 fn learners_waiting_across_a_split(net: &InProcessNetwork, nodes: &[Node]) -> (Vec<Store>, usize) {
     let mut stores = stepped_stores(net, &nodes[..2], test_config);
     stores.push(open_empty(net, &nodes[2], StoreId(3)));
-    let l = elect_one_of_two(&mut stores);
+    let l = elect_among(&mut stores, &[0, 1], 0);
     let region = stores[l].region(FIRST_REGION).unwrap();
 
     // A learner on store 3: its empty peer is created and asks for a snapshot, whose view
@@ -304,7 +286,7 @@ fn a_learner_added_after_a_split_gets_a_snapshot_naming_it() {
     for (i, node) in nodes.iter().enumerate().skip(2) {
         stores.push(open_empty(&net, node, StoreId(i as u64 + 1)));
     }
-    let l = elect_one_of_two(&mut stores);
+    let l = elect_among(&mut stores, &[0, 1], 0);
     let add_learner = |stores: &mut [Store], id: u64, store: u64| {
         let epoch = stores[l].region(FIRST_REGION).unwrap().epoch.unwrap();
         let peer = Peer {
@@ -347,7 +329,7 @@ fn a_crash_right_after_a_replica_applies_its_removal_leaves_a_store_that_opens()
     let net = InProcessNetwork::new(1);
     let mut nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
     let mut stores = stepped_stores(&net, &nodes, test_config);
-    let l = elect_one_of_two(&mut stores);
+    let l = elect_among(&mut stores, &[0, 1], 0);
     // Store 3 catches up.
     run_rounds(&mut stores, 3);
     let region = stores[l].region(FIRST_REGION).unwrap();

@@ -82,7 +82,6 @@ pub enum StartError {
     AlreadyRunning(RegionId),
 }
 
-/// What the pollers of one store share.
 /// How a leader makes sure its lease, which the core counts in ticks, has not outlived
 /// real time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +94,7 @@ pub(crate) enum LeaseClock {
     RealTime { tick: Duration },
 }
 
+/// What the pollers of one store share.
 pub(crate) struct StoreShared {
     pub store_id: StoreId,
     pub lease_clock: LeaseClock,

@@ -1,6 +1,7 @@
 //! What the store's FSMs send each other: the peer's mailbox (network messages, requests,
 //! WAL and apply completions), the apply delegate's, and the store's.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -97,6 +98,13 @@ pub(crate) struct Proposal {
     pub command: Option<RaftCommand>,
     /// The proposal's bytes, counted against the store's bound until it is answered.
     pub _charge: Charge,
+}
+
+/// Drops unanswered (outcome unknown) the proposals of `queue` that a snapshot at
+/// `(term, index)` covers: they were decided by entries this replica never saw, and the
+/// snapshot does not tell whether theirs was among them.
+pub(crate) fn drop_covered_proposals(queue: &mut VecDeque<Proposal>, at: (u64, u64)) {
+    while queue.pop_front_if(|p| (p.term, p.index) <= at).is_some() {}
 }
 
 /// A command routed with `epoch`.

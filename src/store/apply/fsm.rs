@@ -44,6 +44,7 @@ use crate::store::context::{StoreShared, is_born};
 use crate::store::engines::StoreKv;
 use crate::store::msg::{
     ApplyMsg, ApplyResult, ApplyTask, PeerMsg, Proposal, ProposalResponder, RegionChange,
+    drop_covered_proposals,
 };
 use crate::store::observer::{AppliedChange, AppliedWrite, ApplyEvent};
 use crate::store::request::{ChangePeersResponse, SplitResponse, WriteResponse};
@@ -687,14 +688,7 @@ impl ApplyPoller {
         }
         let _ = snapshot::remove(files);
         let region = summary.region.clone().unwrap_or_default();
-        let at = (summary.term, summary.index);
-        // Proposals the snapshot covers were applied or not by other replicas: their
-        // outcome is unknown here, so they drop unanswered.
-        while fsm
-            .proposals
-            .pop_front_if(|p| (p.term, p.index) <= at)
-            .is_some()
-        {}
+        drop_covered_proposals(&mut fsm.proposals, (summary.term, summary.index));
         fsm.region = region.clone();
         fsm.applied = (summary.index, summary.term);
         fsm.truncated = fsm.applied;

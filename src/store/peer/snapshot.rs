@@ -22,7 +22,7 @@ use crate::region::is_valid_range;
 use crate::storage::SyncMode;
 use crate::storage::snapshot::snapshot_dir;
 use crate::store::context::PollContext;
-use crate::store::msg::{ApplyMsg, InstallMsg};
+use crate::store::msg::{ApplyMsg, InstallMsg, drop_covered_proposals};
 use crate::store::snapshot_worker::SnapshotTask;
 use crate::store::transport::raft_message;
 use crate::store::wal_writer::LogStart;
@@ -186,17 +186,10 @@ impl PeerFsm {
             return;
         };
         let meta = snapshot.metadata.unwrap_or_default();
-        // Proposals the snapshot covers were decided by entries this replica never saw:
-        // the snapshot does not tell whether theirs was among them, so their outcome is
-        // unknown and they drop unanswered (as the apply delegate's do). Handed to apply
-        // later, the first entry after the snapshot would call them overtaken — not
-        // applied — though another replica may have applied them.
-        let at = (meta.term, meta.index);
-        while self
-            .proposals
-            .pop_front_if(|p| (p.term, p.index) <= at)
-            .is_some()
-        {}
+        // As the apply delegate drops its own: handed to apply later, the first entry
+        // after the snapshot would call them overtaken — not applied — though another
+        // replica may have applied them.
+        drop_covered_proposals(&mut self.proposals, (meta.term, meta.index));
         self.installing = Some(Box::new(HeldInstall {
             // The reset always writes the state, synced.
             write: ReadyWrite {
