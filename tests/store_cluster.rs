@@ -1047,38 +1047,40 @@ fn apply_wakes_the_peer_only_for_a_read_waiting_on_its_index() {
     assert_eq!(answer_now(&mut status).applied_index, second_index);
 }
 
-/// A leader whose thread stalls past its lease — here its disk blocks the store's one
-/// thread; a paused process or a starved poller does the same — answers no read from
-/// that lease once it runs again. Meanwhile the other two elected a new leader and took a
-/// write; their messages to the old leader are lost, so only its own clock can tell it.
-/// Its ticks cannot: the timer's pile up to the catch-up cap, and a round handles
-/// requests before ticks. Without the real-time check the read came back with the value
-/// from before the new leader's write.
-#[test]
-fn a_leader_stalled_past_its_lease_serves_no_stale_read() {
-    use flotilla::store::Fault;
-    use std::time::Duration;
-    let c = Cluster::start_in_with(RunMode::OneThread, 3, |s| {
+/// Three one-thread stores without hibernation (waking alone voids a lease), ticking
+/// every `tick`.
+fn awake_one_thread_cluster(tick: std::time::Duration) -> Cluster {
+    Cluster::start_in_with(RunMode::OneThread, 3, move |s| {
         let mut cfg = test_config(s);
-        // Awake throughout: waking alone voids a lease.
+        cfg.raft.tick_interval = tick;
         cfg.hibernation.idle_ticks = None;
         cfg
-    });
+    })
+}
+
+/// The first region's leader, after `k` = 1 is written: its store, status and epoch.
+fn leader_after_first_write(c: &Cluster) -> (StoreId, flotilla::store::RegionStatus, RegionEpoch) {
     c.must_put(FIRST_REGION, b"k", b"1");
     let status = c.wait_leader(FIRST_REGION);
-    let old = StoreId(status.peer.store_id);
     let epoch = status.region.epoch.unwrap();
-    let get = || ReadRequest::Get { key: b("k") };
-    // A read from the old leader: its lease is live.
-    assert_eq!(
-        answer(c.store(old).read(FIRST_REGION, epoch, get())),
-        Ok(ReadResponse::Value(Some(b("1"))))
-    );
+    (StoreId(status.peer.store_id), status, epoch)
+}
+
+/// Cuts every message to `old` (the first region's leader), blocks its store's one thread
+/// in the WAL write of a proposal, and waits until the other two have elected a new
+/// leader and taken `k` = 2. Returns the epoch.
+fn stall_leader_until_replaced(
+    c: &Cluster,
+    old: StoreId,
+    status: &flotilla::store::RegionStatus,
+) -> RegionEpoch {
+    use flotilla::store::Fault;
+    use std::time::Duration;
+    let epoch = status.region.epoch.unwrap();
     let others: Vec<StoreId> = (1..=3).map(StoreId).filter(|&s| s != old).collect();
     for &o in &others {
         c.net.add_fault(Fault::DropLink { from: o, to: old });
     }
-    // Its thread blocks in the WAL write of this proposal.
     c.nodes[old.get() as usize - 1].disk.stall();
     let _stuck = c
         .store(old)
@@ -1097,14 +1099,103 @@ fn a_leader_stalled_past_its_lease_serves_no_stale_read() {
         std::thread::sleep(Duration::from_millis(20));
     };
     answer(c.store(new).propose(FIRST_REGION, epoch, put(b"k", b"2"))).unwrap();
+    epoch
+}
+
+fn assert_not_stale(got: &Option<Result<ReadResponse, RegionError>>) {
+    assert!(
+        !matches!(got, Some(Ok(ReadResponse::Value(Some(v)))) if v == &b("1")),
+        "a stale read from an outlived lease: {got:?}"
+    );
+}
+
+/// A leader whose thread stalls past its lease — here its disk blocks the store's one
+/// thread; a paused process or a starved poller does the same — answers no read from
+/// that lease once it runs again. Meanwhile the other two elected a new leader and took a
+/// write; their messages to the old leader are lost, so only its own clock can tell it.
+/// Its ticks cannot: the timer's pile up to the catch-up cap, and a round handles
+/// requests before ticks. Without the real-time check the read came back with the value
+/// from before the new leader's write.
+#[test]
+fn a_leader_stalled_past_its_lease_serves_no_stale_read() {
+    use std::time::Duration;
+    let c = awake_one_thread_cluster(Duration::from_millis(20));
+    let (old, status, epoch) = leader_after_first_write(&c);
+    let get = || ReadRequest::Get { key: b("k") };
+    // A read from the old leader; its heartbeat round gives it a lease if it had none.
+    assert_eq!(
+        answer(c.store(old).read(FIRST_REGION, epoch, get())),
+        Ok(ReadResponse::Value(Some(b("1"))))
+    );
+    let epoch = stall_leader_until_replaced(&c, old, &status);
     // Well past the old leader's lease in real time.
     std::thread::sleep(Duration::from_millis(400));
     let mut read = c.store(old).read(FIRST_REGION, epoch, get());
     c.nodes[old.get() as usize - 1].disk.release();
-    let got = read.wait_for(Duration::from_secs(5));
-    assert!(
-        !matches!(&got, Some(Ok(ReadResponse::Value(Some(v)))) if v == &b("1")),
-        "a stale read from an outlived lease: {got:?}"
-    );
+    assert_not_stale(&read.wait_for(Duration::from_secs(5)));
     c.net.clear_faults();
+}
+
+/// The same stall, but the read comes after the round that took the timer's piled-up
+/// ticks: the replica took ticks a moment ago, so the read-side check passes, and the
+/// ticks (four at most) leave the lease counted in ticks alive. That round saw that its
+/// ticks cover less time than passed since the last ones, and voided the lease.
+#[test]
+fn a_leader_whose_ticks_were_lost_serves_no_stale_read_after_it_catches_up() {
+    use std::time::Duration;
+    // Ticks long enough that the read lands well inside the tick after the catch-up.
+    let tick = Duration::from_millis(50);
+    let c = awake_one_thread_cluster(tick);
+    let (old, status, _) = leader_after_first_write(&c);
+    // A lease comes from heartbeat rounds (a new leader has none): let a few go.
+    std::thread::sleep(tick * 6);
+    let epoch = stall_leader_until_replaced(&c, old, &status);
+    std::thread::sleep(tick * 8);
+    c.nodes[old.get() as usize - 1].disk.release();
+    // Answered in a round that also took the piled-up ticks (requests go first), so the
+    // read below is handled in a later round.
+    answer(c.store(old).region_status(FIRST_REGION)).unwrap();
+    let mut read = c
+        .store(old)
+        .read(FIRST_REGION, epoch, ReadRequest::Get { key: b("k") });
+    assert_not_stale(&read.wait_for(Duration::from_secs(5)));
+    c.net.clear_faults();
+}
+
+/// A leader cut off from its followers answers reads from its lease while the lease
+/// lasts: no heartbeat round could confirm one. The replica must note each round that
+/// takes ticks; a replica that did not would find its ticks stale and void the lease
+/// on every read. The machine may stall past the lease once (then the read fails
+/// safely): a few tries. (Ticks of 50 ms: heartbeats every 100 ms, a lease of 400 ms.)
+#[test]
+fn a_leader_cut_off_inside_its_lease_reads_from_it() {
+    use flotilla::store::Fault;
+    use std::time::Duration;
+    let c = awake_one_thread_cluster(Duration::from_millis(50));
+    let mut outcomes = Vec::new();
+    for attempt in 0..3 {
+        let value = format!("v{attempt}");
+        c.must_put(FIRST_REGION, b"k", value.as_bytes());
+        let status = c.wait_leader(FIRST_REGION);
+        let leader = StoreId(status.peer.store_id);
+        let epoch = status.region.epoch.unwrap();
+        // A lease comes from heartbeat rounds (a new leader has none): let a few go.
+        std::thread::sleep(Duration::from_millis(300));
+        for o in (1..=3).map(StoreId).filter(|&s| s != leader) {
+            c.net.add_fault(Fault::DropLink {
+                from: o,
+                to: leader,
+            });
+        }
+        let got = c
+            .store(leader)
+            .read(FIRST_REGION, epoch, ReadRequest::Get { key: b("k") })
+            .wait_for(Duration::from_secs(3));
+        c.net.clear_faults();
+        if got == Some(Ok(ReadResponse::Value(Some(b(&value))))) {
+            return;
+        }
+        outcomes.push(got);
+    }
+    panic!("no read served from the lease: {outcomes:?}");
 }
