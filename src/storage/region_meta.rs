@@ -43,7 +43,12 @@ pub fn end_bound(region: &Region) -> Option<&[u8]> {
 
 /// Whether `key` lies in the region's range `[start_key, end_key)`.
 pub fn contains_key(region: &Region, key: &[u8]) -> bool {
-    key >= region.start_key.as_slice() && end_bound(region).is_none_or(|end| key < end)
+    // An empty start is decided without comparing: every command and read checks its keys
+    // here, and comparing with an empty `Vec` (whose pointer dangles) costs about 45 ns
+    // against 2.5 — glibc's AVX-512 `memcmp` loads through the pointer under an all-zero
+    // mask, and the CPU's fault suppression for that load is slow.
+    (region.start_key.is_empty() || key >= region.start_key.as_slice())
+        && end_bound(region).is_none_or(|end| key < end)
 }
 
 /// The state of a region this store holds and serves.
