@@ -37,6 +37,7 @@ mod fail_stop;
 mod flow;
 mod liveness;
 mod meta;
+mod metrics;
 mod msg;
 mod observer;
 mod peer;

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use super::batch::{Handled, Inbox, PollHandler, Polled, SendError};
 use super::context::{PollContext, RaftRouter};
 use super::liveness::StoreLiveness;
+use super::metrics::{Direction, PollMetrics, TrafficCounters};
 use super::msg::{PeerMsg, StoreMsg};
 use super::peer::PeerFsm;
 use super::store_fsm::StoreFsm;
-use super::transport::{BatchReceiver, Direction, count_traffic, unfold};
+use super::transport::{BatchReceiver, unfold};
 use super::wal_writer::{Persisted, WriteNotifier};
 use prost::Message as _;
 
@@ -32,6 +33,7 @@ pub(crate) struct RaftPoller {
     hold: Duration,
     /// Since when heartbeats are held.
     held_since: Option<Instant>,
+    metrics: PollMetrics,
 }
 
 impl RaftPoller {
@@ -41,6 +43,7 @@ impl RaftPoller {
             began: Instant::now(),
             hold,
             held_since: None,
+            metrics: PollMetrics::raft(),
         }
     }
 
@@ -60,8 +63,7 @@ impl RaftPoller {
 impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
     fn begin(&mut self, batch_len: usize) {
         self.began = Instant::now();
-        metrics::histogram!("flotilla_store_poll_batch_fsms", "pool" => "raft")
-            .record(batch_len as f64);
+        self.metrics.batch_began(batch_len);
     }
 
     fn handle_control(&mut self, fsm: &mut StoreFsm, inbox: &mut Inbox<'_, StoreFsm>) -> Handled {
@@ -76,8 +78,7 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
     }
 
     fn handle_normal(&mut self, fsm: &mut PeerFsm, inbox: &mut Inbox<'_, PeerFsm>) -> Handled {
-        metrics::histogram!("flotilla_store_mailbox_depth", "pool" => "raft")
-            .record(inbox.queued() as f64);
+        self.metrics.mailbox(inbox.queued());
         if self.ctx.shared.fail_stop.is_tripped() {
             // The store is stopping: nothing more is proposed, written or sent; what waits
             // is answered, and the FSM rests with an empty inbox (no spinning).
@@ -120,8 +121,7 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
                 break;
             }
         }
-        metrics::histogram!("flotilla_store_poll_duration_seconds", "pool" => "raft")
-            .record(self.began.elapsed().as_secs_f64());
+        self.metrics.batch_took(self.began.elapsed().as_secs_f64());
     }
 
     fn pause(&mut self) {
@@ -170,6 +170,7 @@ pub(crate) struct StoreReceiver {
     router: RaftRouter,
     liveness: Arc<StoreLiveness>,
     received: PathBuf,
+    traffic: TrafficCounters,
 }
 
 impl StoreReceiver {
@@ -184,6 +185,7 @@ impl StoreReceiver {
             router,
             liveness,
             received,
+            traffic: TrafficCounters::new(Direction::Received),
         })
     }
 
@@ -220,8 +222,7 @@ impl BatchReceiver for StoreReceiver {
             return;
         }
         self.heard(batch.from_store);
-        count_traffic(
-            Direction::Received,
+        self.traffic.count(
             1,
             batch.messages.len(),
             batch.heartbeats.len() + batch.heartbeat_responses.len(),

@@ -14,7 +14,7 @@ use crate::region::is_valid_range;
 use std::collections::VecDeque;
 
 use super::liveness::Liveness;
-use super::transport::{Direction, count_traffic};
+use super::metrics::{Direction, TrafficCounters};
 use crate::proto::raftpb::MessageType;
 use crate::proto::storagepb::PeerState;
 use crate::proto::transportpb::RaftMessage;
@@ -102,7 +102,7 @@ impl StoreFsm {
                     ..Default::default()
                 };
                 if shared.transport.send(ping).is_ok() {
-                    count_traffic(Direction::Sent, 1, 0, 0);
+                    TrafficCounters::new(Direction::Sent).count(1, 0, 0);
                 }
             }
         }

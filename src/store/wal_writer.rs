@@ -15,6 +15,7 @@ use crossbeam::channel::{Receiver, RecvTimeoutError};
 use super::batch::recv_within;
 use super::fail_stop::FailStop;
 use super::flow::Charge;
+use super::metrics::WalMetrics;
 use super::transport::{Hurry, Outbound, Transport};
 use crate::proto::metapb::{Peer, Region};
 use crate::proto::raftpb::{Entry, Message, Snapshot};
@@ -193,6 +194,7 @@ pub struct WalWriter<N: WriteNotifier> {
     pending: Vec<WriteTask>,
     /// A task taken past the byte bound, first in the next write.
     carried: Option<WriteTask>,
+    metrics: WalMetrics,
 }
 
 impl<N: WriteNotifier> WalWriter<N> {
@@ -217,6 +219,7 @@ impl<N: WriteNotifier> WalWriter<N> {
             batch: LogWriteBatch::default(),
             pending: Vec::new(),
             carried: None,
+            metrics: WalMetrics::new(),
         }
     }
 
@@ -301,15 +304,11 @@ impl<N: WriteNotifier> WalWriter<N> {
         stats.bytes = self.log.write(&mut batch, sync)?;
         // Written (and emptied): kept for its buffers.
         self.batch = batch;
-        if stats.synced {
-            metrics::histogram!("flotilla_wal_fsync_duration_seconds")
-                .record(started.elapsed().as_secs_f64());
-            metrics::counter!("flotilla_wal_fsyncs_total").increment(1);
-        }
-        metrics::counter!("flotilla_wal_writes_total").increment(1);
-        metrics::histogram!("flotilla_wal_write_batch_regions").record(stats.regions as f64);
-        metrics::histogram!("flotilla_wal_write_batch_bytes").record(stats.bytes as f64);
-        metrics::counter!("flotilla_wal_write_bytes_total").increment(stats.bytes as u64);
+        self.metrics.wrote(
+            stats.regions,
+            stats.bytes,
+            stats.synced.then(|| started.elapsed().as_secs_f64()),
+        );
         Ok(stats)
     }
 

@@ -42,6 +42,7 @@ use crate::storage::snapshot;
 use crate::store::batch::{Fsm, Handled, Inbox, PollHandler, Polled};
 use crate::store::context::{StoreShared, is_born};
 use crate::store::engines::StoreKv;
+use crate::store::metrics::PollMetrics;
 use crate::store::msg::{
     ApplyMsg, ApplyResult, ApplyTask, PeerMsg, Proposal, ProposalResponder, RegionChange,
     drop_covered_proposals,
@@ -223,6 +224,8 @@ pub(crate) struct ApplyPoller {
     /// Entries applied in the batch being handled, and when it began (metrics).
     applied_entries: usize,
     began: Instant,
+    metrics: PollMetrics,
+    batch_entries: metrics::Histogram,
     /// The batch's end must make the engine durable before the peers hear of it (a log
     /// truncation, or a split creating regions, is recorded in this batch).
     persist: bool,
@@ -242,6 +245,8 @@ impl ApplyPoller {
             applied_entries: 0,
             began: Instant::now(),
             persist: false,
+            metrics: PollMetrics::apply(),
+            batch_entries: metrics::histogram!("flotilla_apply_batch_entries"),
         }
     }
 
@@ -796,8 +801,7 @@ impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
     fn begin(&mut self, batch_len: usize) {
         self.began = Instant::now();
         self.applied_entries = 0;
-        metrics::histogram!("flotilla_store_poll_batch_fsms", "pool" => "apply")
-            .record(batch_len as f64);
+        self.metrics.batch_began(batch_len);
     }
 
     fn handle_control(
@@ -812,8 +816,7 @@ impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
     }
 
     fn handle_normal(&mut self, fsm: &mut ApplyFsm, inbox: &mut Inbox<'_, ApplyFsm>) -> Handled {
-        metrics::histogram!("flotilla_store_mailbox_depth", "pool" => "apply")
-            .record(inbox.queued() as f64);
+        self.metrics.mailbox(inbox.queued());
         if self.shared.fail_stop.is_tripped() {
             // Nothing more is applied; the tasks' proposals drop unanswered (they are in
             // the log: their outcome is unknown).
@@ -867,9 +870,8 @@ impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
         if self.flush().is_err() {
             return;
         }
-        metrics::histogram!("flotilla_apply_batch_entries").record(self.applied_entries as f64);
-        metrics::histogram!("flotilla_apply_duration_seconds")
-            .record(self.began.elapsed().as_secs_f64());
+        self.batch_entries.record(self.applied_entries as f64);
+        self.metrics.batch_took(self.began.elapsed().as_secs_f64());
         if std::mem::take(&mut self.persist)
             && let Err(e) = self.kv.persist_all()
         {

@@ -9,6 +9,7 @@ mod in_process;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::metrics::{Direction, TrafficCounters};
 use crate::proto::metapb::{Peer, Region};
 use crate::proto::raftpb::{Message, MessageType};
 use crate::proto::transportpb::{
@@ -108,6 +109,7 @@ pub struct Outbound {
     urgent: bool,
     /// Folded heartbeats and responses waiting.
     folded: usize,
+    sent: TrafficCounters,
 }
 
 impl Outbound {
@@ -118,6 +120,7 @@ impl Outbound {
             batches: BTreeMap::new(),
             urgent: false,
             folded: 0,
+            sent: TrafficCounters::new(Direction::Sent),
         }
     }
 
@@ -234,37 +237,14 @@ impl Outbound {
                 }
             }
         }
-        count_traffic(
-            Direction::Sent,
-            report.batches,
-            report.messages,
-            report.folded_heartbeats,
-        );
+        self.sent
+            .count(report.batches, report.messages, report.folded_heartbeats);
         report
     }
 }
 
 /// Folded heartbeats one batch holds before it leaves at the end of a round.
 const MAX_HELD_HEARTBEATS: usize = 8192;
-
-/// Which way traffic went, for the transport's metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Direction {
-    Sent,
-    Received,
-}
-
-/// Counts batches (one RPC each over a network), whole messages and folded heartbeats.
-pub(crate) fn count_traffic(dir: Direction, batches: usize, messages: usize, folded: usize) {
-    let dir = match dir {
-        Direction::Sent => "sent",
-        Direction::Received => "received",
-    };
-    metrics::counter!("flotilla_transport_rpcs_total", "dir" => dir).increment(batches as u64);
-    metrics::counter!("flotilla_transport_messages_total", "dir" => dir).increment(messages as u64);
-    metrics::counter!("flotilla_transport_heartbeats_coalesced_total", "dir" => dir)
-        .increment(folded as u64);
-}
 
 enum HeartbeatList {
     Requests,
