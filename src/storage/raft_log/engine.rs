@@ -1,7 +1,6 @@
 //! The raft log over raft-engine: one instance per store, raft group id = region id.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -13,6 +12,7 @@ use super::{
     LogError, LogOp, LogSpan, LogSpans, LogWriteBatch, RaftLogConfig, RaftLogStore, SpanChange,
 };
 use crate::RegionId;
+use crate::ids::IdHashState;
 use crate::proto::raftpb::Entry;
 use crate::proto::storagepb::RaftLocalState;
 use crate::raft::message::MAX_INDEX_OR_TERM;
@@ -73,7 +73,7 @@ pub struct RaftLogEngine {
     spans: RwLock<SpanMap>,
 }
 
-type SpanMap = HashMap<RegionId, LogSpan, BuildHasherDefault<RegionIdHasher>>;
+type SpanMap = HashMap<RegionId, LogSpan, IdHashState>;
 
 impl LogSpans for SpanMap {
     fn current_span(&self, region: RegionId) -> Option<LogSpan> {
@@ -120,27 +120,6 @@ fn open_io_error(e: std::io::Error, damaged: Option<PathBuf>, dir: &Path) -> Log
             detail: e.to_string(),
         },
         None => raft_engine::Error::Io(e).into(),
-    }
-}
-
-/// Region ids need no cryptographic hashing: a multiply and a fold spread them well.
-#[derive(Default)]
-struct RegionIdHasher(u64);
-
-impl Hasher for RegionIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b) ^ self.0.rotate_left(8));
-        }
-    }
-
-    fn write_u64(&mut self, id: u64) {
-        let h = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 = h ^ (h >> 32);
     }
 }
 
@@ -740,7 +719,6 @@ fn entry_blocks_intact(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::hash::BuildHasher;
 
     /// An I/O error at open is the disk's, unless a file is found damaged or raft-engine
     /// was refused cutting a sealed file.
@@ -980,25 +958,6 @@ mod tests {
         }
     }
 
-    /// Region ids spread over the hash space, whether hashed as a u64 or as bytes.
-    #[test]
-    fn region_id_hasher_spreads_ids() {
-        let build = BuildHasherDefault::<RegionIdHasher>::default();
-        let hashes: std::collections::HashSet<u64> =
-            (0..10_000u64).map(|id| build.hash_one(id)).collect();
-        assert_eq!(hashes.len(), 10_000);
-        let top_bits: std::collections::HashSet<u64> = hashes.iter().map(|h| h >> 56).collect();
-        assert!(top_bits.len() > 200, "high bits vary: {}", top_bits.len());
-        let bytes: std::collections::HashSet<u64> = (0..1000u32)
-            .map(|i| {
-                let mut h = build.build_hasher();
-                h.write(&i.to_le_bytes());
-                h.finish()
-            })
-            .collect();
-        assert_eq!(bytes.len(), 1000);
-    }
-
     /// A read that failed while a write moved its range out of the log reports the range
     /// as outside the log (the core then sees Compacted or Unavailable); a failure with the
     /// span unchanged keeps its own error, even for a range outside the log.
@@ -1054,28 +1013,5 @@ mod tests {
             log.moved_or(r, before, 7, 9, failure()),
             LogError::Corrupt { .. }
         ));
-    }
-
-    /// hashbrown picks a bucket from a hash's low bits: they must spread both for ids in
-    /// sequence and for ids that differ only in their high half.
-    #[test]
-    fn region_id_hasher_spreads_the_bucket_bits() {
-        let build = BuildHasherDefault::<RegionIdHasher>::default();
-        let buckets = |ids: &mut dyn Iterator<Item = u64>| {
-            ids.map(|id| build.hash_one(id) & 1023)
-                .collect::<std::collections::HashSet<u64>>()
-                .len()
-        };
-        // 10,000 draws into 1,024 buckets leave none empty when the bits are uniform.
-        let sequential = buckets(&mut (0..10_000u64));
-        assert!(
-            sequential > 1000,
-            "sequential ids fill {sequential} of 1024"
-        );
-        let high = buckets(&mut (0..1024u64).map(|k| k << 32));
-        assert!(
-            high > 600,
-            "ids differing in the high half fill {high} of 1024"
-        );
     }
 }

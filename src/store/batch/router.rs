@@ -10,6 +10,7 @@ use dashmap::mapref::entry::Entry;
 
 use super::fsm::Fsm;
 use super::mailbox::{Mailbox, Owned, Schedule, SendError};
+use crate::ids::IdHashState;
 
 /// An FSM handed to the pollers, or the signal that one poller should exit.
 pub(super) enum Scheduled<N: Fsm, C: Fsm> {
@@ -56,7 +57,7 @@ impl<N> std::fmt::Debug for AlreadyRegistered<N> {
 
 /// Maps addresses to mailboxes. Cheap to clone; all clones share one map.
 pub struct Router<K, N: Fsm, C: Fsm> {
-    normals: Arc<DashMap<K, Mailbox<N>>>,
+    normals: Arc<DashMap<K, Mailbox<N>, IdHashState>>,
     control: Mailbox<C>,
     normal_queue: Arc<dyn Schedule<N>>,
     queue: Sender<Scheduled<N, C>>,
@@ -83,7 +84,7 @@ impl<K: Hash + Eq + Copy + Send + Sync + 'static, N: Fsm, C: Fsm> Router<K, N, C
     ) -> Self {
         let control_queue: Arc<dyn Schedule<C>> = Arc::new(ControlQueue(queue.clone()));
         Router {
-            normals: Arc::new(DashMap::new()),
+            normals: Arc::new(DashMap::default()),
             control: Mailbox::new(control, usize::MAX, control_queue),
             normal_queue: Arc::new(NormalQueue(queue.clone())),
             queue,
