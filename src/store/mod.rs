@@ -23,8 +23,8 @@
 //!
 //! - `ApplyObserver`: what an embedder registers at open to see every applied command and
 //!   admin change, in log order.
-//!
-//! Being built: metrics (see the README's status table).
+//! - `metrics.rs`: the handles of the metrics the loops record every round, taken once (the
+//!   README's Metrics lists them all).
 
 pub mod apply;
 pub mod batch;

@@ -173,7 +173,9 @@ impl Store {
 
     /// Opens the store over its engines: every region the KV engine holds starts (its log
     /// replayed from its applied index), and the runtime starts in `mode`. Batches from
-    /// other stores go to `receiver()`; batches to them leave through `transport`.
+    /// other stores go to `receiver()`; batches to them leave through `transport`. The
+    /// store's metrics go to the `metrics` recorder installed when it opens: install one
+    /// first.
     pub fn open(
         config: StoreConfig,
         engines: Engines,
