@@ -155,6 +155,14 @@ fn main() -> Result<(), Error> {
         stores[leader2].id()
     );
 
+    // A planned stop: store 1 hands the leaderships it holds to the others first, so its
+    // regions need not wait an election timeout for a leader.
+    let handed = stores[0].hand_off_leaderships(Duration::from_secs(2));
+    println!(
+        "store 1 handed off {} of the {} leaderships it held",
+        handed.led - handed.still_leading.len(),
+        handed.led
+    );
     for store in stores {
         store.shutdown();
     }

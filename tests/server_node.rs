@@ -382,6 +382,53 @@ fn a_playground_splits_its_key_space_and_resumes_from_its_directory() {
     playground.shutdown();
 }
 
+/// A node stopping gracefully hands its leaderships to the others first: the moment its
+/// stop returns, another store's replica already leads each of its regions (without the
+/// hand-off, they would wait an election timeout — a second at the default ticks — and
+/// then elect).
+#[test]
+fn a_stopping_node_leaves_its_regions_led_elsewhere() {
+    let mut playground = Playground::start(PlaygroundOptions {
+        regions: 3,
+        ..PlaygroundOptions::default()
+    })
+    .unwrap();
+    let leads = |node: &Node, region: RegionId| {
+        node.store()
+            .region_status(region)
+            .wait()
+            .is_ok_and(|st| st.role == Role::Leader)
+    };
+    let store_1 = playground.node(StoreId(1)).unwrap().store().clone();
+    wait_until("the key space is split", || store_1.regions().len() == 3);
+    let regions: Vec<RegionId> = store_1.regions().iter().map(|r| r.region_id()).collect();
+    drop(store_1);
+    // Wait for every region to have a leader, then stop the store leading the first.
+    wait_until("every region is led", || {
+        regions
+            .iter()
+            .all(|&r| playground.nodes().any(|n| leads(n, r)))
+    });
+    let stopping = playground
+        .nodes()
+        .find(|n| leads(n, regions[0]))
+        .map(|n| n.store().id())
+        .unwrap();
+    let led_there: Vec<RegionId> = regions
+        .iter()
+        .copied()
+        .filter(|&r| leads(playground.node(stopping).unwrap(), r))
+        .collect();
+    playground.stop_store(stopping);
+    for region in led_there {
+        assert!(
+            playground.nodes().any(|n| leads(n, region)),
+            "{region} has no leader right after store {stopping} stopped"
+        );
+    }
+    playground.shutdown();
+}
+
 #[test]
 fn a_playground_store_stops_and_comes_back_at_its_addresses() {
     let mut playground = Playground::start(PlaygroundOptions {

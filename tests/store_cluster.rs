@@ -1199,3 +1199,141 @@ fn a_leader_cut_off_inside_its_lease_reads_from_it() {
     }
     panic!("no read served from the lease: {outcomes:?}");
 }
+
+/// Moves the leadership of each of `regions` to `to`'s replica.
+fn lead_all_on(c: &Cluster, regions: &[RegionId], to: StoreId) {
+    for &region in regions {
+        wait_until("the leadership moves", || {
+            let status = c.wait_leader(region);
+            if status.peer.store_id == to.get() {
+                return true;
+            }
+            let Some(target) = status.region.peers.iter().find(|p| p.store_id == to.get()) else {
+                panic!("no peer of {region} on {to}");
+            };
+            let _ = answer(c.store(StoreId(status.peer.store_id)).transfer_leader(
+                region,
+                status.region.epoch.unwrap(),
+                PeerId(target.id),
+            ));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            false
+        });
+    }
+}
+
+/// Which store's replica of `region` says it leads, asking each running store once (no
+/// waiting: a leader elected after a timeout is not there yet).
+fn leader_now(c: &Cluster, region: RegionId) -> Option<StoreId> {
+    c.running()
+        .find(|s| answer(s.region_status(region)).is_ok_and(|st| st.role == Role::Leader))
+        .map(|s| s.id())
+}
+
+/// A store about to stop hands every leadership it holds to the others, sleeping regions
+/// included (woken for it), and returns once they have moved: right after, each region
+/// has a leader on another store, without an election timeout's wait, and takes writes.
+#[test]
+fn a_stopping_store_hands_its_leaderships_away() {
+    use std::time::Duration;
+    let c = Cluster::start(3);
+    let regions = c.split_first_region(6, |i| format!("h{i:03}"));
+    lead_all_on(&c, &regions, StoreId(1));
+    wait_until("every region sleeps", || {
+        c.running().all(|s| s.ticking_regions() == 0)
+    });
+    let handed = c
+        .store(StoreId(1))
+        .hand_off_leaderships(Duration::from_secs(10));
+    assert_eq!(handed.led, regions.len(), "{handed:?}");
+    assert_eq!(handed.still_leading, Vec::<RegionId>::new());
+    for &region in &regions {
+        let now = leader_now(&c, region);
+        assert!(
+            matches!(now, Some(s) if s != StoreId(1)),
+            "{region} led by {now:?}"
+        );
+    }
+    // Asked again, it leads nothing.
+    let again = c
+        .store(StoreId(1))
+        .hand_off_leaderships(Duration::from_secs(10));
+    assert_eq!((again.led, again.still_leading.len()), (0, 0));
+    // Region i holds the keys from `h{i:03}` (the first one those before `h001`).
+    for (i, &region) in regions.iter().enumerate() {
+        c.must_put(region, format!("h{i:03}-k").as_bytes(), b"v");
+    }
+}
+
+/// The target is a voter on a store not known down: with a store stopped (and known down
+/// here), every leadership goes to the one left.
+#[test]
+fn a_hand_off_passes_over_a_store_known_down() {
+    use std::time::Duration;
+    let mut c = Cluster::start(3);
+    let regions = c.split_first_region(4, |i| format!("d{i:03}"));
+    lead_all_on(&c, &regions, StoreId(1));
+    c.stop(StoreId(3));
+    wait_until("store 3 is known down", || {
+        c.store(StoreId(1))
+            .peer_store_liveness()
+            .contains(&(StoreId(3), flotilla::store::Liveness::Down))
+    });
+    let handed = c
+        .store(StoreId(1))
+        .hand_off_leaderships(Duration::from_secs(10));
+    assert_eq!((handed.led, handed.still_leading.len()), (regions.len(), 0));
+    for &region in &regions {
+        assert_eq!(leader_now(&c, region), Some(StoreId(2)), "{region}");
+    }
+}
+
+/// A target that never takes over — its store is live (its pings arrive) but nothing
+/// reaches it — is given up after a third of the time, and the next voter is asked.
+#[test]
+fn a_hand_off_moves_on_from_a_target_that_does_not_take_over() {
+    use flotilla::store::Fault;
+    use std::time::Duration;
+    let c = Cluster::start(3);
+    let regions = c.split_first_region(3, |i| format!("t{i:03}"));
+    lead_all_on(&c, &regions, StoreId(1));
+    // Caught up alike, the voter with the lower id is tried first: store 2's.
+    wait_until("every region sleeps", || {
+        c.running().all(|s| s.ticking_regions() == 0)
+    });
+    c.net.add_fault(Fault::DropLink {
+        from: StoreId(1),
+        to: StoreId(2),
+    });
+    let handed = c
+        .store(StoreId(1))
+        .hand_off_leaderships(Duration::from_secs(6));
+    assert_eq!(
+        (handed.led, handed.still_leading.len()),
+        (regions.len(), 0),
+        "{handed:?}"
+    );
+    for &region in &regions {
+        assert_eq!(leader_now(&c, region), Some(StoreId(3)), "{region}");
+    }
+    c.net.clear_faults();
+}
+
+/// A region with no voter to take over (a single-voter region) is reported still led,
+/// at once.
+#[test]
+fn a_lone_voter_has_no_one_to_hand_off_to() {
+    use std::time::Duration;
+    let c = Cluster::start(1);
+    c.must_put(FIRST_REGION, b"k", b"v");
+    let started = std::time::Instant::now();
+    let handed = c
+        .store(StoreId(1))
+        .hand_off_leaderships(Duration::from_secs(30));
+    assert_eq!(handed.led, 1);
+    assert_eq!(handed.still_leading, vec![FIRST_REGION]);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "it did not wait for a transfer that never started"
+    );
+}

@@ -181,6 +181,8 @@ pub struct Node {
     running: Arc<AtomicUsize>,
     servers: Vec<JoinHandle<()>>,
     grace: Duration,
+    /// How long a stop waits for its leaderships to move.
+    hand_off_within: Duration,
 }
 
 fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, NodeError> {
@@ -247,8 +249,13 @@ impl Node {
             resolver.clone(),
             runtime.handle().clone(),
         );
+        let store_config = config.store_config();
+        // A transfer takes a round trip once its target has the log; the core gives up one
+        // that stalls (its target gone too) after an election timeout.
+        let hand_off_within = store_config.raft.tick_interval
+            * u32::try_from(store_config.raft.election_ticks * 2).unwrap_or(u32::MAX);
         let store = Arc::new(Store::open(
-            config.store_config(),
+            store_config,
             engines,
             Arc::new(transport),
             RunMode::Threads,
@@ -358,6 +365,7 @@ impl Node {
             running,
             servers,
             grace: config.shutdown_grace(),
+            hand_off_within,
         })
     }
 
@@ -379,10 +387,12 @@ impl Node {
     /// Stops gracefully. New KV and admin calls are refused at once as UNAVAILABLE
     /// "not executed" (a client sends them elsewhere, writes included), while the calls
     /// already let in and the writes already taken get up to the configured grace to
-    /// finish and commit — the store-to-store
-    /// traffic still flows. Then the servers close, and the store stops: requests still
-    /// waiting are answered with a typed error, the WAL writer writes what it was given,
-    /// the KV engine is made durable. Callable from inside an async runtime too.
+    /// finish and commit — the store-to-store traffic still flows. The store hands its
+    /// leaderships to the others (waiting up to the grace, at most two election timeouts).
+    /// Then the servers
+    /// close, and the store stops: requests still waiting are answered with a typed error,
+    /// the WAL writer writes what it was given, the KV engine is made durable. Callable
+    /// from inside an async runtime too.
     pub fn shutdown(mut self) {
         self.stop();
     }
@@ -420,7 +430,21 @@ impl Node {
                  the store answers them with an error"
             ),
         }
-        // 2. The servers stop: peers' streams end, connections close.
+        // 2. Leaderships go to the other stores while the transport still runs, so their
+        //    regions need not wait an election timeout for a leader.
+        let handed = self
+            .store
+            .hand_off_leaderships(self.grace.min(self.hand_off_within));
+        if handed.still_leading.is_empty() {
+            tracing::info!(regions = handed.led, "leaderships handed off");
+        } else {
+            tracing::warn!(
+                led = handed.led,
+                still_leading = handed.still_leading.len(),
+                "stopping while still leading: those regions elect after a timeout"
+            );
+        }
+        // 3. The servers stop: peers' streams end, connections close.
         let _ = self.closing.send(true);
         let servers = std::mem::take(&mut self.servers);
         runtime.block_on(async move {
@@ -434,7 +458,7 @@ impl Node {
             })
             .await;
         });
-        // 3. The store: what still waits is answered, the WAL writer finishes, the KV
+        // 4. The store: what still waits is answered, the WAL writer finishes, the KV
         //    engine is made durable. With the runtime still up: the snapshot worker may
         //    be sending on it.
         self.store.shutdown();

@@ -63,7 +63,7 @@ pub use meta::StoreMeta;
 pub use msg::Command;
 pub use observer::{AppliedChange, AppliedWrite, ApplyEvent, ApplyObserver};
 pub use request::{
-    ChangePeersResponse, PeerChange, ReadRequest, ReadResponse, RegionStatus, ScanOrder,
+    ChangePeersResponse, HandOff, PeerChange, ReadRequest, ReadResponse, RegionStatus, ScanOrder,
     SplitResponse, WriteResponse,
 };
 pub use responder::{RegionResult, RequestKind, Responder, Response, response_channel};

@@ -7,6 +7,7 @@ use super::responder::RequestKind;
 use crate::proto::metapb::{Peer, Region};
 use crate::proto::raftpb::ConfChangeType;
 use crate::raft::Role;
+use crate::{PeerId, RegionId};
 
 /// A read of one region's data, served linearizably by its leader.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +133,31 @@ impl PeerChange {
 pub struct ChangePeersResponse {
     /// The region after the change.
     pub region: Region,
+}
+
+/// What a replica did when asked to hand its leadership away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandOffStart {
+    /// It does not lead.
+    NotLeader,
+    /// A transfer to this peer began.
+    Transferring(PeerId),
+    /// It leads, and no voter on a store not known down can take over.
+    NoTarget,
+}
+
+impl RequestKind for HandOffStart {
+    const NAME: &'static str = "hand_off";
+}
+
+/// How `Store::hand_off_leaderships` ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HandOff {
+    /// Regions this store led when asked.
+    pub led: usize,
+    /// Regions it still leads: no peer could take over, the transfer did not finish in
+    /// time, or the region did not answer.
+    pub still_leading: Vec<RegionId>,
 }
 
 impl RequestKind for WriteResponse {

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::{self, Sender};
 use parking_lot::Mutex;
@@ -24,13 +24,13 @@ use super::fail_stop::FailStop;
 use super::flow::Flow;
 use super::liveness::Liveness;
 use super::meta::StoreMeta;
-use super::msg::{Command, PeerMsg, ProposeMsg, ReadMsg, StoreMsg, TransferLeaderMsg};
+use super::msg::{Command, HandOffMsg, PeerMsg, ProposeMsg, ReadMsg, StoreMsg, TransferLeaderMsg};
 use super::observer::ApplyObserver;
 use super::peer::PeerFsm;
 use super::raft_poller::{RaftPoller, RouterNotifier, StoreReceiver};
 use super::request::{
-    ChangePeersResponse, PeerChange, ReadRequest, ReadResponse, RegionStatus, SplitResponse,
-    WriteResponse,
+    ChangePeersResponse, HandOff, HandOffStart, PeerChange, ReadRequest, ReadResponse,
+    RegionStatus, SplitResponse, WriteResponse,
 };
 use super::responder::{RequestKind, Responder, Response, response_channel};
 use super::snapshot_worker::{SnapshotDirs, SnapshotWork, SnapshotWorker};
@@ -41,7 +41,7 @@ use super::wal_writer::{WalWriter, WriteOutcome, WriteTask};
 use crate::proto::commandpb::{SplitRequest, WriteCommand};
 use crate::proto::metapb::{Region, RegionEpoch};
 use crate::proto::storagepb::PeerState;
-use crate::raft::NodeStart;
+use crate::raft::{NodeStart, Role};
 use crate::region::{BusyReason, DroppedReason, RegionError};
 use crate::storage::kv::KvError;
 use crate::storage::region_meta::{all_region_states, apply_state};
@@ -420,6 +420,85 @@ impl Store {
         response
     }
 
+    /// Hands every leadership this store holds to a voter elsewhere, before a planned stop:
+    /// each region it leads transfers to its most caught-up voter on a store not known
+    /// down (woken if it sleeps), and this returns once none of them leads here any more,
+    /// or after `within`. A transfer that has not finished by a third of the time (its
+    /// target may be gone without being known down yet) is moved to another voter. The
+    /// regions keep serving meanwhile, and one may be elected here again before the store
+    /// stops. Needs the store's threads (a stepped store answers only when stepped, so the
+    /// wait runs out).
+    pub fn hand_off_leaderships(&self, within: Duration) -> HandOff {
+        let deadline = Instant::now() + within;
+        let mut handed = HandOff::default();
+        // Each region that may still lead here, with the peers tried so far.
+        let mut moving: Vec<(RegionId, Vec<PeerId>)> = self
+            .regions()
+            .iter()
+            .map(|r| (r.region_id(), Vec::new()))
+            .collect();
+        for attempt in 0..HAND_OFF_ATTEMPTS {
+            let now = Instant::now();
+            let attempt_ends =
+                now + deadline.saturating_duration_since(now) / (HAND_OFF_ATTEMPTS - attempt);
+            let asked: Vec<_> = moving
+                .into_iter()
+                .map(|(region, tried)| {
+                    let (responder, response) = response_channel(region);
+                    let msg = HandOffMsg {
+                        avoid: tried.clone(),
+                        responder,
+                    };
+                    self.send(region, PeerMsg::HandOff(Box::new(msg)));
+                    (region, tried, response)
+                })
+                .collect();
+            moving = Vec::new();
+            for (region, mut tried, mut response) in asked {
+                let answer = response.wait_for(deadline.saturating_duration_since(Instant::now()));
+                if attempt == 0
+                    && matches!(
+                        answer,
+                        Some(Ok(HandOffStart::Transferring(_) | HandOffStart::NoTarget))
+                    )
+                {
+                    handed.led += 1;
+                }
+                match answer {
+                    // Not (or no longer) leading here, or gone.
+                    Some(Ok(HandOffStart::NotLeader)) | Some(Err(_)) => {}
+                    Some(Ok(HandOffStart::Transferring(to))) => {
+                        tried.push(to);
+                        moving.push((region, tried));
+                    }
+                    Some(Ok(HandOffStart::NoTarget)) | None => handed.still_leading.push(region),
+                }
+            }
+            while !moving.is_empty() && Instant::now() < attempt_ends {
+                std::thread::sleep(HAND_OFF_LOOK_EVERY);
+                moving.retain(|(region, _)| self.leads(*region, deadline));
+            }
+            if moving.is_empty() {
+                break;
+            }
+        }
+        handed
+            .still_leading
+            .extend(moving.into_iter().map(|(region, _)| region));
+        handed.still_leading.sort_unstable();
+        handed
+    }
+
+    /// Whether this store's replica of `region` leads (or did not say before `deadline`).
+    fn leads(&self, region: RegionId, deadline: Instant) -> bool {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.region_status(region).wait_for(left) {
+            Some(Ok(status)) => status.role == Role::Leader,
+            Some(Err(_)) => false,
+            None => true,
+        }
+    }
+
     /// The region as this store last recorded it.
     pub fn region(&self, region: RegionId) -> Option<Region> {
         self.shared.meta.lock().region(region).cloned()
@@ -708,6 +787,12 @@ impl Loops {
         while let WriteOutcome::Written(_) = self.wal.write_once(Duration::ZERO) {}
     }
 }
+
+/// Targets `Store::hand_off_leaderships` tries per region, each for a share of its time.
+const HAND_OFF_ATTEMPTS: u32 = 3;
+
+/// How often `Store::hand_off_leaderships` looks whether its transfers finished.
+const HAND_OFF_LOOK_EVERY: Duration = Duration::from_millis(10);
 
 /// How long an idle `RunMode::OneThread` runner blocks on the raft queue before it
 /// looks again (it wakes at once when a region is scheduled).
