@@ -1247,6 +1247,10 @@ fn a_stopping_store_hands_its_leaderships_away() {
         .hand_off_leaderships(Duration::from_secs(10));
     assert_eq!(handed.led, regions.len(), "{handed:?}");
     assert_eq!(handed.still_leading, Vec::<RegionId>::new());
+    assert_eq!(
+        handed.moved_on, 0,
+        "every first target took over in its share"
+    );
     for &region in &regions {
         let now = leader_now(&c, region);
         assert!(
@@ -1309,8 +1313,8 @@ fn a_hand_off_moves_on_from_a_target_that_does_not_take_over() {
         .store(StoreId(1))
         .hand_off_leaderships(Duration::from_secs(6));
     assert_eq!(
-        (handed.led, handed.still_leading.len()),
-        (regions.len(), 0),
+        (handed.led, handed.moved_on, handed.still_leading.len()),
+        (regions.len(), regions.len(), 0),
         "{handed:?}"
     );
     for &region in &regions {
@@ -1336,4 +1340,36 @@ fn a_lone_voter_has_no_one_to_hand_off_to() {
         started.elapsed() < Duration::from_secs(30),
         "it did not wait for a transfer that never started"
     );
+}
+
+/// A voter the leader cannot reach (its store stopped, not yet known down: the transport
+/// says it is unreachable, and the leader probes it) is passed over for one it replicates
+/// to, though its peer id comes first: no transfer has to be given up.
+#[test]
+fn a_hand_off_prefers_a_voter_it_replicates_to() {
+    use std::time::Duration;
+    let mut c = Cluster::start_with(3, |s| {
+        let mut cfg = test_config(s);
+        // Store 2 stays "live" here for the whole test.
+        cfg.hibernation.down_after_ticks = 100_000;
+        cfg
+    });
+    let regions = c.split_first_region(3, |i| format!("p{i:03}"));
+    lead_all_on(&c, &regions, StoreId(1));
+    c.stop(StoreId(2));
+    // A write to each region meets store 2 unreachable.
+    for (i, &region) in regions.iter().enumerate() {
+        c.must_put(region, format!("p{i:03}-k").as_bytes(), b"v");
+    }
+    let handed = c
+        .store(StoreId(1))
+        .hand_off_leaderships(Duration::from_secs(9));
+    assert_eq!(
+        (handed.led, handed.moved_on, handed.still_leading.len()),
+        (regions.len(), 0, 0),
+        "{handed:?}"
+    );
+    for &region in &regions {
+        assert_eq!(leader_now(&c, region), Some(StoreId(3)), "{region}");
+    }
 }

@@ -436,7 +436,11 @@ impl Node {
             .store
             .hand_off_leaderships(self.grace.min(self.hand_off_within));
         if handed.still_leading.is_empty() {
-            tracing::info!(regions = handed.led, "leaderships handed off");
+            tracing::info!(
+                regions = handed.led,
+                moved_on = handed.moved_on,
+                "leaderships handed off"
+            );
         } else {
             tracing::warn!(
                 led = handed.led,

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use super::flow::Charge;
 use super::liveness::Liveness;
 use super::request::{
-    ChangePeersResponse, HandOffStart, PeerChange, ReadRequest, ReadResponse, RegionStatus,
-    SplitResponse, WriteResponse,
+    ChangePeersResponse, HandOffAsk, HandOffEnd, PeerChange, ReadRequest, ReadResponse,
+    RegionStatus, SplitResponse, WriteResponse,
 };
 use super::responder::Responder;
 use super::wal_writer::Persisted;
@@ -122,14 +122,6 @@ pub(crate) struct ReadMsg {
     pub responder: Responder<ReadResponse>,
 }
 
-/// Hand leadership away (`Store::hand_off_leaderships`), to none of `avoid` (targets
-/// an earlier attempt tried).
-#[derive(Debug)]
-pub(crate) struct HandOffMsg {
-    pub avoid: Vec<PeerId>,
-    pub responder: Responder<HandOffStart>,
-}
-
 /// Hand leadership to the region's peer `to` (routed with `epoch`).
 #[derive(Debug)]
 pub(crate) struct TransferLeaderMsg {
@@ -148,8 +140,9 @@ pub(crate) enum PeerMsg {
     Read(Box<ReadMsg>),
     TransferLeader(Box<TransferLeaderMsg>),
     /// Hand leadership to the best placed voter, if this replica leads (the store is
-    /// about to stop).
-    HandOff(Box<HandOffMsg>),
+    /// about to stop); answered when the leadership has moved or the transfer is given
+    /// up. Asked again while a transfer waits, the replica gives it up for another target.
+    HandOff(HandOffAsk, Box<Responder<HandOffEnd>>),
     /// The WAL writer made a write task durable.
     Persisted(Box<Persisted>),
     /// The transport could not reach this peer.
@@ -191,7 +184,7 @@ impl PeerMsg {
             | PeerMsg::SnapshotStatus { .. }
             | PeerMsg::LogGc(_)
             | PeerMsg::Status(_)
-            | PeerMsg::HandOff(_)
+            | PeerMsg::HandOff(..)
             | PeerMsg::StoreLiveness { .. } => false,
         }
     }
@@ -204,7 +197,7 @@ impl PeerMsg {
             PeerMsg::Read(m) => m.responder.fail(error),
             PeerMsg::TransferLeader(m) => m.responder.fail(error),
             PeerMsg::Status(responder) => responder.fail(error),
-            PeerMsg::HandOff(m) => m.responder.fail(error),
+            PeerMsg::HandOff(_, responder) => responder.fail(error),
             PeerMsg::Raft(_)
             | PeerMsg::Persisted(_)
             | PeerMsg::Unreachable(_)

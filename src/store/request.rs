@@ -135,18 +135,29 @@ pub struct ChangePeersResponse {
     pub region: Region,
 }
 
-/// What a replica did when asked to hand its leadership away.
+/// Whether a hand-off request starts a hand-off or asks a replica already in one to give
+/// its transfer up for another target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HandOffStart {
-    /// It does not lead.
-    NotLeader,
-    /// A transfer to this peer began.
-    Transferring(PeerId),
-    /// It leads, and no voter on a store not known down can take over.
-    NoTarget,
+pub(crate) enum HandOffAsk {
+    Start,
+    Again,
 }
 
-impl RequestKind for HandOffStart {
+/// How a replica's part in a hand-off of its leadership ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandOffEnd {
+    /// It did not lead when asked.
+    NotLeader,
+    /// It led, and leads no more.
+    Moved,
+    /// It leads, and no voter on a store not known down (nor tried already) can take over.
+    NoTarget,
+    /// Its transfer to this peer was given up: the core's election timeout passed first,
+    /// or another hand-off asked for a new target.
+    Stalled(PeerId),
+}
+
+impl RequestKind for HandOffEnd {
     const NAME: &'static str = "hand_off";
 }
 
@@ -155,8 +166,11 @@ impl RequestKind for HandOffStart {
 pub struct HandOff {
     /// Regions this store led when asked.
     pub led: usize,
-    /// Regions it still leads: no peer could take over, the transfer did not finish in
-    /// time, or the region did not answer.
+    /// Transfers given up for another target: not finished within their share of the
+    /// wait, or abandoned by the core.
+    pub moved_on: usize,
+    /// Regions it may still lead: no peer could take over, the transfers did not finish
+    /// in time, or the region did not answer.
     pub still_leading: Vec<RegionId>,
 }
 

@@ -24,12 +24,12 @@ use super::fail_stop::FailStop;
 use super::flow::Flow;
 use super::liveness::Liveness;
 use super::meta::StoreMeta;
-use super::msg::{Command, HandOffMsg, PeerMsg, ProposeMsg, ReadMsg, StoreMsg, TransferLeaderMsg};
+use super::msg::{Command, PeerMsg, ProposeMsg, ReadMsg, StoreMsg, TransferLeaderMsg};
 use super::observer::ApplyObserver;
 use super::peer::PeerFsm;
 use super::raft_poller::{RaftPoller, RouterNotifier, StoreReceiver};
 use super::request::{
-    ChangePeersResponse, HandOff, HandOffStart, PeerChange, ReadRequest, ReadResponse,
+    ChangePeersResponse, HandOff, HandOffAsk, HandOffEnd, PeerChange, ReadRequest, ReadResponse,
     RegionStatus, SplitResponse, WriteResponse,
 };
 use super::responder::{RequestKind, Responder, Response, response_channel};
@@ -41,7 +41,7 @@ use super::wal_writer::{WalWriter, WriteOutcome, WriteTask};
 use crate::proto::commandpb::{SplitRequest, WriteCommand};
 use crate::proto::metapb::{Region, RegionEpoch};
 use crate::proto::storagepb::PeerState;
-use crate::raft::{NodeStart, Role};
+use crate::raft::NodeStart;
 use crate::region::{BusyReason, DroppedReason, RegionError};
 use crate::storage::kv::KvError;
 use crate::storage::region_meta::{all_region_states, apply_state};
@@ -423,80 +423,68 @@ impl Store {
     /// Hands every leadership this store holds to a voter elsewhere, before a planned stop:
     /// each region it leads transfers to its most caught-up voter on a store not known
     /// down (woken if it sleeps), and this returns once none of them leads here any more,
-    /// or after `within`. A transfer that has not finished by a third of the time (its
-    /// target may be gone without being known down yet) is moved to another voter. The
+    /// or after `within`. A transfer not finished within a third of the time (its target
+    /// may be gone without being known down yet) is given up for another voter. The
     /// regions keep serving meanwhile, and one may be elected here again before the store
     /// stops. Needs the store's threads (a stepped store answers only when stepped, so the
     /// wait runs out).
     pub fn hand_off_leaderships(&self, within: Duration) -> HandOff {
-        let deadline = Instant::now() + within;
+        let started = Instant::now();
+        let share = within / HAND_OFF_ATTEMPTS;
         let mut handed = HandOff::default();
-        // Each region that may still lead here, with the peers tried so far.
-        let mut moving: Vec<(RegionId, Vec<PeerId>)> = self
+        // Regions that may still lead here, and whether they were counted as led.
+        let mut waiting: Vec<(RegionId, bool)> = self
             .regions()
             .iter()
-            .map(|r| (r.region_id(), Vec::new()))
+            .map(|r| (r.region_id(), false))
             .collect();
-        for attempt in 0..HAND_OFF_ATTEMPTS {
-            let now = Instant::now();
-            let attempt_ends =
-                now + deadline.saturating_duration_since(now) / (HAND_OFF_ATTEMPTS - attempt);
-            let asked: Vec<_> = moving
-                .into_iter()
-                .map(|(region, tried)| {
+        for attempt in 1..=HAND_OFF_ATTEMPTS {
+            let attempt_ends = started + share * attempt;
+            // Asked again, a region still transferring gives it up for another target.
+            let asked: Vec<_> = waiting
+                .drain(..)
+                .map(|(region, counted)| {
                     let (responder, response) = response_channel(region);
-                    let msg = HandOffMsg {
-                        avoid: tried.clone(),
-                        responder,
+                    let ask = if attempt == 1 {
+                        HandOffAsk::Start
+                    } else {
+                        HandOffAsk::Again
                     };
-                    self.send(region, PeerMsg::HandOff(Box::new(msg)));
-                    (region, tried, response)
+                    self.send(region, PeerMsg::HandOff(ask, Box::new(responder)));
+                    (region, counted, response)
                 })
                 .collect();
-            moving = Vec::new();
-            for (region, mut tried, mut response) in asked {
-                let answer = response.wait_for(deadline.saturating_duration_since(Instant::now()));
-                if attempt == 0
-                    && matches!(
-                        answer,
-                        Some(Ok(HandOffStart::Transferring(_) | HandOffStart::NoTarget))
-                    )
-                {
+            for (region, counted, mut response) in asked {
+                let left = attempt_ends.saturating_duration_since(Instant::now());
+                let answer = response.wait_for(left);
+                // A replica that does not lead says so at once: one that has not answered
+                // yet is transferring.
+                let led = !matches!(answer, Some(Ok(HandOffEnd::NotLeader)) | Some(Err(_)));
+                if led && !counted {
                     handed.led += 1;
                 }
                 match answer {
-                    // Not (or no longer) leading here, or gone.
-                    Some(Ok(HandOffStart::NotLeader)) | Some(Err(_)) => {}
-                    Some(Ok(HandOffStart::Transferring(to))) => {
-                        tried.push(to);
-                        moving.push((region, tried));
+                    // Not leading here (any more), or gone.
+                    Some(Ok(HandOffEnd::NotLeader | HandOffEnd::Moved)) | Some(Err(_)) => {}
+                    Some(Ok(HandOffEnd::NoTarget)) => handed.still_leading.push(region),
+                    // Given up, or not done within its share: another target next.
+                    Some(Ok(HandOffEnd::Stalled(_))) | None => {
+                        waiting.push((region, counted || led));
                     }
-                    Some(Ok(HandOffStart::NoTarget)) | None => handed.still_leading.push(region),
                 }
             }
-            while !moving.is_empty() && Instant::now() < attempt_ends {
-                std::thread::sleep(HAND_OFF_LOOK_EVERY);
-                moving.retain(|(region, _)| self.leads(*region, deadline));
-            }
-            if moving.is_empty() {
+            if waiting.is_empty() {
                 break;
+            }
+            if attempt < HAND_OFF_ATTEMPTS {
+                handed.moved_on += waiting.len();
             }
         }
         handed
             .still_leading
-            .extend(moving.into_iter().map(|(region, _)| region));
+            .extend(waiting.into_iter().map(|(region, _)| region));
         handed.still_leading.sort_unstable();
         handed
-    }
-
-    /// Whether this store's replica of `region` leads (or did not say before `deadline`).
-    fn leads(&self, region: RegionId, deadline: Instant) -> bool {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match self.region_status(region).wait_for(left) {
-            Some(Ok(status)) => status.role == Role::Leader,
-            Some(Err(_)) => false,
-            None => true,
-        }
     }
 
     /// The region as this store last recorded it.
@@ -790,9 +778,6 @@ impl Loops {
 
 /// Targets `Store::hand_off_leaderships` tries per region, each for a share of its time.
 const HAND_OFF_ATTEMPTS: u32 = 3;
-
-/// How often `Store::hand_off_leaderships` looks whether its transfers finished.
-const HAND_OFF_LOOK_EVERY: Duration = Duration::from_millis(10);
 
 /// How long an idle `RunMode::OneThread` runner blocks on the raft queue before it
 /// looks again (it wakes at once when a region is scheduled).

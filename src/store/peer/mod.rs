@@ -6,6 +6,7 @@
 
 mod applied;
 mod destroy;
+mod hand_off;
 mod hibernate;
 mod log_gc;
 mod propose;
@@ -21,7 +22,7 @@ use super::apply::AppliedProgress;
 use super::batch::Fsm;
 use super::context::PollContext;
 use super::msg::{PeerMsg, Proposal, ProposeMsg, ReadMsg, TransferLeaderMsg};
-use super::request::{HandOffStart, RegionStatus};
+use super::request::RegionStatus;
 use super::responder::Responder;
 use super::wal_writer::Persisted;
 use crate::proto::metapb::{Peer, Region, RegionEpoch};
@@ -29,10 +30,10 @@ use crate::proto::raftpb::MessageType;
 use crate::proto::storagepb::RaftApplyState;
 use crate::proto::transportpb::RaftMessage;
 use crate::raft::LogStorage;
-use crate::raft::{DropReason, ProgressState, RaftError, RawNode, Role};
+use crate::raft::{DropReason, RaftError, RawNode, Role};
 use crate::region::{BusyReason, CommandKind, DroppedReason, RegionError, check_epoch};
 use crate::storage::raft_log::RegionLog;
-use crate::{PeerId, RegionId, StoreId};
+use crate::{PeerId, RegionId};
 
 use hibernate::{Sleep, WakeCause};
 use read::ReadQueue;
@@ -78,6 +79,8 @@ pub(crate) struct PeerFsm {
     /// When this replica last took ticks, started or woke: its core's tick clock (the
     /// lease's) is current as of then (see `read.rs`, `LeaseClock`).
     ticked_at: Instant,
+    /// A hand-off of the leadership under way (see `hand_off.rs`).
+    hand_off: Option<Box<hand_off::HandOffState>>,
 }
 
 /// A replica's life.
@@ -127,6 +130,7 @@ impl PeerFsm {
             counted: None,
             answer_now: false,
             ticked_at: Instant::now(),
+            hand_off: None,
         }
     }
 
@@ -175,10 +179,7 @@ impl PeerFsm {
                 }
             }
             PeerMsg::Status(responder) => responder.respond(Ok(self.status())),
-            PeerMsg::HandOff(m) => {
-                let started = self.hand_off(&m.avoid, ctx);
-                m.responder.respond(Ok(started));
-            }
+            PeerMsg::HandOff(ask, responder) => self.on_hand_off(ask, *responder, ctx),
             PeerMsg::SnapshotStatus { to, status } => self.raw.report_snapshot(to.get(), status),
             PeerMsg::LogGc(pass) => self.on_log_gc(pass, ctx),
             PeerMsg::StoreLiveness { store, liveness } => {
@@ -206,6 +207,7 @@ impl PeerFsm {
         }
         self.propose_pending(ctx);
         self.handle_ready(ctx);
+        self.check_hand_off();
         self.request_snapshot(ctx);
         self.maybe_sleep(ticks, ctx);
         self.count_state();
@@ -420,43 +422,6 @@ impl PeerFsm {
                 reason: other.to_string(),
             },
         }
-    }
-
-    /// A leader hands its leadership to a voter not in `avoid` on a store not known down:
-    /// one it replicates to at full pace before one it probes, then the most caught up (the
-    /// transfer waits until the target has the whole log).
-    fn hand_off(&mut self, avoid: &[PeerId], ctx: &mut PollContext) -> HandOffStart {
-        if !self.is_leader() {
-            return HandOffStart::NotLeader;
-        }
-        // A sleeping leader is woken: the transfer's messages need its ticks and rounds.
-        self.wake(WakeCause::Other, ctx);
-        let status = self.raw.status();
-        let liveness = &ctx.shared.liveness;
-        let mut voters: Vec<(bool, std::cmp::Reverse<u64>, u64)> = status
-            .progress
-            .iter()
-            .filter(|(id, p)| **id != status.id && !p.is_learner && !avoid.contains(&PeerId(**id)))
-            .filter(|(id, _)| {
-                self.peer_by_id(**id)
-                    .is_some_and(|p| !liveness.is_down(StoreId(p.store_id)))
-            })
-            .map(|(id, p)| {
-                (
-                    p.state != ProgressState::Replicate,
-                    std::cmp::Reverse(p.matched),
-                    *id,
-                )
-            })
-            .collect();
-        // The core refuses a peer that cannot vote (an outgoing one, say): the next one.
-        voters.sort_unstable();
-        for (_, _, id) in voters {
-            if self.raw.transfer_leader(id).is_ok() {
-                return HandOffStart::Transferring(PeerId(id));
-            }
-        }
-        HandOffStart::NoTarget
     }
 
     fn on_transfer_leader(
