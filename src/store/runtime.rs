@@ -441,15 +441,16 @@ impl Store {
         for attempt in 1..=HAND_OFF_ATTEMPTS {
             let attempt_ends = started + share * attempt;
             // Asked again, a region still transferring gives it up for another target.
+            let ask = if attempt == 1 {
+                HandOffAsk::Start
+            } else {
+                handed.moved_on += waiting.len();
+                HandOffAsk::Again
+            };
             let asked: Vec<_> = waiting
                 .drain(..)
                 .map(|(region, counted)| {
                     let (responder, response) = response_channel(region);
-                    let ask = if attempt == 1 {
-                        HandOffAsk::Start
-                    } else {
-                        HandOffAsk::Again
-                    };
                     self.send(region, PeerMsg::HandOff(ask, Box::new(responder)));
                     (region, counted, response)
                 })
@@ -475,9 +476,6 @@ impl Store {
             }
             if waiting.is_empty() {
                 break;
-            }
-            if attempt < HAND_OFF_ATTEMPTS {
-                handed.moved_on += waiting.len();
             }
         }
         handed

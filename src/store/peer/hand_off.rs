@@ -111,11 +111,4 @@ impl PeerFsm {
             waiting.respond(Ok(HandOffEnd::Stalled(to)));
         }
     }
-
-    /// Whether a transfer of the hand-off is under way (the region must stay awake).
-    pub(super) fn handing_off(&self) -> bool {
-        self.hand_off
-            .as_ref()
-            .is_some_and(|s| s.under_way.is_some())
-    }
 }

@@ -89,7 +89,6 @@ impl PeerFsm {
         let liveness = &ctx.shared.liveness;
         self.proposals.is_empty()
             && self.reads.is_empty()
-            && !self.handing_off()
             && self.raw.is_quiescent_ignoring(|id| {
                 self.peer_by_id(id)
                     .is_some_and(|p| liveness.is_down(StoreId(p.store_id)))
