@@ -32,8 +32,10 @@ impl PeerFsm {
         }
         // A sleeping leader is woken: the transfer needs its ticks and rounds.
         self.wake(WakeCause::Other, ctx);
-        let state = match (ask, self.hand_off.take()) {
+        let mut state = match (ask, self.hand_off.take()) {
             (HandOffAsk::Again, Some(state)) => state,
+            // A new hand-off: a transfer a former one left waiting answers its (gone)
+            // asker with an error as it drops.
             _ => Box::new(HandOffState {
                 tried: Vec::new(),
                 under_way: None,
@@ -41,7 +43,6 @@ impl PeerFsm {
         };
         let mut avoid = state.tried.clone();
         avoid.extend(state.under_way.as_ref().map(|(to, _)| *to));
-        let mut state = state;
         match self.start_transfer(&avoid, ctx) {
             Some(to) => {
                 // The core moved to the new target: the transfer asked before is over.
