@@ -389,10 +389,9 @@ impl Node {
     /// already let in and the writes already taken get up to the configured grace to
     /// finish and commit — the store-to-store traffic still flows. The store hands its
     /// leaderships to the others (waiting up to the grace, at most two election timeouts).
-    /// Then the servers
-    /// close, and the store stops: requests still waiting are answered with a typed error,
-    /// the WAL writer writes what it was given, the KV engine is made durable. Callable
-    /// from inside an async runtime too.
+    /// Then the servers close, and the store stops: requests still waiting are answered
+    /// with a typed error, the WAL writer writes what it was given, the KV engine is made
+    /// durable. Callable from inside an async runtime too.
     pub fn shutdown(mut self) {
         self.stop();
     }

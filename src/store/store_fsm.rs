@@ -93,6 +93,7 @@ impl StoreFsm {
             self.queue_wakes(store, Liveness::Down, ctx);
         }
         if self.ticks.is_multiple_of(u64::from(cfg.ping_ticks.max(1))) {
+            let mut pings = 0;
             for &store in &watched {
                 // An empty batch: the receiver hears this store. Lost pings are what
                 // liveness measures.
@@ -102,9 +103,10 @@ impl StoreFsm {
                     ..Default::default()
                 };
                 if shared.transport.send(ping).is_ok() {
-                    TrafficCounters::new(Direction::Sent).count(1, 0, 0);
+                    pings += 1;
                 }
             }
+            TrafficCounters::new(Direction::Sent).count(pings, 0, 0);
         }
         let mut budget = cfg.max_wakes_per_tick.max(1);
         for (queue, liveness) in [

@@ -5,7 +5,6 @@
 
 use super::PeerFsm;
 use super::hibernate::WakeCause;
-use crate::proto::metapb::Peer;
 use crate::raft::ProgressState;
 use crate::store::Responder;
 use crate::store::context::PollContext;
@@ -70,7 +69,7 @@ impl PeerFsm {
             .filter(|(id, p)| **id != status.id && !p.is_learner && !tried.contains(&PeerId(**id)))
             .filter(|(id, _)| {
                 self.peer_by_id(**id)
-                    .is_some_and(|p: Peer| !liveness.is_down(StoreId(p.store_id)))
+                    .is_some_and(|p| !liveness.is_down(StoreId(p.store_id)))
             })
             .map(|(id, p)| {
                 (
