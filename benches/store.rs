@@ -23,8 +23,12 @@
 //! - `FLOTILLA_BENCH_HIBERNATE=0`: idle regions keep ticking (the idle mode's comparison).
 //! - `FLOTILLA_BENCH_PURGE=0`: no allocator purge thread (`flotilla::allocator::spawn_purger`,
 //!   which the `flotilla` binary always runs): what it saves.
-//! - `FLOTILLA_BENCH_RUN`: `threads` (a pool per role: `RunMode::Threads`; default) or
-//!   `one-thread` (each store's roles in turn on one thread: `RunMode::OneThread`).
+//! - `FLOTILLA_BENCH_RUN`: `threads` (a pool per role: `RunMode::Threads`; default),
+//!   `one-thread` (each store's roles in turn on one thread: `RunMode::OneThread`) or
+//!   `stepped` (throughput only: the three stores stepped in turn on the bench's one
+//!   thread, the clients' writes proposed between rounds — no thread hand-offs and no
+//!   waiting, so the time per write is the CPU a write costs the stores: the figure to
+//!   compare two builds by on a busy machine).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,7 +44,10 @@ use flotilla::storage::fjall_kv::{FjallKvEngine, KvConfig};
 use flotilla::storage::mem_kv::MemKvEngine;
 use flotilla::storage::mem_log::MemRaftLog;
 use flotilla::storage::raft_log::{RaftLogConfig, RaftLogEngine};
-use flotilla::store::{Engines, InProcessNetwork, RunMode, Store, StoreConfig, bootstrap_region};
+use flotilla::store::{
+    Engines, InProcessNetwork, RegionResult, Response, RunMode, SnapshotSteps, Store, StoreConfig,
+    WriteResponse, bootstrap_region,
+};
 use flotilla::testkit::cluster::first_region;
 use flotilla::{RegionId, StoreId};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -83,6 +90,7 @@ fn kv_config(dir: std::path::PathBuf) -> KvConfig {
 fn run_mode() -> RunMode {
     match env("FLOTILLA_BENCH_RUN").as_deref() {
         Some("one-thread") => RunMode::OneThread,
+        Some("stepped") => RunMode::Stepped,
         _ => RunMode::Threads,
     }
 }
@@ -124,11 +132,9 @@ fn start(regions: u64, engine: Engine, config: impl Fn(&mut StoreConfig)) -> Clu
                 new_peer_ids: (1..=3).map(|s| 1_000_000 + i * 10 + s).collect(),
             })
             .collect();
-        let (leader, epoch) = c.wait_leader(RegionId(1));
-        c.stores[leader]
-            .split(RegionId(1), epoch, splits)
-            .wait()
-            .expect("split");
+        let (leader, epoch) = c.leader(RegionId(1));
+        let split = c.stores[leader].split(RegionId(1), epoch, splits);
+        c.answer(split).expect("split");
     }
     c
 }
@@ -146,6 +152,60 @@ fn region_id(i: u64) -> RegionId {
 }
 
 impl Cluster {
+    fn stepped(&self) -> bool {
+        run_mode() == RunMode::Stepped
+    }
+
+    /// Steps every store a round at a time until none has work left (stepped mode).
+    fn settle(&mut self) {
+        let mut worked = true;
+        while worked {
+            worked = false;
+            for s in &mut self.stores {
+                worked |= s.step_round(SnapshotSteps::Run);
+            }
+        }
+    }
+
+    /// The answer to `response`: waited for, or, stepped, reached by stepping the stores
+    /// (and ticking them, as their timers would, while it does not come).
+    fn answer<T>(&mut self, mut response: Response<T>) -> RegionResult<T> {
+        if !self.stepped() {
+            return response.wait();
+        }
+        loop {
+            self.settle();
+            if let Some(answer) = response.try_take() {
+                return answer;
+            }
+            for s in &self.stores {
+                s.tick();
+            }
+        }
+    }
+
+    /// The store leading `region` and the region's epoch, once it has a leader.
+    fn leader(&mut self, region: RegionId) -> (usize, RegionEpoch) {
+        if !self.stepped() {
+            return self.wait_leader(region);
+        }
+        for _ in 0..10_000 {
+            for i in 0..self.stores.len() {
+                let status = self.stores[i].region_status(region);
+                if let Ok(st) = self.answer(status)
+                    && st.role == Role::Leader
+                {
+                    return (i, st.region.epoch.unwrap_or_default());
+                }
+            }
+            for s in &self.stores {
+                s.tick();
+            }
+            self.settle();
+        }
+        panic!("region {region} elected no leader in 10,000 ticks");
+    }
+
     /// `wait_leader` for client tasks (which must not block their runtime).
     async fn leader_of(&self, region: RegionId) -> (usize, RegionEpoch) {
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -265,10 +325,14 @@ fn throughput() {
     let keys = env_u64("FLOTILLA_BENCH_KEYS", 1000).max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     for regions in region_counts("1,100,1000") {
-        let c = start(regions, engine, |_| {});
+        let mut c = start(regions, engine, |_| {});
+        if c.stepped() {
+            stepped_throughput(c, regions, clients, &value, keys, secs);
+            continue;
+        }
         // Where each region's leader is, refreshed on NotLeader.
         let leaders: Vec<Mutex<(usize, RegionEpoch)>> = (0..regions)
-            .map(|i| Mutex::new(c.wait_leader(region_id(i))))
+            .map(|i| Mutex::new(c.leader(region_id(i))))
             .collect();
         // Keys are `{region prefix}-{client}-{k}`, assembled from parts made up front: the
         // clients' thread is the bench's cost, not the store's, so it keeps the formatting
@@ -381,6 +445,109 @@ fn throughput() {
         for s in c.stores {
             s.shutdown();
         }
+    }
+}
+
+/// `throughput` with the stores stepped on this thread: each loop proposes a write for
+/// every client not waiting for one, steps each store one round, and takes the answers
+/// that came. One thread does all the work, so writes/s is the inverse of a write's CPU.
+fn stepped_throughput(
+    mut c: Cluster,
+    regions: u64,
+    clients: u64,
+    value: &Bytes,
+    keys: u64,
+    secs: u64,
+) {
+    let mut leaders: Vec<(usize, RegionEpoch)> =
+        (0..regions).map(|i| c.leader(region_id(i))).collect();
+    // Keys assembled from parts made up front, as the threaded clients do.
+    let prefixes: Vec<String> = (0..regions).map(key_prefix).collect();
+    let suffixes: Vec<Vec<String>> = (0..clients)
+        .map(|client| (0..keys).map(|k| format!("-{client}-{k}")).collect())
+        .collect();
+    let mut waiting: Vec<Option<(u64, Response<WriteResponse>, Instant)>> =
+        (0..clients).map(|_| None).collect();
+    let mut rng: Vec<u64> = (0..clients).map(|c| c.wrapping_mul(0x9E37_79B9)).collect();
+    let mut latencies: Vec<u32> = Vec::new();
+    let mut rounds = 0u64;
+    let (cpu_before, _) = cpu_and_rss();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(secs);
+    let mut now = started;
+    while now < deadline {
+        for (client, slot) in waiting.iter_mut().enumerate() {
+            if slot.is_some() {
+                continue;
+            }
+            let n = &mut rng[client];
+            *n = n.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let i = (*n >> 33) % regions;
+            let (store, epoch) = leaders[i as usize];
+            let key = [
+                prefixes[i as usize].as_bytes(),
+                suffixes[client][(*n % keys) as usize].as_bytes(),
+            ]
+            .concat();
+            let response = c.stores[store].propose(region_id(i), epoch, put(key, value.clone()));
+            *slot = Some((i, response, now));
+        }
+        for s in &mut c.stores {
+            s.step_round(SnapshotSteps::Run);
+        }
+        rounds += 1;
+        now = Instant::now();
+        for slot in &mut waiting {
+            let Some((i, response, proposed)) = slot else {
+                continue;
+            };
+            let Some(answer) = response.try_take() else {
+                continue;
+            };
+            match answer {
+                Ok(_) => latencies.push(now.duration_since(*proposed).as_micros() as u32),
+                Err(RegionError::NotLeader { .. } | RegionError::EpochNotMatch { .. }) => {
+                    let i = *i;
+                    *slot = None;
+                    leaders[i as usize] = c.leader(region_id(i));
+                    continue;
+                }
+                Err(e) => panic!("a write failed: {e}"),
+            }
+            *slot = None;
+        }
+        // What the timers would do: ticks keep leases and leaders, log GC bounds memory.
+        if rounds.is_multiple_of(1024) {
+            for s in &c.stores {
+                s.tick();
+                s.log_gc();
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (cpu_after, _) = cpu_and_rss();
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    let ops = latencies.len() as f64;
+    println!(
+        "throughput {:?} Stepped {regions} regions {clients} clients {}-byte values: {:.0} writes/s on one thread ({:.2} µs per write; {:.2} µs of the process's CPU per write), p50 {} µs, p99 {} µs; {:.1} writes per round of the three stores",
+        c.engine,
+        value.len(),
+        ops / elapsed,
+        elapsed * 1e6 / ops.max(1.0),
+        (cpu_after - cpu_before) * 1e6 / ops.max(1.0),
+        pct(0.50),
+        pct(0.99),
+        ops / rounds.max(1) as f64,
+    );
+    c.settle();
+    for s in c.stores {
+        s.shutdown();
     }
 }
 

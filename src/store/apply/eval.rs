@@ -181,7 +181,12 @@ pub struct RangeDelete {
 /// a command is refused whole or not at all.
 pub fn check_command(cmd: &WriteCommand, region: &Region) -> Result<(), EvalError> {
     for o in &cmd.ops {
-        match o.op.as_ref().ok_or(EvalError::Empty)? {
+        // Not `ok_or(EvalError::Empty)?`: an error built eagerly is dropped (a call to its
+        // drop glue) on every operation.
+        let Some(body) = o.op.as_ref() else {
+            return Err(EvalError::Empty);
+        };
+        match body {
             op::Op::Put(p) => {
                 check_data_key(&p.key, region)?;
                 kv::check_value(&p.value).map_err(EvalError::Invalid)?;
@@ -241,7 +246,10 @@ pub fn evaluate(
     outcomes: &mut Vec<OpOutcome>,
 ) -> Result<Option<(RangeDelete, usize)>, EvalError> {
     for (at, o) in ops.iter_mut().enumerate().skip(from) {
-        match o.op.as_mut().ok_or(EvalError::Empty)? {
+        let Some(body) = o.op.as_mut() else {
+            return Err(EvalError::Empty);
+        };
+        match body {
             op::Op::Put(p) => {
                 let (key, value) = (std::mem::take(&mut p.key), std::mem::take(&mut p.value));
                 batch.put(Keyspace::Data, key, value);

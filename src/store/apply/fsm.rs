@@ -217,6 +217,8 @@ pub(crate) struct ApplyPoller {
     batch: KvWriteBatch,
     overlay: Overlay,
     answers: Vec<Answer>,
+    /// The outcomes of writes no one is told of (a follower's), reused from write to write.
+    outcomes: Vec<OpOutcome>,
     /// Each region's round, and where its peer reads the applied index.
     results: Vec<(crate::RegionId, ApplyResult, Arc<AppliedProgress>)>,
     /// Events for the apply observers, sent once the batch holding them is written.
@@ -240,6 +242,7 @@ impl ApplyPoller {
             batch: KvWriteBatch::default(),
             overlay: Overlay::default(),
             answers: Vec::new(),
+            outcomes: Vec::new(),
             results: Vec::new(),
             events: Vec::new(),
             applied_entries: 0,
@@ -439,23 +442,38 @@ impl ApplyPoller {
             Some((i, done)) if i == index => usize::try_from(done).unwrap_or(usize::MAX),
             _ => 0,
         };
-        let mut results = Vec::with_capacity(writes.commands.len());
+        // A follower's entry (no proposer waiting) with no observer to tell: the outcomes
+        // are not kept, and one scratch list serves every write.
+        let keep = proposal.is_some() || !self.shared.observers.is_empty();
+        let mut results = Vec::with_capacity(if keep { writes.commands.len() } else { 0 });
         let mut applied = Vec::new();
+        let mut scratch = std::mem::take(&mut self.outcomes);
         let mut first_op = 0;
         for mut write in writes.commands {
             let from = resume.saturating_sub(first_op).min(write.ops.len());
             // Evaluating takes the writes' keys and values: the observers get a copy.
             let observed = (!self.shared.observers.is_empty()).then(|| write.clone());
-            let result = self.apply_write(fsm, index, first_op, &mut write, from)?;
+            let mut outcomes = if keep {
+                Vec::with_capacity(write.ops.len())
+            } else {
+                scratch.clear();
+                std::mem::take(&mut scratch)
+            };
+            let result = self.apply_write(fsm, index, first_op, &mut write, from, &mut outcomes)?;
             first_op += write.ops.len();
-            if let (Ok(outcomes), Some(command)) = (&result, observed) {
+            if !keep {
+                scratch = outcomes;
+                continue;
+            }
+            if let (Ok(()), Some(command)) = (&result, observed) {
                 applied.push(AppliedWrite {
                     command,
                     outcomes: outcomes.clone(),
                 });
             }
-            results.push(result.map(|outcomes| WriteResponse { index, outcomes }));
+            results.push(result.map(|()| WriteResponse { index, outcomes }));
         }
+        self.outcomes = scratch;
         fsm.partial = None;
         if !applied.is_empty() {
             self.observe(fsm, (index, entry.term), || AppliedChange::Writes {
@@ -466,8 +484,9 @@ impl ApplyPoller {
         Ok(())
     }
 
-    /// Applies one write of entry `index` from its operation `from`; `first_op` is its
-    /// first operation's position in the entry. Its outcomes, or why it was refused.
+    /// Applies one write of entry `index` from its operation `from`, its outcomes added
+    /// to `outcomes`; `first_op` is its first operation's position in the entry. Whether
+    /// it was applied, or why it was refused.
     fn apply_write(
         &mut self,
         fsm: &mut ApplyFsm,
@@ -475,7 +494,8 @@ impl ApplyPoller {
         first_op: usize,
         write: &mut WriteCommand,
         mut from: usize,
-    ) -> Result<RegionResult<Vec<OpOutcome>>, Stopped> {
+        outcomes: &mut Vec<OpOutcome>,
+    ) -> Result<RegionResult<()>, Stopped> {
         let checked = check_command(write, &fsm.region).map_err(|e| {
             e.into_region_error()
                 .unwrap_or_else(|kv| invalid(&kv.to_string()))
@@ -483,7 +503,6 @@ impl ApplyPoller {
         if let Err(e) = checked {
             return Ok(Err(e));
         }
-        let mut outcomes = Vec::with_capacity(write.ops.len());
         loop {
             let evaluated = evaluate(
                 &mut write.ops,
@@ -492,10 +511,10 @@ impl ApplyPoller {
                 self.kv.as_ref(),
                 &mut self.overlay,
                 &mut self.batch,
-                &mut outcomes,
+                outcomes,
             );
             match evaluated {
-                Ok(None) => return Ok(Ok(outcomes)),
+                Ok(None) => return Ok(Ok(())),
                 Ok(Some((range, resume))) => {
                     // The mark names the range delete itself: a replay clears the range
                     // again (harmless) rather than skip what a crash left uncleared.
