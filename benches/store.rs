@@ -24,7 +24,8 @@
 //! - `FLOTILLA_BENCH_PURGE=0`: no allocator purge thread (`flotilla::allocator::spawn_purger`,
 //!   which the `flotilla` binary always runs): what it saves.
 //! - `FLOTILLA_BENCH_RUN`: `threads` (a pool per role: `RunMode::Threads`; default),
-//!   `one-thread` (each store's roles in turn on one thread: `RunMode::OneThread`) or
+//!   `one-thread` (each store's roles in turn on one thread: `RunMode::OneThread`),
+//!   `shared` (the three stores' roles in turn on one thread: `RunMode::Shared`) or
 //!   `stepped` (throughput only: the three stores stepped in turn on the bench's one
 //!   thread, the clients' writes proposed between rounds — no thread hand-offs and no
 //!   waiting, so the time per write is the CPU a write costs the stores: the figure to
@@ -45,8 +46,8 @@ use flotilla::storage::mem_kv::MemKvEngine;
 use flotilla::storage::mem_log::MemRaftLog;
 use flotilla::storage::raft_log::{RaftLogConfig, RaftLogEngine};
 use flotilla::store::{
-    Engines, InProcessNetwork, RegionResult, Response, RunMode, SnapshotSteps, Store, StoreConfig,
-    WriteResponse, bootstrap_region,
+    Engines, InProcessNetwork, RegionResult, Response, RunMode, SharedRunner, SnapshotSteps, Store,
+    StoreConfig, WriteResponse, bootstrap_region,
 };
 use flotilla::testkit::cluster::first_region;
 use flotilla::{RegionId, StoreId};
@@ -90,8 +91,27 @@ fn kv_config(dir: std::path::PathBuf) -> KvConfig {
 fn run_mode() -> RunMode {
     match env("FLOTILLA_BENCH_RUN").as_deref() {
         Some("one-thread") => RunMode::OneThread,
+        Some("shared") => {
+            // One thread for the three stores of every run.
+            static RUNNER: std::sync::OnceLock<SharedRunner> = std::sync::OnceLock::new();
+            RunMode::Shared(
+                RUNNER
+                    .get_or_init(|| SharedRunner::spawn("stores").expect("the shared thread"))
+                    .clone(),
+            )
+        }
         Some("stepped") => RunMode::Stepped,
         _ => RunMode::Threads,
+    }
+}
+
+/// The run mode's name, as the figures print it.
+fn run_name() -> &'static str {
+    match run_mode() {
+        RunMode::Threads => "Threads",
+        RunMode::OneThread => "OneThread",
+        RunMode::Shared(_) => "Shared",
+        RunMode::Stepped => "Stepped",
     }
 }
 
@@ -427,8 +447,8 @@ fn throughput() {
         let raft_visits =
             delta("flotilla_store_poll_batch_fsms_sum", &["pool=\"raft\""]) / ops.max(1.0);
         println!(
-            "throughput {engine:?} {:?} {regions} regions {clients} clients {}-byte values: {:.0} writes/s, p50 {} µs, p99 {} µs, max {} µs; {:.1} client writes per fsync ({fsyncs} fsyncs, 3 stores), {:.1} client writes per WAL write, {regions_per_write:.1} regions per WAL write; {:.2} µs of CPU per write (the process: three stores and the clients; {:.0} % of the machine's {} cores); mean synced WAL write {fsync_us:.0} µs, mean apply round {apply_us:.0} µs; {raft_visits:.1} raft poller region visits per write",
-            run_mode(),
+            "throughput {engine:?} {} {regions} regions {clients} clients {}-byte values: {:.0} writes/s, p50 {} µs, p99 {} µs, max {} µs; {:.1} client writes per fsync ({fsyncs} fsyncs, 3 stores), {:.1} client writes per WAL write, {regions_per_write:.1} regions per WAL write; {:.2} µs of CPU per write (the process: three stores and the clients; {:.0} % of the machine's {} cores); mean synced WAL write {fsync_us:.0} µs, mean apply round {apply_us:.0} µs; {raft_visits:.1} raft poller region visits per write",
+            run_name(),
             value.len(),
             ops / elapsed,
             pct(0.50),

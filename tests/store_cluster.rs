@@ -1,8 +1,9 @@
 //! Whole stores over the in-process network: three stores elect a leader for the first
 //! region, replicate and apply writes, serve linearizable reads, refuse what does not fit
 //! (follower, stale epoch, foreign key), split, hand leadership over and restart. The
-//! restart and stop-under-load tests run each store on threads per role and again on one
-//! thread (`RunMode::OneThread`).
+//! restart and stop-under-load tests run each store on threads per role, again on one
+//! thread (`RunMode::OneThread`), and with the three stores on one thread
+//! (`RunMode::Shared`).
 
 use bytes::Bytes;
 use flotilla::proto::commandpb::{
@@ -12,7 +13,7 @@ use flotilla::proto::metapb::RegionEpoch;
 use flotilla::raft::Role;
 use flotilla::region::RegionError;
 use flotilla::store::apply::eval::OpOutcome;
-use flotilla::store::{ReadRequest, ReadResponse, RunMode, ScanOrder};
+use flotilla::store::{ReadRequest, ReadResponse, RunMode, ScanOrder, SharedRunner};
 use flotilla::testkit::cluster::*;
 use flotilla::{PeerId, RegionId, StoreId};
 
@@ -319,6 +320,55 @@ fn a_restarted_store_on_one_thread_keeps_its_data_and_rejoins() {
     restarted_store_keeps_its_data_and_rejoins(RunMode::OneThread);
 }
 
+/// The three stores take turns on one thread; the stopped one leaves it (the other two
+/// go on there), and the restarted one joins it again.
+#[test]
+fn a_restarted_store_sharing_a_thread_keeps_its_data_and_rejoins() {
+    restarted_store_keeps_its_data_and_rejoins(RunMode::Shared(shared_runner("shared-rejoin")));
+}
+
+fn shared_runner(name: &str) -> SharedRunner {
+    SharedRunner::spawn(name).expect("the shared thread")
+}
+
+/// The names of this process's threads (Linux).
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|name| name.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A shared thread lives while a store runs on it or a handle is kept, and ends once
+/// neither is left.
+#[test]
+fn a_shared_thread_ends_once_its_stores_have_stopped_and_its_handles_are_gone() {
+    let name = "shared-ending";
+    let runner = shared_runner(name);
+    let running = || thread_names().iter().any(|n| n == name);
+    let mut c = Cluster::start_in(RunMode::Shared(runner.clone()), 3);
+    c.must_put(FIRST_REGION, b"k", b"v");
+    drop(runner);
+    for s in (1..=3).map(StoreId) {
+        assert!(
+            running(),
+            "the thread ended while store {s} still ran on it"
+        );
+        c.stop(s);
+    }
+    // The cluster keeps the mode (a handle) to restart its stores with.
+    assert!(
+        running(),
+        "the thread ended while the cluster held a handle"
+    );
+    drop(c);
+    wait_until("the shared thread ends", || !running());
+}
+
 fn restarted_store_keeps_its_data_and_rejoins(mode: RunMode) {
     let mut c = Cluster::start_in(mode, 3);
     c.must_put(FIRST_REGION, b"k1", b"v1");
@@ -476,6 +526,13 @@ fn every_request_is_answered_when_the_leader_stops_under_load() {
 #[test]
 fn every_request_is_answered_when_a_leader_on_one_thread_stops_under_load() {
     every_request_answered_when_the_leader_stops_under_load(RunMode::OneThread);
+}
+
+#[test]
+fn every_request_is_answered_when_a_leader_sharing_a_thread_stops_under_load() {
+    every_request_answered_when_the_leader_stops_under_load(RunMode::Shared(shared_runner(
+        "shared-stop",
+    )));
 }
 
 fn every_request_answered_when_the_leader_stops_under_load(mode: RunMode) {

@@ -7,8 +7,9 @@
 //! as a history that is not linearizable) and every request still waiting is answered.
 //!
 //! CI runs one round of `DEFAULT_SECS` seconds over `DEFAULT_REGIONS` regions with each
-//! store's roles on threads of their own, and one with each store on one thread
-//! (`RunMode::OneThread`).
+//! store's roles on threads of their own, one with each store on one thread
+//! (`RunMode::OneThread`), and one with the three stores sharing one thread
+//! (`RunMode::Shared`).
 //! `FLOTILLA_LIN_SEEDS=N` runs N rounds (seeds 0..N, or from `FLOTILLA_LIN_FIRST_SEED`),
 //! `FLOTILLA_LIN_SECS` and `FLOTILLA_LIN_REGIONS` change the round, `FLOTILLA_LIN_TRACE=1`
 //! prints the faults. The seed fixes every
@@ -26,7 +27,9 @@ use flotilla::proto::metapb::{Peer, RegionEpoch};
 use flotilla::raft::Role;
 use flotilla::region::{DroppedReason, RegionError};
 use flotilla::store::apply::eval::OpOutcome;
-use flotilla::store::{Fault, PeerChange, ReadRequest, ReadResponse, Response, RunMode};
+use flotilla::store::{
+    Fault, PeerChange, ReadRequest, ReadResponse, Response, RunMode, SharedRunner,
+};
 use flotilla::testkit::Rng;
 use flotilla::testkit::cluster::*;
 use flotilla::testkit::linearizability::{KvInput, KvOutput, Recorder, check_kv};
@@ -35,9 +38,10 @@ use flotilla::{PeerId, RegionId, StoreId};
 const DEFAULT_SECS: u64 = 8;
 
 /// What reruns a seed's schedule.
-fn replay(seed: u64, mode: RunMode) -> String {
+fn replay(seed: u64, mode: &RunMode) -> String {
     let test = match mode {
         RunMode::OneThread => ONE_THREAD_TEST,
+        RunMode::Shared(_) => SHARED_TEST,
         _ => THREADS_TEST,
     };
     format!(
@@ -48,6 +52,7 @@ fn replay(seed: u64, mode: RunMode) -> String {
 const THREADS_TEST: &str =
     "client_histories_are_linearizable_under_crashes_partitions_splits_transfers_and_conf_changes";
 const ONE_THREAD_TEST: &str = "client_histories_are_linearizable_with_each_store_on_one_thread";
+const SHARED_TEST: &str = "client_histories_are_linearizable_with_the_stores_sharing_one_thread";
 const DEFAULT_REGIONS: u64 = 1000;
 const CLIENTS: u64 = 6;
 const KEYS: u64 = 24;
@@ -179,7 +184,7 @@ fn client(w: &World, client: u64, seed: u64, keys: &[Bytes]) {
                             other => panic!(
                                 "seed {seed}: {input:?} answered with outcomes {other:?}; rerun the \
                                  schedule: {}",
-                                replay(seed, w.mode)
+                                replay(seed, &w.mode)
                             ),
                         };
                         w.recorder.returned(call, output);
@@ -455,7 +460,7 @@ fn demote_and_promote_jointly(w: &World, key: &Bytes) -> String {
 
 fn run_round(seed: u64, secs: u64, regions: u64, mode: RunMode) {
     let started = Instant::now();
-    let c = Cluster::start_in(mode, 3);
+    let c = Cluster::start_in(mode.clone(), 3);
     c.split_first_region(regions, |i| format!("r{i:05}"));
     let keys = keys(regions);
     for k in &keys {
@@ -541,7 +546,7 @@ fn run_round(seed: u64, secs: u64, regions: u64, mode: RunMode) {
              schedule: {}",
             e.key,
             e.operations,
-            replay(seed, mode)
+            replay(seed, &w.mode)
         );
     }
     drop(c);
@@ -562,12 +567,19 @@ fn client_histories_are_linearizable_with_each_store_on_one_thread() {
     run_rounds(RunMode::OneThread);
 }
 
+#[test]
+fn client_histories_are_linearizable_with_the_stores_sharing_one_thread() {
+    run_rounds(RunMode::Shared(
+        SharedRunner::spawn("stores").expect("the shared thread"),
+    ));
+}
+
 fn run_rounds(mode: RunMode) {
     let seeds = env("FLOTILLA_LIN_SEEDS").unwrap_or(1);
     let first = env("FLOTILLA_LIN_FIRST_SEED").unwrap_or(0);
     let secs = env("FLOTILLA_LIN_SECS").unwrap_or(DEFAULT_SECS);
     let regions = env("FLOTILLA_LIN_REGIONS").unwrap_or(DEFAULT_REGIONS);
     for seed in first..first + seeds {
-        run_round(seed, secs, regions, mode);
+        run_round(seed, secs, regions, mode.clone());
     }
 }

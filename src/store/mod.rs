@@ -10,6 +10,8 @@
 //! - `batch`: the generic batch system (FSMs, mailboxes, router, pollers) the region peers
 //!   and their apply delegates run on.
 //! - `Store`, `StoreConfig`, `Engines`, `bootstrap_region`: opening a store and using it.
+//! - `loops.rs`: the three loop bodies taken in turn on one thread (a stepped store,
+//!   `RunMode::OneThread`), and `SharedRunner`, one thread for several stores' loops.
 //! - `Responder` / `Response`: the one-shot answer of every proposal and read.
 //! - `Transport` and `Outbound`: one batch per destination store per round, heartbeats
 //!   folded (`unfold` restores them on arrival); `InProcessNetwork` carries them between
@@ -36,6 +38,7 @@ mod engines;
 mod fail_stop;
 mod flow;
 mod liveness;
+mod loops;
 mod meta;
 mod metrics;
 mod msg;
@@ -59,6 +62,7 @@ pub use engines::{Engines, KvView, StoreKv};
 pub use fail_stop::FailStop;
 pub use flow::{Charge, FlowLimits, Gauge};
 pub use liveness::Liveness;
+pub use loops::SharedRunner;
 pub use meta::StoreMeta;
 pub use msg::Command;
 pub use observer::{AppliedChange, AppliedWrite, ApplyEvent, ApplyObserver};

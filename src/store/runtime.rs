@@ -3,9 +3,10 @@
 //! leadership, status.
 //!
 //! It runs on threads per role (`RunMode::Threads`: poller pools, one WAL writer thread,
-//! one timer thread), on one thread taking the roles in turn (`RunMode::OneThread`), or
-//! stepped by the caller (`RunMode::Stepped`: `step_raft`, `step_apply`, `step_wal`,
-//! `tick` are the threads' loop bodies, for deterministic tests).
+//! one timer thread), on one thread taking the roles in turn (`RunMode::OneThread`), on a
+//! thread it shares with other stores of the process (`RunMode::Shared`), or stepped by
+//! the caller (`RunMode::Stepped`: `step_raft`, `step_apply`, `step_wal`, `tick` are the
+//! threads' loop bodies, for deterministic tests).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,13 +17,14 @@ use crossbeam::channel::{self, Sender};
 use parking_lot::Mutex;
 
 use super::apply::{ApplyControl, ApplyFsm, ApplyPoller};
-use super::batch::{BatchSystem, PollOutcome, Poller, PollerPool, SendError};
+use super::batch::{BatchSystem, PollOutcome, PollerPool, SendError};
 use super::config::StoreConfig;
 use super::context::{LeaseClock, PollContext, StartError, StoreShared};
 use super::engines::Engines;
 use super::fail_stop::FailStop;
 use super::flow::Flow;
 use super::liveness::Liveness;
+use super::loops::{Loops, Membership, Round, SharedRunner};
 use super::meta::StoreMeta;
 use super::msg::{Command, PeerMsg, ProposeMsg, ReadMsg, StoreMsg, TransferLeaderMsg};
 use super::observer::ApplyObserver;
@@ -69,7 +71,7 @@ pub enum StoreError {
 }
 
 /// How the store's loops run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunMode {
     /// On threads of its own, one pool per role: raft pollers, apply pollers, a WAL
     /// writer thread, a timer thread, a snapshot worker thread. A log write and its fsync
@@ -81,6 +83,10 @@ pub enum RunMode {
     /// is written (as in a TiKV raftstore whose pollers write their own log): for an
     /// in-memory log, few cores, or several stores in one process.
     OneThread,
+    /// As `OneThread`, on a thread every store opened on the same `SharedRunner` takes
+    /// turns on (a timer and a snapshot worker keep threads of their own): for several
+    /// stores in one process with in-memory engines (see `SharedRunner`).
+    Shared(SharedRunner),
     /// Stepped by the caller, on the caller's thread (`step_raft`, `step_apply`,
     /// `step_wal`, `step_snapshot`, `tick`).
     Stepped,
@@ -109,6 +115,12 @@ struct Threads {
 /// `RunMode::OneThread`: the thread running the loops, and the two beside it.
 struct OneThread {
     runner: JoinHandle<()>,
+    side: SideThreads,
+}
+
+/// `RunMode::Shared`: the store's place on the shared thread, and its own two threads.
+struct Shared {
+    membership: Membership,
     side: SideThreads,
 }
 
@@ -148,6 +160,7 @@ struct Stepped {
 enum Driver {
     Threads(Box<Threads>),
     OneThread(Box<OneThread>),
+    Shared(Box<Shared>),
     Stepped(Box<Stepped>),
     Stopped,
 }
@@ -216,7 +229,7 @@ impl Store {
         }
         let lease_clock = match mode {
             RunMode::Stepped => LeaseClock::Ticks,
-            RunMode::Threads | RunMode::OneThread => LeaseClock::RealTime {
+            RunMode::Threads | RunMode::OneThread | RunMode::Shared(_) => LeaseClock::RealTime {
                 tick: config.raft.tick_interval,
             },
         };
@@ -259,7 +272,9 @@ impl Store {
         // Stepped, nothing waits on the wall clock: held heartbeats go at each pause.
         let hold = match mode {
             RunMode::Stepped => Duration::ZERO,
-            RunMode::Threads | RunMode::OneThread => config.raft.heartbeat_hold,
+            RunMode::Threads | RunMode::OneThread | RunMode::Shared(_) => {
+                config.raft.heartbeat_hold
+            }
         };
         let raft_poller =
             |_| RaftPoller::new(PollContext::new(shared.clone(), wal_tx.clone()), hold);
@@ -304,6 +319,15 @@ impl Store {
                     .spawn(move || loops.run())?;
                 let side = SideThreads::spawn(&shared, snapshot_worker)?;
                 Driver::OneThread(Box::new(OneThread { runner, side }))
+            }
+            RunMode::Shared(runner) => {
+                let side = SideThreads::spawn(&shared, snapshot_worker)?;
+                let membership = runner.join(Loops {
+                    raft: raft_system.poller(raft_poller(0)),
+                    wal: writer,
+                    apply: apply_system.poller(apply_poller(0)),
+                });
+                Driver::Shared(Box::new(Shared { membership, side }))
             }
         };
         Ok(Store {
@@ -663,6 +687,14 @@ impl Store {
                 let _ = snapshots.join();
                 *self.wal.lock() = None;
             }
+            Driver::Shared(t) => {
+                let snapshots = t.side.stop_timer();
+                // The shared thread writes the WAL tasks queued, then lets the loops go.
+                self.shared.raft_router.signal_exit(1);
+                t.membership.wait_left();
+                let _ = snapshots.join();
+                *self.wal.lock() = None;
+            }
             Driver::Stepped(_) => *self.wal.lock() = None,
             // Stopped already (`shutdown`, then `Drop`): nothing is left to do.
             Driver::Stopped => return,
@@ -712,74 +744,8 @@ fn load_regions(shared: &StoreShared) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The store's three loop bodies, taken in turn by a stepped store's rounds and by
-/// `RunMode::OneThread`'s thread.
-struct Loops {
-    raft: Poller<PeerFsm, StoreFsm, RaftPoller>,
-    wal: WalWriter<RouterNotifier>,
-    apply: Poller<ApplyFsm, ApplyControl, ApplyPoller>,
-}
-
-/// What one round of the loops did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Round {
-    /// At least one of them had work.
-    Worked,
-    /// None had any.
-    Idle,
-    /// The raft poller was told to exit (nothing else ran).
-    Exit,
-}
-
-impl Loops {
-    /// One raft batch (waiting up to `wait` for a region to be scheduled), one WAL write
-    /// of what is queued, one apply batch.
-    fn round(&mut self, wait: Duration) -> Round {
-        let polled = match self.raft.poll_once(wait) {
-            PollOutcome::Exit => return Round::Exit,
-            PollOutcome::Handled(_) => true,
-            PollOutcome::Empty => false,
-        };
-        let wrote = matches!(
-            self.wal.write_once(Duration::ZERO),
-            WriteOutcome::Written(_)
-        );
-        let applied = matches!(
-            self.apply.poll_once(Duration::ZERO),
-            PollOutcome::Handled(_)
-        );
-        if polled || wrote || applied {
-            Round::Worked
-        } else {
-            Round::Idle
-        }
-    }
-
-    /// `RunMode::OneThread`'s thread: rounds until the raft poller is told to exit, then
-    /// every WAL task still queued is written (as the WAL writer thread does once the
-    /// pollers are gone).
-    fn run(mut self) {
-        let mut wait = Duration::ZERO;
-        loop {
-            // Only this thread's raft rounds give the WAL writer and the apply poller
-            // work: after an idle round the next comes to the raft queue (messages,
-            // requests, ticks), so waiting on that queue alone misses nothing.
-            wait = match self.round(wait) {
-                Round::Worked => Duration::ZERO,
-                Round::Idle => ONE_THREAD_IDLE_WAIT,
-                Round::Exit => break,
-            };
-        }
-        while let WriteOutcome::Written(_) = self.wal.write_once(Duration::ZERO) {}
-    }
-}
-
 /// Targets `Store::hand_off_leaderships` tries per region, each for a share of its time.
 const HAND_OFF_ATTEMPTS: u32 = 3;
-
-/// How long an idle `RunMode::OneThread` runner blocks on the raft queue before it
-/// looks again (it wakes at once when a region is scheduled).
-const ONE_THREAD_IDLE_WAIT: Duration = Duration::from_millis(500);
 
 fn spawn_snapshot_worker(
     store: StoreId,

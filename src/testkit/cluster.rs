@@ -181,8 +181,8 @@ impl Cluster {
         Cluster::start_with(stores, test_config)
     }
 
-    /// `start`, each store's loops run as `mode` says (`RunMode::Threads` or
-    /// `RunMode::OneThread`: a cluster's stores run on threads).
+    /// `start`, each store's loops run as `mode` says (`RunMode::Threads`,
+    /// `RunMode::OneThread` or `RunMode::Shared`: a cluster's stores run on threads).
     pub fn start_in(mode: RunMode, stores: u64) -> Cluster {
         Cluster::start_in_with(mode, stores, test_config)
     }
@@ -268,7 +268,7 @@ impl Cluster {
             cfg,
             engines(node),
             Arc::new(self.net.clone()),
-            self.mode,
+            self.mode.clone(),
             node.observers.clone(),
         )
         .expect("open store");

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crossbeam::channel::{Receiver, RecvTimeoutError};
+use crossbeam::channel::{Receiver, RecvTimeoutError, Select};
 
 use super::fsm::{Fsm, Handled, PollHandler};
 use super::mailbox::Owned;
@@ -68,6 +68,18 @@ impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
             messages_per_round: messages_per_round.max(1),
             batch: Vec::new(),
         }
+    }
+
+    /// Adds this poller's scheduling queue to `select`, for a thread that runs several
+    /// pollers and waits for the first to have work.
+    pub(crate) fn watch<'a>(&'a self, select: &mut Select<'a>) {
+        select.recv(&self.queue);
+    }
+
+    /// How long the poller may wait before it must `pause` (its handler holds something
+    /// back until then); `None`: as long as it likes.
+    pub(crate) fn max_wait(&self) -> Option<Duration> {
+        self.handler.max_wait()
     }
 
     /// The handler (a test inspects what it collected).
