@@ -363,6 +363,7 @@ fn throughput() {
             .collect();
         let before = samples();
         let (cpu_before, _) = cpu_and_rss();
+        let clients_cpu_before = main_thread_cpu();
         let started = Instant::now();
         let deadline = started + Duration::from_secs(secs);
         // Clients are tasks on one runtime thread, as in openraft's benchmark: a thread per
@@ -423,6 +424,7 @@ fn throughput() {
         });
         let elapsed = started.elapsed().as_secs_f64();
         let (cpu_after, _) = cpu_and_rss();
+        let clients_cpu = main_thread_cpu() - clients_cpu_before;
         let after = samples();
         let delta =
             |name: &str, labels: &[&str]| sum(&after, name, labels) - sum(&before, name, labels);
@@ -447,7 +449,7 @@ fn throughput() {
         let raft_visits =
             delta("flotilla_store_poll_batch_fsms_sum", &["pool=\"raft\""]) / ops.max(1.0);
         println!(
-            "throughput {engine:?} {} {regions} regions {clients} clients {}-byte values: {:.0} writes/s, p50 {} µs, p99 {} µs, max {} µs; {:.1} client writes per fsync ({fsyncs} fsyncs, 3 stores), {:.1} client writes per WAL write, {regions_per_write:.1} regions per WAL write; {:.2} µs of CPU per write (the process: three stores and the clients; {:.0} % of the machine's {} cores); mean synced WAL write {fsync_us:.0} µs, mean apply round {apply_us:.0} µs; {raft_visits:.1} raft poller region visits per write",
+            "throughput {engine:?} {} {regions} regions {clients} clients {}-byte values: {:.0} writes/s, p50 {} µs, p99 {} µs, max {} µs; {:.1} client writes per fsync ({fsyncs} fsyncs, 3 stores), {:.1} client writes per WAL write, {regions_per_write:.1} regions per WAL write; {:.2} µs of CPU per write (the process: three stores and the clients; {:.0} % of the machine's {} cores; the stores' threads {:.2} µs); mean synced WAL write {fsync_us:.0} µs, mean apply round {apply_us:.0} µs; {raft_visits:.1} raft poller region visits per write",
             run_name(),
             value.len(),
             ops / elapsed,
@@ -459,6 +461,7 @@ fn throughput() {
             (cpu_after - cpu_before) * 1e6 / ops.max(1.0),
             (cpu_after - cpu_before) * 100.0 / elapsed / cores as f64,
             cores,
+            (cpu_after - cpu_before - clients_cpu) * 1e6 / ops.max(1.0),
         );
         drop(runtime);
         let c = Arc::into_inner(c).expect("clients done");
@@ -573,7 +576,18 @@ fn stepped_throughput(
 
 /// (user + system CPU seconds, resident bytes) of this process.
 fn cpu_and_rss() -> (f64, u64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    (cpu_seconds("/proc/self/stat"), rss_kib * 1024)
+}
+
+/// The CPU seconds (user + system) a `/proc` stat file gives: the process's, or a thread's.
+fn cpu_seconds(stat: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat).unwrap_or_default();
     // Fields after the command's closing parenthesis: utime and stime are 14th and 15th.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -582,13 +596,12 @@ fn cpu_and_rss() -> (f64, u64) {
         .collect();
     let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
         + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let rss_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    (ticks / 100.0, rss_kib * 1024)
+    ticks / 100.0
+}
+
+/// The CPU seconds of this thread (the clients' runtime runs on the main thread).
+fn main_thread_cpu() -> f64 {
+    cpu_seconds(&format!("/proc/self/task/{}/stat", std::process::id()))
 }
 
 fn idle() {
