@@ -5,6 +5,11 @@
 //! thread (`RunMode::OneThread`), and with the three stores on one thread
 //! (`RunMode::Shared`).
 
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use flotilla::proto::commandpb::{
     CompareAndSwap, Delete, DeleteRange, Op, SplitRequest, WriteCommand, op,
@@ -331,25 +336,17 @@ fn shared_runner(name: &str) -> SharedRunner {
     SharedRunner::spawn(name).expect("the shared thread")
 }
 
-/// The names of this process's threads (Linux).
-fn thread_names() -> Vec<String> {
-    std::fs::read_dir("/proc/self/task")
-        .map(|tasks| {
-            tasks
-                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-                .map(|name| name.trim().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// A shared thread lives while a store runs on it or a handle is kept, and ends once
 /// neither is left.
 #[test]
 fn a_shared_thread_ends_once_its_stores_have_stopped_and_its_handles_are_gone() {
     let name = "shared-ending";
     let runner = shared_runner(name);
-    let running = || thread_names().iter().any(|n| n == name);
+    let running = || {
+        common::threads::thread_names(std::process::id())
+            .iter()
+            .any(|n| n == name)
+    };
     let mut c = Cluster::start_in(RunMode::Shared(runner.clone()), 3);
     c.must_put(FIRST_REGION, b"k", b"v");
     drop(runner);
@@ -367,6 +364,98 @@ fn a_shared_thread_ends_once_its_stores_have_stopped_and_its_handles_are_gone() 
     );
     drop(c);
     wait_until("the shared thread ends", || !running());
+}
+
+/// A store stopped while its disk holds a log write up writes the WAL tasks queued behind
+/// that write before `shutdown` returns: a write proposed during the stall is in the log,
+/// and the lone voter applies it once it is back.
+fn a_stopped_store_writes_what_its_log_had_queued(mode: RunMode) {
+    let mut c = Cluster::start_in(mode, 1);
+    c.must_put(FIRST_REGION, b"warm", b"up");
+    let store = StoreId(1);
+    let epoch = c.epoch(FIRST_REGION);
+    let disk = c.nodes[0].disk.clone();
+    disk.stall();
+    // The first write's log write waits at the disk.
+    let _first = c
+        .store(store)
+        .propose(FIRST_REGION, epoch, put(b"a", b"va"));
+    std::thread::sleep(Duration::from_millis(200));
+    // The second comes behind it.
+    let _second = c
+        .store(store)
+        .propose(FIRST_REGION, epoch, put(b"b", b"vb"));
+    let stopped = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            c.store(store).shutdown();
+            stopped.store(true, Ordering::SeqCst);
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            !stopped.load(Ordering::SeqCst),
+            "shutdown returned while a log write was held up"
+        );
+        disk.release();
+    });
+    c.stop(store);
+    c.restart(store);
+    assert_eq!(c.must_get(FIRST_REGION, b"b").as_deref(), Some(&b"vb"[..]));
+}
+
+#[test]
+fn a_stopped_store_writes_what_its_log_writer_had_queued() {
+    a_stopped_store_writes_what_its_log_had_queued(RunMode::Threads);
+}
+
+#[test]
+fn a_stopped_store_on_one_thread_writes_what_its_log_had_queued() {
+    a_stopped_store_writes_what_its_log_had_queued(RunMode::OneThread);
+}
+
+#[test]
+fn a_stopped_store_sharing_a_thread_writes_what_its_log_had_queued() {
+    a_stopped_store_writes_what_its_log_had_queued(RunMode::Shared(shared_runner("shared-queued")));
+}
+
+/// A shared thread with nothing to do blocks until something comes: over a second with
+/// the stores idle (their timers still tick), it uses a small part of that second's CPU,
+/// where a thread that spun would use most of it.
+#[test]
+fn an_idle_shared_thread_blocks() {
+    let name = "shared-idle";
+    let c = Cluster::start_in(RunMode::Shared(shared_runner(name)), 3);
+    c.must_put(FIRST_REGION, b"k", b"v");
+    let cpu =
+        || common::threads::thread_cpu(std::process::id(), name).expect("the shared thread runs");
+    let (before, started) = (cpu(), Instant::now());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu() - before;
+    let elapsed = started.elapsed();
+    assert!(
+        used < elapsed / 4,
+        "the idle shared thread used {used:?} of CPU in {elapsed:?}"
+    );
+    drop(c);
+}
+
+/// The shared thread wakes when a store has work, not at its idle wait's end (half a
+/// second): twenty writes one after another take far less than that wait each. No
+/// heartbeat is held back, so no held message cuts the thread's waits short.
+#[test]
+fn a_shared_thread_wakes_when_a_store_has_work() {
+    let c = Cluster::start_in_with(RunMode::Shared(shared_runner("shared-wakes")), 3, |store| {
+        let mut config = test_config(store);
+        config.raft.heartbeat_hold = Duration::ZERO;
+        config
+    });
+    c.must_put(FIRST_REGION, b"warm", b"up");
+    let started = Instant::now();
+    for i in 0..20 {
+        c.must_put(FIRST_REGION, format!("k{i}").as_bytes(), b"v");
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "twenty writes took {took:?}");
 }
 
 fn restarted_store_keeps_its_data_and_rejoins(mode: RunMode) {

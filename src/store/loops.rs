@@ -91,7 +91,8 @@ impl Loops {
 /// in-memory embedded mode — the way openraft's nodes share one async runtime: a write
 /// crosses no thread between the stores. Each store keeps its timer and snapshot worker
 /// threads. A store's log write holds up every store on the thread, so it suits the
-/// in-memory engines, not fsynced logs.
+/// in-memory engines, not fsynced logs; and a panic in one store's loops ends the thread,
+/// so every store on it stops running (each one's `shutdown` still returns).
 ///
 /// Cloning gives another handle to the same thread. The thread ends once every handle is
 /// dropped and every store opened on it has stopped (each store keeps a handle).
@@ -214,4 +215,18 @@ fn wait_for_work(arrivals: &Receiver<Member>, open: bool, members: &[Member]) {
     }
     // Only readiness is wanted: the next round takes what came.
     let _ = select.ready_timeout(wait);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_equal_when_they_drive_the_same_thread() {
+        let one = SharedRunner::spawn("shared-eq-1").expect("a thread");
+        let other = SharedRunner::spawn("shared-eq-2").expect("a thread");
+        assert_eq!(one, one.clone());
+        assert_ne!(one, other);
+        assert_eq!(format!("{one:?}"), "SharedRunner { .. }");
+    }
 }
