@@ -1,5 +1,7 @@
 //! flotilla embedded: three stores in one process, in-memory engines (volatile: nothing
-//! is kept for a crash, as nothing outlives the process), the in-process network. The
+//! is kept for a crash, as nothing outlives the process), the in-process network, the
+//! three stores taking turns on one thread (`RunMode::Shared`; a store alone in its
+//! process, on disk, would run `RunMode::Threads`). The
 //! first region is bootstrapped on all three; the example writes through the region's
 //! leader, reads back, compares-and-swaps, splits the region and writes to both
 //! halves. An apply observer on store 1 counts what its regions apply (what a secondary
@@ -20,7 +22,7 @@ use flotilla::storage::mem_kv::MemKvEngine;
 use flotilla::storage::mem_log::MemRaftLog;
 use flotilla::store::{
     AppliedChange, ApplyEvent, ApplyObserver, Engines, InProcessNetwork, ReadRequest, ReadResponse,
-    RunMode, Store, StoreConfig, bootstrap_region,
+    RunMode, SharedRunner, Store, StoreConfig, bootstrap_region,
 };
 use flotilla::{RegionId, StoreId};
 
@@ -64,6 +66,7 @@ fn main() -> Result<(), Error> {
     // The engines are in memory; snapshots between stores are files all the same.
     let snapshots = tempfile::tempdir()?;
     let counter = Arc::new(Counter::default());
+    let runner = SharedRunner::spawn("stores")?;
     let mut stores = Vec::new();
     for id in 1..=3 {
         let engines = Engines::new(
@@ -83,7 +86,7 @@ fn main() -> Result<(), Error> {
             config,
             engines,
             Arc::new(network.clone()),
-            RunMode::Threads,
+            RunMode::Shared(runner.clone()),
             observers,
         )?;
         network.register(StoreId(id), store.receiver());
