@@ -92,7 +92,8 @@ impl Loops {
 /// crosses no thread between the stores. Each store keeps its timer and snapshot worker
 /// threads. A store's log write holds up every store on the thread, so it suits the
 /// in-memory engines, not fsynced logs; and a panic in one store's loops ends the thread,
-/// so every store on it stops running (each one's `shutdown` still returns).
+/// so every store on it stops running (each one's `shutdown` still returns) and a store
+/// opened on it afterwards never runs.
 ///
 /// Cloning gives another handle to the same thread. The thread ends once every handle is
 /// dropped and every store opened on it has stopped (each store keeps a handle).
@@ -200,7 +201,7 @@ fn run_shared(arrivals: &Receiver<Member>) {
 }
 
 /// Blocks until a member's raft queue has something, a store arrives (while handles
-/// live), or the first member's held messages are due (`Poller::max_wait`).
+/// live), or the earliest of the members' held messages are due (`Poller::max_wait`).
 fn wait_for_work(arrivals: &Receiver<Member>, open: bool, members: &[Member]) {
     let mut select = Select::new();
     if open {
