@@ -64,7 +64,6 @@ pub use flow::{Charge, FlowLimits, Gauge};
 pub use liveness::Liveness;
 pub use loops::SharedRunner;
 pub use meta::StoreMeta;
-pub use msg::Command;
 pub use observer::{AppliedChange, AppliedWrite, ApplyEvent, ApplyObserver};
 pub use request::{
     ChangePeersResponse, HandOff, PeerChange, ReadRequest, ReadResponse, RegionStatus, ScanOrder,

@@ -25,7 +25,7 @@ use crate::{PeerId, StoreId};
 
 /// A command to propose through the region's log.
 #[derive(Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Data operations, applied atomically.
     Write {
         /// The operations.
