@@ -291,6 +291,42 @@ fn the_link_comes_back_with_the_store() {
     assert!(transport.is_connected(StoreId(2)));
 }
 
+/// A link to a store that is gone tries again only when there is something to send: a
+/// store that left the cluster, or that nothing talks to any more, costs no connection
+/// attempts (nor "store link down" lines) while nothing is sent to it; a batch sent later
+/// makes the link try at once.
+#[test]
+fn a_link_with_nothing_to_send_does_not_reconnect() {
+    let rt = runtime();
+    // An address nobody listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let resolver = Arc::new(CountingResolver {
+        address: dead.to_string(),
+        lookups: Default::default(),
+    });
+    let transport = GrpcTransport::new(config(7, 1), resolver.clone(), rt.handle().clone());
+    let attempts = || resolver.lookups.load(std::sync::atomic::Ordering::SeqCst);
+    wait_until("the store reported unreachable", || {
+        matches!(
+            transport.send(batch(1, 2, 0)),
+            Err(TransportError::Unreachable(StoreId(2)))
+        )
+    });
+    let before = attempts();
+    // Backing off 20 ms doubling to 200 ms, a link that kept trying would make about 6
+    // attempts in this second.
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = attempts() - before;
+    assert!(idle <= 1, "{idle} connection attempts with nothing to send");
+    wait_until("an attempt for the next batch", || {
+        let _ = transport.send(batch(1, 2, 1));
+        attempts() > before + idle
+    });
+}
+
 fn snapshot_message(to_store: u64) -> RaftMessage {
     RaftMessage {
         region_id: 5,

@@ -41,11 +41,12 @@ struct Inner {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 enum LinkState {
-    /// Not connected yet (first use): batches queue.
+    /// Not connected: on first use, or after a failure's backoff until something is sent
+    /// and a stream opens. Batches queue.
     Connecting = 0,
     /// A stream is open.
     Up = 1,
-    /// The last attempt failed; the link waits out its backoff before the next.
+    /// The last attempt failed; the link waits out its backoff (then `Connecting`).
     Down = 2,
 }
 
@@ -239,7 +240,8 @@ enum LinkEnd {
     Broken { connected: bool, reason: String },
 }
 
-/// The link's task: keeps a stream open to `to`, reopening it with backoff.
+/// The link's task: keeps a stream open to `to`, reopening it with backoff once there is
+/// something to send.
 async fn run_link(
     to: StoreId,
     mut rx: mpsc::Receiver<RaftMessageBatch>,
@@ -248,8 +250,10 @@ async fn run_link(
     config: GrpcTransportConfig,
 ) {
     let mut backoff = config.min_backoff;
+    let mut first = None;
     loop {
-        match stream_once(to, &mut rx, &state, resolver.as_ref(), &config).await {
+        let ended = stream_once(to, &mut rx, &mut first, &state, resolver.as_ref(), &config);
+        match ended.await {
             LinkEnd::Closed => return,
             LinkEnd::Broken { connected, reason } => {
                 LinkState::Down.store(&state);
@@ -258,22 +262,30 @@ async fn run_link(
                 }
                 tracing::info!(to = %to, %reason, retry_in = ?backoff, "store link down");
                 // Whatever waited for the broken stream is stale by the time one reopens.
-                let stale = std::iter::from_fn(|| rx.try_recv().ok()).count();
+                let stale = usize::from(first.take().is_some())
+                    + std::iter::from_fn(|| rx.try_recv().ok()).count();
                 metrics::counter!("flotilla_transport_dropped_batches_total", "reason" => "broken")
                     .increment(stale as u64);
                 tokio::time::sleep(backoff).await;
                 backoff = next_backoff(backoff, config.max_backoff);
-                if rx.is_closed() {
-                    return;
+                // Reconnect for something to send: a store that left the cluster, or that
+                // nothing talks to any more, costs no attempts (nor log lines) until then.
+                LinkState::Connecting.store(&state);
+                match rx.recv().await {
+                    Some(batch) => first = Some(batch),
+                    None => return,
                 }
             }
         }
     }
 }
 
+/// One stream to `to`: `first`, taken once the stream is open, goes before what the queue
+/// holds.
 async fn stream_once(
     to: StoreId,
     rx: &mut mpsc::Receiver<RaftMessageBatch>,
+    first: &mut Option<RaftMessageBatch>,
     state: &AtomicU8,
     resolver: &dyn Resolve,
     config: &GrpcTransportConfig,
@@ -305,6 +317,10 @@ async fn stream_once(
     // that the call has ended.
     let mut call = tokio::spawn(async move { client.raft(request).await });
     LinkState::Up.store(state);
+    if let Some(batch) = first.take() {
+        // A call already over is read on the first turn below.
+        let _ = call_tx.send(batch).await;
+    }
     loop {
         tokio::select! {
             biased;
