@@ -381,10 +381,11 @@ fn a_stopped_store_writes_what_its_log_had_queued(mode: RunMode) {
         .store(store)
         .propose(FIRST_REGION, epoch, put(b"a", b"va"));
     std::thread::sleep(Duration::from_millis(200));
-    // The second comes behind it.
+    // The second comes behind it (on threads, the raft poller takes it meanwhile).
     let _second = c
         .store(store)
         .propose(FIRST_REGION, epoch, put(b"b", b"vb"));
+    std::thread::sleep(Duration::from_millis(200));
     let stopped = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
