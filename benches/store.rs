@@ -105,6 +105,17 @@ fn run_mode() -> RunMode {
     }
 }
 
+/// Whether `mode` cannot run stepped (only throughput steps its stores), said so.
+fn refused_stepped(mode: &str) -> bool {
+    let stepped = run_mode() == RunMode::Stepped;
+    if stepped {
+        eprintln!(
+            "store bench: {mode} runs stores on threads; FLOTILLA_BENCH_RUN=stepped is for throughput"
+        );
+    }
+    stepped
+}
+
 /// The run mode's name, as the figures print it.
 fn run_name() -> &'static str {
     match run_mode() {
@@ -605,6 +616,9 @@ fn main_thread_cpu() -> f64 {
 }
 
 fn idle() {
+    if refused_stepped("idle") {
+        return;
+    }
     let engine = engine();
     let secs = env_u64("FLOTILLA_BENCH_SECS", 10);
     let hibernate = env("FLOTILLA_BENCH_HIBERNATE").as_deref() != Some("0");
@@ -683,6 +697,9 @@ fn noise(seed: u64, len: usize) -> Bytes {
 /// stopped and opened again: how long until it serves (every region's leader known and
 /// the replica applied as far as before the stop).
 fn restart() {
+    if refused_stepped("restart") {
+        return;
+    }
     let engine = engine();
     if engine == Engine::Mem {
         // Each open makes new in-memory engines, and they are volatile: a store reopened
