@@ -192,10 +192,7 @@ fn a_store_of_another_cluster_is_refused_and_gets_nothing() {
     let rt = runtime();
     let recorder = Arc::new(Recorder::default());
     let server = Server::start(config(7, 2), recorder.clone());
-    let resolver = Arc::new(CountingResolver {
-        address: server.addr.to_string(),
-        lookups: Default::default(),
-    });
+    let resolver = CountingResolver::to(server.addr);
     let transport = GrpcTransport::new(config(8, 1), resolver.clone(), rt.handle().clone());
     // The refusal takes the link down: sends are then refused at once.
     wait_until("the refusal", || {
@@ -229,11 +226,7 @@ fn a_batch_naming_another_sender_than_its_stream_is_dropped() {
 #[test]
 fn an_unreachable_store_is_reported_and_nothing_queues_without_bound() {
     let rt = runtime();
-    // An address nobody listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = dead_address();
     let mut c = config(7, 1);
     c.queue_batches = 8;
     let transport = transport_to(&rt, c, &[(2, dead)]);
@@ -298,15 +291,8 @@ fn the_link_comes_back_with_the_store() {
 #[test]
 fn a_link_with_nothing_to_send_does_not_reconnect() {
     let rt = runtime();
-    // An address nobody listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let resolver = Arc::new(CountingResolver {
-        address: dead.to_string(),
-        lookups: Default::default(),
-    });
+    let dead = dead_address();
+    let resolver = CountingResolver::to(dead);
     let transport = GrpcTransport::new(config(7, 1), resolver.clone(), rt.handle().clone());
     let attempts = || resolver.lookups.load(std::sync::atomic::Ordering::SeqCst);
     wait_until("the store reported unreachable", || {
@@ -421,10 +407,7 @@ fn a_refused_snapshot_is_reported_not_retried_forever() {
     );
     assert_eq!(std::fs::read_dir(server.staging()).unwrap().count(), 0);
     // No store there at all: unreachable, after the configured retries.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = dead_address();
     let transport = transport_to(&rt, config(7, 1), &[(2, dead)]);
     assert_eq!(
         transport.send_snapshot(snapshot_message(2), &dir),
@@ -436,6 +419,24 @@ fn a_refused_snapshot_is_reported_not_retried_forever() {
 struct CountingResolver {
     address: String,
     lookups: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingResolver {
+    /// Every store at `address`.
+    fn to(address: impl ToString) -> Arc<CountingResolver> {
+        Arc::new(CountingResolver {
+            address: address.to_string(),
+            lookups: Default::default(),
+        })
+    }
+}
+
+/// An address nobody listens on.
+fn dead_address() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 impl flotilla::transport::Resolve for CountingResolver {
@@ -455,14 +456,8 @@ impl flotilla::transport::Resolve for CountingResolver {
 #[test]
 fn a_snapshot_send_gives_up_after_its_retries() {
     let rt = runtime();
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let resolver = Arc::new(CountingResolver {
-        address: dead.to_string(),
-        lookups: Default::default(),
-    });
+    let dead = dead_address();
+    let resolver = CountingResolver::to(dead);
     let mut c = config(7, 1);
     c.snapshot_retries = 2;
     let transport = GrpcTransport::new(c, resolver.clone(), rt.handle().clone());
@@ -484,10 +479,7 @@ fn a_snapshot_send_gives_up_after_its_retries() {
             ..Default::default()
         }),
     );
-    let resolver = Arc::new(CountingResolver {
-        address: refusing.addr.to_string(),
-        lookups: Default::default(),
-    });
+    let resolver = CountingResolver::to(refusing.addr);
     let mut c = config(7, 1);
     c.snapshot_retries = 2;
     let transport = GrpcTransport::new(c, resolver.clone(), rt.handle().clone());
