@@ -60,7 +60,9 @@ fn suite<E: KvEngine>(e: &E) {
     let mut b = KvWriteBatch::default();
     b.put(Keyspace::Data, "a", "new");
     b.delete(Keyspace::Data, "e");
-    e.write(&b).unwrap();
+    // The writing that hands the engine the batch's keys and values leaves it empty.
+    e.write_and_clear(&mut b).unwrap();
+    assert!(b.is_empty());
     assert_eq!(
         view.get(Keyspace::Data, b"a").unwrap().as_deref(),
         Some(&b"va"[..])
@@ -88,7 +90,8 @@ fn suite<E: KvEngine>(e: &E) {
     b.put(Keyspace::Meta, "bc", "other-keyspace");
     b.delete_range(Keyspace::Data, "b", Some(Bytes::from("d")));
     b.put(Keyspace::Data, "c", "again");
-    e.write(&b).unwrap();
+    e.write_and_clear(&mut b).unwrap();
+    assert!(b.is_empty());
     assert_eq!(
         keys(e.scan(Keyspace::Data, b"", None, false)),
         ["a", "c", "d"]
@@ -288,6 +291,25 @@ fn mem_engine_keeps_nothing_written_after_its_power_was_cut() {
     );
 }
 
+/// A volatile engine's writes fail once its power is cut, whichever way they are written,
+/// and nothing of them is seen.
+#[test]
+fn volatile_mem_engine_refuses_writes_after_its_power_was_cut() {
+    let e = MemKvEngine::with_durability(MemDurability::Volatile);
+    let batch = |k: &'static str| {
+        let mut b = KvWriteBatch::default();
+        b.put(Keyspace::Data, k, "1");
+        b
+    };
+    e.write_and_clear(&mut batch("before")).unwrap();
+    e.cut_power();
+    assert!(e.write(&batch("after")).is_err());
+    let mut b = batch("taken");
+    assert!(e.write_and_clear(&mut b).is_err());
+    assert!(b.is_empty());
+    assert_eq!(keys(e.scan(Keyspace::Data, b"", None, false)), ["before"]);
+}
+
 /// Keys fjall cannot hold (empty, over 65,535 bytes, or legal but with a size-sample key
 /// one byte too long) and oversized values are refused with a typed error, and nothing of
 /// the batch is written.
@@ -325,7 +347,7 @@ fn limits_refuse_keys_the_engine_cannot_hold(e: &impl KvEngine) {
             "value max+1",
         ),
     ];
-    for (batch, what) in bad {
+    for (mut batch, what) in bad {
         let r = e.write(&batch);
         assert!(
             matches!(
@@ -335,6 +357,16 @@ fn limits_refuse_keys_the_engine_cannot_hold(e: &impl KvEngine) {
             "{what}: {r:?}"
         );
         assert_eq!(e.get(Keyspace::Data, b"ok").unwrap(), None, "{what}");
+        let r = e.write_and_clear(&mut batch);
+        assert!(
+            matches!(
+                r,
+                Err(KvError::InvalidKey { .. } | KvError::ValueTooLarge { .. })
+            ),
+            "{what}, taken: {r:?}"
+        );
+        assert!(batch.is_empty(), "{what}: a refused batch is cleared too");
+        assert_eq!(e.get(Keyspace::Data, b"ok").unwrap(), None, "{what}, taken");
     }
     // A key over the user limit (written under an older one) can still be deleted.
     let mut b = KvWriteBatch::default();
@@ -374,6 +406,9 @@ fn limits_on_both_engines() {
         &FjallKvEngine::open(&KvConfig::new(dir.path())).unwrap(),
     );
     limits_refuse_keys_the_engine_cannot_hold(&MemKvEngine::new());
+    limits_refuse_keys_the_engine_cannot_hold(&MemKvEngine::with_durability(
+        MemDurability::Volatile,
+    ));
 }
 
 /// A range delete is atomic against a concurrent writer. Each round races a writer

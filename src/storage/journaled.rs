@@ -68,6 +68,19 @@ impl<T: Clone + Default, W: Clone> Journaled<T, W> {
         Ok(())
     }
 
+    /// Whether nothing survives a crash (`MemDurability::Volatile`).
+    pub(crate) fn is_volatile(&self) -> bool {
+        self.durability == MemDurability::Volatile
+    }
+
+    /// The live state, for a volatile engine's write in place (nothing is journalled).
+    pub(crate) fn live_mut(&mut self) -> Result<&mut T, PowerCut> {
+        if self.power == Power::Cut {
+            return Err(PowerCut);
+        }
+        Ok(Arc::make_mut(&mut self.live))
+    }
+
     /// Writes since the last sync that a crash may keep (none when volatile).
     pub(crate) fn unsynced(&self) -> usize {
         self.unsynced.len()

@@ -156,6 +156,14 @@ impl KvWriteBatch {
         self.bytes = 0;
     }
 
+    /// Empties the batch as `clear` does, handing `f` its operations in order.
+    pub(crate) fn drain_into(&mut self, mut f: impl FnMut(WriteOp)) {
+        for op in self.ops.drain(..) {
+            f(op);
+        }
+        self.clear();
+    }
+
     /// Key and value bytes in the batch (size samples included).
     pub fn size_bytes(&self) -> usize {
         self.bytes
@@ -377,6 +385,15 @@ pub trait KvEngine: KvRead + Send + Sync {
     /// It is not made durable by itself (see `persist`). A batch that fails
     /// `KvWriteBatch::check` is refused whole.
     fn write(&self, batch: &KvWriteBatch) -> Result<(), KvError>;
+
+    /// `write`, leaving the batch empty (as `KvWriteBatch::clear` does), whether or not it
+    /// was written. An engine that keeps the batch's keys and values as they are (the
+    /// in-memory one) takes them instead of sharing and then dropping them.
+    fn write_and_clear(&self, batch: &mut KvWriteBatch) -> Result<(), KvError> {
+        let written = self.write(batch);
+        batch.clear();
+        written
+    }
 
     /// A consistent read view as of now; later writes are not visible through it.
     fn view(&self) -> Self::View;

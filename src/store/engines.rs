@@ -15,6 +15,8 @@ pub type KvView = Box<dyn KvRead + Send + Sync>;
 pub trait StoreKv: KvRead + Send + Sync + 'static {
     /// Writes the batch atomically (not durable by itself).
     fn write_batch(&self, batch: &KvWriteBatch) -> Result<(), KvError>;
+    /// `write_batch`, leaving the batch empty (`KvEngine::write_and_clear`).
+    fn write_batch_and_clear(&self, batch: &mut KvWriteBatch) -> Result<(), KvError>;
     /// A consistent view as of now.
     fn read_view(&self) -> KvView;
     /// Makes everything written so far durable.
@@ -24,6 +26,10 @@ pub trait StoreKv: KvRead + Send + Sync + 'static {
 impl<K: KvEngine + 'static> StoreKv for K {
     fn write_batch(&self, batch: &KvWriteBatch) -> Result<(), KvError> {
         self.write(batch)
+    }
+
+    fn write_batch_and_clear(&self, batch: &mut KvWriteBatch) -> Result<(), KvError> {
+        self.write_and_clear(batch)
     }
 
     fn read_view(&self) -> KvView {
@@ -42,6 +48,10 @@ impl KvEngine for dyn StoreKv {
 
     fn write(&self, batch: &KvWriteBatch) -> Result<(), KvError> {
         self.write_batch(batch)
+    }
+
+    fn write_and_clear(&self, batch: &mut KvWriteBatch) -> Result<(), KvError> {
+        self.write_batch_and_clear(batch)
     }
 
     fn view(&self) -> KvView {

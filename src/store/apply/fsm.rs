@@ -256,12 +256,10 @@ impl ApplyPoller {
     /// Writes the batch; then the answers it holds go out. A failed write stops the store
     /// and answers nothing (the proposals drop unanswered: their outcome is unknown).
     fn flush(&mut self) -> Result<(), Stopped> {
-        if !self.batch.is_empty() {
-            let written = self.kv.write_batch(&self.batch);
-            self.batch.clear();
-            if let Err(e) = written {
-                return Err(self.fail(format!("KV write failed: {e}")));
-            }
+        if !self.batch.is_empty()
+            && let Err(e) = self.kv.write_batch_and_clear(&mut self.batch)
+        {
+            return Err(self.fail(format!("KV write failed: {e}")));
         }
         self.overlay.clear();
         self.notify_observers();
