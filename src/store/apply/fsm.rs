@@ -21,6 +21,7 @@ use std::time::Instant;
 use crossbeam::channel::SendError;
 use prost::Message as _;
 
+use super::decode::decode_command;
 use super::eval::{OpOutcome, Overlay, check_command, evaluate};
 use super::progress::AppliedProgress;
 use crate::proto::commandpb::{
@@ -379,7 +380,7 @@ impl ApplyPoller {
                 );
                 Ok(command)
             }
-            None => RaftCommand::decode(entry.data.clone()),
+            None => decode_command(&entry.data),
         };
         let command = match parsed {
             Ok(c) if c.region_id == fsm.region.id => c,
