@@ -32,6 +32,7 @@ pub mod apply;
 pub mod batch;
 mod bootstrap;
 mod clock;
+mod codec;
 mod config;
 mod context;
 mod engines;

@@ -21,7 +21,6 @@ use std::time::Instant;
 use crossbeam::channel::SendError;
 use prost::Message as _;
 
-use super::decode::decode_command;
 use super::eval::{OpOutcome, Overlay, check_command, evaluate};
 use super::progress::AppliedProgress;
 use crate::proto::commandpb::{
@@ -41,6 +40,7 @@ use crate::storage::region_meta::{
 };
 use crate::storage::snapshot;
 use crate::store::batch::{Fsm, Handled, Inbox, PollHandler, Polled};
+use crate::store::codec::decode_command;
 use crate::store::context::{StoreShared, is_born};
 use crate::store::engines::StoreKv;
 use crate::store::metrics::PollMetrics;

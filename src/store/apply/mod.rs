@@ -3,7 +3,6 @@
 //! handler, which gathers many regions' entries into one KV write batch with each region's
 //! apply state and answers the proposals once the batch is written.
 
-mod decode;
 pub mod eval;
 mod fsm;
 mod progress;

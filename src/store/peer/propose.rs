@@ -20,6 +20,7 @@ use crate::proto::metapb::RegionEpoch;
 use crate::proto::raftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeV2};
 use crate::region::{CommandKind, RegionError, change_peers, check_epoch, split_region};
 use crate::store::apply::eval::check_command;
+use crate::store::codec::{batched_len, encode_writes};
 use crate::store::context::PollContext;
 use crate::store::flow::Charge;
 use crate::store::msg::{Command, Proposal, ProposalResponder};
@@ -139,6 +140,7 @@ impl OpenBatch {
     }
 
     fn finish(self, region: RegionId) -> PackedEntry {
+        let data = encode_writes(region.0, &self.epoch, &self.commands);
         let command = RaftCommand {
             region_id: region.0,
             epoch: Some(self.epoch),
@@ -147,7 +149,7 @@ impl OpenBatch {
             })),
         };
         PackedEntry {
-            data: Bytes::from(command.encode_to_vec()),
+            data: Bytes::from(data),
             responder: ProposalResponder::Writes(self.responders),
             command: Some(command),
         }
@@ -156,13 +158,6 @@ impl OpenBatch {
 
 /// `RaftCommand.writes`' field number.
 const WRITES_FIELD: u32 = 5;
-/// `WriteBatch.commands`' field number.
-const COMMANDS_FIELD: u32 = 1;
-
-/// A write's encoded length as one of a `WriteBatch`'s commands.
-fn batched_len(command: &WriteCommand) -> usize {
-    length_delimited_len(COMMANDS_FIELD, command.encoded_len())
-}
 
 /// Encoded bytes of a length-delimited field of `len` bytes.
 fn length_delimited_len(field: u32, len: usize) -> usize {
