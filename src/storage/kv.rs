@@ -358,8 +358,15 @@ pub const SIZE_SAMPLE_RATE: u64 = 64;
 /// Meta keys of size samples: this byte, then the data key.
 const SAMPLE_PREFIX: u8 = b's';
 
+/// A hasher set up once and copied for each key: `crc32fast::hash` looks up the CPU's
+/// features on every call, which cost as much as hashing a short key.
+static SAMPLE_HASHER: std::sync::LazyLock<crc32fast::Hasher> =
+    std::sync::LazyLock::new(crc32fast::Hasher::new);
+
 fn is_sampled(key: &[u8]) -> bool {
-    u64::from(crc32fast::hash(key)).is_multiple_of(SIZE_SAMPLE_RATE)
+    let mut hasher = SAMPLE_HASHER.clone();
+    hasher.update(key);
+    u64::from(hasher.finalize()).is_multiple_of(SIZE_SAMPLE_RATE)
 }
 
 fn sample_key(key: &[u8]) -> Bytes {
@@ -458,6 +465,24 @@ mod tests {
             .map(|i| Bytes::from(format!("k{i}")))
             .find(|k| is_sampled(k) == sampled)
             .expect("some key of each kind")
+    }
+
+    /// Which keys are sampled is on disk (their samples are stored): CRC-32 (IEEE) of the
+    /// key, one key in `SIZE_SAMPLE_RATE`, whatever the key's length.
+    #[test]
+    fn the_sampled_keys_are_those_whose_crc32_is_a_multiple_of_the_rate() {
+        let mut hasher = SAMPLE_HASHER.clone();
+        hasher.update(b"123456789");
+        assert_eq!(hasher.finalize(), 0xCBF4_3926, "CRC-32's check value");
+        let mut sampled = 0;
+        for i in 0u32..20_000 {
+            let key = format!("{i}-").repeat(1 + i as usize % 40);
+            let expected =
+                u64::from(crc32fast::hash(key.as_bytes())).is_multiple_of(SIZE_SAMPLE_RATE);
+            assert_eq!(is_sampled(key.as_bytes()), expected, "{key}");
+            sampled += usize::from(expected);
+        }
+        assert!(sampled > 0, "some keys are sampled");
     }
 
     #[test]

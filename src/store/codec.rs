@@ -35,17 +35,15 @@ pub(crate) fn encode_writes(
     epoch: &RegionEpoch,
     commands: &[WriteCommand],
 ) -> Vec<u8> {
-    let epoch_len = epoch_len(epoch);
-    let batch_len: usize = commands.iter().map(batched_len).sum();
-    let mut out = Vec::with_capacity(
-        1 + varint_len(region_id) + 1 + nested_len(epoch_len) + 1 + nested_len(batch_len),
-    );
+    let command_lens: Vec<usize> = commands.iter().map(command_len).collect();
+    let batch_len = command_lens.iter().map(|&len| 1 + nested_len(len)).sum();
+    let mut out = Vec::with_capacity(entry_len(region_id, epoch, batch_len));
     if region_id != 0 {
         out.push(key(1, VARINT));
         put_varint(&mut out, region_id);
     }
     out.push(key(2, LEN));
-    put_varint(&mut out, epoch_len as u64);
+    put_varint(&mut out, epoch_len(epoch) as u64);
     for (field, value) in [(1, epoch.conf_ver), (2, epoch.version)] {
         if value != 0 {
             out.push(key(field, VARINT));
@@ -54,16 +52,34 @@ pub(crate) fn encode_writes(
     }
     out.push(key(5, LEN));
     put_varint(&mut out, batch_len as u64);
-    for command in commands {
+    for (command, len) in commands.iter().zip(command_lens) {
         out.push(key(1, LEN));
-        put_varint(&mut out, command_len(command) as u64);
+        put_varint(&mut out, len as u64);
         for op in &command.ops {
             out.push(key(1, LEN));
-            put_varint(&mut out, op_len(op) as u64);
-            put_op(&mut out, op);
+            match op_body(op) {
+                Some((field, body_len)) => {
+                    put_varint(&mut out, (1 + nested_len(body_len)) as u64);
+                    out.push(key(field, LEN));
+                    put_varint(&mut out, body_len as u64);
+                    put_op_body(&mut out, op);
+                }
+                None => out.push(0),
+            }
         }
     }
     out
+}
+
+/// The encoded bytes of a `RaftCommand` of `region_id` and `epoch` whose `WriteBatch` is
+/// `batch_len` bytes (its writes, each with key and length: the sum of `batched_len`).
+pub(crate) fn entry_len(region_id: u64, epoch: &RegionEpoch, batch_len: usize) -> usize {
+    let region = if region_id == 0 {
+        0
+    } else {
+        1 + varint_len(region_id)
+    };
+    region + 1 + nested_len(epoch_len(epoch)) + 1 + nested_len(batch_len)
 }
 
 /// A write's encoded bytes as one of a `WriteBatch`'s commands (key and length included):
@@ -72,29 +88,31 @@ pub(crate) fn batched_len(command: &WriteCommand) -> usize {
     1 + nested_len(command_len(command))
 }
 
-fn put_op(out: &mut Vec<u8>, op: &Op) {
-    let Some(body) = &op.op else {
-        return;
-    };
-    let (field, len) = match body {
+/// An `Op`'s oneof field: its number and the encoded bytes of its message; `None` when
+/// unset (the op is then an empty message).
+fn op_body(op: &Op) -> Option<(u8, usize)> {
+    Some(match op.op.as_ref()? {
         op::Op::Put(p) => (1, bytes_len(&p.key) + bytes_len(&p.value)),
         op::Op::Delete(d) => (2, bytes_len(&d.key)),
         op::Op::DeleteRange(r) => (3, bytes_len(&r.start_key) + bytes_len(&r.end_key)),
         op::Op::CompareAndSwap(c) => (4, cas_len(c)),
-    };
-    out.push(key(field, LEN));
-    put_varint(out, len as u64);
-    match body {
-        op::Op::Put(p) => {
+    })
+}
+
+/// The fields of an `Op`'s oneof message.
+fn put_op_body(out: &mut Vec<u8>, op: &Op) {
+    match &op.op {
+        None => {}
+        Some(op::Op::Put(p)) => {
             put_bytes(out, 1, &p.key);
             put_bytes(out, 2, &p.value);
         }
-        op::Op::Delete(d) => put_bytes(out, 1, &d.key),
-        op::Op::DeleteRange(r) => {
+        Some(op::Op::Delete(d)) => put_bytes(out, 1, &d.key),
+        Some(op::Op::DeleteRange(r)) => {
             put_bytes(out, 1, &r.start_key);
             put_bytes(out, 2, &r.end_key);
         }
-        op::Op::CompareAndSwap(c) => {
+        Some(op::Op::CompareAndSwap(c)) => {
             put_bytes(out, 1, &c.key);
             // Optional fields: written when present, even empty.
             for (field, value) in [(2, &c.expected), (3, &c.new_value)] {
@@ -164,14 +182,7 @@ fn cas_len(c: &CompareAndSwap) -> usize {
 
 /// An `Op`'s encoded bytes (without its own key and length).
 fn op_len(op: &Op) -> usize {
-    let inner = match &op.op {
-        None => return 0,
-        Some(op::Op::Put(p)) => bytes_len(&p.key) + bytes_len(&p.value),
-        Some(op::Op::Delete(d)) => bytes_len(&d.key),
-        Some(op::Op::DeleteRange(r)) => bytes_len(&r.start_key) + bytes_len(&r.end_key),
-        Some(op::Op::CompareAndSwap(c)) => cas_len(c),
-    };
-    1 + nested_len(inner)
+    op_body(op).map_or(0, |(_, body_len)| 1 + nested_len(body_len))
 }
 
 /// A `WriteCommand`'s encoded bytes (without its own key and length).
@@ -533,9 +544,17 @@ mod tests {
             let Some(raft_command::Body::Writes(writes)) = &command.body else {
                 unreachable!("commands of writes");
             };
+            let encoded = command.encode_to_vec();
             assert_eq!(
                 encode_writes(command.region_id, &epoch, &writes.commands),
-                command.encode_to_vec(),
+                encoded,
+                "{}",
+                replay(seed)
+            );
+            let batch_len = writes.commands.iter().map(batched_len).sum();
+            assert_eq!(
+                entry_len(command.region_id, &epoch, batch_len),
+                encoded.len(),
                 "{}",
                 replay(seed)
             );

@@ -8,7 +8,6 @@
 
 use bytes::Bytes;
 use prost::Message as _;
-use prost::encoding::{encoded_len_varint, key_len};
 
 use super::PeerFsm;
 use crate::RegionId;
@@ -20,7 +19,7 @@ use crate::proto::metapb::RegionEpoch;
 use crate::proto::raftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeV2};
 use crate::region::{CommandKind, RegionError, change_peers, check_epoch, split_region};
 use crate::store::apply::eval::check_command;
-use crate::store::codec::{batched_len, encode_writes};
+use crate::store::codec::{batched_len, encode_writes, entry_len};
 use crate::store::context::PollContext;
 use crate::store::flow::Charge;
 use crate::store::msg::{Command, Proposal, ProposalResponder};
@@ -107,9 +106,8 @@ fn pack_entries(
 
 /// Writes gathered into one entry.
 struct OpenBatch {
+    region: RegionId,
     epoch: RegionEpoch,
-    /// Encoded bytes of the entry's command without its writes.
-    base_len: usize,
     /// Encoded bytes of the writes, each with its field key and length.
     commands_len: usize,
     commands: Vec<WriteCommand>,
@@ -118,15 +116,9 @@ struct OpenBatch {
 
 impl OpenBatch {
     fn new(region: RegionId, epoch: RegionEpoch) -> Self {
-        let base_len = RaftCommand {
-            region_id: region.0,
-            epoch: Some(epoch),
-            body: None,
-        }
-        .encoded_len();
         OpenBatch {
+            region,
             epoch,
-            base_len,
             commands_len: 0,
             commands: Vec::new(),
             responders: Vec::new(),
@@ -135,8 +127,7 @@ impl OpenBatch {
 
     /// The entry's encoded size with one more write of `command_len` bytes.
     fn size_with(&self, command_len: usize) -> u64 {
-        let batch_len = self.commands_len + command_len;
-        (self.base_len + length_delimited_len(WRITES_FIELD, batch_len)) as u64
+        entry_len(self.region.0, &self.epoch, self.commands_len + command_len) as u64
     }
 
     fn finish(self, region: RegionId) -> PackedEntry {
@@ -154,14 +145,6 @@ impl OpenBatch {
             command: Some(command),
         }
     }
-}
-
-/// `RaftCommand.writes`' field number.
-const WRITES_FIELD: u32 = 5;
-
-/// Encoded bytes of a length-delimited field of `len` bytes.
-fn length_delimited_len(field: u32, len: usize) -> usize {
-    key_len(field) + encoded_len_varint(len as u64) + len
 }
 
 impl PeerFsm {
@@ -227,9 +210,9 @@ impl PeerFsm {
                 })
         })?;
         let len = batched_len(command);
-        let alone =
-            OpenBatch::new(self.region_id(), self.region.epoch.unwrap_or_default()).size_with(len);
-        self.check_entry_size(alone)?;
+        let epoch = self.region.epoch.unwrap_or_default();
+        let alone = entry_len(self.region.id, &epoch, len);
+        self.check_entry_size(alone as u64)?;
         Ok(len)
     }
 
