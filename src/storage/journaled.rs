@@ -75,6 +75,10 @@ impl<T: Clone + Default, W: Clone> Journaled<T, W> {
 
     /// The live state, for a volatile engine's write in place (nothing is journalled).
     pub(crate) fn live_mut(&mut self) -> Result<&mut T, PowerCut> {
+        debug_assert!(
+            self.is_volatile(),
+            "a write past the journal is lost to a simulated crash's bookkeeping"
+        );
         if self.power == Power::Cut {
             return Err(PowerCut);
         }

@@ -152,7 +152,7 @@ fn apply_owned(tables: &mut Tables, op: WriteOp) {
         }
         WriteOp::Delete { ks, key } => {
             if let Some(t) = tables.get_mut(&ks) {
-                t.remove(&key[..]);
+                t.remove(&MemKey::new(key));
             }
         }
         WriteOp::DeleteRange { ks, start, end } => {

@@ -202,14 +202,14 @@ const LEN: u8 = 2;
 fn canonical_writes(data: &Bytes) -> Option<RaftCommand> {
     let mut r = Reader::new(data, 0, data.len());
     let mut command = RaftCommand::default();
-    let mut field = r.key()?;
+    let mut field = r.key();
     if field == Some((1, VARINT)) {
         command.region_id = r.varint()?;
-        field = r.key()?;
+        field = r.key();
     }
     if field == Some((2, LEN)) {
         command.epoch = Some(epoch(r.message()?)?);
-        field = r.key()?;
+        field = r.key();
     }
     if field != Some((5, LEN)) {
         return None;
@@ -221,21 +221,21 @@ fn canonical_writes(data: &Bytes) -> Option<RaftCommand> {
 
 fn epoch(mut r: Reader<'_>) -> Option<RegionEpoch> {
     let mut epoch = RegionEpoch::default();
-    let mut field = r.key()?;
+    let mut field = r.key();
     if field == Some((1, VARINT)) {
         epoch.conf_ver = r.varint()?;
-        field = r.key()?;
+        field = r.key();
     }
     if field == Some((2, VARINT)) {
         epoch.version = r.varint()?;
-        field = r.key()?;
+        field = r.key();
     }
     field.is_none().then_some(epoch)
 }
 
 fn write_batch(mut r: Reader<'_>) -> Option<WriteBatch> {
     let mut commands = Vec::with_capacity(r.count_fields()?);
-    while let Some(field) = r.key()? {
+    while let Some(field) = r.key() {
         if field != (1, LEN) {
             return None;
         }
@@ -247,7 +247,7 @@ fn write_batch(mut r: Reader<'_>) -> Option<WriteBatch> {
 fn write_command(mut r: Reader<'_>) -> Option<WriteCommand> {
     // A command is usually one operation: no count first.
     let mut ops = Vec::with_capacity(1);
-    while let Some(field) = r.key()? {
+    while let Some(field) = r.key() {
         if field != (1, LEN) {
             return None;
         }
@@ -258,7 +258,7 @@ fn write_command(mut r: Reader<'_>) -> Option<WriteCommand> {
 
 /// An `Op`: its oneof set at most once.
 fn operation(mut r: Reader<'_>) -> Option<Op> {
-    let op = match r.key()? {
+    let op = match r.key() {
         None => return Some(Op { op: None }),
         Some((1, LEN)) => op::Op::Put(put(r.message()?)?),
         Some((2, LEN)) => op::Op::Delete(delete(r.message()?)?),
@@ -271,57 +271,57 @@ fn operation(mut r: Reader<'_>) -> Option<Op> {
 
 fn put(mut r: Reader<'_>) -> Option<Put> {
     let mut put = Put::default();
-    let mut field = r.key()?;
+    let mut field = r.key();
     if field == Some((1, LEN)) {
         put.key = r.bytes()?;
-        field = r.key()?;
+        field = r.key();
     }
     if field == Some((2, LEN)) {
         put.value = r.bytes()?;
-        field = r.key()?;
+        field = r.key();
     }
     field.is_none().then_some(put)
 }
 
 fn delete(mut r: Reader<'_>) -> Option<Delete> {
     let mut delete = Delete::default();
-    let mut field = r.key()?;
+    let mut field = r.key();
     if field == Some((1, LEN)) {
         delete.key = r.bytes()?;
-        field = r.key()?;
+        field = r.key();
     }
     field.is_none().then_some(delete)
 }
 
 fn delete_range(mut r: Reader<'_>) -> Option<DeleteRange> {
     let mut range = DeleteRange::default();
-    let mut field = r.key()?;
+    let mut field = r.key();
     if field == Some((1, LEN)) {
         range.start_key = r.bytes()?;
-        field = r.key()?;
+        field = r.key();
     }
     if field == Some((2, LEN)) {
         range.end_key = r.bytes()?;
-        field = r.key()?;
+        field = r.key();
     }
     field.is_none().then_some(range)
 }
 
 fn compare_and_swap(mut r: Reader<'_>) -> Option<CompareAndSwap> {
     let mut cas = CompareAndSwap::default();
-    let mut field = r.key()?;
+    let mut field = r.key();
     if field == Some((1, LEN)) {
         cas.key = r.bytes()?;
-        field = r.key()?;
+        field = r.key();
     }
     // Optional: present (even empty) is not absent.
     if field == Some((2, LEN)) {
         cas.expected = Some(r.bytes()?);
-        field = r.key()?;
+        field = r.key();
     }
     if field == Some((3, LEN)) {
         cas.new_value = Some(r.bytes()?);
-        field = r.key()?;
+        field = r.key();
     }
     field.is_none().then_some(cas)
 }
@@ -375,20 +375,15 @@ impl<'a> Reader<'a> {
         None
     }
 
-    /// The next field's number and wire type: `Some(None)` at the message's end, `None`
-    /// for a key this shape never has (any field past 15, a wire type not used here).
+    /// The next field's number and wire type, read as a one-byte key (every field of this
+    /// shape is numbered 1-15); `None` at the message's end. A longer key reads as a field
+    /// numbered 16 or more, which no reader here takes: callers accept only the exact
+    /// (field, wire type) pairs they expect.
     #[inline]
-    fn key(&mut self) -> Option<Option<(u8, u8)>> {
-        let Some(&byte) = self.buf.get(self.pos) else {
-            return Some(None);
-        };
-        // Every field here is numbered 1-15: its key is one byte.
-        let (field, wire) = (byte >> 3, byte & 7);
-        if byte >= 0x80 || field == 0 || (wire != VARINT && wire != LEN) {
-            return None;
-        }
+    fn key(&mut self) -> Option<(u8, u8)> {
+        let byte = *self.buf.get(self.pos)?;
         self.pos += 1;
-        Some(Some((field, wire)))
+        Some((byte >> 3, byte & 7))
     }
 
     /// The bounds of the length-delimited field at the cursor, the cursor past it.
@@ -414,7 +409,7 @@ impl<'a> Reader<'a> {
     }
 
     /// How many fields the message holds (for a list's capacity), the cursor unmoved;
-    /// `None` if a key or length does not read.
+    /// `None` if a field does not read or has a wire type this shape never uses.
     fn count_fields(&self) -> Option<usize> {
         let mut probe = Reader {
             data: self.data,
@@ -422,14 +417,15 @@ impl<'a> Reader<'a> {
             pos: self.pos,
         };
         let mut count = 0;
-        while let Some((_, wire)) = probe.key()? {
+        while let Some((_, wire)) = probe.key() {
             match wire {
                 LEN => {
                     probe.span()?;
                 }
-                _ => {
+                VARINT => {
                     probe.varint()?;
                 }
+                _ => return None,
             }
             count += 1;
         }
@@ -444,11 +440,13 @@ mod tests {
     use crate::raft::rng::Rng;
 
     fn bytes(rng: &mut Rng) -> Bytes {
-        let len = match rng.range(0, 4) {
-            0 => 0,
-            1 => rng.range(1, 4),
-            2 => rng.range(4, 40),
-            _ => rng.range(120, 300),
+        let len = match rng.range(0, 100) {
+            0..25 => 0,
+            25..50 => rng.range(1, 4),
+            50..75 => rng.range(4, 40),
+            75..99 => rng.range(120, 300),
+            // Lengths past 16,383 take three bytes, and so do the lengths around them.
+            _ => rng.range(16_300, 20_000),
         };
         (0..len).map(|_| rng.range(0, 256) as u8).collect()
     }
@@ -576,7 +574,13 @@ mod tests {
         let mut by_hand = 0;
         for seed in seeds() {
             let mut rng = Rng::new(seed);
-            let mut data = command(&mut rng).encode_to_vec();
+            // Splits too: damage may make one look like writes.
+            let original = if rng.chance(20) {
+                split_command(&mut rng)
+            } else {
+                command(&mut rng)
+            };
+            let mut data = original.encode_to_vec();
             if data.is_empty() {
                 continue;
             }
@@ -609,6 +613,135 @@ mod tests {
         }
         // Some damage leaves a canonical command (a changed key or value byte).
         assert!(by_hand > 0, "no damaged command was read by hand");
+    }
+
+    fn split_command(rng: &mut Rng) -> RaftCommand {
+        RaftCommand {
+            region_id: rng.range(0, 1_000),
+            epoch: Some(RegionEpoch {
+                conf_ver: rng.range(0, 9),
+                version: rng.range(0, 9),
+            }),
+            body: Some(raft_command::Body::Split(SplitCommand {
+                splits: (0..rng.range(1, 4))
+                    .map(|_| SplitRequest {
+                        split_key: bytes(rng),
+                        new_region_id: rng.next_u64(),
+                        new_peer_ids: (0..3).map(|_| rng.range(0, 1 << 20)).collect(),
+                    })
+                    .collect(),
+            })),
+        }
+    }
+
+    /// Encodings a hostile or careless leader could write, byte by byte: each decodes as
+    /// prost decodes it. `ok` says whether prost takes it.
+    #[test]
+    fn hostile_encodings_decode_as_prost_decodes_them() {
+        // RaftCommand { region_id: 7, epoch: {1, 2}, writes: [[put a = v]] } is
+        // 08 07 | 12 04 08 01 10 02 | 2a 0c 0a 0a 0a 08 0a 06 0a 01 61 12 01 76
+        let canonical: Vec<u8> = vec![
+            0x08, 7, 0x12, 4, 0x08, 1, 0x10, 2, 0x2a, 12, 0x0a, 10, 0x0a, 8, 0x0a, 6, 0x0a, 1,
+            b'a', 0x12, 1, b'v',
+        ];
+        let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+            ("canonical", canonical.clone(), true),
+            (
+                "a length in two bytes (not minimal)",
+                [&canonical[..9], &[0x8c, 0x00], &canonical[10..]].concat(),
+                true,
+            ),
+            (
+                "a key in two bytes (not minimal)",
+                [&[0x88, 0x00][..], &canonical[1..]].concat(),
+                true,
+            ),
+            (
+                "a ten-byte varint whose last byte is 1",
+                [&[0x08][..], &[0xff; 9], &[0x01], &canonical[2..]].concat(),
+                true,
+            ),
+            (
+                "a ten-byte varint whose last byte is 2",
+                [&[0x08][..], &[0xff; 9], &[0x02], &canonical[2..]].concat(),
+                false,
+            ),
+            (
+                "an eleven-byte varint",
+                [&[0x08][..], &[0xff; 10], &[0x00], &canonical[2..]].concat(),
+                false,
+            ),
+            (
+                "the epoch's varint running past the epoch",
+                [&canonical[..3], &[2, 0x08, 0x80], &canonical[8..]].concat(),
+                false,
+            ),
+            (
+                "a key's length running past its put",
+                [&canonical[..17], &[9], &canonical[18..]].concat(),
+                false,
+            ),
+            (
+                "a put's key twice (prost keeps the last)",
+                [
+                    &[0x2a, 15, 0x0a, 13, 0x0a, 11, 0x0a, 9][..],
+                    &[0x0a, 1, b'a', 0x0a, 1, b'b', 0x12, 1, b'v'],
+                ]
+                .concat(),
+                true,
+            ),
+            (
+                "the epoch's conf_ver twice",
+                [
+                    &canonical[..3],
+                    &[6, 0x08, 1, 0x08, 3, 0x10, 2],
+                    &canonical[8..],
+                ]
+                .concat(),
+                true,
+            ),
+            (
+                "a fixed64 field in a put",
+                [
+                    &[0x2a, 18, 0x0a, 16, 0x0a, 14, 0x0a, 12][..],
+                    &[0x0a, 1, b'a', 0x19, 0, 0, 0, 0, 0, 0, 0, 0],
+                ]
+                .concat(),
+                true,
+            ),
+            (
+                "a zero field number",
+                [&[0x00, 0x00][..], &canonical].concat(),
+                false,
+            ),
+            (
+                "cut short",
+                canonical[..canonical.len() - 1].to_vec(),
+                false,
+            ),
+            ("nothing", Vec::new(), true),
+        ];
+        for (what, data, ok) in cases {
+            let data = Bytes::from(data);
+            let prosts = RaftCommand::decode(data.clone());
+            assert_eq!(prosts.is_ok(), ok, "{what}: prost says {prosts:?}");
+            assert_eq!(decode_command(&data).ok(), prosts.ok(), "{what}");
+        }
+        // The canonical bytes are what the encoder writes for that command.
+        let put = Op {
+            op: Some(op::Op::Put(Put {
+                key: Bytes::from_static(b"a"),
+                value: Bytes::from_static(b"v"),
+            })),
+        };
+        let epoch = RegionEpoch {
+            conf_ver: 1,
+            version: 2,
+        };
+        assert_eq!(
+            encode_writes(7, &epoch, &[WriteCommand { ops: vec![put] }]),
+            canonical
+        );
     }
 
     /// What is not a command of writes in the canonical shape goes to prost.
