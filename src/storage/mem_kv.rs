@@ -3,7 +3,6 @@
 //! (`MemDurability::Volatile`) keeps no durable copy: the in-memory embedded mode.
 
 use std::borrow::Borrow;
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -19,11 +18,13 @@ use super::{MemDurability, SyncMode};
 type Tables = BTreeMap<Keyspace, BTreeMap<MemKey, Bytes>>;
 
 /// A key as the in-memory tables hold it, with its first 16 bytes kept as one big-endian
-/// number (zeros past its end): two keys whose heads differ are ordered by them, and only
-/// keys that agree on all 16 bytes are compared byte by byte. A write's key meets about a
-/// dozen others on its way down the tree, and a call to `memcmp` for each was a sixth of
-/// an in-memory store's apply.
-#[derive(Clone)]
+/// number (zeros past its end) ahead of the bytes themselves: ordered by head, then bytes
+/// (the derived order, field by field), a comparison calls `memcmp` only for keys equal in
+/// their first 16 bytes. That is the bytes' own order: where two heads differ, they differ
+/// at a byte that one key has and the other has not or has smaller. A write's key meets
+/// about a dozen others on its way down the tree, and a call to `memcmp` for each was a
+/// sixth of an in-memory store's apply.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct MemKey {
     head: u128,
     key: Bytes,
@@ -40,30 +41,6 @@ impl MemKey {
         }
     }
 }
-
-/// Where the heads differ, they differ at a byte that one key has and the other has not
-/// or has smaller, which is where the bytes' order decides too.
-impl Ord for MemKey {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.head
-            .cmp(&other.head)
-            .then_with(|| self.key.cmp(&other.key))
-    }
-}
-
-impl PartialOrd for MemKey {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for MemKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
-    }
-}
-
-impl Eq for MemKey {}
 
 /// Lookups by `&[u8]` order as `MemKey` does: both are the bytes' lexicographic order.
 impl Borrow<[u8]> for MemKey {
@@ -265,6 +242,8 @@ impl KvEngine for MemKvEngine {
 
 #[cfg(test)]
 mod tests {
+    use std::cmp::Ordering;
+
     use super::*;
     use crate::raft::rng::Rng;
 

@@ -50,10 +50,6 @@ impl KvEngine for dyn StoreKv {
         self.write_batch(batch)
     }
 
-    fn write_and_clear(&self, batch: &mut KvWriteBatch) -> Result<(), KvError> {
-        self.write_batch_and_clear(batch)
-    }
-
     fn view(&self) -> KvView {
         self.read_view()
     }
