@@ -1,5 +1,5 @@
 //! Write entries encoded and decoded by hand, byte for byte as prost does it. prost's
-//! generic code was about a third of an in-memory store's instructions: computing each
+//! generic code was over a quarter of an in-memory store's instructions: computing each
 //! nested message's length again at every level and cloning every key and value to encode
 //! a leader's entry, and about 600 instructions to decode a one-put write on each follower.
 //!
