@@ -1151,6 +1151,63 @@ fn a_write_behind_a_split_in_the_log_is_refused_at_apply() {
     assert_eq!(answer_now(&mut read), ReadResponse::Value(None));
 }
 
+/// A split is answered once the new region runs on the store that answers: whoever
+/// asked finds it there at once (`flotilla ctl region show` right after `region split`
+/// was answered "region not found" while the new peer was still being started). Each
+/// store is stepped one poller at a time, and the answer looked at after every step.
+#[test]
+fn the_split_answer_comes_after_the_new_region_runs_on_the_leader_store() {
+    use flotilla::store::InProcessNetwork;
+    let net = InProcessNetwork::new(23);
+    let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
+    let mut stores = stepped_stores(&net, &nodes, test_config);
+    let leader = stepped_leader(&mut stores);
+    let epoch = stores[leader].region(FIRST_REGION).unwrap().epoch.unwrap();
+    let mut split = stores[leader].split(
+        FIRST_REGION,
+        epoch,
+        vec![SplitRequest {
+            split_key: b("m"),
+            new_region_id: 2,
+            new_peer_ids: vec![21, 22, 23],
+        }],
+    );
+    let new_region = RegionId(2);
+    let mut steps = 0;
+    let answered = 'steps: loop {
+        steps += 1;
+        assert!(steps < 10_000, "the split was never answered");
+        for s in stores.iter_mut() {
+            for step in 0..3 {
+                match step {
+                    0 => drop(s.step_raft()),
+                    1 => drop(s.step_wal()),
+                    _ => drop(s.step_apply()),
+                }
+                if let Some(answer) = split.try_take() {
+                    break 'steps answer.expect("split");
+                }
+            }
+        }
+    };
+    assert_eq!(answered.regions[1].id, new_region.get());
+    assert!(
+        stores[leader].region(new_region).is_some(),
+        "answered before the new region was recorded"
+    );
+    // Routed to the new peer (an unknown region is refused at once, unanswered by it).
+    let mut status = stores[leader].region_status(new_region);
+    assert!(
+        !matches!(
+            status.try_take(),
+            Some(Err(RegionError::RegionNotFound { .. }))
+        ),
+        "answered before the new region's peer was started"
+    );
+    drive(&mut stores);
+    assert_eq!(answer_now(&mut status).region.id, new_region.get());
+}
+
 /// The apply poller publishes the applied index for the peer to read when it next runs;
 /// it sends the peer a message only when a read waits for that index, so a write with no
 /// read waiting costs the peer no extra visit, and a waiting read is served by the raft

@@ -224,10 +224,12 @@ pub(crate) struct ApplyResult {
 pub(crate) enum RegionChange {
     /// The region was split: `region` is the region itself with its new range and epoch,
     /// `created` the new regions whose peers this store must start (a new region already
-    /// known here — a tombstone — is left alone).
+    /// known here — a tombstone — is left alone). `answer` is the proposer's, told once
+    /// the new regions run here, so whoever asked for the split finds them on this store.
     Split {
         region: Region,
         created: Vec<Region>,
+        answer: Option<(Responder<SplitResponse>, SplitResponse)>,
     },
     /// A membership change: the region with its new peers, and the entry the core applies.
     ConfChange { region: Region, entry: Entry },

@@ -388,7 +388,8 @@ impl Store {
 
     /// Splits `region` at the requests' keys (new region and peer ids supplied by the
     /// caller). The response lists every region of the old range once the split is applied
-    /// here.
+    /// here and the new regions' peers run on this store (a status or a request for one
+    /// of them that follows the answer finds it).
     pub fn split(
         &self,
         region: RegionId,

@@ -154,7 +154,6 @@ enum Answer {
 enum Applied {
     /// One result per write of the entry, in its order.
     Writes(Vec<RegionResult<WriteResponse>>),
-    Split(SplitResponse),
     ChangePeers(ChangePeersResponse),
 }
 
@@ -171,9 +170,6 @@ impl Answer {
                         .zip(results)
                         .map(|(r, a)| Answer::Write(r, a)),
                 );
-            }
-            (ProposalResponder::Split(r), Applied::Split(a)) => {
-                answers.push(Answer::Split(r, Ok(a)))
             }
             (ProposalResponder::ChangePeers(r), Applied::ChangePeers(a)) => {
                 answers.push(Answer::ChangePeers(r, Ok(a)));
@@ -608,14 +604,23 @@ impl ApplyPoller {
             // Ready read entries that never existed and stopped the store.
             self.persist = true;
         }
-        fsm.changes.push(RegionChange::Split {
-            region: fsm.region.clone(),
-            created,
-        });
         self.observe(fsm, (entry.index, entry.term), || AppliedChange::Split {
             regions: regions.clone(),
         });
-        self.answer_applied(proposal, Applied::Split(SplitResponse { regions }));
+        // Answered by the peer once it has started the new regions (after this batch is
+        // written), not with the batch's other answers.
+        let answer = match proposal {
+            Some(ProposalResponder::Split(r)) => Some((r, SplitResponse { regions })),
+            other => {
+                self.answer_error(other, invalid("the entry holds other commands"));
+                None
+            }
+        };
+        fsm.changes.push(RegionChange::Split {
+            region: fsm.region.clone(),
+            created,
+            answer,
+        });
         Ok(())
     }
 

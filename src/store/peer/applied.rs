@@ -15,7 +15,17 @@ impl PeerFsm {
         let had_changes = !result.changes.is_empty();
         for change in result.changes {
             match change {
-                RegionChange::Split { region, created } => self.on_split(region, created, ctx),
+                RegionChange::Split {
+                    region,
+                    created,
+                    answer,
+                } => {
+                    self.on_split(region, created, ctx);
+                    // The new regions run here now: whoever asked finds them.
+                    if let Some((responder, response)) = answer {
+                        responder.respond(Ok(response));
+                    }
+                }
                 RegionChange::ConfChange { region, entry } => {
                     self.on_conf_change(region, &entry, ctx);
                 }
