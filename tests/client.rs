@@ -480,9 +480,15 @@ fn a_bench_counts_what_it_did_and_what_failed() {
 
     let rt = runtime();
     let playground = playground(1);
+    // A deadline a loaded machine cannot miss while the cluster runs; a short one for the
+    // run after it is gone (connected now, while it answers).
     let mut config = ClientConfig::new(playground.endpoints());
+    config.timeout = Duration::from_secs(30);
+    config.rpc_timeout = Duration::from_secs(30);
+    let client = rt.block_on(Client::connect(config.clone())).unwrap();
     config.timeout = Duration::from_millis(200);
-    let client = rt.block_on(Client::connect(config)).unwrap();
+    config.rpc_timeout = Duration::from_millis(200);
+    let impatient = rt.block_on(Client::connect(config)).unwrap();
     let options = BenchOptions {
         clients: 2,
         duration: Duration::from_secs(1),
@@ -515,7 +521,7 @@ fn a_bench_counts_what_it_did_and_what_failed() {
         clients: 1,
         ..options
     };
-    let report = rt.block_on(bench::run(client, one_client, Arc::default()));
+    let report = rt.block_on(bench::run(impatient, one_client, Arc::default()));
     assert_eq!(report.ops, 0);
     assert!(report.errors >= 2, "{report:?}");
     assert!(report.first_error.is_some());

@@ -206,53 +206,70 @@ fn ctl_round_trips_with_json() {
 }
 
 /// `flotilla bench --embedded --json`: a short run against its own playground reports
-/// operations of every kind, their latencies in order, and no errors.
+/// operations of every kind, their latencies in order, and no errors. A run that a
+/// stalled machine let do only a handful of operations (writes waiting seconds on a disk
+/// busy writing back) says nothing about the mix: it is checked like any other, then run
+/// again.
 #[test]
 fn bench_runs_against_an_embedded_playground_and_reports_json() {
-    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args([
-            "bench",
-            "--embedded",
-            "--regions",
-            "2",
-            "--clients",
-            "4",
-            "--duration",
-            "2",
-            "--keys",
-            "100",
-            "--mix",
-            "reads=40,writes=40,cas=20",
-            "--distribution",
-            "zipfian",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["errors"], 0, "{report}");
-    let ops = report["ops"].as_u64().unwrap();
-    assert!(ops > 0);
-    for kind in ["reads", "writes", "cas"] {
+    // At 40/40/20 %, 50 operations miss a kind with a chance of about 1 in 70,000.
+    const ENOUGH_OPS: u64 = 50;
+    let mut mix_seen = false;
+    for attempt in 1..=5 {
+        let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .args([
+                "bench",
+                "--embedded",
+                "--regions",
+                "2",
+                "--clients",
+                "4",
+                "--duration",
+                "2",
+                "--keys",
+                "100",
+                "--mix",
+                "reads=40,writes=40,cas=20",
+                "--distribution",
+                "zipfian",
+                "--json",
+            ])
+            .output()
+            .unwrap();
         assert!(
-            report[kind]["count"].as_u64().unwrap() > 0,
-            "{kind}: {report}"
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["errors"], 0, "{report}");
+        let ops = report["ops"].as_u64().unwrap();
+        assert!(ops > 0);
+        let all = &report["all"];
+        let p = |q: &str| all[q].as_u64().unwrap();
+        assert!(
+            p("p50_us") <= p("p90_us") && p("p90_us") <= p("p99_us") && p("p99_us") <= p("max_us")
+        );
+        assert_eq!(
+            report["reads"]["count"].as_u64().unwrap()
+                + report["writes"]["count"].as_u64().unwrap()
+                + report["cas"]["count"].as_u64().unwrap(),
+            ops
+        );
+        if ops < ENOUGH_OPS {
+            eprintln!("attempt {attempt}: only {ops} operations in 2 s; running again");
+            continue;
+        }
+        for kind in ["reads", "writes", "cas"] {
+            assert!(
+                report[kind]["count"].as_u64().unwrap() > 0,
+                "{kind}: {report}"
+            );
+        }
+        mix_seen = true;
+        break;
     }
-    let all = &report["all"];
-    let p = |q: &str| all[q].as_u64().unwrap();
-    assert!(p("p50_us") <= p("p90_us") && p("p90_us") <= p("p99_us") && p("p99_us") <= p("max_us"));
-    assert_eq!(
-        report["reads"]["count"].as_u64().unwrap()
-            + report["writes"]["count"].as_u64().unwrap()
-            + report["cas"]["count"].as_u64().unwrap(),
-        ops
-    );
+    assert!(mix_seen, "no run in five did {ENOUGH_OPS} operations");
     // A bad mix is refused before anything starts.
     let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
         .args(["bench", "--embedded", "--mix", "reads=60"])
