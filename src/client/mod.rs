@@ -141,7 +141,14 @@ struct Inner {
     /// Store id → address, learned from each endpoint's StoreStatus.
     stores: Mutex<BTreeMap<StoreId, String>>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Addresses whose last call got no answer (no reply in time, no connection), and
+    /// when: see `peer_in_turn`.
+    unanswered: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a store whose call got no answer is tried after the others when a request's
+/// leader is unknown (unless it answers a call meanwhile).
+const UNANSWERED_FOR: Duration = Duration::from_secs(10);
 
 /// Where one try of a request goes.
 struct Try {
@@ -163,6 +170,7 @@ impl Client {
                 cache: Mutex::default(),
                 stores: Mutex::default(),
                 channels: Mutex::default(),
+                unanswered: Mutex::default(),
             }),
         };
         client.learn_stores().await?;
@@ -305,7 +313,7 @@ impl Client {
         }
         let peer = match region.leader {
             Some(leader) => leader,
-            None => peers[attempt as usize % peers.len()],
+            None => self.peer_in_turn(peers, attempt),
         };
         let address = match self.address_of(peer.store_id) {
             Some(a) => a,
@@ -326,6 +334,29 @@ impl Client {
         })
     }
 
+    /// With no leader known, the peers in turn, passing over those on stores whose last
+    /// call got no answer lately (unless all are): a stopped or paused store then costs
+    /// a call's timeout to the first request that meets it, not to every request after.
+    fn peer_in_turn(&self, peers: &[Peer], attempt: u32) -> Peer {
+        let start = attempt as usize % peers.len();
+        let turn = (0..peers.len()).map(|i| peers[(start + i) % peers.len()]);
+        let addresses: Vec<(Peer, Option<String>)> =
+            turn.map(|p| (p, self.address_of(p.store_id))).collect();
+        addresses
+            .iter()
+            .find(|(_, address)| !address.as_deref().is_some_and(|a| self.unanswered(a)))
+            .map_or(peers[start], |(p, _)| *p)
+    }
+
+    /// Whether the last call to `address` got no answer, within `UNANSWERED_FOR`.
+    fn unanswered(&self, address: &str) -> bool {
+        self.inner
+            .unanswered
+            .lock()
+            .get(address)
+            .is_some_and(|at| at.elapsed() < UNANSWERED_FOR)
+    }
+
     fn any_address(&self, attempt: u32) -> String {
         let stores = self.inner.stores.lock();
         let addresses: Vec<&String> = stores.values().collect();
@@ -341,9 +372,17 @@ impl Client {
         }
     }
 
+    /// The stores' addresses in the order a look-up asks them: those whose last call got
+    /// an answer (or none lately) first, as one that gave none may cost a timeout.
+    fn lookup_order(&self) -> Vec<String> {
+        let mut addresses: Vec<String> = self.inner.stores.lock().values().cloned().collect();
+        addresses.sort_by_key(|a| self.unanswered(a));
+        addresses
+    }
+
     /// Asks the stores where a target is, caching what they answer.
     async fn look_up(&self, target: &Target<'_>) -> Result<(), ClientError> {
-        let addresses: Vec<String> = self.inner.stores.lock().values().cloned().collect();
+        let addresses = self.lookup_order();
         let mut last = String::from("no store answered");
         let mut answered = 0;
         let asked = addresses.len();
@@ -485,6 +524,9 @@ impl Client {
                             "the operation's deadline passed during a call",
                         )),
                     };
+                    if answer.is_ok() {
+                        self.inner.unanswered.lock().remove(&address);
+                    }
                     match answer {
                         Ok((None, value)) => return Ok(value),
                         Ok((Some(error), _)) => {
@@ -513,6 +555,10 @@ impl Client {
                                 // connection; the next try goes to another peer.
                                 self.forget_channel(&address);
                                 self.inner.cache.lock().set_leader(region_id, None);
+                                self.inner
+                                    .unanswered
+                                    .lock()
+                                    .insert(address.clone(), Instant::now());
                             }
                             last = format!("{address}: {}", status.message());
                             match next {
@@ -1131,6 +1177,7 @@ mod tests {
                 cache: Mutex::new(cache),
                 stores: Mutex::new(addresses.collect()),
                 channels: Mutex::default(),
+                unanswered: Mutex::default(),
             }),
         }
     }
@@ -1242,6 +1289,54 @@ mod tests {
         assert_eq!(addresses, ["store-1", "store-2"]);
         assert!(client.inner.channels.lock().is_empty());
         assert_eq!(client.cached(&Target::Id(1)).unwrap().leader, None);
+    }
+
+    /// A store that gave no answer is passed over by later requests whose leader is
+    /// unknown, until it answers a call or `UNANSWERED_FOR` has passed.
+    #[tokio::test(start_paused = true)]
+    async fn a_store_that_gave_no_answer_is_tried_after_the_others_for_a_while() {
+        let client = client_knowing(&[1, 2, 3], None, 20, 1000);
+        let (result, tries) = run_tries(&client, |n| match n {
+            0 => Err(tonic::Status::deadline_exceeded("no answer in time")),
+            _ => Ok((None, 5)),
+        })
+        .await;
+        assert_eq!(result.unwrap(), 5);
+        let addresses: Vec<&str> = tries.iter().map(|t| t.1.as_str()).collect();
+        assert_eq!(addresses, ["store-1", "store-2"]);
+        // The next request starts where its turn would (store-1) but goes past it.
+        let (_, tries) = run_tries(&client, |_| Ok((None, 6))).await;
+        assert_eq!(tries[0].1, "store-2");
+        // Every peer but store-1 without an answer: store-3 is next, and then, when all
+        // gave none, the turn is kept.
+        let (_, tries) = run_tries(&client, |n| match n {
+            0 => Err(tonic::Status::unavailable("connection refused")),
+            _ => Ok((None, 7)),
+        })
+        .await;
+        let addresses: Vec<&str> = tries.iter().map(|t| t.1.as_str()).collect();
+        assert_eq!(addresses, ["store-2", "store-3"]);
+        let (_, tries) = run_tries(&client, |n| match n {
+            0 => Err(tonic::Status::unavailable("connection refused")),
+            _ => Ok((None, 8)),
+        })
+        .await;
+        let addresses: Vec<&str> = tries.iter().map(|t| t.1.as_str()).collect();
+        assert_eq!(
+            addresses,
+            ["store-3", "store-2"],
+            "all marked: the turn is kept"
+        );
+        // An answer clears a mark: store-2 answered last, so it is trusted again.
+        let (_, tries) = run_tries(&client, |_| Ok((None, 9))).await;
+        assert_eq!(tries[0].1, "store-2");
+        // Look-ups ask the stores with a mark last.
+        assert_eq!(client.lookup_order(), ["store-2", "store-1", "store-3"]);
+        // An old mark counts for nothing.
+        tokio::time::advance(UNANSWERED_FOR).await;
+        assert_eq!(client.lookup_order(), ["store-1", "store-2", "store-3"]);
+        let (_, tries) = run_tries(&client, |_| Ok((None, 10))).await;
+        assert_eq!(tries[0].1, "store-1");
     }
 
     #[tokio::test(start_paused = true)]
