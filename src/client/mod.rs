@@ -1339,6 +1339,23 @@ mod tests {
         assert_eq!(tries[0].1, "store-1");
     }
 
+    /// A mark lasts `UNANSWERED_FOR` exactly.
+    #[tokio::test(start_paused = true)]
+    async fn a_mark_ends_when_its_time_is_up() {
+        let client = client_knowing(&[1, 2, 3], None, 20, 1000);
+        let marked = Instant::now();
+        let _ = run_tries(&client, |n| match n {
+            0 => Err(tonic::Status::deadline_exceeded("no answer in time")),
+            _ => Ok((None, 5)),
+        })
+        .await;
+        let almost = UNANSWERED_FOR - Duration::from_millis(1) - marked.elapsed();
+        tokio::time::advance(almost).await;
+        assert_eq!(client.lookup_order(), ["store-2", "store-3", "store-1"]);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(client.lookup_order(), ["store-1", "store-2", "store-3"]);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn retrying_stops_at_the_deadline_with_the_last_failure() {
         let client = client_knowing(&[1, 2, 3], None, 100, 400);
