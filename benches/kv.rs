@@ -14,7 +14,7 @@
 //! kind are part of every write in the store bench; the line prints what they cost
 //! together, against the 2-core budget of the disk target (0.3x of 737k writes/s).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -22,6 +22,9 @@ use flotilla::storage::MemDurability;
 use flotilla::storage::fjall_kv::{FjallKvEngine, KvConfig};
 use flotilla::storage::kv::{Keyspace, KvEngine, KvWriteBatch};
 use flotilla::storage::mem_kv::MemKvEngine;
+
+mod common;
+use common::{median, tempdir, timed};
 
 const PUTS: usize = 64;
 const VALUE_BYTES: usize = 128;
@@ -72,17 +75,6 @@ impl Side for Raw {
         batch.insert(&self.1, "apply-state-1", applied.to_le_bytes());
         batch.commit().expect("commit");
     }
-}
-
-fn timed(f: impl FnOnce()) -> Duration {
-    let started = Instant::now();
-    f();
-    started.elapsed()
-}
-
-fn median(times: &mut [Duration]) -> Duration {
-    times.sort_unstable();
-    times.get(times.len() / 2).copied().unwrap_or_default()
 }
 
 /// The three sides take turns (each round's order rotates), so all meet the same
@@ -163,10 +155,6 @@ fn apply_round(c: &mut Criterion) {
         );
     }
     group.finish();
-}
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("temp dir")
 }
 
 criterion_group!(benches, apply_round);

@@ -22,6 +22,9 @@ use flotilla::storage::raft_log::{LogWriteBatch, RaftLogConfig, RaftLogEngine, R
 use flotilla::storage::wal_entry::{WalEntry, WalEntryExt};
 use prost::Message as _;
 
+mod common;
+use common::{median, tempdir, timed};
+
 const ENTRY_BYTES: usize = 256;
 
 fn entry(index: u64) -> Entry {
@@ -102,17 +105,6 @@ impl Side for Raw {
     }
 }
 
-fn timed(f: impl FnOnce()) -> Duration {
-    let started = Instant::now();
-    f();
-    started.elapsed()
-}
-
-fn median(times: &mut [Duration]) -> Duration {
-    times.sort_unstable();
-    times.get(times.len() / 2).copied().unwrap_or_default()
-}
-
 /// Flotilla's and raw raft-engine's writes alternate, so both meet the same disk and the
 /// same neighbours on a shared machine; the ratio of their medians is the layer's cost.
 /// Criterion times flotilla's writes; the raw ones are timed alongside and printed.
@@ -190,10 +182,6 @@ fn append(c: &mut Criterion) {
     }
 }
 
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("temp dir")
-}
-
 fn recovery(c: &mut Criterion) {
     let mib: u64 = std::env::var("FLOTILLA_BENCH_RECOVERY_MIB")
         .ok()
@@ -201,7 +189,7 @@ fn recovery(c: &mut Criterion) {
         .unwrap_or(1024);
     let regions = 10_000u64;
     let per_region = (mib << 20) / ENTRY_BYTES as u64 / regions;
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = tempdir();
     let cfg = RaftLogConfig::new(dir.path());
     {
         let log = RaftLogEngine::open(&cfg).expect("open");

@@ -1115,18 +1115,22 @@ fn a_read_waiting_when_its_store_stops_gets_store_stopping() {
     }
 }
 
-/// A write proposed in the same round as a split, with the epoch from before it, passes
-/// the proposal's checks (the split is not applied yet) and is refused where it is
-/// applied, after the split: `EpochNotMatch`, with nothing written.
-#[test]
-fn a_write_behind_a_split_in_the_log_is_refused_at_apply() {
-    use flotilla::store::InProcessNetwork;
-    let net = InProcessNetwork::new(17);
-    let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
-    let mut stores = stepped_stores(&net, &nodes, test_config);
+/// Three stepped stores on `nodes` with a leader of region 1, asked (not yet stepped) to
+/// split it at "m" into region 2 with peers 21–23: the stores, the leader's index, the
+/// region's epoch before the split, and the split's answer to come.
+fn stepped_split(
+    net: &flotilla::store::InProcessNetwork,
+    nodes: &[Node],
+) -> (
+    Vec<flotilla::store::Store>,
+    usize,
+    RegionEpoch,
+    flotilla::store::Response<flotilla::store::SplitResponse>,
+) {
+    let mut stores = stepped_stores(net, nodes, test_config);
     let leader = stepped_leader(&mut stores);
     let epoch = stores[leader].region(FIRST_REGION).unwrap().epoch.unwrap();
-    let mut split = stores[leader].split(
+    let split = stores[leader].split(
         FIRST_REGION,
         epoch,
         vec![SplitRequest {
@@ -1135,6 +1139,17 @@ fn a_write_behind_a_split_in_the_log_is_refused_at_apply() {
             new_peer_ids: vec![21, 22, 23],
         }],
     );
+    (stores, leader, epoch, split)
+}
+
+/// A write proposed in the same round as a split, with the epoch from before it, passes
+/// the proposal's checks (the split is not applied yet) and is refused where it is
+/// applied, after the split: `EpochNotMatch`, with nothing written.
+#[test]
+fn a_write_behind_a_split_in_the_log_is_refused_at_apply() {
+    let net = flotilla::store::InProcessNetwork::new(17);
+    let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
+    let (mut stores, leader, epoch, mut split) = stepped_split(&net, &nodes);
     let mut write = stores[leader].propose(FIRST_REGION, epoch, put(b"a", b"v"));
     drive(&mut stores);
     assert_eq!(answer_now(&mut split).regions.len(), 2);
@@ -1157,21 +1172,9 @@ fn a_write_behind_a_split_in_the_log_is_refused_at_apply() {
 /// store is stepped one poller at a time, and the answer looked at after every step.
 #[test]
 fn the_split_answer_comes_after_the_new_region_runs_on_the_leader_store() {
-    use flotilla::store::InProcessNetwork;
-    let net = InProcessNetwork::new(23);
+    let net = flotilla::store::InProcessNetwork::new(23);
     let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
-    let mut stores = stepped_stores(&net, &nodes, test_config);
-    let leader = stepped_leader(&mut stores);
-    let epoch = stores[leader].region(FIRST_REGION).unwrap().epoch.unwrap();
-    let mut split = stores[leader].split(
-        FIRST_REGION,
-        epoch,
-        vec![SplitRequest {
-            split_key: b("m"),
-            new_region_id: 2,
-            new_peer_ids: vec![21, 22, 23],
-        }],
-    );
+    let (mut stores, leader, _, mut split) = stepped_split(&net, &nodes);
     let new_region = RegionId(2);
     let mut steps = 0;
     let answered = 'steps: loop {
