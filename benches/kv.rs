@@ -30,13 +30,26 @@ const PUTS: usize = 64;
 const VALUE_BYTES: usize = 128;
 const MEMTABLE_BYTES: u64 = 64 << 20;
 
-/// The keys of one round: a xorshift walk over `keys` distinct keys, 17 bytes each.
+/// Keys drawn by a xorshift walk over `keys` distinct keys, 17 bytes each.
 struct Keys {
     state: u64,
     keys: u64,
 }
 
 impl Keys {
+    /// One round's keys, all distinct (so every side inserts each one: flotilla's engine
+    /// would merge a key repeated within a batch, raw fjall would not).
+    fn round(&mut self) -> Vec<Bytes> {
+        let mut keys: Vec<Bytes> = Vec::with_capacity(PUTS);
+        while keys.len() < PUTS {
+            let key = self.next();
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        keys
+    }
+
     fn next(&mut self) -> Bytes {
         self.state ^= self.state << 13;
         self.state ^= self.state >> 7;
@@ -114,7 +127,7 @@ fn apply_round(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     round += 1;
-                    let batch: Vec<Bytes> = (0..PUTS).map(|_| walk.next()).collect();
+                    let batch = walk.round();
                     for turn in 0..3 {
                         match (round + turn) % 3 {
                             0 => {
@@ -143,7 +156,7 @@ fn apply_round(c: &mut Criterion) {
         // Three replicas apply each write; the disk target is 0.3 x 737k writes/s on 2 cores.
         let budget_ns = 2.0 / (0.3 * 737_000.0) * 1e9;
         println!(
-            "kv/apply_round/{keys}: per put (medians of {rounds} rounds of {PUTS}): flotilla \
+            "kv/apply_round/{keys}: per put (medians of {rounds} rounds of {PUTS}, warm-up included): flotilla \
              on fjall {ours_ns:.0} ns, raw fjall {raw_ns:.0} ns (ratio {:.2}), in memory \
              {mem_ns:.0} ns (fjall / memory {:.1}); three replicas' puts of one client write \
              on fjall {:.1} us = {:.0} % of the disk target's CPU budget per write \

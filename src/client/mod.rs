@@ -338,14 +338,21 @@ impl Client {
     /// call got no answer lately (unless all are): a stopped or paused store then costs
     /// a call's timeout to the first request that meets it, not to every request after.
     fn peer_in_turn(&self, peers: &[Peer], attempt: u32) -> Peer {
-        let start = attempt as usize % peers.len();
-        let turn = (0..peers.len()).map(|i| peers[(start + i) % peers.len()]);
-        let addresses: Vec<(Peer, Option<String>)> =
-            turn.map(|p| (p, self.address_of(p.store_id))).collect();
-        addresses
+        let answering: Vec<Peer> = peers
             .iter()
-            .find(|(_, address)| !address.as_deref().is_some_and(|a| self.unanswered(a)))
-            .map_or(peers[start], |(p, _)| *p)
+            .copied()
+            .filter(|p| {
+                !self
+                    .address_of(p.store_id)
+                    .is_some_and(|a| self.unanswered(&a))
+            })
+            .collect();
+        let turn = if answering.is_empty() {
+            peers
+        } else {
+            &answering
+        };
+        turn[attempt as usize % turn.len()]
     }
 
     /// Whether the last call to `address` got no answer, within `UNANSWERED_FOR`.
@@ -376,7 +383,7 @@ impl Client {
     /// an answer (or none lately) first, as one that gave none may cost a timeout.
     fn lookup_order(&self) -> Vec<String> {
         let mut addresses: Vec<String> = self.inner.stores.lock().values().cloned().collect();
-        addresses.sort_by_key(|a| self.unanswered(a));
+        addresses.sort_by_cached_key(|a| self.unanswered(a));
         addresses
     }
 
@@ -1286,7 +1293,7 @@ mod tests {
         .await;
         assert_eq!(result.unwrap(), 3);
         let addresses: Vec<&str> = tries.iter().map(|t| t.1.as_str()).collect();
-        assert_eq!(addresses, ["store-1", "store-2"]);
+        assert_eq!(addresses, ["store-1", "store-3"]);
         assert!(client.inner.channels.lock().is_empty());
         assert_eq!(client.cached(&Target::Id(1)).unwrap().leader, None);
     }
@@ -1303,12 +1310,16 @@ mod tests {
         .await;
         assert_eq!(result.unwrap(), 5);
         let addresses: Vec<&str> = tries.iter().map(|t| t.1.as_str()).collect();
-        assert_eq!(addresses, ["store-1", "store-2"]);
-        // The next request starts where its turn would (store-1) but goes past it.
+        assert_eq!(
+            addresses,
+            ["store-1", "store-3"],
+            "the turn among the others"
+        );
+        // The next request's turn is among stores 2 and 3 too.
         let (_, tries) = run_tries(&client, |_| Ok((None, 6))).await;
         assert_eq!(tries[0].1, "store-2");
-        // Every peer but store-1 without an answer: store-3 is next, and then, when all
-        // gave none, the turn is kept.
+        // store-2 gives no answer now: the next try goes to store-3, the one left; then
+        // store-3 gives none either, all three are marked, and the turn runs over all.
         let (_, tries) = run_tries(&client, |n| match n {
             0 => Err(tonic::Status::unavailable("connection refused")),
             _ => Ok((None, 7)),

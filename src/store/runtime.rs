@@ -388,8 +388,10 @@ impl Store {
 
     /// Splits `region` at the requests' keys (new region and peer ids supplied by the
     /// caller). The response lists every region of the old range once the split is applied
-    /// here and the new regions' peers run on this store (a status or a request for one
-    /// of them that follows the answer finds it).
+    /// here and this store has started the new regions' peers, so a status or a request
+    /// for one of them that follows the answer finds it (unless starting one failed, which
+    /// stops the store, or its peer already ran empty here, created by the new region's
+    /// leader, and waits for a snapshot).
     pub fn split(
         &self,
         region: RegionId,
