@@ -1211,6 +1211,54 @@ fn the_split_answer_comes_after_the_new_region_runs_on_the_leader_store() {
     assert_eq!(answer_now(&mut status).region.id, new_region.get());
 }
 
+/// A store that stops mid-round drops the split answer it held for the peer then and
+/// there — its outcome unknown — rather than keeping it until shutdown. Every applied
+/// entry is written at once here (a 1-byte apply batch), and the leader's KV engine loses
+/// power after the split is committed: the write after the split's entry fails.
+#[test]
+fn a_store_stopped_mid_round_drops_a_split_answer_it_held_at_once() {
+    use flotilla::region::DroppedReason;
+    let net = flotilla::store::InProcessNetwork::new(29);
+    let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
+    let mut stores = stepped_stores(&net, &nodes, |id| {
+        let mut cfg = test_config(id);
+        cfg.max_apply_batch_bytes = 1;
+        cfg
+    });
+    let leader = stepped_leader(&mut stores);
+    let epoch = stores[leader].region(FIRST_REGION).unwrap().epoch.unwrap();
+    let mut split = stores[leader].split(
+        FIRST_REGION,
+        epoch,
+        vec![SplitRequest {
+            split_key: b("m"),
+            new_region_id: 2,
+            new_peer_ids: vec![21, 22, 23],
+        }],
+    );
+    // Everything but the leader's apply, until nothing moves: the split is committed.
+    for _ in 0..50 {
+        for (i, s) in stores.iter_mut().enumerate() {
+            s.step_raft();
+            s.step_wal();
+            if i != leader {
+                s.step_apply();
+            }
+        }
+    }
+    assert!(split.try_take().is_none(), "not applied on the leader yet");
+    nodes[leader].kv.cut_power();
+    stores[leader].step_apply();
+    assert!(stores[leader].failure().is_some(), "the store stopped");
+    match split.try_take() {
+        Some(Err(RegionError::ProposalDropped {
+            reason: DroppedReason::Unanswered,
+            ..
+        })) => {}
+        other => panic!("the split answered {other:?} before shutdown"),
+    }
+}
+
 /// The apply poller publishes the applied index for the peer to read when it next runs;
 /// it sends the peer a message only when a read waits for that index, so a write with no
 /// read waiting costs the peer no extra visit, and a waiting read is served by the raft
