@@ -28,9 +28,10 @@ pub struct StoreMeta {
     /// The store of each region's leader as this store's replica knows it (liveness
     /// changes go to the regions they concern).
     leaders: BTreeMap<RegionId, StoreId>,
-    /// The regions snapshots will give replicas here: taken by their cores, not yet
-    /// installed. Their ranges count as held, so two snapshots accepted at once cannot
-    /// install overlapping regions.
+    /// The regions that replicas here will be given but do not hold yet: snapshots taken
+    /// by their cores, not yet installed, and the regions a split wrote to the engine
+    /// for an empty peer that ran already (filled by a snapshot later). Their ranges
+    /// count as held, so no overlapping region can be installed meanwhile.
     installing: BTreeMap<RegionId, Region>,
 }
 
@@ -155,9 +156,9 @@ impl StoreMeta {
             .then_some(region)
     }
 
-    /// Reserves the range of `region` for a snapshot its replica's core has taken: until
-    /// the region is set (installed) or removed, the range counts in
-    /// `overlapping_or_installing`.
+    /// Reserves the range of `region` for a snapshot its replica's core has taken, or
+    /// for its empty replica beside the state a split wrote for it: until the region is
+    /// set (installed) or removed, the range counts in `overlapping_or_installing`.
     pub fn reserve_install(&mut self, region: Region) {
         self.installing.insert(region.region_id(), region);
     }

@@ -91,6 +91,7 @@ impl PeerFsm {
         let init = initial_apply_state();
         for new in created {
             let id = new.region_id();
+            let held = new.clone();
             match ctx.shared.start_region(new, &init, NodeStart::Created) {
                 // The new region's replica beside the old leader campaigns at once, so the
                 // new region has a leader without waiting for an election timeout.
@@ -103,6 +104,11 @@ impl PeerFsm {
                 // gets the region from a snapshot; until then the split's state written
                 // for the region stands in the KV engine, which a restart starts from.
                 Err(StartError::AlreadyRunning(_)) => {
+                    // Its range is held all the same, as the state the split wrote for it
+                    // holds it in the engine: no other region's snapshot or new peer may
+                    // take a part of it before the empty peer is filled (a restart would
+                    // find both regions, overlapping). Filling or removing it ends this.
+                    ctx.shared.meta.lock().reserve_install(held);
                     tracing::info!(
                         store = %ctx.shared.store_id,
                         region = %id,
