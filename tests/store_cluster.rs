@@ -1121,13 +1121,14 @@ fn a_read_waiting_when_its_store_stops_gets_store_stopping() {
 fn stepped_split(
     net: &flotilla::store::InProcessNetwork,
     nodes: &[Node],
+    config: impl Fn(StoreId) -> flotilla::store::StoreConfig,
 ) -> (
     Vec<flotilla::store::Store>,
     usize,
     RegionEpoch,
     flotilla::store::Response<flotilla::store::SplitResponse>,
 ) {
-    let mut stores = stepped_stores(net, nodes, test_config);
+    let mut stores = stepped_stores(net, nodes, config);
     let leader = stepped_leader(&mut stores);
     let epoch = stores[leader].region(FIRST_REGION).unwrap().epoch.unwrap();
     let split = stores[leader].split(
@@ -1149,7 +1150,7 @@ fn stepped_split(
 fn a_write_behind_a_split_in_the_log_is_refused_at_apply() {
     let net = flotilla::store::InProcessNetwork::new(17);
     let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
-    let (mut stores, leader, epoch, mut split) = stepped_split(&net, &nodes);
+    let (mut stores, leader, epoch, mut split) = stepped_split(&net, &nodes, test_config);
     let mut write = stores[leader].propose(FIRST_REGION, epoch, put(b"a", b"v"));
     drive(&mut stores);
     assert_eq!(answer_now(&mut split).regions.len(), 2);
@@ -1174,7 +1175,7 @@ fn a_write_behind_a_split_in_the_log_is_refused_at_apply() {
 fn the_split_answer_comes_after_the_new_region_runs_on_the_leader_store() {
     let net = flotilla::store::InProcessNetwork::new(23);
     let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
-    let (mut stores, leader, _, mut split) = stepped_split(&net, &nodes);
+    let (mut stores, leader, _, mut split) = stepped_split(&net, &nodes, test_config);
     let new_region = RegionId(2);
     let mut steps = 0;
     let answered = 'steps: loop {
@@ -1220,22 +1221,11 @@ fn a_store_stopped_mid_round_drops_a_split_answer_it_held_at_once() {
     use flotilla::region::DroppedReason;
     let net = flotilla::store::InProcessNetwork::new(29);
     let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
-    let mut stores = stepped_stores(&net, &nodes, |id| {
+    let (mut stores, leader, _, mut split) = stepped_split(&net, &nodes, |id| {
         let mut cfg = test_config(id);
         cfg.max_apply_batch_bytes = 1;
         cfg
     });
-    let leader = stepped_leader(&mut stores);
-    let epoch = stores[leader].region(FIRST_REGION).unwrap().epoch.unwrap();
-    let mut split = stores[leader].split(
-        FIRST_REGION,
-        epoch,
-        vec![SplitRequest {
-            split_key: b("m"),
-            new_region_id: 2,
-            new_peer_ids: vec![21, 22, 23],
-        }],
-    );
     // Everything but the leader's apply, until nothing moves: the split is committed.
     for _ in 0..50 {
         for (i, s) in stores.iter_mut().enumerate() {
