@@ -117,9 +117,7 @@ fn put_op_body(out: &mut Vec<u8>, op: &Op) {
             // Optional fields: written when present, even empty.
             for (field, value) in [(2, &c.expected), (3, &c.new_value)] {
                 if let Some(v) = value {
-                    out.push(key(field, LEN));
-                    put_varint(out, v.len() as u64);
-                    out.extend_from_slice(v);
+                    put_field(out, field, v);
                 }
             }
         }
@@ -129,10 +127,15 @@ fn put_op_body(out: &mut Vec<u8>, op: &Op) {
 /// A proto3 bytes field: left out when empty.
 fn put_bytes(out: &mut Vec<u8>, field: u8, value: &[u8]) {
     if !value.is_empty() {
-        out.push(key(field, LEN));
-        put_varint(out, value.len() as u64);
-        out.extend_from_slice(value);
+        put_field(out, field, value);
     }
+}
+
+/// A length-delimited field: key, length, bytes.
+fn put_field(out: &mut Vec<u8>, field: u8, value: &[u8]) {
+    out.push(key(field, LEN));
+    put_varint(out, value.len() as u64);
+    out.extend_from_slice(value);
 }
 
 fn put_varint(out: &mut Vec<u8>, mut value: u64) {

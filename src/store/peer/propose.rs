@@ -81,7 +81,7 @@ fn pack_entries(
                     .as_ref()
                     .is_some_and(|b| b.epoch == epoch && b.size_with(len) <= max_entry_size);
                 if !fits {
-                    entries.extend(open.take().map(|b| b.finish(region)));
+                    entries.extend(open.take().map(|b| b.finish()));
                     open = Some(OpenBatch::new(region, epoch));
                 }
                 if let Some(batch) = open.as_mut() {
@@ -91,7 +91,7 @@ fn pack_entries(
                 }
             }
             RoundCommand::Split { data, responder } => {
-                entries.extend(open.take().map(|b| b.finish(region)));
+                entries.extend(open.take().map(|b| b.finish()));
                 entries.push(PackedEntry {
                     data,
                     responder: ProposalResponder::Split(responder),
@@ -100,7 +100,7 @@ fn pack_entries(
             }
         }
     }
-    entries.extend(open.map(|b| b.finish(region)));
+    entries.extend(open.map(|b| b.finish()));
     entries
 }
 
@@ -130,10 +130,10 @@ impl OpenBatch {
         entry_len(self.region.0, &self.epoch, self.commands_len + command_len) as u64
     }
 
-    fn finish(self, region: RegionId) -> PackedEntry {
-        let data = encode_writes(region.0, &self.epoch, &self.commands);
+    fn finish(self) -> PackedEntry {
+        let data = encode_writes(self.region.0, &self.epoch, &self.commands);
         let command = RaftCommand {
-            region_id: region.0,
+            region_id: self.region.0,
             epoch: Some(self.epoch),
             body: Some(raft_command::Body::Writes(WriteBatch {
                 commands: self.commands,
