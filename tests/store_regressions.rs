@@ -13,8 +13,8 @@ use flotilla::storage::SyncMode;
 use flotilla::storage::raft_log::{LogWriteBatch, RaftLogStore};
 use flotilla::store::batch::PollOutcome;
 use flotilla::store::{
-    InProcessNetwork, PeerChange, ReadRequest, ReadResponse, Response, RunMode, SnapshotSteps,
-    SplitResponse, Store, WriteOutcome, bootstrap_region,
+    Fault, InProcessNetwork, PeerChange, ReadRequest, ReadResponse, Response, RunMode,
+    SnapshotSteps, SplitResponse, Store, WriteOutcome, bootstrap_region,
 };
 use flotilla::testkit::cluster::*;
 use flotilla::{RegionId, StoreId};
@@ -250,16 +250,88 @@ fn two_snapshots_accepted_together_never_install_overlapping_regions() {
         for s in &stores {
             s.tick();
         }
-        let held = stores[2].regions();
-        for pair in held.windows(2) {
-            assert!(
-                !pair[0].end_key.is_empty() && pair[0].end_key <= pair[1].start_key,
-                "overlapping regions on store 3: {held:?}"
-            );
-        }
+        assert_disjoint(&stores[2].regions());
     }
     assert!(stores[2].failure().is_none(), "{:?}", stores[2].failure());
     assert_eq!(stores[2].regions().len(), 2);
+}
+
+/// Found by the simulator (seed 23,598): store 3's replica of region 1, born from a
+/// snapshot taken before the region split at "m", applied the split while region 2's
+/// empty peer already ran there: it wrote region 2's state ([m, end)) but left that range
+/// out of the store's map. Region 2 split again at "t" on the other stores; region 3's
+/// snapshot ([t, end)) passed the overlap check and installed, and after a crash the store
+/// opened holding overlapping regions 2 and 3. The range a split wrote is now held until
+/// the empty peer is filled: region 3 waits for region 2's snapshot.
+#[test]
+fn a_split_written_beside_an_empty_peer_holds_its_range_until_the_peer_is_filled() {
+    let net = InProcessNetwork::new(1);
+    let mut nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
+    let (mut stores, l) = learners_waiting_across_a_split(&net, &nodes);
+    // Region 2's replica on store 3 hears nothing from its region for now.
+    let cut = net.add_fault(Fault::DropRegionTo {
+        region: RegionId(2),
+        to: StoreId(3),
+    });
+    run_rounds(&mut stores, 20);
+    let here = stores[2]
+        .region(FIRST_REGION)
+        .expect("store 3's region 1 is filled");
+    assert_eq!(here.end_key, b"m".to_vec(), "and applied the split");
+    assert!(stores[2].region(RegionId(2)).is_none());
+
+    let region2 = stores[l].region(RegionId(2)).unwrap();
+    let mut split = stores[l].split(
+        RegionId(2),
+        region2.epoch.unwrap(),
+        vec![SplitRequest {
+            split_key: Bytes::from_static(b"t"),
+            new_region_id: 3,
+            new_peer_ids: region2.peers.iter().map(|p| p.id + 100).collect(),
+        }],
+    );
+    run_rounds(&mut stores, 20);
+    answer_now(&mut split);
+    assert!(stores[2].failure().is_none(), "{:?}", stores[2].failure());
+    assert!(
+        stores[2].region(RegionId(3)).is_none(),
+        "region 3 waits on store 3 for region 2's range"
+    );
+
+    // A crash now leaves a store that opens with no overlapping regions.
+    nodes[2].store = stores.pop();
+    nodes[2].crash_keeping(usize::MAX, usize::MAX);
+    stores.push(open_empty(&net, &nodes[2], StoreId(3)));
+    assert_disjoint(&stores[2].regions());
+
+    // Healed: region 2's replica is filled, then region 3's.
+    net.remove_fault(cut);
+    run_rounds(&mut stores, 40);
+    assert!(stores[2].failure().is_none(), "{:?}", stores[2].failure());
+    let held = stores[2].regions();
+    assert_disjoint(&held);
+    let ranges: Vec<(&[u8], &[u8])> = held
+        .iter()
+        .map(|r| (r.start_key.as_slice(), r.end_key.as_slice()))
+        .collect();
+    assert_eq!(
+        ranges,
+        [
+            (&b""[..], &b"m"[..]),
+            (&b"m"[..], &b"t"[..]),
+            (&b"t"[..], &b""[..])
+        ]
+    );
+}
+
+/// Regions in key order that do not overlap.
+fn assert_disjoint(held: &[flotilla::proto::metapb::Region]) {
+    for pair in held.windows(2) {
+        assert!(
+            !pair[0].end_key.is_empty() && pair[0].end_key <= pair[1].start_key,
+            "overlapping regions: {held:?}"
+        );
+    }
 }
 
 /// Steps every store, snapshot workers included, ticking them `rounds` times.
@@ -318,18 +390,20 @@ fn a_learner_added_after_a_split_gets_a_snapshot_naming_it() {
     );
 }
 
-/// A replica applying its own removal wrote the region without a peer on its store,
-/// as a normal region; a crash before the peer destroyed it left a store that would not
-/// open ("region 1 has no peer on store 3"). The removal now makes the replica a tombstone
-/// in the batch that applies it.
-#[test]
-fn a_crash_right_after_a_replica_applies_its_removal_leaves_a_store_that_opens() {
+/// Stores 1-3 of region 1, store 3's replica removed: it applies its removal and crashes
+/// at once, before its peer resets its log, keeping every write it made (its region state
+/// is checked at that instant). Returns the stores still running and the leader's index
+/// among them; store 3 is down, its engines in `nodes[2]`.
+fn crash_as_the_removal_applies(
+    net: &InProcessNetwork,
+    nodes: &mut [Node],
+    before: impl FnOnce(&mut [Store], usize),
+) -> (Vec<Store>, usize) {
     use flotilla::proto::storagepb::PeerState;
     use flotilla::storage::region_meta::{apply_state, region_state};
-    let net = InProcessNetwork::new(1);
-    let mut nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
-    let mut stores = stepped_stores(&net, &nodes, test_config);
+    let mut stores = stepped_stores(net, nodes, test_config);
     let l = elect_among(&mut stores, &[0, 1], 0);
+    before(&mut stores, l);
     // Store 3 catches up.
     run_rounds(&mut stores, 3);
     let region = stores[l].region(FIRST_REGION).unwrap();
@@ -379,8 +453,19 @@ fn a_crash_right_after_a_replica_applies_its_removal_leaves_a_store_that_opens()
     assert!(crashed, "store 3 never applied its removal");
     nodes[2].store = stores.pop();
     nodes[2].crash_keeping(usize::MAX, usize::MAX);
-
     assert_eq!(state_here().state, PeerState::Tombstone as i32);
+    (stores, l)
+}
+
+/// A replica applying its own removal wrote the region without a peer on its store,
+/// as a normal region; a crash before the peer destroyed it left a store that would not
+/// open ("region 1 has no peer on store 3"). The removal now makes the replica a tombstone
+/// in the batch that applies it.
+#[test]
+fn a_crash_right_after_a_replica_applies_its_removal_leaves_a_store_that_opens() {
+    let net = InProcessNetwork::new(1);
+    let mut nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
+    crash_as_the_removal_applies(&net, &mut nodes, |_, _| {});
     let reopened = Store::open(
         test_config(StoreId(3)),
         engines(&nodes[2]),
@@ -389,6 +474,82 @@ fn a_crash_right_after_a_replica_applies_its_removal_leaves_a_store_that_opens()
     )
     .expect("the store opens");
     assert!(reopened.region(FIRST_REGION).is_none());
+}
+
+/// Found by the simulator (seed 25,028): after a crash between a replica applying its
+/// removal (a tombstone) and its peer's log reset, the old log stayed; when the region
+/// re-added the store under a new peer id, the new empty peer took that log for its own
+/// (a commit index it never applied, entries compacted away below) and the store stopped
+/// on its first Ready ("requested index is compacted"). The store now finishes such a
+/// destroy when it opens: the log is reset (term and vote kept) and the data no region
+/// holds is cleared.
+#[test]
+fn a_replica_re_added_after_a_crash_interrupted_its_removal_starts_from_no_log() {
+    use flotilla::storage::kv::{Keyspace, KvRead};
+    let net = InProcessNetwork::new(1);
+    let mut nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
+    let (mut stores, l) = crash_as_the_removal_applies(&net, &mut nodes, |stores, l| {
+        let epoch = stores[l].region(FIRST_REGION).unwrap().epoch.unwrap();
+        for i in 0..3 {
+            let mut written = stores[l].propose(FIRST_REGION, epoch, put(&format!("k{i}"), "v"));
+            run_rounds(stores, 2);
+            answer_now(&mut written);
+        }
+    });
+    let before = nodes[2].log.local_state(FIRST_REGION).unwrap().unwrap();
+    assert!(before.last_index > 0, "the crash kept the old log");
+    assert!(before.hard_state.unwrap().commit > 0);
+    let data_here = |node: &Node| {
+        node.kv
+            .scan(Keyspace::Data, b"", None, false)
+            .map(|pair| pair.unwrap().0)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(data_here(&nodes[2]).len(), 3, "the crash kept the data");
+
+    stores.push(open_empty(&net, &nodes[2], StoreId(3)));
+    let after = nodes[2].log.local_state(FIRST_REGION).unwrap().unwrap();
+    assert_eq!(
+        (
+            after.last_index,
+            after.last_term,
+            after.hard_state.unwrap().commit
+        ),
+        (0, 0, 0),
+        "the log is reset"
+    );
+    assert_eq!(
+        after.hard_state.unwrap().term,
+        before.hard_state.unwrap().term
+    );
+    assert_eq!(
+        after.hard_state.unwrap().vote,
+        before.hard_state.unwrap().vote
+    );
+    let span = nodes[2].log.span(FIRST_REGION);
+    assert!(span.and_then(|s| s.entries()).is_none(), "{span:?}");
+    assert!(data_here(&nodes[2]).is_empty(), "the data is cleared");
+
+    // More writes, then the region takes store 3 back under a new peer id: its empty peer
+    // is filled by a snapshot and serves.
+    let epoch = stores[l].region(FIRST_REGION).unwrap().epoch.unwrap();
+    let mut written = stores[l].propose(FIRST_REGION, epoch, put("k3", "v"));
+    run_rounds(&mut stores, 2);
+    answer_now(&mut written);
+    let learner = Peer {
+        id: 50,
+        store_id: 3,
+        role: PeerRole::Learner as i32,
+    };
+    let epoch = stores[l].region(FIRST_REGION).unwrap().epoch.unwrap();
+    let mut added =
+        stores[l].change_peers(FIRST_REGION, epoch, vec![PeerChange::AddLearner(learner)]);
+    run_rounds(&mut stores, 20);
+    answer_now(&mut added);
+    assert!(stores[2].failure().is_none(), "{:?}", stores[2].failure());
+    let here = stores[2].region(FIRST_REGION).expect("store 3 filled");
+    assert!(here.peers.iter().any(|p| p.id == 50));
+    assert_eq!(data_here(&nodes[2]).len(), 4);
 }
 
 /// A crash between a destroyed peer's log reset and its tombstone left a normal region

@@ -37,6 +37,18 @@ fn seed_23598_a_new_regions_empty_peer_holds_the_range_its_split_wrote() {
     });
 }
 
+/// Seed 25,028: a crash between a replica applying its own removal (a tombstone) and its
+/// peer's log reset kept the old log; when the region took the store back under a new
+/// peer id, the new empty peer read that log as its own and the store stopped. The store
+/// now finishes such a destroy when it opens.
+#[test]
+fn seed_25028_a_log_a_crash_left_under_a_tombstone_is_reset_on_open() {
+    must_run(&SimOptions {
+        steps: DEFAULT_STEPS,
+        ..SimOptions::new(25_028)
+    });
+}
+
 #[test]
 fn simulate_many_seeds() {
     let count = env_u64("FLOTILLA_CLUSTER_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);

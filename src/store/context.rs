@@ -307,6 +307,19 @@ pub(crate) fn initial_local_state(apply: &RaftApplyState) -> RaftLocalState {
     }
 }
 
+/// The raft state a destroyed replica leaves: no log, and its term and vote (a replica
+/// re-added under the same id must never vote twice in a term).
+pub(crate) fn ended_local_state(hard_state: HardState) -> RaftLocalState {
+    RaftLocalState {
+        hard_state: Some(HardState {
+            commit: 0,
+            ..hard_state
+        }),
+        last_index: 0,
+        last_term: 0,
+    }
+}
+
 /// Whether this store's replica knows the region (its range and peers): false for an
 /// empty peer created by a message, until its first snapshot installs.
 pub(crate) fn is_born(region: &Region) -> bool {

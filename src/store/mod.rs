@@ -46,6 +46,7 @@ mod msg;
 mod observer;
 mod peer;
 mod raft_poller;
+mod recovery;
 mod request;
 mod responder;
 mod runtime;

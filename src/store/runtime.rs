@@ -30,6 +30,7 @@ use super::msg::{Command, PeerMsg, ProposeMsg, ReadMsg, StoreMsg, TransferLeader
 use super::observer::ApplyObserver;
 use super::peer::PeerFsm;
 use super::raft_poller::{RaftPoller, RouterNotifier, StoreReceiver};
+use super::recovery::finish_interrupted_destroys;
 use super::request::{
     ChangePeersResponse, HandOff, HandOffAsk, HandOffEnd, PeerChange, ReadRequest, ReadResponse,
     RegionStatus, SplitResponse, WriteResponse,
@@ -46,6 +47,7 @@ use crate::proto::storagepb::PeerState;
 use crate::raft::NodeStart;
 use crate::region::{BusyReason, DroppedReason, RegionError};
 use crate::storage::kv::KvError;
+use crate::storage::raft_log::LogError;
 use crate::storage::region_meta::{all_region_states, apply_state};
 use crate::storage::snapshot::{self, SnapshotError};
 use crate::{PeerId, RegionId, StoreId};
@@ -65,6 +67,9 @@ pub enum StoreError {
     /// A runtime thread could not be started, or the snapshot directory made.
     #[error("starting the store: {0}")]
     Io(#[from] std::io::Error),
+    /// Finishing a destroy a crash interrupted failed (the raft log failed).
+    #[error("finishing a destroy a crash interrupted: {0}")]
+    Log(#[from] LogError),
     /// Finishing a snapshot install a crash interrupted failed (the KV engine failed).
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
@@ -730,10 +735,17 @@ impl Drop for Store {
     }
 }
 
-/// Starts the peer of every region the KV engine holds in the Normal state.
+/// Finishes the destroys a crash interrupted, then starts the peer of every region the
+/// KV engine holds in the Normal state.
 fn load_regions(shared: &StoreShared) -> Result<(), StoreError> {
     let kv = shared.engines.kv.as_ref();
-    for state in all_region_states(kv)? {
+    let states = all_region_states(kv)?;
+    finish_interrupted_destroys(
+        &shared.engines,
+        &states,
+        shared.cfg.delete_range_batch_bytes,
+    )?;
+    for state in states {
         let Some(region) = state.region else { continue };
         if state.state != PeerState::Normal as i32 {
             // Tombstones and interrupted snapshot applies are handled with membership

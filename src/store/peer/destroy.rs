@@ -9,15 +9,15 @@
 //! hard state kept so a replica re-added under the same id never votes twice in a term;
 //! once that is durable (a peer of the region created here later must never read the old
 //! log), the apply delegate marks the region a tombstone (durably), clears its data in
-//! bounded batches and only then forgets its range, and the FSMs leave the store.
+//! bounded batches and only then forgets its range, and the FSMs leave the store. What a
+//! crash leaves undone of it (the apply batch of a removal makes the region a tombstone
+//! before the peer resets its log) is finished when the store opens (`store/recovery.rs`).
 
 use super::{Life, PeerFsm};
-use crate::proto::raftpb::HardState;
-use crate::proto::storagepb::RaftLocalState;
 use crate::proto::transportpb::RaftMessage;
 use crate::region::{DroppedReason, RegionError};
 use crate::storage::SyncMode;
-use crate::store::context::{PollContext, is_born};
+use crate::store::context::{PollContext, ended_local_state, is_born};
 use crate::store::msg::{ApplyMsg, PeerMsg};
 use crate::store::wal_writer::{LogStart, WriteTask};
 
@@ -72,14 +72,7 @@ impl PeerFsm {
         self.next_write_id += 1;
         ctx.writes.push(WriteTask {
             start: LogStart::Reset { index: 0, term: 0 },
-            state: Some(RaftLocalState {
-                hard_state: Some(HardState {
-                    commit: 0,
-                    ..hard_state
-                }),
-                last_index: 0,
-                last_term: 0,
-            }),
+            state: Some(ended_local_state(hard_state)),
             sync: SyncMode::Sync,
             ..WriteTask::new(self.log.clone(), id)
         });

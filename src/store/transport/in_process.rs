@@ -48,6 +48,14 @@ pub enum Fault {
     },
     /// Every message of the region is lost (folded heartbeats too).
     DropRegion(RegionId),
+    /// Every message of the region to one store is lost: a replica cut off from its
+    /// region alone, while the store and its other regions talk on.
+    DropRegionTo {
+        /// The region.
+        region: RegionId,
+        /// The receiving store.
+        to: StoreId,
+    },
     /// Every message of the type is lost (folded heartbeats count as `MsgHeartbeat` and
     /// `MsgHeartbeatResponse`).
     DropType(MessageType),
@@ -210,6 +218,10 @@ impl InProcessNetwork {
                 }
                 Fault::DropLink { from: f, to: t } => verdict.lost |= (*f, *t) == (from, to),
                 Fault::DropRegion(region) => strip(batch, |r, _| r == region.get()),
+                Fault::DropRegionTo { region, to: t } if *t == to => {
+                    strip(batch, |r, _| r == region.get());
+                }
+                Fault::DropRegionTo { .. } => {}
                 Fault::DropType(t) => strip(batch, |_, mt| mt == *t as i32),
                 Fault::Duplicate(percent) => {
                     verdict.duplicate |= self.inner.rng.lock().chance(u64::from(*percent));
@@ -500,6 +512,25 @@ mod tests {
         let got = inboxes[2].0.lock();
         assert_eq!(got[1].messages.len(), 2, "appends pass");
         assert!(got[1].heartbeats.is_empty());
+    }
+
+    #[test]
+    fn dropping_a_region_to_one_store_spares_its_other_receivers() {
+        let (net, inboxes) = network(3);
+        net.add_fault(Fault::DropRegionTo {
+            region: RegionId(5),
+            to: StoreId(2),
+        });
+        net.send(batch(1, 2, &[4, 5])).unwrap();
+        net.send(batch(1, 3, &[4, 5])).unwrap();
+        net.send(batch(3, 2, &[5, 6])).unwrap();
+        let regions = |store: usize, n: usize| -> Vec<u64> {
+            let got = inboxes[store].0.lock();
+            got[n].messages.iter().map(|m| m.region_id).collect()
+        };
+        assert_eq!(regions(2, 0), vec![4]);
+        assert_eq!(regions(3, 0), vec![4, 5]);
+        assert_eq!(regions(2, 1), vec![6]);
     }
 
     #[test]
