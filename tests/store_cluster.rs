@@ -771,6 +771,18 @@ fn a_removed_peer_is_destroyed_and_can_be_added_back() {
         "every key of the region is cleared"
     );
     assert!(c.store(store).region_for_key(b"k05").is_none());
+    // Its log is dropped, its term and vote kept: a replica re-added under its old id
+    // must never vote twice in a term.
+    {
+        use flotilla::storage::raft_log::RaftLogStore;
+        let kept = node.log.local_state(FIRST_REGION).unwrap().expect("kept");
+        assert_eq!((kept.last_index, kept.last_term), (0, 0));
+        let hard = kept.hard_state.expect("the hard state is kept");
+        assert_eq!(hard.commit, 0);
+        assert!(hard.term >= leader.term, "{hard:?}");
+        let span = node.log.span(FIRST_REGION);
+        assert!(span.and_then(|s| s.entries()).is_none(), "{span:?}");
+    }
     // The leader's heartbeats and the old peer's own traffic do not bring it back.
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(gone());
