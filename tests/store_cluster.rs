@@ -664,6 +664,57 @@ fn every_request_answered_when_the_leader_stops_under_load(mode: RunMode) {
     c.must_put(FIRST_REGION, b"after", b"stop");
 }
 
+/// A crash in the middle of a snapshot install whose files are then lost leaves a region
+/// whose data the store voids when it opens (its range cleared, its state `Applying` with
+/// no snapshot). Its replica starts all the same with its log and vote, asks its leader for
+/// a snapshot, applies nothing until it installs one, and follows the log after.
+#[test]
+fn a_replica_whose_data_was_voided_on_restart_is_rebuilt_from_a_snapshot_it_asks_for() {
+    use flotilla::proto::storagepb::{PeerState, RegionLocalState, SnapshotSummary};
+    use flotilla::storage::kv::{Keyspace, KvEngine, KvRead, KvWriteBatch};
+    use flotilla::storage::region_meta::{put_region_state, region_state};
+    let mut c = Cluster::start(3);
+    for i in 0..50 {
+        c.must_put(FIRST_REGION, format!("k{i:02}").as_bytes(), b"v");
+    }
+    c.wait_applied_everywhere(b"k49", Some(b"v"));
+    let third = StoreId(3);
+    let region = c.store(third).region(FIRST_REGION).unwrap();
+    c.stop(third);
+    // The mark an install leaves first, naming a snapshot whose files are gone.
+    let kv = c.nodes[2].kv.clone();
+    let mut batch = KvWriteBatch::default();
+    put_region_state(
+        &mut batch,
+        &RegionLocalState {
+            region: Some(region),
+            state: PeerState::Applying as i32,
+            applying: Some(SnapshotSummary {
+                index: 1_000,
+                term: 1_000,
+                ..Default::default()
+            }),
+        },
+    );
+    kv.write(&batch).unwrap();
+    kv.persist().unwrap();
+
+    // Voided on open, rebuilt by a snapshot the leader makes for it.
+    c.must_put(FIRST_REGION, b"while", b"down");
+    c.restart(third);
+    c.wait_applied_everywhere(b"while", Some(b"down"));
+    c.wait_applied_everywhere(b"k00", Some(b"v"));
+    let data = kv.scan(Keyspace::Data, b"", None, false).count();
+    assert_eq!(data, 51);
+    let state = region_state(kv.as_ref(), FIRST_REGION).unwrap().unwrap();
+    assert_eq!(state.state, PeerState::Normal as i32);
+    let status = answer(c.store(third).region_status(FIRST_REGION)).unwrap();
+    assert!(!status.awaiting_snapshot);
+    // And it follows the log again.
+    c.must_put(FIRST_REGION, b"after", b"rebuilt");
+    c.wait_applied_everywhere(b"after", Some(b"rebuilt"));
+}
+
 /// A peer added on a store that holds nothing of the region is created by the leader's
 /// first message, receives the region by snapshot (generated from the leader's applied
 /// state, sent as files, installed, its log reset), then follows the log; promoted, it

@@ -94,6 +94,7 @@ fn message(rng: &mut Rng, t: &Target) -> Message {
         },
         log_term: odd_u64(rng),
         index: odd_u64(rng),
+        request_snapshot: odd_u64(rng),
         entries: (0..rng.range(0, 4))
             .map(|_| Entry {
                 entry_type: rng.range(0, 5) as i32 - 1,

@@ -64,6 +64,32 @@ pub enum CampaignRefusal {
         /// The leader whose lease holds (0: the boot guard).
         leader: u64,
     },
+    /// This node asked for a snapshot (its applied state is gone) and has not restored
+    /// one: as leader it would serve that lost state.
+    #[error("this node waits for the snapshot it asked for")]
+    AwaitingSnapshot,
+}
+
+/// A snapshot a node asked for (`RawNode::request_snapshot`), until it restores one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotRequest {
+    /// Not sent yet: the request goes once the log ends in the current leader's term
+    /// (that leader then holds every entry of it). Meanwhile the node appends as usual.
+    Waiting,
+    /// Sent for a snapshot at `at` (the log's last index then) or later: the node appends
+    /// nothing more until it restores one, which so drops no entry it acknowledged.
+    Sent {
+        /// The index the snapshot must reach.
+        at: u64,
+    },
+}
+
+/// Why `RawNode::request_snapshot` was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotRequestRefusal {
+    /// A leader has no one to ask; it must step down first.
+    #[error("a leader cannot ask for a snapshot")]
+    Leader,
 }
 
 /// Volatile state the application may want to observe (not persisted).
@@ -148,6 +174,10 @@ pub struct Raft<S: LogStorage> {
     /// With check-quorum, a freshly started node refuses votes for one election timeout:
     /// it may have acknowledged a leader (granting it a lease) before a restart.
     boot_guard: bool,
+    /// A snapshot this node asked for (`request_snapshot`), until it restores one.
+    /// Meanwhile it hands out no committed entry (the snapshot covers them) and does not
+    /// campaign.
+    pub(crate) requested_snapshot: Option<SnapshotRequest>,
     rng: Rng,
     pub(crate) cfg: Config,
 }
@@ -194,6 +224,7 @@ impl<S: LogStorage> Raft<S> {
             randomized_election_timeout: cfg.election_tick,
             now: 0,
             boot_guard: cfg.check_quorum && cfg.start == NodeStart::Restarted,
+            requested_snapshot: None,
             rng: Rng::new(cfg.seed ^ cfg.id.rotate_left(32)),
             cfg,
         };
@@ -258,6 +289,11 @@ impl<S: LogStorage> Raft<S> {
         &self.cfg
     }
 
+    /// A snapshot this node asked for, until it restores one (`RawNode::request_snapshot`).
+    pub fn requested_snapshot(&self) -> Option<SnapshotRequest> {
+        self.requested_snapshot
+    }
+
     /// A voter may campaign; learners and removed nodes may not.
     pub fn promotable(&self) -> bool {
         self.tracker.is_voter(self.id)
@@ -296,6 +332,11 @@ impl<S: LogStorage> Raft<S> {
         if term != self.term {
             self.term = term;
             self.vote = 0;
+            // A request's index was chosen against the last leader's log: it is chosen
+            // again once the log ends in the new leader's term.
+            if let Some(SnapshotRequest::Sent { .. }) = self.requested_snapshot {
+                self.requested_snapshot = Some(SnapshotRequest::Waiting);
+            }
         }
         self.leader_id = 0;
         self.election_elapsed = 0;
@@ -383,7 +424,10 @@ impl<S: LogStorage> Raft<S> {
         if self.election_elapsed >= self.cfg.election_tick {
             self.boot_guard = false;
         }
-        if self.promotable() && self.election_elapsed >= self.randomized_election_timeout {
+        // A node waiting for a snapshot it asked for cannot campaign: its timer runs on
+        // (it votes as any follower that has not heard from a leader).
+        let may_campaign = self.promotable() && self.requested_snapshot.is_none();
+        if may_campaign && self.election_elapsed >= self.randomized_election_timeout {
             self.election_elapsed = 0;
             // A refusal (unapplied conf change) is retried at the next timeout.
             let _ = self.hup(CampaignKind::Timeout);
@@ -451,6 +495,9 @@ impl<S: LogStorage> Raft<S> {
         }
         if self.has_unapplied_conf_change() {
             return Err(CampaignRefusal::UnappliedConfChange);
+        }
+        if self.requested_snapshot.is_some() {
+            return Err(CampaignRefusal::AwaitingSnapshot);
         }
         if kind == CampaignKind::Requested && self.in_lease() {
             return Err(CampaignRefusal::InLease {
@@ -714,7 +761,50 @@ impl<S: LogStorage> Raft<S> {
         self.leader_id = leader;
     }
 
+    /// Asks for a snapshot (see `SnapshotRequest`); a request made already stands.
+    pub(crate) fn request_snapshot(&mut self) -> Result<(), SnapshotRequestRefusal> {
+        if self.role == Role::Leader {
+            return Err(SnapshotRequestRefusal::Leader);
+        }
+        if self.requested_snapshot.is_none() {
+            self.requested_snapshot = Some(SnapshotRequest::Waiting);
+        }
+        self.send_snapshot_request();
+        Ok(())
+    }
+
+    /// Sends the request to the leader, once the log ends in its term; again if it went
+    /// already (it or the snapshot may have been lost). It travels as a rejected append
+    /// response.
+    fn send_snapshot_request(&mut self) {
+        if self.leader_id == 0 || self.role != Role::Follower {
+            return;
+        }
+        let at = match self.requested_snapshot {
+            None => return,
+            Some(SnapshotRequest::Sent { at }) => at,
+            Some(SnapshotRequest::Waiting) => {
+                if self.log.last_term() != self.term {
+                    return;
+                }
+                let at = self.log.last_index();
+                self.requested_snapshot = Some(SnapshotRequest::Sent { at });
+                at
+            }
+        };
+        let mut resp = msg(MessageType::MsgAppendResponse, self.leader_id, self.term);
+        resp.reject = true;
+        resp.index = at;
+        resp.reject_hint = at;
+        resp.commit = self.log.committed;
+        resp.request_snapshot = at;
+        self.send(resp);
+    }
+
     fn handle_append(&mut self, m: Message) {
+        if let Some(SnapshotRequest::Sent { .. }) = self.requested_snapshot {
+            return self.send_snapshot_request();
+        }
         let mut resp = msg(MessageType::MsgAppendResponse, m.from, self.term);
         if m.index < self.log.committed {
             resp.index = self.log.committed;
@@ -738,6 +828,10 @@ impl<S: LogStorage> Raft<S> {
 
     fn handle_heartbeat(&mut self, m: Message) -> Result<()> {
         self.log.commit_to(m.commit);
+        // A request waiting for this leader's term at the log's end goes with the first
+        // heartbeat after that append (whose acknowledgement has gone by then); one sent
+        // is sent again each round, as it or the snapshot may have been lost.
+        self.send_snapshot_request();
         let mut resp = msg(MessageType::MsgHeartbeatResponse, m.from, self.term);
         resp.read_round = m.read_round;
         resp.commit = self.log.committed;
@@ -759,23 +853,29 @@ impl<S: LogStorage> Raft<S> {
     }
 
     /// Installs a snapshot if it is newer than what we have; false if it was stale (or
-    /// already covered by our log, in which case only the commit index moves).
+    /// already covered by our log, in which case only the commit index moves). One this
+    /// node asked for is installed once it reaches the request's index, even over a log
+    /// that holds that index: the state the log was applied to is gone.
     fn restore(&mut self, snap: crate::proto::raftpb::Snapshot) -> Result<bool> {
         let meta = snap.metadata.clone().unwrap_or_default();
-        if meta.index <= self.log.committed {
-            return Ok(false);
+        match self.requested_snapshot {
+            Some(SnapshotRequest::Sent { at }) if meta.index < at => return Ok(false),
+            Some(SnapshotRequest::Sent { .. }) => {}
+            _ if meta.index <= self.log.committed => return Ok(false),
+            _ if self.log.match_term(meta.index, meta.term) => {
+                self.log.commit_to(meta.index);
+                return Ok(false);
+            }
+            _ => {}
         }
         // A node added after the snapshot was taken is not in its configuration; it learns
         // of its membership from the conf-change entries that follow.
         let cs = meta.conf_state.clone().unwrap_or_default();
-        if self.log.match_term(meta.index, meta.term) {
-            self.log.commit_to(meta.index);
-            return Ok(false);
-        }
         let (config, progress) = confchange::restore(&self.tracker, &cs, meta.index)?;
         self.log.restore(snap);
         self.tracker.config = config;
         self.tracker.progress = progress;
+        self.requested_snapshot = None;
         Ok(true)
     }
 

@@ -258,7 +258,7 @@ impl<S: LogStorage> Raft<S> {
         ) {
             (Ok(t), Ok(e)) => (t, e),
             (Err(StorageError::Compacted), _) | (_, Err(StorageError::Compacted)) => {
-                return self.send_snapshot(to);
+                return self.send_snapshot(to, prev);
             }
             _ => return false,
         };
@@ -279,19 +279,21 @@ impl<S: LogStorage> Raft<S> {
         true
     }
 
-    fn send_snapshot(&mut self, to: u64) -> bool {
+    /// Sends `to` a snapshot at index `at_least` or later, if one is ready (the storage
+    /// starts making one otherwise; a later attempt finds it).
+    fn send_snapshot(&mut self, to: u64, at_least: u64) -> bool {
         let Some(pr) = self.tracker.progress.get(&to) else {
             return false;
         };
         if !pr.recent_active {
             return false;
         }
-        let snap = match self.log.snapshot(pr.next_idx) {
+        let snap = match self.log.snapshot(at_least) {
             Ok(s) => s,
             Err(_) => return false, // Being generated, or unavailable: retried later.
         };
         let index = snapshot_index(&snap);
-        if index == 0 {
+        if index == 0 || index < at_least {
             return false;
         }
         if let Some(pr) = self.tracker.progress.get_mut(&to) {
@@ -311,6 +313,13 @@ impl<S: LogStorage> Raft<S> {
                 m.index
             )));
         }
+        // A follower asks at its commit index, which every leader's log holds.
+        if m.reject && m.request_snapshot > last_index {
+            return Err(invalid(format!(
+                "snapshot request at {} beyond last index {last_index}",
+                m.request_snapshot
+            )));
+        }
         let from = m.from;
         let next_probe = if m.reject && m.log_term > 0 {
             self.log.find_conflict_by_term(m.reject_hint, m.log_term).0
@@ -322,6 +331,19 @@ impl<S: LogStorage> Raft<S> {
         };
         pr.recent_active = true;
         pr.committed_index = pr.committed_index.max(m.commit);
+        if m.reject && m.request_snapshot > 0 {
+            // The follower's applied state is gone: it needs a snapshot at or past the
+            // index it names, whatever its log holds. One on its way already will do.
+            let sending =
+                pr.state == ProgressState::Snapshot && pr.pending_snapshot >= m.request_snapshot;
+            // Asked past what this leader applied (it has not learned that commit yet):
+            // no snapshot that recent can be made; the follower asks again.
+            if !sending && m.request_snapshot <= self.log.applied {
+                pr.become_probe();
+                self.send_snapshot(from, m.request_snapshot);
+            }
+            return Ok(());
+        }
         if m.reject {
             if pr.maybe_decr_to(m.index, next_probe) {
                 if pr.state == ProgressState::Replicate {
@@ -332,7 +354,11 @@ impl<S: LogStorage> Raft<S> {
             return Ok(());
         }
         let was_paused = pr.is_paused();
-        if !pr.maybe_update(m.index) {
+        // A snapshot the follower asked for may land at an index it had matched already.
+        let snapshot_landed = pr.state == ProgressState::Snapshot
+            && pr.pending_snapshot != 0
+            && m.index >= pr.pending_snapshot;
+        if !pr.maybe_update(m.index) && !snapshot_landed {
             return Ok(());
         }
         match pr.state {
@@ -552,6 +578,14 @@ impl<S: LogStorage> Raft<S> {
         }
         if status == SnapshotStatus::Failed {
             pr.pending_snapshot = 0;
+        }
+        // A snapshot the follower asked for at an index it had matched already: its log
+        // matches there once it lands, so replication goes on from there (its answer to
+        // the snapshot would not move its match, and so would not unpause a probe).
+        if status == SnapshotStatus::Finished && pr.matched >= pr.pending_snapshot {
+            pr.become_probe();
+            pr.become_replicate();
+            return;
         }
         // Wait for the follower's append response (or the next heartbeat) before sending.
         pr.become_probe();

@@ -24,7 +24,9 @@ mod unstable;
 /// Decodes a conf-change entry (V1 or V2) into a `ConfChangeV2`.
 pub use confchange::{decode_entry as decode_conf_change, next_conf_state};
 pub use config::{Config, NodeStart, ReadOnlyOption};
-pub use core::{CampaignKind, CampaignRefusal, Raft, Role, SoftState};
+pub use core::{
+    CampaignKind, CampaignRefusal, Raft, Role, SnapshotRequest, SnapshotRequestRefusal, SoftState,
+};
 pub use errors::{ConfChangeRejection, DropReason, RaftError, Result, StorageError};
 pub use log::ReplicaLog;
 pub use progress::{ProgressState, SnapshotStatus};

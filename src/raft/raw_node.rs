@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 use super::confchange;
 use super::config::Config;
-use super::core::{CampaignKind, Raft, Role, SoftState};
+use super::core::{CampaignKind, Raft, Role, SnapshotRequest, SnapshotRequestRefusal, SoftState};
 use super::errors::{RaftError, Result};
 use super::message::{is_local, msg_type};
 use super::progress::{ProgressState, SnapshotStatus};
@@ -117,6 +117,8 @@ pub struct Status {
     pub lease_valid: bool,
     /// Leader: payload bytes of its uncommitted entries (0 when not leading).
     pub uncommitted_bytes: u64,
+    /// A snapshot this node asked for, until it restores one (`RawNode::request_snapshot`).
+    pub requested_snapshot: Option<SnapshotRequest>,
 }
 
 /// The store's handle on one Raft node: feed it ticks, messages and proposals, take a
@@ -213,6 +215,17 @@ impl<S: LogStorage> RawNode<S> {
         self.raft.transfer_leader(to)
     }
 
+    /// This replica's applied state is gone (its data was lost), though its log and vote
+    /// stand: it asks its leader for a snapshot. From now until it restores one, it hands
+    /// out no committed entry (the snapshot covers them) and does not campaign (it still
+    /// votes, on its log). The request goes once the log ends in the leader's term, for a
+    /// snapshot at the log's last index or later, so restoring it drops no entry this node
+    /// acknowledged; from then on the node appends nothing, and it asks again with each
+    /// heartbeat until a snapshot arrives. Refused on a leader.
+    pub fn request_snapshot(&mut self) -> std::result::Result<(), SnapshotRequestRefusal> {
+        self.raft.request_snapshot()
+    }
+
     /// How sending a snapshot to `to` ended. The leader resumes probing `to` once it answers:
     /// past the snapshot after `Finished`, from its last known match after `Failed`.
     pub fn report_snapshot(&mut self, to: u64, status: SnapshotStatus) {
@@ -245,7 +258,7 @@ impl<S: LogStorage> RawNode<S> {
             || !r.persisted_msgs.is_empty()
             || r.log.unstable.next_snapshot().is_some()
             || r.log.unstable.has_next_entries()
-            || r.log.has_next_committed_entries()
+            || (r.log.has_next_committed_entries() && r.requested_snapshot.is_none())
             || r.needs_read_round()
     }
 
@@ -256,8 +269,13 @@ impl<S: LogStorage> RawNode<S> {
     pub fn ready(&mut self) -> Result<Ready> {
         self.raft.flush_read_round();
         let r = &mut self.raft;
+        // Entries committed before a snapshot was asked for are covered by it.
+        let committed_entries = match r.requested_snapshot {
+            None => r.log.take_committed_entries()?,
+            Some(_) => Vec::new(),
+        };
         let mut rd = Ready {
-            committed_entries: r.log.take_committed_entries()?,
+            committed_entries,
             ..Ready::default()
         };
         let soft = r.soft_state();
@@ -369,6 +387,7 @@ impl<S: LogStorage> RawNode<S> {
             quiescent: r.is_quiescent(),
             lease_valid: r.lease_valid(),
             uncommitted_bytes: r.uncommitted_size(),
+            requested_snapshot: r.requested_snapshot,
         }
     }
 }

@@ -39,7 +39,9 @@ pub trait LogStorage {
     /// Index of the last durable entry (the snapshot's index when none follows it);
     /// infallible for the same reason.
     fn last_index(&self) -> u64;
-    /// A snapshot to send to a follower that needs entries from `request_index` on.
+    /// A snapshot at index `request_index` or later, to send to a follower (one whose log
+    /// ends before the leader's first entry, or that asked for one); a storage still making
+    /// it answers `SnapshotTemporarilyUnavailable`.
     fn snapshot(&self, request_index: u64) -> StorageResult<Snapshot>;
 }
 

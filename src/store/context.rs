@@ -113,6 +113,18 @@ pub(crate) struct StoreShared {
     pub observers: Vec<Arc<dyn ApplyObserver>>,
 }
 
+/// What the KV engine holds of a region whose peer starts here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RegionData {
+    /// Its data as of its apply state.
+    Applied,
+    /// Nothing to trust: a snapshot install a crash interrupted could not be finished
+    /// (`snapshot::recover` cleared the range). The replica keeps its log and vote, asks
+    /// its leader for a snapshot (`RawNode::request_snapshot`) and applies nothing until
+    /// one installs.
+    Void,
+}
+
 impl StoreShared {
     /// Starts this store's peer of `region` from its apply state: the peer FSM and its
     /// apply delegate are registered, the region recorded and ticking. `start` says
@@ -122,6 +134,7 @@ impl StoreShared {
         region: Region,
         apply: &RaftApplyState,
         start: NodeStart,
+        data: RegionData,
     ) -> Result<(), StartError> {
         let id = region.region_id();
         let peer = *region
@@ -132,7 +145,7 @@ impl StoreShared {
                 region: id,
                 store: self.store_id,
             })?;
-        self.start_peer(region, peer, apply, start)
+        self.start_peer(region, peer, apply, start, data)
     }
 
     /// Starts `peer`, an empty replica of a region this store holds nothing of, created by
@@ -148,6 +161,7 @@ impl StoreShared {
             peer,
             &RaftApplyState::default(),
             NodeStart::Restarted,
+            RegionData::Applied,
         )
     }
 
@@ -157,6 +171,7 @@ impl StoreShared {
         peer: Peer,
         apply: &RaftApplyState,
         start: NodeStart,
+        data: RegionData,
     ) -> Result<(), StartError> {
         let id = region.region_id();
         // Checked before the log is read (and perhaps repaired); `register` below is the
@@ -180,8 +195,13 @@ impl StoreShared {
             self.cfg.raft.entry_cache_bytes,
         ));
         let cfg = raft_config(&self.cfg, id, peer.id, apply.applied_index, start);
-        let raw = RawNode::new(cfg, log.clone())
+        let mut raw = RawNode::new(cfg, log.clone())
             .map_err(|source| StartError::Raft { region: id, source })?;
+        if data == RegionData::Void {
+            // Only a leader is refused, and a node starts as a follower.
+            let _ = raw.request_snapshot();
+            tracing::warn!(region = %id, "region data void: its replica asks its leader for a snapshot");
+        }
         // The core learned the last term when it started (recorded, or read once).
         let last = (local.last_index, raw.raft().log().last_term());
         let progress = Arc::new(AppliedProgress::new(apply.applied_index));

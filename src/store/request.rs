@@ -94,6 +94,9 @@ pub struct RegionStatus {
     pub first_index: u64,
     /// Whether the replica sleeps (hibernation: it does not tick until woken).
     pub hibernated: bool,
+    /// Whether the replica waits for a snapshot it asked for: its data was void when the
+    /// store opened (`storage::snapshot::recover`), and it applies nothing until then.
+    pub awaiting_snapshot: bool,
 }
 
 /// One membership change of a region. Promoting a learner is `AddVoter` of the learner,

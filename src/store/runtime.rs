@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use super::apply::{ApplyControl, ApplyFsm, ApplyPoller};
 use super::batch::{BatchSystem, PollOutcome, PollerPool, SendError};
 use super::config::StoreConfig;
-use super::context::{LeaseClock, PollContext, StartError, StoreShared};
+use super::context::{LeaseClock, PollContext, RegionData, StartError, StoreShared};
 use super::engines::Engines;
 use super::fail_stop::FailStop;
 use super::flow::Flow;
@@ -43,7 +43,7 @@ use super::transport::{BatchReceiver, Transport};
 use super::wal_writer::{WalWriter, WriteOutcome, WriteTask};
 use crate::proto::commandpb::{SplitRequest, WriteCommand};
 use crate::proto::metapb::{Region, RegionEpoch};
-use crate::proto::storagepb::PeerState;
+use crate::proto::storagepb::{PeerState, RaftApplyState};
 use crate::raft::NodeStart;
 use crate::region::{BusyReason, DroppedReason, RegionError};
 use crate::storage::kv::KvError;
@@ -230,7 +230,7 @@ impl Store {
             config.max_apply_batch_bytes,
         )?;
         for region in recovered.awaiting_snapshot {
-            tracing::warn!(region = %region, "region voided by a damaged snapshot: not started (rebuilding it is not built yet)");
+            tracing::warn!(region = %region, "region voided by a damaged snapshot: its replica starts without data and asks its leader for a snapshot");
         }
         let lease_clock = match mode {
             RunMode::Stepped => LeaseClock::Ticks,
@@ -747,14 +747,21 @@ fn load_regions(shared: &StoreShared) -> Result<(), StoreError> {
     )?;
     for state in states {
         let Some(region) = state.region else { continue };
-        if state.state != PeerState::Normal as i32 {
-            // Tombstones and interrupted snapshot applies are handled with membership
-            // changes and snapshots (being built).
-            continue;
-        }
+        let data = match PeerState::try_from(state.state) {
+            Ok(PeerState::Normal) => RegionData::Applied,
+            // `snapshot::recover` finished every install it could: the rest are void.
+            Ok(PeerState::Applying) => RegionData::Void,
+            // Merge is not built: nothing writes `Merging` yet.
+            Ok(PeerState::Tombstone | PeerState::Merging) | Err(_) => continue,
+        };
         let id = region.region_id();
-        let apply = apply_state(kv, id)?.ok_or(StoreError::MissingApplyState(id))?;
-        shared.start_region(region, &apply, NodeStart::Restarted)?;
+        let apply = match (apply_state(kv, id)?, data) {
+            (Some(apply), _) => apply,
+            // A replica whose first snapshot was voided had no applied state before it.
+            (None, RegionData::Void) => RaftApplyState::default(),
+            (None, RegionData::Applied) => return Err(StoreError::MissingApplyState(id)),
+        };
+        shared.start_region(region, &apply, NodeStart::Restarted, data)?;
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use crate::proto::metapb::Region;
 use crate::proto::raftpb::Entry;
 use crate::raft::NodeStart;
 use crate::region::initial_apply_state;
-use crate::store::context::{PollContext, StartError};
+use crate::store::context::{PollContext, RegionData, StartError};
 use crate::store::msg::{ApplyResult, PeerMsg, RegionChange};
 
 impl PeerFsm {
@@ -92,7 +92,10 @@ impl PeerFsm {
         for new in created {
             let id = new.region_id();
             let held = new.clone();
-            match ctx.shared.start_region(new, &init, NodeStart::Created) {
+            match ctx
+                .shared
+                .start_region(new, &init, NodeStart::Created, RegionData::Applied)
+            {
                 // The new region's replica beside the old leader campaigns at once, so the
                 // new region has a leader without waiting for an election timeout.
                 Ok(()) if was_leader => {

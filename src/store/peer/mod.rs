@@ -334,6 +334,7 @@ impl PeerFsm {
             applied_index: self.applied_index,
             first_index: self.log.first_index(),
             hibernated: self.is_asleep(),
+            awaiting_snapshot: raft.requested_snapshot().is_some(),
         }
     }
 

@@ -617,6 +617,15 @@ impl Cluster {
             .create_snapshot(index, n.sm.conf_state.clone(), data);
     }
 
+    /// The node's state machine is lost (its log, vote and configuration stand): what
+    /// `RawNode::request_snapshot` rebuilds it from.
+    pub fn lose_state_machine(&mut self, id: u64) {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.sm.applied.clear();
+            n.sm.applied_index = 0;
+        }
+    }
+
     /// Drops the node's record of applied payloads (benchmarks keep memory flat with it;
     /// the invariant checker is then only consistent going forward).
     pub fn forget_applied(&mut self, id: u64) {

@@ -279,6 +279,7 @@ mod tests {
             applied_index: 0,
             first_index: 0,
             hibernated: false,
+            awaiting_snapshot: false,
         }
     }
 
