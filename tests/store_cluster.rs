@@ -699,13 +699,24 @@ fn a_replica_whose_data_was_voided_on_restart_is_rebuilt_from_a_snapshot_it_asks
     kv.write(&batch).unwrap();
     kv.persist().unwrap();
 
-    // Voided on open, rebuilt by a snapshot the leader makes for it.
+    // Voided on open: while no snapshot can reach it, it waits and applies nothing.
     c.must_put(FIRST_REGION, b"while", b"down");
+    let held = c.net.add_fault(flotilla::store::Fault::DropType(
+        flotilla::proto::raftpb::MessageType::MsgSnapshot,
+    ));
     c.restart(third);
+    assert_eq!(kv.scan(Keyspace::Data, b"", None, false).count(), 0);
+    let status = answer(c.store(third).region_status(FIRST_REGION)).unwrap();
+    assert!(status.awaiting_snapshot);
+    c.must_put(FIRST_REGION, b"still", b"waiting");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(kv.scan(Keyspace::Data, b"", None, false).count(), 0);
+    // Rebuilt by a snapshot the leader makes for it.
+    c.net.remove_fault(held);
     c.wait_applied_everywhere(b"while", Some(b"down"));
     c.wait_applied_everywhere(b"k00", Some(b"v"));
     let data = kv.scan(Keyspace::Data, b"", None, false).count();
-    assert_eq!(data, 51);
+    assert_eq!(data, 52);
     let state = region_state(kv.as_ref(), FIRST_REGION).unwrap().unwrap();
     assert_eq!(state.state, PeerState::Normal as i32);
     let status = answer(c.store(third).region_status(FIRST_REGION)).unwrap();

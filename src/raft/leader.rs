@@ -334,10 +334,10 @@ impl<S: LogStorage> Raft<S> {
         if m.reject && m.request_snapshot > 0 {
             // The follower's applied state is gone: it needs a snapshot at or past the
             // index it names, whatever its log holds. One on its way already will do.
-            let sending =
-                pr.state == ProgressState::Snapshot && pr.pending_snapshot >= m.request_snapshot;
-            // Asked past what this leader applied (it has not learned that commit yet):
-            // no snapshot that recent can be made; the follower asks again.
+            // One on its way already is left to finish (`report_snapshot` resumes); asked
+            // past what this leader applied (it has not learned that commit yet), no
+            // snapshot that recent can be made. The follower asks again either way.
+            let sending = pr.state == ProgressState::Snapshot;
             if !sending && m.request_snapshot <= self.log.applied {
                 pr.become_probe();
                 self.send_snapshot(from, m.request_snapshot);
@@ -354,11 +354,7 @@ impl<S: LogStorage> Raft<S> {
             return Ok(());
         }
         let was_paused = pr.is_paused();
-        // A snapshot the follower asked for may land at an index it had matched already.
-        let snapshot_landed = pr.state == ProgressState::Snapshot
-            && pr.pending_snapshot != 0
-            && m.index >= pr.pending_snapshot;
-        if !pr.maybe_update(m.index) && !snapshot_landed {
+        if !pr.maybe_update(m.index) {
             return Ok(());
         }
         match pr.state {

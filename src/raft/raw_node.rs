@@ -387,7 +387,7 @@ impl<S: LogStorage> RawNode<S> {
             quiescent: r.is_quiescent(),
             lease_valid: r.lease_valid(),
             uncommitted_bytes: r.uncommitted_size(),
-            requested_snapshot: r.requested_snapshot,
+            requested_snapshot: r.requested_snapshot(),
         }
     }
 }

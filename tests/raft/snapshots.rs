@@ -276,6 +276,26 @@ fn a_snapshot_below_the_request_is_refused_and_one_in_flight_is_not_sent_twice()
     assert_eq!(c.applied_data(3), c.applied_data(1));
 }
 
+/// With no leader known, the request waits (nothing is sent to no one); the first
+/// leader's heartbeat carries it.
+#[test]
+fn a_request_without_a_leader_waits_for_one() {
+    let mut c = booted(Cluster::new(&[1, 2, 3], |_| {}));
+    c.raw_mut(3).request_snapshot().unwrap();
+    assert_eq!(st(&c, 3).requested_snapshot, Some(SnapshotRequest::Waiting));
+    let rd = c.raw_mut(3).ready().unwrap();
+    assert!(rd.messages.is_empty(), "{:?}", rd.messages);
+    assert!(rd.persisted_messages.is_empty() && rd.hard_state.is_none());
+    c.elect(1);
+    c.tick_all(HB);
+    c.stabilize();
+    let at = last(&c, 3);
+    assert_eq!(
+        st(&c, 3).requested_snapshot,
+        Some(SnapshotRequest::Sent { at })
+    );
+}
+
 #[test]
 fn a_leader_cannot_ask_for_a_snapshot() {
     let mut c = elected3();
