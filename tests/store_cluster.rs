@@ -664,25 +664,13 @@ fn every_request_answered_when_the_leader_stops_under_load(mode: RunMode) {
     c.must_put(FIRST_REGION, b"after", b"stop");
 }
 
-/// A crash in the middle of a snapshot install whose files are then lost leaves a region
-/// whose data the store voids when it opens (its range cleared, its state `Applying` with
-/// no snapshot). Its replica starts all the same with its log and vote, asks its leader for
-/// a snapshot, applies nothing until it installs one, and follows the log after.
-#[test]
-fn a_replica_whose_data_was_voided_on_restart_is_rebuilt_from_a_snapshot_it_asks_for() {
+/// Marks store `store`'s replica of region 1 (the store stopped) as an install a crash
+/// interrupted, naming a snapshot whose files are gone: the store voids it on open.
+fn void_on_next_open(c: &Cluster, store: StoreId, region: flotilla::proto::metapb::Region) {
     use flotilla::proto::storagepb::{PeerState, RegionLocalState, SnapshotSummary};
-    use flotilla::storage::kv::{Keyspace, KvEngine, KvRead, KvWriteBatch};
-    use flotilla::storage::region_meta::{put_region_state, region_state};
-    let mut c = Cluster::start(3);
-    for i in 0..50 {
-        c.must_put(FIRST_REGION, format!("k{i:02}").as_bytes(), b"v");
-    }
-    c.wait_applied_everywhere(b"k49", Some(b"v"));
-    let third = StoreId(3);
-    let region = c.store(third).region(FIRST_REGION).unwrap();
-    c.stop(third);
-    // The mark an install leaves first, naming a snapshot whose files are gone.
-    let kv = c.nodes[2].kv.clone();
+    use flotilla::storage::kv::{KvEngine, KvWriteBatch};
+    use flotilla::storage::region_meta::put_region_state;
+    let kv = &c.nodes[store.get() as usize - 1].kv;
     let mut batch = KvWriteBatch::default();
     put_region_state(
         &mut batch,
@@ -698,6 +686,27 @@ fn a_replica_whose_data_was_voided_on_restart_is_rebuilt_from_a_snapshot_it_asks
     );
     kv.write(&batch).unwrap();
     kv.persist().unwrap();
+}
+
+/// A crash in the middle of a snapshot install whose files are then lost leaves a region
+/// whose data the store voids when it opens (its range cleared, its state `Applying` with
+/// no snapshot). Its replica starts all the same with its log and vote, asks its leader for
+/// a snapshot, applies nothing until it installs one, and follows the log after.
+#[test]
+fn a_replica_whose_data_was_voided_on_restart_is_rebuilt_from_a_snapshot_it_asks_for() {
+    use flotilla::proto::storagepb::PeerState;
+    use flotilla::storage::kv::{Keyspace, KvRead};
+    use flotilla::storage::region_meta::region_state;
+    let mut c = Cluster::start(3);
+    for i in 0..50 {
+        c.must_put(FIRST_REGION, format!("k{i:02}").as_bytes(), b"v");
+    }
+    c.wait_applied_everywhere(b"k49", Some(b"v"));
+    let third = StoreId(3);
+    let region = c.store(third).region(FIRST_REGION).unwrap();
+    c.stop(third);
+    void_on_next_open(&c, third, region);
+    let kv = c.nodes[2].kv.clone();
 
     // Voided on open: while no snapshot can reach it, it waits and applies nothing.
     c.must_put(FIRST_REGION, b"while", b"down");
@@ -724,6 +733,73 @@ fn a_replica_whose_data_was_voided_on_restart_is_rebuilt_from_a_snapshot_it_asks
     // And it follows the log again.
     c.must_put(FIRST_REGION, b"after", b"rebuilt");
     c.wait_applied_everywhere(b"after", Some(b"rebuilt"));
+}
+
+/// The same, with the region asleep when the voided replica comes back: it cannot
+/// campaign (the way a restarted replica wakes a sleeping leader), so it signals its peers
+/// to wake, and the leader hears its request.
+#[test]
+fn a_voided_replica_wakes_its_sleeping_region_to_be_rebuilt() {
+    use flotilla::proto::storagepb::PeerState;
+    use flotilla::storage::region_meta::region_state;
+    let mut c = Cluster::start(3);
+    c.must_put(FIRST_REGION, b"k", b"v");
+    c.wait_applied_everywhere(b"k", Some(b"v"));
+    let asleep = |c: &Cluster, store: u64| {
+        answer(c.store(StoreId(store)).region_status(FIRST_REGION)).is_ok_and(|st| st.hibernated)
+    };
+    wait_until("the region sleeps", || (1..=3).all(|s| asleep(&c, s)));
+    let third = StoreId(3);
+    let region = c.store(third).region(FIRST_REGION).unwrap();
+    c.stop(third);
+    void_on_next_open(&c, third, region);
+    let kv = c.nodes[2].kv.clone();
+    assert!(asleep(&c, 1) && asleep(&c, 2), "still asleep");
+    c.restart(third);
+    c.wait_applied_everywhere(b"k", Some(b"v"));
+    let state = region_state(kv.as_ref(), FIRST_REGION).unwrap().unwrap();
+    assert_eq!(state.state, PeerState::Normal as i32);
+}
+
+/// Voided while its region removed it: it never applies its removal (it applies nothing
+/// until a snapshot), and the leader no longer talks to it; its calls for a snapshot are
+/// answered with a tombstone, so it ends, and the region can take the store back.
+#[test]
+fn a_voided_replica_the_region_removed_meanwhile_ends() {
+    use flotilla::proto::metapb::{Peer, PeerRole};
+    use flotilla::proto::storagepb::PeerState;
+    use flotilla::storage::region_meta::region_state;
+    use flotilla::store::PeerChange;
+    let mut c = Cluster::start(3);
+    c.must_put(FIRST_REGION, b"k", b"v");
+    c.wait_applied_everywhere(b"k", Some(b"v"));
+    let third = StoreId(3);
+    let region = c.store(third).region(FIRST_REGION).unwrap();
+    let gone = *region.peers.iter().find(|p| p.store_id == 3).unwrap();
+    c.stop(third);
+    void_on_next_open(&c, third, region);
+    let change = |c: &Cluster, ch: PeerChange| {
+        c.on_leader(FIRST_REGION, |s, epoch| {
+            s.change_peers(FIRST_REGION, epoch, vec![ch])
+        })
+    };
+    change(&c, PeerChange::Remove(gone));
+    c.restart(third);
+    let kv = c.nodes[2].kv.clone();
+    wait_until("the voided, removed replica lives on", || {
+        region_state(kv.as_ref(), FIRST_REGION)
+            .unwrap()
+            .is_some_and(|s| s.state == PeerState::Tombstone as i32)
+    });
+    let returning = Peer {
+        id: 30,
+        store_id: 3,
+        role: PeerRole::Learner as i32,
+    };
+    change(&c, PeerChange::AddLearner(returning));
+    c.wait_applied_everywhere(b"k", Some(b"v"));
+    let st = answer(c.store(third).region_status(FIRST_REGION)).unwrap();
+    assert_eq!(st.peer.id, 30);
 }
 
 /// A peer added on a store that holds nothing of the region is created by the leader's

@@ -802,7 +802,14 @@ impl<S: LogStorage> Raft<S> {
     }
 
     fn handle_append(&mut self, m: Message) {
-        if let Some(SnapshotRequest::Sent { .. }) = self.requested_snapshot {
+        if let Some(SnapshotRequest::Sent { at }) = self.requested_snapshot {
+            // The log up to `at` is this leader's: acknowledged again (once durable), as
+            // an earlier acknowledgement may have been lost and the leader may need ours
+            // to commit up to `at` before it can make the snapshot.
+            let mut ack = msg(MessageType::MsgAppendResponse, m.from, self.term);
+            ack.index = at;
+            ack.commit = self.log.committed;
+            self.send_persisted(ack);
             return self.send_snapshot_request();
         }
         let mut resp = msg(MessageType::MsgAppendResponse, m.from, self.term);

@@ -313,7 +313,7 @@ impl<S: LogStorage> Raft<S> {
                 m.index
             )));
         }
-        // A follower asks at its commit index, which every leader's log holds.
+        // A follower asks at its last index, in this leader's term: this log holds it.
         if m.reject && m.request_snapshot > last_index {
             return Err(invalid(format!(
                 "snapshot request at {} beyond last index {last_index}",
@@ -685,8 +685,9 @@ impl<S: LogStorage> Raft<S> {
     }
 
     /// Leader: everyone has everything and nothing is pending. Follower: a leader is known
-    /// and was heard from within the election timeout. A quiescent group may stop ticking
-    /// (call `wake` before ticking it again).
+    /// and was heard from within the election timeout, and no snapshot it asked for is
+    /// awaited (it must go on asking). A quiescent group may stop ticking (call `wake`
+    /// before ticking it again).
     pub fn is_quiescent(&self) -> bool {
         self.is_quiescent_ignoring(|_| false)
     }
@@ -723,7 +724,9 @@ impl<S: LogStorage> Raft<S> {
                     && self.tracker.config.voters.vote_result(&present) == VoteResult::Won
             }
             (Role::Follower, _) => {
-                self.leader_id != 0 && self.election_elapsed < self.cfg.election_tick
+                self.leader_id != 0
+                    && self.election_elapsed < self.cfg.election_tick
+                    && self.requested_snapshot.is_none()
             }
             _ => false,
         }

@@ -181,6 +181,7 @@ fn a_follower_that_lost_its_state_is_rebuilt_from_the_snapshot_it_asks_for() {
     let after = st(&c, 3);
     assert_eq!(after.requested_snapshot, None);
     assert_eq!(after.last_index, log_before);
+    assert!(c.node(3).raw().is_quiescent());
     // And it follows the log again.
     assert_eq!(pr(&c, 1, 3).state, ProgressState::Replicate);
     propose_n(&mut c, 2);
@@ -199,6 +200,7 @@ fn while_it_waits_a_follower_appends_commits_and_applies_nothing_and_does_not_ca
     c.tick_all(HB);
     c.stabilize();
     let during = st(&c, 3);
+    assert!(!c.node(3).raw().is_quiescent(), "it must go on asking");
     assert_eq!(during.last_index, before.last_index, "appended nothing");
     assert_eq!(during.hard_state.commit, before.hard_state.commit);
     assert!(c.applied_data(3).is_empty(), "applied nothing");
@@ -350,4 +352,44 @@ fn a_request_waits_for_the_log_to_end_in_the_leaders_term() {
     assert_eq!(st(&c, 3).requested_snapshot, None);
     assert_eq!(c.applied_data(3), c.applied_data(2));
     assert_eq!(c.applied_data(3).len(), 4);
+}
+
+/// Node 2 is down and node 3's acknowledgement of the last entry was lost, so the leader
+/// cannot commit it, and cannot make a snapshot that recent. Node 3, waiting for one
+/// there, acknowledges its log again with each append it refuses: the entry commits and
+/// the snapshot follows.
+#[test]
+fn a_request_acknowledges_the_log_it_asks_past() {
+    let mut c = elected3();
+    propose_n(&mut c, 2);
+    c.stabilize();
+    c.isolate(2);
+    c.set_filter(|m| !(m.from == 3 && is(m, MsgAppendResponse)));
+    propose_n(&mut c, 1);
+    c.stabilize();
+    c.clear_filter();
+    let at = last(&c, 3);
+    assert_eq!(last(&c, 1), at);
+    assert!(c.committed(1) < at, "the leader lacks a quorum for it");
+    c.lose_state_machine(3);
+    c.raw_mut(3).request_snapshot().unwrap();
+    assert_eq!(
+        st(&c, 3).requested_snapshot,
+        Some(SnapshotRequest::Sent { at })
+    );
+    for _ in 0..3 {
+        tick_one(&mut c, 1, HB);
+        c.stabilize();
+    }
+    assert_eq!(
+        c.committed(1),
+        at,
+        "committed with node 3's acknowledgement"
+    );
+    c.compact(1);
+    tick_one(&mut c, 1, HB);
+    c.stabilize();
+    assert_eq!(st(&c, 3).requested_snapshot, None);
+    assert_eq!(c.applied_data(3), c.applied_data(1));
+    assert_eq!(c.applied_data(3).len(), 3);
 }

@@ -236,6 +236,33 @@ impl PeerFsm {
         }
     }
 
+    /// A replica waiting for a snapshot it asked for cannot campaign, so it never wakes a
+    /// sleeping leader the way a restarted replica's pre-vote does: once per election
+    /// timeout of its ticks it signals every other peer to wake (a sleeping follower then
+    /// wakes its leader). A replica the region removed meanwhile is answered with a
+    /// tombstone (`answered_as_removed`).
+    pub(super) fn call_for_snapshot(&mut self, ticks: u32, ctx: &mut PollContext) {
+        let raft = self.raw.raft();
+        if ticks == 0 || raft.requested_snapshot().is_none() {
+            return;
+        }
+        let timeout = raft.config().election_tick as u64;
+        let now = raft.now;
+        if now / timeout == now.saturating_sub(u64::from(ticks)) / timeout {
+            return;
+        }
+        let others: Vec<Peer> = self
+            .region
+            .peers
+            .iter()
+            .filter(|p| p.id != self.peer.id)
+            .copied()
+            .collect();
+        for peer in others {
+            self.signal(&peer, HibernationSignal::WakeUp, ctx);
+        }
+    }
+
     fn signal(&mut self, to: &Peer, signal: HibernationSignal, ctx: &mut PollContext) {
         let raft = self.raw.raft();
         ctx.outbound.push_signal(

@@ -205,6 +205,7 @@ impl PeerFsm {
         for _ in 0..ticks {
             self.raw.tick();
         }
+        self.call_for_snapshot(ticks, ctx);
         self.propose_pending(ctx);
         self.handle_ready(ctx);
         self.check_hand_off();
