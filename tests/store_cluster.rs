@@ -1362,6 +1362,52 @@ fn the_split_answer_comes_after_the_new_region_runs_on_the_leader_store() {
     assert_eq!(answer_now(&mut status).region.id, new_region.get());
 }
 
+/// A membership change was answered with the apply batch, before the leader's peer took
+/// it in: a request routed at once with the new epoch found the old one there and was
+/// refused `EpochNotMatch` (`tests/server_api.rs` failed so in a CI run). Each store is
+/// stepped one poller at a time, and the answer looked at after every step.
+#[test]
+fn a_membership_change_is_answered_once_the_leader_took_it_in() {
+    use flotilla::store::PeerChange;
+    let net = flotilla::store::InProcessNetwork::new(29);
+    let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
+    let mut stores = stepped_stores(&net, &nodes, test_config);
+    let leader = stepped_leader(&mut stores);
+    let region = stores[leader].region(FIRST_REGION).unwrap();
+    let follower = *region
+        .peers
+        .iter()
+        .find(|p| p.store_id != leader as u64 + 1)
+        .unwrap();
+    let mut removed = stores[leader].change_peers(
+        FIRST_REGION,
+        region.epoch.unwrap(),
+        vec![PeerChange::Remove(follower)],
+    );
+    let mut steps = 0;
+    let answered = 'steps: loop {
+        steps += 1;
+        assert!(steps < 10_000, "the change was never answered");
+        for s in stores.iter_mut() {
+            for step in 0..3 {
+                match step {
+                    0 => drop(s.step_raft()),
+                    1 => drop(s.step_wal()),
+                    _ => drop(s.step_apply()),
+                }
+                if let Some(answer) = removed.try_take() {
+                    break 'steps answer.expect("change peers");
+                }
+            }
+        }
+    };
+    let here = stores[leader].region(FIRST_REGION).unwrap();
+    assert_eq!(
+        here.epoch, answered.region.epoch,
+        "answered before the leader took the change in"
+    );
+}
+
 /// A store that stops mid-round drops the split answer it held for the peer then and
 /// there — its outcome unknown — rather than keeping it until shutdown. Every applied
 /// entry is written at once here (a 1-byte apply batch), and the leader's KV engine loses

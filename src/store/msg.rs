@@ -232,7 +232,13 @@ pub(crate) enum RegionChange {
         answer: Option<(Responder<SplitResponse>, SplitResponse)>,
     },
     /// A membership change: the region with its new peers, and the entry the core applies.
-    ConfChange { region: Region, entry: Entry },
+    /// `answer` is the proposer's, told once this replica took the change in, so a request
+    /// routed with the new epoch finds it here.
+    ConfChange {
+        region: Region,
+        entry: Entry,
+        answer: Option<(Responder<ChangePeersResponse>, ChangePeersResponse)>,
+    },
     /// A snapshot was installed (durably): the region as the snapshot describes it.
     SnapshotInstalled { region: Region },
     /// The region's apply state durably records its log truncated after `index` (of

@@ -154,7 +154,6 @@ enum Answer {
 enum Applied {
     /// One result per write of the entry, in its order.
     Writes(Vec<RegionResult<WriteResponse>>),
-    ChangePeers(ChangePeersResponse),
 }
 
 impl Answer {
@@ -170,9 +169,6 @@ impl Answer {
                         .zip(results)
                         .map(|(r, a)| Answer::Write(r, a)),
                 );
-            }
-            (ProposalResponder::ChangePeers(r), Applied::ChangePeers(a)) => {
-                answers.push(Answer::ChangePeers(r, Ok(a)));
             }
             (r, _) => Answer::failed(r, invalid("the entry holds other commands"), answers),
         }
@@ -657,19 +653,31 @@ impl ApplyPoller {
             normal_state(region.clone())
         };
         put_region_state(&mut self.batch, &state);
-        fsm.changes.push(RegionChange::ConfChange {
-            region: region.clone(),
-            entry: entry.clone(),
-        });
         self.observe(fsm, (entry.index, entry.term), || {
             AppliedChange::ChangePeers {
                 region: region.clone(),
             }
         });
-        self.answer_applied(
-            proposal,
-            Applied::ChangePeers(ChangePeersResponse { region }),
-        );
+        // Answered by the peer once it took the change in (after this batch is written),
+        // not with the batch's other answers: a request routed with the new epoch must
+        // not reach the peer before it.
+        let answer = match proposal {
+            Some(ProposalResponder::ChangePeers(r)) => Some((
+                r,
+                ChangePeersResponse {
+                    region: region.clone(),
+                },
+            )),
+            other => {
+                self.answer_error(other, invalid("the entry holds other commands"));
+                None
+            }
+        };
+        fsm.changes.push(RegionChange::ConfChange {
+            region,
+            entry: entry.clone(),
+            answer,
+        });
     }
 
     /// Hands the snapshot worker a read view taken at the applied index (everything

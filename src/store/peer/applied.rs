@@ -26,8 +26,16 @@ impl PeerFsm {
                         responder.respond(Ok(response));
                     }
                 }
-                RegionChange::ConfChange { region, entry } => {
+                RegionChange::ConfChange {
+                    region,
+                    entry,
+                    answer,
+                } => {
                     self.on_conf_change(region, &entry, ctx);
+                    // The change is this replica's now: a request with its epoch passes.
+                    if let Some((responder, response)) = answer {
+                        responder.respond(Ok(response));
+                    }
                 }
                 RegionChange::SnapshotInstalled { region } => self.finish_install(region, ctx),
                 RegionChange::LogTruncated { index, term } => {

@@ -246,9 +246,7 @@ impl PeerFsm {
         if ticks == 0 || raft.requested_snapshot().is_none() {
             return;
         }
-        let timeout = raft.config().election_tick as u64;
-        let now = raft.now;
-        if now / timeout == now.saturating_sub(u64::from(ticks)) / timeout {
+        if !crossed_multiple(raft.now, ticks, raft.config().election_tick as u64) {
             return;
         }
         let others: Vec<Peer> = self
@@ -276,8 +274,30 @@ impl PeerFsm {
     }
 }
 
+/// Whether ticking from `now - ticks` to `now` crossed a multiple of `every`: an action
+/// due once per `every` ticks, however the ticks come in rounds.
+fn crossed_multiple(now: u64, ticks: u32, every: u64) -> bool {
+    now / every != now.saturating_sub(u64::from(ticks)) / every
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_multiple_is_crossed_once_however_the_ticks_come() {
+        use super::crossed_multiple;
+        assert!(crossed_multiple(10, 1, 10));
+        assert!(!crossed_multiple(9, 1, 10));
+        assert!(!crossed_multiple(11, 1, 10));
+        assert!(!crossed_multiple(19, 5, 10));
+        assert!(crossed_multiple(20, 5, 10));
+        assert!(crossed_multiple(25, 10, 10));
+        assert!(!crossed_multiple(20, 0, 10));
+        // Ten ticks one at a time, or in rounds of three: one crossing per ten.
+        let ones = (1..=30).filter(|&n| crossed_multiple(n, 1, 10)).count();
+        let threes = (1..=10).filter(|&r| crossed_multiple(3 * r, 3, 10)).count();
+        assert_eq!((ones, threes), (3, 3));
+    }
+
     use crate::testkit::cluster::*;
 
     /// Most of a store's regions sleep: one that falls asleep keeps none of the room its
