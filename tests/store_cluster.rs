@@ -1265,6 +1265,29 @@ fn a_read_waiting_when_its_store_stops_gets_store_stopping() {
     }
 }
 
+/// Steps each store one poller at a time (raft, WAL, apply) until `response` is
+/// answered, looking at it after every step.
+fn step_until_answered<T>(
+    stores: &mut [flotilla::store::Store],
+    response: &mut flotilla::store::Response<T>,
+) -> flotilla::store::RegionResult<T> {
+    for _ in 0..10_000 {
+        for s in stores.iter_mut() {
+            for step in 0..3 {
+                match step {
+                    0 => drop(s.step_raft()),
+                    1 => drop(s.step_wal()),
+                    _ => drop(s.step_apply()),
+                }
+                if let Some(answer) = response.try_take() {
+                    return answer;
+                }
+            }
+        }
+    }
+    panic!("never answered");
+}
+
 /// Three stepped stores on `nodes` with a leader of region 1, asked (not yet stepped) to
 /// split it at "m" into region 2 with peers 21–23: the stores, the leader's index, the
 /// region's epoch before the split, and the split's answer to come.
@@ -1327,23 +1350,7 @@ fn the_split_answer_comes_after_the_new_region_runs_on_the_leader_store() {
     let nodes: Vec<Node> = (0..3).map(|_| Node::new()).collect();
     let (mut stores, leader, _, mut split) = stepped_split(&net, &nodes, test_config);
     let new_region = RegionId(2);
-    let mut steps = 0;
-    let answered = 'steps: loop {
-        steps += 1;
-        assert!(steps < 10_000, "the split was never answered");
-        for s in stores.iter_mut() {
-            for step in 0..3 {
-                match step {
-                    0 => drop(s.step_raft()),
-                    1 => drop(s.step_wal()),
-                    _ => drop(s.step_apply()),
-                }
-                if let Some(answer) = split.try_take() {
-                    break 'steps answer.expect("split");
-                }
-            }
-        }
-    };
+    let answered = step_until_answered(&mut stores, &mut split).expect("split");
     assert_eq!(answered.regions[1].id, new_region.get());
     assert!(
         stores[leader].region(new_region).is_some(),
@@ -1384,23 +1391,7 @@ fn a_membership_change_is_answered_once_the_leader_took_it_in() {
         region.epoch.unwrap(),
         vec![PeerChange::Remove(follower)],
     );
-    let mut steps = 0;
-    let answered = 'steps: loop {
-        steps += 1;
-        assert!(steps < 10_000, "the change was never answered");
-        for s in stores.iter_mut() {
-            for step in 0..3 {
-                match step {
-                    0 => drop(s.step_raft()),
-                    1 => drop(s.step_wal()),
-                    _ => drop(s.step_apply()),
-                }
-                if let Some(answer) = removed.try_take() {
-                    break 'steps answer.expect("change peers");
-                }
-            }
-        }
-    };
+    let answered = step_until_answered(&mut stores, &mut removed).expect("change peers");
     let here = stores[leader].region(FIRST_REGION).unwrap();
     assert_eq!(
         here.epoch, answered.region.epoch,

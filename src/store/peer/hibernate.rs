@@ -121,16 +121,7 @@ impl PeerFsm {
             self.sleep = Sleep::Awake { idle_ticks };
             return;
         }
-        let followers: Vec<Peer> = self
-            .region
-            .peers
-            .iter()
-            .filter(|p| p.id != self.peer.id)
-            .copied()
-            .collect();
-        for p in &followers {
-            self.signal(p, HibernationSignal::Sleep, ctx);
-        }
+        self.signal_others(HibernationSignal::Sleep, ctx);
         self.fall_asleep(ctx);
     }
 
@@ -249,6 +240,11 @@ impl PeerFsm {
         if !crossed_multiple(raft.now, ticks, raft.config().election_tick as u64) {
             return;
         }
+        self.signal_others(HibernationSignal::WakeUp, ctx);
+    }
+
+    /// Sends `signal` to every other replica of the region.
+    fn signal_others(&mut self, signal: HibernationSignal, ctx: &mut PollContext) {
         let others: Vec<Peer> = self
             .region
             .peers
@@ -256,8 +252,8 @@ impl PeerFsm {
             .filter(|p| p.id != self.peer.id)
             .copied()
             .collect();
-        for peer in others {
-            self.signal(&peer, HibernationSignal::WakeUp, ctx);
+        for peer in &others {
+            self.signal(peer, signal, ctx);
         }
     }
 
