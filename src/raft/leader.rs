@@ -333,10 +333,10 @@ impl<S: LogStorage> Raft<S> {
         pr.committed_index = pr.committed_index.max(m.commit);
         if m.reject && m.request_snapshot > 0 {
             // The follower's applied state is gone: it needs a snapshot at or past the
-            // index it names, whatever its log holds. One on its way already will do.
-            // One on its way already is left to finish (`report_snapshot` resumes); asked
-            // past what this leader applied (it has not learned that commit yet), no
-            // snapshot that recent can be made. The follower asks again either way.
+            // index it names, whatever its log holds. One on its way already is left to
+            // finish (`report_snapshot` resumes); asked past what this leader applied (it
+            // has not learned that commit yet), no snapshot that recent can be made. The
+            // follower asks again either way.
             let sending = pr.state == ProgressState::Snapshot;
             if !sending && m.request_snapshot <= self.log.applied {
                 pr.become_probe();

@@ -736,7 +736,8 @@ impl Drop for Store {
 }
 
 /// Finishes the destroys a crash interrupted, then starts the peer of every region the
-/// KV engine holds in the Normal state.
+/// KV engine holds in the Normal state, and of every region whose data `snapshot::recover`
+/// voided (it asks for a snapshot).
 fn load_regions(shared: &StoreShared) -> Result<(), StoreError> {
     let kv = shared.engines.kv.as_ref();
     let states = all_region_states(kv)?;

@@ -870,9 +870,9 @@ impl PollHandler<ApplyFsm, ApplyControl> for ApplyPoller {
                 }
             };
             if done.is_err() {
-                // The store stopped: the changes are never reported, and a split's answer
-                // among them drops with them (its outcome unknown), now rather than at
-                // shutdown.
+                // The store stopped: the changes are never reported, and a split's or a
+                // membership change's answer among them drops with them (its outcome
+                // unknown), now rather than at shutdown.
                 fsm.changes.clear();
                 return Handled::Idle;
             }
